@@ -1,0 +1,10 @@
+"""fastcnn: Triton kernels for training convolutional networks in PyTorch.
+
+See README.md. ``fastcnn.info()`` tells where the kernels run on this machine.
+"""
+__version__ = "0.1.0"
+
+from . import optim  # noqa: E402
+from ._backend import FallbackWarning, info  # noqa: E402
+
+__all__ = ["FallbackWarning", "info", "optim", "__version__"]

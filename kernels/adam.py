@@ -1,0 +1,198 @@
+"""Fused multi-tensor Adam / AdamW step.
+
+Computes, for every element of every tensor in one launch (``g`` the gradient, ``p`` the param,
+``m``/``v`` the moments, ``t`` the step counter after this step):
+
+    g  = g / grad_scale                       (GradScaler, when given)
+    g  = -g                                   (maximize)
+    g  = g + wd * p        (Adam)     or     p = p * (1 - lr * wd)      (AdamW)
+    m  = m + (1 - beta1) * (g - m)
+    v  = beta2 * v + (1 - beta2) * g * g
+    vmax = max(vmax, v)                       (amsgrad; the denominator then uses vmax)
+    p  = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+Element math is fp32 whatever the storage dtype; the bias corrections are computed per tensor in
+fp64 from the device-side step counter, as torch's fused Adam does, so nothing is read back to
+the host.
+
+Bytes moved per element: read p, g, m, v and write p, m, v: 7 x element size (28 B for fp32),
+plus read and write vmax with amsgrad (36 B for fp32). FLOPs are negligible: it is memory bound.
+
+Launch grid: two launches per (device, dtype) bucket of a param group, whatever the number of
+tensors. ``_count_steps_kernel`` has one program per ``STEP_BLOCK`` tensors and adds one to each
+step counter (zero when GradScaler found inf/NaN). ``_adam_step_kernel`` has one program per
+``chunk_size`` elements of each tensor (see ``multi_tensor.py``), looping over them in ``BLOCK``s.
+The counters are bumped in a separate launch because many programs read the same counter.
+"""
+import numpy as np
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+
+# Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
+ROW_PARAM, ROW_GRAD, ROW_EXP_AVG, ROW_EXP_AVG_SQ, ROW_MAX_EXP_AVG_SQ, ROW_STEP, ROW_NUMEL = range(7)
+
+# A float32 step counter stops growing at 2**24 (t + 1 rounds back to t), so 25 bits of the
+# exponent are enough for beta**t.
+STEP_BITS = 25
+
+# Compiled: a 16K-element chunk per program keeps >1000 programs in flight for a ResNet-50-sized
+# parameter set. Interpreted: the interpreter pays per program, not per element.
+CHUNK_SIZE = 4096 if INTERPRETED else 16384
+BLOCK = 1024
+NUM_WARPS = 4
+STEP_BLOCK = 128
+
+
+@triton.jit
+def _row_pointer(tables_ptr, row, num_tensors, tensor, DTYPE: tl.constexpr):
+    address = tl.load(tables_ptr + row * num_tensors + tensor)
+    return address.to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _pow_by_squaring(base_hi, base_lo, exponent):
+    """base**exponent in fp64 for a non-negative integer-valued exponent.
+
+    ``base`` arrives as an fp32 pair (hi + lo) because triton passes Python floats as fp32;
+    together they carry the full double. Only multiplications: no fp64 transcendental needed.
+    """
+    base = tl.zeros((), tl.float64) + base_hi + base_lo
+    remaining = exponent.to(tl.int64)
+    result = tl.full((), 1.0, tl.float64)
+    for bit in tl.static_range(STEP_BITS):
+        result = tl.where(((remaining >> bit) & 1) != 0, result * base, result)
+        base = base * base
+    return result
+
+
+@triton.jit
+def _count_steps_kernel(tables_ptr, num_tensors, found_inf_ptr,
+                        HAS_FOUND_INF: tl.constexpr, STEP_BLOCK: tl.constexpr):
+    tensors = tl.program_id(0) * STEP_BLOCK + tl.arange(0, STEP_BLOCK)
+    in_range = tensors < num_tensors
+    addresses = tl.load(tables_ptr + ROW_STEP * num_tensors + tensors, mask=in_range, other=0)
+    step_ptrs = addresses.to(tl.pointer_type(tl.float32))
+    increment = 1.0
+    if HAS_FOUND_INF:
+        increment = tl.where(tl.load(found_inf_ptr) != 0, 0.0, 1.0)
+    steps = tl.load(step_ptrs, mask=in_range, other=0.0)
+    tl.store(step_ptrs, steps + increment, mask=in_range)
+
+
+@triton.jit
+def _adam_step_kernel(
+    tables_ptr, chunks_ptr, num_tensors, num_chunks,
+    grad_scale_ptr, found_inf_ptr,
+    lr, beta2, one_minus_beta1, one_minus_beta2,
+    beta1_hi, beta1_lo, beta2_hi, beta2_lo,
+    eps, weight_decay, decoupled_decay_factor,
+    ELEMENT_TYPE: tl.constexpr, STATE_TYPE: tl.constexpr,
+    DECOUPLED_WEIGHT_DECAY: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
+    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr,
+    CHUNK_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    tensor = tl.load(chunks_ptr + pid)
+    chunk_start = tl.load(chunks_ptr + num_chunks + pid)  # int64: tensors may hold >= 2**31 elements
+    numel = tl.load(tables_ptr + ROW_NUMEL * num_tensors + tensor)
+    chunk_end = tl.minimum(chunk_start + CHUNK_SIZE, numel)
+    if HAS_FOUND_INF:
+        # GradScaler's contract: a step whose gradients hold inf/NaN changes nothing.
+        chunk_end = tl.where(tl.load(found_inf_ptr) != 0, chunk_start, chunk_end)
+
+    param_ptr = _row_pointer(tables_ptr, ROW_PARAM, num_tensors, tensor, ELEMENT_TYPE)
+    grad_ptr = _row_pointer(tables_ptr, ROW_GRAD, num_tensors, tensor, ELEMENT_TYPE)
+    exp_avg_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG, num_tensors, tensor, STATE_TYPE)
+    exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
+    max_exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_MAX_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
+    if ALIGNED:
+        param_ptr = tl.multiple_of(param_ptr, 16)
+        grad_ptr = tl.multiple_of(grad_ptr, 16)
+        exp_avg_ptr = tl.multiple_of(exp_avg_ptr, 16)
+        exp_avg_sq_ptr = tl.multiple_of(exp_avg_sq_ptr, 16)
+        max_exp_avg_sq_ptr = tl.multiple_of(max_exp_avg_sq_ptr, 16)
+
+    # Per-tensor scalars in fp64 (the counter was already bumped by _count_steps_kernel).
+    step = tl.load(_row_pointer(tables_ptr, ROW_STEP, num_tensors, tensor, tl.float32)).to(tl.float64)
+    bias_correction1 = 1.0 - _pow_by_squaring(beta1_hi, beta1_lo, step)
+    bias_correction2 = 1.0 - _pow_by_squaring(beta2_hi, beta2_lo, step)
+    step_size = (lr / bias_correction1).to(tl.float32)
+    inv_bias_correction2_sqrt = (1.0 / tl.sqrt(bias_correction2)).to(tl.float32)
+    if HAS_GRAD_SCALE:
+        inv_grad_scale = 1.0 / tl.load(grad_scale_ptr).to(tl.float32)
+
+    for block_start in range(chunk_start, chunk_end, BLOCK):
+        offsets = block_start + tl.arange(0, BLOCK)
+        if ALIGNED:
+            offsets = tl.max_contiguous(tl.multiple_of(offsets, BLOCK), BLOCK)
+        mask = offsets < chunk_end
+        param = tl.load(param_ptr + offsets, mask=mask).to(tl.float32)
+        grad = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
+        exp_avg = tl.load(exp_avg_ptr + offsets, mask=mask).to(tl.float32)
+        exp_avg_sq = tl.load(exp_avg_sq_ptr + offsets, mask=mask).to(tl.float32)
+
+        if HAS_GRAD_SCALE:
+            grad = grad * inv_grad_scale
+        if MAXIMIZE:
+            grad = -grad
+        if HAS_WEIGHT_DECAY:
+            if DECOUPLED_WEIGHT_DECAY:
+                param = param * decoupled_decay_factor
+            else:
+                grad = grad + weight_decay * param
+
+        exp_avg = exp_avg + one_minus_beta1 * (grad - exp_avg)
+        exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
+        if AMSGRAD:
+            max_exp_avg_sq = tl.load(max_exp_avg_sq_ptr + offsets, mask=mask).to(tl.float32)
+            max_exp_avg_sq = tl.maximum(max_exp_avg_sq, exp_avg_sq)
+            tl.store(max_exp_avg_sq_ptr + offsets, max_exp_avg_sq.to(STATE_TYPE), mask=mask)
+            second_moment = max_exp_avg_sq
+        else:
+            second_moment = exp_avg_sq
+        denom = tl.sqrt(second_moment) * inv_bias_correction2_sqrt + eps
+        param = param - step_size * (exp_avg / denom)
+
+        tl.store(param_ptr + offsets, param.to(ELEMENT_TYPE), mask=mask)
+        tl.store(exp_avg_ptr + offsets, exp_avg.to(STATE_TYPE), mask=mask)
+        tl.store(exp_avg_sq_ptr + offsets, exp_avg_sq.to(STATE_TYPE), mask=mask)
+
+
+def _split_double(value):
+    """A Python float as an fp32 pair whose sum in fp64 is the original double."""
+    hi = float(np.float32(value))
+    return hi, value - hi
+
+
+def adam_step(table, *, element_type, state_type, lr, beta1, beta2, eps, weight_decay,
+              decoupled_weight_decay, amsgrad, maximize, grad_scale=None, found_inf=None):
+    """Launch one Adam/AdamW step over every tensor of ``table`` (a multi_tensor.TensorTable
+    with rows param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step). ``element_type`` and
+    ``state_type`` are triton dtypes; ``grad_scale`` and ``found_inf`` are optional one-element
+    fp32 tensors on the tensors' device (GradScaler's). Returns the number of launches."""
+    flag_ptr = found_inf if found_inf is not None else table.tables
+    _count_steps_kernel[(triton.cdiv(table.num_tensors, STEP_BLOCK),)](
+        table.tables, table.num_tensors, flag_ptr,
+        HAS_FOUND_INF=found_inf is not None, STEP_BLOCK=STEP_BLOCK,
+    )
+    if table.num_chunks == 0:
+        return 1
+    beta1_hi, beta1_lo = _split_double(beta1)
+    beta2_hi, beta2_lo = _split_double(beta2)
+    _adam_step_kernel[(table.num_chunks,)](
+        table.tables, table.chunks, table.num_tensors, table.num_chunks,
+        grad_scale if grad_scale is not None else table.tables, flag_ptr,
+        lr, beta2, 1.0 - beta1, 1.0 - beta2,
+        beta1_hi, beta1_lo, beta2_hi, beta2_lo,
+        eps, weight_decay, 1.0 - lr * weight_decay,
+        ELEMENT_TYPE=element_type, STATE_TYPE=state_type,
+        DECOUPLED_WEIGHT_DECAY=decoupled_weight_decay, HAS_WEIGHT_DECAY=weight_decay != 0,
+        AMSGRAD=amsgrad, MAXIMIZE=maximize,
+        HAS_GRAD_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
+        ALIGNED=table.aligned, CHUNK_SIZE=table.chunk_size, BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
+    )
+    return 2

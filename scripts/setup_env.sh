@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/test.sh and scripts/demo.sh: a virtual environment in .venv that
+# sees an already installed torch (a GPU user's CUDA build is kept, never replaced), installs
+# torch==2.13.0 (CPU build) only where none is importable, then installs fastcnn with the given
+# extras in editable mode. Usage: source scripts/setup_env.sh [extras]
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+python_bin="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python_bin" -m venv --system-site-packages .venv
+fi
+pip_install() { .venv/bin/python -m pip install --disable-pip-version-check -q "$@"; }
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    pip_install torch==2.13.0
+fi
+extras="${1:-}"
+pip_install -e ".${extras:+[$extras]}"
+export PATH="$repo_root/.venv/bin:$PATH"

@@ -1,0 +1,27 @@
+"""Packaging for fastcnn.
+
+The raw Triton kernels live in the top-level ``kernels/`` folder of the repository but are
+installed as ``fastcnn.kernels``: a top-level package named ``kernels`` would collide with
+other distributions that use that name, so nothing here installs one.
+"""
+from setuptools import setup
+
+setup(
+    name="fastcnn",
+    version="0.1.0",
+    description="Triton kernels for training convolutional networks in PyTorch",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["fastcnn", "fastcnn.kernels"],
+    package_dir={"fastcnn": "fastcnn", "fastcnn.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.11",
+        "triton>=3.6,<3.10",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "expecttest", "setuptools>=64", "wheel"],
+    },
+    entry_points={"console_scripts": ["fastcnn-info=fastcnn.__main__:main"]},
+)

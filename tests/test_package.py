@@ -1,0 +1,80 @@
+"""The installed package: layout, where kernels run, and the PyTorch fallback path."""
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import pytest
+import torch
+
+import fastcnn
+from fastcnn.testing import DEVICE
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, tmp_path, **environment):
+    """Run ``code`` in a fresh interpreter from ``tmp_path`` (so the repository is not on sys.path)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(environment)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_info_says_where_kernels_run():
+    where = fastcnn.info()
+    assert where["torch"] == torch.__version__ and where["triton"]
+    expected = "compiled" if DEVICE == "cuda" else "interpreted"
+    assert where[f"kernels_on_{DEVICE}_tensors"] == expected
+
+
+def test_kernels_live_inside_the_fastcnn_namespace(tmp_path):
+    result = run_python("""
+        import importlib.util, fastcnn.kernels.adam
+        print(importlib.util.find_spec("kernels"))
+        print(fastcnn.kernels.__name__)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "fastcnn.kernels"]
+
+
+def test_wheel_installs_no_top_level_kernels_package(tmp_path):
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), REPO_ROOT], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("fastcnn-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fastcnn/kernels/adam.py" in names and "fastcnn/kernels/__init__.py" in names
+    top_level = {name.split("/")[0] for name in names}
+    assert "kernels" not in top_level, top_level
+
+
+def test_cpu_without_interpreter_uses_the_reference_path_and_warns_once(tmp_path):
+    result = run_python("""
+        import warnings, torch, fastcnn
+        torch.manual_seed(0)
+        start = [torch.randn(5, 3), torch.randn(7)]
+        ours = [p.clone().requires_grad_() for p in start]
+        theirs = [p.double().clone().requires_grad_() for p in start]
+        a = fastcnn.optim.AdamW(ours, lr=0.01, amsgrad=True)
+        b = torch.optim.AdamW(theirs, lr=0.01, amsgrad=True, foreach=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(5):
+                for p, r in zip(ours, theirs):
+                    p.grad = torch.randn_like(p)
+                    r.grad = p.grad.double()
+                a.step()
+                b.step()
+        fallback = [w for w in caught if issubclass(w.category, fastcnn.FallbackWarning)]
+        error = max(((p.double() - r).norm() / r.norm()).item() for p, r in zip(ours, theirs))
+        print(len(fallback), fastcnn.info()["kernels_on_cpu_tensors"], error < 1e-6)
+        print(fallback[0].message)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 fallback True", result.stdout
+    assert "TRITON_INTERPRET=1" in lines[1]
