@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set up .venv and run the full test suite (through Triton's interpreter when there is no GPU),
-# then check that the benchmark suites skip cleanly (CPU) or run (GPU). pytest runs from inside
-# tests/ and bench/ so that the repository root is not on sys.path: the tests import the
+# Set up .venv, check that the benchmark suites skip cleanly (CPU) or run (GPU), then run the
+# full test suite (through Triton's interpreter when there is no GPU). pytest runs from inside
+# bench/ and tests/ so that the repository root is not on sys.path: the tests import the
 # installed fastcnn (where fastcnn.kernels exists), not the source folder.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh" test
-(cd tests && python -m pytest "$@")
 (cd bench && python -m pytest -q)
+(cd tests && python -m pytest "$@")
