@@ -31,11 +31,13 @@ import triton.language as tl
 from . import INTERPRETED
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
-ROW_PARAM, ROW_GRAD, ROW_EXP_AVG, ROW_EXP_AVG_SQ, ROW_MAX_EXP_AVG_SQ, ROW_STEP, ROW_NUMEL = range(7)
+# Globals read inside @triton.jit must be tl.constexpr for the compiler (the interpreter is lax).
+ROW_PARAM, ROW_GRAD, ROW_EXP_AVG, ROW_EXP_AVG_SQ, ROW_MAX_EXP_AVG_SQ, ROW_STEP, ROW_NUMEL = (
+    tl.constexpr(row) for row in range(7))
 
 # A float32 step counter stops growing at 2**24 (t + 1 rounds back to t), so 25 bits of the
 # exponent are enough for beta**t.
-STEP_BITS = 25
+STEP_BITS = tl.constexpr(25)
 
 # Compiled: a 16K-element chunk per program keeps >1000 programs in flight for a ResNet-50-sized
 # parameter set. Interpreted: the interpreter pays per program, not per element.
@@ -52,6 +54,17 @@ def _row_pointer(tables_ptr, row, num_tensors, tensor, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _block(base, offsets, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """Pointers to ``BLOCK`` consecutive elements. With ``ALIGNED`` the compiler is told that they
+    are contiguous and start 16-byte aligned (an address loaded from memory proves neither), so it
+    emits 128-bit loads and stores."""
+    pointers = base + offsets
+    if ALIGNED:
+        pointers = tl.max_contiguous(tl.multiple_of(pointers, 16), BLOCK)
+    return pointers
+
+
+@triton.jit
 def _pow_by_squaring(base_hi, base_lo, exponent):
     """base**exponent in fp64 for a non-negative integer-valued exponent.
 
@@ -65,6 +78,50 @@ def _pow_by_squaring(base_hi, base_lo, exponent):
         result = tl.where(((remaining >> bit) & 1) != 0, result * base, result)
         base = base * base
     return result
+
+
+@triton.jit
+def _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr, offsets, mask,
+                  step_size, inv_bias_correction2_sqrt, inv_grad_scale, beta2, one_minus_beta1,
+                  one_minus_beta2, eps, weight_decay, decoupled_decay_factor,
+                  ELEMENT_TYPE: tl.constexpr, STATE_TYPE: tl.constexpr,
+                  DECOUPLED_WEIGHT_DECAY: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
+                  AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
+                  ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """One block of the element-wise update (``mask`` None for a full block)."""
+    params = _block(param_ptr, offsets, ALIGNED, BLOCK)
+    exp_avgs = _block(exp_avg_ptr, offsets, ALIGNED, BLOCK)
+    exp_avg_sqs = _block(exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
+    param = tl.load(params, mask=mask).to(tl.float32)
+    grad = tl.load(_block(grad_ptr, offsets, ALIGNED, BLOCK), mask=mask).to(tl.float32)
+    exp_avg = tl.load(exp_avgs, mask=mask).to(tl.float32)
+    exp_avg_sq = tl.load(exp_avg_sqs, mask=mask).to(tl.float32)
+
+    if HAS_GRAD_SCALE:
+        grad = grad * inv_grad_scale
+    if MAXIMIZE:
+        grad = -grad
+    if HAS_WEIGHT_DECAY:
+        if DECOUPLED_WEIGHT_DECAY:
+            param = param * decoupled_decay_factor
+        else:
+            grad = grad + weight_decay * param
+
+    exp_avg = exp_avg + one_minus_beta1 * (grad - exp_avg)
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
+    if AMSGRAD:
+        max_exp_avg_sqs = _block(max_exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
+        max_exp_avg_sq = tl.maximum(tl.load(max_exp_avg_sqs, mask=mask).to(tl.float32), exp_avg_sq)
+        tl.store(max_exp_avg_sqs, max_exp_avg_sq.to(STATE_TYPE), mask=mask)
+        second_moment = max_exp_avg_sq
+    else:
+        second_moment = exp_avg_sq
+    denom = tl.sqrt(second_moment) * inv_bias_correction2_sqrt + eps
+    param = param - step_size * (exp_avg / denom)
+
+    tl.store(params, param.to(ELEMENT_TYPE), mask=mask)
+    tl.store(exp_avgs, exp_avg.to(STATE_TYPE), mask=mask)
+    tl.store(exp_avg_sqs, exp_avg_sq.to(STATE_TYPE), mask=mask)
 
 
 @triton.jit
@@ -108,12 +165,6 @@ def _adam_step_kernel(
     exp_avg_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG, num_tensors, tensor, STATE_TYPE)
     exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
     max_exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_MAX_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
-    if ALIGNED:
-        param_ptr = tl.multiple_of(param_ptr, 16)
-        grad_ptr = tl.multiple_of(grad_ptr, 16)
-        exp_avg_ptr = tl.multiple_of(exp_avg_ptr, 16)
-        exp_avg_sq_ptr = tl.multiple_of(exp_avg_sq_ptr, 16)
-        max_exp_avg_sq_ptr = tl.multiple_of(max_exp_avg_sq_ptr, 16)
 
     # Per-tensor scalars in fp64 (the counter was already bumped by _count_steps_kernel).
     step = tl.load(_row_pointer(tables_ptr, ROW_STEP, num_tensors, tensor, tl.float32)).to(tl.float64)
@@ -121,44 +172,27 @@ def _adam_step_kernel(
     bias_correction2 = 1.0 - _pow_by_squaring(beta2_hi, beta2_lo, step)
     step_size = (lr / bias_correction1).to(tl.float32)
     inv_bias_correction2_sqrt = (1.0 / tl.sqrt(bias_correction2)).to(tl.float32)
+    inv_grad_scale = 1.0
     if HAS_GRAD_SCALE:
         inv_grad_scale = 1.0 / tl.load(grad_scale_ptr).to(tl.float32)
 
-    for block_start in range(chunk_start, chunk_end, BLOCK):
-        offsets = block_start + tl.arange(0, BLOCK)
-        if ALIGNED:
-            offsets = tl.max_contiguous(tl.multiple_of(offsets, BLOCK), BLOCK)
-        mask = offsets < chunk_end
-        param = tl.load(param_ptr + offsets, mask=mask).to(tl.float32)
-        grad = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
-        exp_avg = tl.load(exp_avg_ptr + offsets, mask=mask).to(tl.float32)
-        exp_avg_sq = tl.load(exp_avg_sq_ptr + offsets, mask=mask).to(tl.float32)
-
-        if HAS_GRAD_SCALE:
-            grad = grad * inv_grad_scale
-        if MAXIMIZE:
-            grad = -grad
-        if HAS_WEIGHT_DECAY:
-            if DECOUPLED_WEIGHT_DECAY:
-                param = param * decoupled_decay_factor
-            else:
-                grad = grad + weight_decay * param
-
-        exp_avg = exp_avg + one_minus_beta1 * (grad - exp_avg)
-        exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
-        if AMSGRAD:
-            max_exp_avg_sq = tl.load(max_exp_avg_sq_ptr + offsets, mask=mask).to(tl.float32)
-            max_exp_avg_sq = tl.maximum(max_exp_avg_sq, exp_avg_sq)
-            tl.store(max_exp_avg_sq_ptr + offsets, max_exp_avg_sq.to(STATE_TYPE), mask=mask)
-            second_moment = max_exp_avg_sq
-        else:
-            second_moment = exp_avg_sq
-        denom = tl.sqrt(second_moment) * inv_bias_correction2_sqrt + eps
-        param = param - step_size * (exp_avg / denom)
-
-        tl.store(param_ptr + offsets, param.to(ELEMENT_TYPE), mask=mask)
-        tl.store(exp_avg_ptr + offsets, exp_avg.to(STATE_TYPE), mask=mask)
-        tl.store(exp_avg_sq_ptr + offsets, exp_avg_sq.to(STATE_TYPE), mask=mask)
+    # Full blocks carry no mask, so the compiler can vectorise them; the tail block is masked.
+    full_end = chunk_start + (chunk_end - chunk_start) // BLOCK * BLOCK
+    for block_start in range(chunk_start, full_end, BLOCK):
+        _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr,
+                      block_start + tl.arange(0, BLOCK), None,
+                      step_size, inv_bias_correction2_sqrt, inv_grad_scale, beta2, one_minus_beta1,
+                      one_minus_beta2, eps, weight_decay, decoupled_decay_factor,
+                      ELEMENT_TYPE, STATE_TYPE, DECOUPLED_WEIGHT_DECAY, HAS_WEIGHT_DECAY, AMSGRAD,
+                      MAXIMIZE, HAS_GRAD_SCALE, ALIGNED, BLOCK)
+    if full_end < chunk_end:
+        offsets = full_end + tl.arange(0, BLOCK)
+        _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr,
+                      offsets, offsets < chunk_end,
+                      step_size, inv_bias_correction2_sqrt, inv_grad_scale, beta2, one_minus_beta1,
+                      one_minus_beta2, eps, weight_decay, decoupled_decay_factor,
+                      ELEMENT_TYPE, STATE_TYPE, DECOUPLED_WEIGHT_DECAY, HAS_WEIGHT_DECAY, AMSGRAD,
+                      MAXIMIZE, HAS_GRAD_SCALE, ALIGNED, BLOCK)
 
 
 def _split_double(value):
