@@ -15,5 +15,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     pip_install torch==2.13.0
 fi
 extras="${1:-}"
-pip_install -e ".${extras:+[$extras]}"
+# Offline machines (a lent GPU box has torch and triton but no index): fall back to an install
+# that needs no build isolation and no downloads.
+pip_install -e ".${extras:+[$extras]}" || pip_install --no-build-isolation --no-deps -e .
 export PATH="$repo_root/.venv/bin:$PATH"
