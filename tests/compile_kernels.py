@@ -20,8 +20,18 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from fastcnn.kernels import adam  # noqa: E402
 
-ADAM_SCALARS = ["lr", "beta2", "one_minus_beta1", "one_minus_beta2", "beta1_hi", "beta1_lo", "beta2_hi",
-                "beta2_lo", "eps", "weight_decay", "decoupled_decay_factor"]
+
+
+def runtime_signature(kernel, pointer_types):
+    """Types of ``kernel``'s non-constexpr arguments: pointers as given, ``num_*`` counts as i32,
+    every other scalar (the hyperparameters) as fp32, read from the kernel so it cannot go stale."""
+    signature = {}
+    for param in kernel.params:
+        if param.is_constexpr:
+            continue
+        name = param.name
+        signature[name] = pointer_types[name] if name.endswith("_ptr") else "i32" if name.startswith("num_") else "fp32"
+    return signature
 
 
 def memory_accesses(kernel, signature, constexprs, capability):
@@ -33,8 +43,8 @@ def memory_accesses(kernel, signature, constexprs, capability):
 
 def main():
     results = {}
-    adam_signature = {"tables_ptr": "*i64", "chunks_ptr": "*i64", "num_tensors": "i32", "num_chunks": "i32",
-                      "grad_scale_ptr": "*fp32", "found_inf_ptr": "*fp32", **{n: "fp32" for n in ADAM_SCALARS}}
+    adam_signature = runtime_signature(adam._adam_step_kernel, {
+        "tables_ptr": "*i64", "chunks_ptr": "*i64", "grad_scale_ptr": "*fp32", "found_inf_ptr": "*fp32"})
     for capability, element_type, aligned in itertools.product(
             (90, 80), (tl.float32, tl.bfloat16, tl.float16), (True, False)):
         constexprs = dict(ELEMENT_TYPE=element_type, STATE_TYPE=element_type, DECOUPLED_WEIGHT_DECAY=aligned,
@@ -43,7 +53,8 @@ def main():
         key = f"adam_step/sm{capability}/{element_type}/{'aligned' if aligned else 'unaligned'}"
         results[key] = memory_accesses(adam._adam_step_kernel, adam_signature, constexprs, capability)
     results["count_steps/sm90"] = memory_accesses(
-        adam._count_steps_kernel, {"tables_ptr": "*i64", "num_tensors": "i32", "found_inf_ptr": "*fp32"},
+        adam._count_steps_kernel,
+        runtime_signature(adam._count_steps_kernel, {"tables_ptr": "*i64", "found_inf_ptr": "*fp32"}),
         dict(HAS_FOUND_INF=True, STEP_BLOCK=adam.STEP_BLOCK), 90)
     json.dump(results, sys.stdout)
 
