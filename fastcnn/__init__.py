@@ -4,7 +4,8 @@ See README.md. ``fastcnn.info()`` tells where the kernels run on this machine.
 """
 __version__ = "0.1.0"
 
-from . import optim  # noqa: E402
+from . import nn, optim  # noqa: E402
 from ._backend import FallbackWarning, info  # noqa: E402
+from .conv import conv2d  # noqa: E402
 
-__all__ = ["FallbackWarning", "info", "optim", "__version__"]
+__all__ = ["FallbackWarning", "conv2d", "info", "nn", "optim", "__version__"]

@@ -3,6 +3,8 @@
 Each check raises the exception type PyTorch raises for the same mistake, with a message naming
 the offending argument, so that code written against torch gets the contract it expects.
 """
+from typing import NamedTuple
+
 import torch
 
 from .dtypes import KERNEL_DTYPES, real_dtype
@@ -45,3 +47,120 @@ def scalar_hyperparameter(name, value):
             )
         return float(value)
     return float(value)
+
+
+def _int_pair(op, name, value):
+    """``value`` as a pair of ints, accepting torch's spellings: an int or a sequence of 1 or 2."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list, torch.Size)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) == 2:
+            return tuple(value)
+        raise RuntimeError(f"{op}: expected {name} to be a single integer value or a list of 2 values to match "
+                           f"the convolution dimensions, but got {name}={list(value)}")
+    raise TypeError(f"{op}: argument '{name}' must be an int or a tuple of 2 ints, not {type(value).__name__}")
+
+
+class Conv2dGeometry(NamedTuple):
+    """Normalised conv2d arguments. ``padding`` is the (top, left) padding; ``total_padding`` what
+    is added to the height and width in all (one more than twice ``padding`` for padding='same'
+    with an even dilated kernel, as torch pads the odd element at the bottom/right)."""
+    stride: tuple
+    padding: tuple
+    total_padding: tuple
+    dilation: tuple
+    groups: int
+    out_size: tuple
+
+
+def check_same_kind(op, input, others):
+    """Every tensor in ``others`` (name -> tensor or None) has ``input``'s dtype and device, as
+    torch's convolution requires."""
+    for name, tensor in others.items():
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+        if tensor.dtype != input.dtype:
+            raise RuntimeError(f"{op}: Input type ({input.dtype}) and {name} type ({tensor.dtype}) should be the same")
+        if tensor.device != input.device:
+            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
+
+
+def check_kernel_dtype(op, input):
+    """The kernels take fp32, fp16 and bf16. Checked after torch's own argument checks, so that a
+    float64 call with a wrong shape gets torch's error for the shape."""
+    if input.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"{op}: input of dtype {input.dtype} is not supported; supported: "
+                        f"{', '.join(str(d) for d in KERNEL_DTYPES)}")
+
+
+def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
+    """Validate F.conv2d's arguments the way torch does and return their ``Conv2dGeometry``."""
+    op = "fastcnn.conv2d"
+    for name, tensor in (("input", input), ("weight", weight)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+    stride = _int_pair(op, "stride", stride)
+    dilation = _int_pair(op, "dilation", dilation)
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: argument 'groups' must be an int, not {type(groups).__name__}")
+    check_same_kind(op, input, {"weight": weight, "bias": bias})
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+                           f"{list(input.shape)}")
+    if weight.dim() != 4:
+        raise RuntimeError(f"{op}: Expected {weight.dim()}-dimensional input for {weight.dim()}-dimensional weight "
+                           f"{list(weight.shape)}, but got {input.dim()}-dimensional input of size "
+                           f"{list(input.shape)} instead: conv2d needs a 4-dimensional weight")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{op}: non-positive stride is not supported (stride={list(stride)})")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"{op}: dilation should be greater than zero (dilation={list(dilation)})")
+    if groups <= 0:
+        raise RuntimeError(f"{op}: non-positive groups is not supported (groups={groups})")
+    kernel = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding, total = (0, 0), (0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions "
+                                   f"(stride={list(stride)})")
+            # torch pads d*(k-1) in total, the odd element (if any) at the bottom/right.
+            total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+            padding = tuple(t // 2 for t in total)
+        else:
+            raise RuntimeError(f"{op}: Invalid padding string: {padding!r} (expected 'valid' or 'same')")
+    else:
+        padding = _int_pair(op, "padding", padding)
+        if any(p < 0 for p in padding):
+            raise RuntimeError(f"{op}: negative padding is not supported (padding={list(padding)})")
+        total = tuple(2 * p for p in padding)
+
+    batched_shape = list(input.shape) if input.dim() == 4 else [1] + list(input.shape)
+    if weight.shape[0] < groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+                           f"but got weight of size {list(weight.shape)} instead")
+    if weight.shape[0] % groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                           f"but got weight of size {list(weight.shape)} instead")
+    if batched_shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, weight of size {list(weight.shape)}, expected "
+                           f"input{batched_shape} to have {weight.shape[1] * groups} channels, but got "
+                           f"{batched_shape[1]} channels instead")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise RuntimeError(f"{op}: Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional "
+                           f"with {weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead")
+    padded = tuple(size + t for size, t in zip(batched_shape[2:], total))
+    dilated_kernel = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if any(p < k for p, k in zip(padded, dilated_kernel)):
+        raise RuntimeError(f"{op}: Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
+                           f"({dilated_kernel[0]} x {dilated_kernel[1]}). Kernel size can't be greater than actual "
+                           f"input size")
+    out_size = tuple((p - k) // s + 1 for p, k, s in zip(padded, dilated_kernel, stride))
+    check_kernel_dtype(op, input)
+    return Conv2dGeometry(stride, padding, total, dilation, groups, out_size)

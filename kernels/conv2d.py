@@ -1,0 +1,443 @@
+"""conv2d as implicit GEMM: forward, grad-input (dgrad), grad-weight (wgrad) and grad-bias.
+
+Notation: input x [N, C, H, W], weight w [K, C/G, R, S], output y [N, K, P, Q], G groups, stride
+(sh, sw), top/left padding (ph, pw), dilation (dh, dw). Within one group, with c < C/G, k < K/G:
+
+    forward  y[n, k, p, q]   = b[k] + sum_{c, r, s} x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k, c, r, s]
+    dgrad    dx[n, c, h, v]  = sum_{k, r, s} dy[n, k, (h + ph - r*dh)/sh, (v + pw - s*dw)/sw] * w[k, c, r, s]
+                               (only the terms whose divisions are exact and land inside dy)
+    wgrad    dw[k, c, r, s]  = sum_{n, p, q} dy[n, k, p, q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
+    bias     db[k]           = sum_{n, p, q} dy[n, k, p, q]
+
+Each is a GEMM whose operands are gathered on the fly from the 4-d tensors through their strides
+(NCHW, channels_last or any strided view: no im2col buffer, no layout copy); taps that fall in
+the padding are masked loads of zero. FLOPs of each of the three GEMMs: 2·N·P·Q·K·(C/G)·R·S.
+Minimum bytes: forward reads x and w and writes y; dgrad reads dy and w, writes dx; wgrad reads x
+and dy, writes dw; bias reads dy.
+
+Launch grids (all fp32 accumulation; programs of one group share the GEMM's B operand):
+  forward  (cdiv(N·P·Q, BLOCK_M) · cdiv(K/G, BLOCK_N), G)      rows = output pixels
+  dgrad    (cdiv(N·H·W, BLOCK_M) · cdiv(C/G, BLOCK_N), G)      rows = input pixels
+  wgrad    (cdiv(K/G, BLOCK_M) · R·S·cdiv(C/G, BLOCK_N), G, splits)  reduction over N·P·Q is
+           cut into ``splits`` slices (split-K) when the output alone has too few tiles to fill
+           the GPU; slices write fp32 partials that ``_sum_splits_kernel`` adds in a fixed order
+           (deterministic, no atomics).
+  bias     (cdiv(K, BLOCK_C), splits), then ``_sum_splits_kernel`` when splits > 1.
+Programs along the first axis are ordered in groups of ``GROUP_M`` rows so that tiles running at
+the same time share operand blocks in L2 (the Triton matmul tutorial's grouped ordering).
+"""
+import os
+
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+
+# Programs the GPU should have in flight before wgrad / bias grad stop splitting their reduction.
+# The interpreter pretends to have 2 SMs and splits tiny reductions, so CI exercises split-K.
+MIN_PIXELS_PER_SPLIT = 32 if INTERPRETED else 1024
+MAX_SPLITS = 64
+SUM_BLOCK = 1024
+BIAS_BLOCK_C = 32
+BIAS_BLOCK_P = 64 if INTERPRETED else 128
+
+# One configuration in the interpreter, with large blocks: it pays per program and per operation,
+# not per FLOP (the tests shrink it to reach the multi-block paths on small shapes).
+_INTERPRETER_CONFIG = dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=128, GROUP_M=4)
+
+
+def _configs():
+    if INTERPRETED:
+        return [triton.Config(dict(_INTERPRETER_CONFIG), num_warps=4, num_stages=1)]
+    shapes = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
+        (128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+        (256, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 64, 64, 4, 4), (128, 32, 32, 4, 4),
+        (64, 16, 32, 4, 4),
+    ]
+    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=w, num_stages=s)
+            for m, n, k, w, s in shapes]
+
+
+# Used instead of autotuning when FASTCNN_AUTOTUNE=0 (and always in the interpreter).
+DEFAULT_CONFIG = (_INTERPRETER_CONFIG, 4, 1) if INTERPRETED else (
+    dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 4, 4)
+
+
+def autotune_enabled():
+    return not INTERPRETED and os.environ.get("FASTCNN_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# The autotuner also keys on every tensor argument's dtype; strides of the gathered operand are in
+# the key because NCHW and channels_last favour different tiles.
+_GEOMETRY_KEY = ["batch", "in_height", "in_width", "out_height", "out_width", "in_per_group", "out_per_group",
+                 "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"]
+
+
+@triton.jit
+def _tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of program ``pid``, walking GROUP_M row tiles per column tile."""
+    tiles_per_group = GROUP_M * num_col_tiles
+    first_row = (pid // tiles_per_group) * GROUP_M
+    rows_in_group = tl.minimum(num_row_tiles - first_row, GROUP_M)
+    row = first_row + (pid % tiles_per_group) % rows_in_group
+    col = (pid % tiles_per_group) // rows_in_group
+    return row, col
+
+
+@triton.jit
+def _widen(value, WIDE_INDEX: tl.constexpr):
+    """``value`` in int64 when some tensor spans 2**31 elements or more, else unchanged (int32)."""
+    if WIDE_INDEX:
+        return tl.cast(value, tl.int64)
+    return value
+
+
+@triton.jit
+def _block_indices(tile, BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """tile * BLOCK + arange(BLOCK), widened before the multiplication can overflow."""
+    return _widen(tile, WIDE_INDEX) * BLOCK + _widen(tl.arange(0, BLOCK), WIDE_INDEX)
+
+
+@triton.jit
+def _multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:  # Triton's interpreter multiplies bf16 blocks wrongly; fp32 is exact for any input
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _conv2d_forward_kernel(
+        x_ptr, w_ptr, bias_ptr, y_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        w_stride_k, w_stride_c, w_stride_h, w_stride_w,
+        y_stride_n, y_stride_k, y_stride_h, y_stride_w,
+        HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    group = tl.program_id(1)
+    num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+                                       tl.cdiv(out_per_group, BLOCK_N), GROUP_M)
+    pixels = _block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n = pixels // (out_height * out_width)
+    oh = (pixels // out_width) % out_height
+    ow = pixels % out_width
+    out_channels = group * out_per_group + _block_indices(tile_n, BLOCK_N, WIDE_INDEX)
+    out_ok = out_channels < (group + 1) * out_per_group
+    channel_offsets = _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+
+    x_rows = x_ptr + n * x_stride_n + (group * in_per_group) * x_stride_c  # [BLOCK_M] pointers
+    w_cols = w_ptr + out_channels * w_stride_k  # [BLOCK_N] pointers
+    top = oh * stride_h - pad_h
+    left = ow * stride_w - pad_w
+
+    # One loop over (tap, channel block) rather than nested loops, so the compiler pipelines the
+    # loads of the next step across taps even when C/G fits in one block.
+    channel_blocks = tl.cdiv(in_per_group, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(kernel_h * kernel_w * channel_blocks):
+        tap = step // channel_blocks
+        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        ih = top + r * dilation_h
+        iw = left + s * dilation_w
+        row_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        channel_ok = channels < in_per_group
+        a = tl.load(x_rows[:, None] + (ih * x_stride_h + iw * x_stride_w)[:, None] + channels[None, :] * x_stride_c,
+                    mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
+                    mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + out_channels, mask=out_ok, other=0.0).to(tl.float32)[None, :]
+    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
+    tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & out_ok[None, :])
+
+
+@triton.jit
+def _conv2d_input_grad_kernel(
+        dy_ptr, w_ptr, dx_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        w_stride_k, w_stride_c, w_stride_h, w_stride_w,
+        dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
+        WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    group = tl.program_id(1)
+    num_pixels = _widen(batch, WIDE_INDEX) * in_height * in_width
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+                                       tl.cdiv(in_per_group, BLOCK_N), GROUP_M)
+    pixels = _block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n = pixels // (in_height * in_width)
+    ih = (pixels // in_width) % in_height
+    iw = pixels % in_width
+    in_channels = group * in_per_group + _block_indices(tile_n, BLOCK_N, WIDE_INDEX)
+    in_ok = in_channels < (group + 1) * in_per_group
+    channel_offsets = _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+
+    dy_rows = dy_ptr + n * dy_stride_n + (group * out_per_group) * dy_stride_k
+    w_cols = w_ptr + (group * out_per_group) * w_stride_k + (in_channels - group * in_per_group) * w_stride_c
+    # Input row h receives output row p from tap r when p*sh = h + ph - r*dh; stride and dilation
+    # are folded into this test, so no zero-inserted copy of dy is ever built.
+    padded_top = ih + pad_h
+    padded_left = iw + pad_w
+
+    channel_blocks = tl.cdiv(out_per_group, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(kernel_h * kernel_w * channel_blocks):
+        tap = step // channel_blocks
+        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        scaled_oh = padded_top - r * dilation_h
+        scaled_ow = padded_left - s * dilation_w
+        oh = scaled_oh // stride_h
+        ow = scaled_ow // stride_w
+        row_ok = (pixel_ok & (scaled_oh >= 0) & (scaled_ow >= 0) & (oh * stride_h == scaled_oh)
+                  & (ow * stride_w == scaled_ow) & (oh < out_height) & (ow < out_width))
+        channel_ok = channels < out_per_group
+        a = tl.load(dy_rows[:, None] + (oh * dy_stride_h + ow * dy_stride_w)[:, None] + channels[None, :] * dy_stride_k,
+                    mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_k + (r * w_stride_h + s * w_stride_w),
+                    mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + in_channels[None, :] * dx_stride_c
+    tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & in_ok[None, :])
+
+
+@triton.jit
+def _conv2d_weight_grad_kernel(
+        x_ptr, dy_ptr, dw_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        dw_stride_k, dw_stride_c, dw_stride_h, dw_stride_w,
+        pixels_per_split, split_stride,
+        WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    group = tl.program_id(1)
+    split = tl.program_id(2)
+    channel_tiles = tl.cdiv(in_per_group, BLOCK_N)
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(out_per_group, BLOCK_M),
+                                       kernel_h * kernel_w * channel_tiles, GROUP_M)
+    tap = tile_n // channel_tiles
+    r = tap // kernel_w
+    s = tap - r * kernel_w
+    out_channels = group * out_per_group + _block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    out_ok = out_channels < (group + 1) * out_per_group
+    in_channels = _block_indices(tile_n - tap * channel_tiles, BLOCK_N, WIDE_INDEX)
+    in_ok = in_channels < in_per_group
+
+    dy_rows = dy_ptr + out_channels * dy_stride_k  # [BLOCK_M] pointers
+    x_cols = x_ptr + (group * in_per_group + in_channels) * x_stride_c  # [BLOCK_N] pointers
+    row_offset = r * dilation_h - pad_h
+    col_offset = s * dilation_w - pad_w
+
+    num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
+    start = _widen(split, WIDE_INDEX) * pixels_per_split
+    end = tl.minimum(start + pixels_per_split, num_pixels)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for first in range(start, end, BLOCK_K):
+        pixels = first + _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+        pixel_ok = pixels < end
+        n = pixels // (out_height * out_width)
+        oh = (pixels // out_width) % out_height
+        ow = pixels % out_width
+        ih = oh * stride_h + row_offset
+        iw = ow * stride_w + col_offset
+        x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        a = tl.load(dy_rows[:, None] + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[None, :],
+                    mask=out_ok[:, None] & pixel_ok[None, :], other=0.0)
+        b = tl.load(x_cols[None, :] + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
+                    mask=x_ok[:, None] & in_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    dw_offsets = (out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :] + (r * dw_stride_h + s * dw_stride_w)
+    tl.store(dw_ptr + split * split_stride + dw_offsets, acc.to(dw_ptr.dtype.element_ty),
+             mask=out_ok[:, None] & in_ok[None, :])
+
+
+@triton.jit
+def _bias_grad_kernel(
+        dy_ptr, db_ptr, channels, out_height, out_width, num_pixels, pixels_per_split,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        WIDE_INDEX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    split = tl.program_id(1)
+    out_channels = _block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
+    channel_ok = out_channels < channels
+    start = _widen(split, WIDE_INDEX) * pixels_per_split
+    end = tl.minimum(start + pixels_per_split, num_pixels)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for first in range(start, end, BLOCK_P):
+        pixels = first + _widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+        pixel_ok = pixels < end
+        n = pixels // (out_height * out_width)
+        oh = (pixels // out_width) % out_height
+        ow = pixels % out_width
+        offsets = (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None] + out_channels[None, :] * dy_stride_k
+        acc += tl.load(dy_ptr + offsets, mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0).to(tl.float32)
+    tl.store(db_ptr + split * channels + out_channels, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty),
+             mask=channel_ok)
+
+
+@triton.jit
+def _sum_splits_kernel(partial_ptr, out_ptr, numel, num_splits, BLOCK: tl.constexpr):
+    """out[i] = sum over s of partial[s, i], in split order (run-to-run identical)."""
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offsets < numel
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for split in range(num_splits):
+        acc += tl.load(partial_ptr + split * numel + offsets, mask=ok, other=0.0)
+    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w"])(
+    _conv2d_forward_kernel)
+_input_grad_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w"])(
+    _conv2d_input_grad_kernel)
+_weight_grad_autotuned = triton.autotune(
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"])(_conv2d_weight_grad_kernel)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers. They trust their caller (fastcnn.conv) to have validated shapes, dtypes and devices
+# and to have allocated the outputs; each returns the number of kernels it launched.
+
+_SM_COUNTS = {}
+
+
+def _sm_count(device):
+    if INTERPRETED:
+        return 2
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]
+
+
+def _span(tensor):
+    """Elements between the first and last addressable element of ``tensor``, plus one."""
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+
+
+def _wide_index(*tensors, extra_span=0):
+    return max([extra_span] + [_span(t) for t in tensors]) >= 2**31 - 1
+
+
+def split_count(output_tiles, reduction_length, sm_count):
+    """How many slices to cut a reduction of ``reduction_length`` into, so that ``output_tiles``
+    tiles times the slices keep about two programs per SM busy, each slice long enough to pay for
+    writing its partial."""
+    if output_tiles >= 2 * sm_count:
+        return 1
+    by_occupancy = triton.cdiv(2 * sm_count, output_tiles)
+    by_length = max(1, reduction_length // MIN_PIXELS_PER_SPLIT)
+    return max(1, min(by_occupancy, by_length, MAX_SPLITS))
+
+
+def _slices(reduction_length, splits):
+    """(pixels per slice, number of non-empty slices); slices start on multiples of 128 pixels."""
+    per_split = triton.cdiv(triton.cdiv(max(reduction_length, 1), splits), 128) * 128
+    return per_split, triton.cdiv(max(reduction_length, 1), per_split)
+
+
+def _launch(autotuned, kernel, grid, args, constexprs):
+    if autotune_enabled():
+        autotuned[grid](*args, **constexprs)
+        return
+    config, num_warps, num_stages = DEFAULT_CONFIG
+    kernel[grid(config)](*args, **constexprs, **config, num_warps=num_warps, num_stages=num_stages)
+
+
+def _geometry(x, w, y, stride, padding, dilation, groups):
+    """The scalar arguments shared by the three GEMM kernels, in their parameter order."""
+    return (x.shape[0], x.shape[2], x.shape[3], y.shape[2], y.shape[3], x.shape[1] // groups, w.shape[0] // groups,
+            w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+
+
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
+    """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left)."""
+    geometry = _geometry(x, w, y, stride, padding, dilation, groups)
+    pixels = x.shape[0] * y.shape[2] * y.shape[3]
+    out_per_group = w.shape[0] // groups
+
+    def grid(meta):
+        return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]), groups)
+
+    args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride())
+    _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
+            dict(HAS_BIAS=bias is not None, WIDE_INDEX=_wide_index(x, w, y), DOT_PRECISION=dot_precision,
+                 UPCAST=INTERPRETED))
+    return 1
+
+
+def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
+    """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``."""
+    geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
+    pixels = dx.shape[0] * dx.shape[2] * dx.shape[3]
+    in_per_group = dx.shape[1] // groups
+
+    def grid(meta):
+        return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
+
+    args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride())
+    _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
+            dict(WIDE_INDEX=_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED))
+    return 1
+
+
+def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
+    """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
+    import torch
+
+    geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
+    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]
+    nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
+    pixels_per_split, splits = _slices(pixels, split_count(nominal_tiles, pixels, _sm_count(dy.device)))
+    if splits > 1:  # fp32 partials laid out like dw, one copy per slice
+        target = torch.empty_strided((splits, *dw.shape), (dw.numel(), *dw.stride()), dtype=torch.float32,
+                                     device=dw.device)
+    else:
+        target = dw
+
+    def grid(meta):
+        return (triton.cdiv(out_per_group, meta["BLOCK_M"]) * taps * triton.cdiv(in_per_group, meta["BLOCK_N"]),
+                groups, splits)
+
+    args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel())
+    _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
+            dict(WIDE_INDEX=_wide_index(x, dy, dw, extra_span=splits * dw.numel()), DOT_PRECISION=dot_precision,
+                 UPCAST=INTERPRETED))
+    if splits == 1:
+        return 1
+    _sum_splits_kernel[(triton.cdiv(dw.numel(), SUM_BLOCK),)](target, dw, dw.numel(), splits, BLOCK=SUM_BLOCK)
+    return 2
+
+
+def bias_grad(dy, db):
+    """db[k] = sum of dy over every dimension but the channels, into ``db`` (1-d, contiguous)."""
+    import torch
+
+    channels = dy.shape[1]
+    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    channel_tiles = triton.cdiv(channels, BIAS_BLOCK_C)
+    pixels_per_split, splits = _slices(pixels, split_count(channel_tiles, pixels, _sm_count(dy.device)))
+    target = torch.empty((splits, channels), dtype=torch.float32, device=db.device) if splits > 1 else db
+    _bias_grad_kernel[(channel_tiles, splits)](
+        dy, target, channels, dy.shape[2], dy.shape[3], pixels, pixels_per_split, *dy.stride(),
+        WIDE_INDEX=_wide_index(dy), BLOCK_C=BIAS_BLOCK_C, BLOCK_P=BIAS_BLOCK_P)
+    if splits == 1:
+        return 1
+    _sum_splits_kernel[(triton.cdiv(channels, SUM_BLOCK),)](target, db, channels, splits, BLOCK=SUM_BLOCK)
+    return 2
