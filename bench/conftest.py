@@ -49,9 +49,11 @@ def record_result():
 def pytest_sessionfinish(session, exitstatus):
     if not _records:
         return
-    from fastcnn.benchmarking import measure_peaks, write_results
+    from fastcnn.benchmarking import conv2d_speedup_summary, measure_peaks, write_results
 
     peaks = _records[0].get("_peaks") or measure_peaks("cuda")
     records = [{k: v for k, v in r.items() if k != "_peaks"} for r in _records]
     path = write_results(RESULTS_FOLDER, records, peaks)
     print(f"\nbenchmark results written to {path}")
+    for key, speedup in conv2d_speedup_summary(records).items():
+        print(f"conv2d geomean speedup vs cuDNN {key}: {speedup:.3f}x")

@@ -9,6 +9,7 @@ the current ``torch.backends.cuda.matmul.allow_tf32`` says).
 """
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -112,3 +113,32 @@ def write_results(folder, records, peaks, environment_info=None):
         json.dump({"environment": environment_info, "peaks": peaks, "records": merged}, handle, indent=2)
         handle.write("\n")
     return path
+
+
+def conv2d_flops(batch, layer):
+    """FLOPs of one conv2d pass (forward, grad-input or grad-weight: the same GEMM size) on a
+    ``fastcnn.shapes.ConvLayer``: 2 * N * OH * OW * K * (C / groups) * R * S."""
+    return (2 * batch * layer.out_size**2 * layer.out_channels * (layer.in_channels // layer.groups)
+            * layer.kernel**2)
+
+
+def tflops(flops, milliseconds):
+    return flops / (milliseconds * 1e-3) / 1e12
+
+
+def geometric_mean(values):
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def conv2d_speedup_summary(records):
+    """Geometric-mean speedup of fastcnn over cuDNN per (pass, precision, layer kind), the
+    figures the conv2d issue sets goals for; ``records`` as the conv2d benchmark writes them."""
+    groups = {}
+    for record in records:
+        if record.get("suite") != "conv2d" or record.get("implementation") != "fastcnn":
+            continue
+        kind = "depthwise" if record["depthwise"] else "1x1" if record["kernel"] == 1 else "spatial"
+        for key in ((record["op"], record["precision"], "all"), (record["op"], record["precision"], kind)):
+            groups.setdefault(key, []).append(record["speedup_vs_cudnn"])
+    return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}

@@ -1,4 +1,5 @@
 """Benchmark shape suites, defined once: ``bench/`` and the profiler both read them from here."""
+from typing import NamedTuple
 
 
 def resnet50_parameter_shapes():
@@ -29,3 +30,58 @@ ADAM_SUITES = {
     "resnet50": resnet50_parameter_shapes,
     "many_small": many_small_parameter_shapes,
 }
+
+
+class ConvLayer(NamedTuple):
+    """One conv2d layer of a benchmark suite; ``size`` is the input's height = width."""
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    size: int
+
+    @property
+    def out_size(self):
+        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+def resnet_conv_layers(depth):
+    """Every distinct conv layer shape of torchvision's ResNet-18 (``depth=18``) or ResNet-50
+    (``depth=50``, stride in the 3x3 conv as torchvision does), from the architecture."""
+    layers = [ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224)]
+    bottleneck = depth == 50
+    blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
+    in_channels, size = 64, 56
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+        out_channels = 4 * width if bottleneck else width
+        for block in range(count):
+            stride = 2 if block == 0 and stage > 1 else 1
+            prefix = f"layer{stage}.{block}"
+            if bottleneck:
+                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 1, 1, 0, 1, size),
+                           ConvLayer(f"{prefix}.conv2", width, width, 3, stride, 1, 1, size),
+                           ConvLayer(f"{prefix}.conv3", width, out_channels, 1, 1, 0, 1, size // stride)]
+            else:
+                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 3, stride, 1, 1, size),
+                           ConvLayer(f"{prefix}.conv2", width, width, 3, 1, 1, 1, size // stride)]
+            if block == 0 and (stride != 1 or in_channels != out_channels):
+                layers.append(ConvLayer(f"{prefix}.downsample", in_channels, out_channels, 1, stride, 0, 1, size))
+            in_channels, size = out_channels, size // stride
+    distinct = {}
+    for layer in layers:
+        distinct.setdefault(layer[1:], layer)
+    return list(distinct.values())
+
+
+# The 3x3 depthwise conv of MobileNetV2's second inverted-residual stage (144 channels, 56x56).
+MOBILENET_V2_DEPTHWISE = ConvLayer("mobilenet_v2.features.4.conv.1", 144, 144, 3, 1, 1, 144, 56)
+
+CONV_SUITES = {
+    "resnet18": lambda: resnet_conv_layers(18),
+    "resnet50": lambda: resnet_conv_layers(50),
+    "mobilenet_v2_depthwise": lambda: [MOBILENET_V2_DEPTHWISE],
+}
+CONV_BATCHES = (64, 256)

@@ -88,7 +88,7 @@ def _tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
 def _widen(value, WIDE_INDEX: tl.constexpr):
     """``value`` in int64 when some tensor spans 2**31 elements or more, else unchanged (int32)."""
     if WIDE_INDEX:
-        return tl.cast(value, tl.int64)
+        value = tl.cast(value, tl.int64)
     return value
 
 
@@ -101,8 +101,10 @@ def _block_indices(tile, BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
 @triton.jit
 def _multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     if UPCAST:  # Triton's interpreter multiplies bf16 blocks wrongly; fp32 is exact for any input
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc
 
 
 @triton.jit

@@ -18,19 +18,23 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import adam  # noqa: E402
+from fastcnn.kernels import adam, conv2d  # noqa: E402
 
 
 
-def runtime_signature(kernel, pointer_types):
-    """Types of ``kernel``'s non-constexpr arguments: pointers as given, ``num_*`` counts as i32,
-    every other scalar (the hyperparameters) as fp32, read from the kernel so it cannot go stale."""
+def runtime_signature(kernel, pointer_types, scalar_type=None):
+    """Types of ``kernel``'s non-constexpr arguments, read from the kernel so it cannot go stale:
+    pointers as given; scalars ``scalar_type`` when given, else ``num_*`` counts i32 and the
+    rest (hyperparameters) fp32."""
     signature = {}
     for param in kernel.params:
         if param.is_constexpr:
             continue
         name = param.name
-        signature[name] = pointer_types[name] if name.endswith("_ptr") else "i32" if name.startswith("num_") else "fp32"
+        if name.endswith("_ptr"):
+            signature[name] = pointer_types[name]
+        else:
+            signature[name] = scalar_type or ("i32" if name.startswith("num_") else "fp32")
     return signature
 
 
@@ -38,7 +42,7 @@ def memory_accesses(kernel, signature, constexprs, capability):
     signature = dict(signature, **{name: "constexpr" for name in constexprs})
     compiled = triton.compile(ASTSource(kernel, signature, constexprs=constexprs),
                               target=GPUTarget("cuda", capability, 32))
-    return collections.Counter(re.findall(r"(?:ld|st)\.global[\w.]*", compiled.asm["ptx"]))
+    return collections.Counter(re.findall(r"(?:ld|st)\.global[\w.]*|cp\.async\.\w+\.shared\.global[\w.]*", compiled.asm["ptx"]))
 
 
 def main():
@@ -56,6 +60,27 @@ def main():
         adam._count_steps_kernel,
         runtime_signature(adam._count_steps_kernel, {"tables_ptr": "*i64", "found_inf_ptr": "*fp32"}),
         dict(HAS_FOUND_INF=True, STEP_BLOCK=adam.STEP_BLOCK), 90)
+    conv_kernels = {
+        "forward": (conv2d._conv2d_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
+        "input_grad": (conv2d._conv2d_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
+        "weight_grad": (conv2d._conv2d_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
+    }
+    for (name, (kernel, pointers, extra)), (element, precision), wide in itertools.product(
+            conv_kernels.items(), (("*bf16", "ieee"), ("*fp16", "ieee"), ("*fp32", "tf32")), (False, True)):
+        pointer_types = {pointer: element for pointer in pointers}
+        if name == "weight_grad":
+            pointer_types["dw_ptr"] = "*fp32"  # split-K partials
+        config, num_warps, num_stages = conv2d.DEFAULT_CONFIG
+        constexprs = dict(extra, WIDE_INDEX=wide, DOT_PRECISION=precision, UPCAST=False, **config)
+        key = f"conv2d_{name}/sm90/{element[1:]}/{'int64' if wide else 'int32'}"
+        results[key] = memory_accesses(kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 90)
+    results["conv2d_bias_grad/sm80"] = memory_accesses(
+        conv2d._bias_grad_kernel, runtime_signature(conv2d._bias_grad_kernel, {"dy_ptr": "*bf16", "db_ptr": "*fp32"}, "i32"),
+        dict(WIDE_INDEX=True, BLOCK_C=conv2d.BIAS_BLOCK_C, BLOCK_P=conv2d.BIAS_BLOCK_P), 80)
+    results["conv2d_sum_splits/sm80"] = memory_accesses(
+        conv2d._sum_splits_kernel,
+        runtime_signature(conv2d._sum_splits_kernel, {"partial_ptr": "*fp32", "out_ptr": "*bf16"}, "i32"),
+        dict(BLOCK=conv2d.SUM_BLOCK), 80)
     json.dump(results, sys.stdout)
 
 

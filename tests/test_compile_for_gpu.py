@@ -42,3 +42,13 @@ def test_every_adam_variant_compiles(compiled):
 
 def test_count_steps_kernel_compiles(compiled):
     assert compiled["count_steps/sm90"]
+
+
+def test_every_conv2d_kernel_compiles(compiled):
+    variants = [key for key in compiled if key.startswith("conv2d_")]
+    assert len(variants) == 3 * 3 * 2 + 2
+    for key in variants:
+        accesses = compiled[key]
+        # Pipelined loops load through cp.async (global -> shared) instead of ld.global.
+        assert any(access.startswith(("ld.global", "cp.async")) for access in accesses), f"{key}: {accesses}"
+        assert any(access.startswith("st.global") for access in accesses), f"{key}: {accesses}"

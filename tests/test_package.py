@@ -78,3 +78,20 @@ def test_cpu_without_interpreter_uses_the_reference_path_and_warns_once(tmp_path
     lines = result.stdout.splitlines()
     assert lines[0] == "1 fallback True", result.stdout
     assert "TRITON_INTERPRET=1" in lines[1]
+
+
+def test_conv2d_without_interpreter_on_cpu_falls_back_to_torch_with_a_warning(tmp_path):
+    result = run_python("""
+        import warnings
+        import torch, torch.nn.functional as F
+        import fastcnn
+        x, w, b = torch.randn(2, 4, 7, 6), torch.randn(6, 2, 3, 3), torch.randn(6)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = fastcnn.conv2d(x, w, b, padding="same", groups=2)
+            again = fastcnn.nn.Conv2d(4, 6, 3)(x)
+        fallback = [w for w in caught if issubclass(w.category, fastcnn.FallbackWarning)]
+        print(len(fallback), torch.equal(out, F.conv2d(x, w, b, padding="same", groups=2)), again.shape)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "1 True torch.Size([2, 6, 5, 4])", result.stdout
