@@ -17,7 +17,9 @@ and dy, writes dw; bias reads dy.
 
 Launch grids (all fp32 accumulation; programs of one group share the GEMM's B operand):
   forward  (cdiv(N·P·Q, BLOCK_M) · cdiv(K/G, BLOCK_N), G)      rows = output pixels
-  dgrad    (cdiv(N·H·W, BLOCK_M) · cdiv(C/G, BLOCK_N), G)      rows = input pixels
+  dgrad    (cdiv(N·H·W / (sh·sw), BLOCK_M) · cdiv(C/G, BLOCK_N), G) per stride phase (sh·sw
+           launches): rows = the input pixels of one phase, which all take the same taps, so
+           no program multiplies the zeros of a zero-inserted dy
   wgrad    (cdiv(K/G, BLOCK_M) · R·S·cdiv(C/G, BLOCK_N), G, splits)  reduction over N·P·Q is
            cut into ``splits`` slices (split-K) when the output alone has too few tiles to fill
            the GPU; slices write fp32 partials that ``_sum_splits_kernel`` adds in a fixed order
@@ -168,41 +170,43 @@ def _conv2d_input_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         w_stride_k, w_stride_c, w_stride_h, w_stride_w,
         dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
+        phase_row, phase_col, phase_rows, phase_cols,
+        first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """grad-input for the input pixels of one stride phase: rows phase_row + i*sh, columns
+    phase_col + j*sw. Input row h receives output row p from tap r when p*sh = h + ph - r*dh,
+    which holds for every row of a phase or for none, so the phase visits only its ``taps_h`` x
+    ``taps_w`` contributing taps (every tap at stride 1; about R/sh x S/sw of them otherwise)
+    and never multiplies the zeros a zero-inserted dy would hold."""
     group = tl.program_id(1)
-    num_pixels = _widen(batch, WIDE_INDEX) * in_height * in_width
+    num_pixels = _widen(batch, WIDE_INDEX) * phase_rows * phase_cols
     tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
                                        tl.cdiv(in_per_group, BLOCK_N), GROUP_M)
     pixels = _block_indices(tile_m, BLOCK_M, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
-    n = pixels // (in_height * in_width)
-    ih = (pixels // in_width) % in_height
-    iw = pixels % in_width
+    n = pixels // (phase_rows * phase_cols)
+    ih = phase_row + ((pixels // phase_cols) % phase_rows) * stride_h
+    iw = phase_col + (pixels % phase_cols) * stride_w
     in_channels = group * in_per_group + _block_indices(tile_n, BLOCK_N, WIDE_INDEX)
     in_ok = in_channels < (group + 1) * in_per_group
     channel_offsets = _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
 
     dy_rows = dy_ptr + n * dy_stride_n + (group * out_per_group) * dy_stride_k
     w_cols = w_ptr + (group * out_per_group) * w_stride_k + (in_channels - group * in_per_group) * w_stride_c
-    # Input row h receives output row p from tap r when p*sh = h + ph - r*dh; stride and dilation
-    # are folded into this test, so no zero-inserted copy of dy is ever built.
     padded_top = ih + pad_h
     padded_left = iw + pad_w
 
     channel_blocks = tl.cdiv(out_per_group, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for step in range(kernel_h * kernel_w * channel_blocks):
+    for step in range(taps_h * taps_w * channel_blocks):
         tap = step // channel_blocks
         channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
-        r = tap // kernel_w
-        s = tap - r * kernel_w
-        scaled_oh = padded_top - r * dilation_h
-        scaled_ow = padded_left - s * dilation_w
-        oh = scaled_oh // stride_h
-        ow = scaled_ow // stride_w
-        row_ok = (pixel_ok & (scaled_oh >= 0) & (scaled_ow >= 0) & (oh * stride_h == scaled_oh)
-                  & (ow * stride_w == scaled_ow) & (oh < out_height) & (ow < out_width))
+        r = first_tap_h + (tap // taps_w) * tap_step_h
+        s = first_tap_w + (tap % taps_w) * tap_step_w
+        oh = (padded_top - r * dilation_h) // stride_h  # exact: the phase guarantees divisibility
+        ow = (padded_left - s * dilation_w) // stride_w
+        row_ok = pixel_ok & (oh >= 0) & (ow >= 0) & (oh < out_height) & (ow < out_width)
         channel_ok = channels < out_per_group
         a = tl.load(dy_rows[:, None] + (oh * dy_stride_h + ow * dy_stride_w)[:, None] + channels[None, :] * dy_stride_k,
                     mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
@@ -303,7 +307,8 @@ def _sum_splits_kernel(partial_ptr, out_ptr, numel, num_splits, BLOCK: tl.conste
 
 _forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w"])(
     _conv2d_forward_kernel)
-_input_grad_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w"])(
+_input_grad_autotuned = triton.autotune(
+    _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "phase_rows", "phase_cols", "taps_h", "taps_w"])(
     _conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
     _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"])(_conv2d_weight_grad_kernel)
@@ -383,19 +388,41 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     return 1
 
 
+def stride_phase(size, stride, padding, dilation, kernel, phase):
+    """For the input rows h = phase, phase + stride, ... (< size): how many there are and the taps
+    that reach them, as (rows, first tap, tap step, taps). Tap r reaches row h when
+    h + padding - r*dilation is a multiple of the stride; those r form an arithmetic progression."""
+    rows = triton.cdiv(size - phase, stride) if phase < size else 0
+    taps = [r for r in range(kernel) if (phase + padding - r * dilation) % stride == 0]
+    step = taps[1] - taps[0] if len(taps) > 1 else 1
+    return rows, (taps[0] if taps else 0), step, len(taps)
+
+
 def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
-    """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``."""
+    """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``: one launch per stride
+    phase (stride_h x stride_w of them) that holds input pixels."""
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
-    pixels = dx.shape[0] * dx.shape[2] * dx.shape[3]
     in_per_group = dx.shape[1] // groups
+    constexprs = dict(WIDE_INDEX=_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED)
+    launches = 0
+    for phase_row in range(stride[0]):
+        rows, first_tap_h, tap_step_h, taps_h = stride_phase(
+            dx.shape[2], stride[0], padding[0], dilation[0], w.shape[2], phase_row)
+        for phase_col in range(stride[1]):
+            cols, first_tap_w, tap_step_w, taps_w = stride_phase(
+                dx.shape[3], stride[1], padding[1], dilation[1], w.shape[3], phase_col)
+            pixels = dx.shape[0] * rows * cols
+            if pixels == 0:
+                continue
 
-    def grid(meta):
-        return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
+            def grid(meta, pixels=pixels):
+                return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
 
-    args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride())
-    _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
-            dict(WIDE_INDEX=_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED))
-    return 1
+            args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
+                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w)
+            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs)
+            launches += 1
+    return launches
 
 
 def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
