@@ -25,11 +25,16 @@ Launch grids (all fp32 accumulation; programs of one group share the GEMM's B op
            the GPU; slices write fp32 partials that ``_sum_splits_kernel`` adds in a fixed order
            (deterministic, no atomics).
   bias     (cdiv(K, BLOCK_C), splits), then ``_sum_splits_kernel`` when splits > 1.
+Depthwise layers (one input channel per group) have only R·S terms per output, too few for a
+GEMM tile; they go to direct kernels instead (memory bound: forward reads x and w, writes y),
+with grids (cdiv(N·P·Q, BLOCK_P), cdiv(K, BLOCK_C)) for forward and grad-input and
+(cdiv(K, BLOCK_C), R·S, splits) for grad-weight.
 Programs along the first axis are ordered in groups of ``GROUP_M`` rows so that tiles running at
 the same time share operand blocks in L2 (the Triton matmul tutorial's grouped ordering).
 """
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -305,6 +310,129 @@ def _sum_splits_kernel(partial_ptr, out_ptr, numel, num_splits, BLOCK: tl.conste
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+# ----------------------------------------------------------------------------------------------
+# Depthwise convolutions (one input channel per group: groups == C, K = multiplier * C). Each
+# output then sums only R*S products, too few for a GEMM tile, so these kernels are direct:
+# a [pixels x channels] block of elementwise multiply-adds per tap, memory bound. Output channel
+# k reads input channel k // multiplier.
+
+
+@triton.jit
+def _depthwise_forward_kernel(
+        x_ptr, w_ptr, bias_ptr, y_ptr,
+        batch, in_height, in_width, out_height, out_width, out_channels, multiplier,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        w_stride_k, w_stride_h, w_stride_w,
+        y_stride_n, y_stride_k, y_stride_h, y_stride_w,
+        HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
+    pixels = _block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n = pixels // (out_height * out_width)
+    oh = (pixels // out_width) % out_height
+    ow = pixels % out_width
+    channels = _block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
+    channel_ok = channels < out_channels
+    x_base = x_ptr + (n * x_stride_n)[:, None] + ((channels // multiplier) * x_stride_c)[None, :]
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for tap in range(kernel_h * kernel_w):
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        ih = oh * stride_h - pad_h + r * dilation_h
+        iw = ow * stride_w - pad_w + s * dilation_w
+        ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        x = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None], mask=ok[:, None] & channel_ok[None, :],
+                    other=0.0)
+        w = tl.load(w_ptr + channels * w_stride_k + r * w_stride_h + s * w_stride_w, mask=channel_ok, other=0.0)
+        acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + channels, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
+    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + (channels * y_stride_k)[None, :]
+    tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & channel_ok[None, :])
+
+
+@triton.jit
+def _depthwise_input_grad_kernel(
+        dy_ptr, w_ptr, dx_ptr,
+        batch, in_height, in_width, out_height, out_width, in_channels, multiplier,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        w_stride_k, w_stride_h, w_stride_w,
+        dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    num_pixels = _widen(batch, WIDE_INDEX) * in_height * in_width
+    pixels = _block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n = pixels // (in_height * in_width)
+    ih = (pixels // in_width) % in_height
+    iw = pixels % in_width
+    channels = _block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
+    channel_ok = channels < in_channels
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for step in range(kernel_h * kernel_w * multiplier):
+        tap = step // multiplier
+        out_channels = channels * multiplier + (step - tap * multiplier)
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        # Output row p feeds input row h through tap r when p*sh = h + ph - r*dh (loads are
+        # masked where the division is inexact: these kernels are bound by memory, not math).
+        scaled_oh = ih + pad_h - r * dilation_h
+        scaled_ow = iw + pad_w - s * dilation_w
+        oh = scaled_oh // stride_h
+        ow = scaled_ow // stride_w
+        ok = (pixel_ok & (scaled_oh >= 0) & (scaled_ow >= 0) & (oh * stride_h == scaled_oh)
+              & (ow * stride_w == scaled_ow) & (oh < out_height) & (ow < out_width))
+        dy = tl.load(dy_ptr + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None]
+                     + (out_channels * dy_stride_k)[None, :], mask=ok[:, None] & channel_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + out_channels * w_stride_k + r * w_stride_h + s * w_stride_w, mask=channel_ok, other=0.0)
+        acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
+    dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + (channels * dx_stride_c)[None, :]
+    tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & channel_ok[None, :])
+
+
+@triton.jit
+def _depthwise_weight_grad_kernel(
+        x_ptr, dy_ptr, dw_ptr,
+        batch, in_height, in_width, out_height, out_width, out_channels, multiplier,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        dw_stride_k, dw_stride_h, dw_stride_w,
+        pixels_per_split, split_stride,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One program per (channel block, tap, slice of the N*P*Q reduction)."""
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    r = tap // kernel_w
+    s = tap - r * kernel_w
+    channels = _block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
+    channel_ok = channels < out_channels
+    x_channels = x_ptr + ((channels // multiplier) * x_stride_c)[None, :]
+    dy_channels = dy_ptr + (channels * dy_stride_k)[None, :]
+    num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
+    start = _widen(split, WIDE_INDEX) * pixels_per_split
+    end = tl.minimum(start + pixels_per_split, num_pixels)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for first in range(start, end, BLOCK_P):
+        pixels = first + _widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+        pixel_ok = pixels < end
+        n = pixels // (out_height * out_width)
+        oh = (pixels // out_width) % out_height
+        ow = pixels % out_width
+        ih = oh * stride_h - pad_h + r * dilation_h
+        iw = ow * stride_w - pad_w + s * dilation_w
+        x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        x = tl.load(x_channels + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
+                    mask=x_ok[:, None] & channel_ok[None, :], other=0.0)
+        dy = tl.load(dy_channels + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None],
+                     mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0)
+        acc += x.to(tl.float32) * dy.to(tl.float32)
+    dw_offsets = channels * dw_stride_k + r * dw_stride_h + s * dw_stride_w
+    tl.store(dw_ptr + split * split_stride + dw_offsets, tl.sum(acc, axis=0).to(dw_ptr.dtype.element_ty),
+             mask=channel_ok)
+
+
 _forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w"])(
     _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
@@ -324,8 +452,6 @@ _SM_COUNTS = {}
 def _sm_count(device):
     if INTERPRETED:
         return 2
-    import torch
-
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _SM_COUNTS:
         _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
@@ -374,6 +500,8 @@ def _geometry(x, w, y, stride, padding, dilation, groups):
 
 def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left)."""
+    if x.shape[1] // groups == 1:
+        return _depthwise_forward(x, w, bias, y, stride=stride, padding=padding, dilation=dilation, groups=groups)
     geometry = _geometry(x, w, y, stride, padding, dilation, groups)
     pixels = x.shape[0] * y.shape[2] * y.shape[3]
     out_per_group = w.shape[0] // groups
@@ -401,6 +529,8 @@ def stride_phase(size, stride, padding, dilation, kernel, phase):
 def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
     """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``: one launch per stride
     phase (stride_h x stride_w of them) that holds input pixels."""
+    if dx.shape[1] // groups == 1:
+        return _depthwise_input_grad(dy, w, dx, stride=stride, padding=padding, dilation=dilation, groups=groups)
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
     in_per_group = dx.shape[1] // groups
     constexprs = dict(WIDE_INDEX=_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED)
@@ -427,18 +557,14 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
 
 def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
-    import torch
-
+    if x.shape[1] // groups == 1:
+        return _depthwise_weight_grad(x, dy, dw, stride=stride, padding=padding, dilation=dilation, groups=groups)
     geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]
     nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
     pixels_per_split, splits = _slices(pixels, split_count(nominal_tiles, pixels, _sm_count(dy.device)))
-    if splits > 1:  # fp32 partials laid out like dw, one copy per slice
-        target = torch.empty_strided((splits, *dw.shape), (dw.numel(), *dw.stride()), dtype=torch.float32,
-                                     device=dw.device)
-    else:
-        target = dw
+    target = _partials(dw, splits)
 
     def grid(meta):
         return (triton.cdiv(out_per_group, meta["BLOCK_M"]) * taps * triton.cdiv(in_per_group, meta["BLOCK_N"]),
@@ -448,25 +574,82 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
             dict(WIDE_INDEX=_wide_index(x, dy, dw, extra_span=splits * dw.numel()), DOT_PRECISION=dot_precision,
                  UPCAST=INTERPRETED))
+    return 1 + _sum_partials(target, dw, splits)
+
+
+def _partials(out, splits):
+    """Where ``splits`` slices of a reduction into the dense ``out`` write: ``out`` itself for one
+    slice, else fp32 partials laid out like ``out``, one copy per slice."""
     if splits == 1:
-        return 1
-    _sum_splits_kernel[(triton.cdiv(dw.numel(), SUM_BLOCK),)](target, dw, dw.numel(), splits, BLOCK=SUM_BLOCK)
-    return 2
+        return out
+    return torch.empty_strided((splits, *out.shape), (out.numel(), *out.stride()), dtype=torch.float32,
+                               device=out.device)
+
+
+def _sum_partials(partials, out, splits):
+    """Add the slices' partials into ``out`` in slice order; returns the launches made (0 or 1)."""
+    if splits == 1:
+        return 0
+    _sum_splits_kernel[(triton.cdiv(out.numel(), SUM_BLOCK),)](partials, out, out.numel(), splits, BLOCK=SUM_BLOCK)
+    return 1
+
+
+def _depthwise_blocks(channel_stride):
+    """(BLOCK_P, BLOCK_C): wide channel blocks when channels are contiguous (channels_last), wide
+    pixel blocks otherwise, so that each load instruction reads consecutive addresses."""
+    if INTERPRETED:
+        return 128, 32
+    return (32, 64) if channel_stride == 1 else (128, 16)
+
+
+def _depthwise_geometry(x, w, y, stride, padding, dilation, groups, channels):
+    return (x.shape[0], x.shape[2], x.shape[3], y.shape[2], y.shape[3], channels, w.shape[0] // groups,
+            w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+
+
+def _depthwise_forward(x, w, bias, y, *, stride, padding, dilation, groups):
+    block_p, block_c = _depthwise_blocks(y.stride(1))
+    grid = (triton.cdiv(y.shape[0] * y.shape[2] * y.shape[3], block_p), triton.cdiv(y.shape[1], block_c))
+    _depthwise_forward_kernel[grid](
+        x, w, bias if bias is not None else y, y,
+        *_depthwise_geometry(x, w, y, stride, padding, dilation, groups, y.shape[1]),
+        *x.stride(), w.stride(0), w.stride(2), w.stride(3), *y.stride(),
+        HAS_BIAS=bias is not None, WIDE_INDEX=_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
+    return 1
+
+
+def _depthwise_input_grad(dy, w, dx, *, stride, padding, dilation, groups):
+    block_p, block_c = _depthwise_blocks(dx.stride(1))
+    grid = (triton.cdiv(dx.shape[0] * dx.shape[2] * dx.shape[3], block_p), triton.cdiv(dx.shape[1], block_c))
+    _depthwise_input_grad_kernel[grid](
+        dy, w, dx, *_depthwise_geometry(dx, w, dy, stride, padding, dilation, groups, dx.shape[1]),
+        *dy.stride(), w.stride(0), w.stride(2), w.stride(3), *dx.stride(),
+        WIDE_INDEX=_wide_index(dy, w, dx), BLOCK_P=block_p, BLOCK_C=block_c)
+    return 1
+
+
+def _depthwise_weight_grad(x, dy, dw, *, stride, padding, dilation, groups):
+    block_p, block_c = _depthwise_blocks(dy.stride(1))
+    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    taps = dw.shape[2] * dw.shape[3]
+    tiles = triton.cdiv(dw.shape[0], block_c) * taps
+    pixels_per_split, splits = _slices(pixels, split_count(tiles, pixels, _sm_count(dy.device)))
+    target = _partials(dw, splits)
+    _depthwise_weight_grad_kernel[(triton.cdiv(dw.shape[0], block_c), taps, splits)](
+        x, dy, target, *_depthwise_geometry(x, dw, dy, stride, padding, dilation, groups, dw.shape[0]),
+        *x.stride(), *dy.stride(), dw.stride(0), dw.stride(2), dw.stride(3), pixels_per_split, dw.numel(),
+        WIDE_INDEX=_wide_index(x, dy, dw, extra_span=splits * dw.numel()), BLOCK_P=block_p, BLOCK_C=block_c)
+    return 1 + _sum_partials(target, dw, splits)
 
 
 def bias_grad(dy, db):
     """db[k] = sum of dy over every dimension but the channels, into ``db`` (1-d, contiguous)."""
-    import torch
-
     channels = dy.shape[1]
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     channel_tiles = triton.cdiv(channels, BIAS_BLOCK_C)
     pixels_per_split, splits = _slices(pixels, split_count(channel_tiles, pixels, _sm_count(dy.device)))
-    target = torch.empty((splits, channels), dtype=torch.float32, device=db.device) if splits > 1 else db
+    target = _partials(db, splits)
     _bias_grad_kernel[(channel_tiles, splits)](
         dy, target, channels, dy.shape[2], dy.shape[3], pixels, pixels_per_split, *dy.stride(),
         WIDE_INDEX=_wide_index(dy), BLOCK_C=BIAS_BLOCK_C, BLOCK_P=BIAS_BLOCK_P)
-    if splits == 1:
-        return 1
-    _sum_splits_kernel[(triton.cdiv(channels, SUM_BLOCK),)](target, db, channels, splits, BLOCK=SUM_BLOCK)
-    return 2
+    return 1 + _sum_partials(target, db, splits)

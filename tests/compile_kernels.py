@@ -74,6 +74,27 @@ def main():
         constexprs = dict(extra, WIDE_INDEX=wide, DOT_PRECISION=precision, UPCAST=False, **config)
         key = f"conv2d_{name}/sm90/{element[1:]}/{'int64' if wide else 'int32'}"
         results[key] = memory_accesses(kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 90)
+    # At launch Triton turns integer arguments equal to 1 into constants (batch 1, 1x1 kernels,
+    # unit strides); compile that specialisation too.
+    for name, (kernel, pointers, extra) in conv_kernels.items():
+        pointer_types = {pointer: "*bf16" for pointer in pointers}
+        ones = {param.name: 1 for param in kernel.params if param.name in (
+            "batch", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "in_per_group",
+            "out_per_group", "taps_h", "taps_w", "x_stride_c", "dy_stride_k")}
+        signature = {k: v for k, v in runtime_signature(kernel, pointer_types, "i32").items() if k not in ones}
+        config, num_warps, num_stages = conv2d.DEFAULT_CONFIG
+        constexprs = dict(extra, WIDE_INDEX=True, DOT_PRECISION="ieee", UPCAST=False, **config, **ones)
+        results[f"conv2d_{name}/sm90/ones"] = memory_accesses(kernel, signature, constexprs, 90)
+    depthwise_kernels = {
+        "forward": (conv2d._depthwise_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
+        "input_grad": (conv2d._depthwise_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
+        "weight_grad": (conv2d._depthwise_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
+    }
+    for name, (kernel, pointers, extra) in depthwise_kernels.items():
+        block_p, block_c = conv2d._depthwise_blocks(1)
+        constexprs = dict(extra, WIDE_INDEX=False, BLOCK_P=block_p, BLOCK_C=block_c)
+        signature = runtime_signature(kernel, {pointer: "*bf16" for pointer in pointers}, "i32")
+        results[f"conv2d_depthwise_{name}/sm90"] = memory_accesses(kernel, signature, constexprs, 90)
     results["conv2d_bias_grad/sm80"] = memory_accesses(
         conv2d._bias_grad_kernel, runtime_signature(conv2d._bias_grad_kernel, {"dy_ptr": "*bf16", "db_ptr": "*fp32"}, "i32"),
         dict(WIDE_INDEX=True, BLOCK_C=conv2d.BIAS_BLOCK_C, BLOCK_P=conv2d.BIAS_BLOCK_P), 80)

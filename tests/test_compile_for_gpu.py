@@ -46,7 +46,7 @@ def test_count_steps_kernel_compiles(compiled):
 
 def test_every_conv2d_kernel_compiles(compiled):
     variants = [key for key in compiled if key.startswith("conv2d_")]
-    assert len(variants) == 3 * 3 * 2 + 2
+    assert len(variants) == 3 * 3 * 2 + 3 + 3 + 2
     for key in variants:
         accesses = compiled[key]
         # Pipelined loops load through cp.async (global -> shared) instead of ld.global.

@@ -257,37 +257,48 @@ def test_multi_block_paths_with_small_tiles(monkeypatch, seed, generator):
     check_conv(input, weight, make_tensor((34,), generator=generator), seed=seed, padding=(1, 1), groups=2)
 
 
-def test_split_k_weight_grad_is_deterministic(seed, generator):
+# (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.
+PATHS = {"gemm": ((4, 3, 15, 13), (2, 3, 1, 2), (4, 2, 15, 14), 1),
+         "depthwise": ((3, 4, 11, 9), (8, 1, 1, 2), (3, 8, 11, 10), 4)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_split_weight_grad_is_deterministic(path, seed, generator):
+    """Few output tiles: the weight-grad reduction is cut into slices, added in a fixed order."""
     kernels = kernel_module("conv2d")
-    input = make_tensor((4, 3, 15, 13), generator=generator)
-    grad_out = make_tensor((4, 2, 15, 14), generator=generator)
-    weight = make_tensor((2, 3, 1, 2), generator=generator)  # few output tiles: the reduction is split
-    arguments = dict(stride=(1, 1), padding=(0, 1), dilation=(1, 1), groups=1, dot_precision="ieee")
+    input_shape, weight_shape, grad_out_shape, groups = PATHS[path]
+    input = make_tensor(input_shape, generator=generator)
+    grad_out = make_tensor(grad_out_shape, generator=generator)
+    weight = make_tensor(weight_shape, generator=generator)
+    arguments = dict(stride=(1, 1), padding=(0, 1), dilation=(1, 1), groups=groups, dot_precision="ieee")
     results = []
     for _ in range(2):
         grad_weight = poisoned_like(weight)
-        assert kernels.weight_grad(input, grad_out, grad_weight, **arguments) == 2  # split-K + sum
+        assert kernels.weight_grad(input, grad_out, grad_weight, **arguments) == 2  # slices + their sum
         results.append(grad_weight)
     assert torch.equal(results[0], results[1])
-    _, grads = reference(input, weight, None, grad_out, padding=(0, 1))
-    assert_close(results[0], grads[1], torch.float32, what="grad_weight", seed=seed, reduction_length=4 * 15 * 14)
+    _, grads = reference(input, weight, None, grad_out, padding=(0, 1), groups=groups)
+    assert_close(results[0], grads[1], torch.float32, what="grad_weight", seed=seed,
+                 reduction_length=grad_out[:, 0].numel())
 
 
-def test_launchers_write_every_output_element(seed, generator):
-    """Call the three kernels on NaN-poisoned outputs: any element left unwritten shows."""
+@pytest.mark.parametrize("path", ["gemm", "depthwise"])
+def test_launchers_write_every_output_element(path, seed, generator):
+    """Call the kernels on NaN-poisoned outputs: any element left unwritten shows."""
     kernels = kernel_module("conv2d")
+    groups = 2 if path == "gemm" else 6
     input = make_tensor((2, 6, 9, 8), layout="channels_last", generator=generator)
-    weight = make_tensor((4, 3, 3, 2), generator=generator)
-    bias = make_tensor((4,), generator=generator)
-    arguments = dict(stride=(2, 3), padding=(1, 1), dilation=(2, 1), groups=2, dot_precision="ieee")
-    out = torch.empty(2, 4, 4, 3, device=DEVICE).fill_(float("nan"))
+    weight = make_tensor((4 if path == "gemm" else 12, 6 // groups, 3, 2), generator=generator)
+    bias = make_tensor((weight.shape[0],), generator=generator)
+    arguments = dict(stride=(2, 3), padding=(1, 1), dilation=(2, 1), groups=groups, dot_precision="ieee")
+    out = torch.empty(2, weight.shape[0], 4, 3, device=DEVICE).fill_(float("nan"))
     kernels.forward(input, weight, bias, out, **arguments)
     grad_out = make_tensor(out.shape, generator=generator)
     grad_input, grad_weight, grad_bias = poisoned_like(input), poisoned_like(weight), poisoned_like(bias)
     kernels.input_grad(grad_out, weight, grad_input, **arguments)
     kernels.weight_grad(input, grad_out, grad_weight, **arguments)
     kernels.bias_grad(grad_out, grad_bias)
-    torch_arguments = dict(stride=(2, 3), padding=1, dilation=(2, 1), groups=2)
+    torch_arguments = dict(stride=(2, 3), padding=1, dilation=(2, 1), groups=groups)
     expected, grads = reference(input, weight, bias, grad_out, **torch_arguments)
     for what, actual, wanted in (("output", out, expected), ("grad_input", grad_input, grads[0]),
                                  ("grad_weight", grad_weight, grads[1]), ("grad_bias", grad_bias, grads[2])):
