@@ -3,6 +3,7 @@ replaces, so constructors, ``repr``, ``state_dict`` keys and ``isinstance`` chec
 import torch
 
 from .conv import conv2d
+from .loss import cross_entropy
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -15,3 +16,11 @@ class Conv2d(torch.nn.Conv2d):
             padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """``torch.nn.CrossEntropyLoss`` on fastcnn's fused cross-entropy kernel."""
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing)

@@ -164,3 +164,54 @@ def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
     out_size = tuple((p - k) // s + 1 for p, k, s in zip(padded, dilated_kernel, stride))
     check_kernel_dtype(op, input)
     return Conv2dGeometry(stride, padding, total, dilation, groups, out_size)
+
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    """Validate F.cross_entropy's arguments as torch does; True when ``target`` holds class
+    probabilities (same shape as ``input``), False for class indices."""
+    op = "fastcnn.cross_entropy"
+    for name, tensor in (("input", input), ("target", target)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: {reduction} is not a valid value for reduction (expected one of {REDUCTIONS})")
+    if not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool):
+        raise TypeError(f"{op}: argument 'label_smoothing' must be a float, not {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"{op}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise TypeError(f"{op}: argument 'ignore_index' must be an int, not {type(ignore_index).__name__}")
+    if input.dim() == 0:
+        raise RuntimeError(f"{op}: input must have at least one dimension (the classes), got a 0-d tensor")
+    check_same_kind(op, input, {"weight": weight})
+    if target.device != input.device:
+        raise RuntimeError(f"{op}: Input ({input.device}) and target ({target.device}) should be on the same device")
+    classes = input.shape[1] if input.dim() > 1 else input.shape[0]
+    if weight is not None and (weight.dim() != 1 or weight.shape[0] != classes):
+        raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes or no classes "
+                           f"but got weight tensor of shape: {list(weight.shape)}")
+    probabilities = target.shape == input.shape
+    if probabilities:
+        if not target.is_floating_point():
+            raise RuntimeError(f"{op}: Expected floating point type for target with class probabilities, "
+                               f"got {target.dtype}")
+        if target.dtype != input.dtype:
+            raise RuntimeError(f"{op}: target with class probabilities of dtype {target.dtype} for input of dtype "
+                               f"{input.dtype}: they should be the same")
+    else:
+        expected = (input.shape[0],) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+        if input.dim() <= 2 and target.dim() > 1:
+            raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported "
+                               f"(input {list(input.shape)}, target {list(target.shape)})")
+        if input.dim() > 1 and target.dim() >= 1 and target.shape[0] != input.shape[0]:
+            raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                             f"({target.shape[0]}).")
+        if tuple(target.shape) != expected:
+            raise RuntimeError(f"{op}: Expected target size {list(expected)}, got {list(target.shape)}")
+        if target.dtype not in (torch.int64, torch.uint8):
+            raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got {target.dtype}")
+    check_kernel_dtype(op, input)
+    return probabilities
