@@ -142,3 +142,9 @@ def conv2d_speedup_summary(records):
         for key in ((record["op"], record["precision"], "all"), (record["op"], record["precision"], kind)):
             groups.setdefault(key, []).append(record["speedup_vs_cudnn"])
     return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}
+
+
+def cross_entropy_bytes(rows, classes, element_size, target_size=8):
+    """Bytes a fused cross-entropy forward + backward must move at the least: read the logits
+    once, write their gradient once, read the class-index targets."""
+    return 2 * rows * classes * element_size + rows * target_size

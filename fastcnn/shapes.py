@@ -85,3 +85,9 @@ CONV_SUITES = {
     "mobilenet_v2_depthwise": lambda: [MOBILENET_V2_DEPTHWISE],
 }
 CONV_BATCHES = (64, 256)
+
+
+# Softmax cross-entropy: (rows N, classes C). N is 64k where the logits stay under 2**28
+# elements, fewer rows for the largest vocabularies.
+CROSS_ENTROPY_SUITES = {f"C{classes}": (min(65536, 2**28 // classes), classes)
+                        for classes in (10, 100, 1000, 32000, 128000)}

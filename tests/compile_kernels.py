@@ -18,7 +18,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import adam, conv2d  # noqa: E402
+from fastcnn.kernels import adam, conv2d, cross_entropy  # noqa: E402
 
 
 
@@ -102,6 +102,24 @@ def main():
         conv2d._sum_splits_kernel,
         runtime_signature(conv2d._sum_splits_kernel, {"partial_ptr": "*fp32", "out_ptr": "*bf16"}, "i32"),
         dict(BLOCK=conv2d.SUM_BLOCK), 80)
+    ce = cross_entropy._cross_entropy_kernel
+    for element, probabilities, classes in itertools.product(("*bf16", "*fp32"), (False, True), (10, 128000)):
+        rows, block_c = cross_entropy._tile(classes)
+        pointer_types = dict(x_ptr=element, target_ptr=element if probabilities else "*i64", weight_ptr=element,
+                             row_loss_ptr="*fp32", row_weight_ptr="*fp32", grad_ptr=element, invalid_ptr="*i64")
+        signature = runtime_signature(ce, pointer_types, "i64")
+        signature.update(num_rows="i32", classes="i32", spatial="i32", smoothing="fp32")
+        constexprs = dict(PROBABILITIES=probabilities, HAS_WEIGHT=True, HAS_SMOOTHING=True, NEEDS_GRAD=True,
+                          ROWS=rows, BLOCK_C=block_c)
+        key = f"cross_entropy/sm90/{element[1:]}/{'probabilities' if probabilities else 'indices'}/C{classes}"
+        results[key] = memory_accesses(ce, signature, constexprs, 90)
+    for kernel, pointer_types, constexprs in (
+            (cross_entropy._reduce_rows_kernel, dict(row_loss_ptr="*fp32", row_weight_ptr="*fp32", out_ptr="*bf16",
+                                                     denominator_ptr="*fp32"), dict(MEAN=True, BLOCK=1024)),
+            (cross_entropy._scale_grad_kernel, dict(grad_ptr="*bf16", grad_out_ptr="*bf16", denominator_ptr="*fp32"),
+             dict(PER_ROW=True, MEAN=True, ROWS=2, BLOCK_C=4096))):
+        results[f"cross_entropy{kernel.__name__}/sm80"] = memory_accesses(
+            kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 80)
     json.dump(results, sys.stdout)
 
 

@@ -30,3 +30,12 @@ def test_speedup_summary_is_a_geometric_mean():
     assert summary["conv2d_forward/bf16_channels_last/all"] == pytest.approx(1.0)
     assert summary["conv2d_forward/bf16_channels_last/1x1"] == pytest.approx(2.0)
     assert geometric_mean([]) != geometric_mean([])  # NaN for no data
+
+
+def test_cross_entropy_bytes_hand_counted():
+    from fastcnn.benchmarking import cross_entropy_bytes
+    from fastcnn.shapes import CROSS_ENTROPY_SUITES
+
+    # 3 rows of 5 fp32 logits: read 60 bytes, write 60 bytes of gradient, read 3 int64 targets.
+    assert cross_entropy_bytes(3, 5, 4) == 60 + 60 + 24
+    assert CROSS_ENTROPY_SUITES["C1000"] == (65536, 1000) and CROSS_ENTROPY_SUITES["C128000"][0] == 2097

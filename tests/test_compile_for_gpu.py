@@ -52,3 +52,10 @@ def test_every_conv2d_kernel_compiles(compiled):
         # Pipelined loops load through cp.async (global -> shared) instead of ld.global.
         assert any(access.startswith(("ld.global", "cp.async")) for access in accesses), f"{key}: {accesses}"
         assert any(access.startswith("st.global") for access in accesses), f"{key}: {accesses}"
+
+
+def test_every_cross_entropy_kernel_compiles(compiled):
+    variants = [key for key in compiled if key.startswith("cross_entropy")]
+    assert len(variants) == 2 * 2 * 2 + 2
+    for key in variants:
+        assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"
