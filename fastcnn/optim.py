@@ -21,7 +21,7 @@ import torch
 
 from . import _backend, _reference, validation
 from ._layout import is_dense
-from .dtypes import real_dtype, triton_dtype
+from .dtypes import triton_dtype
 
 
 @dataclass

@@ -136,3 +136,18 @@ def count_launches():
         launched.subtract(before)
         for op in [op for op, count in launched.items() if count == 0]:
             del launched[op]
+
+
+def opinfo(name):
+    """PyTorch's own OpInfo entry for ``name`` (e.g. "nn.functional.conv2d"): its sample and
+    error inputs are the reference test cases of the op fastcnn replaces."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return next(op for op in op_db if op.name == name)
+
+
+def case_random(seed, case):
+    """A ``random.Random`` for case ``case`` of a randomized test run with ``seed``."""
+    import random
+
+    return random.Random(seed * 100 + case)

@@ -3,8 +3,6 @@
 Without a GPU the kernels run through Triton's interpreter, so shapes are small and odd. Each
 test draws fresh random inputs from the printed seed (replay with FASTCNN_TEST_SEED).
 """
-import random
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +11,8 @@ import fastcnn
 from fastcnn import testing
 from fastcnn._backend import kernel_module
 from fastcnn.dtypes import TF32_RELATIVE_TOLERANCE, conv_uses_tf32
-from fastcnn.testing import DEVICE, assert_close, count_launches, make_tensor, poisoned_like, record_aten_ops
+from fastcnn.testing import (DEVICE, assert_close, case_random, count_launches, make_tensor, opinfo, poisoned_like,
+                             record_aten_ops)
 
 ON_GPU = DEVICE == "cuda"
 FORBIDDEN_ATEN = ("convolution", "conv2d", "_convolution", "cudnn", "mkldnn", "mm", "addmm", "bmm", "matmul",
@@ -102,21 +101,15 @@ def random_case(rng, generator):
 
 @pytest.mark.parametrize("case", range(12))
 def test_random_configurations(case, seed, generator):
-    rng = random.Random(seed * 100 + case)
+    rng = case_random(seed, case)
     input, weight, bias, arguments = random_case(rng, generator)
     print(f"input {tuple(input.shape)} stride {input.stride()}, weight {tuple(weight.shape)}, "
           f"bias {bias is not None}, {arguments}")
     check_conv(input, weight, bias, seed=seed, **arguments)
 
 
-def _opinfo():
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    return next(op for op in op_db if op.name == "nn.functional.conv2d")
-
-
 def test_opinfo_samples(seed):
-    samples = list(_opinfo().sample_inputs(DEVICE, torch.float32, requires_grad=True))
+    samples = list(opinfo("nn.functional.conv2d").sample_inputs(DEVICE, torch.float32, requires_grad=True))
     assert len(samples) >= 20
     for sample in samples:
         weight, bias = sample.args[0], (sample.args[1] if len(sample.args) > 1 else None)
@@ -124,7 +117,7 @@ def test_opinfo_samples(seed):
 
 
 def test_opinfo_error_inputs():
-    errors = list(_opinfo().error_inputs(DEVICE))
+    errors = list(opinfo("nn.functional.conv2d").error_inputs(DEVICE))
     assert errors
     for error in errors:
         sample = error.sample_input
@@ -367,7 +360,7 @@ gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(6))
 def test_half_precision_random_configurations(dtype, case, seed, generator):
-    rng = random.Random(seed * 100 + case)
+    rng = case_random(seed, case)
     input, weight, bias, arguments = random_case(rng, generator)
     cast = (lambda t: None if t is None else t.to(dtype))
     check_conv(cast(input), cast(weight), cast(bias), seed=seed, dtype=dtype, **arguments)

@@ -1,12 +1,10 @@
 """fastcnn.cross_entropy and fastcnn.nn.CrossEntropyLoss against float64 F.cross_entropy."""
-import random
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.testing import DEVICE, assert_close, count_launches, make_tensor, record_aten_ops
+from fastcnn.testing import DEVICE, assert_close, case_random, count_launches, make_tensor, opinfo, record_aten_ops
 
 ON_GPU = DEVICE == "cuda"
 FORBIDDEN = ("softmax", "log_softmax", "_log_softmax", "logsumexp", "nll_loss", "nll_loss2d", "nll_loss_nd",
@@ -69,7 +67,7 @@ def random_case(rng, generator):
 
 @pytest.mark.parametrize("case", range(14))
 def test_random_combinations(case, seed, generator):
-    rng = random.Random(seed * 100 + case)
+    rng = case_random(seed, case)
     input, target, weight, options = random_case(rng, generator)
     print(f"input {tuple(input.shape)} {input.stride()}, target {tuple(target.shape)} {target.dtype}, "
           f"weight {weight is not None}, {options}")
@@ -129,14 +127,8 @@ def test_all_ignored_and_empty_batches(generator):
     assert empty.grad.shape == (0, 5)
 
 
-def _opinfo():
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    return next(op for op in op_db if op.name == "nn.functional.cross_entropy")
-
-
 def test_opinfo_samples(seed):
-    samples = list(_opinfo().sample_inputs(DEVICE, torch.float32, requires_grad=True))
+    samples = list(opinfo("nn.functional.cross_entropy").sample_inputs(DEVICE, torch.float32, requires_grad=True))
     assert len(samples) >= 10
     for sample in samples:
         options = dict(sample.kwargs)
@@ -235,7 +227,7 @@ gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(6))
 def test_half_precision_logits(dtype, case, seed, generator):
-    rng = random.Random(seed * 100 + case)
+    rng = case_random(seed, case)
     input, target, weight, options = random_case(rng, generator)
     cast = (lambda t: None if t is None else t.to(dtype) if t.is_floating_point() else t)
     check(cast(input), cast(target), cast(weight), seed=seed, dtype=dtype, **options)
