@@ -46,11 +46,11 @@ MIN_PIXELS_PER_SPLIT = 32 if INTERPRETED else 1024
 MAX_SPLITS = 64
 SUM_BLOCK = 1024
 BIAS_BLOCK_C = 32
-BIAS_BLOCK_P = 64 if INTERPRETED else 128
+BIAS_BLOCK_P = 512 if INTERPRETED else 128
 
 # One configuration in the interpreter, with large blocks: it pays per program and per operation,
 # not per FLOP (the tests shrink it to reach the multi-block paths on small shapes).
-_INTERPRETER_CONFIG = dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=128, GROUP_M=4)
+_INTERPRETER_CONFIG = dict(BLOCK_M=256, BLOCK_N=32, BLOCK_K=256, GROUP_M=4)
 
 
 def _configs():
@@ -592,7 +592,7 @@ def _depthwise_blocks(channel_stride):
     """(BLOCK_P, BLOCK_C): wide channel blocks when channels are contiguous (channels_last), wide
     pixel blocks otherwise, so that each load instruction reads consecutive addresses."""
     if INTERPRETED:
-        return 128, 32
+        return 1024, 32
     return (32, 64) if channel_stride == 1 else (128, 16)
 
 

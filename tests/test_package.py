@@ -95,3 +95,13 @@ def test_conv2d_without_interpreter_on_cpu_falls_back_to_torch_with_a_warning(tm
     """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "1 True torch.Size([2, 6, 5, 4])", result.stdout
+
+
+def test_demo_trains_the_same_with_fastcnn_kernels(tmp_path):
+    """The README's demo, shortened: fastcnn's conv2d, cross-entropy and Adam follow torch's losses."""
+    environment = {} if torch.cuda.is_available() else {"TRITON_INTERPRET": "1"}
+    result = run_python("import fastcnn.demo; fastcnn.demo.main(['--steps', '3', '--batch', '16'])", tmp_path,
+                        **environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    largest = [line for line in result.stdout.splitlines() if line.startswith("largest loss difference")]
+    assert largest and float(largest[0].split()[-1]) < 1e-5, result.stdout
