@@ -4,6 +4,7 @@ import torch
 
 from .conv import conv2d
 from .loss import cross_entropy
+from .pool import max_pool2d
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -24,3 +25,11 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     def forward(self, input, target):
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` on fastcnn's max-pool kernels."""
+
+    def forward(self, input):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode,
+                          return_indices=self.return_indices)

@@ -215,3 +215,59 @@ def check_cross_entropy(input, target, weight, ignore_index, reduction, label_sm
             raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got {target.dtype}")
     check_kernel_dtype(op, input)
     return probabilities
+
+
+class Pool2dGeometry(NamedTuple):
+    """Normalised max_pool2d arguments and the output's (height, width)."""
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool
+    out_size: tuple
+
+
+def _pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
+    """PyTorch's pooling_output_shape: with ceil_mode a last window that would start in the
+    right/bottom padding is dropped."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate F.max_pool2d's arguments as torch does and return their ``Pool2dGeometry``."""
+    op = "fastcnn.max_pool2d"
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if isinstance(kernel_size, (tuple, list)) and len(kernel_size) not in (1, 2):
+        raise RuntimeError(f"{op}: kernel_size must either be a single int, or a tuple of two ints "
+                           f"(got {list(kernel_size)})")
+    kernel_size = _int_pair(op, "kernel_size", kernel_size)
+    stride = kernel_size if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else (
+        _int_pair(op, "stride", stride))
+    padding = _int_pair(op, "padding", padding)
+    dilation = _int_pair(op, "dilation", dilation)
+    if any(k <= 0 for k in kernel_size):
+        raise RuntimeError(f"{op}: kernel_size should be greater than zero, but got kernel_size={list(kernel_size)}")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got stride={list(stride)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got dilation={list(dilation)}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"{op}: negative padding is not supported (padding={list(padding)})")
+    if input.dim() not in (3, 4) or any(size == 0 for size in input.shape[-3:]):
+        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got: {list(input.shape)}")
+    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
+        raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                           f"padding={list(padding)} for kernel_size={list(kernel_size)}")
+    out_size = tuple(_pool_output_size(size, k, p, s, d, ceil_mode)
+                     for size, k, p, s, d in zip(input.shape[-2:], kernel_size, padding, stride, dilation))
+    if any(size < 1 for size in out_size):
+        channels, height, width = input.shape[-3:]
+        raise RuntimeError(f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
+                           f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
+    check_kernel_dtype(op, input)
+    return Pool2dGeometry(kernel_size, stride, padding, dilation, bool(ceil_mode), out_size)

@@ -18,7 +18,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import adam, conv2d, cross_entropy  # noqa: E402
+from fastcnn.kernels import adam, conv2d, cross_entropy, max_pool  # noqa: E402
 
 
 
@@ -120,6 +120,19 @@ def main():
              dict(PER_ROW=True, MEAN=True, ROWS=2, BLOCK_C=4096))):
         results[f"cross_entropy{kernel.__name__}/sm80"] = memory_accesses(
             kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 80)
+    for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
+        block_p, block_c = max_pool._blocks(channel_stride)
+        layout = "channels_last" if channel_stride == 1 else "nchw"
+        results[f"max_pool_forward/sm90/{element[1:]}/{layout}"] = memory_accesses(
+            max_pool._max_pool2d_forward_kernel,
+            runtime_signature(max_pool._max_pool2d_forward_kernel,
+                              dict(x_ptr=element, out_ptr=element, taps_ptr="*u8", indices_ptr="*i64"), "i32"),
+            dict(WRITE_INDICES=True, BLOCK_P=block_p, BLOCK_C=block_c), 90)
+        results[f"max_pool_backward/sm90/{element[1:]}/{layout}"] = memory_accesses(
+            max_pool._max_pool2d_backward_kernel,
+            runtime_signature(max_pool._max_pool2d_backward_kernel,
+                              dict(grad_out_ptr=element, taps_ptr="*u8", grad_in_ptr=element), "i32"),
+            dict(BLOCK_P=block_p, BLOCK_C=block_c), 90)
     json.dump(results, sys.stdout)
 
 

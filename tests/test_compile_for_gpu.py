@@ -59,3 +59,10 @@ def test_every_cross_entropy_kernel_compiles(compiled):
     assert len(variants) == 2 * 2 * 2 + 2
     for key in variants:
         assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"
+
+
+def test_every_max_pool_kernel_compiles(compiled):
+    variants = [key for key in compiled if key.startswith("max_pool")]
+    assert len(variants) == 2 * 2 * 2
+    for key in variants:
+        assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"

@@ -1,0 +1,161 @@
+"""fastcnn.max_pool2d and fastcnn.nn.MaxPool2d against F.max_pool2d: values, indices and
+gradients must be identical (the data are small integers, so ties are everywhere, and the output
+gradients are multiples of 1/4, so every sum is exact in any order)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastcnn
+from fastcnn.testing import DEVICE, case_random, count_launches, make_tensor, opinfo, record_aten_ops
+
+ON_GPU = DEVICE == "cuda"
+
+
+def tie_heavy(shape, generator, layout="contiguous", dtype=torch.float32):
+    values = torch.randint(-3, 4, shape, generator=generator).to(DEVICE, dtype)
+    if layout == "channels_last":
+        return values.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced":
+        wide = torch.randint(-3, 4, shape[:-1] + (2 * shape[-1],), generator=generator).to(DEVICE, dtype)
+        return wide[..., ::2]
+    return values
+
+
+def check_pool(input, generator, **arguments):
+    """Forward with indices and backward, compared element for element with torch."""
+    ours_input = input.detach().clone().requires_grad_()
+    theirs_input = input.detach().clone().requires_grad_()
+    with count_launches() as launched:
+        out, indices = fastcnn.max_pool2d(ours_input, return_indices=True, **arguments)
+    assert launched["max_pool2d"] == (1 if out.numel() else 0)
+    expected, expected_indices = F.max_pool2d(theirs_input, return_indices=True, **arguments)
+    grad_out = (torch.randint(1, 9, out.shape, generator=generator) * 0.25 *
+                (torch.randint(0, 2, out.shape, generator=generator) * 2 - 1)).to(DEVICE, input.dtype)
+    out.backward(grad_out)
+    expected.backward(grad_out)
+    assert torch.equal(out, expected) or torch.equal(out.isnan(), expected.isnan()) and torch.equal(
+        out.nan_to_num(), expected.nan_to_num()), "values differ"
+    assert torch.equal(indices, expected_indices), "indices differ"
+    assert torch.equal(ours_input.grad, theirs_input.grad), "gradients differ"
+    assert out.stride() == expected.stride() and indices.stride() == expected_indices.stride()
+    return out
+
+
+def random_arguments(rng):
+    kernel = (rng.choice([1, 2, 3, 4]), rng.choice([1, 2, 3, 5]))
+    arguments = dict(kernel_size=kernel if rng.random() < 0.7 else kernel[0])
+    kernel = kernel if isinstance(arguments["kernel_size"], tuple) else (kernel[0], kernel[0])
+    arguments["stride"] = rng.choice([None, 1, 2, (1, 2), (3, 1)])
+    arguments["padding"] = (rng.randint(0, kernel[0] // 2), rng.randint(0, kernel[1] // 2))
+    arguments["dilation"] = rng.choice([1, 1, 2, (1, 2)])
+    arguments["ceil_mode"] = rng.random() < 0.5
+    return arguments
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_random_configurations(case, seed, generator):
+    rng = case_random(seed, case)
+    arguments = random_arguments(rng)
+    dilation = arguments["dilation"] if isinstance(arguments["dilation"], tuple) else (arguments["dilation"],) * 2
+    kernel = arguments["kernel_size"] if isinstance(arguments["kernel_size"], tuple) else (arguments["kernel_size"],) * 2
+    height = dilation[0] * (kernel[0] - 1) + 1 + rng.randint(0, 8)
+    width = dilation[1] * (kernel[1] - 1) + 1 + rng.randint(0, 8)
+    unbatched = rng.random() < 0.2
+    shape = (rng.randint(1, 5), height, width) if unbatched else (rng.randint(1, 3), rng.randint(1, 6), height, width)
+    layout = rng.choice(["contiguous", "sliced"] + ([] if unbatched else ["channels_last"]))
+    input = tie_heavy(shape, generator, layout)
+    print(f"input {tuple(input.shape)} {input.stride()}, {arguments}")
+    check_pool(input, generator, **arguments)
+
+
+def test_nan_propagates_like_torch(generator):
+    input = make_tensor((2, 3, 7, 6), generator=generator)
+    input[0, 0, 1, 1] = float("nan")
+    input[1, 2, 3, 2] = input[1, 2, 3, 3] = float("nan")  # two NaNs in one window: torch keeps the last
+    for arguments in (dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2, ceil_mode=True)):
+        check_pool(input, generator, **arguments)
+
+
+def test_minus_infinity_windows_take_the_first_tap(generator):
+    input = torch.full((1, 2, 5, 5), float("-inf"), device=DEVICE)
+    input[0, 1, 4, 4] = 1.0
+    check_pool(input, generator, kernel_size=3, stride=2, padding=1)
+
+
+def test_opinfo_samples(generator):
+    samples = list(opinfo("nn.functional.max_pool2d").sample_inputs(DEVICE, torch.float32, requires_grad=True))
+    assert len(samples) > 100
+    for sample in samples:
+        arguments = dict(sample.kwargs)
+        arguments.pop("return_indices", None)
+        check_pool(sample.input, generator, **arguments)
+
+
+def test_opinfo_error_inputs():
+    for error in opinfo("nn.functional.max_pool2d").error_inputs(DEVICE):
+        sample = error.sample_input
+        with count_launches() as launched, pytest.raises(error.error_type):
+            fastcnn.max_pool2d(sample.input, *sample.args, **sample.kwargs)
+        assert not launched
+
+
+BAD_INPUTS = {
+    "zero_kernel": ((1, 2, 5, 5), dict(kernel_size=0), "kernel_size"),
+    "negative_kernel": ((1, 2, 5, 5), dict(kernel_size=(2, -1)), "kernel_size"),
+    "zero_stride": ((1, 2, 5, 5), dict(kernel_size=2, stride=0), "stride"),
+    "zero_dilation": ((1, 2, 5, 5), dict(kernel_size=2, dilation=0), "dilation"),
+    "padding_over_half_kernel": ((1, 2, 5, 5), dict(kernel_size=3, padding=2), "pad"),
+    "padding_over_half_dilated": ((1, 2, 9, 9), dict(kernel_size=3, padding=2, dilation=2), "pad"),
+    "empty_output": ((1, 3, 2, 2), dict(kernel_size=3), "Output size is too small"),
+    "rank_5": ((1, 1, 3, 5, 5), dict(kernel_size=2), "3D or 4D"),
+    "no_channels": ((2, 0, 5, 5), dict(kernel_size=2), "3D or 4D"),
+    "three_kernel_sizes": ((1, 2, 5, 5), dict(kernel_size=(2, 2, 2)), "kernel_size"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_raises_like_torch(name):
+    shape, arguments, fragment = BAD_INPUTS[name]
+    input = torch.randn(shape, device=DEVICE)
+    with pytest.raises(RuntimeError):
+        F.max_pool2d(input, **arguments)
+    with count_launches() as launched, pytest.raises(RuntimeError, match=fragment) as raised:
+        fastcnn.max_pool2d(input, **arguments)
+    assert "fastcnn.max_pool2d" in str(raised.value) and not launched
+
+
+def test_backward_keeps_one_byte_per_output_and_no_aten_pooling(generator):
+    input = tie_heavy((2, 4, 9, 8), generator).requires_grad_()
+    with record_aten_ops() as names:
+        out = fastcnn.max_pool2d(input, 3, 2, 1)
+        (taps,) = out.grad_fn.saved_tensors
+        out.backward(torch.ones_like(out))
+    assert not [name for name in names if "pool" in name or "max" in name], names
+    assert taps.dtype == torch.uint8 and taps.shape == out.shape
+
+
+def test_empty_batch(generator):
+    input = torch.empty(0, 3, 6, 6, device=DEVICE, requires_grad=True)
+    out, indices = fastcnn.max_pool2d(input, 2, return_indices=True)
+    assert out.shape == indices.shape == (0, 3, 3, 3)
+    out.sum().backward()
+    assert input.grad.shape == input.shape
+
+
+def test_module_is_a_drop_in(generator):
+    module = fastcnn.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True, return_indices=True)
+    torch_module = torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True, return_indices=True)
+    assert isinstance(module, torch.nn.MaxPool2d) and repr(module) == repr(torch_module)
+    input = tie_heavy((2, 3, 9, 7), generator)
+    for ours, theirs in zip(module(input), torch_module(input)):
+        assert torch.equal(ours, theirs)
+
+
+gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16)")
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype, generator):
+    for layout in ("contiguous", "channels_last"):
+        check_pool(tie_heavy((8, 64, 56, 56), generator, layout, dtype), generator, kernel_size=3, stride=2, padding=1)
