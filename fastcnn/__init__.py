@@ -8,6 +8,7 @@ from . import nn, optim  # noqa: E402
 from ._backend import FallbackWarning, info  # noqa: E402
 from .conv import conv2d  # noqa: E402
 from .loss import cross_entropy  # noqa: E402
+from .norm import batch_norm, batch_norm_relu  # noqa: E402
 from .pool import max_pool2d  # noqa: E402
 
-__all__ = ["FallbackWarning", "conv2d", "cross_entropy", "max_pool2d", "info", "nn", "optim", "__version__"]
+__all__ = ["FallbackWarning", "batch_norm", "batch_norm_relu", "conv2d", "cross_entropy", "max_pool2d", "info", "nn", "optim", "__version__"]

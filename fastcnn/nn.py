@@ -4,6 +4,7 @@ import torch
 
 from .conv import conv2d
 from .loss import cross_entropy
+from .norm import batch_norm, batch_norm_relu
 from .pool import max_pool2d
 
 
@@ -33,3 +34,30 @@ class MaxPool2d(torch.nn.MaxPool2d):
     def forward(self, input):
         return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode,
                           return_indices=self.return_indices)
+
+
+class BatchNorm2d(torch.nn.BatchNorm2d):
+    """``torch.nn.BatchNorm2d`` on fastcnn's batch-norm kernels (same constructor, buffers,
+    state_dict keys, momentum=None cumulative averaging, affine / track_running_stats options)."""
+
+    fused_relu = False
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        # torch's _BatchNorm.forward, step for step: count the batch, pick the averaging factor.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        function = batch_norm_relu if self.fused_relu else batch_norm
+        return function(input, self.running_mean if track else None, self.running_var if track else None,
+                        self.weight, self.bias, batch_statistics, factor, self.eps)
+
+
+class BatchNorm2dReLU(BatchNorm2d):
+    """``relu(BatchNorm2d(x))`` fused in one kernel forward and backward; a ``torch.nn.BatchNorm2d``
+    subclass with its state_dict keys, so BN checkpoints load into it unchanged."""
+
+    fused_relu = True

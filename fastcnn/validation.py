@@ -271,3 +271,38 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
                            f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
     check_kernel_dtype(op, input)
     return Pool2dGeometry(kernel_size, stride, padding, dilation, bool(ceil_mode), out_size)
+
+
+def check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    """Validate F.batch_norm's arguments as torch does (per-channel tensors of C elements, fp32
+    or the input's dtype; running statistics required in eval; more than one value per channel
+    in training)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.dim() < 2 and input.numel():
+        raise RuntimeError(f"{op}: expected input of shape (N, C, ...) with at least 2 dimensions, "
+                           f"got {list(input.shape)}")
+    channels = input.shape[1] if input.dim() > 1 else 0
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                         ("bias", bias)):
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+        if tensor.numel() != channels:
+            raise RuntimeError(f"{op}: {name} should contain {channels} elements not {tensor.numel()}")
+        if tensor.device != input.device:
+            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
+        if tensor.dtype not in (input.dtype, torch.float32):
+            raise RuntimeError(f"{op}: {name} of dtype {tensor.dtype} for input of dtype {input.dtype}: expected "
+                               f"float32 or {input.dtype}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError(f"{op}: running_mean must be defined in evaluation mode")
+    if (running_mean is None) != (running_var is None):
+        raise RuntimeError(f"{op}: running_mean and running_var must be given together")
+    if training and input.numel() // max(channels, 1) == 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {input.size()}")
+    for name, value in (("momentum", momentum), ("eps", eps)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{op}: argument '{name}' must be a float, not {type(value).__name__}")
+    check_kernel_dtype(op, input)

@@ -18,7 +18,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import adam, conv2d, cross_entropy, max_pool  # noqa: E402
+from fastcnn.kernels import adam, batch_norm, conv2d, cross_entropy, max_pool  # noqa: E402
 
 
 
@@ -133,6 +133,29 @@ def main():
             runtime_signature(max_pool._max_pool2d_backward_kernel,
                               dict(grad_out_ptr=element, taps_ptr="*u8", grad_in_ptr=element), "i32"),
             dict(BLOCK_P=block_p, BLOCK_C=block_c), 90)
+    bn = batch_norm
+    for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
+        block_r, block_c = bn._tiles(channel_stride)
+        layout = "channels_last" if channel_stride == 1 else "nchw"
+        float_pointers = dict(partial_ptr="*fp32", folded_ptr="*fp32", sums_ptr="*fp32", weight_ptr="*fp32",
+                              bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
+                              grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
+        tensors = dict(float_pointers, x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element)
+        for kernel, constexprs in (
+                (bn._partial_stats_kernel, dict(BLOCK_R=block_r, BLOCK_C=block_c)),
+                (bn._apply_kernel, dict(RELU=True, BLOCK_R=block_r, BLOCK_C=block_c)),
+                (bn._backward_sums_kernel, dict(RELU=True, BLOCK_R=block_r, BLOCK_C=block_c)),
+                (bn._backward_apply_kernel, dict(RELU=True, TRAINING=True, BLOCK_R=block_r, BLOCK_C=block_c))):
+            signature = runtime_signature(kernel, tensors, "i32")
+            results[f"batch_norm{kernel.__name__}/sm90/{element[1:]}/{layout}"] = memory_accesses(
+                kernel, signature, constexprs, 90)
+    for kernel, constexprs in (
+            (bn._finalize_kernel, dict(TRAINING=True, UPDATE_RUNNING=True, HAS_WEIGHT=True, HAS_BIAS=True,
+                                       BLOCK=bn.FINAL_BLOCK)),
+            (bn._backward_finalize_kernel, dict(HAS_GRAD_WEIGHT=True, HAS_GRAD_BIAS=True, BLOCK=bn.FINAL_BLOCK))):
+        signature = runtime_signature(kernel, float_pointers, "i32")
+        signature.update({name: "fp32" for name in ("momentum", "eps") if name in signature})
+        results[f"batch_norm{kernel.__name__}/sm80"] = memory_accesses(kernel, signature, constexprs, 80)
     json.dump(results, sys.stdout)
 
 

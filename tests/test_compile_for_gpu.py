@@ -66,3 +66,10 @@ def test_every_max_pool_kernel_compiles(compiled):
     assert len(variants) == 2 * 2 * 2
     for key in variants:
         assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"
+
+
+def test_every_batch_norm_kernel_compiles(compiled):
+    variants = [key for key in compiled if key.startswith("batch_norm")]
+    assert len(variants) == 4 * 2 * 2 + 2
+    for key in variants:
+        assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"

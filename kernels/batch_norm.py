@@ -1,0 +1,321 @@
+"""Batch norm with an optional fused ReLU, forward and backward, for x [N, C, S] (S = the
+flattened spatial dims, 1 for 2-d input) read through its strides, M = N·S values per channel.
+
+Forward, training: per-channel mean and biased variance of the batch, computed stably in fp32:
+each program reduces a [rows x channels] tile two-pass in registers (tile mean, then the sum of
+squared deviations from it) and merges tiles with Chan's parallel formula, so an input with
+mean 3000 and std 0.5 keeps fp32 accuracy. Slices of the rows (split for parallelism) are
+merged in a fixed order by the finalize kernel, which also updates the running statistics as
+torch does (unbiased variance M/(M-1), momentum) and folds everything into a per-channel
+scale = w / sqrt(var + eps). Eval: the same from the running statistics. Then
+y = relu((x - mean)·scale + b) (or without the relu), elementwise; subtracting the mean first
+keeps fp32 accuracy when |mean| >> std.
+
+Backward, with g = dy · [(x - mean)·scale + b > 0] (the ReLU mask recomputed from the saved input,
+so no pre-ReLU tensor is kept) and x̂ = (x - mean)·invstd:
+    db = sum g,   dw = sum g·x̂,
+    dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
+    dx = scale · g                           (eval)
+Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
+
+Bytes: training forward reads x twice (statistics, then normalise) and writes y; backward reads
+x and dy twice and writes dx. Saved for backward: x and four floats per channel.
+Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
+elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+
+FINAL_BLOCK = 128
+MIN_ROWS_PER_SPLIT = 64 if INTERPRETED else 2048
+MAX_SPLITS = 256
+
+
+@triton.jit
+def _row_offsets(rows, spatial, stride_n, stride_s):
+    return (rows // spatial) * stride_n + (rows % spatial) * stride_s
+
+
+@triton.jit
+def _centred(x, folded_ptr, c, channel_ok, channels):
+    """(x - K) - mean per channel: x's deviation from the batch (or running) mean, in fp32."""
+    shift = tl.load(folded_ptr + 2 * channels + c, mask=channel_ok, other=0.0)
+    mean = tl.load(folded_ptr + 3 * channels + c, mask=channel_ok, other=0.0)
+    return (x - shift[None, :]) - mean[None, :]
+
+
+@triton.jit
+def _partial_stats_kernel(
+        x_ptr, partial_ptr, folded_ptr, num_rows, channels, spatial, rows_per_split,
+        x_stride_n, x_stride_c, x_stride_s,
+        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """partial[split, 0:3, c] = (count, mean, sum of squared deviations) of this slice of rows,
+    for x - K with K the channel's first value (written to folded[2] by slice 0)."""
+    split = tl.program_id(1)
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_ok = c < channels
+    # Statistics of x - K, K one of the channel's own values: for data far from 0 relative to
+    # their spread the subtraction is exact, so the mean keeps the digits that a mean of x (3000
+    # +- 0.5, say) would round away.
+    shift = tl.load(x_ptr + c * x_stride_c, mask=channel_ok, other=0.0).to(tl.float32)
+    if split == 0:
+        tl.store(folded_ptr + 2 * channels + c, shift, mask=channel_ok)
+    start = split.to(tl.int64) * rows_per_split
+    end = tl.minimum(start + rows_per_split, num_rows)
+    count = tl.zeros((BLOCK_C,), tl.float32)
+    mean = tl.zeros((BLOCK_C,), tl.float32)
+    m2 = tl.zeros((BLOCK_C,), tl.float32)
+    for first in range(start, end, BLOCK_R):
+        rows = first + tl.arange(0, BLOCK_R)
+        mask = (rows < end)[:, None] & channel_ok[None, :]
+        x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
+                    mask=mask, other=0.0).to(tl.float32)
+        x = tl.where(mask, x - shift[None, :], 0.0)
+        tile_count = tl.sum(mask.to(tl.float32), axis=0)
+        tile_mean = tl.sum(x, axis=0) / tl.maximum(tile_count, 1.0)
+        deviation = tl.where(mask, x - tile_mean[None, :], 0.0)
+        tile_m2 = tl.sum(deviation * deviation, axis=0)
+        # Chan et al.: merge (count, mean, m2) with the tile's.
+        total = count + tile_count
+        delta = tile_mean - mean
+        fraction = tile_count / tl.maximum(total, 1.0)
+        mean = mean + delta * fraction
+        m2 = m2 + tile_m2 + delta * delta * count * fraction
+        count = total
+    base = partial_ptr + split * 3 * channels + c
+    tl.store(base, count, mask=channel_ok)
+    tl.store(base + channels, mean, mask=channel_ok)
+    tl.store(base + 2 * channels, m2, mask=channel_ok)
+
+
+@triton.jit
+def _finalize_kernel(
+        partial_ptr, num_splits, weight_ptr, bias_ptr, running_mean_ptr, running_var_ptr,
+        folded_ptr, channels, momentum, eps,
+        TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK: tl.constexpr):
+    """folded[0:5, c] = (scale, beta, shift K, centred mean, invstd): y = ((x - K) - mean)·scale
+    + beta, with mean the mean of x - K (K = the running mean in eval, centred mean 0)."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = c < channels
+    if TRAINING:
+        count = tl.zeros((BLOCK,), tl.float32)
+        mean = tl.zeros((BLOCK,), tl.float32)
+        m2 = tl.zeros((BLOCK,), tl.float32)
+        for split in range(num_splits):  # fixed order: the same bits every run
+            base = partial_ptr + split * 3 * channels + c
+            split_count = tl.load(base, mask=ok, other=0.0)
+            split_mean = tl.load(base + channels, mask=ok, other=0.0)
+            split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
+            total = count + split_count
+            delta = split_mean - mean
+            fraction = split_count / tl.maximum(total, 1.0)
+            mean = mean + delta * fraction
+            m2 = m2 + split_m2 + delta * delta * count * fraction
+            count = total
+        variance = m2 / count
+        shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)
+        if UPDATE_RUNNING:
+            running_mean = tl.load(running_mean_ptr + c, mask=ok, other=0.0).to(tl.float32)
+            running_var = tl.load(running_var_ptr + c, mask=ok, other=0.0).to(tl.float32)
+            unbiased = m2 / (count - 1.0)
+            tl.store(running_mean_ptr + c, ((1.0 - momentum) * running_mean + momentum * (shift + mean))
+                     .to(running_mean_ptr.dtype.element_ty), mask=ok)
+            tl.store(running_var_ptr + c, ((1.0 - momentum) * running_var + momentum * unbiased)
+                     .to(running_var_ptr.dtype.element_ty), mask=ok)
+    else:
+        shift = tl.load(running_mean_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        mean = tl.zeros((BLOCK,), tl.float32)
+        variance = tl.load(running_var_ptr + c, mask=ok, other=1.0).to(tl.float32)
+    invstd = 1.0 / tl.sqrt(variance + eps)
+    scale = invstd
+    if HAS_WEIGHT:
+        scale = scale * tl.load(weight_ptr + c, mask=ok, other=1.0).to(tl.float32)
+    if HAS_BIAS:
+        beta = tl.load(bias_ptr + c, mask=ok, other=0.0).to(tl.float32)
+    else:
+        beta = tl.zeros((BLOCK,), tl.float32)
+    tl.store(folded_ptr + c, scale, mask=ok)
+    tl.store(folded_ptr + channels + c, beta, mask=ok)
+    tl.store(folded_ptr + 2 * channels + c, shift, mask=ok)
+    tl.store(folded_ptr + 3 * channels + c, mean, mask=ok)
+    tl.store(folded_ptr + 4 * channels + c, invstd, mask=ok)
+
+
+@triton.jit
+def _apply_kernel(
+        x_ptr, y_ptr, folded_ptr, num_rows, channels, spatial,
+        x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s,
+        RELU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_ok = c < channels
+    mask = (rows < num_rows)[:, None] & channel_ok[None, :]
+    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
+    beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
+    x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
+                mask=mask, other=0.0).to(tl.float32)
+    y = _centred(x, folded_ptr, c, channel_ok, channels) * scale[None, :] + beta[None, :]
+    if RELU:
+        y = tl.maximum(y, 0.0)
+    tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
+             y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial, dy_stride_n, dy_stride_c,
+                 dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU: tl.constexpr):
+    """(g, centred x): dy with the ReLU mask applied (recomputed from x exactly as the forward
+    computed it) and x's deviation from the mean, both fp32."""
+    x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
+                mask=mask, other=0.0).to(tl.float32)
+    centred = _centred(x, folded_ptr, c, channel_ok, channels)
+    g = tl.load(dy_ptr + _row_offsets(rows, spatial, dy_stride_n, dy_stride_s)[:, None] + (c * dy_stride_c)[None, :],
+                mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
+        beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
+        g = tl.where(centred * scale[None, :] + beta[None, :] > 0.0, g, 0.0)
+    return g, centred
+
+
+@triton.jit
+def _backward_sums_kernel(
+        dy_ptr, x_ptr, folded_ptr, partial_ptr, num_rows, channels, spatial, rows_per_split,
+        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+        RELU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows."""
+    split = tl.program_id(1)
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_ok = c < channels
+    invstd = tl.load(folded_ptr + 4 * channels + c, mask=channel_ok, other=0.0)
+    start = split.to(tl.int64) * rows_per_split
+    end = tl.minimum(start + rows_per_split, num_rows)
+    sum_g = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    sum_gx = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    for first in range(start, end, BLOCK_R):
+        rows = first + tl.arange(0, BLOCK_R)
+        mask = (rows < end)[:, None] & channel_ok[None, :]
+        g, centred = _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
+                                  dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU)
+        sum_g += g
+        sum_gx += g * (centred * invstd[None, :])
+    base = partial_ptr + split * 2 * channels + c
+    tl.store(base, tl.sum(sum_g, axis=0), mask=channel_ok)
+    tl.store(base + channels, tl.sum(sum_gx, axis=0), mask=channel_ok)
+
+
+@triton.jit
+def _backward_finalize_kernel(
+        partial_ptr, num_splits, sums_ptr, grad_weight_ptr, grad_bias_ptr, channels,
+        HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = c < channels
+    sum_g = tl.zeros((BLOCK,), tl.float32)
+    sum_gx = tl.zeros((BLOCK,), tl.float32)
+    for split in range(num_splits):
+        sum_g += tl.load(partial_ptr + split * 2 * channels + c, mask=ok, other=0.0)
+        sum_gx += tl.load(partial_ptr + split * 2 * channels + channels + c, mask=ok, other=0.0)
+    tl.store(sums_ptr + c, sum_g, mask=ok)
+    tl.store(sums_ptr + channels + c, sum_gx, mask=ok)
+    if HAS_GRAD_WEIGHT:
+        tl.store(grad_weight_ptr + c, sum_gx.to(grad_weight_ptr.dtype.element_ty), mask=ok)
+    if HAS_GRAD_BIAS:
+        tl.store(grad_bias_ptr + c, sum_g.to(grad_bias_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _backward_apply_kernel(
+        dy_ptr, x_ptr, dx_ptr, folded_ptr, sums_ptr, num_rows, channels, spatial,
+        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+        dx_stride_n, dx_stride_c, dx_stride_s,
+        RELU: tl.constexpr, TRAINING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_ok = c < channels
+    mask = (rows < num_rows)[:, None] & channel_ok[None, :]
+    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
+    g, centred = _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
+                              dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU)
+    if TRAINING:
+        invstd = tl.load(folded_ptr + 4 * channels + c, mask=channel_ok, other=0.0)
+        mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
+        mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / num_rows
+        x_hat = centred * invstd[None, :]
+        dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
+    else:
+        dx = scale[None, :] * g
+    tl.store(dx_ptr + _row_offsets(rows, spatial, dx_stride_n, dx_stride_s)[:, None] + (c * dx_stride_c)[None, :],
+             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _tiles(channel_stride):
+    """(BLOCK_R, BLOCK_C): wide channel blocks when channels are contiguous (channels_last)."""
+    if INTERPRETED:
+        return 256, 16
+    return (32, 64) if channel_stride == 1 else (256, 8)
+
+
+def _splits(num_rows, channel_tiles):
+    """Slices of the rows for the reductions, so that small-C layers still fill the GPU."""
+    target = 4 if INTERPRETED else 264  # about two programs per SM on an H100
+    splits = max(1, min(triton.cdiv(target, channel_tiles), num_rows // MIN_ROWS_PER_SPLIT, MAX_SPLITS))
+    rows_per_split = triton.cdiv(max(num_rows, 1), splits)
+    return rows_per_split, triton.cdiv(max(num_rows, 1), rows_per_split)
+
+
+def forward(x, y, folded, weight, bias, running_mean, running_var, *, training, momentum, eps, relu):
+    """y = [relu](batch_norm(x)) for x, y [N, C, S]; ``folded`` fp32 [5, C] receives (scale,
+    beta, shift, centred mean, invstd) for backward. Returns the number of launches."""
+    channels = x.shape[1]
+    num_rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
+    launches = 0
+    partial, splits = folded, 0
+    if training:
+        rows_per_split, splits = _splits(num_rows, triton.cdiv(channels, block_c))
+        partial = torch.empty((splits, 3, channels), dtype=torch.float32, device=x.device)
+        _partial_stats_kernel[(triton.cdiv(channels, block_c), splits)](
+            x, partial, folded, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
+        launches += 1
+    update = training and running_mean is not None
+    _finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
+        partial, splits, weight if weight is not None else folded, bias if bias is not None else folded,
+        running_mean if running_mean is not None else folded, running_var if running_var is not None else folded,
+        folded, channels, float(momentum), float(eps), TRAINING=training, UPDATE_RUNNING=update,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=FINAL_BLOCK)
+    _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
+        x, y, folded, num_rows, channels, x.shape[2], *x.stride(), *y.stride(), RELU=relu, BLOCK_R=block_r,
+        BLOCK_C=block_c)
+    return launches + 2
+
+
+def backward(dy, x, dx, folded, grad_weight, grad_bias, *, training, relu):
+    """Gradients of [relu](batch_norm(x)) into ``dx`` (may be None), ``grad_weight``,
+    ``grad_bias`` (each may be None). Returns the number of launches."""
+    channels = x.shape[1]
+    num_rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
+    launches = 0
+    sums = folded
+    if training or grad_weight is not None or grad_bias is not None:
+        rows_per_split, splits = _splits(num_rows, triton.cdiv(channels, block_c))
+        partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
+        _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
+            dy, x, folded, partial, num_rows, channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(),
+            RELU=relu, BLOCK_R=block_r, BLOCK_C=block_c)
+        sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
+        _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
+            partial, splits, sums, grad_weight if grad_weight is not None else sums,
+            grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
+            HAS_GRAD_BIAS=grad_bias is not None, BLOCK=FINAL_BLOCK)
+        launches += 2
+    if dx is not None:
+        _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
+            dy, x, dx, folded, sums, num_rows, channels, x.shape[2], *dy.stride(), *x.stride(), *dx.stride(),
+            RELU=relu, TRAINING=training, BLOCK_R=block_r, BLOCK_C=block_c)
+        launches += 1
+    return launches

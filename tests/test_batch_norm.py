@@ -1,0 +1,217 @@
+"""fastcnn.batch_norm_relu / batch_norm and their modules against float64 torch."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastcnn
+from fastcnn.dtypes import tolerance as assert_tolerance
+from fastcnn.testing import (DEVICE, assert_close, case_random, count_launches, make_tensor, opinfo,
+                             record_aten_ops, relative_error)
+
+ON_GPU = DEVICE == "cuda"
+
+
+def reference(input, running_mean, running_var, weight, bias, grad_out, *, relu, **options):
+    as64 = (lambda t: None if t is None else t.detach().to(torch.float64).clone())
+    leaves = [as64(input).requires_grad_()] + [None if t is None else as64(t).requires_grad_() for t in (weight, bias)]
+    stats = [as64(running_mean), as64(running_var)]
+    out = F.batch_norm(leaves[0], stats[0], stats[1], leaves[1], leaves[2], **options)
+    out = torch.relu(out) if relu else out
+    out.backward(grad_out.to(torch.float64))
+    return out, [leaf.grad if leaf is not None else None for leaf in leaves], stats
+
+
+def check_bn(input, running_mean, running_var, weight, bias, *, seed, relu, dtype=torch.float32, floor=None,
+             **options):
+    input = input.detach().requires_grad_()
+    weight = None if weight is None else weight.detach().requires_grad_()
+    bias = None if bias is None else bias.detach().requires_grad_()
+    stats_before = [None if t is None else t.clone() for t in (running_mean, running_var)]
+    function = fastcnn.batch_norm_relu if relu else fastcnn.batch_norm
+    out = function(input, running_mean, running_var, weight, bias, **options)
+    grad_out = make_tensor(out.shape, dtype, generator=torch.Generator().manual_seed(seed + 3))
+    out.backward(grad_out)
+    expected, grads, stats = reference(input, *stats_before, weight, bias, grad_out, relu=relu, **options)
+    per_channel = input.numel() // input.shape[1]
+    # grad_input subtracts terms of size |scale·dy| that can nearly cancel (few values per
+    # channel): allow the rounding of those terms, not of their small difference.
+    dims = [d for d in range(input.dim()) if d != 1]
+    variance = (input.detach().double().var(dim=dims, unbiased=False) if options.get("training", False)
+                else stats_before[1].double())
+    scale = (1.0 if weight is None else weight.detach().double().abs()) / torch.sqrt(variance + options.get("eps", 1e-5))
+    floor = dict(floor or {})
+    terms = (grad_out.double().norm() * scale.max()).item() * 3
+    compared = (("output", out, expected), ("grad_input", input.grad, grads[0]),
+                ("grad_weight", None if weight is None else weight.grad, grads[1]),
+                ("grad_bias", None if bias is None else bias.grad, grads[2]),
+                ("running_mean", running_mean, stats[0]), ("running_var", running_var, stats[1]))
+    for what, actual, wanted in compared:
+        if wanted is None:
+            continue
+        allowance = floor.get(what, 0.0) * wanted.norm().item()
+        if what == "grad_input":
+            allowance += assert_tolerance(dtype) * terms
+        assert_close(actual, wanted, dtype if what.startswith(("output", "grad_input")) else torch.float32,
+                     what=what, seed=seed, reduction_length=per_channel, error_floor=allowance)
+    assert out.stride() == expected.stride()
+    return out
+
+
+def random_case(rng, generator):
+    rank = rng.choice([2, 3, 4, 4])
+    channels = rng.choice([1, 3, 5, 17])
+    shape = {2: (rng.randint(2, 9), channels), 3: (rng.randint(1, 4), channels, rng.randint(2, 7)),
+             4: (rng.randint(1, 4), channels, rng.randint(1, 6), rng.randint(2, 7))}[rank]
+    layout = rng.choice(["contiguous", "sliced"] + (["channels_last"] if rank == 4 else []))
+    input = make_tensor(shape, layout=layout, generator=generator, low=0.0, high=2.0) + rng.choice([0.0, 0.5, -1.0])
+    training = rng.random() < 0.7
+    track = not training or rng.random() < 0.7
+    running_mean = make_tensor((channels,), generator=generator) if track else None
+    running_var = make_tensor((channels,), generator=generator).abs() + 0.5 if track else None
+    affine = rng.random() < 0.7
+    weight = make_tensor((channels,), generator=generator) if affine else None
+    bias = make_tensor((channels,), generator=generator) if affine and rng.random() < 0.8 else None
+    options = dict(training=training, momentum=rng.choice([0.1, 0.5, 1.0]), eps=rng.choice([1e-5, 1e-3]))
+    return input, running_mean, running_var, weight, bias, options, rng.random() < 0.7
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_random_configurations(case, seed, generator):
+    input, running_mean, running_var, weight, bias, options, relu = random_case(case_random(seed, case), generator)
+    print(f"input {tuple(input.shape)} {input.stride()}, stats {running_mean is not None}, weight "
+          f"{weight is not None}, bias {bias is not None}, relu {relu}, {options}")
+    check_bn(input, running_mean, running_var, weight, bias, seed=seed, relu=relu, **options)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_large_mean_small_std_keeps_fp32_accuracy(relu, seed, generator):
+    """Mean 3000, std 0.5: the statistics stay as accurate as fp32 allows (what float32 torch
+    itself achieves is the allowance for the output, whose floor is the rounding of x and mean)."""
+    input = (torch.randn(6, 4, 5, 7, generator=generator) * 0.5 + 3000.0).to(DEVICE)
+    running_mean, running_var = torch.zeros(4, device=DEVICE), torch.ones(4, device=DEVICE)
+    weight, bias = make_tensor((4,), generator=generator), make_tensor((4,), generator=generator)
+    torch_fp32 = F.batch_norm(input, running_mean.clone(), running_var.clone(), weight, bias, training=True)
+    torch_fp32 = torch.relu(torch_fp32) if relu else torch_fp32
+    wanted, _, _ = reference(input, running_mean, running_var, weight, bias, torch.ones_like(input), relu=relu,
+                             training=True)
+    floor = 2 * relative_error(torch_fp32, wanted)
+    check_bn(input, running_mean, running_var, weight, bias, seed=seed, relu=relu, training=True,
+             floor={"output": floor, "grad_input": floor, "grad_weight": floor})
+    # The variance itself (0.25) is accurate to fp32 precision, not to the 3000-scale rounding.
+    assert abs(running_var.mean().item() - (0.9 + 0.1 * input.double().var(dim=(0, 2, 3)).mean().item())) < 1e-5
+
+
+def test_statistics_merge_across_tiles_and_slices(seed, generator):
+    """Enough rows per channel for many tiles and several slices, with a mean that drifts from
+    image to image, so that merging (count, mean, m2) partials must carry the cross term."""
+    drift = torch.arange(40, dtype=torch.float32).view(40, 1, 1, 1) * 0.3
+    input = (make_tensor((40, 3, 9, 8), generator=generator) + drift.to(DEVICE))
+    check_bn(input, torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE), None, None, seed=seed, relu=True,
+             training=True)
+
+
+def test_running_statistics_over_several_steps_match_torch_modules(seed, generator):
+    for momentum in (0.1, None):
+        ours, theirs = fastcnn.nn.BatchNorm2dReLU(5, momentum=momentum), torch.nn.BatchNorm2d(5, momentum=momentum)
+        theirs.load_state_dict(ours.state_dict())
+        for step in range(4):
+            input = make_tensor((3, 5, 4, 6), generator=generator, high=3.0) + step
+            ours(input)
+            theirs(input)
+        for key, value in theirs.state_dict().items():
+            if key == "num_batches_tracked":
+                assert torch.equal(ours.state_dict()[key], value)
+            else:
+                assert_close(ours.state_dict()[key], value, torch.float32, what=key, seed=seed, reduction_length=72)
+        ours.eval(), theirs.eval()
+        input = make_tensor((2, 5, 3, 3), generator=generator)
+        assert_close(ours(input), torch.relu(theirs(input)), torch.float32, what="eval output", seed=seed)
+
+
+@pytest.mark.parametrize("options", [dict(affine=False), dict(track_running_stats=False), dict(momentum=None)])
+def test_modules_are_drop_ins(options, seed, generator):
+    for module_type in (fastcnn.nn.BatchNorm2d, fastcnn.nn.BatchNorm2dReLU):
+        ours, theirs = module_type(6, **options), torch.nn.BatchNorm2d(6, **options)
+        assert isinstance(ours, torch.nn.BatchNorm2d)
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+        theirs.load_state_dict(ours.state_dict())
+        ours.load_state_dict(theirs.state_dict())
+        relu = module_type is fastcnn.nn.BatchNorm2dReLU
+        for training in (True, False, True):
+            ours.train(training), theirs.train(training)
+            input = make_tensor((2, 6, 3, 5), layout="channels_last", generator=generator)
+            expected = theirs(input)
+            assert_close(ours(input), torch.relu(expected) if relu else expected, torch.float32,
+                         what=f"{module_type.__name__} {options} training={training}", seed=seed, reduction_length=30)
+
+
+def test_opinfo_samples(seed):
+    for variant in opinfo("nn.functional.batch_norm"), :
+        for sample in variant.sample_inputs(DEVICE, torch.float32, requires_grad=True):
+            running_mean, running_var, weight, bias = sample.args
+            stats = [None if t is None else t.detach().clone() for t in (running_mean, running_var)]
+            if sample.input.dim() < 2:
+                assert fastcnn.batch_norm(sample.input, *stats, weight, bias, **sample.kwargs).shape == sample.input.shape
+                continue
+            check_bn(sample.input, *stats, weight, bias, seed=seed, relu=False, **sample.kwargs)
+
+
+def test_deterministic_and_saves_only_input_and_per_channel_statistics(generator):
+    input = make_tensor((5, 7, 9, 6), layout="channels_last", generator=generator).requires_grad_()
+    weight, bias = make_tensor((7,), generator=generator).requires_grad_(), make_tensor((7,), generator=generator)
+    results = []
+    for _ in range(2):
+        input.grad = None
+        with record_aten_ops() as names, count_launches() as launched:
+            out = fastcnn.batch_norm_relu(input, None, None, weight, bias, training=True)
+            saved = out.grad_fn.saved_tensors
+            out.backward(torch.ones_like(out))
+        results.append((out, input.grad))
+    assert launched["batch_norm"] == 6  # statistics, finalize, normalise; two sums, finalize, grad-input
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert [tuple(t.shape) for t in saved] == [tuple(input.shape), (5, 7)]
+    assert not [name for name in names if "batch_norm" in name or "relu" in name or "threshold" in name], names
+
+
+BAD_INPUTS = {
+    "one_value_per_channel": (lambda: ((torch.randn(1, 3), torch.zeros(3), torch.ones(3)), dict(training=True)),
+                              ValueError, "more than 1 value per channel"),
+    "eval_without_statistics": (lambda: ((torch.randn(4, 3), None, None), dict(training=False)), RuntimeError,
+                                "running_mean must be defined"),
+    "running_mean_size": (lambda: ((torch.randn(4, 3), torch.zeros(4), torch.ones(3)), dict(training=True)),
+                          RuntimeError, "running_mean should contain 3 elements"),
+    "weight_size": (lambda: ((torch.randn(4, 3), torch.zeros(3), torch.ones(3), torch.ones(2)), {}),
+                    RuntimeError, "weight should contain 3 elements"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_raises_like_torch(name):
+    make, error, fragment = BAD_INPUTS[name]
+    args, kwargs = make()
+    args = tuple(None if t is None else t.to(DEVICE) for t in args)
+    with pytest.raises(error):
+        F.batch_norm(*args, **kwargs)
+    with count_launches() as launched, pytest.raises(error, match=fragment):
+        fastcnn.batch_norm_relu(*args, **kwargs)
+    assert not launched
+
+
+def test_empty_batch(generator):
+    input = torch.empty(0, 3, 4, 4, device=DEVICE, requires_grad=True)
+    running_mean = torch.zeros(3, device=DEVICE)
+    out = fastcnn.batch_norm_relu(input, running_mean, torch.ones(3, device=DEVICE), training=False)
+    assert out.shape == input.shape
+    out.sum().backward()
+    assert input.grad.shape == input.shape
+
+
+gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16)")
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", range(4))
+def test_half_precision_with_fp32_parameters(dtype, case, seed, generator):
+    input, running_mean, running_var, weight, bias, options, relu = random_case(case_random(seed, case), generator)
+    check_bn(input.to(dtype), running_mean, running_var, weight, bias, seed=seed, relu=relu, dtype=dtype, **options)
