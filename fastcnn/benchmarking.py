@@ -148,3 +148,28 @@ def cross_entropy_bytes(rows, classes, element_size, target_size=8):
     """Bytes a fused cross-entropy forward + backward must move at the least: read the logits
     once, write their gradient once, read the class-index targets."""
     return 2 * rows * classes * element_size + rows * target_size
+
+
+def batch_norm_relu_bytes(numel, element_size, backward):
+    """Bytes BN+ReLU must move at the least: forward reads x and writes y; backward reads x and
+    dy and writes dx (per-channel vectors are negligible)."""
+    return numel * element_size * (5 if backward else 2)
+
+
+def max_pool_bytes(input_numel, output_numel, element_size, backward):
+    """Bytes max-pool must move at the least: forward reads x and writes the output; backward
+    reads the output gradient and writes the input gradient (saved indices not counted)."""
+    return (input_numel + output_numel) * element_size * (2 if backward else 1)
+
+
+def saved_tensor_bytes(run):
+    """Bytes of the tensors autograd saves for backward while ``run()`` builds its graph."""
+    total = [0]
+
+    def pack(tensor):
+        total[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = run()
+    return total[0], result

@@ -1,6 +1,6 @@
 """``python -m fastcnn.demo``: train one small CNN twice from the same initialisation and data
-order, once in plain PyTorch and once with fastcnn's conv2d, cross-entropy and Adam kernels, and
-print both losses side by side.
+order, once in plain PyTorch and once with fastcnn's conv2d, BN+ReLU, max-pool, cross-entropy and
+Adam kernels, and print both losses side by side.
 
 The data are synthetic 12x12 "glyphs": ten fixed random class templates plus noise, so the run
 needs no download. On a GPU the kernels run compiled; on CPU the demo turns on Triton's
@@ -30,20 +30,36 @@ def make_model():
     )
 
 
-def use_fastcnn_convs(model):
-    """Replace each ``nn.Conv2d`` with ``fastcnn.nn.Conv2d`` carrying the same weights (the demo's
-    own small swap; it keeps the state_dict keys)."""
+def use_fastcnn_modules(model):
+    """The demo's own small swap for ``nn.Sequential`` models (``fastcnn.convert`` will do this
+    for any model): Conv2d, MaxPool2d and BatchNorm2d become fastcnn's modules with the same
+    weights and buffers, and a BatchNorm2d followed by a ReLU becomes one fused BatchNorm2dReLU
+    (the ReLU an Identity). State_dict keys are unchanged."""
     import fastcnn
 
-    for name, child in model.named_children():
+    children = list(model.named_children())
+    for index, (name, child) in enumerate(children):
+        following = children[index + 1][1] if index + 1 < len(children) else None
         if type(child) is nn.Conv2d:
             swapped = fastcnn.nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
                                         child.padding, child.dilation, child.groups, child.bias is not None,
-                                        child.padding_mode, device=child.weight.device, dtype=child.weight.dtype)
-            swapped.load_state_dict(child.state_dict())
-            setattr(model, name, swapped)
+                                        child.padding_mode)
+        elif type(child) is nn.MaxPool2d:
+            swapped = fastcnn.nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                           child.return_indices, child.ceil_mode)
+        elif type(child) is nn.BatchNorm2d:
+            fused = isinstance(model, nn.Sequential) and type(following) is nn.ReLU
+            module_type = fastcnn.nn.BatchNorm2dReLU if fused else fastcnn.nn.BatchNorm2d
+            swapped = module_type(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            if fused:
+                setattr(model, children[index + 1][0], nn.Identity())
         else:
-            use_fastcnn_convs(child)
+            use_fastcnn_modules(child)
+            continue
+        swapped.load_state_dict(child.state_dict())
+        tensors = list(child.parameters()) + list(child.buffers())
+        setattr(model, name, swapped.to(tensors[0].device) if tensors else swapped)
     return model
 
 
@@ -90,7 +106,7 @@ def main(argv=None):
     images, labels = make_data(args.steps * args.batch, generator)
     torch.manual_seed(args.seed)
     reference_model = make_model().to(device)
-    fastcnn_model = use_fastcnn_convs(copy.deepcopy(reference_model))
+    fastcnn_model = use_fastcnn_modules(copy.deepcopy(reference_model))
 
     reference_losses, reference_seconds = train(
         reference_model, torch.optim.Adam(reference_model.parameters(), lr=3e-3), nn.functional.cross_entropy,
@@ -99,8 +115,8 @@ def main(argv=None):
         fastcnn_model, fastcnn.optim.Adam(fastcnn_model.parameters(), lr=3e-3), fastcnn.cross_entropy,
         images, labels, args.steps, args.batch, device)
 
-    print("fastcnn side: fastcnn.nn.Conv2d, fastcnn.cross_entropy, fastcnn.optim.Adam "
-          "(batch norm, max-pool and linear are still torch's)")
+    print("fastcnn side: fastcnn.nn.Conv2d, BatchNorm2dReLU, MaxPool2d, fastcnn.cross_entropy and "
+          "fastcnn.optim.Adam (the linear head is torch's)")
     print(f"{'step':>5} {'torch':>12} {'fastcnn':>13} {'difference':>11}")
     for step, (theirs, ours) in enumerate(zip(reference_losses, fastcnn_losses)):
         if step % 5 == 0 or step == args.steps - 1:

@@ -91,3 +91,15 @@ CONV_BATCHES = (64, 256)
 # elements, fewer rows for the largest vocabularies.
 CROSS_ENTROPY_SUITES = {f"C{classes}": (min(65536, 2**28 // classes), classes)
                         for classes in (10, 100, 1000, 32000, 128000)}
+
+
+def resnet50_activation_shapes():
+    """Distinct (channels, height = width) of the activations that ResNet-50's batch norms see
+    (each conv's output), from 64 x 112² to 2048 x 7²."""
+    return sorted({(layer.out_channels, layer.out_size) for layer in resnet_conv_layers(50)},
+                  key=lambda shape: (-shape[1], shape[0]))
+
+
+# ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
+MAX_POOL_SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
+ACTIVATION_BATCHES = (64, 256)

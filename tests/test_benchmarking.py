@@ -39,3 +39,19 @@ def test_cross_entropy_bytes_hand_counted():
     # 3 rows of 5 fp32 logits: read 60 bytes, write 60 bytes of gradient, read 3 int64 targets.
     assert cross_entropy_bytes(3, 5, 4) == 60 + 60 + 24
     assert CROSS_ENTROPY_SUITES["C1000"] == (65536, 1000) and CROSS_ENTROPY_SUITES["C128000"][0] == 2097
+
+
+def test_memory_bound_byte_counts_and_saved_tensors():
+    import torch
+
+    from fastcnn.benchmarking import batch_norm_relu_bytes, max_pool_bytes, saved_tensor_bytes
+    from fastcnn.shapes import resnet50_activation_shapes
+
+    assert batch_norm_relu_bytes(10, 4, backward=False) == 80  # read x, write y
+    assert batch_norm_relu_bytes(10, 2, backward=True) == 100  # + read x, dy; write dx
+    assert max_pool_bytes(16, 4, 4, backward=True) == 160
+    shapes = resnet50_activation_shapes()
+    assert shapes[0] == (64, 112) and (2048, 7) in shapes
+    x = torch.randn(3, 4, requires_grad=True)
+    saved, _ = saved_tensor_bytes(lambda: (x * x).sum())  # mul saves both operands
+    assert saved == 2 * 12 * 4
