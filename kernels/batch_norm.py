@@ -40,6 +40,15 @@ def _row_offsets(rows, spatial, stride_n, stride_s):
 
 
 @triton.jit
+def _chan_merge(count, mean, m2, other_count, other_mean, other_m2):
+    """Chan et al.'s parallel merge of two (count, mean, sum of squared deviations) summaries."""
+    total = count + other_count
+    delta = other_mean - mean
+    fraction = other_count / tl.maximum(total, 1.0)
+    return total, mean + delta * fraction, m2 + other_m2 + delta * delta * count * fraction
+
+
+@triton.jit
 def _centred(x, folded_ptr, c, channel_ok, channels):
     """(x - K) - mean per channel: x's deviation from the batch (or running) mean, in fp32."""
     shift = tl.load(folded_ptr + 2 * channels + c, mask=channel_ok, other=0.0)
@@ -78,13 +87,7 @@ def _partial_stats_kernel(
         tile_mean = tl.sum(x, axis=0) / tl.maximum(tile_count, 1.0)
         deviation = tl.where(mask, x - tile_mean[None, :], 0.0)
         tile_m2 = tl.sum(deviation * deviation, axis=0)
-        # Chan et al.: merge (count, mean, m2) with the tile's.
-        total = count + tile_count
-        delta = tile_mean - mean
-        fraction = tile_count / tl.maximum(total, 1.0)
-        mean = mean + delta * fraction
-        m2 = m2 + tile_m2 + delta * delta * count * fraction
-        count = total
+        count, mean, m2 = _chan_merge(count, mean, m2, tile_count, tile_mean, tile_m2)
     base = partial_ptr + split * 3 * channels + c
     tl.store(base, count, mask=channel_ok)
     tl.store(base + channels, mean, mask=channel_ok)
@@ -110,12 +113,7 @@ def _finalize_kernel(
             split_count = tl.load(base, mask=ok, other=0.0)
             split_mean = tl.load(base + channels, mask=ok, other=0.0)
             split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
-            total = count + split_count
-            delta = split_mean - mean
-            fraction = split_count / tl.maximum(total, 1.0)
-            mean = mean + delta * fraction
-            m2 = m2 + split_m2 + delta * delta * count * fraction
-            count = total
+            count, mean, m2 = _chan_merge(count, mean, m2, split_count, split_mean, split_m2)
         variance = m2 / count
         shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)
         if UPDATE_RUNNING:
