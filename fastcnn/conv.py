@@ -8,19 +8,16 @@ strides, so no layout copy is ever made.
 import torch
 
 from . import _backend
+from ._layout import prefers_channels_last
 from .dtypes import conv_uses_tf32
 from .validation import check_conv2d
 
 OP = "conv2d"
 
 
-def _prefers_channels_last(tensor):
-    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
-
-
 def _memory_format(input, weight):
     """torch's rule for cuDNN convolutions: channels_last if the input or the weight is."""
-    if _prefers_channels_last(input) or _prefers_channels_last(weight):
+    if prefers_channels_last(input) or prefers_channels_last(weight):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -8,19 +8,10 @@ into one logits-sized buffer; backward scales that buffer in place by grad_outpu
 import torch
 
 from . import _backend
+from ._layout import as_rows, empty_rows_like, rows_view
 from .validation import check_cross_entropy
 
 OP = "cross_entropy"
-
-
-def _rows_view(tensor, batched_dims):
-    """``tensor`` viewed as [N, C, S] (``batched_dims`` = 2) or [N, S] (1), S the flattened
-    spatial dims (1 when there are none); None when its strides do not allow a view."""
-    shape = tensor.shape[:batched_dims] + (-1,)
-    try:
-        return tensor.view(shape) if tensor.dim() > batched_dims else tensor.unsqueeze(-1)
-    except RuntimeError:
-        return None
 
 
 class CrossEntropyFunction(torch.autograd.Function):
@@ -29,25 +20,19 @@ class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, probabilities):
         kernels = _backend.kernel_module("cross_entropy")
-        logits = _rows_view(input, 2)
-        if logits is None:  # a strided view whose spatial dims do not merge: one copy
-            logits = input.contiguous().view(input.shape[0], input.shape[1], -1)
-        targets = _rows_view(target, 2 if probabilities else 1)
-        if targets is None:
-            targets = _rows_view(target.contiguous(), 2 if probabilities else 1)
+        logits = as_rows(input)
+        targets = as_rows(target, 2 if probabilities else 1)
         num_rows = logits.shape[0] * logits.shape[2]
         grad = None
         if ctx.needs_input_grad[0]:
-            grad = torch.empty_like(input)
-            if _rows_view(grad, 2) is None:
-                grad = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+            grad = empty_rows_like(input)
         per_row_dtype = input.dtype if reduction == "none" else torch.float32
         row_loss = torch.empty(num_rows, dtype=per_row_dtype, device=input.device)
         row_weight = torch.empty(num_rows, dtype=torch.float32, device=input.device)
         if num_rows:
             invalid = kernels.invalid_buffer(input.device)
             _backend.record_launch(OP, kernels.forward(
-                logits, targets, weight, row_loss, row_weight, None if grad is None else _rows_view(grad, 2), invalid,
+                logits, targets, weight, row_loss, row_weight, None if grad is None else rows_view(grad), invalid,
                 ignore_index=ignore_index, smoothing=float(label_smoothing), probabilities=probabilities))
             if not probabilities:
                 # The one host read of the op: a class index outside [0, C) must not pass silently.
@@ -66,7 +51,6 @@ class CrossEntropyFunction(torch.autograd.Function):
         ctx.grad = grad
         ctx.denominator = denominator
         ctx.reduction = reduction
-        ctx.mark_non_differentiable(row_weight)
         return out
 
     @staticmethod
@@ -80,10 +64,8 @@ class CrossEntropyFunction(torch.autograd.Function):
         ctx.grad = None
         if grad.numel():
             kernels = _backend.kernel_module("cross_entropy")
-            rows = _rows_view(grad_out, 1) if ctx.reduction == "none" else grad_out
-            if rows is None:
-                rows = _rows_view(grad_out.contiguous(), 1)
-            _backend.record_launch(OP, kernels.scale_grad(_rows_view(grad, 2), rows, ctx.denominator,
+            rows = as_rows(grad_out, 1) if ctx.reduction == "none" else grad_out
+            _backend.record_launch(OP, kernels.scale_grad(rows_view(grad), rows, ctx.denominator,
                                                           mean=ctx.reduction == "mean"))
         return grad, None, None, None, None, None, None
 

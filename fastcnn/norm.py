@@ -7,17 +7,10 @@ input, so no pre-ReLU tensor is ever kept.
 import torch
 
 from . import _backend
+from ._layout import as_rows, empty_rows_like, rows_view
 from .validation import check_batch_norm
 
 OP = "batch_norm"
-
-
-def _rows_view(tensor):
-    """[N, C, S] view of an (N, C, *) tensor, or None when its spatial strides do not merge."""
-    try:
-        return tensor.view(tensor.shape[0], tensor.shape[1], -1) if tensor.dim() > 2 else tensor.unsqueeze(-1)
-    except RuntimeError:
-        return None
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -25,17 +18,13 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, running_mean, running_var, weight, bias, training, momentum, eps, relu):
         kernels = _backend.kernel_module("batch_norm")
-        x = _rows_view(input)
-        if x is None:  # a strided view whose spatial dims cannot be merged: one copy
+        if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
             input = input.contiguous()
-            x = _rows_view(input)
-        out = torch.empty_like(input)
-        if _rows_view(out) is None:
-            out = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+        out = empty_rows_like(input)
         folded = torch.empty((5, input.shape[1]), dtype=torch.float32, device=input.device)
         if input.numel():
             _backend.record_launch(OP, kernels.forward(
-                x, _rows_view(out), folded, weight, bias, running_mean, running_var, training=training,
+                rows_view(input), rows_view(out), folded, weight, bias, running_mean, running_var, training=training,
                 momentum=momentum, eps=eps, relu=relu))
         ctx.save_for_backward(input, folded)
         ctx.options = dict(training=training, relu=relu)
@@ -50,19 +39,14 @@ class BatchNormFunction(torch.autograd.Function):
         weight_dtype, bias_dtype = ctx.parameter_dtypes
         grad_input = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_input = torch.empty_like(input)
-            if _rows_view(grad_input) is None:
-                grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+            grad_input = empty_rows_like(input)
         if ctx.needs_input_grad[3]:
             grad_weight = torch.empty(channels, dtype=weight_dtype, device=input.device)
         if ctx.needs_input_grad[4]:
             grad_bias = torch.empty(channels, dtype=bias_dtype, device=input.device)
         if input.numel():
-            dy = _rows_view(grad_out)
-            if dy is None:
-                dy = _rows_view(grad_out.contiguous())
             _backend.record_launch(OP, _backend.kernel_module("batch_norm").backward(
-                dy, _rows_view(input), None if grad_input is None else _rows_view(grad_input), folded, grad_weight,
+                as_rows(grad_out), rows_view(input), None if grad_input is None else rows_view(grad_input), folded, grad_weight,
                 grad_bias, **ctx.options))
         else:
             grad_weight = None if grad_weight is None else grad_weight.zero_()

@@ -7,7 +7,7 @@ torch's int64 indices; PyTorch's indices are produced only for ``return_indices=
 import torch
 
 from . import _backend
-from .conv import _prefers_channels_last
+from ._layout import prefers_channels_last
 from .validation import check_max_pool2d
 
 OP = "max_pool2d"
@@ -23,7 +23,7 @@ class MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, geometry, return_indices):
         kernels = _backend.kernel_module("max_pool")
-        memory_format = torch.channels_last if _prefers_channels_last(input) else torch.contiguous_format
+        memory_format = torch.channels_last if prefers_channels_last(input) else torch.contiguous_format
         shape = (input.shape[0], input.shape[1], *geometry.out_size)
         out = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=memory_format)
         taps = torch.empty(shape, dtype=_tap_dtype(geometry), device=input.device, memory_format=memory_format)
