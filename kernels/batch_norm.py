@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from .slicing import reduction_slices
 
 FINAL_BLOCK = 128
 MIN_ROWS_PER_SPLIT = 64 if INTERPRETED else 2048
@@ -257,14 +258,6 @@ def _tiles(channel_stride):
     return (32, 64) if channel_stride == 1 else (256, 8)
 
 
-def _splits(num_rows, channel_tiles):
-    """Slices of the rows for the reductions, so that small-C layers still fill the GPU."""
-    target = 4 if INTERPRETED else 264  # about two programs per SM on an H100
-    splits = max(1, min(triton.cdiv(target, channel_tiles), num_rows // MIN_ROWS_PER_SPLIT, MAX_SPLITS))
-    rows_per_split = triton.cdiv(max(num_rows, 1), splits)
-    return rows_per_split, triton.cdiv(max(num_rows, 1), rows_per_split)
-
-
 def forward(x, y, folded, weight, bias, running_mean, running_var, *, training, momentum, eps, relu):
     """y = [relu](batch_norm(x)) for x, y [N, C, S]; ``folded`` fp32 [5, C] receives (scale,
     beta, shift, centred mean, invstd) for backward. Returns the number of launches."""
@@ -274,7 +267,8 @@ def forward(x, y, folded, weight, bias, running_mean, running_var, *, training, 
     launches = 0
     partial, splits = folded, 0
     if training:
-        rows_per_split, splits = _splits(num_rows, triton.cdiv(channels, block_c))
+        rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
+                                                  min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
         partial = torch.empty((splits, 3, channels), dtype=torch.float32, device=x.device)
         _partial_stats_kernel[(triton.cdiv(channels, block_c), splits)](
             x, partial, folded, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
@@ -300,7 +294,8 @@ def backward(dy, x, dx, folded, grad_weight, grad_bias, *, training, relu):
     launches = 0
     sums = folded
     if training or grad_weight is not None or grad_bias is not None:
-        rows_per_split, splits = _splits(num_rows, triton.cdiv(channels, block_c))
+        rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
+                                                  min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
         partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
             dy, x, folded, partial, num_rows, channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(),

@@ -39,9 +39,9 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from .slicing import reduction_slices
 
-# Programs the GPU should have in flight before wgrad / bias grad stop splitting their reduction.
-# The interpreter pretends to have 2 SMs and splits tiny reductions, so CI exercises split-K.
+# Shortest slice of the N·P·Q reduction that wgrad / bias grad cut off (see slicing.py).
 MIN_PIXELS_PER_SPLIT = 32 if INTERPRETED else 1024
 MAX_SPLITS = 64
 SUM_BLOCK = 1024
@@ -440,18 +440,6 @@ _weight_grad_autotuned = triton.autotune(
 # Launchers. They trust their caller (fastcnn.conv) to have validated shapes, dtypes and devices
 # and to have allocated the outputs; each returns the number of kernels it launched.
 
-_SM_COUNTS = {}
-
-
-def _sm_count(device):
-    if INTERPRETED:
-        return 2
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNTS:
-        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNTS[index]
-
-
 def _span(tensor):
     """Elements between the first and last addressable element of ``tensor``, plus one."""
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
@@ -459,23 +447,6 @@ def _span(tensor):
 
 def _wide_index(*tensors, extra_span=0):
     return max([extra_span] + [_span(t) for t in tensors]) >= 2**31 - 1
-
-
-def split_count(output_tiles, reduction_length, sm_count):
-    """How many slices to cut a reduction of ``reduction_length`` into, so that ``output_tiles``
-    tiles times the slices keep about two programs per SM busy, each slice long enough to pay for
-    writing its partial."""
-    if output_tiles >= 2 * sm_count:
-        return 1
-    by_occupancy = triton.cdiv(2 * sm_count, output_tiles)
-    by_length = max(1, reduction_length // MIN_PIXELS_PER_SPLIT)
-    return max(1, min(by_occupancy, by_length, MAX_SPLITS))
-
-
-def _slices(reduction_length, splits):
-    """(pixels per slice, number of non-empty slices); slices start on multiples of 128 pixels."""
-    per_split = triton.cdiv(triton.cdiv(max(reduction_length, 1), splits), 128) * 128
-    return per_split, triton.cdiv(max(reduction_length, 1), per_split)
 
 
 def _launch(autotuned, kernel, grid, args, constexprs):
@@ -557,7 +528,8 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]
     nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
-    pixels_per_split, splits = _slices(pixels, split_count(nominal_tiles, pixels, _sm_count(dy.device)))
+    pixels_per_split, splits = reduction_slices(nominal_tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SPLIT,
+                                                   max_slices=MAX_SPLITS)
     target = _partials(dw, splits)
 
     def grid(meta):
@@ -627,7 +599,8 @@ def _depthwise_weight_grad(x, dy, dw, *, stride, padding, dilation, groups):
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     taps = dw.shape[2] * dw.shape[3]
     tiles = triton.cdiv(dw.shape[0], block_c) * taps
-    pixels_per_split, splits = _slices(pixels, split_count(tiles, pixels, _sm_count(dy.device)))
+    pixels_per_split, splits = reduction_slices(tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SPLIT,
+                                                   max_slices=MAX_SPLITS)
     target = _partials(dw, splits)
     _depthwise_weight_grad_kernel[(triton.cdiv(dw.shape[0], block_c), taps, splits)](
         x, dy, target, *_depthwise_geometry(x, dw, dy, stride, padding, dilation, groups, dw.shape[0]),
@@ -641,7 +614,8 @@ def bias_grad(dy, db):
     channels = dy.shape[1]
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     channel_tiles = triton.cdiv(channels, BIAS_BLOCK_C)
-    pixels_per_split, splits = _slices(pixels, split_count(channel_tiles, pixels, _sm_count(dy.device)))
+    pixels_per_split, splits = reduction_slices(channel_tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SPLIT,
+                                                   max_slices=MAX_SPLITS)
     target = _partials(db, splits)
     _bias_grad_kernel[(channel_tiles, splits)](
         dy, target, channels, dy.shape[2], dy.shape[3], pixels, pixels_per_split, *dy.stride(),
