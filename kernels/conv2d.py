@@ -39,6 +39,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from .indexing import pixel_coordinates
 from .slicing import reduction_slices
 
 # Shortest slice of the N·P·Q reduction that wgrad / bias grad cut off (see slicing.py).
@@ -106,12 +107,6 @@ def _block_indices(tile, BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
 
 
 @triton.jit
-def _pixel_coordinates(pixels, height, width):
-    """(image, row, column) of flat pixel indices over an [N, height, width] grid."""
-    return pixels // (height * width), (pixels // width) % height, pixels % width
-
-
-@triton.jit
 def _multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     if UPCAST:  # Triton's interpreter multiplies bf16 blocks wrongly; fp32 is exact for any input
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
@@ -136,7 +131,7 @@ def _conv2d_forward_kernel(
                                        tl.cdiv(out_per_group, BLOCK_N), GROUP_M)
     pixels = _block_indices(tile_m, BLOCK_M, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
-    n, oh, ow = _pixel_coordinates(pixels, out_height, out_width)
+    n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
     out_channels = group * out_per_group + _block_indices(tile_n, BLOCK_N, WIDE_INDEX)
     out_ok = out_channels < (group + 1) * out_per_group
     channel_offsets = _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
@@ -263,7 +258,7 @@ def _conv2d_weight_grad_kernel(
     for first in range(start, end, BLOCK_K):
         pixels = first + _widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
         pixel_ok = pixels < end
-        n, oh, ow = _pixel_coordinates(pixels, out_height, out_width)
+        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
         ih = oh * stride_h + row_offset
         iw = ow * stride_w + col_offset
         x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
@@ -292,7 +287,7 @@ def _bias_grad_kernel(
     for first in range(start, end, BLOCK_P):
         pixels = first + _widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
         pixel_ok = pixels < end
-        n, oh, ow = _pixel_coordinates(pixels, out_height, out_width)
+        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
         offsets = (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None] + out_channels[None, :] * dy_stride_k
         acc += tl.load(dy_ptr + offsets, mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0).to(tl.float32)
     tl.store(db_ptr + split * channels + out_channels, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty),
@@ -329,7 +324,7 @@ def _depthwise_forward_kernel(
     num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
     pixels = _block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
-    n, oh, ow = _pixel_coordinates(pixels, out_height, out_width)
+    n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
     channels = _block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
     channel_ok = channels < out_channels
     x_base = x_ptr + (n * x_stride_n)[:, None] + ((channels // multiplier) * x_stride_c)[None, :]
@@ -362,7 +357,7 @@ def _depthwise_input_grad_kernel(
     num_pixels = _widen(batch, WIDE_INDEX) * in_height * in_width
     pixels = _block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
-    n, ih, iw = _pixel_coordinates(pixels, in_height, in_width)
+    n, ih, iw = pixel_coordinates(pixels, in_height, in_width)
     channels = _block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
     channel_ok = channels < in_channels
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -413,7 +408,7 @@ def _depthwise_weight_grad_kernel(
     for first in range(start, end, BLOCK_P):
         pixels = first + _widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
         pixel_ok = pixels < end
-        n, oh, ow = _pixel_coordinates(pixels, out_height, out_width)
+        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
         ih = oh * stride_h - pad_h + r * dilation_h
         iw = ow * stride_w - pad_w + s * dilation_w
         x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from .indexing import pixel_coordinates
 
 
 @triton.jit
@@ -34,9 +35,7 @@ def _max_pool2d_forward_kernel(
         WRITE_INDICES: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pixels = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     pixel_ok = pixels < num_pixels
-    n = pixels // (out_height * out_width)
-    oh = (pixels // out_width) % out_height
-    ow = pixels % out_width
+    n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     x_base = x_ptr + (n * x_stride_n)[:, None] + (c * x_stride_c)[None, :]
@@ -80,9 +79,7 @@ def _max_pool2d_backward_kernel(
         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pixels = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     pixel_ok = pixels < num_pixels
-    n = pixels // (in_height * in_width)
-    ih = (pixels // in_width) % in_height
-    iw = pixels % in_width
+    n, ih, iw = pixel_coordinates(pixels, in_height, in_width)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     go_base = grad_out_ptr + (n * go_stride_n)[:, None] + (c * go_stride_c)[None, :]
