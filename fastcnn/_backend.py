@@ -55,8 +55,19 @@ def interpreter_requested():
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
 
 
+def _constant_under_compile(function):
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` here: that
+    import pulls in triton, and triton must not be imported before ``TRITON_INTERPRET`` is set
+    (kernels would come out half interpreted). Dynamo reads the same marker the public
+    decorator sets; tests/test_compile.py fails (a graph break) if that ever changes."""
+    function._dynamo_marked_constant = True
+    return function
+
+
+@_constant_under_compile
 def backend_for(device):
-    """``COMPILED``, ``INTERPRETED`` or ``FALLBACK`` for tensors on ``device``."""
+    """``COMPILED``, ``INTERPRETED`` or ``FALLBACK`` for tensors on ``device``. torch.compile
+    evaluates this once while tracing and keeps the answer (it depends only on the process)."""
     device = torch.device(device)
     package = kernels()
     if package is None:

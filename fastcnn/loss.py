@@ -1,11 +1,16 @@
 """Softmax cross-entropy: ``fastcnn.cross_entropy`` (as ``torch.nn.functional.cross_entropy``)
-and its autograd Function over ``kernels/cross_entropy.py``.
+over ``kernels/cross_entropy.py``, registered as the PyTorch operators
+``torch.ops.fastcnn.cross_entropy_forward`` and ``torch.ops.fastcnn.cross_entropy_backward_``
+(with fake implementations) so that ``torch.compile`` keeps them in its graph.
 
 The forward kernel writes the loss and, when the logits need a gradient, the unscaled gradient
 into one logits-sized buffer; backward scales that buffer in place by grad_output (and the
 'mean' denominator) and returns it. That buffer is the only logits-sized memory the op adds.
 """
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from . import _backend
 from ._layout import as_rows, empty_rows_like, rows_view
@@ -14,60 +19,91 @@ from .validation import check_cross_entropy
 OP = "cross_entropy"
 
 
-class CrossEntropyFunction(torch.autograd.Function):
-    """F.cross_entropy for batched input (N, C, d1, ...), arguments already validated."""
+def _empty_outputs(input, reduction):
+    """(loss, the 'sum'/'mean' denominator or an empty tensor)."""
+    if reduction == "none":
+        loss = torch.empty((input.shape[0],) + tuple(input.shape[2:]), dtype=input.dtype, device=input.device)
+        return loss, torch.empty(0, dtype=torch.float32, device=input.device)
+    return (torch.empty((), dtype=input.dtype, device=input.device),
+            torch.empty((), dtype=torch.float32, device=input.device))
 
-    @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, probabilities):
-        kernels = _backend.kernel_module("cross_entropy")
-        logits = as_rows(input)
-        targets = as_rows(target, 2 if probabilities else 1)
-        num_rows = logits.shape[0] * logits.shape[2]
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = empty_rows_like(input)
-        per_row_dtype = input.dtype if reduction == "none" else torch.float32
-        row_loss = torch.empty(num_rows, dtype=per_row_dtype, device=input.device)
-        row_weight = torch.empty(num_rows, dtype=torch.float32, device=input.device)
+
+@torch.library.custom_op("fastcnn::cross_entropy_forward", mutates_args=("grad",))
+def _forward_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
+                label_smoothing: float, probabilities: bool, grad: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """(loss, denominator) of batched logits (N, C, d1, ...), arguments validated; the unscaled
+    gradient is written into ``grad`` (shaped and laid out like ``input``) when it is given."""
+    loss, denominator = _empty_outputs(input, reduction)
+    kernels = _backend.kernel_module("cross_entropy")
+    logits = as_rows(input)
+    num_rows = logits.shape[0] * logits.shape[2]
+    # 'none' writes the per-row losses straight into the output; sums reduce fp32 partials.
+    row_loss = loss.view(-1) if reduction == "none" else torch.empty(num_rows, dtype=torch.float32,
+                                                                     device=input.device)
+    row_weight = torch.empty(num_rows, dtype=torch.float32, device=input.device)
+    with torch.profiler.record_function("fastcnn::cross_entropy forward"):
         if num_rows:
             invalid = kernels.invalid_buffer(input.device)
             _backend.record_launch(OP, kernels.forward(
-                logits, targets, weight, row_loss, row_weight, None if grad is None else rows_view(grad), invalid,
-                ignore_index=ignore_index, smoothing=float(label_smoothing), probabilities=probabilities))
+                logits, as_rows(target, 2 if probabilities else 1), weight, row_loss, row_weight,
+                None if grad is None else rows_view(grad), invalid, ignore_index=ignore_index,
+                smoothing=float(label_smoothing), probabilities=probabilities))
             if not probabilities:
                 # The one host read of the op: a class index outside [0, C) must not pass silently.
                 flagged, value = invalid.tolist()
                 if flagged:
                     raise IndexError(f"fastcnn.cross_entropy: Target {value} is out of bounds "
                                      f"(classes are 0..{input.shape[1] - 1}, ignore_index={ignore_index}).")
-        denominator = None
-        if reduction == "none":
-            out = row_loss.view((input.shape[0],) + tuple(input.shape[2:]))
-        else:
-            out = torch.empty((), dtype=input.dtype, device=input.device)
-            denominator = torch.empty((), dtype=torch.float32, device=input.device)
-            _backend.record_launch(OP, kernels.reduce_rows(row_loss, row_weight, out, denominator,
+        if reduction != "none":
+            _backend.record_launch(OP, kernels.reduce_rows(row_loss, row_weight, loss, denominator,
                                                            mean=reduction == "mean"))
-        ctx.grad = grad
-        ctx.denominator = denominator
+    return loss, denominator
+
+
+@_forward_op.register_fake
+def _(input, target, weight, ignore_index, reduction, label_smoothing, probabilities, grad):
+    return _empty_outputs(input, reduction)
+
+
+@torch.library.custom_op("fastcnn::cross_entropy_backward_", mutates_args=("grad",))
+def _scale_grad_op(grad: Tensor, grad_out: Tensor, denominator: Tensor, reduction: str) -> None:
+    """``grad`` *= grad_out (/ the denominator for 'mean'), in place."""
+    if grad.numel():
+        with torch.profiler.record_function("fastcnn::cross_entropy backward"):
+            rows = as_rows(grad_out, 1) if reduction == "none" else grad_out
+            _backend.record_launch(OP, _backend.kernel_module("cross_entropy").scale_grad(
+                rows_view(grad), rows, denominator if reduction == "mean" else None, mean=reduction == "mean"))
+
+
+@_scale_grad_op.register_fake
+def _(grad, grad_out, denominator, reduction):
+    return None
+
+
+class CrossEntropyFunction(torch.autograd.Function):
+    """F.cross_entropy of batched logits, arguments validated. An autograd Function rather than an
+    autograd formula on the operator: the gradient buffer is filled by the forward operator and
+    scaled in place by the backward one, which a functional operator could not express without a
+    second logits-sized buffer. A second backward through the same graph finds the saved buffer
+    modified and raises autograd's error."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, probabilities, compute_grad):
+        grad = empty_rows_like(input) if compute_grad else None
+        loss, denominator = _forward_op(input, target, weight, ignore_index, reduction, label_smoothing,
+                                        probabilities, grad)
+        ctx.save_for_backward(grad, denominator)
         ctx.reduction = reduction
-        return out
+        return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        grad = ctx.grad
-        if grad is None:
-            raise RuntimeError("fastcnn.cross_entropy: backward ran twice through the same graph; the stored "
-                               "gradient is scaled in place by the first backward (retain_graph=True is not "
-                               "supported by this op)")
-        ctx.grad = None
-        if grad.numel():
-            kernels = _backend.kernel_module("cross_entropy")
-            rows = as_rows(grad_out, 1) if ctx.reduction == "none" else grad_out
-            _backend.record_launch(OP, kernels.scale_grad(rows_view(grad), rows, ctx.denominator,
-                                                          mean=ctx.reduction == "mean"))
-        return grad, None, None, None, None, None, None
+        grad, denominator = ctx.saved_tensors
+        if grad is None:  # only a probability target asked for a gradient; torch's is not offered either
+            return (None,) * 8
+        _scale_grad_op(grad, grad_out, denominator, ctx.reduction)
+        return grad, None, None, None, None, None, None, None
 
 
 def _autocast_to_float32(input):
@@ -95,8 +131,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         _backend.warn_fallback(OP, input.device)
         return torch.nn.functional.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                                  reduction=reduction, label_smoothing=label_smoothing)
-    if input.dim() == 1:
-        out = CrossEntropyFunction.apply(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction,
-                                         label_smoothing, probabilities)
-        return out.squeeze(0) if reduction == "none" else out
-    return CrossEntropyFunction.apply(input, target, weight, ignore_index, reduction, label_smoothing, probabilities)
+    compute_grad = torch.is_grad_enabled() and input.requires_grad
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    loss = CrossEntropyFunction.apply(input, target, weight, int(ignore_index), reduction, float(label_smoothing),
+                                      probabilities, compute_grad)
+    return loss.squeeze(0) if unbatched and reduction == "none" else loss

@@ -105,8 +105,9 @@ def assert_close(actual, expected, dtype, *, what, seed, reduction_length=1, err
 
 @contextlib.contextmanager
 def record_aten_ops():
-    """Yield a list that fills with the names (``aten::add_`` style) of the ATen ops dispatched
-    inside the block."""
+    """Yield a list that fills with the names (``aten::add_`` style) of the ops dispatched inside
+    the block. fastcnn's own operators are listed by name (``fastcnn::conv2d``); what runs inside
+    them is not seen (the mode is off while an op runs), so pair this with ``count_launches``."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     names = []

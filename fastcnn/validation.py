@@ -98,6 +98,11 @@ def check_kernel_dtype(op, input):
                         f"{', '.join(str(d) for d in KERNEL_DTYPES)}")
 
 
+def conv2d_output_size(size, kernel, total_padding, dilation, stride):
+    """The (height, width) of a convolution's output: floor((size + padding - dilated kernel) / stride) + 1."""
+    return tuple((n + t - d * (k - 1) - 1) // s + 1 for n, k, t, d, s in zip(size, kernel, total_padding, dilation, stride))
+
+
 def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
     """Validate F.conv2d's arguments the way torch does and return their ``Conv2dGeometry``."""
     op = "fastcnn.conv2d"
@@ -161,7 +166,7 @@ def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
         raise RuntimeError(f"{op}: Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
                            f"({dilated_kernel[0]} x {dilated_kernel[1]}). Kernel size can't be greater than actual "
                            f"input size")
-    out_size = tuple((p - k) // s + 1 for p, k, s in zip(padded, dilated_kernel, stride))
+    out_size = conv2d_output_size(batched_shape[2:], kernel, total, dilation, stride)
     check_kernel_dtype(op, input)
     return Conv2dGeometry(stride, padding, total, dilation, groups, out_size)
 
@@ -227,7 +232,7 @@ class Pool2dGeometry(NamedTuple):
     out_size: tuple
 
 
-def _pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
+def pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
     """PyTorch's pooling_output_shape: with ceil_mode a last window that would start in the
     right/bottom padding is dropped."""
     out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
@@ -263,7 +268,7 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     if any(p > k // 2 for p, k in zip(padding, kernel_size)):
         raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
                            f"padding={list(padding)} for kernel_size={list(kernel_size)}")
-    out_size = tuple(_pool_output_size(size, k, p, s, d, ceil_mode)
+    out_size = tuple(pool_output_size(size, k, p, s, d, ceil_mode)
                      for size, k, p, s, d in zip(input.shape[-2:], kernel_size, padding, stride, dilation))
     if any(size < 1 for size in out_size):
         channels, height, width = input.shape[-3:]

@@ -258,9 +258,10 @@ def _tiles(channel_stride):
     return (32, 64) if channel_stride == 1 else (256, 8)
 
 
-def forward(x, y, folded, weight, bias, running_mean, running_var, *, training, momentum, eps, relu):
-    """y = [relu](batch_norm(x)) for x, y [N, C, S]; ``folded`` fp32 [5, C] receives (scale,
-    beta, shift, centred mean, invstd) for backward. Returns the number of launches."""
+def fold(x, folded, weight, bias, running_mean, running_var, *, training, momentum, eps):
+    """The per-channel statistics of x [N, C, S] (training: the batch's, and the running statistics
+    updated in place when given; eval: the running statistics) folded into ``folded``, fp32 [5, C]:
+    (scale, beta, shift, centred mean, invstd). Returns the number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -279,10 +280,18 @@ def forward(x, y, folded, weight, bias, running_mean, running_var, *, training, 
         running_mean if running_mean is not None else folded, running_var if running_var is not None else folded,
         folded, channels, float(momentum), float(eps), TRAINING=training, UPDATE_RUNNING=update,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=FINAL_BLOCK)
+    return launches + 1
+
+
+def apply(x, y, folded, *, relu):
+    """y = [relu]((x - shift - centred mean)·scale + beta) for x, y [N, C, S]. One launch."""
+    channels = x.shape[1]
+    num_rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
     _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
         x, y, folded, num_rows, channels, x.shape[2], *x.stride(), *y.stride(), RELU=relu, BLOCK_R=block_r,
         BLOCK_C=block_c)
-    return launches + 2
+    return 1
 
 
 def backward(dy, x, dx, folded, grad_weight, grad_bias, *, training, relu):

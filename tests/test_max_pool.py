@@ -126,11 +126,14 @@ def test_bad_input_raises_like_torch(name):
 
 def test_backward_keeps_one_byte_per_output_and_no_aten_pooling(generator):
     input = tie_heavy((2, 4, 9, 8), generator).requires_grad_()
-    with record_aten_ops() as names:
+    with record_aten_ops() as names, count_launches() as launched:
         out = fastcnn.max_pool2d(input, 3, 2, 1)
         (taps,) = out.grad_fn.saved_tensors
         out.backward(torch.ones_like(out))
-    assert not [name for name in names if "pool" in name or "max" in name], names
+    aten = [name for name in names if name.startswith("aten::")]
+    assert not [name for name in aten if "pool" in name or "max" in name or "zeros" in name], names
+    assert names.count("fastcnn::max_pool2d") == names.count("fastcnn::max_pool2d_backward") == 1, names
+    assert launched["max_pool2d"] == 2
     assert taps.dtype == torch.uint8 and taps.shape == out.shape
 
 

@@ -1,0 +1,139 @@
+"""fastcnn's kernels as PyTorch operators: ``torch.library.opcheck`` on every operator (schema,
+autograd registration, fake tensors, AOT dispatch with dynamic shapes), ``torch.compile`` with
+``fullgraph=True`` (no graph break) giving eager's results, and the operators' names in
+``torch.profiler`` traces."""
+import pytest
+import torch
+
+import fastcnn
+from fastcnn.testing import DEVICE, make_tensor
+
+OPS = torch.ops.fastcnn
+
+
+def _opcheck(op, args):
+    results = torch.library.opcheck(op, args)
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck_conv2d(layout, generator):
+    input = make_tensor((2, 6, 9, 7), layout=layout, generator=generator).requires_grad_()
+    weight = make_tensor((4, 3, 3, 2), generator=generator).requires_grad_()
+    bias = make_tensor((4,), generator=generator).requires_grad_()
+    geometry = ([2, 1], [1, 0], [2, 1], [1, 2], 2)
+    _opcheck(OPS.conv2d.default, (input, weight, bias, *geometry))
+    _opcheck(OPS.conv2d.default, (input, weight, None, *geometry))
+    grad_out = fastcnn.conv2d(input, weight, bias, (2, 1), (1, 0), (1, 2), 2).detach()
+    channels_last = layout == "channels_last"
+    _opcheck(OPS.conv2d_input_grad.default, (grad_out, weight.detach(), list(input.shape), channels_last,
+                                             [2, 1], [1, 0], [1, 2], 2))
+    _opcheck(OPS.conv2d_weight_grad.default, (input.detach(), grad_out, list(weight.shape), channels_last,
+                                              [2, 1], [1, 0], [1, 2], 2))
+    _opcheck(OPS.conv2d_bias_grad.default, (grad_out,))
+
+
+@pytest.mark.parametrize("return_indices", [False, True])
+def test_opcheck_max_pool2d(return_indices, generator):
+    input = make_tensor((2, 3, 9, 8), layout="channels_last", generator=generator).requires_grad_()
+    arguments = ([3, 2], [2, 2], [1, 1], [1, 1], True)
+    _opcheck(OPS.max_pool2d.default, (input, *arguments, return_indices))
+    out, taps, _ = OPS.max_pool2d(input.detach(), *arguments, False)
+    _opcheck(OPS.max_pool2d_backward.default, (torch.randn_like(out), taps, list(input.shape), *arguments[:4]))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_opcheck_batch_norm(training, generator):
+    input = make_tensor((4, 5, 3, 7), layout="channels_last", generator=generator)
+    weight, bias = make_tensor((5,), generator=generator), make_tensor((5,), generator=generator)
+    running_mean = make_tensor((5,), generator=generator)
+    running_var = make_tensor((5,), generator=generator).abs() + 0.5
+    _opcheck(OPS.batch_norm_fold.default, (input, running_mean, running_var, weight, bias, training, 0.1, 1e-5))
+    _opcheck(OPS.batch_norm_fold.default, (input, None, None, None, None, True, 0.1, 1e-5))
+    folded = OPS.batch_norm_fold(input, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1, 1e-5)
+    for relu in (False, True):
+        _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), folded, weight.clone().requires_grad_(),
+                                                bias.clone().requires_grad_(), training, relu))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, folded, training, True,
+                                               [True, True, False]))
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_opcheck_cross_entropy(reduction, generator):
+    input = make_tensor((6, 5, 3), generator=generator)  # the autograd Function owns the gradient
+    target = torch.randint(0, 5, (6, 3), generator=generator).to(DEVICE)
+    weight = make_tensor((5,), generator=generator).abs()
+    grad = torch.empty_like(input)
+    _opcheck(OPS.cross_entropy_forward.default, (input, target, weight, 2, reduction, 0.1, False, grad))
+    probabilities = torch.softmax(make_tensor((6, 5, 3), generator=generator), 1)
+    _opcheck(OPS.cross_entropy_forward.default, (input, probabilities, None, -100, reduction, 0.0, True, None))
+    _, denominator = OPS.cross_entropy_forward(input, target, weight, 2, reduction, 0.1, False, grad)
+    grad_out = make_tensor((6, 3) if reduction == "none" else (), generator=generator)
+    _opcheck(OPS.cross_entropy_backward_.default, (grad, grad_out, denominator, reduction))
+
+
+class _Tiny(torch.nn.Module):
+    """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear: every fastcnn op."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = fastcnn.nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = fastcnn.nn.BatchNorm2dReLU(6)
+        self.pool = fastcnn.nn.MaxPool2d(2, ceil_mode=True)
+        self.conv2 = fastcnn.nn.Conv2d(6, 4, 3, stride=2, bias=False)
+        self.bn2 = fastcnn.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        x = self.pool(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x.to(memory_format=torch.channels_last)))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph_matches_eager(backend, generator):
+    torch._dynamo.reset()
+    eager = _Tiny().to(DEVICE)
+    compiled_model = _Tiny().to(DEVICE)
+    compiled_model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)
+    for step in range(2):
+        input = make_tensor((4, 3, 11, 9), generator=generator)
+        target = torch.randint(0, 5, (4,), generator=generator).to(DEVICE)
+        losses, grads = [], []
+        for model, run in ((eager, eager), (compiled_model, compiled)):
+            model.zero_grad()
+            loss = fastcnn.cross_entropy(run(input), target, label_smoothing=0.1)
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    for name, buffer in eager.named_buffers():  # running statistics updated the same way
+        torch.testing.assert_close(compiled_model.get_buffer(name), buffer, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_entropy_compiles_without_graph_break(generator):
+    torch._dynamo.reset()
+    input = make_tensor((7, 10), generator=generator).requires_grad_()
+    target = torch.randint(0, 10, (7,), generator=generator).to(DEVICE)
+    compiled = torch.compile(lambda x, t: fastcnn.cross_entropy(x, t, reduction="sum"), fullgraph=True,
+                             backend="aot_eager")
+    loss = compiled(input, target)
+    loss.backward()
+    expected = torch.nn.functional.cross_entropy(input.detach().double(), target, reduction="sum")
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_profiler_shows_each_op_by_name(generator):
+    model = _Tiny().to(DEVICE)
+    input = make_tensor((2, 3, 8, 8), generator=generator)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        loss = fastcnn.cross_entropy(model(input), torch.tensor([1, 3], device=DEVICE))
+        loss.backward()
+    names = {event.key for event in profile.key_averages()}
+    for name in ("fastcnn::conv2d", "fastcnn::conv2d_input_grad", "fastcnn::conv2d_weight_grad",
+                 "fastcnn::batch_norm_fold", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
+                 "fastcnn::max_pool2d", "fastcnn::max_pool2d_backward", "fastcnn::cross_entropy_forward",
+                 "fastcnn::cross_entropy_backward_", "fastcnn::conv2d forward", "fastcnn::batch_norm backward"):
+        assert name in names, sorted(n for n in names if "fastcnn" in n)
