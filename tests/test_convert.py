@@ -1,0 +1,198 @@
+"""fastcnn.convert: module swaps, BN→ReLU fusion found by fx tracing (torchvision's double-ReLU
+block included), the fallback for models that cannot be traced, checkpoints both ways, and the
+same outputs and training trajectory as the torch model."""
+import copy
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+import fastcnn
+from fastcnn.convert import REPLACEMENTS
+from fastcnn.models import BasicBlock, SmallCNN, TinyResNet
+from fastcnn.testing import DEVICE, count_launches, make_tensor, relative_error
+
+TOLERANCE = 2e-5  # fp32 against fp32 torch: same math, different summation order
+
+
+def _models(generator):
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    original = TinyResNet().to(DEVICE)
+    return original, fastcnn.convert(original, report=True)
+
+
+def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
+    original, (converted, report) = _models(generator)
+    assert type(converted.conv1) is fastcnn.nn.Conv2d and type(converted.maxpool) is fastcnn.nn.MaxPool2d
+    # The stem: bn1 → self.relu → maxpool: fused, the stem's ReLU call removed.
+    assert type(converted.bn1) is fastcnn.nn.BatchNorm2dReLU
+    # torchvision's pattern: layer1.relu is called after bn1 and after the add; only bn1 fuses.
+    for block in (converted.layer1, converted.layer2):
+        assert type(block.bn1) is fastcnn.nn.BatchNorm2dReLU and type(block.bn2) is fastcnn.nn.BatchNorm2d
+        assert type(block.relu) is nn.ReLU and isinstance(block, BasicBlock)
+    # Bottleneck: torch.relu and F.relu(inplace=True) after bn1/bn2 fuse; bn3 feeds the add.
+    assert type(converted.layer3.bn1) is type(converted.layer3.bn2) is fastcnn.nn.BatchNorm2dReLU
+    assert type(converted.layer3.bn3) is fastcnn.nn.BatchNorm2d
+    assert type(converted.layer2.downsample[1]) is fastcnn.nn.BatchNorm2d  # no ReLU after it
+    fused = {name for name, _ in report.fused}
+    assert fused == {"bn1", "layer1.bn1", "layer2.bn1", "layer3.bn1", "layer3.bn2"}, report
+    left = dict(report.left)
+    assert "add" in left["layer1.bn2"] and "add" in left["layer3.bn3"], report
+    assert len(report.replaced) == sum(1 for m in original.modules() if type(m) in REPLACEMENTS)
+    assert "fused" in str(report) and "layer1.bn2" in str(report)
+    # The original is untouched (inplace=False) and has the same state_dict keys as the copy.
+    assert not [m for m in original.modules() if type(m).__module__.startswith("fastcnn.nn")]
+    assert "forward" not in vars(original.layer1)
+    assert list(original.state_dict()) == list(converted.state_dict())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator):
+    original, (converted, _) = _models(generator)
+    original.train(training)
+    converted.train(training)
+    input = make_tensor((3, 3, 17, 15), generator=generator)
+    with count_launches() as launched:
+        out = converted(input)
+        out.square().sum().backward()
+    expected = original(input)
+    expected.square().sum().backward()
+    assert relative_error(out, expected) < TOLERANCE, seed
+    for (name, p), q in zip(converted.named_parameters(), original.parameters()):
+        assert relative_error(p.grad, q.grad) < 5 * TOLERANCE, (name, seed)
+    for (name, b), c in zip(converted.named_buffers(), original.buffers()):
+        assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
+    assert launched["conv2d"] and launched["batch_norm"] and launched["max_pool2d"]
+
+
+def test_same_training_trajectory_with_fastcnn_adam_and_cross_entropy(seed, generator):
+    original, (converted, _) = _models(generator)
+    torch_optimizer = torch.optim.Adam(original.parameters(), lr=1e-2)
+    fastcnn_optimizer = fastcnn.optim.Adam(converted.parameters(), lr=1e-2)
+    for step in range(3):
+        input = make_tensor((4, 3, 13, 11), generator=generator)
+        target = torch.randint(0, 5, (4,), generator=generator).to(DEVICE)
+        losses = []
+        for model, optimizer, loss_fn in ((original, torch_optimizer, nn.functional.cross_entropy),
+                                          (converted, fastcnn_optimizer, fastcnn.cross_entropy)):
+            optimizer.zero_grad()
+            loss = loss_fn(model(input), target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert abs(losses[0] - losses[1]) <= 1e-4 * abs(losses[0]), (step, losses, seed)
+    for (name, p), q in zip(converted.named_parameters(), original.parameters()):
+        assert relative_error(p, q) < 1e-4, (name, seed)
+
+
+def test_checkpoints_load_both_ways(generator):
+    original, (converted, _) = _models(generator)
+    input = make_tensor((2, 3, 9, 9), generator=generator)
+    converted.train()
+    converted(input)  # moves running statistics and num_batches_tracked away from the original's
+    fresh_torch = TinyResNet().to(DEVICE)
+    fresh_torch.load_state_dict(converted.state_dict())  # strict: identical keys
+    for key, value in converted.state_dict().items():
+        assert torch.equal(fresh_torch.state_dict()[key], value), key
+    fresh_fastcnn = fastcnn.convert(TinyResNet().to(DEVICE))
+    fresh_fastcnn.load_state_dict(original.state_dict())
+    original.eval()
+    fresh_fastcnn.eval()
+    assert relative_error(fresh_fastcnn(input), original(input)) < TOLERANCE
+
+
+def test_inplace_keeps_parameter_objects_and_deepcopy_and_compile_work(generator):
+    model = TinyResNet().to(DEVICE)
+    parameters = list(model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    converted = fastcnn.convert(model, inplace=True)
+    assert converted is model and all(p is q for p, q in zip(parameters, model.parameters()))
+    assert type(model.layer1.bn1) is fastcnn.nn.BatchNorm2dReLU
+    input = make_tensor((2, 3, 9, 9), generator=generator)
+    model(input).sum().backward()
+    optimizer.step()  # the optimizer built before the conversion still updates the model
+    twin = copy.deepcopy(model)
+    model.eval()
+    twin.eval()
+    assert torch.equal(twin(input), model(input))
+    assert twin.layer1.forward.__self__ is twin.layer1  # the generated forward is rebound to the copy
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert relative_error(compiled(input), model(input)) < TOLERANCE
+
+
+class _DataDependent(nn.Module):
+    """Control flow on tensor values: fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.pool = nn.MaxPool2d(2)
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        if x.sum() > 0:
+            x = torch.relu(x)
+        return self.pool(x)
+
+
+class _MyConv(nn.Conv2d):
+    def forward(self, input):
+        return super().forward(input) * 2
+
+
+def test_untraceable_model_gets_module_replacement_and_a_report(generator):
+    model = nn.Sequential(_DataDependent(), _MyConv(4, 4, 1), nn.SyncBatchNorm(4)).to(DEVICE)
+    converted, report = fastcnn.convert(model, report=True)
+    inner = converted[0]
+    assert type(inner.conv) is fastcnn.nn.Conv2d and type(inner.pool) is fastcnn.nn.MaxPool2d
+    assert type(inner.bn) is fastcnn.nn.BatchNorm2d and type(inner.loss) is fastcnn.nn.CrossEntropyLoss
+    left = dict(report.left)
+    assert "could not be traced" in left["0.bn"]
+    assert type(converted[1]) is _MyConv and "code of its own" in left["1"]
+    assert type(converted[2]) is nn.SyncBatchNorm and "SyncBatchNorm" in left["2"]
+    model.eval()
+    converted.eval()
+    input = make_tensor((2, 3, 8, 8), generator=generator)
+    assert relative_error(converted[:2](input), model[:2](input)) < TOLERANCE
+
+
+def test_sequential_fusion_and_report_logging(caplog, generator):
+    model = SmallCNN().to(DEVICE)
+    with caplog.at_level("INFO", logger="fastcnn.convert"):
+        converted = fastcnn.convert(model)
+    features = converted.features
+    assert [type(m).__name__ for m in features] == ["Conv2d", "BatchNorm2dReLU", "Identity", "MaxPool2d"] * 2
+    assert "2 BatchNorm2d+ReLU fused" in caplog.text
+    model.train()
+    converted.train()
+    input = make_tensor((5, 1, 8, 8), generator=generator)
+    assert relative_error(converted(input), model(input)) < TOLERANCE
+
+
+def test_bad_argument():
+    with pytest.raises(TypeError, match="'model' must be a torch.nn.Module"):
+        fastcnn.convert("resnet18")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+def test_torchvision_models(name, generator):
+    import torchvision
+
+    if DEVICE == "cpu" and name != "resnet18":
+        pytest.skip("through the interpreter only resnet18 is small enough")
+    original = getattr(torchvision.models, name)(num_classes=10).to(DEVICE)
+    converted, report = fastcnn.convert(original, report=True)
+    expected_fused = {"resnet18": 9, "resnet50": 33, "mobilenet_v2": 0}[name]
+    assert len(report.fused) == expected_fused, report
+    size = 64 if DEVICE == "cpu" else 96
+    input = make_tensor((2, 3, size, size), generator=generator)
+    for training in (True, False):
+        original.train(training)
+        converted.train(training)
+        assert relative_error(converted(input), original(input)) < 1e-4
+    converted.load_state_dict(original.state_dict())
