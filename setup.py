@@ -6,6 +6,9 @@ other distributions that use that name, so nothing here installs one.
 """
 from setuptools import setup
 
+# The demo's data set (scikit-learn's bundled digits), progress bar and plot; the profiler's charts.
+DEMO = ["scikit-learn", "matplotlib", "tqdm"]
+
 setup(
     name="fastcnn",
     version="0.1.0",
@@ -21,7 +24,8 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "expecttest", "setuptools>=64", "wheel"],
+        "demo": DEMO,
+        "test": ["pytest>=7", "pytest-benchmark>=4", "expecttest", "setuptools>=64", "wheel"] + DEMO,
     },
     entry_points={"console_scripts": ["fastcnn-info=fastcnn.__main__:main"]},
 )

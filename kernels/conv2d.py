@@ -51,7 +51,7 @@ BIAS_BLOCK_P = 512 if INTERPRETED else 128
 
 # One configuration in the interpreter, with large blocks: it pays per program and per operation,
 # not per FLOP (the tests shrink it to reach the multi-block paths on small shapes).
-_INTERPRETER_CONFIG = dict(BLOCK_M=256, BLOCK_N=32, BLOCK_K=256, GROUP_M=4)
+_INTERPRETER_CONFIG = dict(BLOCK_M=1024, BLOCK_N=64, BLOCK_K=1024, GROUP_M=4)
 
 
 def _configs():
@@ -444,11 +444,17 @@ def _wide_index(*tensors, extra_span=0):
     return max([extra_span] + [_span(t) for t in tensors]) >= 2**31 - 1
 
 
-def _launch(autotuned, kernel, grid, args, constexprs):
+def _launch(autotuned, kernel, grid, args, constexprs, extents):
+    """Launch with the autotuner, or with DEFAULT_CONFIG. ``extents`` are the GEMM's sizes along
+    BLOCK_M, BLOCK_N and BLOCK_K: the interpreter pays for every element of a tile, masked or not,
+    so there each block shrinks to its extent (a power of two, at least tl.dot's 16)."""
     if autotune_enabled():
         autotuned[grid](*args, **constexprs)
         return
     config, num_warps, num_stages = DEFAULT_CONFIG
+    if INTERPRETED:
+        config = {name: min(size, max(16, triton.next_power_of_2(extents[name]))) if name in extents else size
+                  for name, size in config.items()}
     kernel[grid(config)](*args, **constexprs, **config, num_warps=num_warps, num_stages=num_stages)
 
 
@@ -472,7 +478,7 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride())
     _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
             dict(HAS_BIAS=bias is not None, WIDE_INDEX=_wide_index(x, w, y), DOT_PRECISION=dot_precision,
-                 UPCAST=INTERPRETED))
+                 UPCAST=INTERPRETED), dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups))
     return 1
 
 
@@ -510,7 +516,8 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
 
             args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
                     first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w)
-            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs)
+            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs,
+                    dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups))
             launches += 1
     return launches
 
@@ -534,7 +541,7 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel())
     _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
             dict(WIDE_INDEX=_wide_index(x, dy, dw, extra_span=splits * dw.numel()), DOT_PRECISION=dot_precision,
-                 UPCAST=INTERPRETED))
+                 UPCAST=INTERPRETED), dict(BLOCK_M=out_per_group, BLOCK_N=in_per_group, BLOCK_K=pixels_per_split))
     return 1 + _sum_partials(target, dw, splits)
 
 

@@ -98,10 +98,14 @@ def test_conv2d_without_interpreter_on_cpu_falls_back_to_torch_with_a_warning(tm
 
 
 def test_demo_trains_the_same_with_fastcnn_kernels(tmp_path):
-    """The README's demo, shortened: fastcnn's conv2d, cross-entropy and Adam follow torch's losses."""
+    """The README's demo, shortened to two steps: fastcnn's converted model, cross-entropy and Adam
+    follow torch's losses on the digits data, and the plot is written."""
     environment = {} if torch.cuda.is_available() else {"TRITON_INTERPRET": "1"}
-    result = run_python("import fastcnn.demo; fastcnn.demo.main(['--steps', '3', '--batch', '16'])", tmp_path,
-                        **environment)
+    plot = tmp_path / "demo.png"
+    result = run_python(f"import sys, fastcnn.demo; sys.exit(fastcnn.demo.main(['--epochs', '1', '--max-steps', '2', "
+                        f"'--min-accuracy', '0', '--plot', {str(plot)!r}]))", tmp_path, **environment)
     assert result.returncode == 0, result.stderr[-3000:]
-    largest = [line for line in result.stdout.splitlines() if line.startswith("largest loss difference")]
+    largest = [line for line in result.stdout.splitlines() if line.startswith("largest difference")]
     assert largest and float(largest[0].split()[-1]) < 1e-5, result.stdout
+    assert "1437 training and 360 test images" in result.stdout and "2 BatchNorm2d+ReLU fused" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
