@@ -103,3 +103,9 @@ def resnet50_activation_shapes():
 # ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
 MAX_POOL_SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
 ACTIVATION_BATCHES = (64, 256)
+
+
+# Whole-model training throughput (bench/test_resnet_bench.py): torchvision models on synthetic
+# 224x224 batches, bf16 autocast, channels_last.
+TRAINING_MODELS = {"resnet18": 128, "resnet50": 64}  # model name -> batch size
+TRAINING_IMAGE_SIZE = 224
