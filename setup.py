@@ -27,5 +27,6 @@ setup(
         "demo": DEMO,
         "test": ["pytest>=7", "pytest-benchmark>=4", "expecttest", "setuptools>=64", "wheel"] + DEMO,
     },
-    entry_points={"console_scripts": ["fastcnn-info=fastcnn.__main__:main"]},
+    entry_points={"console_scripts": ["fastcnn-info=fastcnn.__main__:main",
+                                      "fastcnn-profile=fastcnn.profile:_console"]},
 )
