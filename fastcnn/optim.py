@@ -16,12 +16,54 @@ the kernel unscales the gradients itself and skips the whole step on the device 
 NaN was found — no ``.item()``.
 """
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from . import _backend, _reference, validation
 from ._layout import is_dense
 from .dtypes import triton_dtype
+
+
+# Pointer tables of recent steps, keyed by what they encode (addresses and sizes): a model's
+# tensors keep their addresses from step to step, so the table is built once.
+_TABLES = {}
+_MAX_TABLES = 64
+
+
+@torch.library.custom_op("fastcnn::adam_step_",
+                         mutates_args=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "steps"))
+def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                  max_exp_avg_sqs: list[Tensor], steps: list[Tensor], grad_scale: Optional[Tensor],
+                  found_inf: Optional[Tensor], *, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, decoupled_weight_decay: bool, amsgrad: bool, maximize: bool) -> None:
+    """One Adam/AdamW step, in place, over tensors that share a device and dtypes, walkable as
+    flat arrays (see Adam._buckets); ``max_exp_avg_sqs`` is empty unless ``amsgrad``."""
+    if not params:
+        return
+    adam_kernels = _backend.kernel_module("adam")
+    multi_tensor = _backend.kernel_module("multi_tensor")
+    numels = [p.numel() for p in params]
+    tensor_lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else exp_avg_sqs, steps)
+    key = multi_tensor.table_key(tensor_lists, numels)
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        table = _TABLES[key] = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE,
+                                                        params[0].device, key=key)
+    with torch.profiler.record_function("fastcnn::adam_step"):
+        _backend.record_launch("adam_step", adam_kernels.adam_step(
+            table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(exp_avgs[0].dtype), lr=lr,
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
+            grad_scale=grad_scale, found_inf=found_inf))
+
+
+@_adam_step_op.register_fake
+def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale, found_inf, **hyperparameters):
+    return None
 
 
 @dataclass
@@ -57,12 +99,10 @@ class Adam(torch.optim.Adam):
             fused=fused, decoupled_weight_decay=decoupled_weight_decay,
         )
         self._step_supports_amp_scaling = True
-        self._tables = {}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._step_supports_amp_scaling = True
-        self._tables = {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -78,7 +118,7 @@ class Adam(torch.optim.Adam):
         # Set by torch.amp.GradScaler.step for optimizers with _step_supports_amp_scaling.
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        for group_index, group in enumerate(self.param_groups):
+        for group in self.param_groups:
             hyperparameters = dict(
                 lr=validation.scalar_hyperparameter("lr", group["lr"]),
                 beta1=validation.scalar_hyperparameter("betas[0]", group["betas"][0]),
@@ -92,7 +132,7 @@ class Adam(torch.optim.Adam):
             for bucket_key, bucket in self._buckets(group).items():
                 device = bucket_key[0]
                 self._launch(
-                    (group_index,) + bucket_key, bucket, hyperparameters,
+                    device, bucket, hyperparameters,
                     grad_scale=_on_device(grad_scale, device), found_inf=_on_device(found_inf, device),
                 )
         return loss
@@ -137,8 +177,7 @@ class Adam(torch.optim.Adam):
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return state
 
-    def _launch(self, cache_key, bucket, hyperparameters, grad_scale, found_inf):
-        device, element_dtype, state_dtype = cache_key[1:]
+    def _launch(self, device, bucket, hyperparameters, grad_scale, found_inf):
         backend = _backend.backend_for(device)
         if backend == _backend.FALLBACK:
             _backend.warn_fallback(f"optim.{type(self).__name__}.step", device)
@@ -147,21 +186,9 @@ class Adam(torch.optim.Adam):
                 bucket.steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters,
             )
         else:
-            adam_kernels = _backend.kernel_module("adam")
-            multi_tensor = _backend.kernel_module("multi_tensor")
-            tensor_lists = (bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
-                            bucket.max_exp_avg_sqs, bucket.steps)
-            key = multi_tensor.table_key(tensor_lists, bucket.numels)
-            table = self._tables.get(cache_key)
-            if table is None or table.key != key:
-                table = multi_tensor.build_table(
-                    tensor_lists, bucket.numels, adam_kernels.CHUNK_SIZE, device, key=key)
-                self._tables[cache_key] = table
-            launches = adam_kernels.adam_step(
-                table, element_type=triton_dtype(element_dtype), state_type=triton_dtype(state_dtype),
-                grad_scale=grad_scale, found_inf=found_inf, **hyperparameters,
-            )
-            _backend.record_launch("adam_step", launches)
+            max_exp_avg_sqs = bucket.max_exp_avg_sqs if hyperparameters["amsgrad"] else []
+            _adam_step_op(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs, max_exp_avg_sqs,
+                          bucket.steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
         for destination, staged in bucket.write_back:
             destination.copy_(staged)
 

@@ -11,8 +11,8 @@ from fastcnn.testing import DEVICE, make_tensor
 OPS = torch.ops.fastcnn
 
 
-def _opcheck(op, args):
-    results = torch.library.opcheck(op, args)
+def _opcheck(op, args, kwargs=None):
+    results = torch.library.opcheck(op, args, kwargs)
     assert set(results.values()) == {"SUCCESS"}, results
 
 
@@ -137,3 +137,20 @@ def test_profiler_shows_each_op_by_name(generator):
                  "fastcnn::max_pool2d", "fastcnn::max_pool2d_backward", "fastcnn::cross_entropy_forward",
                  "fastcnn::cross_entropy_backward_", "fastcnn::conv2d forward", "fastcnn::batch_norm backward"):
         assert name in names, sorted(n for n in names if "fastcnn" in n)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_opcheck_adam_step(amsgrad, generator):
+    shapes = [(5, 3), (7,), (2, 3, 2)]
+    tensors = {name: [make_tensor(shape, generator=generator) for shape in shapes]
+               for name in ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")}
+    for name in ("exp_avg_sqs", "max_exp_avg_sqs"):
+        tensors[name] = [t.abs() for t in tensors[name]]
+    steps = [torch.full((), 3.0, device=DEVICE) for _ in shapes]
+    hyperparameters = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decoupled_weight_decay=True,
+                           amsgrad=amsgrad, maximize=False)
+    arguments = (tensors["params"], tensors["grads"], tensors["exp_avgs"], tensors["exp_avg_sqs"],
+                 tensors["max_exp_avg_sqs"] if amsgrad else [], steps)
+    _opcheck(OPS.adam_step_.default, arguments + (None, None), hyperparameters)
+    grad_scale, found_inf = torch.full((), 4.0, device=DEVICE), torch.zeros((), device=DEVICE)
+    _opcheck(OPS.adam_step_.default, arguments + (grad_scale, found_inf), hyperparameters)
