@@ -109,3 +109,11 @@ def test_demo_trains_the_same_with_fastcnn_kernels(tmp_path):
     assert largest and float(largest[0].split()[-1]) < 1e-5, result.stdout
     assert "1437 training and 360 test images" in result.stdout and "2 BatchNorm2d+ReLU fused" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_console_scripts_are_installed():
+    from importlib.metadata import entry_points
+
+    scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
+    assert scripts.get("fastcnn-profile") == "fastcnn.profile:_console"
+    assert scripts.get("fastcnn-info") == "fastcnn.__main__:main"
