@@ -69,7 +69,7 @@ def test_training_throughput(benchmark, model_name, record_result):
         if name == "fastcnn":
             benchmark.group = f"train-{model_name}-n{batch}"
             benchmark.pedantic(lambda: (step(), torch.cuda.synchronize()), rounds=5, warmup_rounds=1)
-        del step
+        step = None  # free this variant's model and optimizer before the next one
     for name in VARIANTS:
         figures = {
             "suite": "training", "op": "train_step", "case": f"{model_name}/n{batch}/bf16/channels_last",

@@ -9,7 +9,6 @@ kernels run compiled and step times are shown; on CPU the demo turns on Triton's
 (before the kernels are first used), so the same Triton code runs, slowly, and no time is shown.
 """
 import argparse
-import copy
 import os
 import statistics
 import sys

@@ -15,7 +15,6 @@ checking its result against PyTorch (a smoke check). It prints no timings then.
 """
 import argparse
 import csv
-import io
 import json
 import math
 import os
@@ -517,7 +516,7 @@ def main(argv=None):
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton.runtime.interpreter")
     from tqdm.auto import tqdm
 
-    from .benchmarking import environment, measure_peaks, results_path, write_results
+    from .benchmarking import environment, measure_peaks, write_results
 
     selected = cases(arguments.ops, arguments.dtypes, arguments.layouts, arguments.quick, smoke=not gpu)
     os.makedirs(arguments.out, exist_ok=True)
