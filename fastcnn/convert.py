@@ -89,7 +89,13 @@ def _call_counts(model):
 
 
 def _is_plain_bn(module):
-    return type(module) is torch.nn.BatchNorm2d
+    return type(module) is torch.nn.BatchNorm2d and _kernel_dtypes(module)
+
+
+def _kernel_dtypes(module):
+    """False when ``module`` holds float64 tensors, which fastcnn's kernels do not take."""
+    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+    return not any(t.dtype == torch.float64 for t in tensors)
 
 
 def _fuse(model, result):
@@ -185,9 +191,14 @@ def _set_forward(module, graph):
 
 def _replace(model, result):
     fused = {name for name, _ in result.fused}
+    # Stateless modules (max-pool, the loss) cannot tell their input's dtype: in a model that
+    # holds float64 tensors they are left too.
+    float64_model = not all(_kernel_dtypes(module) for module in model.modules())
     for name, module in model.named_modules():
         kind = type(module)
-        if kind in REPLACEMENTS:
+        if kind in REPLACEMENTS and (not _kernel_dtypes(module) or float64_model):
+            result.left.append((name, "float64 tensors in the model: fastcnn's kernels take fp32, fp16 and bf16"))
+        elif kind in REPLACEMENTS:
             module.__class__ = REPLACEMENTS[kind]
             result.replaced.append((name, f"torch.nn.{kind.__name__} -> fastcnn.nn.{REPLACEMENTS[kind].__name__}"))
         elif isinstance(module, FASTCNN_MODULES):

@@ -173,6 +173,15 @@ def test_sequential_fusion_and_report_logging(caplog, generator):
     assert relative_error(converted(input), model(input)) < TOLERANCE
 
 
+def test_float64_modules_are_left_as_they_are(generator):
+    model = SmallCNN().double()
+    converted, report = fastcnn.convert(model, report=True)
+    assert not report.replaced and not report.fused and type(converted.features[1]) is nn.BatchNorm2d
+    assert "float64" in dict(report.left)["features.0"]
+    input = make_tensor((3, 1, 8, 8), generator=generator).double()
+    assert torch.equal(converted(input), model(input))
+
+
 def test_bad_argument():
     with pytest.raises(TypeError, match="'model' must be a torch.nn.Module"):
         fastcnn.convert("resnet18")
