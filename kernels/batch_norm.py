@@ -115,12 +115,13 @@ def _finalize_kernel(
             split_mean = tl.load(base + channels, mask=ok, other=0.0)
             split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
             count, mean, m2 = _chan_merge(count, mean, m2, split_count, split_mean, split_m2)
-        variance = m2 / count
+        # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
+        variance = m2 / tl.maximum(count, 1.0)
         shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)
         if UPDATE_RUNNING:
             running_mean = tl.load(running_mean_ptr + c, mask=ok, other=0.0).to(tl.float32)
             running_var = tl.load(running_var_ptr + c, mask=ok, other=0.0).to(tl.float32)
-            unbiased = m2 / (count - 1.0)
+            unbiased = m2 / tl.maximum(count - 1.0, 1.0)
             tl.store(running_mean_ptr + c, ((1.0 - momentum) * running_mean + momentum * (shift + mean))
                      .to(running_mean_ptr.dtype.element_ty), mask=ok)
             tl.store(running_var_ptr + c, ((1.0 - momentum) * running_var + momentum * unbiased)
