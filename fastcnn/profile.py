@@ -486,7 +486,11 @@ def _trace(selected, device, path):
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(prog="fastcnn-profile", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fastcnn-profile",
+        description="Time every fastcnn op on the shared shape suites against PyTorch eager and torch.compile, "
+                    "with TFLOP/s or GB/s and the fraction of the GPU's measured peak. Without a GPU: a smoke "
+                    "check of every kernel through Triton's interpreter, and no timings.")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from: {', '.join(OPS)}")
     parser.add_argument("--dtypes", default="bf16,fp32", help="comma-separated, from: fp32, fp16, bf16")
     parser.add_argument("--layouts", default="channels_last,nchw", help="comma-separated, from: nchw, channels_last")
