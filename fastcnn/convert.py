@@ -101,10 +101,11 @@ def _kernel_dtypes(module):
 def _fuse(model, result):
     holders = _call_counts(model)
     for name, module in list(model.named_modules()):
-        if isinstance(module, torch.nn.Sequential):
+        # Position decides only where the forward is Sequential's own (not a subclass's override).
+        if isinstance(module, torch.nn.Sequential) and type(module).forward is torch.nn.Sequential.forward:
             _fuse_sequential(name, module, holders, result)
         elif any(_is_plain_bn(child) for child in module.children()):
-            _fuse_traced(name, module, result)
+            _fuse_traced(name, module, holders, result)
 
 
 def _fuse_sequential(name, sequential, holders, result):
@@ -136,7 +137,7 @@ def _is_relu(node, root):
     return node.op == "call_method" and node.target in RELU_METHODS
 
 
-def _fuse_traced(name, module, result):
+def _fuse_traced(name, module, holders, result):
     """Fuse the BN→ReLU pairs in ``module``'s own forward, when it can be traced."""
     try:
         graph = _ChildrenAsLeaves().trace(module)
@@ -154,11 +155,15 @@ def _fuse_traced(name, module, result):
     fusable = {}
     for target, calls in bn_calls.items():
         users = [list(node.users) for node in calls]
-        if all(len(u) == 1 and _is_relu(u[0], module) and u[0].args[0] is node for u, node in zip(users, calls)):
+        if holders[id(module.get_submodule(target))] > 1:
+            result.left.append((_join(name, target), "not fused: the BatchNorm2d is shared with another part of "
+                                                     "the model"))
+        elif all(len(u) == 1 and _is_relu(u[0], module) and u[0].args[0] is node for u, node in zip(users, calls)):
             fusable[target] = [u[0] for u in users]
         else:
             consumers = sorted({_describe(user) for u in users for user in u})
-            result.left.append((_join(name, target), f"not fused: its output goes to {', '.join(consumers)}, not to one ReLU alone"))
+            result.left.append((_join(name, target), f"not fused: its output goes to {', '.join(consumers)}, "
+                                                     f"not to one ReLU alone"))
     if not fusable:
         return
     for target, relu_nodes in fusable.items():
@@ -176,6 +181,8 @@ def _fuse_traced(name, module, result):
 def _describe(node):
     if node.op == "call_module":
         return f"module '{node.target}'"
+    if node.op == "output":
+        return "the forward's result"
     return f"{getattr(node.target, '__name__', node.target)}()"
 
 

@@ -219,3 +219,39 @@ def test_torchvision_models(name, generator):
     compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
     converted.eval()
     assert relative_error(compiled(input), converted(input)) < 1e-5
+
+
+class _SharedBN(nn.Module):
+    """One BN module used in two places: fusing it for one would change the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+class _ReversedSequential(nn.Sequential):
+    def forward(self, x):
+        for module in reversed(self):
+            x = module(x)
+        return x
+
+
+def test_shared_bn_and_sequential_subclasses_are_not_fused_by_position(generator):
+    shared = _SharedBN()
+    # By position BN → ReLU, but the subclass runs the ReLU first: the BN's output is the result.
+    model = nn.Sequential(shared, nn.Conv2d(4, 4, 1), _ReversedSequential(nn.BatchNorm2d(4), nn.ReLU()))
+    model.extra = nn.Sequential(shared.bn, nn.ReLU())  # the same BN object held twice
+    converted, report = fastcnn.convert(model.to(DEVICE), report=True)
+    assert not report.fused, report
+    left = dict(report.left)
+    assert "shared" in left["0.bn"] and "shared" in left["extra.0"]
+    assert "the forward's result" in left["2.0"] and type(converted[2][0]) is fastcnn.nn.BatchNorm2d
+    converted.eval()
+    model.eval()
+    input = make_tensor((2, 3, 6, 5), generator=generator)
+    assert relative_error(converted[:3](input), model[:3](input)) < TOLERANCE
