@@ -56,17 +56,23 @@ def _(input, weight, bias, stride, padding, total_padding, dilation, groups):
     return _empty_output(input, weight, total_padding, stride, dilation)
 
 
+def _gradient(pass_name, launcher, operands, shape, like, channels_last, stride, padding, dilation, groups):
+    """A grad-input or grad-weight tensor of ``shape`` (``like``'s dtype and device) filled by the
+    ``launcher`` of kernels/conv2d.py from ``operands``."""
+    result = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_memory_format(channels_last))
+    if result.numel():
+        with torch.profiler.record_function(f"fastcnn::conv2d {pass_name}"):
+            _backend.record_launch(OP, getattr(_backend.kernel_module("conv2d"), launcher)(
+                *operands, result, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=_dot_precision(like)))
+    return result
+
+
 @torch.library.custom_op("fastcnn::conv2d_input_grad", mutates_args=())
 def _conv2d_input_grad_op(grad_out: Tensor, weight: Tensor, input_shape: list[int], channels_last: bool,
                           stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
-    grad_input = torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device,
-                             memory_format=_memory_format(channels_last))
-    if grad_input.numel():
-        with torch.profiler.record_function("fastcnn::conv2d grad_input"):
-            _backend.record_launch(OP, _backend.kernel_module("conv2d").input_grad(
-                grad_out, weight, grad_input, stride=tuple(stride), padding=tuple(padding),
-                dilation=tuple(dilation), groups=groups, dot_precision=_dot_precision(weight)))
-    return grad_input
+    return _gradient("grad_input", "input_grad", (grad_out, weight), input_shape, weight, channels_last, stride,
+                     padding, dilation, groups)
 
 
 @_conv2d_input_grad_op.register_fake
@@ -78,14 +84,8 @@ def _(grad_out, weight, input_shape, channels_last, stride, padding, dilation, g
 @torch.library.custom_op("fastcnn::conv2d_weight_grad", mutates_args=())
 def _conv2d_weight_grad_op(input: Tensor, grad_out: Tensor, weight_shape: list[int], channels_last: bool,
                            stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
-    grad_weight = torch.empty(weight_shape, dtype=input.dtype, device=input.device,
-                              memory_format=_memory_format(channels_last))
-    if grad_weight.numel():
-        with torch.profiler.record_function("fastcnn::conv2d grad_weight"):
-            _backend.record_launch(OP, _backend.kernel_module("conv2d").weight_grad(
-                input, grad_out, grad_weight, stride=tuple(stride), padding=tuple(padding),
-                dilation=tuple(dilation), groups=groups, dot_precision=_dot_precision(input)))
-    return grad_weight
+    return _gradient("grad_weight", "weight_grad", (input, grad_out), weight_shape, input, channels_last, stride,
+                     padding, dilation, groups)
 
 
 @_conv2d_weight_grad_op.register_fake
