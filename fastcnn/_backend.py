@@ -59,7 +59,8 @@ def _constant_under_compile(function):
     """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` here: that
     import pulls in triton, and triton must not be imported before ``TRITON_INTERPRET`` is set
     (kernels would come out half interpreted). Dynamo reads the same marker the public
-    decorator sets; tests/test_compile.py fails (a graph break) if that ever changes."""
+    decorator sets; tests/test_library.py's torch.compile(fullgraph=True) tests fail (a graph
+    break) if that ever changes."""
     function._dynamo_marked_constant = True
     return function
 

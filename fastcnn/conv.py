@@ -24,6 +24,12 @@ def _memory_format(channels_last):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def _channels_last(input, weight):
+    """torch's rule for cuDNN convolutions: outputs and gradients are channels_last if the input
+    or the weight is."""
+    return prefers_channels_last(input) or prefers_channels_last(weight)
+
+
 def _dot_precision(tensor):
     return "tf32" if conv_uses_tf32(tensor.dtype, tensor.device) else "ieee"
 
@@ -32,9 +38,8 @@ def _empty_output(input, weight, total_padding, stride, dilation):
     # torch gives an input without channels an output without channels, whatever the weight.
     out_channels = weight.shape[0] if input.shape[1] else 0
     out_size = conv2d_output_size(input.shape[2:], weight.shape[2:], total_padding, dilation, stride)
-    channels_last = prefers_channels_last(input) or prefers_channels_last(weight)
     return torch.empty((input.shape[0], out_channels, *out_size), dtype=input.dtype, device=input.device,
-                       memory_format=_memory_format(channels_last))
+                       memory_format=_memory_format(_channels_last(input, weight)))
 
 
 @torch.library.custom_op("fastcnn::conv2d", mutates_args=())
@@ -113,7 +118,7 @@ def _setup_context(ctx, inputs, output):
     input, weight, bias, stride, padding, total_padding, dilation, groups = inputs
     ctx.save_for_backward(input, weight)
     ctx.geometry = (list(stride), list(padding), list(dilation), groups)
-    ctx.channels_last = prefers_channels_last(input) or prefers_channels_last(weight)
+    ctx.channels_last = _channels_last(input, weight)
     ctx.has_bias = bias is not None
 
 

@@ -76,7 +76,6 @@ class _Bucket:
     exp_avg_sqs: list = field(default_factory=list)
     max_exp_avg_sqs: list = field(default_factory=list)
     steps: list = field(default_factory=list)
-    numels: list = field(default_factory=list)
     # (destination, staged copy) pairs to write back after the launch, for tensors whose layout
     # the flat kernel cannot walk directly.
     write_back: list = field(default_factory=list)
@@ -159,7 +158,6 @@ class Adam(torch.optim.Adam):
             bucket.exp_avg_sqs.append(tensors[3])
             bucket.max_exp_avg_sqs.append(tensors[4] if group["amsgrad"] else tensors[3])
             bucket.steps.append(state["step"])
-            bucket.numels.append(tensors[0].numel())
         return buckets
 
     def _state_for(self, param, amsgrad):

@@ -119,10 +119,11 @@ def _training_step(function, input, extra=()):
 def _max_pool_case(suite, batch, dtype, layout):
     from .benchmarking import max_pool_bytes
     from .pool import max_pool2d
+    from .validation import pool_output_size
 
     pool = dict(suite)
     channels, size = pool.pop("channels"), pool.pop("size")
-    out_size = (size + 2 * pool["padding"] - pool["kernel_size"]) // pool["stride"] + 1
+    out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
     numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
 
     def build(device):
@@ -243,6 +244,8 @@ def cases(ops=OPS, dtypes=("bf16", "fp32"), layouts=("channels_last", "nchw"), q
 def figures(case, times_ms, peaks, first_call_s=None):
     """One record per implementation: median ms, speedups, TFLOP/s or GB/s and the fraction of
     the matching measured peak (matmul rate for the dtype, or copy bandwidth)."""
+    from .benchmarking import gbps, tflops
+
     records = []
     for implementation, milliseconds in times_ms.items():
         record = {"suite": "profile", "op": case.op, "case": case.case, "dtype": case.dtype, "layout": case.layout,
@@ -250,11 +253,11 @@ def figures(case, times_ms, peaks, first_call_s=None):
                   "speedup_vs_eager": times_ms["eager"] / milliseconds,
                   "speedup_vs_torch_compile": times_ms["torch_compile"] / milliseconds}
         if "flops" in case.work:
-            record["tflops"] = case.work["flops"] / (milliseconds * 1e-3) / 1e12
+            record["tflops"] = tflops(case.work["flops"], milliseconds)
             peak = peaks["matmul_fp32_tflops" if case.dtype == "fp32" else "matmul_bf16_tflops"]
             record["fraction_of_peak"] = record["tflops"] / peak
         else:
-            record["gbps"] = case.work["bytes"] / (milliseconds * 1e-3) / 1e9
+            record["gbps"] = gbps(case.work["bytes"], milliseconds)
             record["fraction_of_peak"] = record["gbps"] / peaks["copy_gbps"]
         if implementation == "fastcnn" and first_call_s is not None:
             record["first_call_s"] = first_call_s
