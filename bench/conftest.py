@@ -30,6 +30,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say once why every benchmark skipped (``-q`` shows only a count)."""
+    reason = _skip_reason()
+    if reason and terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line(f"{len(terminalreporter.stats['skipped'])} benchmarks skipped: {reason}")
+
+
 @pytest.fixture(scope="session")
 def device_peaks():
     """The device's copy bandwidth and matmul rate, measured once per pytest run."""

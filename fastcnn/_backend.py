@@ -13,6 +13,7 @@ set any time before that.
 import collections
 import importlib
 import os
+import sys
 import warnings
 
 import torch
@@ -96,8 +97,25 @@ def warn_fallback(op, device):
     warnings.warn(
         f"fastcnn.{op}: running the PyTorch reference path on {device_type} tensors: {why}.",
         FallbackWarning,
-        stacklevel=3,
+        stacklevel=_user_stacklevel(),
     )
+
+
+# Frames in these folders are library code, not the line a warning should point at: fastcnn's
+# own modules, and torch's (Module.__call__ and the optimizer's step hooks sit between a user's
+# ``model(x)`` or ``optimizer.step()`` and fastcnn).
+_LIBRARY_FOLDERS = tuple(os.path.dirname(os.path.abspath(path)) + os.sep for path in (__file__, torch.__file__))
+
+
+def _user_stacklevel():
+    """The ``stacklevel`` that makes a warning raised by warn_fallback point at the first frame
+    outside fastcnn and torch: the user's call."""
+    frame = sys._getframe(2)  # warn_fallback's caller; level 1 is warn_fallback itself
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_LIBRARY_FOLDERS):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def record_launch(op, count=1):

@@ -1,4 +1,5 @@
 """Memory-layout predicates and views shared by the ops."""
+import math
 
 
 def is_dense(tensor):
@@ -16,11 +17,25 @@ def is_dense(tensor):
     return True
 
 
-def prefers_channels_last(tensor):
-    """torch's reading of a 4-d tensor as channels_last: laid out so, and not also contiguous."""
-    import torch
-
-    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+def suggests_channels_last(tensor):
+    """``tensor.suggest_memory_format() == torch.channels_last``, as ATen decides it (its
+    ``is_channels_last_strides_2d``): a 4-d tensor whose strides order C fastest, then W, H, N,
+    with size-1 dimensions resolved as ATen resolves them. Ops that pick an output layout from
+    their input (convolution, pooling) follow this rule, so a 1x1 weight of strides
+    (C, 1, C, C) counts as channels_last although it is also contiguous."""
+    if tensor.dim() != 4:
+        return False
+    sizes, strides = tensor.shape, tensor.stride()
+    if strides[1] == 0:  # a broadcast channel dimension: ATen defaults to NCHW
+        return False
+    smallest_next = 0
+    for dim in (1, 3, 2, 0):
+        if sizes[dim] == 0 or strides[dim] < smallest_next:
+            return False
+        if dim == 0 and smallest_next == strides[1]:  # N111 with equal strides: ambiguous, NCHW
+            return False
+        smallest_next = strides[dim] * (sizes[dim] if sizes[dim] > 1 else 1)
+    return True
 
 
 def rows_view(tensor, batched_dims=2):
@@ -28,7 +43,8 @@ def rows_view(tensor, batched_dims=2):
     (spatial) dims, 1 when there are none; None when its strides cannot be merged into one."""
     try:
         if tensor.dim() > batched_dims:
-            return tensor.view(tensor.shape[:batched_dims] + (-1,))
+            # The trailing size spelled out, not -1: view cannot infer it when the tensor is empty.
+            return tensor.view(tensor.shape[:batched_dims] + (math.prod(tensor.shape[batched_dims:]),))
         return tensor.unsqueeze(-1)
     except RuntimeError:
         return None

@@ -4,8 +4,9 @@ implicit-GEMM Triton kernels of ``kernels/conv2d.py``.
 The kernels are registered as PyTorch operators (``torch.ops.fastcnn.conv2d`` and its three
 gradient ops) with fake implementations and an autograd formula, so ``torch.compile`` sees one
 opaque node per launch instead of breaking the graph. The output, grad-input and grad-weight take
-the memory format PyTorch's convolution gives them (channels_last when the input or the weight is
-channels_last); every operand is read through its strides, so no layout copy is ever made.
+the memory format PyTorch's convolution gives them (channels_last when the input's or the weight's
+``suggest_memory_format()`` is); every operand, the bias included, is read through its strides, so
+no layout copy is ever made.
 """
 from typing import Optional
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
-from ._layout import prefers_channels_last
+from ._layout import suggests_channels_last
 from .dtypes import conv_uses_tf32
 from .validation import check_conv2d, conv2d_output_size
 
@@ -25,9 +26,10 @@ def _memory_format(channels_last):
 
 
 def _channels_last(input, weight):
-    """torch's rule for cuDNN convolutions: outputs and gradients are channels_last if the input
-    or the weight is."""
-    return prefers_channels_last(input) or prefers_channels_last(weight)
+    """torch's rule (cudnn_conv_suggest_memory_format): the output and both gradients are
+    channels_last when the input's or the weight's ``suggest_memory_format()`` is, which includes
+    a 1x1 weight whose strides are both contiguous and channels_last."""
+    return suggests_channels_last(input) or suggests_channels_last(weight)
 
 
 def _dot_precision(tensor):

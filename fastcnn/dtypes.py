@@ -11,6 +11,11 @@ import torch
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+# The dtypes torch's own CPU/CUDA kernels compute in, per kind of op; torch raises
+# NotImplementedError ('"batch_norm" not implemented for 'Long'') for the others, and so do we.
+TORCH_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+TORCH_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
 RELATIVE_TOLERANCE = {
     torch.float64: 1e-12,
     torch.float32: 1e-5,
@@ -44,6 +49,14 @@ def triton_dtype(dtype):
     import triton.language as tl
 
     return getattr(tl, _TRITON_NAMES[dtype])
+
+
+def aten_type_name(dtype):
+    """ATen's name of ``dtype`` ('Long', 'Half', 'ComplexFloat', ...), as torch's messages spell it."""
+    try:
+        return torch.empty(0, dtype=dtype).type().removeprefix("torch.").removesuffix("Tensor")
+    except (RuntimeError, TypeError):
+        return str(dtype).removeprefix("torch.")
 
 
 def real_dtype(dtype):

@@ -14,26 +14,32 @@ from torch import Tensor
 
 from . import _backend
 from ._layout import as_rows, empty_rows_like, rows_view
-from .validation import check_cross_entropy
+from .validation import check_cross_entropy, cross_entropy_loss_dtype
 
 OP = "cross_entropy"
 
 
-def _empty_outputs(input, reduction):
+def _empty_outputs(input, reduction, loss_dtype):
     """(loss, the 'sum'/'mean' denominator or an empty tensor)."""
     if reduction == "none":
-        loss = torch.empty((input.shape[0],) + tuple(input.shape[2:]), dtype=input.dtype, device=input.device)
+        loss = torch.empty((input.shape[0],) + tuple(input.shape[2:]), dtype=loss_dtype, device=input.device)
         return loss, torch.empty(0, dtype=torch.float32, device=input.device)
-    return (torch.empty((), dtype=input.dtype, device=input.device),
+    return (torch.empty((), dtype=loss_dtype, device=input.device),
             torch.empty((), dtype=torch.float32, device=input.device))
 
 
 @torch.library.custom_op("fastcnn::cross_entropy_forward", mutates_args=("grad",))
 def _forward_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
-                label_smoothing: float, probabilities: bool, grad: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+                label_smoothing: float, probabilities: bool, grad: Optional[Tensor],
+                loss_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(loss, denominator) of batched logits (N, C, d1, ...), arguments validated; the unscaled
     gradient is written into ``grad`` (shaped and laid out like ``input``) when it is given."""
-    loss, denominator = _empty_outputs(input, reduction)
+    loss, denominator = _empty_outputs(input, reduction, loss_dtype)
+    if probabilities and input.shape[1] == 0:
+        # No classes: every row's loss is an empty sum (0), and torch's 'mean' divides by
+        # numel / C = 0 / 0. Nothing for a kernel to read.
+        loss.fill_(float("nan") if reduction == "mean" else 0.0)
+        return loss, denominator.fill_(0.0)
     kernels = _backend.kernel_module("cross_entropy")
     logits = as_rows(input)
     num_rows = logits.shape[0] * logits.shape[2]
@@ -61,8 +67,8 @@ def _forward_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_
 
 
 @_forward_op.register_fake
-def _(input, target, weight, ignore_index, reduction, label_smoothing, probabilities, grad):
-    return _empty_outputs(input, reduction)
+def _(input, target, weight, ignore_index, reduction, label_smoothing, probabilities, grad, loss_dtype):
+    return _empty_outputs(input, reduction, loss_dtype)
 
 
 @torch.library.custom_op("fastcnn::cross_entropy_backward_", mutates_args=("grad",))
@@ -84,26 +90,35 @@ class CrossEntropyFunction(torch.autograd.Function):
     """F.cross_entropy of batched logits, arguments validated. An autograd Function rather than an
     autograd formula on the operator: the gradient buffer is filled by the forward operator and
     scaled in place by the backward one, which a functional operator could not express without a
-    second logits-sized buffer. A second backward through the same graph finds the saved buffer
-    modified and raises autograd's error."""
+    second logits-sized buffer. A second backward through the same graph (``retain_graph=True``)
+    would find that buffer already scaled, so it is refused with an error that says so."""
 
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, probabilities, compute_grad):
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing, probabilities, compute_grad,
+                loss_dtype):
         grad = empty_rows_like(input) if compute_grad else None
         loss, denominator = _forward_op(input, target, weight, ignore_index, reduction, label_smoothing,
-                                        probabilities, grad)
+                                        probabilities, grad, loss_dtype)
         ctx.save_for_backward(grad, denominator)
         ctx.reduction = reduction
+        ctx.backward_done = False
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        if ctx.backward_done:
+            raise RuntimeError(
+                "fastcnn.cross_entropy: a second backward through the same graph (retain_graph=True) is not "
+                "supported: the first backward scaled the saved gradient of the logits in place. Compute the loss "
+                "again for each backward, or use torch.nn.functional.cross_entropy where the graph must be "
+                "reused.")
+        ctx.backward_done = True
         grad, denominator = ctx.saved_tensors
         if grad is None:  # only a probability target asked for a gradient; torch's is not offered either
-            return (None,) * 8
+            return (None,) * 9
         _scale_grad_op(grad, grad_out, denominator, ctx.reduction)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def _autocast_to_float32(input):
@@ -136,5 +151,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if unbatched:
         input, target = input.unsqueeze(0), target.unsqueeze(0)
     loss = CrossEntropyFunction.apply(input, target, weight, int(ignore_index), reduction, float(label_smoothing),
-                                      probabilities, compute_grad)
+                                      probabilities, compute_grad,
+                                      cross_entropy_loss_dtype(input, target, weight, probabilities))
     return loss.squeeze(0) if unbatched and reduction == "none" else loss

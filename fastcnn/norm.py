@@ -124,11 +124,31 @@ def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, traini
         return input.clone()
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
-    detached = (None if t is None else t.detach() for t in (input, weight, bias))
-    input_values, weight_values, bias_values = detached
-    folded = _fold_op(input_values, running_mean, running_var, weight_values, bias_values, bool(training),
-                      float(momentum), float(eps))
+    input_values, weight_values, bias_values = (None if t is None else t.detach() for t in (input, weight, bias))
+    # The kernels read each per-channel tensor as a vector through its stride (any C-element
+    # tensor torch accepts: a strided view, a (C, 1) buffer).
+    weight_values, bias_values = (None if t is None else t.reshape(-1) for t in (weight_values, bias_values))
+    statistics = [None if t is None else _vector_view(t) for t in (running_mean, running_var)]
+    staged = [view is None and t is not None for t, view in zip((running_mean, running_var), statistics)]
+    statistics = [t.reshape(-1).clone() if stage else view
+                  for t, view, stage in zip((running_mean, running_var), statistics, staged)]
+    folded = _fold_op(input_values, *statistics, weight_values, bias_values, bool(training), float(momentum),
+                      float(eps))
+    for destination, updated, stage in zip((running_mean, running_var), statistics, staged):
+        if stage:  # running statistics whose strides no vector view can express: updated in a copy
+            destination.copy_(updated.view(destination.shape))
     return _apply_op(input, folded, weight, bias, bool(training), relu)
+
+
+def _vector_view(tensor):
+    """``tensor`` as a 1-d view of its C elements (itself when already 1-d), or None when its
+    strides cannot be expressed as one."""
+    if tensor.dim() == 1:
+        return tensor
+    try:
+        return tensor.view(-1)
+    except RuntimeError:
+        return None
 
 
 def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

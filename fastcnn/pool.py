@@ -10,14 +10,14 @@ import torch
 from torch import Tensor
 
 from . import _backend
-from ._layout import prefers_channels_last
+from ._layout import suggests_channels_last
 from .validation import check_max_pool2d, pool_output_size
 
 OP = "max_pool2d"
 
 
 def _memory_format(input):
-    return torch.channels_last if prefers_channels_last(input) else torch.contiguous_format
+    return torch.channels_last if suggests_channels_last(input) else torch.contiguous_format
 
 
 def _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):

@@ -28,6 +28,7 @@ OPS = ("conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d"
        "cross_entropy", "adam")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DEFAULT_OUT = os.path.join("bench", "results")  # where GPU results go unless --out says otherwise
 IMPLEMENTATIONS = ("fastcnn", "eager", "torch_compile")
 PEAK_KEYS = {"flops": None, "bytes": "copy_gbps"}  # which measured peak a figure is a fraction of
 
@@ -498,7 +499,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--dtypes", default="bf16,fp32", help="comma-separated, from: fp32, fp16, bf16")
     parser.add_argument("--layouts", default="channels_last,nchw", help="comma-separated, from: nchw, channels_last")
     parser.add_argument("--quick", action="store_true", help="batch 64 only and a few shapes per op")
-    parser.add_argument("--out", default=os.path.join("bench", "results"), help="folder for JSON, CSV and charts")
+    parser.add_argument("--out", default=None,
+                        help=f"folder for JSON, CSV and charts (default on a GPU: {DEFAULT_OUT}; without a GPU "
+                             f"the smoke check writes its records only when --out is given)")
     parser.add_argument("--trace", metavar="FILE", help="also write a torch.profiler Chrome trace here")
     arguments = parser.parse_args(argv)
     arguments.ops = [op.strip() for op in arguments.ops.split(",") if op.strip()]
@@ -526,7 +529,7 @@ def main(argv=None):
     from .benchmarking import environment, measure_peaks, write_results
 
     selected = cases(arguments.ops, arguments.dtypes, arguments.layouts, arguments.quick, smoke=not gpu)
-    os.makedirs(arguments.out, exist_ok=True)
+    out = arguments.out or (DEFAULT_OUT if gpu else None)  # no results without a GPU: nothing to write
     info = environment()
     if gpu:
         print(f"fastcnn.profile on {info['gpu']} (driver {info.get('driver')}), torch {info['torch']}, "
@@ -553,19 +556,23 @@ def main(argv=None):
             print(f"{op}: geomean {row['speedup_vs_eager']:.2f}x eager, {row['speedup_vs_torch_compile']:.2f}x "
                   f"torch.compile, median {100 * row['median_fraction_of_peak']:.0f}% of peak over {row['cases']} "
                   f"cases")
-        json_path = write_results(arguments.out, records, peaks, info)
-    else:
-        json_path = os.path.join(arguments.out, "smoke-check.json")
+        json_path = write_results(out, records, peaks, info)
+    elif out is not None:
+        os.makedirs(out, exist_ok=True)
+        json_path = os.path.join(out, "smoke-check.json")
         with open(json_path, "w", encoding="utf-8") as handle:
             json.dump({"environment": info, "peaks": None, "records": records}, handle, indent=2)
-    stem = os.path.splitext(json_path)[0] if gpu else os.path.join(arguments.out, "smoke-check")
-    write_csv(stem + ".csv", records)
-    written = [json_path, stem + ".csv"]
-    if gpu:
-        written += write_charts(records, stem)
+    written = []
+    if out is not None:
+        stem = os.path.splitext(json_path)[0]
+        write_csv(stem + ".csv", records)
+        written = [json_path, stem + ".csv"]
+        if gpu:
+            written += write_charts(records, stem)
     if arguments.trace:
         written.append(_trace(selected, "cuda" if gpu else "cpu", arguments.trace))
-    print("written: " + ", ".join(written))
+    print("written: " + (", ".join(written) if written else "nothing (no GPU results; --out saves the smoke "
+                                                             "check's records)"))
     failed = [r for r in records if r.get("check") == "FAILED"]
     return 1 if failed else 0
 

@@ -10,6 +10,8 @@
   the per-dtype tolerances of ``fastcnn.dtypes``.
 * ``record_aten_ops`` and ``count_launches``: prove the Triton kernel ran and the ATen op it
   replaces did not.
+* ``assert_raises_like_torch``: bad input raises torch's exception type, in torch's words,
+  before any launch. ``same_layout``: two tensors laid out alike.
 """
 import contextlib
 import os
@@ -137,6 +139,38 @@ def count_launches():
         launched.subtract(before)
         for op in [op for op, count in launched.items() if count == 0]:
             del launched[op]
+
+
+def assert_raises_like_torch(torch_call, fastcnn_call, *, op, fragment):
+    """``torch_call()`` and ``fastcnn_call()`` raise the same exception type; fastcnn's message
+    starts with ``fastcnn.<op>:`` and contains ``fragment``, which must also be in torch's
+    message (the words a user searches for); no kernel launches. Returns fastcnn's exception."""
+    try:
+        torch_call()
+    except Exception as error:  # noqa: BLE001  (any exception: its type is what we compare)
+        torch_error = error
+    else:
+        raise AssertionError("torch raised nothing: the case does not test torch's contract")
+    assert fragment in str(torch_error), f"{fragment!r} is not in torch's message {str(torch_error)!r}"
+    with count_launches() as launched:
+        try:
+            fastcnn_call()
+        except Exception as error:  # noqa: BLE001
+            ours = error
+        else:
+            raise AssertionError(f"fastcnn.{op} raised nothing where torch raised {torch_error!r}")
+    assert type(ours) is type(torch_error), f"fastcnn raised {ours!r}, torch raised {torch_error!r}"
+    assert str(ours).startswith(f"fastcnn.{op}: "), str(ours)
+    assert fragment in str(ours), f"{fragment!r} is not in fastcnn's message {str(ours)!r}"
+    assert not launched, dict(launched)
+    return ours
+
+
+def same_layout(actual, expected):
+    """True when both tensors have one shape and the same strides wherever a dimension has more
+    than one element (strides of size-1 dimensions address nothing)."""
+    return actual.shape == expected.shape and all(
+        a == b for size, a, b in zip(actual.shape, actual.stride(), expected.stride()) if size > 1)
 
 
 def opinfo(name):

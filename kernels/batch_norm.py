@@ -11,8 +11,9 @@ scale = w / sqrt(var + eps). Eval: the same from the running statistics. Then
 y = relu((x - mean)·scale + b) (or without the relu), elementwise; subtracting the mean first
 keeps fp32 accuracy when |mean| >> std.
 
-Backward, with g = dy · [(x - mean)·scale + b > 0] (the ReLU mask recomputed from the saved input,
-so no pre-ReLU tensor is kept) and x̂ = (x - mean)·invstd:
+Backward, with g = dy · [not ((x - mean)·scale + b <= 0)] (the ReLU mask recomputed from the saved
+input, so no pre-ReLU tensor is kept; a NaN output passes dy on, as torch's relu does) and
+x̂ = (x - mean)·invstd:
     db = sum g,   dw = sum g·x̂,
     dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
     dx = scale · g                           (eval)
@@ -98,7 +99,7 @@ def _partial_stats_kernel(
 @triton.jit
 def _finalize_kernel(
         partial_ptr, num_splits, weight_ptr, bias_ptr, running_mean_ptr, running_var_ptr,
-        folded_ptr, channels, momentum, eps,
+        folded_ptr, channels, momentum, eps, weight_stride, bias_stride, running_mean_stride, running_var_stride,
         TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
         BLOCK: tl.constexpr):
     """folded[0:5, c] = (scale, beta, shift K, centred mean, invstd): y = ((x - K) - mean)·scale
@@ -119,23 +120,24 @@ def _finalize_kernel(
         variance = m2 / tl.maximum(count, 1.0)
         shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)
         if UPDATE_RUNNING:
-            running_mean = tl.load(running_mean_ptr + c, mask=ok, other=0.0).to(tl.float32)
-            running_var = tl.load(running_var_ptr + c, mask=ok, other=0.0).to(tl.float32)
+            running_mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
+            running_var = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=0.0).to(tl.float32)
             unbiased = m2 / tl.maximum(count - 1.0, 1.0)
-            tl.store(running_mean_ptr + c, ((1.0 - momentum) * running_mean + momentum * (shift + mean))
+            tl.store(running_mean_ptr + c * running_mean_stride,
+                     ((1.0 - momentum) * running_mean + momentum * (shift + mean))
                      .to(running_mean_ptr.dtype.element_ty), mask=ok)
-            tl.store(running_var_ptr + c, ((1.0 - momentum) * running_var + momentum * unbiased)
+            tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
                      .to(running_var_ptr.dtype.element_ty), mask=ok)
     else:
-        shift = tl.load(running_mean_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        shift = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
         mean = tl.zeros((BLOCK,), tl.float32)
-        variance = tl.load(running_var_ptr + c, mask=ok, other=1.0).to(tl.float32)
+        variance = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=1.0).to(tl.float32)
     invstd = 1.0 / tl.sqrt(variance + eps)
     scale = invstd
     if HAS_WEIGHT:
-        scale = scale * tl.load(weight_ptr + c, mask=ok, other=1.0).to(tl.float32)
+        scale = scale * tl.load(weight_ptr + c * weight_stride, mask=ok, other=1.0).to(tl.float32)
     if HAS_BIAS:
-        beta = tl.load(bias_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        beta = tl.load(bias_ptr + c * bias_stride, mask=ok, other=0.0).to(tl.float32)
     else:
         beta = tl.zeros((BLOCK,), tl.float32)
     tl.store(folded_ptr + c, scale, mask=ok)
@@ -160,7 +162,7 @@ def _apply_kernel(
                 mask=mask, other=0.0).to(tl.float32)
     y = _centred(x, folded_ptr, c, channel_ok, channels) * scale[None, :] + beta[None, :]
     if RELU:
-        y = tl.maximum(y, 0.0)
+        y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN stays NaN (tl.maximum would drop it)
     tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -178,7 +180,8 @@ def _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels,
     if RELU:
         scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
         beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
-        g = tl.where(centred * scale[None, :] + beta[None, :] > 0.0, g, 0.0)
+        # torch's threshold_backward: zero where the output is <= 0, so a NaN output passes dy.
+        g = tl.where(centred * scale[None, :] + beta[None, :] <= 0.0, 0.0, g)
     return g, centred
 
 
@@ -262,7 +265,8 @@ def _tiles(channel_stride):
 def fold(x, folded, weight, bias, running_mean, running_var, *, training, momentum, eps):
     """The per-channel statistics of x [N, C, S] (training: the batch's, and the running statistics
     updated in place when given; eval: the running statistics) folded into ``folded``, fp32 [5, C]:
-    (scale, beta, shift, centred mean, invstd). Returns the number of launches."""
+    (scale, beta, shift, centred mean, invstd). ``weight``, ``bias`` and the running statistics
+    are 1-d (any stride) or None. Returns the number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -276,10 +280,10 @@ def fold(x, folded, weight, bias, running_mean, running_var, *, training, moment
             x, partial, folded, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
         launches += 1
     update = training and running_mean is not None
+    per_channel = [tensor if tensor is not None else folded for tensor in (weight, bias, running_mean, running_var)]
     _finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
-        partial, splits, weight if weight is not None else folded, bias if bias is not None else folded,
-        running_mean if running_mean is not None else folded, running_var if running_var is not None else folded,
-        folded, channels, float(momentum), float(eps), TRAINING=training, UPDATE_RUNNING=update,
+        partial, splits, *per_channel, folded, channels, float(momentum), float(eps),
+        *(tensor.stride(0) for tensor in per_channel), TRAINING=training, UPDATE_RUNNING=update,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=FINAL_BLOCK)
     return launches + 1
 

@@ -122,7 +122,7 @@ def _conv2d_forward_kernel(
         kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_c, w_stride_h, w_stride_w,
-        y_stride_n, y_stride_k, y_stride_h, y_stride_w,
+        y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
@@ -161,7 +161,7 @@ def _conv2d_forward_kernel(
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + out_channels, mask=out_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
     y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
     tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & out_ok[None, :])
 
@@ -319,7 +319,7 @@ def _depthwise_forward_kernel(
         kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_h, w_stride_w,
-        y_stride_n, y_stride_k, y_stride_h, y_stride_w,
+        y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     num_pixels = _widen(batch, WIDE_INDEX) * out_height * out_width
     pixels = _block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
@@ -340,7 +340,7 @@ def _depthwise_forward_kernel(
         w = tl.load(w_ptr + channels * w_stride_k + r * w_stride_h + s * w_stride_w, mask=channel_ok, other=0.0)
         acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + channels, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + channels * bias_stride, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
     y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + (channels * y_stride_k)[None, :]
     tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & channel_ok[None, :])
 
@@ -475,7 +475,8 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     def grid(meta):
         return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]), groups)
 
-    args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride())
+    args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride(),
+            bias.stride(0) if bias is not None else 0)
     _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
             dict(HAS_BIAS=bias is not None, WIDE_INDEX=_wide_index(x, w, y), DOT_PRECISION=dot_precision,
                  UPCAST=INTERPRETED), dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups))
@@ -581,7 +582,7 @@ def _depthwise_forward(x, w, bias, y, *, stride, padding, dilation, groups):
     _depthwise_forward_kernel[grid](
         x, w, bias if bias is not None else y, y,
         *_depthwise_geometry(x, w, y, stride, padding, dilation, groups, y.shape[1]),
-        *x.stride(), w.stride(0), w.stride(2), w.stride(3), *y.stride(),
+        *x.stride(), w.stride(0), w.stride(2), w.stride(3), *y.stride(), bias.stride(0) if bias is not None else 0,
         HAS_BIAS=bias is not None, WIDE_INDEX=_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 

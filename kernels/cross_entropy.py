@@ -37,6 +37,7 @@ def _cross_entropy_kernel(
         x_ptr, target_ptr, weight_ptr, row_loss_ptr, row_weight_ptr, grad_ptr, invalid_ptr,
         num_rows, classes, spatial, ignore_index, smoothing,
         x_stride_n, x_stride_c, x_stride_s, t_stride_n, t_stride_c, t_stride_s, g_stride_n, g_stride_c, g_stride_s,
+        weight_stride,
         PROBABILITIES: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr,
         NEEDS_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
@@ -60,7 +61,7 @@ def _cross_entropy_kernel(
         tl.store(invalid_ptr + 1 + tl.zeros_like(rows), target, mask=invalid)
         keep = row_ok & ~ignored & in_range
         if HAS_WEIGHT:
-            target_weight = tl.load(weight_ptr + target, mask=keep, other=0.0).to(tl.float32)
+            target_weight = tl.load(weight_ptr + target * weight_stride, mask=keep, other=0.0).to(tl.float32)
         else:
             target_weight = tl.where(keep, 1.0, 0.0)
         target_logit = tl.load(x_rows + target * x_stride_c, mask=keep, other=0.0).to(tl.float32)
@@ -79,7 +80,7 @@ def _cross_entropy_kernel(
         running_max = new_max
         if PROBABILITIES or HAS_SMOOTHING:
             coefficient = _class_coefficient(weight_ptr, t_rows, columns, mask, classes, smoothing, t_stride_c,
-                                             PROBABILITIES, HAS_WEIGHT)
+                                             weight_stride, PROBABILITIES, HAS_WEIGHT)
             weight_total += tl.sum(coefficient, axis=1)
     lse = tl.where(keep, running_max + tl.log(tl.where(keep, running_sum, 1.0)), 0.0)
 
@@ -97,7 +98,7 @@ def _cross_entropy_kernel(
             probability = tl.where(mask, tl.exp(x - lse[:, None]), 0.0)
             if PROBABILITIES or HAS_SMOOTHING:
                 coefficient = _class_coefficient(weight_ptr, t_rows, columns, mask, classes, smoothing, t_stride_c,
-                                                 PROBABILITIES, HAS_WEIGHT)
+                                                 weight_stride, PROBABILITIES, HAS_WEIGHT)
                 contribution = tl.where(mask, coefficient * (lse[:, None] - x), 0.0)
                 if PROBABILITIES:
                     loss += tl.sum(contribution, axis=1)
@@ -120,11 +121,12 @@ def _cross_entropy_kernel(
 
 
 @triton.jit
-def _class_coefficient(weight_ptr, t_rows, columns, mask, classes, smoothing, t_stride_c,
+def _class_coefficient(weight_ptr, t_rows, columns, mask, classes, smoothing, t_stride_c, weight_stride,
                        PROBABILITIES: tl.constexpr, HAS_WEIGHT: tl.constexpr):
     """w_c (class targets with smoothing) or w_c t'_c (probabilities), 0 outside ``mask``."""
     if HAS_WEIGHT:
-        coefficient = tl.load(weight_ptr + columns, mask=columns < classes, other=0.0).to(tl.float32)[None, :]
+        coefficient = tl.load(weight_ptr + columns * weight_stride, mask=columns < classes,
+                              other=0.0).to(tl.float32)[None, :]
     else:
         coefficient = tl.full((1, 1), 1.0, tl.float32)
     if PROBABILITIES:
@@ -195,7 +197,7 @@ def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_in
     _cross_entropy_kernel[(triton.cdiv(num_rows, rows),)](
         x, target, weight if weight is not None else x, row_loss, row_weight, grad if grad is not None else x, invalid,
         num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *x.stride(), *t_strides, *g_strides,
-        PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
+        weight.stride(0) if weight is not None else 0, PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
         NEEDS_GRAD=grad is not None, ROWS=rows, BLOCK_C=block_c, num_warps=4 if block_c * rows <= 4096 else 8)
     return 1
 

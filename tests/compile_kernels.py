@@ -13,6 +13,7 @@ import sys
 os.environ.pop("TRITON_INTERPRET", None)
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -120,19 +121,27 @@ def main():
              dict(PER_ROW=True, MEAN=True, ROWS=2, BLOCK_C=4096))):
         results[f"cross_entropy{kernel.__name__}/sm80"] = memory_accesses(
             kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 80)
-    for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
+    # max_pool2d compares in the input's own dtype: floats start from -inf, integers from their
+    # minimum (uint8 0, int64 -2**63), so those are compiled too; float64 sums its backward in fp64.
+    pool_elements = {"*bf16": ("bf16", torch.bfloat16), "*fp32": ("fp32", torch.float32),
+                     "*fp64": ("fp64", torch.float64), "*i64": (None, torch.int64), "*u8": (None, torch.uint8)}
+    for (element, (grad_element, dtype)), channel_stride in itertools.product(pool_elements.items(), (1, 0)):
+        compare_type, lowest = max_pool.comparison(dtype)
         block_p, block_c = max_pool._blocks(channel_stride)
         layout = "channels_last" if channel_stride == 1 else "nchw"
         results[f"max_pool_forward/sm90/{element[1:]}/{layout}"] = memory_accesses(
             max_pool._max_pool2d_forward_kernel,
             runtime_signature(max_pool._max_pool2d_forward_kernel,
                               dict(x_ptr=element, out_ptr=element, taps_ptr="*u8", indices_ptr="*i64"), "i32"),
-            dict(WRITE_INDICES=True, BLOCK_P=block_p, BLOCK_C=block_c), 90)
+            dict(COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=True, BLOCK_P=block_p, BLOCK_C=block_c), 90)
+        if grad_element is None:  # integers have no gradient
+            continue
         results[f"max_pool_backward/sm90/{element[1:]}/{layout}"] = memory_accesses(
             max_pool._max_pool2d_backward_kernel,
             runtime_signature(max_pool._max_pool2d_backward_kernel,
                               dict(grad_out_ptr=element, taps_ptr="*u8", grad_in_ptr=element), "i32"),
-            dict(BLOCK_P=block_p, BLOCK_C=block_c), 90)
+            dict(ACCUMULATOR=tl.float64 if grad_element == "fp64" else tl.float32, BLOCK_P=block_p,
+                 BLOCK_C=block_c), 90)
     bn = batch_norm
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
         block_r, block_c = bn._tiles(channel_stride)

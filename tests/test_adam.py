@@ -276,6 +276,44 @@ def test_state_dict_interchange(name, direction, generator, seed):
         assert float(second.state[p]["step"]) == 10.0
 
 
+def _strided_copy(tensor):
+    """``tensor``'s values in a non-dense view (every other element of a buffer twice as long)."""
+    buffer = torch.full((2 * tensor.numel(),), float("nan"), dtype=tensor.dtype, device=tensor.device)
+    view = buffer.as_strided(tensor.shape, [2 * stride for stride in tensor.contiguous().stride()])
+    view.copy_(tensor)
+    return view
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_strided_optimizer_state_is_read_and_written_through_its_strides(name, generator, seed):
+    """Optimizer state that is a non-dense view (a checkpoint's tensors can be anything): the
+    step reads and updates it in place, and continues exactly as torch's optimizer."""
+    ours_cls, torch_cls = PAIRS[name]
+    kwargs = dict(lr=0.01, weight_decay=0.1, amsgrad=True)
+    shapes = [(5, 3), (7,)]
+    grads = [[make_tensor(shape, generator=generator) for shape in shapes] for _ in range(6)]
+    start = [make_tensor(shape, generator=generator, low=0.01, high=0.1) for shape in shapes]
+    params, expected_params = [[p.clone().requires_grad_() for p in start] for _ in range(2)]
+    ours, theirs = ours_cls(params, **kwargs), torch_cls(expected_params, foreach=False, **kwargs)
+    for step, step_grads in enumerate(grads):
+        for p, r, g in zip(params, expected_params, step_grads):
+            p.grad, r.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+        if step == 2:
+            for p in params:
+                for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                    ours.state[p][key] = _strided_copy(ours.state[p][key])
+                    assert not ours.state[p][key].is_contiguous()
+    for index, (p, r) in enumerate(zip(params, expected_params)):
+        assert_close(p, r, torch.float32, what=f"param {index}", seed=seed)
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            state = ours.state[p][key]
+            assert not state.is_contiguous()  # updated in place, not replaced
+            assert_close(state, theirs.state[r][key], torch.float32, what=f"param {index} {key}", seed=seed)
+            assert torch.isnan(state._base[1::2]).all()  # the elements between were never touched
+
+
 def _scaler_run(optimizer_cls, params, grads_per_step, scaler, unscale_first):
     optimizer = optimizer_cls(params, lr=0.01)
     for grads in grads_per_step:

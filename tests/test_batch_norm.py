@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import tolerance as assert_tolerance
-from fastcnn.testing import (DEVICE, assert_close, case_random, count_launches, make_tensor, opinfo,
-                             record_aten_ops, relative_error)
+from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches,
+                             make_tensor, opinfo, record_aten_ops, relative_error)
 
 ON_GPU = DEVICE == "cuda"
 
@@ -66,11 +66,14 @@ def random_case(rng, generator):
     input = make_tensor(shape, layout=layout, generator=generator, low=0.0, high=2.0) + rng.choice([0.0, 0.5, -1.0])
     training = rng.random() < 0.7
     track = not training or rng.random() < 0.7
-    running_mean = make_tensor((channels,), generator=generator) if track else None
-    running_var = make_tensor((channels,), generator=generator).abs() + 0.5 if track else None
+    # Per-channel tensors are contiguous or strided views: the kernels read them through strides.
+    vector_layout = rng.choice(["contiguous", "sliced"])
+    running_mean = make_tensor((channels,), layout=vector_layout, generator=generator) if track else None
+    running_var = (make_tensor((channels,), layout=vector_layout, generator=generator, low=0.5, high=1.5).abs_()
+                   if track else None)
     affine = rng.random() < 0.7
-    weight = make_tensor((channels,), generator=generator) if affine else None
-    bias = make_tensor((channels,), generator=generator) if affine and rng.random() < 0.8 else None
+    weight = make_tensor((channels,), layout=vector_layout, generator=generator) if affine else None
+    bias = make_tensor((channels,), layout=vector_layout, generator=generator) if affine and rng.random() < 0.8 else None
     options = dict(training=training, momentum=rng.choice([0.1, 0.5, 1.0]), eps=rng.choice([1e-5, 1e-3]))
     return input, running_mean, running_var, weight, bias, options, rng.random() < 0.7
 
@@ -146,14 +149,18 @@ def test_modules_are_drop_ins(options, seed, generator):
 
 
 def test_opinfo_samples(seed):
-    for variant in opinfo("nn.functional.batch_norm"), :
-        for sample in variant.sample_inputs(DEVICE, torch.float32, requires_grad=True):
-            running_mean, running_var, weight, bias = sample.args
-            stats = [None if t is None else t.detach().clone() for t in (running_mean, running_var)]
-            if sample.input.dim() < 2:
-                assert fastcnn.batch_norm(sample.input, *stats, weight, bias, **sample.kwargs).shape == sample.input.shape
-                continue
-            check_bn(sample.input, *stats, weight, bias, seed=seed, relu=False, **sample.kwargs)
+    samples = list(opinfo("nn.functional.batch_norm").sample_inputs(DEVICE, torch.float32, requires_grad=True))
+    assert len(samples) >= 10, len(samples)
+    checked = 0
+    for sample in samples:
+        running_mean, running_var, weight, bias = sample.args
+        stats = [None if t is None else t.detach().clone() for t in (running_mean, running_var)]
+        if sample.input.dim() < 2:
+            assert fastcnn.batch_norm(sample.input, *stats, weight, bias, **sample.kwargs).shape == sample.input.shape
+            continue
+        check_bn(sample.input, *stats, weight, bias, seed=seed, relu=False, **sample.kwargs)
+        checked += 1
+    assert checked >= 10, checked
 
 
 def test_deterministic_and_saves_only_input_and_per_channel_statistics(generator):
@@ -176,15 +183,38 @@ def test_deterministic_and_saves_only_input_and_per_channel_statistics(generator
         "fastcnn::batch_norm_fold", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward"], names
 
 
+def _strided(values):
+    """``values`` (1-d) as a view with stride 3 into a larger buffer, the rest of it NaN."""
+    buffer = torch.full((3 * values.numel(),), float("nan"), dtype=values.dtype, device=values.device)
+    view = buffer[1::3]
+    view.copy_(values)
+    return view
+
+
 BAD_INPUTS = {
+    # name: (arguments, exception, words of torch's message that ours repeats)
     "one_value_per_channel": (lambda: ((torch.randn(1, 3), torch.zeros(3), torch.ones(3)), dict(training=True)),
-                              ValueError, "more than 1 value per channel"),
+                              ValueError, "Expected more than 1 value per channel when training"),
     "eval_without_statistics": (lambda: ((torch.randn(4, 3), None, None), dict(training=False)), RuntimeError,
-                                "running_mean must be defined"),
+                                "running_mean must be defined in evaluation mode"),
     "running_mean_size": (lambda: ((torch.randn(4, 3), torch.zeros(4), torch.ones(3)), dict(training=True)),
-                          RuntimeError, "running_mean should contain 3 elements"),
+                          RuntimeError, "running_mean should contain 3 elements not 4"),
     "weight_size": (lambda: ((torch.randn(4, 3), torch.zeros(3), torch.ones(3), torch.ones(2)), {}),
-                    RuntimeError, "weight should contain 3 elements"),
+                    RuntimeError, "weight should contain 3 elements not 2"),
+    "zero_eps_training": (lambda: ((torch.randn(4, 3), None, None), dict(training=True, eps=0.0)), ValueError,
+                          "batch_norm eps must be positive during training, but got 0.0"),
+    "negative_eps_training": (lambda: ((torch.randn(4, 3), torch.zeros(3), torch.ones(3)),
+                                       dict(training=True, eps=-1e-5)), ValueError, "eps must be positive"),
+    "negative_eps_eval": (lambda: ((torch.randn(4, 3), torch.zeros(3), torch.ones(3)), dict(training=False, eps=-1e-5)),
+                          ValueError, "batch_norm eps must be non-negative, but got -1e-05"),
+    "integer_input": (lambda: ((torch.ones(4, 3, dtype=torch.int64), None, None), dict(training=True)),
+                      NotImplementedError, "\"batch_norm\" not implemented for 'Long'"),
+    "complex_input": (lambda: ((torch.ones(4, 3, dtype=torch.complex64), None, None), dict(training=True)),
+                      NotImplementedError, "not implemented for 'ComplexFloat'"),
+    "float64_input_float32_statistics": (lambda: ((torch.randn(4, 3, dtype=torch.float64), torch.zeros(3),
+                                                   torch.ones(3)), dict(training=True)), RuntimeError, "mixed dtype"),
+    "float32_input_float16_weight": (lambda: ((torch.randn(4, 3), None, None, torch.ones(3, dtype=torch.float16)),
+                                              dict(training=True)), RuntimeError, "mixed dtype"),
 }
 
 
@@ -193,11 +223,78 @@ def test_bad_input_raises_like_torch(name):
     make, error, fragment = BAD_INPUTS[name]
     args, kwargs = make()
     args = tuple(None if t is None else t.to(DEVICE) for t in args)
-    with pytest.raises(error):
-        F.batch_norm(*args, **kwargs)
-    with count_launches() as launched, pytest.raises(error, match=fragment):
-        fastcnn.batch_norm_relu(*args, **kwargs)
+    for function, op in ((fastcnn.batch_norm_relu, "batch_norm_relu"), (fastcnn.batch_norm, "batch_norm")):
+        raised = assert_raises_like_torch(lambda: F.batch_norm(*args, **kwargs), lambda: function(*args, **kwargs),
+                                          op=op, fragment=fragment)
+        assert type(raised) is error
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_module_refuses_eps_as_torchs_module_does(training):
+    ours, theirs = fastcnn.nn.BatchNorm2d(3, eps=0.0 if training else -1.0), torch.nn.BatchNorm2d(
+        3, eps=0.0 if training else -1.0)
+    ours.train(training), theirs.train(training)
+    input = torch.randn(2, 3, 4, 4, device=DEVICE)
+    assert_raises_like_torch(lambda: theirs.to(DEVICE)(input), lambda: ours.to(DEVICE)(input), op="batch_norm",
+                             fragment="batch_norm eps must be")
+
+
+def test_float64_input_is_refused_with_type_error():
+    """The deliberate difference (README): torch computes float64 batch norm, the kernels take
+    fp32/fp16/bf16 and refuse float64 with a TypeError naming the dtype, before any launch."""
+    input = torch.randn(4, 3, 5, dtype=torch.float64, device=DEVICE)
+    with count_launches() as launched, pytest.raises(TypeError, match="dtype torch.float64 is not supported"):
+        fastcnn.batch_norm(input, None, None, training=True)
     assert not launched
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["bn_relu", "bn"])
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_propagates_like_torch_forward_and_backward(relu, training, generator):
+    """One NaN in the input: torch's batch statistics spread it over its channel (training) or
+    keep it in place (eval), and relu keeps NaN as NaN; the gradients follow. The fused kernels
+    must give NaN exactly where torch does."""
+    input = make_tensor((4, 3, 5, 3), generator=generator)
+    input[1, 2, 3, 1] = float("nan")
+    weight, bias = make_tensor((3,), generator=generator), make_tensor((3,), generator=generator)
+    statistics = [make_tensor((3,), generator=generator), make_tensor((3,), generator=generator).abs_()]
+    grad_out = make_tensor(input.shape, generator=generator)
+    results = []
+    for function in ((fastcnn.batch_norm_relu if relu else fastcnn.batch_norm),
+                     (lambda *a, **k: torch.relu(F.batch_norm(*a, **k))) if relu else F.batch_norm):
+        leaves = [t.detach().clone().requires_grad_() for t in (input, weight, bias)]
+        stats = [t.clone() for t in statistics]
+        out = function(leaves[0], *stats, leaves[1], leaves[2], training=training)
+        out.backward(grad_out)
+        results.append([out] + [leaf.grad for leaf in leaves] + stats)
+    names = ["output", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var"]
+    for name, actual, expected in zip(names, *results):
+        assert torch.equal(torch.isnan(actual), torch.isnan(expected)), (
+            f"{name}: {int(torch.isnan(actual).sum())} NaN, torch {int(torch.isnan(expected).sum())}")
+    assert int(torch.isnan(results[0][0]).sum()) == (60 if training else 1)
+
+
+def test_per_channel_tensors_are_read_and_written_through_their_strides(seed, generator):
+    """weight, bias and running statistics as strided views (and running statistics shaped
+    (2, 3) with strides no 1-d view can express): the same values as contiguous copies, the
+    running statistics updated in place, and the rest of their buffers untouched."""
+    input = make_tensor((5, 6, 4, 3), generator=generator)
+    values = [make_tensor((6,), generator=generator) for _ in range(4)]
+    values[3].abs_()
+    for training in (True, False):
+        weight, bias, running_mean, running_var = (_strided(v) for v in values)
+        check_bn(input, running_mean, running_var, weight, bias, seed=seed, relu=True, training=training)
+        assert torch.isnan(running_mean._base[0::3]).all() and torch.isnan(running_var._base[2::3]).all()
+    grid = torch.full((4, 6), float("nan"), device=DEVICE)
+    running_mean, running_var = grid[0::2, 0::2], grid[1::2, 1::2]  # (2, 3) each, strides (12, 2)
+    running_mean.copy_(values[2].view(2, 3))
+    running_var.copy_(values[3].view(2, 3))
+    expected_mean, expected_var = values[2].clone(), values[3].clone()
+    fastcnn.batch_norm(input, running_mean, running_var, training=True, momentum=0.5)
+    F.batch_norm(input, expected_mean, expected_var, training=True, momentum=0.5)
+    assert_close(running_mean.reshape(-1), expected_mean, torch.float32, what="running_mean", seed=seed)
+    assert_close(running_var.reshape(-1), expected_var, torch.float32, what="running_var", seed=seed)
+    assert int(torch.isnan(grid).sum()) == 12
 
 
 def test_empty_batch(generator):

@@ -3,6 +3,7 @@ block included), the fallback for models that cannot be traced, checkpoints both
 same outputs and training trajectory as the torch model."""
 import copy
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -64,6 +65,29 @@ def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator)
     for (name, b), c in zip(converted.named_buffers(), original.buffers()):
         assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
     assert launched["conv2d"] and launched["batch_norm"] and launched["max_pool2d"]
+
+
+def test_one_nan_pixel_gives_nan_exactly_where_torch_does(generator):
+    """A converted model fed one NaN pixel in training: the logits, the loss, every gradient and
+    the running statistics are NaN exactly where torch's are (the fused BN+ReLU must not turn the
+    NaN into 0 and hand on finite values)."""
+    original, (converted, _) = _models(generator)
+    input = make_tensor((3, 3, 17, 15), generator=generator)
+    input[1, 0, 8, 7] = float("nan")
+    target = torch.tensor([0, 3, 1], device=DEVICE)
+    results = []
+    for model, loss_function in ((converted, fastcnn.cross_entropy), (original, torch.nn.functional.cross_entropy)):
+        model.train()
+        logits = model(input)
+        loss = loss_function(logits, target)
+        loss.backward()
+        results.append([logits, loss] + [p.grad for p in model.parameters()] + list(model.buffers()))
+    names = ["logits", "loss"] + [f"{n}.grad" for n, _ in converted.named_parameters()] + [
+        n for n, _ in converted.named_buffers()]
+    for name, ours, theirs in zip(names, *results):
+        if ours.is_floating_point():
+            assert torch.equal(ours.isnan(), theirs.isnan()), (name, int(ours.isnan().sum()), int(theirs.isnan().sum()))
+    assert results[1][1].isnan() and results[0][1].isnan()
 
 
 def test_same_training_trajectory_with_fastcnn_adam_and_cross_entropy(seed, generator):
@@ -187,10 +211,39 @@ def test_bad_argument():
         fastcnn.convert("resnet18")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+def _torchvision_or_skip_reason():
+    """(torchvision, None), or (None, why it cannot be used): not installed, or installed but not
+    importable (a CUDA build of torchvision beside a CPU torch fails with "operator
+    torchvision::nms does not exist")."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None, "torchvision is not installed"
+    try:
+        import torchvision
+    except Exception as error:  # noqa: BLE001  (any import failure means: cannot test with it here)
+        return None, f"torchvision is installed but cannot be imported: {type(error).__name__}: {error}"
+    return torchvision, None
+
+
+def test_a_torchvision_that_cannot_import_skips_the_torchvision_tests(tmp_path, monkeypatch):
+    """A CPU torch beside a CUDA build of torchvision: installed, but its import raises
+    RuntimeError ('operator torchvision::nms does not exist'). The torchvision tests must skip,
+    saying why, instead of failing."""
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
+        monkeypatch.delitem(sys.modules, name)
+    module, why_not = _torchvision_or_skip_reason()
+    assert module is None
+    assert why_not.startswith("torchvision is installed but cannot be imported: RuntimeError") and "nms" in why_not
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
 def test_torchvision_models(name, generator):
-    import torchvision
+    torchvision, why_not = _torchvision_or_skip_reason()
+    if torchvision is None:
+        pytest.skip(why_not)
 
     if DEVICE == "cpu" and name != "resnet18":
         pytest.skip("through the interpreter only resnet18 is small enough")

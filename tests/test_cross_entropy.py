@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.testing import DEVICE, assert_close, case_random, count_launches, make_tensor, opinfo, record_aten_ops
+from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, make_tensor,
+                             opinfo, record_aten_ops)
 
 ON_GPU = DEVICE == "cuda"
 FORBIDDEN = ("softmax", "log_softmax", "_log_softmax", "logsumexp", "nll_loss", "nll_loss2d", "nll_loss_nd",
@@ -21,7 +22,7 @@ def reference(input, target, weight, grad_out, **options):
     return out, leaf.grad
 
 
-def check(input, target, weight=None, *, seed, dtype=torch.float32, **options):
+def check(input, target, weight=None, *, seed, dtype=torch.float32, loss_dtype=None, **options):
     input = input.detach().requires_grad_()
     original = input.detach().clone()
     with count_launches() as launched:
@@ -33,9 +34,12 @@ def check(input, target, weight=None, *, seed, dtype=torch.float32, **options):
     expected, expected_grad = reference(input, target, weight, grad_out, **options)
     out.backward(grad_out)
     assert torch.equal(input.detach(), original), "the caller's logits were overwritten"
-    assert out.dtype == dtype and out.shape == expected.shape
+    loss_dtype = loss_dtype or dtype
+    assert out.dtype == loss_dtype and out.shape == expected.shape and input.grad.dtype == dtype
     classes = input.shape[1] if input.dim() > 1 else input.shape[0]
-    assert_close(out, expected, dtype, what="loss", seed=seed, reduction_length=classes)
+    # The loss is computed in fp32 whatever it is stored in (a float64 target promotes it to float64).
+    assert_close(out, expected, torch.float32 if loss_dtype == torch.float64 else loss_dtype, what="loss", seed=seed,
+                 reduction_length=classes)
     assert_close(input.grad, expected_grad, dtype, what="grad", seed=seed, reduction_length=classes)
     return out
 
@@ -49,7 +53,8 @@ def random_case(rng, generator):
     input = make_tensor(shape, layout=layout, generator=generator, low=0.0, high=4.0)
     options = dict(reduction=rng.choice(["none", "mean", "sum"]),
                    label_smoothing=rng.choice([0.0, 0.0, 0.1, 0.45, 1.0]))
-    weight = make_tensor((classes,), generator=generator).abs() if rng.random() < 0.5 else None
+    weight = (make_tensor((classes,), layout=rng.choice(["contiguous", "sliced"]), generator=generator).abs_()
+              if rng.random() < 0.5 else None)
     if rng.random() < 0.3:  # class probabilities
         target = torch.softmax(make_tensor(shape, generator=generator, high=3.0), dim=1 if rank > 1 else 0)
     else:
@@ -62,7 +67,17 @@ def random_case(rng, generator):
             target.view(-1)[0] = options.get("ignore_index", -100)
         if rng.random() < 0.3:
             target = target.to(torch.uint8) if classes < 256 and options.get("ignore_index", -100) >= 0 else target
+        if target.dim() and rng.random() < 0.3:
+            target = strided_copy(target)
     return input, target, weight, options
+
+
+def strided_copy(tensor):
+    """``tensor``'s values in a view whose last dimension has stride 2 (the other half garbage)."""
+    buffer = torch.full(tensor.shape + (2,), 7, dtype=tensor.dtype, device=tensor.device)
+    view = buffer[..., 0]
+    view.copy_(tensor)
+    return view
 
 
 @pytest.mark.parametrize("case", range(14))
@@ -137,32 +152,60 @@ def test_opinfo_samples(seed):
 
 
 BAD_INPUTS = {
-    "reduction": (dict(reduction="avg"), ValueError, "reduction"),
-    "smoothing_above_1": (dict(label_smoothing=1.5), RuntimeError, "label_smoothing"),
-    "smoothing_negative": (dict(label_smoothing=-0.1), RuntimeError, "label_smoothing"),
-    "batch_mismatch": (dict(target=torch.tensor([0, 1, 2])), ValueError, "batch_size"),
-    "multi_target": (dict(target=torch.zeros(4, 1, dtype=torch.int64)), RuntimeError, "multi-target"),
-    "int32_target": (dict(target=torch.zeros(4, dtype=torch.int32)), RuntimeError, "Long or Byte"),
-    "float_target_wrong_shape": (dict(target=torch.rand(4, 6)), RuntimeError, "target"),
-    "float_target_1d": (dict(target=torch.rand(4)), RuntimeError, "Long or Byte"),
-    "weight_shape": (dict(weight=torch.rand(4)), RuntimeError, "weight"),
-    "weight_dtype": (dict(weight=torch.rand(5, dtype=torch.float64)), RuntimeError, "weight type"),
-    "integer_probabilities": (dict(target=torch.ones(4, 5, dtype=torch.int64)), RuntimeError, "floating point"),
+    # name: (changed arguments, exception, words of torch's message that ours repeats)
+    "reduction": (dict(reduction="avg"), ValueError, "avg is not a valid value for reduction"),
+    "smoothing_above_1": (dict(label_smoothing=1.5), RuntimeError, "label_smoothing must be between 0.0 and 1.0"),
+    "batch_mismatch": (dict(target=torch.tensor([0, 1, 2])), ValueError,
+                       "Expected input batch_size (4) to match target batch_size (3)."),
+    "multi_target": (dict(target=torch.zeros(4, 1, dtype=torch.int64)), RuntimeError,
+                     "0D or 1D target tensor expected, multi-target not supported"),
+    "int32_target": (dict(target=torch.zeros(4, dtype=torch.int32)), RuntimeError,
+                     "expected target dtype to be Long or Byte, but got Int"),
+    "float_target_wrong_shape": (dict(target=torch.rand(4, 6)), RuntimeError, "multi-target not supported"),
+    "float_target_1d": (dict(target=torch.rand(4)), RuntimeError, "expected target dtype to be Long or Byte, but got Float"),
+    "weight_shape": (dict(weight=torch.rand(4)), RuntimeError,
+                     "weight tensor should be defined either for all 5 classes or no classes but got weight tensor of "
+                     "shape: [4]"),
+    "weight_dtype": (dict(weight=torch.rand(5, dtype=torch.float64)), RuntimeError,
+                     "expected scalar type Float but found Double"),
+    "integer_probabilities": (dict(target=torch.ones(4, 5, dtype=torch.int64)), RuntimeError,
+                              "Expected floating point type for target with class probabilities, got Long"),
+    "ignore_index_with_probabilities": (dict(target=torch.rand(4, 5), ignore_index=2), RuntimeError,
+                                        "ignore_index is not supported for floating point target"),
+    "integer_logits": (dict(input=torch.ones(4, 5, dtype=torch.int64)), NotImplementedError,
+                       "not implemented for 'Long'"),
+    "integer_logits_probabilities": (dict(input=torch.ones(4, 5, dtype=torch.int32), target=torch.rand(4, 5)),
+                                     NotImplementedError, "not implemented for 'Int'"),
+    "bool_logits_int32_target": (dict(input=torch.ones(4, 5, dtype=torch.bool), target=torch.zeros(4, dtype=torch.int32)),
+                                 NotImplementedError, "not implemented for 'Bool'"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-def test_bad_input_raises_before_launch(name):
+def test_bad_input_raises_like_torch(name):
     changes, error, fragment = BAD_INPUTS[name]
     arguments = dict(input=torch.randn(4, 5, device=DEVICE), target=torch.tensor([0, 1, 4, 2], device=DEVICE))
     arguments.update({k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in changes.items()})
-    if name != "smoothing_negative":  # torch accepts a negative label_smoothing; fastcnn refuses it
-        with pytest.raises(error):
-            F.cross_entropy(**arguments)
-    with count_launches() as launched, pytest.raises(error, match=fragment) as raised:
-        fastcnn.cross_entropy(**arguments)
-    assert "fastcnn.cross_entropy" in str(raised.value)
+    raised = assert_raises_like_torch(lambda: F.cross_entropy(**arguments), lambda: fastcnn.cross_entropy(**arguments),
+                                      op="cross_entropy", fragment=fragment)
+    assert type(raised) is error
+
+
+def test_negative_label_smoothing_is_refused():
+    """A deliberate difference (README): torch accepts label_smoothing < 0 (it checks only the
+    upper bound) and computes a loss that rewards wrong classes; fastcnn refuses it."""
+    input, target = torch.randn(4, 5, device=DEVICE), torch.tensor([0, 1, 4, 2], device=DEVICE)
+    with count_launches() as launched, pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0"):
+        fastcnn.cross_entropy(input, target, label_smoothing=-0.1)
     assert not launched
+
+
+def test_float64_logits_are_refused_with_type_error():
+    """A deliberate difference (README): the kernel takes fp32/fp16/bf16 logits; torch computes
+    float64 ones, fastcnn refuses them with a TypeError naming the dtype."""
+    input = torch.randn(4, 5, dtype=torch.float64, device=DEVICE)
+    with pytest.raises(TypeError, match="dtype torch.float64 is not supported"):
+        fastcnn.cross_entropy(input, torch.tensor([0, 1, 4, 2], device=DEVICE))
 
 
 @pytest.mark.parametrize("bad", [5, -3])
@@ -189,12 +232,82 @@ def test_no_aten_softmax_or_nll_and_one_buffer(seed, generator):
     assert input.grad.stride() == input.stride()  # the gradient buffer takes the logits' layout
 
 
-def test_second_backward_through_the_same_graph_is_refused(generator):
+def test_second_backward_through_the_same_graph_is_refused_with_a_clear_error(generator):
     input = make_tensor((3, 4), generator=generator).requires_grad_()
     loss = fastcnn.cross_entropy(input, torch.tensor([0, 1, 3], device=DEVICE))
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+    first = input.grad.clone()
+    with pytest.raises(RuntimeError) as raised:
         loss.backward()
+    message = str(raised.value)
+    assert message.startswith("fastcnn.cross_entropy:") and "retain_graph=True" in message, message
+    assert "Compute the loss again" in message and "inplace operation" not in message, message
+    assert torch.equal(input.grad, first)  # nothing was added by the refused backward
+
+
+def test_strided_class_weight_and_targets(seed, generator):
+    """The class weight and the targets are read through their strides: a strided weight with
+    class indices, label smoothing and class probabilities, strided index and probability
+    targets."""
+    weight = make_tensor((7,), layout="sliced", generator=generator).abs_()
+    assert not weight.is_contiguous()
+    input = make_tensor((5, 7, 3), generator=generator)
+    indices = strided_copy(torch.randint(0, 7, (5, 3), generator=generator).to(DEVICE))
+    probabilities = torch.softmax(make_tensor((5, 7, 6), generator=generator), dim=1)[..., ::2]
+    assert not indices.is_contiguous() and not probabilities.is_contiguous()
+    for target in (indices, probabilities):
+        for options in (dict(reduction="mean"), dict(reduction="none", label_smoothing=0.2)):
+            check(input, target, weight, seed=seed, **options)
+    check(input, indices, weight.contiguous(), seed=seed)
+
+
+PROBABILITY_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@pytest.mark.parametrize("logits_dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_probability_targets_of_any_float_dtype(logits_dtype, seed, generator):
+    """Class probabilities of another dtype than the logits (float64 targets with fp32 logits,
+    say): torch computes and promotes the loss (to float64 there); so does fastcnn, computing in
+    fp32. The gradient keeps the logits' dtype."""
+    input = make_tensor((4, 6, 3), generator=generator).to(logits_dtype)
+    for target_dtype in PROBABILITY_DTYPES:
+        for weight in (None, make_tensor((6,), torch.float64, generator=generator).abs_()):
+            target = torch.softmax(make_tensor((4, 6, 3), torch.float64, generator=generator), dim=1).to(target_dtype)
+            expected_dtype = F.cross_entropy(input, target, weight).dtype
+            for reduction in ("mean", "none"):
+                check(input, target, weight, seed=seed, dtype=logits_dtype, loss_dtype=expected_dtype,
+                      reduction=reduction)
+
+
+EMPTY_SHAPES = [  # (logits, class-index target or None for probabilities shaped like the logits)
+    ((0, 5), (0,)), ((0, 5, 3), (0, 3)), ((2, 5, 0), (2, 0)), ((0, 5, 0), (0, 0)), ((2, 5, 0, 4), (2, 0, 4)),
+    ((0, 5), None), ((0, 5, 3), None), ((2, 5, 0), None), ((2, 0, 3), None), ((3, 0), None), ((0, 0), None),
+]
+
+
+@pytest.mark.parametrize("shapes", EMPTY_SHAPES, ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_every_empty_shape_torch_accepts(shapes, reduction, generator):
+    """Empty batches, empty spatial dims and no classes: torch's loss (empty, 0 or NaN), shape,
+    dtype and gradient."""
+    input_shape, target_shape = shapes
+    input = make_tensor(input_shape, generator=generator) if 0 not in input_shape else torch.empty(input_shape,
+                                                                                                     device=DEVICE)
+    if target_shape is None:
+        target = torch.softmax(torch.ones(input_shape, device=DEVICE), dim=1)
+    else:
+        target = torch.zeros(target_shape, dtype=torch.int64, device=DEVICE)
+    results = []
+    for function in (fastcnn.cross_entropy, F.cross_entropy):
+        leaf = input.detach().clone().requires_grad_()
+        out = function(leaf, target, reduction=reduction)
+        out.sum().backward()
+        results.append((out, leaf.grad))
+    (out, grad), (expected, expected_grad) = results
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    torch.testing.assert_close(out, expected, equal_nan=True, rtol=0, atol=0)
+    assert grad.shape == expected_grad.shape
+    torch.testing.assert_close(grad, expected_grad, equal_nan=True, rtol=0, atol=0)
 
 
 def test_module_is_a_drop_in(seed, generator):

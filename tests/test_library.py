@@ -64,10 +64,14 @@ def test_opcheck_cross_entropy(reduction, generator):
     target = torch.randint(0, 5, (6, 3), generator=generator).to(DEVICE)
     weight = make_tensor((5,), generator=generator).abs()
     grad = torch.empty_like(input)
-    _opcheck(OPS.cross_entropy_forward.default, (input, target, weight, 2, reduction, 0.1, False, grad))
+    _opcheck(OPS.cross_entropy_forward.default, (input, target, weight, 2, reduction, 0.1, False, grad, torch.float32))
     probabilities = torch.softmax(make_tensor((6, 5, 3), generator=generator), 1)
-    _opcheck(OPS.cross_entropy_forward.default, (input, probabilities, None, -100, reduction, 0.0, True, None))
-    _, denominator = OPS.cross_entropy_forward(input, target, weight, 2, reduction, 0.1, False, grad)
+    _opcheck(OPS.cross_entropy_forward.default, (input, probabilities, None, -100, reduction, 0.0, True, None,
+                                                  torch.float32))
+    # float64 probabilities for fp32 logits: the loss takes torch's promoted dtype.
+    _opcheck(OPS.cross_entropy_forward.default, (input, probabilities.double(), weight, -100, reduction, 0.0, True,
+                                                  grad, torch.float64))
+    _, denominator = OPS.cross_entropy_forward(input, target, weight, 2, reduction, 0.1, False, grad, torch.float32)
     grad_out = make_tensor((6, 3) if reduction == "none" else (), generator=generator)
     _opcheck(OPS.cross_entropy_backward_.default, (grad, grad_out, denominator, reduction))
 

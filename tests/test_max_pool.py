@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.testing import DEVICE, case_random, count_launches, make_tensor, opinfo, record_aten_ops
+from fastcnn.dtypes import aten_type_name
+from fastcnn.testing import (DEVICE, assert_raises_like_torch, case_random, count_launches, make_tensor, opinfo,
+                             record_aten_ops)
 
 ON_GPU = DEVICE == "cuda"
 
@@ -92,24 +94,42 @@ def test_opinfo_samples(generator):
 
 
 def test_opinfo_error_inputs():
-    for error in opinfo("nn.functional.max_pool2d").error_inputs(DEVICE):
+    """PyTorch's own error inputs: its exception type and its message (the OpInfo's regex)."""
+    errors = list(opinfo("nn.functional.max_pool2d").error_inputs(DEVICE))
+    assert len(errors) >= 5, len(errors)
+    for error in errors:
         sample = error.sample_input
-        with count_launches() as launched, pytest.raises(error.error_type):
+        with count_launches() as launched, pytest.raises(error.error_type, match=error.error_regex) as raised:
             fastcnn.max_pool2d(sample.input, *sample.args, **sample.kwargs)
-        assert not launched
+        assert str(raised.value).startswith("fastcnn.max_pool2d: ") and not launched
 
 
 BAD_INPUTS = {
-    "zero_kernel": ((1, 2, 5, 5), dict(kernel_size=0), "kernel_size"),
-    "negative_kernel": ((1, 2, 5, 5), dict(kernel_size=(2, -1)), "kernel_size"),
-    "zero_stride": ((1, 2, 5, 5), dict(kernel_size=2, stride=0), "stride"),
-    "zero_dilation": ((1, 2, 5, 5), dict(kernel_size=2, dilation=0), "dilation"),
-    "padding_over_half_kernel": ((1, 2, 5, 5), dict(kernel_size=3, padding=2), "pad"),
-    "padding_over_half_dilated": ((1, 2, 9, 9), dict(kernel_size=3, padding=2, dilation=2), "pad"),
-    "empty_output": ((1, 3, 2, 2), dict(kernel_size=3), "Output size is too small"),
-    "rank_5": ((1, 1, 3, 5, 5), dict(kernel_size=2), "3D or 4D"),
-    "no_channels": ((2, 0, 5, 5), dict(kernel_size=2), "3D or 4D"),
-    "three_kernel_sizes": ((1, 2, 5, 5), dict(kernel_size=(2, 2, 2)), "kernel_size"),
+    # name: (input shape, arguments, words of torch's message that ours repeats)
+    "zero_kernel": ((1, 2, 5, 5), dict(kernel_size=0), "stride should not be zero"),  # stride defaults to the kernel
+    "negative_kernel": ((1, 2, 5, 5), dict(kernel_size=(2, -1)),
+                        "kernel size should be greater than zero, but got kH: 2 kW: -1"),
+    "zero_stride": ((1, 2, 5, 5), dict(kernel_size=2, stride=0), "stride should not be zero"),
+    "negative_stride": ((1, 2, 5, 5), dict(kernel_size=2, stride=(1, -1)),
+                        "stride should be greater than zero, but got dH: 1 dW: -1"),
+    "zero_dilation": ((1, 2, 5, 5), dict(kernel_size=2, dilation=0),
+                      "dilation should be greater than zero, but got dilationH: 0 dilationW: 0"),
+    "negative_padding": ((1, 2, 5, 5), dict(kernel_size=2, padding=-1), "pad must be non-negative"),
+    "padding_over_half_kernel": ((1, 2, 5, 5), dict(kernel_size=3, padding=2),
+                                 "pad should be at most half of effective kernel size, but got pad=2, kernel_size=3 "
+                                 "and dilation=1"),
+    "padding_over_half_dilated": ((1, 2, 9, 9), dict(kernel_size=3, padding=2, dilation=2),
+                                  "pad should be smaller than or equal to half of kernel size, but got padW = 2, "
+                                  "padH = 2, kW = 3, kH = 3"),
+    "empty_output": ((1, 3, 2, 2), dict(kernel_size=3),
+                     "Given input size: (3x2x2). Calculated output size: (3x0x0). Output size is too small"),
+    "rank_5": ((1, 1, 3, 5, 5), dict(kernel_size=2), "non-empty 3D or 4D (batch mode) tensor expected for input"),
+    "no_channels": ((2, 0, 5, 5), dict(kernel_size=2),
+                    "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input"),
+    "three_kernel_sizes": ((1, 2, 5, 5), dict(kernel_size=(2, 2, 2)),
+                           "max_pool2d: kernel_size must either be a single int, or a tuple of two ints"),
+    "three_strides": ((1, 2, 5, 5), dict(kernel_size=2, stride=(1, 1, 1)),
+                      "max_pool2d: stride must either be omitted, a single int, or a tuple of two ints"),
 }
 
 
@@ -117,11 +137,50 @@ BAD_INPUTS = {
 def test_bad_input_raises_like_torch(name):
     shape, arguments, fragment = BAD_INPUTS[name]
     input = torch.randn(shape, device=DEVICE)
-    with pytest.raises(RuntimeError):
-        F.max_pool2d(input, **arguments)
-    with count_launches() as launched, pytest.raises(RuntimeError, match=fragment) as raised:
-        fastcnn.max_pool2d(input, **arguments)
-    assert "fastcnn.max_pool2d" in str(raised.value) and not launched
+    assert_raises_like_torch(lambda: F.max_pool2d(input, **arguments), lambda: fastcnn.max_pool2d(input, **arguments),
+                             op="max_pool2d", fragment=fragment)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_integer_inputs_pool_like_torch(dtype, layout, generator):
+    """torch pools integers; so does fastcnn, comparing in the integers' own dtype: values and
+    indices identical, the dtype's extremes included."""
+    info = torch.iinfo(dtype)
+    input = torch.randint(max(info.min, -50), min(info.max, 50), (2, 3, 9, 8), generator=generator).to(DEVICE, dtype)
+    input[0, 0, :2, :2] = info.min
+    input[1, 2, 4, 4] = info.max
+    input = input.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else input
+    for arguments in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), dilation=(2, 1),
+                                                                       ceil_mode=True)):
+        with count_launches() as launched:
+            out, indices = fastcnn.max_pool2d(input, return_indices=True, **arguments)
+        expected, expected_indices = F.max_pool2d(input, return_indices=True, **arguments)
+        assert launched["max_pool2d"] == 1 and out.dtype == dtype
+        assert torch.equal(out, expected) and torch.equal(indices, expected_indices)
+        assert out.stride() == expected.stride()
+    assert torch.equal(fastcnn.nn.MaxPool2d(2)(input), F.max_pool2d(input, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_small(dtype, generator):
+    """fp16/bf16 everywhere the kernels run (the interpreter too), negative values included:
+    compared after an exact widening to fp32."""
+    for layout in ("contiguous", "channels_last"):
+        check_pool(tie_heavy((2, 3, 9, 8), generator, layout, dtype), generator, kernel_size=3, stride=2, padding=1)
+
+
+def test_float64_forward_and_backward(generator):
+    """float64 needs no arithmetic forward and accumulates in float64 backward."""
+    check_pool(tie_heavy((2, 3, 9, 8), generator, dtype=torch.float64) / 3, generator, kernel_size=3, stride=1,
+               padding=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64, torch.uint16])
+def test_dtypes_torch_does_not_pool_raise_torchs_error(dtype):
+    input = torch.ones(1, 2, 4, 4, device=DEVICE).to(dtype)
+    assert_raises_like_torch(lambda: F.max_pool2d(input, 2), lambda: fastcnn.max_pool2d(input, 2), op="max_pool2d",
+                             fragment=f"\"max_pool2d\" not implemented for '{aten_type_name(dtype)}'")
 
 
 def test_backward_keeps_one_byte_per_output_and_no_aten_pooling(generator):

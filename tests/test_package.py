@@ -97,6 +97,55 @@ def test_conv2d_without_interpreter_on_cpu_falls_back_to_torch_with_a_warning(tm
     assert result.stdout.splitlines()[0] == "1 True torch.Size([2, 6, 5, 4])", result.stdout
 
 
+def test_fallback_warning_points_at_the_callers_line(tmp_path):
+    """The FallbackWarning names the user's line (the functional call, the module call, the
+    optimizer step), not a line inside fastcnn or torch."""
+    result = run_python("""
+        import warnings, torch, fastcnn
+        x = torch.randn(2, 3, 8, 8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastcnn.max_pool2d(x, 2)  # line 6
+            fastcnn.nn.Conv2d(3, 4, 3)(x)  # line 7
+            fastcnn.nn.BatchNorm2d(3)(x)  # line 8
+            p = torch.nn.Parameter(torch.randn(3)); p.grad = torch.randn(3)
+            fastcnn.optim.Adam([p]).step()  # line 10
+            fastcnn.cross_entropy(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))  # line 11
+        for w in caught:
+            if issubclass(w.category, fastcnn.FallbackWarning):
+                print(w.filename, w.lineno)
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:-1] == [f"<string> {line}" for line in (6, 7, 8, 10, 11)], result.stdout
+
+
+def test_python_m_fastcnn_help_and_hint(tmp_path):
+    """``python -m fastcnn --help`` is a real help text; without a GPU and without the interpreter
+    the report says how to run the kernels (TRITON_INTERPRET=1 before importing triton)."""
+    help_text = subprocess.run([sys.executable, "-m", "fastcnn", "--help"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=300)
+    assert help_text.returncode == 0 and help_text.stdout.startswith("usage: python -m fastcnn"), help_text.stdout
+    assert "TRITON_INTERPRET=1" in help_text.stdout and "kernels_on_cpu_tensors" not in help_text.stdout
+    report = run_python("import sys, fastcnn.__main__ as m; sys.exit(m.main([]))", tmp_path)
+    assert report.returncode == 0, report.stderr
+    lines = dict(line.split(":", 1) for line in report.stdout.splitlines())
+    lines = {key.strip(): value.strip() for key, value in lines.items()}
+    if not torch.cuda.is_available():
+        assert lines["kernels_on_cpu_tensors"] == "fallback"
+        assert "set TRITON_INTERPRET=1 before importing triton" in lines["hint"], report.stdout
+    interpreted = run_python("import sys, fastcnn.__main__ as m; sys.exit(m.main([]))", tmp_path, TRITON_INTERPRET="1")
+    assert "kernels_on_cpu_tensors: interpreted" in interpreted.stdout, interpreted.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the benchmarks run instead of skipping")
+def test_skipped_benchmarks_say_why_once(tmp_path):
+    bench = os.path.join(REPO_ROOT, "bench")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_adam_bench.py"],
+                            cwd=bench, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert result.stdout.count("benchmarks need a CUDA GPU") == 1, result.stdout
+
+
 def test_demo_trains_the_same_with_fastcnn_kernels(tmp_path):
     """The README's demo, shortened to two steps: fastcnn's converted model, cross-entropy and Adam
     follow torch's losses on the digits data, and the plot is written."""

@@ -83,6 +83,19 @@ def test_unknown_option_values_are_refused():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke path is what runs without a GPU")
+def test_cpu_smoke_path_writes_nothing_unless_asked(tmp_path):
+    """Without a GPU there are no results: run from a checkout's root, the profiler must not
+    leave a bench/results/ folder behind."""
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    finished = subprocess.run([sys.executable, "-m", "fastcnn.profile", "--ops", "max_pool2d", "--dtypes", "fp32",
+                               "--layouts", "nchw"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    assert "written: nothing" in finished.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the smoke path is what runs without a GPU")
 def test_cpu_smoke_path_runs_kernels_and_prints_no_timings(tmp_path):
     trace = tmp_path / "trace.json"
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the profiler sets it itself
