@@ -139,7 +139,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """
     if isinstance(input, torch.Tensor) and _autocast_to_float32(input):
         with torch.autocast(input.device.type, enabled=False):
-            cast = (lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t)
+            # Autocast widens the 16-bit floats only: a float64 target stays float64 (and so does the loss).
+            cast = (lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16)
+                    else t)
             return cross_entropy(cast(input), cast(target), cast(weight), ignore_index, reduction, label_smoothing)
     probabilities = check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
     if _backend.backend_for(input.device) == _backend.FALLBACK:

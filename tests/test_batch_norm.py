@@ -297,6 +297,21 @@ def test_per_channel_tensors_are_read_and_written_through_their_strides(seed, ge
     assert int(torch.isnan(grid).sum()) == 12
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_strided_grad_output(training, seed, generator):
+    input = make_tensor((4, 5, 3, 6), layout="channels_last", generator=generator)
+    weight, bias = make_tensor((5,), generator=generator), make_tensor((5,), generator=generator)
+    statistics = [make_tensor((5,), generator=generator), make_tensor((5,), generator=generator).abs_()]
+    leaves = [t.detach().requires_grad_() for t in (input, weight, bias)]
+    out = fastcnn.batch_norm_relu(leaves[0], *[t.clone() for t in statistics], leaves[1], leaves[2], training=training)
+    grad_out = make_tensor((4, 5, 3, 12), generator=generator)[..., ::2]
+    out.backward(grad_out)
+    _, grads, _ = reference(input, *statistics, weight, bias, grad_out, relu=True, training=training)
+    for what, actual, expected in zip(("grad_input", "grad_weight", "grad_bias"), [t.grad for t in leaves], grads):
+        assert_close(actual, expected, torch.float32, what=f"{what} from a strided grad_output", seed=seed,
+                     reduction_length=72)
+
+
 def test_empty_batch(generator):
     input = torch.empty(0, 3, 4, 4, device=DEVICE, requires_grad=True)
     running_mean = torch.zeros(3, device=DEVICE)

@@ -277,6 +277,16 @@ def test_non_contiguous_bias_input_and_weight(seed, generator):
     check_conv(input, weight, bias, seed=seed, padding=1)
     depthwise_weight = make_tensor((10, 1, 3, 2), generator=generator)[::2]
     check_conv(input, depthwise_weight, bias[:5], seed=seed, padding=1, groups=5)
+    for kernel, groups in ((weight, 1), (depthwise_weight, 5)):  # a strided upstream gradient too
+        leaves = [t.detach().requires_grad_() for t in (input, kernel)]
+        out = fastcnn.conv2d(*leaves, padding=1, groups=groups)
+        grad_out = make_tensor(out.shape[:-1] + (2 * out.shape[-1],), generator=generator)[..., ::2]
+        out.backward(grad_out)
+        _, grads = reference(input, kernel, None, grad_out, padding=1, groups=groups)
+        for what, actual, expected in (("grad_input", leaves[0].grad, grads[0]), ("grad_weight", leaves[1].grad,
+                                                                                   grads[1])):
+            assert_close(actual, expected, torch.float32, what=f"{what} from a strided grad_output", seed=seed,
+                         reduction_length=out.numel())
 
 
 def test_unbatched_input(seed, generator):

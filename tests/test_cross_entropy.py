@@ -259,6 +259,12 @@ def test_strided_class_weight_and_targets(seed, generator):
         for options in (dict(reduction="mean"), dict(reduction="none", label_smoothing=0.2)):
             check(input, target, weight, seed=seed, **options)
     check(input, indices, weight.contiguous(), seed=seed)
+    leaf = input.detach().requires_grad_()
+    grad_out = make_tensor((5, 6), generator=generator)[:, ::2]  # a strided upstream gradient for 'none'
+    fastcnn.cross_entropy(leaf, indices, weight, reduction="none").backward(grad_out)
+    _, expected_grad = reference(input, indices, weight, grad_out, reduction="none")
+    assert_close(leaf.grad, expected_grad, torch.float32, what="grad with a strided grad_output", seed=seed,
+                 reduction_length=7)
 
 
 PROBABILITY_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -332,6 +338,13 @@ def test_autocast_runs_in_float32_like_torch(generator):
         out = fastcnn.cross_entropy(input, target)
         expected = F.cross_entropy(input, target)
     assert out.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # Autocast widens only the 16-bit floats: float64 probabilities keep the loss in float64.
+    probabilities = torch.softmax(make_tensor((5, 7), torch.float64, generator=generator), dim=1)
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        out = fastcnn.cross_entropy(input, probabilities)
+        expected = F.cross_entropy(input, probabilities)
+    assert out.dtype == expected.dtype == torch.float64
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -170,6 +170,16 @@ def test_half_precision_small(dtype, generator):
         check_pool(tie_heavy((2, 3, 9, 8), generator, layout, dtype), generator, kernel_size=3, stride=2, padding=1)
 
 
+def test_strided_grad_output(generator):
+    input = tie_heavy((2, 3, 9, 8), generator, "channels_last")
+    ours, theirs = input.clone().requires_grad_(), input.clone().requires_grad_()
+    out = fastcnn.max_pool2d(ours, 3, 2, 1)
+    grad_out = (torch.randint(1, 9, out.shape[:-1] + (2 * out.shape[-1],), generator=generator) * 0.25).to(DEVICE)
+    out.backward(grad_out[..., ::2])
+    F.max_pool2d(theirs, 3, 2, 1).backward(grad_out[..., ::2])
+    assert torch.equal(ours.grad, theirs.grad)
+
+
 def test_float64_forward_and_backward(generator):
     """float64 needs no arithmetic forward and accumulates in float64 backward."""
     check_pool(tie_heavy((2, 3, 9, 8), generator, dtype=torch.float64) / 3, generator, kernel_size=3, stride=1,
