@@ -128,15 +128,17 @@ def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, traini
     # The kernels read each per-channel tensor as a vector through its stride (any C-element
     # tensor torch accepts: a strided view, a (C, 1) buffer).
     weight_values, bias_values = (None if t is None else t.reshape(-1) for t in (weight_values, bias_values))
-    statistics = [None if t is None else _vector_view(t) for t in (running_mean, running_var)]
-    staged = [view is None and t is not None for t, view in zip((running_mean, running_var), statistics)]
-    statistics = [t.reshape(-1).clone() if stage else view
-                  for t, view, stage in zip((running_mean, running_var), statistics, staged)]
+    statistics, write_back = [], []
+    for statistic in (running_mean, running_var):
+        vector = None if statistic is None else _vector_view(statistic)
+        if statistic is not None and vector is None:  # strides no 1-d view can express: update a copy
+            vector = statistic.reshape(-1)  # a copy, as no view exists
+            write_back.append((statistic, vector))
+        statistics.append(vector)
     folded = _fold_op(input_values, *statistics, weight_values, bias_values, bool(training), float(momentum),
                       float(eps))
-    for destination, updated, stage in zip((running_mean, running_var), statistics, staged):
-        if stage:  # running statistics whose strides no vector view can express: updated in a copy
-            destination.copy_(updated.view(destination.shape))
+    for statistic, vector in write_back:
+        statistic.copy_(vector.view(statistic.shape))
     return _apply_op(input, folded, weight, bias, bool(training), relu)
 
 

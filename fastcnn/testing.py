@@ -5,7 +5,8 @@
 * ``fresh_seed()``: a new random seed per test run, overridable with ``FASTCNN_TEST_SEED``; tests
   print it and put it in every failure message so a failure can be replayed.
 * ``make_tensor``: random data that is never zero, in contiguous, channels_last or sliced
-  (non-contiguous) layouts; ``poisoned_like``: NaN-filled outputs so unwritten elements show.
+  (non-contiguous) layouts; ``poisoned_like``: NaN-filled outputs so unwritten elements show;
+  ``strided_copy``: given values (integer targets, optimizer state) in a poisoned strided view.
 * ``relative_error`` / ``assert_close``: ||out - ref|| / ||ref|| against a float64 reference with
   the per-dtype tolerances of ``fastcnn.dtypes``.
 * ``record_aten_ops`` and ``count_launches``: prove the Triton kernel ran and the ATen op it
@@ -164,6 +165,16 @@ def assert_raises_like_torch(torch_call, fastcnn_call, *, op, fragment):
     assert fragment in str(ours), f"{fragment!r} is not in fastcnn's message {str(ours)!r}"
     assert not launched, dict(launched)
     return ours
+
+
+def strided_copy(tensor, step=2):
+    """``tensor``'s values in a non-contiguous view: every stride ``step`` times the dense one,
+    the elements between poisoned (``poisoned_like``), so a kernel that reads or writes the view
+    as if it were contiguous shows. Those gap elements are ``view._base[..., 1:]``."""
+    buffer = poisoned_like(torch.empty(tuple(tensor.shape) + (step,), dtype=tensor.dtype, device=tensor.device))
+    view = buffer[..., 0]
+    view.copy_(tensor)
+    return view
 
 
 def same_layout(actual, expected):

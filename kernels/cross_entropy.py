@@ -197,7 +197,8 @@ def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_in
     _cross_entropy_kernel[(triton.cdiv(num_rows, rows),)](
         x, target, weight if weight is not None else x, row_loss, row_weight, grad if grad is not None else x, invalid,
         num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *x.stride(), *t_strides, *g_strides,
-        weight.stride(0) if weight is not None else 0, PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
+        weight.stride(0) if weight is not None else 0,
+        PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
         NEEDS_GRAD=grad is not None, ROWS=rows, BLOCK_C=block_c, num_warps=4 if block_c * rows <= 4096 else 8)
     return 1
 

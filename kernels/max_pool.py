@@ -2,11 +2,11 @@
 
 Forward: out[n, c, p, q] = max over taps (r, s) of x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw],
 with taps in the padding skipped (implicit -inf padding). Values are compared exactly: 16-bit
-floats widened to fp32, float64 and the integer types in their own dtype. Ties go to the first tap in row-major scan order and
-NaN wins (the last NaN), exactly as PyTorch's kernels choose. The chosen tap r*S + s is stored
-per output element in a compact buffer (uint8 when the window has at most 256 taps) for
-backward; PyTorch's int64 flat indices (h*W + w within each plane) are written only when the
-caller asks for them.
+floats widened to fp32, float64 and the integer types in their own dtype. Ties go to the first
+tap in row-major scan order and NaN wins (the last NaN), exactly as PyTorch's kernels choose. The
+chosen tap r*S + s is stored per output element in a compact buffer (uint8 when the window has
+at most 256 taps) for backward; PyTorch's int64 flat indices (h*W + w within each plane) are
+written only when the caller asks for them.
 
 Backward (deterministic gather, no atomics; sums in fp32, fp64 for float64): dx[n, c, h, w] =
 the sum of dy[n, c, p, q] over the windows (p, q) whose chosen tap lands on (h, w): for tap

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import fastcnn
 from fastcnn.dtypes import tolerance as assert_tolerance
 from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches,
-                             make_tensor, opinfo, record_aten_ops, relative_error)
+                             make_tensor, opinfo, record_aten_ops, relative_error, strided_copy)
 
 ON_GPU = DEVICE == "cuda"
 
@@ -183,14 +183,6 @@ def test_deterministic_and_saves_only_input_and_per_channel_statistics(generator
         "fastcnn::batch_norm_fold", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward"], names
 
 
-def _strided(values):
-    """``values`` (1-d) as a view with stride 3 into a larger buffer, the rest of it NaN."""
-    buffer = torch.full((3 * values.numel(),), float("nan"), dtype=values.dtype, device=values.device)
-    view = buffer[1::3]
-    view.copy_(values)
-    return view
-
-
 BAD_INPUTS = {
     # name: (arguments, exception, words of torch's message that ours repeats)
     "one_value_per_channel": (lambda: ((torch.randn(1, 3), torch.zeros(3), torch.ones(3)), dict(training=True)),
@@ -282,9 +274,9 @@ def test_per_channel_tensors_are_read_and_written_through_their_strides(seed, ge
     values = [make_tensor((6,), generator=generator) for _ in range(4)]
     values[3].abs_()
     for training in (True, False):
-        weight, bias, running_mean, running_var = (_strided(v) for v in values)
+        weight, bias, running_mean, running_var = (strided_copy(v, step=3) for v in values)
         check_bn(input, running_mean, running_var, weight, bias, seed=seed, relu=True, training=training)
-        assert torch.isnan(running_mean._base[0::3]).all() and torch.isnan(running_var._base[2::3]).all()
+        assert torch.isnan(running_mean._base[..., 1:]).all() and torch.isnan(running_var._base[..., 1:]).all()
     grid = torch.full((4, 6), float("nan"), device=DEVICE)
     running_mean, running_var = grid[0::2, 0::2], grid[1::2, 1::2]  # (2, 3) each, strides (12, 2)
     running_mean.copy_(values[2].view(2, 3))

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, make_tensor,
-                             opinfo, record_aten_ops)
+                             opinfo, record_aten_ops, strided_copy)
 
 ON_GPU = DEVICE == "cuda"
 FORBIDDEN = ("softmax", "log_softmax", "_log_softmax", "logsumexp", "nll_loss", "nll_loss2d", "nll_loss_nd",
@@ -70,14 +70,6 @@ def random_case(rng, generator):
         if target.dim() and rng.random() < 0.3:
             target = strided_copy(target)
     return input, target, weight, options
-
-
-def strided_copy(tensor):
-    """``tensor``'s values in a view whose last dimension has stride 2 (the other half garbage)."""
-    buffer = torch.full(tensor.shape + (2,), 7, dtype=tensor.dtype, device=tensor.device)
-    view = buffer[..., 0]
-    view.copy_(tensor)
-    return view
 
 
 @pytest.mark.parametrize("case", range(14))
