@@ -18,7 +18,9 @@ _records = []
 def _skip_reason():
     if not torch.cuda.is_available():
         return "benchmarks need a CUDA GPU: on CPU they would time Triton's interpreter, not the kernels"
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    from fastcnn.kernels import INTERPRETED
+
+    if INTERPRETED:
         return "TRITON_INTERPRET=1 is set: benchmarks time compiled kernels only"
     return None
 
@@ -56,11 +58,12 @@ def record_result():
 def pytest_sessionfinish(session, exitstatus):
     if not _records:
         return
-    from fastcnn.benchmarking import conv2d_speedup_summary, measure_peaks, write_results
+    from fastcnn.benchmarking import measure_peaks, write_results
+    from fastcnn.ops.conv2d import speedup_summary
 
     peaks = _records[0].get("_peaks") or measure_peaks("cuda")
     records = [{k: v for k, v in r.items() if k != "_peaks"} for r in _records]
     path = write_results(RESULTS_FOLDER, records, peaks)
     print(f"\nbenchmark results written to {path}")
-    for key, speedup in conv2d_speedup_summary(records).items():
+    for key, speedup in speedup_summary(records).items():
         print(f"conv2d geomean speedup vs cuDNN {key}: {speedup:.3f}x")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.benchmarking import adam_bytes, cuda_time_ms, gbps
-from fastcnn.shapes import ADAM_SUITES
+from fastcnn.benchmarking import cuda_time_ms, gbps
+from fastcnn.ops import adam as adam_op
 
 IMPLEMENTATIONS = {
     "fastcnn": lambda params: fastcnn.optim.Adam(params, lr=1e-3),
@@ -28,11 +28,11 @@ def _optimizer_with_grads(implementation, shapes):
 
 
 @pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
-@pytest.mark.parametrize("suite", list(ADAM_SUITES))
+@pytest.mark.parametrize("suite", list(adam_op.SUITES))
 def test_adam_step(benchmark, suite, implementation, device_peaks, record_result):
-    shapes = ADAM_SUITES[suite]()
+    shapes = adam_op.SUITES[suite]()
     numel = sum(math.prod(s) for s in shapes)
-    bytes_moved = adam_bytes(numel, 4)
+    bytes_moved = adam_op.bytes_moved(numel, 4)
     times_ms = {name: cuda_time_ms(_optimizer_with_grads(name, shapes).step) for name in IMPLEMENTATIONS}
     optimizer = _optimizer_with_grads(implementation, shapes)
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.benchmarking import (batch_norm_relu_bytes, cuda_time_ms, gbps, max_pool_bytes,
-                                  saved_tensor_bytes)
-from fastcnn.shapes import ACTIVATION_BATCHES, MAX_POOL_SUITES, resnet50_activation_shapes
+from fastcnn.benchmarking import ACTIVATION_BATCHES, cuda_time_ms, gbps, saved_tensor_bytes
+from fastcnn.ops import batch_norm as batch_norm_op
+from fastcnn.ops import max_pool as max_pool_op
 
 QUICK = os.environ.get("FASTCNN_BENCH_QUICK") == "1"
 BATCHES = ACTIVATION_BATCHES[:1] if QUICK else ACTIVATION_BATCHES
@@ -57,7 +57,7 @@ def _bn_step(module, input, backward):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("channels,size", resnet50_activation_shapes())
+@pytest.mark.parametrize("channels,size", [shape for suite in batch_norm_op.SUITES.values() for shape in suite()])
 def test_batch_norm_relu(benchmark, channels, size, batch, dtype_name, layout, backward, implementation,
                          device_peaks, record_result):
     # bf16 activations with fp32 BN parameters and statistics, as mixed-precision training has them.
@@ -68,7 +68,7 @@ def test_batch_norm_relu(benchmark, channels, size, batch, dtype_name, layout, b
     saved_bytes, _ = saved_tensor_bytes(lambda: modules[implementation](input))
     benchmark.group = f"bn_relu-{channels}x{size}-n{batch}-{dtype_name}-{layout}-{'fb' if backward else 'f'}"
     benchmark.pedantic(lambda: (steps[implementation](), torch.cuda.synchronize()), rounds=10, warmup_rounds=2)
-    bytes_moved = batch_norm_relu_bytes(input.numel(), input.element_size(), backward)
+    bytes_moved = batch_norm_op.bytes_moved(input.numel(), input.element_size(), backward)
     achieved = gbps(bytes_moved, times_ms[implementation])
     figures = {
         "suite": "batch_norm_relu", "op": "batch_norm_relu_" + ("fwd_bwd" if backward else "fwd"),
@@ -87,9 +87,9 @@ def test_batch_norm_relu(benchmark, channels, size, batch, dtype_name, layout, b
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("suite", list(MAX_POOL_SUITES))
+@pytest.mark.parametrize("suite", list(max_pool_op.SUITES))
 def test_max_pool(benchmark, suite, batch, dtype_name, layout, implementation, device_peaks, record_result):
-    config = dict(MAX_POOL_SUITES[suite])
+    config = dict(max_pool_op.SUITES[suite])
     channels, size = config.pop("channels"), config.pop("size")
     input = _activation(batch, channels, size, dtype_name, layout).requires_grad_()
     pools = {"fastcnn": fastcnn.max_pool2d, "aten": F.max_pool2d}
@@ -105,7 +105,7 @@ def test_max_pool(benchmark, suite, batch, dtype_name, layout, implementation, d
     saved_bytes, out = saved_tensor_bytes(lambda: pools[implementation](input, **config))
     benchmark.group = f"max_pool-{suite}-n{batch}-{dtype_name}-{layout}"
     benchmark.pedantic(lambda: (step(pools[implementation])(), torch.cuda.synchronize()), rounds=10, warmup_rounds=2)
-    bytes_moved = max_pool_bytes(input.numel(), out.numel(), input.element_size(), backward=True)
+    bytes_moved = max_pool_op.bytes_moved(input.numel(), out.numel(), input.element_size(), backward=True)
     achieved = gbps(bytes_moved, times_ms[implementation])
     figures = {
         "suite": "max_pool2d", "op": "max_pool2d_fwd_bwd", "case": f"{suite}/n{batch}/{dtype_name}/{layout}",

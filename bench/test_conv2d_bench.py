@@ -13,51 +13,14 @@ import time
 import pytest
 import torch
 
-from fastcnn._backend import kernel_module
-from fastcnn.benchmarking import conv2d_flops, cuda_time_ms, tflops
-from fastcnn.shapes import CONV_BATCHES, CONV_SUITES
+from fastcnn.benchmarking import cuda_time_ms, tflops
+from fastcnn.ops import conv2d as conv2d_op
 
 QUICK = os.environ.get("FASTCNN_BENCH_QUICK") == "1"
-BATCHES = CONV_BATCHES[:1] if QUICK else CONV_BATCHES
-PRECISIONS = {"bf16_channels_last": (torch.bfloat16, torch.channels_last),
-              "fp32_tf32": (torch.float32, torch.contiguous_format)}
-PASSES = ("forward", "input_grad", "weight_grad")
-CASES = [(suite, layer) for suite, layers in CONV_SUITES.items() for layer in layers()]
-_first_calls = {}
-
-
-def _operands(layer, batch, dtype, memory_format):
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    make = (lambda *shape: torch.randn(shape, device="cuda", dtype=dtype, generator=generator)
-            .contiguous(memory_format=memory_format))
-    input = make(batch, layer.in_channels, layer.size, layer.size)
-    weight = make(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel)
-    grad_out = make(batch, layer.out_channels, layer.out_size, layer.out_size)
-    return input, weight, grad_out
-
-
-def _fastcnn_call(conv_pass, layer, input, weight, grad_out):
-    kernels = kernel_module("conv2d")
-    arguments = dict(stride=(layer.stride,) * 2, padding=(layer.padding,) * 2, dilation=(1, 1),
-                     groups=layer.groups, dot_precision="tf32" if input.dtype == torch.float32 else "ieee")
-    if conv_pass == "forward":
-        out = torch.empty_like(grad_out)
-        return lambda: kernels.forward(input, weight, None, out, **arguments)
-    if conv_pass == "input_grad":
-        grad_input = torch.empty_like(input)
-        return lambda: kernels.input_grad(grad_out, weight, grad_input, **arguments)
-    grad_weight = torch.empty_like(weight)
-    return lambda: kernels.weight_grad(input, grad_out, grad_weight, **arguments)
-
-
-def _cudnn_call(conv_pass, layer, input, weight, grad_out):
-    stride, padding = [layer.stride] * 2, [layer.padding] * 2
-    if conv_pass == "forward":
-        return lambda: torch.ops.aten.convolution(input, weight, None, stride, padding, [1, 1], False, [0, 0],
-                                                  layer.groups)
-    mask = [conv_pass == "input_grad", conv_pass == "weight_grad", False]
-    return lambda: torch.ops.aten.convolution_backward(grad_out, input, weight, None, stride, padding, [1, 1], False,
-                                                       [0, 0], layer.groups, mask)
+BATCHES = conv2d_op.BATCHES[:1] if QUICK else conv2d_op.BATCHES
+PRECISIONS = {"bf16_channels_last": ("bf16", "channels_last"), "fp32_tf32": ("fp32", "nchw")}
+PASSES = conv2d_op.PASSES
+CASES = [(suite, layer) for suite, layers in conv2d_op.SUITES.items() for layer in layers()]
 
 
 @pytest.mark.parametrize("conv_pass", PASSES)
@@ -65,23 +28,23 @@ def _cudnn_call(conv_pass, layer, input, weight, grad_out):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("suite,layer", CASES, ids=[f"{suite}-{layer.name}" for suite, layer in CASES])
 def test_conv2d(benchmark, suite, layer, batch, precision, conv_pass, device_peaks, record_result):
-    dtype, memory_format = PRECISIONS[precision]
+    dtype, layout = PRECISIONS[precision]
     torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = True
-    operands = _operands(layer, batch, dtype, memory_format)
-    fastcnn_call = _fastcnn_call(conv_pass, layer, *operands)
+    torch.backends.cudnn.allow_tf32 = True  # fastcnn follows it too (conv2d_op.uses_tf32)
+    operands = conv2d_op.operands(layer, batch, dtype, layout, "cuda", torch.Generator(device="cuda").manual_seed(0))
+    fastcnn_call, _ = conv2d_op.pass_launcher(conv_pass, layer, *operands)
     torch.cuda.synchronize()
     started = time.perf_counter()
     fastcnn_call()  # compiles new kernel variants and autotunes this shape
     torch.cuda.synchronize()
     first_call_s = time.perf_counter() - started
-    cudnn_call = _cudnn_call(conv_pass, layer, *operands)
+    cudnn_call = conv2d_op.aten_pass(conv_pass, layer, *operands)
     times_ms = {"fastcnn": cuda_time_ms(fastcnn_call), "cudnn": cuda_time_ms(cudnn_call)}
 
     benchmark.group = f"conv2d-{conv_pass}-{precision}-{layer.name}-n{batch}"
     benchmark.pedantic(lambda: (fastcnn_call(), torch.cuda.synchronize()), rounds=10, warmup_rounds=2)
-    flops = conv2d_flops(batch, layer)
-    peak = device_peaks["matmul_bf16_tflops" if dtype == torch.bfloat16 else "matmul_fp32_tflops"]
+    flops = layer.flops(batch)
+    peak = device_peaks["matmul_bf16_tflops" if dtype == "bf16" else "matmul_fp32_tflops"]
     for implementation, milliseconds in times_ms.items():
         figures = {
             "suite": "conv2d", "op": f"conv2d_{conv_pass}", "implementation": implementation,

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.benchmarking import cross_entropy_bytes, cuda_time_ms, gbps
-from fastcnn.shapes import CROSS_ENTROPY_SUITES
+from fastcnn.benchmarking import cuda_time_ms, gbps
+from fastcnn.ops import cross_entropy as cross_entropy_op
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -50,9 +50,9 @@ def _extra_peak_in_logits(run, logits):
 
 @pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("suite", list(CROSS_ENTROPY_SUITES))
+@pytest.mark.parametrize("suite", list(cross_entropy_op.SUITES))
 def test_cross_entropy_forward_backward(benchmark, suite, dtype_name, implementation, device_peaks, record_result):
-    rows, classes = CROSS_ENTROPY_SUITES[suite]
+    rows, classes = cross_entropy_op.SUITES[suite]
     generator = torch.Generator(device="cuda").manual_seed(0)
     logits = torch.randn(rows, classes, device="cuda", dtype=DTYPES[dtype_name], generator=generator)
     logits.requires_grad_()
@@ -63,7 +63,7 @@ def test_cross_entropy_forward_backward(benchmark, suite, dtype_name, implementa
 
     benchmark.group = f"cross_entropy-{suite}-{dtype_name}"
     benchmark.pedantic(lambda: (run(), torch.cuda.synchronize()), rounds=10, warmup_rounds=2)
-    bytes_moved = cross_entropy_bytes(rows, classes, logits.element_size())
+    bytes_moved = cross_entropy_op.bytes_moved(rows, classes, logits.element_size())
     achieved = gbps(bytes_moved, times_ms[implementation])
     figures = {
         "suite": "cross_entropy", "op": "cross_entropy_fwd_bwd", "case": f"{suite}/N{rows}/{dtype_name}",

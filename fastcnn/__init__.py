@@ -1,15 +1,18 @@
 """fastcnn: Triton kernels for training convolutional networks in PyTorch.
 
-See README.md. ``fastcnn.info()`` tells where the kernels run on this machine.
+See README.md and docs/architecture.md. ``fastcnn.info()`` tells where the kernels run on this
+machine. The functionals (``fastcnn.conv2d``, ...) are each op module's public names
+(``fastcnn/ops/<op>.py``, its ``__all__``).
 """
 __version__ = "0.1.0"
 
-from . import nn, optim  # noqa: E402
+from . import nn, ops, optim  # noqa: E402
 from ._backend import FallbackWarning, info  # noqa: E402
-from .conv import conv2d  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402
-from .loss import cross_entropy  # noqa: E402
-from .norm import batch_norm, batch_norm_relu  # noqa: E402
-from .pool import max_pool2d  # noqa: E402
 
-__all__ = ["ConversionReport", "FallbackWarning", "convert", "batch_norm", "batch_norm_relu", "conv2d", "cross_entropy", "max_pool2d", "info", "nn", "optim", "__version__"]
+__all__ = ["ConversionReport", "FallbackWarning", "convert", "info", "nn", "ops", "optim", "__version__"]
+for _module in ops.MODULES:
+    for _name in _module.__all__:
+        globals()[_name] = getattr(_module, _name)
+        __all__.append(_name)
+del _module, _name

@@ -8,7 +8,8 @@
   one-time ``FallbackWarning`` so that a converted model still runs, slowly.
 
 The kernels package is imported lazily, on the first launch, so the environment variable may be
-set any time before that.
+set any time before that. Each op imports its own kernel module through its ``_kernels()`` handle
+(fastcnn/ops), after ``backend_for`` has found the package importable.
 """
 import collections
 import importlib
@@ -44,16 +45,6 @@ def kernels():
         except ImportError as error:  # e.g. a platform without a triton wheel
             _kernels_import_error = error
     return _kernels_module
-
-
-def kernel_module(name):
-    """``fastcnn.kernels.<name>`` (e.g. ``"adam"``)."""
-    kernels()
-    return importlib.import_module(f"fastcnn.kernels.{name}")
-
-
-def interpreter_requested():
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
 
 
 def _constant_under_compile(function):

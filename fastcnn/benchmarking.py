@@ -1,5 +1,6 @@
-"""Benchmark helpers shared by ``bench/`` and the profiler: device peaks, CUDA-event timing,
-bytes/FLOP formulas, and machine-written result files.
+"""Benchmark helpers shared by ``bench/``, the profiler and every op's benchmark cases: device
+peaks, CUDA-event timing, the case record, random inputs, TFLOP/s and GB/s, and machine-written
+result files. Each op's FLOP or byte formula and its cases live in its module (``fastcnn/ops``).
 
 Timing: medians of CUDA-event intervals after warm-up, with L2 flushed (a 256 MiB write) before
 each timed call so that small working sets are not flattered by cache residency.
@@ -14,10 +15,65 @@ import os
 import platform
 import statistics
 import subprocess
+from dataclasses import dataclass, field
 
 import torch
 
 L2_FLUSH_BYTES = 256 * 2**20
+
+# The profiler's and the op cases' names for dtypes and layouts.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+IMPLEMENTATIONS = ("fastcnn", "eager", "torch_compile")
+# Batch sizes of the activation-sized ops' suites (batch norm, pooling).
+ACTIVATION_BATCHES = (64, 256)
+
+
+@dataclass
+class BenchmarkCase:
+    """One thing to time: ``build(device)`` returns {implementation: zero-argument callable}, one
+    per IMPLEMENTATIONS entry; each callable returns the tensor it computed (the output or a
+    gradient), which the profiler's smoke check compares across implementations. ``work`` is
+    {"flops": n} for a compute-bound op, {"bytes": n} (the least it must move) for a
+    memory-bound one."""
+
+    op: str
+    case: str
+    dtype: str
+    layout: str
+    work: dict
+    build: object = field(repr=False)
+
+
+def random_input(shape, dtype, layout, device, generator):
+    """Standard-normal values of dtype name ``dtype`` ('bf16', ...), 4-d tensors in ``layout``."""
+    tensor = torch.randn(shape, device=device, generator=generator).to(DTYPES[dtype])
+    return tensor.contiguous(memory_format=LAYOUTS[layout]) if tensor.dim() == 4 else tensor
+
+
+def element_size(dtype):
+    """Bytes per element of dtype name ``dtype``."""
+    return torch.empty((), dtype=DTYPES[dtype]).element_size()
+
+
+def compiled(function):
+    """``function`` under torch.compile, the baseline every case times beside eager."""
+    return torch.compile(function, dynamic=False)
+
+
+def training_step(function, input, extra=()):
+    """forward + backward of ``function(input, *extra)`` with a ones-like output gradient; returns
+    a callable that runs it and returns ``input.grad``."""
+    grad = []
+
+    def step():
+        input.grad = None
+        out = function(input, *extra)
+        if not grad:
+            grad.append(torch.ones_like(out))
+        out.backward(grad[0])
+        return input.grad
+    return step
 
 
 def cuda_time_ms(fn, *, warmup=5, repeats=30, flush_l2=True):
@@ -52,12 +108,6 @@ def measure_peaks(device="cuda"):
         peaks[name] = 2 * n**3 / (ms * 1e-3) / 1e12
     peaks["fp32_matmul_uses_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
     return peaks
-
-
-def adam_bytes(numel, element_size, amsgrad=False):
-    """Bytes an Adam step must move: read param, grad, exp_avg, exp_avg_sq and write param,
-    exp_avg, exp_avg_sq (7 accesses; 9 with amsgrad's max_exp_avg_sq read and write)."""
-    return numel * element_size * (9 if amsgrad else 7)
 
 
 def gbps(bytes_moved, milliseconds):
@@ -115,13 +165,6 @@ def write_results(folder, records, peaks, environment_info=None):
     return path
 
 
-def conv2d_flops(batch, layer):
-    """FLOPs of one conv2d pass (forward, grad-input or grad-weight: the same GEMM size) on a
-    ``fastcnn.shapes.ConvLayer``: 2 * N * OH * OW * K * (C / groups) * R * S."""
-    return (2 * batch * layer.out_size**2 * layer.out_channels * (layer.in_channels // layer.groups)
-            * layer.kernel**2)
-
-
 def tflops(flops, milliseconds):
     return flops / (milliseconds * 1e-3) / 1e12
 
@@ -129,37 +172,6 @@ def tflops(flops, milliseconds):
 def geometric_mean(values):
     values = list(values)
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
-
-
-def conv2d_speedup_summary(records):
-    """Geometric-mean speedup of fastcnn over cuDNN per (pass, precision, layer kind), the
-    figures the conv2d issue sets goals for; ``records`` as the conv2d benchmark writes them."""
-    groups = {}
-    for record in records:
-        if record.get("suite") != "conv2d" or record.get("implementation") != "fastcnn":
-            continue
-        kind = "depthwise" if record["depthwise"] else "1x1" if record["kernel"] == 1 else "spatial"
-        for key in ((record["op"], record["precision"], "all"), (record["op"], record["precision"], kind)):
-            groups.setdefault(key, []).append(record["speedup_vs_cudnn"])
-    return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}
-
-
-def cross_entropy_bytes(rows, classes, element_size, target_size=8):
-    """Bytes a fused cross-entropy forward + backward must move at the least: read the logits
-    once, write their gradient once, read the class-index targets."""
-    return 2 * rows * classes * element_size + rows * target_size
-
-
-def batch_norm_relu_bytes(numel, element_size, backward):
-    """Bytes BN+ReLU must move at the least: forward reads x and writes y; backward reads x and
-    dy and writes dx (per-channel vectors are negligible)."""
-    return numel * element_size * (5 if backward else 2)
-
-
-def max_pool_bytes(input_numel, output_numel, element_size, backward):
-    """Bytes max-pool must move at the least: forward reads x and writes the output; backward
-    reads the output gradient and writes the input gradient (saved indices not counted)."""
-    return (input_numel + output_numel) * element_size * (2 if backward else 1)
 
 
 def saved_tensor_bytes(run):

@@ -64,16 +64,5 @@ def real_dtype(dtype):
     return {torch.complex64: torch.float32, torch.complex32: torch.float16}.get(dtype, dtype)
 
 
-def conv_uses_tf32(dtype, device):
-    """Whether PyTorch's own convolution would run this fp32 conv in TF32 (cuDNN on a CUDA device
-    with ``torch.backends.cudnn.allow_tf32``, on by default), so fastcnn does exactly the same."""
-    if dtype != torch.float32 or torch.device(device).type != "cuda":
-        return False
-    precision = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
-    if precision in ("tf32", "ieee"):
-        return precision == "tf32"
-    return bool(torch.backends.cudnn.allow_tf32)
-
-
 # Relative tolerance of an fp32 result whose products were rounded to TF32 (10-bit mantissa).
 TF32_RELATIVE_TOLERANCE = 2e-3

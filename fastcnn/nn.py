@@ -2,10 +2,10 @@
 replaces, so constructors, ``repr``, ``state_dict`` keys and ``isinstance`` checks are unchanged."""
 import torch
 
-from .conv import conv2d
-from .loss import cross_entropy
-from .norm import batch_norm, batch_norm_relu
-from .pool import max_pool2d
+from .ops.batch_norm import batch_norm, batch_norm_relu
+from .ops.conv2d import conv2d
+from .ops.cross_entropy import cross_entropy
+from .ops.max_pool import max_pool2d
 
 
 class Conv2d(torch.nn.Conv2d):

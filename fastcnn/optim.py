@@ -3,8 +3,8 @@
 ``fastcnn.optim.Adam`` and ``fastcnn.optim.AdamW`` are drop-in subclasses of ``torch.optim.Adam``
 and ``torch.optim.AdamW``: same constructor, same argument checks (torch's own), same param
 groups and same ``state_dict`` layout, so a checkpoint of either continues with the other. Only
-``step()`` differs: per param group, every tensor is updated by two Triton launches (see
-``kernels/adam.py``) instead of one op per tensor.
+``step()`` differs: per param group, every tensor is updated by two Triton launches (the op in
+``fastcnn/ops/adam.py`` over ``kernels/adam.py``) instead of one op per tensor.
 
 State follows torch's *fused* Adam: ``step`` is a float32 scalar tensor on the param's device, so
 the bias corrections are computed on the device and ``step()`` never waits for the GPU. A step
@@ -16,54 +16,12 @@ the kernel unscales the gradients itself and skips the whole step on the device 
 NaN was found — no ``.item()``.
 """
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
-from torch import Tensor
 
-from . import _backend, _reference, validation
+from . import validation
 from ._layout import is_dense
-from .dtypes import triton_dtype
-
-
-# Pointer tables of recent steps, keyed by what they encode (addresses and sizes): a model's
-# tensors keep their addresses from step to step, so the table is built once.
-_TABLES = {}
-_MAX_TABLES = 64
-
-
-@torch.library.custom_op("fastcnn::adam_step_",
-                         mutates_args=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "steps"))
-def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                  max_exp_avg_sqs: list[Tensor], steps: list[Tensor], grad_scale: Optional[Tensor],
-                  found_inf: Optional[Tensor], *, lr: float, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, decoupled_weight_decay: bool, amsgrad: bool, maximize: bool) -> None:
-    """One Adam/AdamW step, in place, over tensors that share a device and dtypes, walkable as
-    flat arrays (see Adam._buckets); ``max_exp_avg_sqs`` is empty unless ``amsgrad``."""
-    if not params:
-        return
-    adam_kernels = _backend.kernel_module("adam")
-    multi_tensor = _backend.kernel_module("multi_tensor")
-    numels = [p.numel() for p in params]
-    tensor_lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else exp_avg_sqs, steps)
-    key = multi_tensor.table_key(tensor_lists, numels)
-    table = _TABLES.get(key)
-    if table is None:
-        if len(_TABLES) >= _MAX_TABLES:
-            _TABLES.clear()
-        table = _TABLES[key] = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE,
-                                                        params[0].device, key=key)
-    with torch.profiler.record_function("fastcnn::adam_step"):
-        _backend.record_launch("adam_step", adam_kernels.adam_step(
-            table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(exp_avgs[0].dtype), lr=lr,
-            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
-            grad_scale=grad_scale, found_inf=found_inf))
-
-
-@_adam_step_op.register_fake
-def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale, found_inf, **hyperparameters):
-    return None
+from .ops.adam import adam_step
 
 
 @dataclass
@@ -176,17 +134,9 @@ class Adam(torch.optim.Adam):
         return state
 
     def _launch(self, device, bucket, hyperparameters, grad_scale, found_inf):
-        backend = _backend.backend_for(device)
-        if backend == _backend.FALLBACK:
-            _backend.warn_fallback(f"optim.{type(self).__name__}.step", device)
-            _reference.adam_step(
-                bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs, bucket.max_exp_avg_sqs,
-                bucket.steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters,
-            )
-        else:
-            max_exp_avg_sqs = bucket.max_exp_avg_sqs if hyperparameters["amsgrad"] else []
-            _adam_step_op(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs, max_exp_avg_sqs,
-                          bucket.steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+        adam_step(f"optim.{type(self).__name__}.step", bucket.params, bucket.grads, bucket.exp_avgs,
+                  bucket.exp_avg_sqs, bucket.max_exp_avg_sqs, bucket.steps, grad_scale=grad_scale,
+                  found_inf=found_inf, **hyperparameters)
         for destination, staged in bucket.write_back:
             destination.copy_(staged)
 

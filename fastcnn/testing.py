@@ -8,11 +8,14 @@
   (non-contiguous) layouts; ``poisoned_like``: NaN-filled outputs so unwritten elements show;
   ``strided_copy``: given values (integer targets, optimizer state) in a poisoned strided view.
 * ``relative_error`` / ``assert_close``: ||out - ref|| / ||ref|| against a float64 reference with
-  the per-dtype tolerances of ``fastcnn.dtypes``.
+  the per-dtype tolerances of ``fastcnn.dtypes``; a failure names the first element out of
+  tolerance, its index and both values.
 * ``record_aten_ops`` and ``count_launches``: prove the Triton kernel ran and the ATen op it
   replaces did not.
 * ``assert_raises_like_torch``: bad input raises torch's exception type, in torch's words,
-  before any launch. ``same_layout``: two tensors laid out alike.
+  before any launch; ``check_opinfo_error_inputs``: every error input of PyTorch's OpInfo for
+  the op, through fastcnn. ``same_layout``: two tensors laid out alike.
+* ``ON_GPU`` and ``gpu_only(why)``: the marker of tests that need a CUDA device.
 """
 import contextlib
 import os
@@ -24,20 +27,31 @@ import torch
 from .dtypes import tolerance
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
 SEED_VARIABLE = "FASTCNN_TEST_SEED"
 
 # Layouts every op is tested in. "sliced" is a view with a step of 2 along the last dimension.
 LAYOUTS = ("contiguous", "channels_last", "sliced")
 
 
+def gpu_only(why):
+    """pytest marker: skip the test unless a CUDA device is present (``why`` it needs one, e.g.
+    "fp16/bf16": the interpreter cannot run them, or a case too large for it)."""
+    import pytest
+
+    return pytest.mark.skipif(not ON_GPU, reason=f"needs a CUDA device ({why})")
+
+
 def use_interpreter_without_gpu():
-    """Set ``TRITON_INTERPRET=1`` when no CUDA device is present, before triton is imported."""
+    """Set ``TRITON_INTERPRET=1`` when no CUDA device is present, before fastcnn.kernels is imported
+    (Triton reads it when each kernel is decorated)."""
     if torch.cuda.is_available():
         return False
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("triton was imported before TRITON_INTERPRET=1 could be set: the kernels "
-                           "would not run through the interpreter")
     os.environ["TRITON_INTERPRET"] = "1"
+    kernels = sys.modules.get("fastcnn.kernels")
+    if kernels is not None and not kernels.INTERPRETED:  # decided when the package was imported
+        raise RuntimeError("fastcnn.kernels was imported before TRITON_INTERPRET=1 could be set: the kernels "
+                           "would not run through the interpreter")
     return True
 
 
@@ -52,19 +66,29 @@ def make_tensor(shape, dtype=torch.float32, device=DEVICE, *, layout="contiguous
     """Random values with magnitude in [low, high) and random sign: never zero, so a kernel that
     skips an element or multiplies by a missing term cannot pass by accident."""
     shape = tuple(shape)
-    base_shape = shape[:-1] + (2 * shape[-1],) if layout == "sliced" and shape else shape
-    magnitude = torch.rand(base_shape, generator=generator, dtype=torch.float64) * (high - low) + low
-    sign = torch.randint(0, 2, base_shape, generator=generator, dtype=torch.int8) * 2 - 1
-    values = (magnitude * sign).to(device=device, dtype=dtype)
+    magnitude = torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low) + low
+    sign = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8) * 2 - 1
+    return in_layout((magnitude * sign).to(device=device, dtype=dtype), layout)
+
+
+def in_layout(values, layout):
+    """A copy of ``values`` laid out as ``layout`` (one of LAYOUTS): "contiguous"; "channels_last"
+    (4-d only); "sliced", a view with a step of 2 along the last dimension whose skipped elements
+    are poisoned (``poisoned_like``), so a kernel that reads the gaps shows."""
     if layout == "channels_last":
         if values.dim() != 4:
-            raise ValueError(f"channels_last needs a 4-d shape, got {shape}")
+            raise ValueError(f"channels_last needs a 4-d shape, got {tuple(values.shape)}")
         return values.contiguous(memory_format=torch.channels_last)
     if layout == "sliced":
-        return values[..., ::2]
+        if values.dim() == 0:
+            return values.clone()
+        wide = poisoned_like(values.new_empty(values.shape[:-1] + (2 * values.shape[-1],)))
+        view = wide[..., ::2]
+        view.copy_(values)
+        return view
     if layout != "contiguous":
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    return values
+    return values.contiguous()
 
 
 def poisoned_like(tensor, dtype=None):
@@ -101,9 +125,34 @@ def assert_close(actual, expected, dtype, *, what, seed, reduction_length=1, err
     error = relative_error(actual, expected)
     scale = expected.detach().to(torch.float64).norm().item()
     limit = tolerance(dtype, reduction_length) + (error_floor / scale if scale > 0 else error_floor)
-    assert error <= limit, (f"{what}: relative error {error:.3e} > {limit:.1e} for {dtype} "
-                            f"(replay with {SEED_VARIABLE}={seed})")
+    if not error <= limit:
+        raise AssertionError(f"{what}: relative error {error:.3e} > {limit:.1e} for {dtype}; "
+                             f"{first_mismatch(actual, expected, limit)} (replay with {SEED_VARIABLE}={seed})")
     return error
+
+
+def first_mismatch(actual, expected, limit):
+    """Where ``actual`` first (in index order) leaves ``expected``, in words for a message: a NaN or
+    infinity that does not match, or a difference over ``limit`` times the reference's
+    root-mean-square value (each element's share of a relative-error budget of ``limit``; when the
+    relative error is over ``limit``, some element is), and where the largest difference is."""
+    actual = actual.detach().to(torch.float64).cpu()
+    expected = expected.detach().to(torch.float64).cpu()
+    if actual.numel() == 0:
+        return "no elements"
+    finite = torch.isfinite(expected)
+    rms = expected[finite].norm().item() / max(1, finite.sum().item()) ** 0.5
+    wrong = (torch.isnan(actual) != torch.isnan(expected)) | (torch.isinf(expected) & (actual != expected))
+    wrong |= finite & ((actual - expected).abs() > limit * rms)
+    difference = torch.where(finite, (actual - expected).abs(), torch.zeros_like(actual))
+    largest = tuple(int(i) for i in torch.unravel_index(difference.argmax(), actual.shape))
+    described = (f"largest difference at index {largest}: {actual[largest].item()!r} vs expected "
+                 f"{expected[largest].item()!r}")
+    if not wrong.any():
+        return described
+    first = tuple(int(i) for i in torch.unravel_index(wrong.flatten().nonzero()[0, 0], actual.shape))
+    return (f"first mismatch at index {first}: {actual[first].item()!r} vs expected {expected[first].item()!r} "
+            f"({int(wrong.sum())} of {actual.numel()} elements off); {described}")
 
 
 @contextlib.contextmanager
@@ -142,29 +191,49 @@ def count_launches():
             del launched[op]
 
 
-def assert_raises_like_torch(torch_call, fastcnn_call, *, op, fragment):
-    """``torch_call()`` and ``fastcnn_call()`` raise the same exception type; fastcnn's message
-    starts with ``fastcnn.<op>:`` and contains ``fragment``, which must also be in torch's
-    message (the words a user searches for); no kernel launches. Returns fastcnn's exception."""
+def assert_raises_like_torch(torch_call, fastcnn_call, *, op, fragment, error=None):
+    """``torch_call()`` and ``fastcnn_call()`` raise the same exception type (``error`` when given);
+    fastcnn's message starts with ``fastcnn.<op>:`` and contains ``fragment``, which must also be
+    in torch's message (the words a user searches for); no kernel launches. Returns fastcnn's
+    exception."""
     try:
         torch_call()
-    except Exception as error:  # noqa: BLE001  (any exception: its type is what we compare)
-        torch_error = error
+    except Exception as raised:  # noqa: BLE001  (any exception: its type is what we compare)
+        torch_error = raised
     else:
         raise AssertionError("torch raised nothing: the case does not test torch's contract")
     assert fragment in str(torch_error), f"{fragment!r} is not in torch's message {str(torch_error)!r}"
     with count_launches() as launched:
         try:
             fastcnn_call()
-        except Exception as error:  # noqa: BLE001
-            ours = error
+        except Exception as raised:  # noqa: BLE001
+            ours = raised
         else:
             raise AssertionError(f"fastcnn.{op} raised nothing where torch raised {torch_error!r}")
     assert type(ours) is type(torch_error), f"fastcnn raised {ours!r}, torch raised {torch_error!r}"
     assert str(ours).startswith(f"fastcnn.{op}: "), str(ours)
     assert fragment in str(ours), f"{fragment!r} is not in fastcnn's message {str(ours)!r}"
     assert not launched, dict(launched)
+    assert error is None or type(ours) is error, f"expected {error.__name__}, both raised {ours!r}"
     return ours
+
+
+def check_opinfo_error_inputs(name, function, *, op, minimum=1):
+    """Every error input of PyTorch's OpInfo ``name`` through ``function`` (fastcnn's op): torch's
+    exception type, a message matching the OpInfo's regex and starting ``fastcnn.<op>:``, no
+    launch. At least ``minimum`` inputs must exist, so a renamed OpInfo cannot pass by testing
+    nothing. Returns how many ran."""
+    import pytest
+
+    errors = list(opinfo(name).error_inputs(DEVICE))
+    assert len(errors) >= minimum, len(errors)
+    for error in errors:
+        sample = error.sample_input
+        with count_launches() as launched, pytest.raises(error.error_type, match=error.error_regex) as raised:
+            function(sample.input, *sample.args, **sample.kwargs)
+        assert str(raised.value).startswith(f"fastcnn.{op}: "), str(raised.value)
+        assert not launched, dict(launched)
+    return len(errors)
 
 
 def strided_copy(tensor, step=2):

@@ -1,13 +1,18 @@
 """Raw Triton kernels of fastcnn, one file per op, installed as ``fastcnn.kernels``.
 
 Nothing here does autograd or argument checking: the launch helpers trust their callers in
-``fastcnn`` to have validated devices, dtypes and shapes.
+``fastcnn.ops`` to have validated devices, dtypes and shapes. Each op module of ``fastcnn.ops``
+imports the kernel module of the same name (``fastcnn/ops/conv2d.py`` -> ``kernels/conv2d.py``);
+the shared pieces are ``indexing`` (index arithmetic), ``slicing`` (split reductions and their
+fp32 partials), ``tiles`` (tile sizes that depend on where the kernels run) and
+``multi_tensor`` (one launch for many tensors).
 
 ``INTERPRETED`` records how the kernels in this package were built. Triton decides at
-decoration time (``@triton.jit``) whether a kernel is compiled or interpreted, from the
-``TRITON_INTERPRET`` environment variable, so the value is fixed once this package is imported.
+decoration time (``@triton.jit``) whether a kernel is compiled or interpreted, from its
+``TRITON_INTERPRET`` knob, so the value is read from that knob, once, when this package is
+first imported. This package imports triton, and fastcnn imports it lazily (on the first
+launch): a platform without a usable triton then gets the PyTorch fallback instead of an error.
 """
-import os
+from triton import knobs
 
-# Same spelling rules as triton's own env_bool knob.
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
+INTERPRETED = bool(knobs.runtime.interpret)

@@ -28,7 +28,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
+from .tiles import by_backend
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
 # Globals read inside @triton.jit must be tl.constexpr for the compiler (the interpreter is lax).
@@ -41,7 +41,7 @@ STEP_BITS = tl.constexpr(25)
 
 # Compiled: a 16K-element chunk per program keeps >1000 programs in flight for a ResNet-50-sized
 # parameter set. Interpreted: the interpreter pays per program, not per element.
-CHUNK_SIZE = 4096 if INTERPRETED else 16384
+CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
 BLOCK = 1024
 NUM_WARPS = 4
 STEP_BLOCK = 128

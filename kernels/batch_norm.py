@@ -28,11 +28,11 @@ import torch
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
 from .slicing import reduction_slices
+from .tiles import by_backend, channel_blocks
 
 FINAL_BLOCK = 128
-MIN_ROWS_PER_SPLIT = 64 if INTERPRETED else 2048
+MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=2048)
 MAX_SPLITS = 256
 
 
@@ -256,10 +256,8 @@ def _backward_apply_kernel(
 
 
 def _tiles(channel_stride):
-    """(BLOCK_R, BLOCK_C): wide channel blocks when channels are contiguous (channels_last)."""
-    if INTERPRETED:
-        return 256, 16
-    return (32, 64) if channel_stride == 1 else (256, 8)
+    """(BLOCK_R, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
+    return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 8))
 
 
 def fold(x, folded, weight, bias, running_mean, running_var, *, training, momentum, eps):

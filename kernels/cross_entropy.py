@@ -25,10 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
+from .tiles import by_backend
 
-MAX_BLOCK_C = 1024 if INTERPRETED else 4096
-TILE_ELEMENTS = 4096 if INTERPRETED else 8192  # ROWS x BLOCK_C per program
+MAX_BLOCK_C = by_backend(interpreter=1024, gpu=4096)
+TILE_ELEMENTS = by_backend(interpreter=4096, gpu=8192)  # ROWS x BLOCK_C per program
 REDUCE_BLOCK = 1024
 
 

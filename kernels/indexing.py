@@ -1,9 +1,64 @@
-"""Index helpers shared by the kernels that walk [N, C, H, W] tensors pixel by pixel."""
+"""Index arithmetic shared by the kernels that walk [N, C, H, W] tensors: pixel coordinates,
+int64 widening for tensors of 2**31 elements or more, and the window/tap relation of sliding-window
+ops (convolution, pooling)."""
 import triton
-import triton.language as tl  # noqa: F401  (the interpreter requires it in every jit module)
+import triton.language as tl
 
 
 @triton.jit
 def pixel_coordinates(pixels, height, width):
     """(image, row, column) of flat pixel indices over an [N, height, width] grid."""
     return pixels // (height * width), (pixels // width) % height, pixels % width
+
+
+@triton.jit
+def widen(value, WIDE_INDEX: tl.constexpr):
+    """``value`` in int64 when some tensor spans 2**31 elements or more, else unchanged (int32)."""
+    if WIDE_INDEX:
+        value = tl.cast(value, tl.int64)
+    return value
+
+
+@triton.jit
+def block_indices(tile, BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """tile * BLOCK + arange(BLOCK), widened before the multiplication can overflow."""
+    return widen(tile, WIDE_INDEX) * BLOCK + widen(tl.arange(0, BLOCK), WIDE_INDEX)
+
+
+@triton.jit
+def tap_input_pixel(out_row, out_col, r, s, in_height, in_width, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                    dilation_w):
+    """(in_row, in_col, inside): the input pixel that tap (r, s) of output window (out_row, out_col)
+    reads, row p*stride - pad + r*dilation and likewise for columns, and whether it lies inside
+    the input (outside it is padding: zero for a convolution, skipped by a max-pool)."""
+    in_row = out_row * stride_h - pad_h + r * dilation_h
+    in_col = out_col * stride_w - pad_w + s * dilation_w
+    inside = (in_row >= 0) & (in_row < in_height) & (in_col >= 0) & (in_col < in_width)
+    return in_row, in_col, inside
+
+
+@triton.jit
+def window_through_tap(in_row, in_col, r, s, out_height, out_width, stride_h, stride_w, pad_h, pad_w,
+                       dilation_h, dilation_w):
+    """(out_row, out_col, reaches): the output window whose tap (r, s) lands on input pixel
+    (in_row, in_col). Window p's tap r reads row p*stride - pad + r*dilation, so p =
+    (in_row + pad - r*dilation) / stride, a window only when that division is exact and p lies in
+    [0, out_height); likewise for columns. Gradients of sliding-window ops gather through this."""
+    scaled_row = in_row + pad_h - r * dilation_h
+    scaled_col = in_col + pad_w - s * dilation_w
+    out_row = scaled_row // stride_h
+    out_col = scaled_col // stride_w
+    reaches = ((scaled_row >= 0) & (scaled_col >= 0) & (out_row * stride_h == scaled_row)
+               & (out_col * stride_w == scaled_col) & (out_row < out_height) & (out_col < out_width))
+    return out_row, out_col, reaches
+
+
+def span(tensor):
+    """Elements between the first and last addressable element of ``tensor``, plus one."""
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+
+
+def needs_wide_index(*tensors, extra_span=0):
+    """Whether index arithmetic over ``tensors`` (or ``extra_span`` elements) can pass 2**31 - 1,
+    so that kernels must compute offsets in int64 (their ``WIDE_INDEX`` constexpr)."""
+    return max([extra_span] + [span(t) for t in tensors]) >= 2**31 - 1

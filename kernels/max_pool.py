@@ -22,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
-from .indexing import pixel_coordinates
+from .indexing import pixel_coordinates, window_through_tap
+from .tiles import channel_blocks
 
 
 @triton.jit
@@ -93,13 +93,9 @@ def _max_pool2d_backward_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_C), ACCUMULATOR)
     for tap in range(kernel_h * kernel_w):
         r = tap // kernel_w
-        scaled_oh = ih + pad_h - r * dilation_h
-        scaled_ow = iw + pad_w - (tap - r * kernel_w) * dilation_w
-        oh = scaled_oh // stride_h
-        ow = scaled_ow // stride_w
-        window = (pixel_ok & (scaled_oh >= 0) & (scaled_ow >= 0) & (oh * stride_h == scaled_oh)
-                  & (ow * stride_w == scaled_ow) & (oh < out_height) & (ow < out_width))
-        mask = window[:, None] & channel_ok[None, :]
+        oh, ow, reaches = window_through_tap(ih, iw, r, tap - r * kernel_w, out_height, out_width, stride_h, stride_w,
+                                             pad_h, pad_w, dilation_h, dilation_w)
+        mask = (pixel_ok & reaches)[:, None] & channel_ok[None, :]
         offsets = (oh * go_stride_h + ow * go_stride_w)[:, None]
         chosen = tl.load(taps_base + (oh * taps_stride_h + ow * taps_stride_w)[:, None], mask=mask, other=-1)
         hit = mask & (chosen.to(tl.int32) == tap)
@@ -110,10 +106,8 @@ def _max_pool2d_backward_kernel(
 
 
 def _blocks(channel_stride):
-    """(BLOCK_P, BLOCK_C): wide channel blocks when channels are contiguous (channels_last)."""
-    if INTERPRETED:
-        return 512, 16
-    return (16, 64) if channel_stride == 1 else (256, 4)
+    """(BLOCK_P, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
+    return channel_blocks(channel_stride, interpreter=(512, 16), channels_last=(16, 64), nchw=(256, 4))
 
 
 def _geometry(kernel_size, stride, padding, dilation):

@@ -1,12 +1,19 @@
 """Cutting a long reduction into slices (split-K) when the output alone has too few tiles to
 fill the GPU. Used by conv2d's grad-weight and grad-bias and by batch norm's per-channel
 statistics; each slice writes an fp32 partial that a second kernel merges in a fixed order, so
-results are identical run to run.
+results are identical run to run (no atomics).
+
+``_sum_slices_kernel``: out[i] = sum over s of partial[s, i]; reads slices·numel fp32 values and
+writes numel; grid (cdiv(numel, SUM_BLOCK),).
 """
 import torch
 import triton
+import triton.language as tl
 
-from . import INTERPRETED
+from .indexing import widen
+from .tiles import by_backend
+
+SUM_BLOCK = 1024
 
 _SM_COUNTS = {}
 
@@ -14,8 +21,9 @@ _SM_COUNTS = {}
 def sm_count(device):
     """Streaming multiprocessors of ``device``. The interpreter pretends to have 2, so that small
     test problems are sliced and CI exercises the merging."""
-    if INTERPRETED:
-        return 2
+    pretended = by_backend(interpreter=2, gpu=None)
+    if pretended:
+        return pretended
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _SM_COUNTS:
         _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
@@ -34,3 +42,40 @@ def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_
         slices = max(1, min(triton.cdiv(occupancy, output_tiles), length // min_length, max_slices))
     per_slice = triton.cdiv(triton.cdiv(length, slices), 128) * 128
     return per_slice, triton.cdiv(length, per_slice)
+
+
+@triton.jit
+def slice_range(index, per_slice, total, WIDE_INDEX: tl.constexpr):
+    """[start, end) of slice ``index`` of a reduction over ``total`` elements cut into slices of
+    ``per_slice`` (the last may be shorter)."""
+    start = widen(index, WIDE_INDEX) * per_slice
+    return start, tl.minimum(start + per_slice, total)
+
+
+def partials(out, slices):
+    """Where ``slices`` slices of a reduction into the dense ``out`` write: ``out`` itself for one
+    slice, else fp32 partials laid out like ``out``, one copy per slice (slice s at offset
+    s·numel)."""
+    if slices == 1:
+        return out
+    return torch.empty_strided((slices, *out.shape), (out.numel(), *out.stride()), dtype=torch.float32,
+                               device=out.device)
+
+
+def sum_partials(partial, out, slices):
+    """Add the slices' partials into ``out`` in slice order; returns the launches made (0 or 1)."""
+    if slices == 1:
+        return 0
+    _sum_slices_kernel[(triton.cdiv(out.numel(), SUM_BLOCK),)](partial, out, out.numel(), slices, BLOCK=SUM_BLOCK)
+    return 1
+
+
+@triton.jit
+def _sum_slices_kernel(partial_ptr, out_ptr, numel, num_slices, BLOCK: tl.constexpr):
+    """out[i] = sum over s of partial[s, i], in slice order (run-to-run identical)."""
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offsets < numel
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for index in range(num_slices):
+        acc += tl.load(partial_ptr + index * numel + offsets, mask=ok, other=0.0)
+    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)

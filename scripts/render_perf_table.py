@@ -4,7 +4,7 @@ Usage: python scripts/render_perf_table.py [README.md] [bench/results]"""
 import os
 import sys
 
-from fastcnn.profile import render_readme_table
+from fastcnn.reporting import render_readme_table
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 readme = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "README.md")

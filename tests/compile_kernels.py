@@ -19,7 +19,8 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import adam, batch_norm, conv2d, cross_entropy, max_pool  # noqa: E402
+from fastcnn.kernels import (adam, batch_norm, conv2d, conv2d_depthwise, conv2d_gemm, cross_entropy,  # noqa: E402
+                             max_pool, slicing)
 
 
 
@@ -62,16 +63,16 @@ def main():
         runtime_signature(adam._count_steps_kernel, {"tables_ptr": "*i64", "found_inf_ptr": "*fp32"}),
         dict(HAS_FOUND_INF=True, STEP_BLOCK=adam.STEP_BLOCK), 90)
     conv_kernels = {
-        "forward": (conv2d._conv2d_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
-        "input_grad": (conv2d._conv2d_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
-        "weight_grad": (conv2d._conv2d_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
+        "forward": (conv2d_gemm._conv2d_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
+        "input_grad": (conv2d_gemm._conv2d_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
+        "weight_grad": (conv2d_gemm._conv2d_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
     }
     for (name, (kernel, pointers, extra)), (element, precision), wide in itertools.product(
             conv_kernels.items(), (("*bf16", "ieee"), ("*fp16", "ieee"), ("*fp32", "tf32")), (False, True)):
         pointer_types = {pointer: element for pointer in pointers}
         if name == "weight_grad":
             pointer_types["dw_ptr"] = "*fp32"  # split-K partials
-        config, num_warps, num_stages = conv2d.DEFAULT_CONFIG
+        config, num_warps, num_stages = conv2d_gemm.DEFAULT_CONFIG
         constexprs = dict(extra, WIDE_INDEX=wide, DOT_PRECISION=precision, UPCAST=False, **config)
         key = f"conv2d_{name}/sm90/{element[1:]}/{'int64' if wide else 'int32'}"
         results[key] = memory_accesses(kernel, runtime_signature(kernel, pointer_types, "i32"), constexprs, 90)
@@ -83,26 +84,27 @@ def main():
             "batch", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "in_per_group",
             "out_per_group", "taps_h", "taps_w", "x_stride_c", "dy_stride_k")}
         signature = {k: v for k, v in runtime_signature(kernel, pointer_types, "i32").items() if k not in ones}
-        config, num_warps, num_stages = conv2d.DEFAULT_CONFIG
+        config, num_warps, num_stages = conv2d_gemm.DEFAULT_CONFIG
         constexprs = dict(extra, WIDE_INDEX=True, DOT_PRECISION="ieee", UPCAST=False, **config, **ones)
         results[f"conv2d_{name}/sm90/ones"] = memory_accesses(kernel, signature, constexprs, 90)
     depthwise_kernels = {
-        "forward": (conv2d._depthwise_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
-        "input_grad": (conv2d._depthwise_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
-        "weight_grad": (conv2d._depthwise_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
+        "forward": (conv2d_depthwise._depthwise_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
+        "input_grad": (conv2d_depthwise._depthwise_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),
+        "weight_grad": (conv2d_depthwise._depthwise_weight_grad_kernel, ("x_ptr", "dy_ptr", "dw_ptr"), {}),
     }
     for name, (kernel, pointers, extra) in depthwise_kernels.items():
-        block_p, block_c = conv2d._depthwise_blocks(1)
+        block_p, block_c = conv2d_depthwise._blocks(1)
         constexprs = dict(extra, WIDE_INDEX=False, BLOCK_P=block_p, BLOCK_C=block_c)
         signature = runtime_signature(kernel, {pointer: "*bf16" for pointer in pointers}, "i32")
         results[f"conv2d_depthwise_{name}/sm90"] = memory_accesses(kernel, signature, constexprs, 90)
     results["conv2d_bias_grad/sm80"] = memory_accesses(
         conv2d._bias_grad_kernel, runtime_signature(conv2d._bias_grad_kernel, {"dy_ptr": "*bf16", "db_ptr": "*fp32"}, "i32"),
         dict(WIDE_INDEX=True, BLOCK_C=conv2d.BIAS_BLOCK_C, BLOCK_P=conv2d.BIAS_BLOCK_P), 80)
-    results["conv2d_sum_splits/sm80"] = memory_accesses(
-        conv2d._sum_splits_kernel,
-        runtime_signature(conv2d._sum_splits_kernel, {"partial_ptr": "*fp32", "out_ptr": "*bf16"}, "i32"),
-        dict(BLOCK=conv2d.SUM_BLOCK), 80)
+    # The split-K partials' sum, which conv2d's weight and bias gradients launch.
+    results["conv2d_sum_slices/sm80"] = memory_accesses(
+        slicing._sum_slices_kernel,
+        runtime_signature(slicing._sum_slices_kernel, {"partial_ptr": "*fp32", "out_ptr": "*bf16"}, "i32"),
+        dict(BLOCK=slicing.SUM_BLOCK), 80)
     ce = cross_entropy._cross_entropy_kernel
     for element, probabilities, classes in itertools.product(("*bf16", "*fp32"), (False, True), (10, 128000)):
         rows, block_c = cross_entropy._tile(classes)

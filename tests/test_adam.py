@@ -20,7 +20,8 @@ from torch.testing._internal.common_optimizers import (
 import fastcnn
 from fastcnn.dtypes import UNIT_ROUNDOFF
 from fastcnn.kernels import adam as adam_kernels
-from fastcnn.testing import DEVICE, assert_close, count_launches, make_tensor, record_aten_ops, strided_copy
+from fastcnn.testing import (DEVICE, assert_close, count_launches, gpu_only, make_tensor, record_aten_ops,
+                             strided_copy)
 
 STEPS = 20
 PAIRS = {"Adam": (fastcnn.optim.Adam, torch.optim.Adam), "AdamW": (fastcnn.optim.AdamW, torch.optim.AdamW)}
@@ -401,7 +402,7 @@ def test_is_a_drop_in_subclass():
     assert adamw.param_groups[0]["lr"] == 5e-4
 
 
-@pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU")
+@gpu_only("host synchronisation exists only with a device")
 def test_step_never_synchronizes_with_the_device(generator):
     params = [make_tensor((n, 7), device="cuda", generator=generator).requires_grad_() for n in (3, 300)]
     optimizer = fastcnn.optim.Adam(params, amsgrad=True)
@@ -423,7 +424,7 @@ def test_step_never_synchronizes_with_the_device(generator):
                 delattr(optimizer, attribute)
 
 
-@pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU with ~20 GB free")
+@gpu_only("~20 GB of device memory")
 def test_tensor_of_more_than_2_to_the_31_elements(seed):
     """Offsets past 2**31 must index in int64: check elements on both sides of the boundary."""
     numel = 2**31 + 4099

@@ -5,10 +5,9 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import tolerance as assert_tolerance
-from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches,
+from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, gpu_only,
                              make_tensor, opinfo, record_aten_ops, relative_error, strided_copy)
 
-ON_GPU = DEVICE == "cuda"
 
 
 def reference(input, running_mean, running_var, weight, bias, grad_out, *, relu, **options):
@@ -216,9 +215,8 @@ def test_bad_input_raises_like_torch(name):
     args, kwargs = make()
     args = tuple(None if t is None else t.to(DEVICE) for t in args)
     for function, op in ((fastcnn.batch_norm_relu, "batch_norm_relu"), (fastcnn.batch_norm, "batch_norm")):
-        raised = assert_raises_like_torch(lambda: F.batch_norm(*args, **kwargs), lambda: function(*args, **kwargs),
-                                          op=op, fragment=fragment)
-        assert type(raised) is error
+        assert_raises_like_torch(lambda: F.batch_norm(*args, **kwargs), lambda: function(*args, **kwargs), op=op,
+                                 fragment=fragment, error=error)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -313,12 +311,20 @@ def test_empty_batch(generator):
     assert input.grad.shape == input.shape
 
 
-gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16)")
 
 
-@gpu_only
+@gpu_only("fp16/bf16")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(4))
 def test_half_precision_with_fp32_parameters(dtype, case, seed, generator):
     input, running_mean, running_var, weight, bias, options, relu = random_case(case_random(seed, case), generator)
     check_bn(input.to(dtype), running_mean, running_var, weight, bias, seed=seed, relu=relu, dtype=dtype, **options)
+
+
+def test_bytes_hand_counted_and_activation_shapes():
+    from fastcnn.ops import batch_norm as batch_norm_op
+
+    assert batch_norm_op.bytes_moved(10, 4, backward=False) == 80  # read x, write y
+    assert batch_norm_op.bytes_moved(10, 2, backward=True) == 100  # + read x, dy; write dx
+    shapes = batch_norm_op.resnet50_activation_shapes()
+    assert shapes[0] == (64, 112) and (2048, 7) in shapes

@@ -11,13 +11,15 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn import testing
-from fastcnn._backend import kernel_module
 from fastcnn._layout import suggests_channels_last
-from fastcnn.dtypes import TF32_RELATIVE_TOLERANCE, aten_type_name, conv_uses_tf32
-from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, make_tensor,
-                             opinfo, poisoned_like, record_aten_ops, same_layout)
+from fastcnn.dtypes import TF32_RELATIVE_TOLERANCE, aten_type_name
+from fastcnn.kernels import conv2d as conv2d_kernels
+from fastcnn.kernels import conv2d_gemm
+from fastcnn.ops import conv2d as conv2d_op
+from fastcnn.testing import (DEVICE, ON_GPU, assert_close, assert_raises_like_torch, case_random,
+                             check_opinfo_error_inputs, count_launches, gpu_only, make_tensor, opinfo, poisoned_like,
+                             record_aten_ops, same_layout)
 
-ON_GPU = DEVICE == "cuda"
 FORBIDDEN_ATEN = ("convolution", "conv2d", "_convolution", "cudnn", "mkldnn", "mm", "addmm", "bmm", "matmul",
                   "im2col", "unfold", "col2im")
 
@@ -66,7 +68,7 @@ def check_conv(input, weight, bias, *, seed, dtype=torch.float32, **arguments):
     kernel_taps = weight.shape[2] * weight.shape[3]
     lengths = {"output": weight.shape[1] * kernel_taps, "grad_input": weight.shape[0] // groups * kernel_taps,
                "grad_weight": out.numel() // max(out.shape[-3], 1), "grad_bias": out.numel() // max(out.shape[-3], 1)}
-    tf32 = dtype == torch.float32 and conv_uses_tf32(dtype, input.device)
+    tf32 = dtype == torch.float32 and conv2d_op.uses_tf32(dtype, input.device)
     floor = TF32_RELATIVE_TOLERANCE if tf32 else 0.0
     for what, actual, wanted in (("output", out, expected), ("grad_input", input.grad, grads[0]),
                                  ("grad_weight", weight.grad, grads[1]), ("grad_bias", None if bias is None else bias.grad,
@@ -122,13 +124,8 @@ def test_opinfo_samples(seed):
 
 
 def test_opinfo_error_inputs():
-    errors = list(opinfo("nn.functional.conv2d").error_inputs(DEVICE))
-    assert errors
-    for error in errors:
-        sample = error.sample_input
-        with count_launches() as launched, pytest.raises(error.error_type, match=error.error_regex):
-            fastcnn.conv2d(sample.input, *sample.args, **sample.kwargs)
-        assert not launched
+    """PyTorch's own error inputs: its exception type and its message (the OpInfo's regex)."""
+    check_opinfo_error_inputs("nn.functional.conv2d", fastcnn.conv2d, op="conv2d")
 
 
 BAD_INPUTS = {
@@ -345,7 +342,7 @@ def test_kernels_run_and_no_aten_convolution_or_matmul(seed, generator):
 def test_multi_block_paths_with_small_tiles(monkeypatch, seed, generator):
     """Shrink the tiles so that small shapes cross tile edges in every dimension and the channel
     loop runs several blocks per tap."""
-    kernels = kernel_module("conv2d")
+    kernels = conv2d_gemm
     monkeypatch.setitem(kernels.DEFAULT_CONFIG[0], "BLOCK_M", 16)
     monkeypatch.setitem(kernels.DEFAULT_CONFIG[0], "BLOCK_N", 16)
     monkeypatch.setitem(kernels.DEFAULT_CONFIG[0], "BLOCK_K", 16)
@@ -364,7 +361,7 @@ PATHS = {"gemm": ((4, 3, 15, 13), (2, 3, 1, 2), (4, 2, 15, 14), 1),
 @pytest.mark.parametrize("path", list(PATHS))
 def test_split_weight_grad_is_deterministic(path, seed, generator):
     """Few output tiles: the weight-grad reduction is cut into slices, added in a fixed order."""
-    kernels = kernel_module("conv2d")
+    kernels = conv2d_kernels
     input_shape, weight_shape, grad_out_shape, groups = PATHS[path]
     input = make_tensor(input_shape, generator=generator)
     grad_out = make_tensor(grad_out_shape, generator=generator)
@@ -384,7 +381,7 @@ def test_split_weight_grad_is_deterministic(path, seed, generator):
 @pytest.mark.parametrize("path", ["gemm", "depthwise"])
 def test_launchers_write_every_output_element(path, seed, generator):
     """Call the kernels on NaN-poisoned outputs: any element left unwritten shows."""
-    kernels = kernel_module("conv2d")
+    kernels = conv2d_kernels
     groups = 2 if path == "gemm" else 6
     input = make_tensor((2, 6, 9, 8), layout="channels_last", generator=generator)
     weight = make_tensor((4 if path == "gemm" else 12, 6 // groups, 3, 2), generator=generator)
@@ -406,9 +403,12 @@ def test_launchers_write_every_output_element(path, seed, generator):
 
 
 def test_int64_indexing_path(monkeypatch, seed, generator):
-    """Tensors of 2**31+ elements switch the index math to int64; run that variant on a small case."""
-    kernels = kernel_module("conv2d")
-    monkeypatch.setattr(kernels, "_wide_index", lambda *tensors, extra_span=0: True)
+    """Tensors of 2**31+ elements switch the index math to int64; run that variant on a small case
+    (every kernel module of conv2d decides it through its own import of ``needs_wide_index``)."""
+    from fastcnn.kernels import conv2d_depthwise
+
+    for kernels in (conv2d_kernels, conv2d_gemm, conv2d_depthwise):
+        monkeypatch.setattr(kernels, "needs_wide_index", lambda *tensors, extra_span=0: True)
     input = make_tensor((2, 4, 7, 6), layout="sliced", generator=generator)
     weight = make_tensor((5, 4, 3, 3), generator=generator)
     check_conv(input, weight, make_tensor((5,), generator=generator), seed=seed, stride=2, padding=1)
@@ -452,19 +452,17 @@ def test_autocast_casts_like_f_conv2d(seed, generator):
 
 def test_tf32_follows_cudnn_flag():
     with cudnn_tf32(True):
-        assert conv_uses_tf32(torch.float32, "cuda")
-        assert not conv_uses_tf32(torch.float16, "cuda") and not conv_uses_tf32(torch.float32, "cpu")
-    assert not conv_uses_tf32(torch.float32, "cuda")
+        assert conv2d_op.uses_tf32(torch.float32, "cuda")
+        assert not conv2d_op.uses_tf32(torch.float16, "cuda") and not conv2d_op.uses_tf32(torch.float32, "cpu")
+    assert not conv2d_op.uses_tf32(torch.float32, "cuda")
 
 
 @pytest.mark.parametrize("allowed", [True, False])
 def test_tf32_choice_reaches_every_gemm_launch(allowed, monkeypatch, generator):
     """Whatever the predicate says for a tensor is what the forward, grad-input and grad-weight
     kernels are launched with (on CPU the predicate is forced: TF32 exists only on CUDA)."""
-    import fastcnn.conv as conv_module
-
-    kernels = kernel_module("conv2d")
-    monkeypatch.setattr(conv_module, "conv_uses_tf32", lambda dtype, device: allowed and dtype == torch.float32)
+    kernels = conv2d_gemm
+    monkeypatch.setattr(conv2d_op, "uses_tf32", lambda dtype, device: allowed and dtype == torch.float32)
     precisions = []
     launch = kernels._launch
 
@@ -483,10 +481,9 @@ def test_tf32_choice_reaches_every_gemm_launch(allowed, monkeypatch, generator):
 
 # --- GPU only ----------------------------------------------------------------------------------
 
-gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16 and large cases)")
 
 
-@gpu_only
+@gpu_only("fp16/bf16 and large cases")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(6))
 def test_half_precision_random_configurations(dtype, case, seed, generator):
@@ -496,7 +493,7 @@ def test_half_precision_random_configurations(dtype, case, seed, generator):
     check_conv(cast(input), cast(weight), cast(bias), seed=seed, dtype=dtype, **arguments)
 
 
-@gpu_only
+@gpu_only("fp16/bf16 and large cases")
 def test_tf32_matches_within_tf32_tolerance_and_is_really_used(seed, generator):
     """With TF32 allowed the result is within TF32's tolerance and measurably less exact than
     with it off (a 10-bit mantissa loses about 2**-11 per product where fp32 loses 2**-24): the
@@ -512,7 +509,7 @@ def test_tf32_matches_within_tf32_tolerance_and_is_really_used(seed, generator):
     assert tf32_error > 10 * ieee_error
 
 
-@gpu_only
+@gpu_only("fp16/bf16 and large cases")
 def test_large_resnet_layer_bf16(seed, generator):
     input = make_tensor((128, 256, 28, 28), torch.bfloat16, layout="channels_last", generator=generator)
     weight = make_tensor((256, 256, 3, 3), torch.bfloat16, generator=generator)
@@ -520,7 +517,7 @@ def test_large_resnet_layer_bf16(seed, generator):
                dtype=torch.bfloat16, padding=1)
 
 
-@gpu_only
+@gpu_only("fp16/bf16 and large cases")
 def test_more_than_2_31_elements(seed):
     total = torch.cuda.get_device_properties(0).total_memory
     if total < 40 * 2**30:
@@ -532,3 +529,38 @@ def test_more_than_2_31_elements(seed):
     tail = slice(input.shape[0] - 2, None)  # the images beyond 2**31 elements
     expected = F.conv2d(input[tail].double(), weight.double())
     assert_close(out[tail], expected, torch.float16, what="output beyond 2**31", seed=seed, reduction_length=64)
+
+
+# --- cost formula and benchmark suites (no GPU needed) ---------------------------------------
+
+def test_flops_hand_counted():
+    # 4x4 output, 3 output channels, 2 input channels, 3x3 taps: 16 * 3 * 2 * 9 multiply-adds.
+    assert conv2d_op.ConvLayer("t", 2, 3, 3, 1, 1, 1, 4).flops(1) == 2 * 16 * 3 * 2 * 9
+    # depthwise: each output channel reads one input channel; stride 2 halves the output side.
+    assert conv2d_op.ConvLayer("dw", 8, 8, 3, 2, 1, 8, 8).flops(2) == 2 * 2 * 4 * 4 * 8 * 1 * 9
+    assert conv2d_op.flops(2, 6, 4, 3, (3, 2), (5, 7)) == 2 * 2 * 35 * 4 * 2 * 6
+
+
+def test_benchmark_layer_output_size_is_the_ops():
+    """A suite layer's output size comes from the op's own formula, dilation included."""
+    layer = conv2d_op.ConvLayer("d", 4, 4, 3, 1, 1, 1, 10, dilation=2)
+    assert layer.out_size == F.conv2d(torch.zeros(1, 4, 10, 10), torch.zeros(4, 4, 3, 3), padding=1,
+                                      dilation=2).shape[-1] == 8
+
+
+def test_resnet_suites_match_the_architectures():
+    resnet18, resnet50 = conv2d_op.resnet_conv_layers(18), conv2d_op.resnet_conv_layers(50)
+    assert resnet18[0] == conv2d_op.ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224) and resnet18[0].out_size == 112
+    assert len(resnet18) == 11 and len(resnet50) == 23  # distinct shapes
+    assert {layer.out_size for layer in resnet50} == {112, 56, 28, 14, 7}
+    # ResNet-50 multiply-adds over its distinct layers can't exceed the whole network's 4.1 GMACs.
+    assert sum(layer.flops(1) for layer in resnet50) / 2 < 4.1e9
+    assert conv2d_op.SUITES["mobilenet_v2_depthwise"]()[0].groups == 144
+
+
+def test_speedup_summary_is_a_geometric_mean():
+    records = [dict(suite="conv2d", implementation="fastcnn", depthwise=False, kernel=k, op="conv2d_forward",
+                    precision="bf16_channels_last", speedup_vs_cudnn=s) for k, s in ((1, 2.0), (3, 0.5))]
+    summary = conv2d_op.speedup_summary(records + [dict(records[0], implementation="cudnn")])
+    assert summary["conv2d_forward/bf16_channels_last/all"] == pytest.approx(1.0)
+    assert summary["conv2d_forward/bf16_channels_last/1x1"] == pytest.approx(2.0)

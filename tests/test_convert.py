@@ -11,10 +11,15 @@ from torch import nn
 
 import fastcnn
 from fastcnn.convert import REPLACEMENTS
+from fastcnn.dtypes import tolerance
 from fastcnn.models import BasicBlock, SmallCNN, TinyResNet
 from fastcnn.testing import DEVICE, count_launches, make_tensor, relative_error
 
-TOLERANCE = 2e-5  # fp32 against fp32 torch: same math, different summation order
+# fp32 against fp32 torch: the same math summed in different orders. The shared fp32 tolerance,
+# widened as for 4 terms for outputs and as for 100 for gradients and trajectories, which sum
+# over the batch and every layer.
+TOLERANCE = tolerance(torch.float32, 4)
+SUM_TOLERANCE = tolerance(torch.float32, 100)
 
 
 def _models(generator):
@@ -48,12 +53,35 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
     assert list(original.state_dict()) == list(converted.state_dict())
 
 
+def _input_with_clear_maxima(model, shape, generator):
+    """Random input on which every window of ``model``'s stem max-pool has a clear maximum, as
+    computed in float64: its largest pre-ReLU value is more than 1e-4 away from 0 and, when
+    positive, more than 1e-4 (relative) above the next. Otherwise fastcnn's and torch's fp32
+    roundings of the batch norm may choose different elements of a near-tie (both correct) and
+    route the gradient differently, which happened in about one run in twenty. Redraws until so;
+    the comparisons stay as strict as they are."""
+    probe = copy.deepcopy(model).double()
+    for _ in range(100):
+        input = make_tensor(shape, generator=generator)
+        with torch.no_grad():
+            values = probe.bn1(probe.conv1(input.double()))
+        pool = probe.maxpool
+        padded = nn.functional.pad(values, (pool.padding,) * 4, value=float("-inf"))
+        windows = nn.functional.unfold(padded, pool.kernel_size, stride=pool.stride)
+        top = windows.view(values.shape[0], values.shape[1], -1, windows.shape[-1]).topk(2, dim=2).values
+        largest, second = top[:, :, 0], top[:, :, 1]
+        clear = (largest.abs() > 1e-4) & ((largest < 0) | (largest - second > 1e-4 * largest))
+        if clear.all():
+            return input
+    raise AssertionError("no input with clear max-pool maxima in 100 draws")
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator):
     original, (converted, _) = _models(generator)
     original.train(training)
     converted.train(training)
-    input = make_tensor((3, 3, 17, 15), generator=generator)
+    input = _input_with_clear_maxima(original, (3, 3, 17, 15), generator)
     with count_launches() as launched:
         out = converted(input)
         out.square().sum().backward()
@@ -61,7 +89,7 @@ def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator)
     expected.square().sum().backward()
     assert relative_error(out, expected) < TOLERANCE, seed
     for (name, p), q in zip(converted.named_parameters(), original.parameters()):
-        assert relative_error(p.grad, q.grad) < 5 * TOLERANCE, (name, seed)
+        assert relative_error(p.grad, q.grad) < SUM_TOLERANCE, (name, seed)
     for (name, b), c in zip(converted.named_buffers(), original.buffers()):
         assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
     assert launched["conv2d"] and launched["batch_norm"] and launched["max_pool2d"]
@@ -105,9 +133,9 @@ def test_same_training_trajectory_with_fastcnn_adam_and_cross_entropy(seed, gene
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        assert abs(losses[0] - losses[1]) <= 1e-4 * abs(losses[0]), (step, losses, seed)
+        assert abs(losses[0] - losses[1]) <= SUM_TOLERANCE * abs(losses[0]), (step, losses, seed)
     for (name, p), q in zip(converted.named_parameters(), original.parameters()):
-        assert relative_error(p, q) < 1e-4, (name, seed)
+        assert relative_error(p, q) < SUM_TOLERANCE, (name, seed)
 
 
 def test_checkpoints_load_both_ways(generator):
@@ -265,13 +293,13 @@ def test_torchvision_models(name, generator):
                 model.train(training)
             expected = reference(input.double())
             torch_error = relative_error(original(input), expected)
-            assert relative_error(converted(input), expected) <= 2 * torch_error + 1e-5, (training, torch_error)
+            assert relative_error(converted(input), expected) <= 2 * torch_error + tolerance(torch.float32), (training, torch_error)
     assert launched["conv2d"] and launched["batch_norm"]
     converted.load_state_dict(original.state_dict())
     torch._dynamo.reset()
     compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
     converted.eval()
-    assert relative_error(compiled(input), converted(input)) < 1e-5
+    assert relative_error(compiled(input), converted(input)) < tolerance(torch.float32)
 
 
 class _SharedBN(nn.Module):

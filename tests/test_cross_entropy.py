@@ -4,10 +4,9 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, make_tensor,
-                             opinfo, record_aten_ops, strided_copy)
+from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, gpu_only,
+                             make_tensor, opinfo, record_aten_ops, strided_copy)
 
-ON_GPU = DEVICE == "cuda"
 FORBIDDEN = ("softmax", "log_softmax", "_log_softmax", "logsumexp", "nll_loss", "nll_loss2d", "nll_loss_nd",
              "cross_entropy_loss")
 
@@ -178,9 +177,8 @@ def test_bad_input_raises_like_torch(name):
     changes, error, fragment = BAD_INPUTS[name]
     arguments = dict(input=torch.randn(4, 5, device=DEVICE), target=torch.tensor([0, 1, 4, 2], device=DEVICE))
     arguments.update({k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in changes.items()})
-    raised = assert_raises_like_torch(lambda: F.cross_entropy(**arguments), lambda: fastcnn.cross_entropy(**arguments),
-                                      op="cross_entropy", fragment=fragment)
-    assert type(raised) is error
+    assert_raises_like_torch(lambda: F.cross_entropy(**arguments), lambda: fastcnn.cross_entropy(**arguments),
+                             op="cross_entropy", fragment=fragment, error=error)
 
 
 def test_negative_label_smoothing_is_refused():
@@ -322,7 +320,7 @@ def test_module_is_a_drop_in(seed, generator):
         what="module loss", seed=seed, reduction_length=6)
 
 
-def test_autocast_runs_in_float32_like_torch(generator):
+def test_autocast_runs_in_float32_like_torch(seed, generator):
     device_type = torch.device(DEVICE).type
     input = make_tensor((5, 7), torch.bfloat16, generator=generator)
     target = torch.randint(0, 7, (5,), generator=generator).to(DEVICE)
@@ -330,20 +328,19 @@ def test_autocast_runs_in_float32_like_torch(generator):
         out = fastcnn.cross_entropy(input, target)
         expected = F.cross_entropy(input, target)
     assert out.dtype == expected.dtype == torch.float32
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close(out, expected, torch.float32, what="autocast loss", seed=seed)
     # Autocast widens only the 16-bit floats: float64 probabilities keep the loss in float64.
     probabilities = torch.softmax(make_tensor((5, 7), torch.float64, generator=generator), dim=1)
     with torch.autocast(device_type, dtype=torch.bfloat16):
         out = fastcnn.cross_entropy(input, probabilities)
         expected = F.cross_entropy(input, probabilities)
     assert out.dtype == expected.dtype == torch.float64
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close(out, expected, torch.float32, what="autocast loss with float64 targets", seed=seed)
 
 
-gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16 logits)")
 
 
-@gpu_only
+@gpu_only("fp16/bf16 logits")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(6))
 def test_half_precision_logits(dtype, case, seed, generator):
@@ -351,3 +348,11 @@ def test_half_precision_logits(dtype, case, seed, generator):
     input, target, weight, options = random_case(rng, generator)
     cast = (lambda t: None if t is None else t.to(dtype) if t.is_floating_point() else t)
     check(cast(input), cast(target), cast(weight), seed=seed, dtype=dtype, **options)
+
+
+def test_bytes_hand_counted_and_suites():
+    from fastcnn.ops import cross_entropy as cross_entropy_op
+
+    # 3 rows of 5 fp32 logits: read 60 bytes, write 60 bytes of gradient, read 3 int64 targets.
+    assert cross_entropy_op.bytes_moved(3, 5, 4) == 60 + 60 + 24
+    assert cross_entropy_op.SUITES["C1000"] == (65536, 1000) and cross_entropy_op.SUITES["C128000"][0] == 2097

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
 import pytest
+import torch
+import torch.distributed as dist
+
+from fastcnn.dtypes import tolerance
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -29,8 +32,10 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     result = json.loads(out.read_text())
     print(result)
-    assert result["plain"] < 1e-5, result
-    assert result["resnet"] < 1e-4, result
+    # fp32 against fp32 in another summation order: the shared fp32 tolerance, widened as for 100
+    # terms for the ResNet, whose parameters sum gradients over the batch and every layer.
+    assert result["plain"] < tolerance(torch.float32), result
+    assert result["resnet"] < tolerance(torch.float32, 100), result
     fastcnn_losses, torch_losses = result["resnet_losses"]
-    assert all(abs(a - b) <= 1e-4 * abs(b) for a, b in zip(fastcnn_losses, torch_losses)), result
+    assert all(abs(a - b) <= tolerance(torch.float32, 100) * abs(b) for a, b in zip(fastcnn_losses, torch_losses)), result
     assert result["fused"] == 5 and result["launches"]["conv2d"] and result["launches"]["adam_step"], result

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import DEVICE, make_tensor
+from fastcnn.testing import DEVICE, assert_close, make_tensor
 
 OPS = torch.ops.fastcnn
 
@@ -95,7 +95,7 @@ class _Tiny(torch.nn.Module):
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compile_fullgraph_matches_eager(backend, generator):
+def test_compile_fullgraph_matches_eager(backend, seed, generator):
     torch._dynamo.reset()
     eager = _Tiny().to(DEVICE)
     compiled_model = _Tiny().to(DEVICE)
@@ -111,13 +111,15 @@ def test_compile_fullgraph_matches_eager(backend, generator):
             loss.backward()
             losses.append(loss.detach())
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+        # The same kernels in another order: fp32's tolerance; the gradients sum over the batch
+        # and the network (widened as for 100 terms).
+        assert_close(losses[1], losses[0], torch.float32, what="loss", seed=seed)
+        assert_close(grads[1], grads[0], torch.float32, what="gradients", seed=seed, reduction_length=100)
     for name, buffer in eager.named_buffers():  # running statistics updated the same way
-        torch.testing.assert_close(compiled_model.get_buffer(name), buffer, rtol=1e-5, atol=1e-6)
+        assert_close(compiled_model.get_buffer(name), buffer, torch.float32, what=name, seed=seed)
 
 
-def test_cross_entropy_compiles_without_graph_break(generator):
+def test_cross_entropy_compiles_without_graph_break(seed, generator):
     torch._dynamo.reset()
     input = make_tensor((7, 10), generator=generator).requires_grad_()
     target = torch.randint(0, 10, (7,), generator=generator).to(DEVICE)
@@ -126,7 +128,7 @@ def test_cross_entropy_compiles_without_graph_break(generator):
     loss = compiled(input, target)
     loss.backward()
     expected = torch.nn.functional.cross_entropy(input.detach().double(), target, reduction="sum")
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    assert_close(loss, expected, torch.float32, what="compiled loss", seed=seed)
 
 
 def test_profiler_shows_each_op_by_name(generator):

@@ -7,20 +7,13 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import aten_type_name
-from fastcnn.testing import (DEVICE, assert_raises_like_torch, case_random, count_launches, make_tensor, opinfo,
-                             record_aten_ops)
+from fastcnn.testing import (DEVICE, assert_raises_like_torch, case_random, check_opinfo_error_inputs, count_launches,
+                             gpu_only, in_layout, make_tensor, opinfo, record_aten_ops)
 
-ON_GPU = DEVICE == "cuda"
 
 
 def tie_heavy(shape, generator, layout="contiguous", dtype=torch.float32):
-    values = torch.randint(-3, 4, shape, generator=generator).to(DEVICE, dtype)
-    if layout == "channels_last":
-        return values.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced":
-        wide = torch.randint(-3, 4, shape[:-1] + (2 * shape[-1],), generator=generator).to(DEVICE, dtype)
-        return wide[..., ::2]
-    return values
+    return in_layout(torch.randint(-3, 4, shape, generator=generator).to(DEVICE, dtype), layout)
 
 
 def check_pool(input, generator, **arguments):
@@ -95,13 +88,7 @@ def test_opinfo_samples(generator):
 
 def test_opinfo_error_inputs():
     """PyTorch's own error inputs: its exception type and its message (the OpInfo's regex)."""
-    errors = list(opinfo("nn.functional.max_pool2d").error_inputs(DEVICE))
-    assert len(errors) >= 5, len(errors)
-    for error in errors:
-        sample = error.sample_input
-        with count_launches() as launched, pytest.raises(error.error_type, match=error.error_regex) as raised:
-            fastcnn.max_pool2d(sample.input, *sample.args, **sample.kwargs)
-        assert str(raised.value).startswith("fastcnn.max_pool2d: ") and not launched
+    check_opinfo_error_inputs("nn.functional.max_pool2d", fastcnn.max_pool2d, op="max_pool2d", minimum=5)
 
 
 BAD_INPUTS = {
@@ -150,7 +137,7 @@ def test_integer_inputs_pool_like_torch(dtype, layout, generator):
     input = torch.randint(max(info.min, -50), min(info.max, 50), (2, 3, 9, 8), generator=generator).to(DEVICE, dtype)
     input[0, 0, :2, :2] = info.min
     input[1, 2, 4, 4] = info.max
-    input = input.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else input
+    input = in_layout(input, layout)
     for arguments in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), dilation=(2, 1),
                                                                        ceil_mode=True)):
         with count_launches() as launched:
@@ -223,11 +210,18 @@ def test_module_is_a_drop_in(generator):
         assert torch.equal(ours, theirs)
 
 
-gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (fp16/bf16)")
 
 
-@gpu_only
+@gpu_only("fp16/bf16")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(dtype, generator):
     for layout in ("contiguous", "channels_last"):
         check_pool(tie_heavy((8, 64, 56, 56), generator, layout, dtype), generator, kernel_size=3, stride=2, padding=1)
+
+
+def test_bytes_hand_counted():
+    from fastcnn.ops import max_pool as max_pool_op
+
+    # 16 inputs and 4 outputs of 4 bytes: forward reads 64 and writes 16, backward the same again.
+    assert max_pool_op.bytes_moved(16, 4, 4, backward=True) == 160
+    assert max_pool_op.bytes_moved(16, 4, 4, backward=False) == 80

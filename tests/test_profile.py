@@ -1,5 +1,5 @@
-"""fastcnn.profile: the CPU smoke path (no timings), the figures from made-up timings checked by
-hand, the table/CSV/JSON/chart writers, and the README table renderer."""
+"""fastcnn.profile and fastcnn.reporting: the CPU smoke path (no timings), the figures from made-up
+timings checked by hand, the table/CSV/JSON/chart writers, and the README table renderer."""
 import csv
 import json
 import os
@@ -9,17 +9,17 @@ import sys
 import pytest
 import torch
 
-from fastcnn import profile
-from fastcnn.benchmarking import write_results
+from fastcnn import profile, reporting
+from fastcnn.benchmarking import BenchmarkCase, write_results
 
 PEAKS = {"copy_gbps": 2000.0, "matmul_bf16_tflops": 4.0, "matmul_fp32_tflops": 2.0}
 
 
 def _made_up_records():
-    conv = profile.Case("conv2d_forward", "layer/n64", "bf16", "channels_last", {"flops": 4e9}, build=None)
-    loss = profile.Case("cross_entropy", "C1000/N65536", "fp32", "-", {"bytes": 3e9}, build=None)
-    return (profile.figures(conv, {"fastcnn": 2.0, "eager": 4.0, "torch_compile": 3.0}, PEAKS, first_call_s=1.25)
-            + profile.figures(loss, {"fastcnn": 1.5, "eager": 6.0, "torch_compile": 1.5}, PEAKS, first_call_s=0.5))
+    conv = BenchmarkCase("conv2d_forward", "layer/n64", "bf16", "channels_last", {"flops": 4e9}, build=None)
+    loss = BenchmarkCase("cross_entropy", "C1000/N65536", "fp32", "-", {"bytes": 3e9}, build=None)
+    return (reporting.figures(conv, {"fastcnn": 2.0, "eager": 4.0, "torch_compile": 3.0}, PEAKS, first_call_s=1.25)
+            + reporting.figures(loss, {"fastcnn": 1.5, "eager": 6.0, "torch_compile": 1.5}, PEAKS, first_call_s=0.5))
 
 
 def test_figures_by_hand():
@@ -38,10 +38,10 @@ def test_figures_by_hand():
 
 def test_writers_on_made_up_timings(tmp_path):
     records = _made_up_records()
-    text = profile.table(records)
+    text = reporting.table(records)
     assert "conv2d_forward" in text and "2.000" in text and "2.0 TFLOP/s" in text and "2000 GB/s" in text
     assert "1.25" in text and "50.0" in text  # first call, % of peak
-    summary = profile.summary(records)
+    summary = reporting.summary(records)
     assert summary["cross_entropy"]["speedup_vs_eager"] == pytest.approx(4.0)
     assert summary["conv2d_forward"]["median_fraction_of_peak"] == pytest.approx(0.5)
     environment = {"date": "2026-11-21T10:00:00+00:00", "gpu": "Made Up GPU", "driver": "1.0", "torch": "x",
@@ -51,24 +51,24 @@ def test_writers_on_made_up_timings(tmp_path):
     saved = json.loads(open(json_path).read())
     assert saved["environment"]["gpu"] == "Made Up GPU" and len(saved["records"]) == 6
     csv_path = str(tmp_path / "out.csv")
-    profile.write_csv(csv_path, records)
+    reporting.write_csv(csv_path, records)
     rows = list(csv.DictReader(open(csv_path)))
     assert len(rows) == 6 and float(rows[0]["median_ms"]) == 2.0 and list(rows[0])[:5] == [
         "op", "case", "dtype", "layout", "implementation"]
-    for path in profile.write_charts(records, str(tmp_path / "chart")):
+    for path in reporting.write_charts(records, str(tmp_path / "chart")):
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_readme_table_from_the_newest_results(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{profile.TABLE_BEGIN}\nold text\n{profile.TABLE_END}\nafter\n")
-    assert profile.render_readme_table(str(readme), str(tmp_path / "results")) is None
+    readme.write_text(f"# x\n\n{reporting.TABLE_BEGIN}\nold text\n{reporting.TABLE_END}\nafter\n")
+    assert reporting.render_readme_table(str(readme), str(tmp_path / "results")) is None
     assert "not yet measured" in readme.read_text() and "old text" not in readme.read_text()
     records = _made_up_records()
     for date, factor in (("2026-11-20", 1.0), ("2026-11-21", 2.0)):
         scaled = [dict(r, speedup_vs_eager=r["speedup_vs_eager"] * factor) for r in records]
         write_results(str(tmp_path / "results"), scaled, PEAKS, {"date": f"{date}T00:00:00+00:00", "gpu": "G"})
-    source = profile.render_readme_table(str(readme), str(tmp_path / "results"))
+    source = reporting.render_readme_table(str(readme), str(tmp_path / "results"))
     text = readme.read_text()
     assert source.endswith("G-2026-11-21.json")
     assert "| cross_entropy | 1 | 8.00 | 1.00 | 100% |" in text and "| conv2d_forward | 1 | 4.00 | 1.50 | 50% |" in text

@@ -1,5 +1,7 @@
 """Batch norm with an optional fused ReLU: ``fastcnn.batch_norm_relu`` (= relu(F.batch_norm))
-and ``fastcnn.batch_norm`` (= F.batch_norm), over ``kernels/batch_norm.py``.
+and ``fastcnn.batch_norm`` (= F.batch_norm), over ``kernels/batch_norm.py``: the argument checks
+(torch's, in torch's order), the byte count, the operators and autograd, the functionals and the
+benchmark cases.
 
 Registered as three PyTorch operators so that ``torch.compile`` keeps them in its graph:
 ``fastcnn::batch_norm_fold`` computes the per-channel statistics, updates the running statistics
@@ -16,11 +18,75 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _backend
-from ._layout import as_rows, empty_rows_like, rows_view
-from .validation import check_batch_norm
+from .. import _backend
+from .._layout import as_rows, empty_rows_like, rows_view
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..dtypes import TORCH_FLOAT_DTYPES
+from ..validation import check_kernel_dtype, check_torch_implements
+
+__all__ = ["batch_norm", "batch_norm_relu"]
 
 OP = "batch_norm"
+
+
+def _kernels():
+    """kernels/batch_norm.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import batch_norm
+
+    return batch_norm
+
+
+# ----------------------------------------------------------------------------- checks
+def check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    """Validate F.batch_norm's arguments as torch does, in its order: the batch size and ``eps``
+    (F.batch_norm's own checks), the dtype torch computes in, then the per-channel tensors (C
+    elements each, the input's dtype or fp32 for fp16/bf16 input), running statistics required
+    in eval."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.dim() < 2 and input.numel():
+        raise RuntimeError(f"{op}: expected input of shape (N, C, ...) with at least 2 dimensions, "
+                           f"got {list(input.shape)}")
+    for name, value in (("momentum", momentum), ("eps", eps)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{op}: argument '{name}' must be a float, not {type(value).__name__}")
+    channels = input.shape[1] if input.dim() > 1 else 0
+    if training and input.numel() // max(channels, 1) == 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {input.size()}")
+    if training and eps <= 0.0:
+        raise ValueError(f"{op}: batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"{op}: batch_norm eps must be non-negative, but got {eps}")
+    check_torch_implements(op, "batch_norm", input.dtype, TORCH_FLOAT_DTYPES)
+    reduced_precision = input.dtype in (torch.float16, torch.bfloat16)
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                         ("bias", bias)):
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+        if tensor.numel() != channels:
+            raise RuntimeError(f"{op}: {name} should contain {channels} elements not {tensor.numel()}")
+        if tensor.device != input.device:
+            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
+        if tensor.dtype != input.dtype and not (reduced_precision and tensor.dtype == torch.float32):
+            expected = f"{input.dtype} or torch.float32" if reduced_precision else str(input.dtype)
+            raise RuntimeError(f"{op}: mixed dtype: expected {name} to have dtype {expected}, but got {tensor.dtype}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError(f"{op}: running_mean must be defined in evaluation mode")
+    if (running_mean is None) != (running_var is None):
+        raise RuntimeError(f"{op}: running_mean and running_var must be given together")
+    check_kernel_dtype(op, input)
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, backward):
+    """Bytes BN+ReLU must move at the least: forward reads x and writes y; backward reads x and
+    dy and writes dx (per-channel vectors are negligible)."""
+    return numel * element_size * (5 if backward else 2)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
 
 
 def _empty_folded(input):
@@ -35,7 +101,7 @@ def _fold_op(input: Tensor, running_mean: Optional[Tensor], running_var: Optiona
     folded = _empty_folded(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm statistics"):
-            _backend.record_launch(OP, _backend.kernel_module("batch_norm").fold(
+            _backend.record_launch(OP, _kernels().fold(
                 rows_view(input), folded, weight, bias, running_mean, running_var, training=training,
                 momentum=momentum, eps=eps))
     return folded
@@ -54,7 +120,7 @@ def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Opt
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
-            _backend.record_launch(OP, _backend.kernel_module("batch_norm").apply(
+            _backend.record_launch(OP, _kernels().apply(
                 rows_view(input), rows_view(out), folded, relu=relu))
     return out
 
@@ -73,7 +139,7 @@ def _backward_op(grad_out: Tensor, input: Tensor, folded: Tensor, training: bool
     wanted = [grad if needed else None for grad, needed in zip((grad_input, grad_weight, grad_bias), output_mask)]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
-            _backend.record_launch(OP, _backend.kernel_module("batch_norm").backward(
+            _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(input), None if wanted[0] is None else rows_view(grad_input), folded,
                 wanted[1], wanted[2], training=training, relu=relu))
     else:
@@ -166,3 +232,40 @@ def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, tr
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """``F.batch_norm`` on the same kernels as ``batch_norm_relu``, without the ReLU."""
     return _batch_norm("batch_norm", False, input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+def resnet50_activation_shapes():
+    """Distinct (channels, height = width) of the activations that ResNet-50's batch norms see
+    (each conv's output), from 64 x 112² to 2048 x 7²."""
+    from .conv2d import resnet_conv_layers
+
+    return sorted({(layer.out_channels, layer.out_size) for layer in resnet_conv_layers(50)},
+                  key=lambda shape: (-shape[1], shape[0]))
+
+
+# Activation shapes (channels, height = width) of a network's batch norms.
+SUITES = {"resnet50": resnet50_activation_shapes}
+PROFILE_OPS = ("batch_norm_relu",)
+
+
+def _case(channels, size, batch, dtype, layout):
+    from ..nn import BatchNorm2dReLU
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        pair = torch.nn.Sequential(torch.nn.BatchNorm2d(channels), torch.nn.ReLU()).to(device)
+        return {"fastcnn": training_step(BatchNorm2dReLU(channels).to(device), input),
+                "eager": training_step(pair, input), "torch_compile": training_step(compiled(pair), input)}
+
+    return BenchmarkCase("batch_norm_relu", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: BN+ReLU forward + backward in training on ResNet-50's activations."""
+    activations = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()][:3 if quick else None]
+    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
+    return [_case(channels, size, batch, dtype, layout) for channels, size in activations for batch in batches
+            for dtype in dtypes for layout in layouts]

@@ -1,5 +1,7 @@
 """Softmax cross-entropy: ``fastcnn.cross_entropy`` (as ``torch.nn.functional.cross_entropy``)
-over ``kernels/cross_entropy.py``, registered as the PyTorch operators
+over ``kernels/cross_entropy.py``: argument checks (torch's, in torch's order), the byte count,
+the operators and autograd, the functional and its benchmark cases. Registered as the PyTorch
+operators
 ``torch.ops.fastcnn.cross_entropy_forward`` and ``torch.ops.fastcnn.cross_entropy_backward_``
 (with fake implementations) so that ``torch.compile`` keeps them in its graph.
 
@@ -12,11 +14,102 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _backend
-from ._layout import as_rows, empty_rows_like, rows_view
-from .validation import check_cross_entropy, cross_entropy_loss_dtype
+from .. import _backend
+from .._layout import as_rows, empty_rows_like, rows_view
+from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
+from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name
+from ..validation import check_kernel_dtype, check_torch_implements
+
+__all__ = ["cross_entropy"]
 
 OP = "cross_entropy"
+
+
+def _kernels():
+    """kernels/cross_entropy.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import cross_entropy
+
+    return cross_entropy
+
+
+# ----------------------------------------------------------------------------- checks
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    """Validate F.cross_entropy's arguments as torch does, in torch's order; True when ``target``
+    holds class probabilities (same shape as ``input``), False for class indices."""
+    op = "fastcnn.cross_entropy"
+    for name, tensor in (("input", input), ("target", target)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+    if weight is not None and not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: argument 'weight' must be a Tensor, not {type(weight).__name__}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: {reduction} is not a valid value for reduction (expected one of {REDUCTIONS})")
+    if not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool):
+        raise TypeError(f"{op}: argument 'label_smoothing' must be a float, not {type(label_smoothing).__name__}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"{op}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise TypeError(f"{op}: argument 'ignore_index' must be an int, not {type(ignore_index).__name__}")
+    if input.dim() == 0:
+        raise RuntimeError(f"{op}: input tensor should be 1D or more (the classes), got a 0-d tensor")
+    for name, tensor in (("target", target), ("weight", weight)):
+        if tensor is not None and tensor.device != input.device:
+            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
+    classes = input.shape[1] if input.dim() > 1 else input.shape[0]
+    probabilities = target.shape == input.shape
+    if probabilities:
+        if not target.is_floating_point():
+            raise RuntimeError(f"{op}: Expected floating point type for target with class probabilities, "
+                               f"got {aten_type_name(target.dtype)}")
+        if ignore_index >= 0:
+            raise RuntimeError(f"{op}: ignore_index is not supported for floating point target")
+    # torch's log_softmax runs next, and refuses non-floating logits.
+    check_torch_implements(op, "log_softmax", input.dtype, TORCH_FLOAT_DTYPES)
+    if not probabilities:
+        expected = (input.shape[0],) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+        if input.dim() <= 2 and target.dim() > 1:
+            raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported "
+                               f"(input {list(input.shape)}, target {list(target.shape)})")
+        if input.dim() > 1 and target.dim() >= 1 and target.shape[0] != input.shape[0]:
+            raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                             f"({target.shape[0]}).")
+        if tuple(target.shape) != expected:
+            raise RuntimeError(f"{op}: Expected target size {list(expected)}, got {list(target.shape)}")
+        if target.dtype not in (torch.int64, torch.uint8):
+            raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got {aten_type_name(target.dtype)}")
+    if weight is not None:
+        if weight.dim() != 1 or weight.shape[0] != classes:
+            raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes or no "
+                               f"classes but got weight tensor of shape: {list(weight.shape)}")
+        # Class probabilities promote with the weight as with the target (the loss takes the
+        # widest dtype); class indices need the logits' dtype.
+        if not weight.is_floating_point() or (not probabilities and weight.dtype != input.dtype):
+            raise RuntimeError(f"{op}: expected scalar type {aten_type_name(input.dtype)} but found "
+                               f"{aten_type_name(weight.dtype)} (the weight's dtype)")
+    check_kernel_dtype(op, input)
+    return probabilities
+
+
+def cross_entropy_loss_dtype(input, target, weight, probabilities):
+    """The dtype of torch's loss: the logits' for class indices; for class probabilities, the
+    promotion of the logits', the target's and the weight's (fp32 logits, fp64 target: fp64)."""
+    if not probabilities:
+        return input.dtype
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(rows, classes, element_size, target_size=8):
+    """Bytes a fused cross-entropy forward + backward must move at the least: read the logits
+    once, write their gradient once, read the class-index targets."""
+    return 2 * rows * classes * element_size + rows * target_size
+
+
+# ----------------------------------------------------------------------------- operators and autograd
 
 
 def _empty_outputs(input, reduction, loss_dtype):
@@ -40,7 +133,7 @@ def _forward_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_
         # numel / C = 0 / 0. Nothing for a kernel to read.
         loss.fill_(float("nan") if reduction == "mean" else 0.0)
         return loss, denominator.fill_(0.0)
-    kernels = _backend.kernel_module("cross_entropy")
+    kernels = _kernels()
     logits = as_rows(input)
     num_rows = logits.shape[0] * logits.shape[2]
     # 'none' writes the per-row losses straight into the output; sums reduce fp32 partials.
@@ -77,7 +170,7 @@ def _scale_grad_op(grad: Tensor, grad_out: Tensor, denominator: Tensor, reductio
     if grad.numel():
         with torch.profiler.record_function("fastcnn::cross_entropy backward"):
             rows = as_rows(grad_out, 1) if reduction == "none" else grad_out
-            _backend.record_launch(OP, _backend.kernel_module("cross_entropy").scale_grad(
+            _backend.record_launch(OP, _kernels().scale_grad(
                 rows_view(grad), rows, denominator if reduction == "mean" else None, mean=reduction == "mean"))
 
 
@@ -156,3 +249,31 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                                       probabilities, compute_grad,
                                       cross_entropy_loss_dtype(input, target, weight, probabilities))
     return loss.squeeze(0) if unbatched and reduction == "none" else loss
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# (rows N, classes C). N is 64k where the logits stay under 2**28 elements, fewer rows for the
+# largest vocabularies.
+SUITES = {f"C{classes}": (min(65536, 2**28 // classes), classes) for classes in (10, 100, 1000, 32000, 128000)}
+PROFILE_OPS = ("cross_entropy",)
+
+
+def _case(suite, rows, classes, dtype):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        logits = random_input((rows, classes), dtype, "nchw", device, generator).requires_grad_()
+        target = torch.randint(0, classes, (rows,), device=device, generator=generator)
+        eager = torch.nn.functional.cross_entropy
+        return {"fastcnn": training_step(cross_entropy, logits, (target,)),
+                "eager": training_step(eager, logits, (target,)),
+                "torch_compile": training_step(compiled(eager), logits, (target,))}
+
+    return BenchmarkCase("cross_entropy", f"{suite}/N{rows}", dtype, "-",
+                         {"bytes": bytes_moved(rows, classes, element_size(dtype))}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: loss and gradient of every suite (two with ``quick``); logits are 2-d,
+    so ``layouts`` does not apply."""
+    suites = {"C37": (11, 37)} if smoke else {k: v for k, v in SUITES.items() if not quick or k in ("C1000", "C32000")}
+    return [_case(name, rows, classes, dtype) for name, (rows, classes) in suites.items() for dtype in dtypes]

@@ -1,0 +1,209 @@
+"""Adam / AdamW: one fused multi-tensor step, the op behind ``fastcnn.optim.Adam`` and
+``fastcnn.optim.AdamW`` (fastcnn/optim.py holds those torch.optim subclasses, as nn.py holds the
+modules), over ``kernels/adam.py``: the byte count, the in-place PyTorch operator
+``torch.ops.fastcnn.adam_step_``, the functional ``adam_step`` that picks it or the PyTorch
+reference path, and the benchmark cases. The optimizers' argument checks are shared with the
+rest of the optimizer family in fastcnn/validation.py.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from ..benchmarking import IMPLEMENTATIONS, BenchmarkCase, compiled, element_size
+from ..dtypes import triton_dtype
+
+
+__all__ = []  # its public face is fastcnn.optim.Adam / AdamW
+
+def _kernels():
+    """(kernels/adam.py, kernels/multi_tensor.py), imported on the first launch (see
+    ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import adam, multi_tensor
+
+    return adam, multi_tensor
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, amsgrad=False):
+    """Bytes an Adam step must move: read param, grad, exp_avg, exp_avg_sq and write param,
+    exp_avg, exp_avg_sq (7 accesses; 9 with amsgrad's max_exp_avg_sq read and write)."""
+    return numel * element_size * (9 if amsgrad else 7)
+
+
+# ----------------------------------------------------------------------------- operator
+# Pointer tables of recent steps, keyed by what they encode (addresses and sizes): a model's
+# tensors keep their addresses from step to step, so the table is built once.
+_TABLES = {}
+_MAX_TABLES = 64
+
+
+@torch.library.custom_op("fastcnn::adam_step_",
+                         mutates_args=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "steps"))
+def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                  max_exp_avg_sqs: list[Tensor], steps: list[Tensor], grad_scale: Optional[Tensor],
+                  found_inf: Optional[Tensor], *, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, decoupled_weight_decay: bool, amsgrad: bool, maximize: bool) -> None:
+    """One Adam/AdamW step, in place, over tensors that share a device and dtypes, walkable as
+    flat arrays (see Adam._buckets); ``max_exp_avg_sqs`` is empty unless ``amsgrad``."""
+    if not params:
+        return
+    adam_kernels, multi_tensor = _kernels()
+    numels = [p.numel() for p in params]
+    tensor_lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else exp_avg_sqs, steps)
+    key = multi_tensor.table_key(tensor_lists, numels)
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.clear()
+        table = _TABLES[key] = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE,
+                                                        params[0].device, key=key)
+    with torch.profiler.record_function("fastcnn::adam_step"):
+        _backend.record_launch("adam_step", adam_kernels.adam_step(
+            table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(exp_avgs[0].dtype), lr=lr,
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
+            grad_scale=grad_scale, found_inf=found_inf))
+
+
+@_adam_step_op.register_fake
+def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale, found_inf, **hyperparameters):
+    return None
+
+
+def adam_step(op, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, grad_scale=None, found_inf=None,
+              **hyperparameters):
+    """One Adam/AdamW step, in place, over tensors on one device that share dtypes and can be walked
+    as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference
+    path (announced once with a FallbackWarning naming ``op``) where no kernel can run.
+    ``max_exp_avg_sqs`` is read only with ``amsgrad``; ``hyperparameters`` are lr, beta1, beta2,
+    eps, weight_decay, decoupled_weight_decay, amsgrad, maximize."""
+    device = params[0].device if params else torch.device("cpu")
+    if _backend.backend_for(device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, device)
+        reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale=grad_scale,
+                            found_inf=found_inf, **hyperparameters)
+        return
+    _adam_step_op(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if hyperparameters["amsgrad"] else [],
+                  steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+
+
+def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
+              weight_decay, decoupled_weight_decay, amsgrad, maximize, grad_scale=None, found_inf=None):
+    """The PyTorch path of ``adam_step``, where no Triton kernel can run: in-place Adam/AdamW over
+    lists of tensors, following the kernel's math step for step (fp32 arithmetic, the same
+    formulas; see kernels/adam.py), so a model gives the same results with or without Triton."""
+    keep = None if found_inf is None else (found_inf == 0)
+    for index, param in enumerate(params):
+        step = steps[index]
+        step.add_(1.0 if keep is None else keep.to(step.dtype))
+        if param.numel() == 0:
+            continue
+        step_value = step.to(torch.float64)
+        bias_correction1 = 1.0 - torch.pow(torch.tensor(beta1, dtype=torch.float64, device=step.device), step_value)
+        bias_correction2 = 1.0 - torch.pow(torch.tensor(beta2, dtype=torch.float64, device=step.device), step_value)
+        step_size = (lr / bias_correction1).float()
+        inv_bias_correction2_sqrt = bias_correction2.rsqrt().float()
+
+        p = param.float()
+        grad = grads[index].float()
+        exp_avg = exp_avgs[index].float()
+        exp_avg_sq = exp_avg_sqs[index].float()
+        if grad_scale is not None:
+            grad = grad * (1.0 / grad_scale.float())
+        if maximize:
+            grad = -grad
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p = p * (1.0 - lr * weight_decay)
+            else:
+                grad = grad + weight_decay * p
+        exp_avg = exp_avg + (1.0 - beta1) * (grad - exp_avg)
+        exp_avg_sq = beta2 * exp_avg_sq + (1.0 - beta2) * grad * grad
+        second_moment = exp_avg_sq
+        if amsgrad:
+            second_moment = torch.maximum(max_exp_avg_sqs[index].float(), exp_avg_sq)
+            _write(max_exp_avg_sqs[index], second_moment, keep)
+        denom = second_moment.sqrt() * inv_bias_correction2_sqrt + eps
+        p = p - step_size * (exp_avg / denom)
+        _write(param, p, keep)
+        _write(exp_avgs[index], exp_avg, keep)
+        _write(exp_avg_sqs[index], exp_avg_sq, keep)
+
+
+def _write(destination, value, keep):
+    """destination[:] = value, or leave it when ``keep`` (a device bool) is False: no host sync."""
+    if keep is not None:
+        value = torch.where(keep, value, destination.float())
+    destination.copy_(value)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+def resnet50_parameter_shapes():
+    """Shapes of torchvision's ResNet-50 parameters (conv, BN weight/bias, fc): 161 tensors,
+    25,557,032 elements. Written out from the architecture so that no torchvision is needed."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    in_channels = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        out_channels = 4 * width
+        for block in range(blocks):
+            shapes += [(width, in_channels, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (out_channels, width, 1, 1), (out_channels,), (out_channels,)]
+            if block == 0:  # projection shortcut
+                shapes += [(out_channels, in_channels, 1, 1), (out_channels,), (out_channels,)]
+            in_channels = out_channels
+    shapes += [(1000, 2048), (1000,)]
+    return shapes
+
+
+def many_small_parameter_shapes(count=2000):
+    """Many small tensors (BN vectors, depthwise and narrow convs): launch overhead dominates."""
+    sizes = [(64,), (96,), (128, 9), (256,), (32, 3, 3, 3), (144,), (24, 144, 1, 1), (1000,)]
+    return [sizes[index % len(sizes)] for index in range(count)]
+
+
+SUITES = {
+    "resnet50": resnet50_parameter_shapes,
+    "many_small": many_small_parameter_shapes,
+}
+PROFILE_OPS = ("adam",)
+
+
+def _case(suite, shapes, dtype):
+    from ..benchmarking import DTYPES
+    from ..optim import Adam
+
+    numel = sum(math.prod(shape) for shape in shapes)
+
+    def build(device):
+        def step(kind):
+            generator = torch.Generator(device=device).manual_seed(0)  # the same parameters for each
+            params = [torch.randn(shape, device=device, generator=generator).to(DTYPES[dtype]).requires_grad_()
+                      for shape in shapes]
+            for param in params:
+                param.grad = torch.randn(param.shape, device=device, generator=generator).to(DTYPES[dtype])
+            optimizer = (Adam(params, lr=1e-3) if kind == "fastcnn"
+                         else torch.optim.Adam(params, lr=1e-3, foreach=True))
+            update = compiled(optimizer.step) if kind == "torch_compile" else optimizer.step
+
+            def run():
+                update()
+                return params[0]
+            return run
+
+        return {kind: step(kind) for kind in IMPLEMENTATIONS}
+
+    return BenchmarkCase("adam", f"{suite}/{len(shapes)} tensors", dtype, "-",
+                         {"bytes": bytes_moved(numel, element_size(dtype))}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: one optimizer step over each suite's parameters (the ResNet-50 one
+    with ``quick``; two small fp32 tensors for the smoke check); ``layouts`` does not apply."""
+    suites = {"smoke": lambda: [(7, 3), (13,)]} if smoke else {
+        k: v for k, v in SUITES.items() if not quick or k == "resnet50"}
+    return [_case(name, make(), dtype) for name, make in suites.items() for dtype in dtypes
+            if dtype == "fp32" or not smoke]

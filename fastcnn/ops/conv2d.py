@@ -1,0 +1,452 @@
+"""conv2d: ``fastcnn.conv2d`` (functional, as ``torch.nn.functional.conv2d``) over the Triton
+kernels of ``kernels/conv2d.py`` (implicit GEMMs, and direct kernels for depthwise layers).
+
+Everything conv2d is on the PyTorch side lives here, in this order: its argument checks and
+geometry (torch's contract, in torch's order), its cost formula, its PyTorch operators
+(``torch.ops.fastcnn.conv2d`` and its three gradient ops, with fake implementations and an
+autograd formula, so ``torch.compile`` sees one opaque node per launch instead of breaking the
+graph), the functional, and its benchmark cases.
+
+The output, grad-input and grad-weight take the memory format PyTorch's convolution gives them
+(channels_last when the input's or the weight's ``suggest_memory_format()`` is); every operand,
+the bias included, is read through its strides, so no layout copy is ever made.
+"""
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import suggests_channels_last
+from ..benchmarking import BenchmarkCase, compiled, random_input
+from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
+from ..validation import check_kernel_dtype, check_same_kind, check_torch_implements, int_pair
+
+__all__ = ["conv2d"]
+
+OP = "conv2d"
+# What torch's own convolution computes in (it raises NotImplementedError for the rest).
+TORCH_DTYPES = TORCH_FLOAT_DTYPES + TORCH_INTEGER_DTYPES + (torch.complex64, torch.complex128)
+
+
+def _kernels():
+    """kernels/conv2d.py, imported on the first launch (so that TRITON_INTERPRET may be set until
+    then) and only when ``_backend.backend_for`` has found a usable triton."""
+    from ..kernels import conv2d
+
+    return conv2d
+
+
+# ----------------------------------------------------------------------------- checks and geometry
+class Conv2dGeometry(NamedTuple):
+    """Normalised conv2d arguments. ``padding`` is the (top, left) padding; ``total_padding`` what
+    is added to the height and width in all (one more than twice ``padding`` for padding='same'
+    with an even dilated kernel, as torch pads the odd element at the bottom/right)."""
+    stride: tuple
+    padding: tuple
+    total_padding: tuple
+    dilation: tuple
+    groups: int
+    out_size: tuple
+
+
+def conv2d_output_size(size, kernel, total_padding, dilation, stride):
+    """The (height, width) of a convolution's output: floor((size + padding - dilated kernel) / stride) + 1."""
+    return tuple((n + t - d * (k - 1) - 1) // s + 1 for n, k, t, d, s in zip(size, kernel, total_padding, dilation, stride))
+
+
+def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
+    """Validate F.conv2d's arguments the way torch does and return their ``Conv2dGeometry``."""
+    op = "fastcnn.conv2d"
+    for name, tensor in (("input", input), ("weight", weight)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+    stride = int_pair(op, "stride", stride)
+    dilation = int_pair(op, "dilation", dilation)
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: argument 'groups' must be an int, not {type(groups).__name__}")
+    check_same_kind(op, input, {"weight": weight, "bias": bias})
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+                           f"{list(input.shape)}")
+    if weight.dim() != 4:
+        raise RuntimeError(f"{op}: Expected {weight.dim()}-dimensional input for {weight.dim()}-dimensional weight "
+                           f"{list(weight.shape)}, but got {input.dim()}-dimensional input of size "
+                           f"{list(input.shape)} instead: conv2d needs a 4-dimensional weight")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{op}: non-positive stride is not supported (stride={list(stride)})")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got {list(dilation)}")
+    if groups <= 0:
+        raise RuntimeError(f"{op}: non-positive groups is not supported (groups={groups})")
+    kernel = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding, total = (0, 0), (0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise RuntimeError(f"{op}: padding='same' is not supported for strided convolutions "
+                                   f"(stride={list(stride)})")
+            # torch pads d*(k-1) in total, the odd element (if any) at the bottom/right.
+            total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+            padding = tuple(t // 2 for t in total)
+        else:
+            raise RuntimeError(f"{op}: Invalid padding string: {padding!r} (expected 'valid' or 'same')")
+    else:
+        padding = int_pair(op, "padding", padding)
+        if any(p < 0 for p in padding):
+            raise RuntimeError(f"{op}: negative padding is not supported (padding={list(padding)})")
+        total = tuple(2 * p for p in padding)
+
+    batched_shape = list(input.shape) if input.dim() == 4 else [1] + list(input.shape)
+    if weight.shape[0] < groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+                           f"but got weight of size {list(weight.shape)} instead")
+    if weight.shape[0] % groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                           f"but got weight of size {list(weight.shape)} instead")
+    if batched_shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(f"{op}: Given groups={groups}, weight of size {list(weight.shape)}, expected "
+                           f"input{batched_shape} to have {weight.shape[1] * groups} channels, but got "
+                           f"{batched_shape[1]} channels instead")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise RuntimeError(f"{op}: Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional "
+                           f"with {weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead")
+    padded = tuple(size + t for size, t in zip(batched_shape[2:], total))
+    dilated_kernel = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if any(p < k for p, k in zip(padded, dilated_kernel)):
+        raise RuntimeError(f"{op}: Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
+                           f"({dilated_kernel[0]} x {dilated_kernel[1]}). Kernel size can't be greater than actual "
+                           f"input size")
+    out_size = conv2d_output_size(batched_shape[2:], kernel, total, dilation, stride)
+    check_torch_implements(op, "conv2d", input.dtype, TORCH_DTYPES)
+    check_kernel_dtype(op, input)
+    return Conv2dGeometry(stride, padding, total, dilation, groups, out_size)
+
+
+# ----------------------------------------------------------------------------- cost
+def flops(batch, in_channels, out_channels, groups, kernel_size, out_size):
+    """FLOPs of one conv2d pass (forward, grad-input or grad-weight: the same GEMM size):
+    2 · N · P · Q · K · (C / groups) · R · S."""
+    return 2 * batch * math.prod(out_size) * out_channels * (in_channels // groups) * math.prod(kernel_size)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+
+
+def _memory_format(channels_last):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _channels_last(input, weight):
+    """torch's rule (cudnn_conv_suggest_memory_format): the output and both gradients are
+    channels_last when the input's or the weight's ``suggest_memory_format()`` is, which includes
+    a 1x1 weight whose strides are both contiguous and channels_last."""
+    return suggests_channels_last(input) or suggests_channels_last(weight)
+
+
+def uses_tf32(dtype, device):
+    """Whether PyTorch's own convolution would run this fp32 conv in TF32 (cuDNN on a CUDA device
+    with ``torch.backends.cudnn.allow_tf32``, on by default), so fastcnn does exactly the same.
+    The benchmarks and the profiler ask this too, so every comparison runs both sides alike."""
+    if dtype != torch.float32 or torch.device(device).type != "cuda":
+        return False
+    precision = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(torch.backends.cudnn.allow_tf32)
+
+
+def dot_precision(tensor):
+    """The kernels' ``dot_precision`` for operands like ``tensor``: 'tf32' or 'ieee'."""
+    return "tf32" if uses_tf32(tensor.dtype, tensor.device) else "ieee"
+
+
+def _empty_output(input, weight, total_padding, stride, dilation):
+    # torch gives an input without channels an output without channels, whatever the weight.
+    out_channels = weight.shape[0] if input.shape[1] else 0
+    out_size = conv2d_output_size(input.shape[2:], weight.shape[2:], total_padding, dilation, stride)
+    return torch.empty((input.shape[0], out_channels, *out_size), dtype=input.dtype, device=input.device,
+                       memory_format=_memory_format(_channels_last(input, weight)))
+
+
+@torch.library.custom_op("fastcnn::conv2d", mutates_args=())
+def _conv2d_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+               total_padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    """conv2d of a 4-d input; ``padding`` is (top, left), ``total_padding`` what is added to the
+    height and width in all (they differ only for padding='same' with an even kernel)."""
+    out = _empty_output(input, weight, total_padding, stride, dilation)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::conv2d forward"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, weight, bias, out, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=dot_precision(input)))
+    return out
+
+
+@_conv2d_op.register_fake
+def _(input, weight, bias, stride, padding, total_padding, dilation, groups):
+    return _empty_output(input, weight, total_padding, stride, dilation)
+
+
+def _gradient(pass_name, launcher, operands, shape, like, channels_last, stride, padding, dilation, groups):
+    """A grad-input or grad-weight tensor of ``shape`` (``like``'s dtype and device) filled by the
+    ``launcher`` of kernels/conv2d.py from ``operands``."""
+    result = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_memory_format(channels_last))
+    if result.numel():
+        with torch.profiler.record_function(f"fastcnn::conv2d {pass_name}"):
+            _backend.record_launch(OP, getattr(_kernels(), launcher)(
+                *operands, result, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=dot_precision(like)))
+    return result
+
+
+@torch.library.custom_op("fastcnn::conv2d_input_grad", mutates_args=())
+def _conv2d_input_grad_op(grad_out: Tensor, weight: Tensor, input_shape: list[int], channels_last: bool,
+                          stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    return _gradient("grad_input", "input_grad", (grad_out, weight), input_shape, weight, channels_last, stride,
+                     padding, dilation, groups)
+
+
+@_conv2d_input_grad_op.register_fake
+def _(grad_out, weight, input_shape, channels_last, stride, padding, dilation, groups):
+    return torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device,
+                       memory_format=_memory_format(channels_last))
+
+
+@torch.library.custom_op("fastcnn::conv2d_weight_grad", mutates_args=())
+def _conv2d_weight_grad_op(input: Tensor, grad_out: Tensor, weight_shape: list[int], channels_last: bool,
+                           stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    return _gradient("grad_weight", "weight_grad", (input, grad_out), weight_shape, input, channels_last, stride,
+                     padding, dilation, groups)
+
+
+@_conv2d_weight_grad_op.register_fake
+def _(input, grad_out, weight_shape, channels_last, stride, padding, dilation, groups):
+    return torch.empty(weight_shape, dtype=input.dtype, device=input.device,
+                       memory_format=_memory_format(channels_last))
+
+
+@torch.library.custom_op("fastcnn::conv2d_bias_grad", mutates_args=())
+def _conv2d_bias_grad_op(grad_out: Tensor) -> Tensor:
+    """The sum of ``grad_out`` over every dimension but the channels."""
+    grad_bias = torch.empty(grad_out.shape[1], dtype=grad_out.dtype, device=grad_out.device)
+    if grad_bias.numel():
+        with torch.profiler.record_function("fastcnn::conv2d grad_bias"):
+            _backend.record_launch(OP, _kernels().bias_grad(grad_out, grad_bias))
+    return grad_bias
+
+
+@_conv2d_bias_grad_op.register_fake
+def _(grad_out):
+    return grad_out.new_empty(grad_out.shape[1])
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, total_padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.geometry = (list(stride), list(padding), list(dilation), groups)
+    ctx.channels_last = _channels_last(input, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out):
+    input, weight = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _conv2d_input_grad_op(grad_out, weight, list(input.shape), ctx.channels_last, *ctx.geometry)
+    if ctx.needs_input_grad[1]:
+        grad_weight = _conv2d_weight_grad_op(input, grad_out, list(weight.shape), ctx.channels_last, *ctx.geometry)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        if grad_out.shape[1] == weight.shape[0]:
+            grad_bias = _conv2d_bias_grad_op(grad_out)
+        else:  # the channel-less output above did not use the bias
+            grad_bias = weight.new_zeros(weight.shape[0])
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _autocast_dtype(device_type, input):
+    """The dtype torch.autocast would run F.conv2d in here, or None when autocast does not apply."""
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
+        return None
+    if not input.is_floating_point() or input.dtype == torch.float64:
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``torch.nn.functional.conv2d`` on fastcnn's Triton kernels; same arguments, same result.
+
+    Input ``(N, C, H, W)`` or unbatched ``(C, H, W)``, weight ``(K, C/groups, R, S)``; ``stride``,
+    ``padding``, ``dilation`` an int or a pair; ``padding`` also ``'valid'`` or ``'same'``.
+    fp32, fp16 and bf16, accumulated in fp32; fp32 uses TF32 exactly when cuDNN would. Under
+    ``torch.autocast`` the operands are cast to the autocast dtype, as F.conv2d's are.
+    """
+    if isinstance(input, torch.Tensor):
+        cast = _autocast_dtype(input.device.type, input)
+        if cast is not None:
+            with torch.autocast(input.device.type, enabled=False):
+                return conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
+                              stride, padding, dilation, groups)
+    geometry = check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        return torch.nn.functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    arguments = (list(geometry.stride), list(geometry.padding), list(geometry.total_padding), list(geometry.dilation),
+                 geometry.groups)
+    if input.dim() == 3:
+        return _conv2d_op(input.unsqueeze(0), weight, bias, *arguments).squeeze(0)
+    return _conv2d_op(input, weight, bias, *arguments)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+class ConvLayer(NamedTuple):
+    """One conv2d layer of a benchmark suite (square input and kernel); ``size`` is the input's
+    height = width."""
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    size: int
+    dilation: int = 1
+
+    @property
+    def out_size(self):
+        return conv2d_output_size((self.size,), (self.kernel,), (2 * self.padding,), (self.dilation,),
+                                  (self.stride,))[0]
+
+    def flops(self, batch):
+        return flops(batch, self.in_channels, self.out_channels, self.groups, (self.kernel,) * 2,
+                     (self.out_size,) * 2)
+
+
+def resnet_conv_layers(depth):
+    """Every distinct conv layer shape of torchvision's ResNet-18 (``depth=18``) or ResNet-50
+    (``depth=50``, stride in the 3x3 conv as torchvision does), from the architecture."""
+    layers = [ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224)]
+    bottleneck = depth == 50
+    blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
+    in_channels, size = 64, 56
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+        out_channels = 4 * width if bottleneck else width
+        for block in range(count):
+            stride = 2 if block == 0 and stage > 1 else 1
+            prefix = f"layer{stage}.{block}"
+            if bottleneck:
+                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 1, 1, 0, 1, size),
+                           ConvLayer(f"{prefix}.conv2", width, width, 3, stride, 1, 1, size),
+                           ConvLayer(f"{prefix}.conv3", width, out_channels, 1, 1, 0, 1, size // stride)]
+            else:
+                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 3, stride, 1, 1, size),
+                           ConvLayer(f"{prefix}.conv2", width, width, 3, 1, 1, 1, size // stride)]
+            if block == 0 and (stride != 1 or in_channels != out_channels):
+                layers.append(ConvLayer(f"{prefix}.downsample", in_channels, out_channels, 1, stride, 0, 1, size))
+            in_channels, size = out_channels, size // stride
+    distinct = {}
+    for layer in layers:
+        distinct.setdefault(layer[1:], layer)
+    return list(distinct.values())
+
+
+# The 3x3 depthwise conv of MobileNetV2's second inverted-residual stage (144 channels, 56x56).
+MOBILENET_V2_DEPTHWISE = ConvLayer("mobilenet_v2.features.4.conv.1", 144, 144, 3, 1, 1, 144, 56)
+
+SUITES = {
+    "resnet18": lambda: resnet_conv_layers(18),
+    "resnet50": lambda: resnet_conv_layers(50),
+    "mobilenet_v2_depthwise": lambda: [MOBILENET_V2_DEPTHWISE],
+}
+BATCHES = (64, 256)
+PASSES = ("forward", "input_grad", "weight_grad")
+# The profiler's names for the three passes, each timed alone.
+PROFILE_OPS = tuple(f"conv2d_{conv_pass}" for conv_pass in PASSES)
+
+
+def speedup_summary(records):
+    """Geometric-mean speedup of fastcnn over cuDNN per (pass, precision, layer kind), the
+    figures the README sets goals for; ``records`` as bench/test_conv2d_bench.py writes them."""
+    from ..benchmarking import geometric_mean
+
+    groups = {}
+    for record in records:
+        if record.get("suite") != "conv2d" or record.get("implementation") != "fastcnn":
+            continue
+        kind = "depthwise" if record["depthwise"] else "1x1" if record["kernel"] == 1 else "spatial"
+        for key in ((record["op"], record["precision"], "all"), (record["op"], record["precision"], kind)):
+            groups.setdefault(key, []).append(record["speedup_vs_cudnn"])
+    return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}
+
+
+def pass_launcher(conv_pass, layer, input, weight, grad_out):
+    """A zero-argument callable that launches fastcnn's kernels for one pass on preallocated
+    operands (no checks, no allocation: what the benchmarks time), and the tensor it writes."""
+    kernels = _kernels()
+    arguments = dict(stride=(layer.stride,) * 2, padding=(layer.padding,) * 2, dilation=(layer.dilation,) * 2,
+                     groups=layer.groups, dot_precision=dot_precision(input))
+    if conv_pass == "forward":
+        out = torch.empty_like(grad_out)
+        return (lambda: kernels.forward(input, weight, None, out, **arguments)), out
+    if conv_pass == "input_grad":
+        grad_input = torch.empty_like(input)
+        return (lambda: kernels.input_grad(grad_out, weight, grad_input, **arguments)), grad_input
+    grad_weight = torch.empty_like(weight)
+    return (lambda: kernels.weight_grad(input, grad_out, grad_weight, **arguments)), grad_weight
+
+
+def aten_pass(conv_pass, layer, input, weight, grad_out):
+    """The same pass through ATen's convolution (cuDNN on a GPU), one output requested."""
+    stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [layer.dilation] * 2
+    if conv_pass == "forward":
+        return lambda: torch.ops.aten.convolution(input, weight, None, stride, padding, dilation, False, [0, 0],
+                                                  layer.groups)
+    mask = [conv_pass == "input_grad", conv_pass == "weight_grad", False]
+    index = 0 if mask[0] else 1
+    return lambda: torch.ops.aten.convolution_backward(grad_out, input, weight, None, stride, padding, dilation,
+                                                       False, [0, 0], layer.groups, mask)[index]
+
+
+def operands(layer, batch, dtype, layout, device, generator):
+    """(input, weight, grad_out) of ``layer`` at ``batch``, random, in ``layout``."""
+    input = random_input((batch, layer.in_channels, layer.size, layer.size), dtype, layout, device, generator)
+    weight = random_input((layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel),
+                          dtype, layout, device, generator)
+    grad_out = random_input((batch, layer.out_channels, layer.out_size, layer.out_size), dtype, layout, device,
+                            generator)
+    return input, weight, grad_out
+
+
+def _case(conv_pass, layer, batch, dtype, layout):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        tensors = operands(layer, batch, dtype, layout, device, generator)
+        launch, target = pass_launcher(conv_pass, layer, *tensors)
+        theirs = aten_pass(conv_pass, layer, *tensors)
+
+        def ours():
+            launch()
+            return target
+        return {"fastcnn": ours, "eager": theirs, "torch_compile": compiled(theirs)}
+
+    return BenchmarkCase(f"conv2d_{conv_pass}", f"{layer.name}/n{batch}", dtype, layout, {"flops": layer.flops(batch)},
+                         build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases of ``op`` (one of PROFILE_OPS): every distinct layer of SUITES at
+    BATCHES (a few layers at batch 64 with ``quick``; two tiny layers for the CPU smoke check)."""
+    if smoke:
+        layers = [ConvLayer("smoke", 5, 6, 3, 2, 1, 1, 9), ConvLayer("smoke_dw", 4, 4, 3, 1, 1, 4, 7)]
+        batches = (2,)
+    else:
+        layers = [layer for suite in SUITES.values() for layer in suite()]
+        layers = layers[:4] if quick else list({layer[1:]: layer for layer in layers}.values())
+        batches = BATCHES[:1] if quick else BATCHES
+    return [_case(op[len("conv2d_"):], layer, batch, dtype, layout)
+            for layer in layers for batch in batches for dtype in dtypes for layout in layouts]

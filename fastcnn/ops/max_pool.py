@@ -1,0 +1,240 @@
+"""max_pool2d: ``fastcnn.max_pool2d`` (as ``torch.nn.functional.max_pool2d``) over
+``kernels/max_pool.py``: argument checks and output-size math (torch's, in torch's order and
+words), the byte count, the PyTorch operators ``torch.ops.fastcnn.max_pool2d`` and
+``torch.ops.fastcnn.max_pool2d_backward`` (fake implementations and an autograd formula, so
+``torch.compile`` keeps them in its graph), the functional and its benchmark cases.
+
+For backward the op keeps one byte per output element (the chosen tap of each window) instead of
+torch's int64 indices; PyTorch's indices are produced only for ``return_indices=True``.
+"""
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import suggests_channels_last
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
+from ..validation import check_torch_implements, int_pair
+
+__all__ = ["max_pool2d"]
+
+OP = "max_pool2d"
+# What torch pools (it raises NotImplementedError for the rest); comparisons need no arithmetic,
+# so every one of them runs in the kernels.
+TORCH_DTYPES = TORCH_FLOAT_DTYPES + TORCH_INTEGER_DTYPES
+
+
+def _kernels():
+    """kernels/max_pool.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import max_pool
+
+    return max_pool
+
+
+# ----------------------------------------------------------------------------- checks and geometry
+class Pool2dGeometry(NamedTuple):
+    """Normalised max_pool2d arguments and the output's (height, width)."""
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool
+    out_size: tuple
+
+
+def pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
+    """PyTorch's pooling_output_shape: with ceil_mode a last window that would start in the
+    right/bottom padding is dropped."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_pair(op, name, value, wording):
+    """A max_pool2d argument as a pair, with torch's message for a sequence of the wrong length."""
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) not in (1, 2):
+        raise RuntimeError(f"{op}: max_pool2d: {name} {wording} (got {list(value)})")
+    return int_pair(op, name, value)
+
+
+def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate F.max_pool2d's arguments as torch does, in torch's order and words (its
+    max_pool2d_with_indices checks, then pooling_output_shape's, then pool2d_shape_check's), and
+    return their ``Pool2dGeometry``."""
+    op = "fastcnn.max_pool2d"
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    kernel_size = _pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel_size
+    else:
+        stride = _pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints")
+    padding = _pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
+    dilation = _pool_pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
+                           f"got {list(input.shape)}")
+    for k, s, p, d in zip(kernel_size, stride, padding, dilation):
+        if s == 0:
+            raise RuntimeError(f"{op}: stride should not be zero")
+        if p < 0:
+            raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {p}")
+        effective_kernel = (k - 1) * d + 1
+        if p > int(effective_kernel / 2):  # C++'s division, which truncates a negative kernel's toward 0
+            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
+                               f"kernel_size={k} and dilation={d}")
+    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = kernel_size, stride, padding
+    if kernel_h <= 0 or kernel_w <= 0:
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {kernel_h} kW: {kernel_w}")
+    if stride_h <= 0 or stride_w <= 0:
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got dH: {stride_h} dW: {stride_w}")
+    if dilation[0] <= 0 or dilation[1] <= 0:
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got dilationH: {dilation[0]} "
+                           f"dilationW: {dilation[1]}")
+    if any(size == 0 for size in input.shape[-3:]):
+        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got: {list(input.shape)}")
+    if pad_w > kernel_w // 2 or pad_h > kernel_h // 2:
+        raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                           f"padW = {pad_w}, padH = {pad_h}, kW = {kernel_w}, kH = {kernel_h}")
+    out_size = tuple(pool_output_size(size, k, p, s, d, ceil_mode)
+                     for size, k, p, s, d in zip(input.shape[-2:], kernel_size, padding, stride, dilation))
+    if any(size < 1 for size in out_size):
+        channels, height, width = input.shape[-3:]
+        raise RuntimeError(f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
+                           f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
+    # Comparisons need no arithmetic: every dtype torch pools runs in the kernels.
+    check_torch_implements(op, "max_pool2d", input.dtype, TORCH_DTYPES)
+    return Pool2dGeometry(kernel_size, stride, padding, dilation, bool(ceil_mode), out_size)
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(input_numel, output_numel, element_size, backward):
+    """Bytes max-pool must move at the least: forward reads x and writes the output; backward
+    reads the output gradient and writes the input gradient (saved indices not counted)."""
+    return (input_numel + output_numel) * element_size * (2 if backward else 1)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+
+
+def _memory_format(input):
+    return torch.channels_last if suggests_channels_last(input) else torch.contiguous_format
+
+
+def _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    """(out, taps, indices) for a 4-d ``input``; ``indices`` is empty unless asked for."""
+    out_size = tuple(pool_output_size(size, k, p, s, d, ceil_mode)
+                     for size, k, p, s, d in zip(input.shape[2:], kernel_size, padding, stride, dilation))
+    shape = (input.shape[0], input.shape[1], *out_size)
+    options = dict(device=input.device, memory_format=_memory_format(input))
+    # Windows of up to 256 taps name their maximum in one byte.
+    tap_dtype = torch.uint8 if kernel_size[0] * kernel_size[1] <= 256 else torch.int32
+    indices_shape = shape if return_indices else (0, 0, 0, 0)
+    return (torch.empty(shape, dtype=input.dtype, **options), torch.empty(shape, dtype=tap_dtype, **options),
+            torch.empty(indices_shape, dtype=torch.int64, **options))
+
+
+@torch.library.custom_op("fastcnn::max_pool2d", mutates_args=())
+def _max_pool2d_op(input: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                   ceil_mode: bool, return_indices: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(pooled output, the chosen tap of each window, torch's int64 indices or an empty tensor)."""
+    out, taps, indices = _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::max_pool2d forward"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, out, taps, indices if return_indices else None, kernel_size=tuple(kernel_size),
+                stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation)))
+    return out, taps, indices
+
+
+@_max_pool2d_op.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    return _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+@torch.library.custom_op("fastcnn::max_pool2d_backward", mutates_args=())
+def _max_pool2d_backward_op(grad_out: Tensor, taps: Tensor, input_shape: list[int], kernel_size: list[int],
+                            stride: list[int], padding: list[int], dilation: list[int]) -> Tensor:
+    """grad_input: each input element gathers grad_out from every window whose tap chose it."""
+    grad_input = torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device,
+                             memory_format=_memory_format(taps))
+    if grad_input.numel():
+        with torch.profiler.record_function("fastcnn::max_pool2d backward"):
+            _backend.record_launch(OP, _kernels().backward(
+                grad_out, taps, grad_input, kernel_size=tuple(kernel_size), stride=tuple(stride),
+                padding=tuple(padding), dilation=tuple(dilation)))
+    return grad_input
+
+
+@_max_pool2d_backward_op.register_fake
+def _(grad_out, taps, input_shape, kernel_size, stride, padding, dilation):
+    return torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=_memory_format(taps))
+
+
+def _setup_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, _, _ = inputs
+    _, taps, indices = output
+    ctx.mark_non_differentiable(taps, indices)
+    ctx.set_materialize_grads(False)  # no output-sized zeros for the taps' and indices' gradients
+    ctx.save_for_backward(taps)
+    ctx.arguments = (list(input.shape), kernel_size, stride, padding, dilation)
+
+
+def _backward(ctx, grad_out, _grad_taps, _grad_indices):
+    (taps,) = ctx.saved_tensors
+    return _max_pool2d_backward_op(grad_out, taps, *ctx.arguments), None, None, None, None, None, None
+
+
+_max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """``torch.nn.functional.max_pool2d`` on fastcnn's Triton kernels; same arguments, same values,
+    same int64 indices (ties to the first element in scan order, NaN propagates)."""
+    geometry = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        return torch.nn.functional.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                                              return_indices=return_indices)
+    unbatched = input.dim() == 3
+    out, _, indices = _max_pool2d_op(input.unsqueeze(0) if unbatched else input, list(geometry.kernel_size),
+                                     list(geometry.stride), list(geometry.padding), list(geometry.dilation),
+                                     geometry.ceil_mode, bool(return_indices))
+    if unbatched:
+        out, indices = out.squeeze(0), indices.squeeze(0)
+    return (out, indices) if return_indices else out
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
+SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
+PROFILE_OPS = ("max_pool2d",)
+
+
+def _case(suite, batch, dtype, layout):
+    pool = dict(suite)
+    channels, size = pool.pop("channels"), pool.pop("size")
+    out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
+    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        eager = lambda x: torch.nn.functional.max_pool2d(x, **pool)  # noqa: E731
+        return {"fastcnn": training_step(lambda x: max_pool2d(x, **pool), input),
+                "eager": training_step(eager, input), "torch_compile": training_step(compiled(eager), input)}
+
+    return BenchmarkCase("max_pool2d", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(numel_in, numel_out, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: forward + backward of every suite at the activation batches."""
+    suites = [dict(channels=3, size=9, kernel_size=3, stride=2, padding=1)] if smoke else list(SUITES.values())
+    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
+    return [_case(suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
+            for layout in layouts]

@@ -1,0 +1,202 @@
+"""The profiler's and the benchmarks' figures, written for people: per-case records with speedups
+and fractions of peak, a text table, CSV, a per-op summary, the README's performance table, and
+charts. Everything here reads records (dicts) that a run produced; nothing here times anything.
+"""
+import csv
+import json
+import os
+
+
+def figures(case, times_ms, peaks, first_call_s=None):
+    """One record per implementation: median ms, speedups, TFLOP/s or GB/s and the fraction of
+    the matching measured peak (matmul rate for the dtype, or copy bandwidth)."""
+    from .benchmarking import gbps, tflops
+
+    records = []
+    for implementation, milliseconds in times_ms.items():
+        record = {"suite": "profile", "op": case.op, "case": case.case, "dtype": case.dtype, "layout": case.layout,
+                  "implementation": implementation, "median_ms": milliseconds,
+                  "speedup_vs_eager": times_ms["eager"] / milliseconds,
+                  "speedup_vs_torch_compile": times_ms["torch_compile"] / milliseconds}
+        if "flops" in case.work:
+            record["tflops"] = tflops(case.work["flops"], milliseconds)
+            peak = peaks["matmul_fp32_tflops" if case.dtype == "fp32" else "matmul_bf16_tflops"]
+            record["fraction_of_peak"] = record["tflops"] / peak
+        else:
+            record["gbps"] = gbps(case.work["bytes"], milliseconds)
+            record["fraction_of_peak"] = record["gbps"] / peaks["copy_gbps"]
+        if implementation == "fastcnn" and first_call_s is not None:
+            record["first_call_s"] = first_call_s
+        records.append(record)
+    return records
+
+
+def _case_key(record):
+    return (record["op"], record["case"], record["dtype"], record["layout"])
+
+
+def table(records):
+    """A readable table of fastcnn's figures, one row per case."""
+    by_case = {}
+    for record in records:
+        by_case.setdefault(_case_key(record), {})[record["implementation"]] = record
+    if not any("median_ms" in record for record in records):  # smoke-check records: no timing columns
+        lines = [f"{'op':<19} {'case':<34} {'dtype':<5} {'layout':<13} {'check':<7} relative error vs PyTorch"]
+        lines += [f"{key[0]:<19} {key[1]:<34} {key[2]:<5} {key[3]:<13} {ours['check']:<7} {ours['relative_error']:.1e}"
+                  for key, ours in ((key, found["fastcnn"]) for key, found in by_case.items())]
+        return "\n".join(lines)
+    lines = [f"{'op':<19} {'case':<34} {'dtype':<5} {'layout':<13} {'fastcnn ms':>10} {'eager ms':>9} "
+             f"{'compile ms':>10} {'x eager':>7} {'x compile':>9} {'throughput':>14} {'% peak':>6} {'1st call s':>10}"]
+    for key, implementations in by_case.items():
+        ours = implementations["fastcnn"]
+        throughput = f"{ours['tflops']:.1f} TFLOP/s" if "tflops" in ours else f"{ours['gbps']:.0f} GB/s"
+        first = ours.get("first_call_s")
+        lines.append(
+            f"{key[0]:<19} {key[1]:<34} {key[2]:<5} {key[3]:<13} {ours['median_ms']:>10.3f} "
+            f"{implementations['eager']['median_ms']:>9.3f} {implementations['torch_compile']['median_ms']:>10.3f} "
+            f"{ours['speedup_vs_eager']:>7.2f} {ours['speedup_vs_torch_compile']:>9.2f} {throughput:>14} "
+            f"{100 * ours['fraction_of_peak']:>6.1f} {'' if first is None else format(first, '.2f'):>10}")
+    return "\n".join(lines)
+
+
+def write_csv(path, records):
+    columns = sorted({key for record in records for key in record})
+    leading = [c for c in ("op", "case", "dtype", "layout", "implementation") if c in columns]
+    columns = leading + [c for c in columns if c not in leading]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+# The names bench/ records use for the same figures (conv2d's eager baseline is cuDNN).
+_ALIASES = {"speedup_vs_eager": ("speedup_vs_eager", "speedup_vs_cudnn"),
+            "speedup_vs_torch_compile": ("speedup_vs_torch_compile",),
+            "fraction_of_peak": ("fraction_of_peak", "fraction_of_matmul_peak", "fraction_of_copy_bandwidth")}
+
+
+def _figure(record, name):
+    return next((record[key] for key in _ALIASES[name] if record.get(key) is not None), None)
+
+
+def summary(records):
+    """Per op: geometric-mean speedups of fastcnn over eager and torch.compile, and the median
+    fraction of peak, over the timed fastcnn records (the profiler's or bench/'s)."""
+    from .benchmarking import geometric_mean
+
+    ops = {}
+    for record in records:
+        if record.get("implementation") == "fastcnn" and "median_ms" in record:
+            ops.setdefault(record["op"], []).append(record)
+    result = {}
+    for op, rows in ops.items():
+        row = {"cases": len(rows)}
+        for name in ("speedup_vs_eager", "speedup_vs_torch_compile"):
+            values = [v for v in (_figure(r, name) for r in rows) if v is not None]
+            row[name] = geometric_mean(values) if values else None
+        fractions = sorted(v for v in (_figure(r, "fraction_of_peak") for r in rows) if v is not None)
+        row["median_fraction_of_peak"] = fractions[len(fractions) // 2] if fractions else None
+        result[op] = row
+    return result
+
+
+TABLE_BEGIN = "<!-- performance-table:begin (written by scripts/render_perf_table.py) -->"
+TABLE_END = "<!-- performance-table:end -->"
+NOT_MEASURED = ("**Speed is not yet measured**: no GPU run of the benchmarks or the profiler has been recorded "
+                "in `bench/results/`.")
+
+
+def newest_results(folder):
+    """The path of the newest results file in ``folder`` (by its recorded date), or None."""
+    newest = None
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not name.endswith(".json") or name.startswith("smoke-check"):
+            continue
+        path = os.path.join(folder, name)
+        with open(path, encoding="utf-8") as handle:
+            date = json.load(handle).get("environment", {}).get("date", "")
+        if newest is None or date >= newest[0]:
+            newest = (date, path)
+    return None if newest is None else newest[1]
+
+
+def performance_table(results_path):
+    """Markdown for the README: per op, fastcnn's geomean speedups and median fraction of peak
+    from one results file, with where and when it was measured."""
+    if results_path is None:
+        return NOT_MEASURED
+    with open(results_path, encoding="utf-8") as handle:
+        results = json.load(handle)
+    environment = results["environment"]
+    rows = summary(results["records"])
+    if not rows:
+        return NOT_MEASURED
+
+    def cell(value, pattern):
+        return "n/a" if value is None else pattern.format(value)
+
+    lines = [f"Measured on {environment.get('gpu')} (driver {environment.get('driver')}, torch "
+             f"{environment.get('torch')}, triton {environment.get('triton')}, fastcnn {environment.get('fastcnn')}) "
+             f"on {environment.get('date', '')[:10]}; from `{os.path.basename(results_path)}`. Speedups are "
+             "geometric means over the cases; conv2d's eager baseline is cuDNN.", "",
+             "| op | cases | × eager | × torch.compile | median fraction of peak |", "| --- | --- | --- | --- | --- |"]
+    for op, row in sorted(rows.items()):
+        lines.append(f"| {op} | {row['cases']} | {cell(row['speedup_vs_eager'], '{:.2f}')} | "
+                     f"{cell(row['speedup_vs_torch_compile'], '{:.2f}')} | "
+                     f"{cell(row['median_fraction_of_peak'], '{:.0%}')} |")
+    return "\n".join(lines)
+
+
+def render_readme_table(readme_path, results_folder):
+    """Replace the text between the performance-table markers of ``readme_path`` with the table of
+    the newest results file in ``results_folder``. Returns the results file used (or None)."""
+    with open(readme_path, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{readme_path} has no '{TABLE_BEGIN}' ... '{TABLE_END}' block")
+    source = newest_results(results_folder)
+    text = text[:begin + len(TABLE_BEGIN)] + "\n" + performance_table(source) + "\n" + text[end:]
+    with open(readme_path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return source
+
+
+def write_charts(records, stem):
+    """``<stem>-speedups.png`` (geomean speedup per op vs eager and torch.compile) and
+    ``<stem>-roofline.png`` (each case's fraction of peak, per op). Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_op = summary(records)
+    ops = list(per_op)
+    paths = []
+    figure, axes = plt.subplots(figsize=(max(6, 1.3 * len(ops) + 2), 4))
+    positions = range(len(ops))
+    for offset, (key, label) in zip((-0.2, 0.2), (("speedup_vs_eager", "vs eager"),
+                                                 ("speedup_vs_torch_compile", "vs torch.compile"))):
+        axes.bar([p + offset for p in positions], [per_op[op][key] for op in ops], width=0.4, label=label)
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set(xticks=list(positions), ylabel="fastcnn speedup (geomean over cases)", title="fastcnn speedup per op")
+    axes.set_xticklabels(ops, rotation=30, ha="right")
+    axes.legend()
+    figure.tight_layout()
+    paths.append(f"{stem}-speedups.png")
+    figure.savefig(paths[-1], dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(max(6, 1.3 * len(ops) + 2), 4))
+    for index, op in enumerate(ops):
+        fractions = [r["fraction_of_peak"] for r in records
+                     if r["op"] == op and r.get("implementation") == "fastcnn" and "median_ms" in r]
+        axes.scatter([index] * len(fractions), fractions, alpha=0.6)
+    axes.set(xticks=list(positions), ylabel="fraction of measured peak", ylim=(0, 1.05),
+             title="fastcnn: fraction of peak (matmul rate for conv2d, copy bandwidth otherwise)")
+    axes.set_xticklabels(ops, rotation=30, ha="right")
+    figure.tight_layout()
+    paths.append(f"{stem}-roofline.png")
+    figure.savefig(paths[-1], dpi=110)
+    plt.close(figure)
+    return paths

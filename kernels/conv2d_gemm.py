@@ -1,0 +1,353 @@
+"""conv2d as implicit GEMM: forward, grad-input (dgrad) and grad-weight (wgrad) of every
+convolution with more than one input channel per group (kernels/conv2d.py routes depthwise layers
+to kernels/conv2d_depthwise.py). Notation as in kernels/conv2d.py.
+
+Each pass is a GEMM whose operands are gathered on the fly from the 4-d tensors through their
+strides (NCHW, channels_last or any strided view: no im2col buffer, no layout copy); taps that
+fall in the padding are masked loads of zero. Per group (c < C/G, k < K/G):
+
+    forward  rows = N·P·Q output pixels, columns = K/G output channels, reduction over (C/G)·R·S
+    dgrad    rows = N·H·W input pixels, columns = C/G input channels, reduction over (K/G)·R·S
+    wgrad    rows = K/G output channels, columns = (C/G)·R·S, reduction over N·P·Q
+
+FLOPs of each: 2·N·P·Q·K·(C/G)·R·S. Minimum bytes: forward reads x and w and writes y; dgrad
+reads dy and w, writes dx; wgrad reads x and dy, writes dw.
+
+Launch grids (fp32 accumulation; programs of one group share the GEMM's B operand):
+  forward  (cdiv(N·P·Q, BLOCK_M) · cdiv(K/G, BLOCK_N), G)
+  dgrad    (cdiv(N·H·W / (sh·sw), BLOCK_M) · cdiv(C/G, BLOCK_N), G) per stride phase (sh·sw
+           launches): rows = the input pixels of one phase, which all take the same taps, so
+           no program multiplies the zeros of a zero-inserted dy
+  wgrad    (cdiv(K/G, BLOCK_M) · R·S·cdiv(C/G, BLOCK_N), G, slices): the reduction over N·P·Q is
+           cut into slices (split-K, kernels/slicing.py) when the output alone has too few tiles
+           to fill the GPU; slices write fp32 partials added in a fixed order (deterministic).
+Programs along the first axis are ordered in groups of ``GROUP_M`` rows so that tiles running at
+the same time share operand blocks in L2 (the Triton matmul tutorial's grouped ordering).
+"""
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
+from .slicing import partials, reduction_slices, slice_range, sum_partials
+from .tiles import autotune_enabled, by_backend, fit_to_extents
+
+# Shortest slice of an N·P·Q reduction worth its own fp32 partial, and the most slices (see
+# slicing.py); the depthwise and bias-grad reductions slice the same way.
+MIN_PIXELS_PER_SLICE = by_backend(interpreter=32, gpu=1024)
+MAX_SLICES = 64
+
+# One configuration in the interpreter, with large blocks (the launch shrinks each block to the
+# GEMM's extent there; the tests shrink it further to reach the multi-block paths).
+_INTERPRETER_CONFIG = dict(BLOCK_M=1024, BLOCK_N=64, BLOCK_K=1024, GROUP_M=4)
+_GPU_CONFIGS = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
+    (128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+    (256, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 64, 64, 4, 4), (128, 32, 32, 4, 4),
+    (64, 16, 32, 4, 4),
+]
+
+
+def _configs():
+    return by_backend(
+        interpreter=[triton.Config(dict(_INTERPRETER_CONFIG), num_warps=4, num_stages=1)],
+        gpu=[triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=w, num_stages=s)
+             for m, n, k, w, s in _GPU_CONFIGS])
+
+
+# Used instead of autotuning when FASTCNN_AUTOTUNE=0 (and always in the interpreter):
+# (constexprs, num_warps, num_stages).
+DEFAULT_CONFIG = by_backend(interpreter=(_INTERPRETER_CONFIG, 4, 1),
+                            gpu=(dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 4, 4))
+
+# The autotuner also keys on every tensor argument's dtype; strides of the gathered operand are in
+# the key because NCHW and channels_last favour different tiles.
+_GEOMETRY_KEY = ["batch", "in_height", "in_width", "out_height", "out_width", "in_per_group", "out_per_group",
+                 "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"]
+
+
+@triton.jit
+def _tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of program ``pid``, walking GROUP_M row tiles per column tile."""
+    tiles_per_group = GROUP_M * num_col_tiles
+    first_row = (pid // tiles_per_group) * GROUP_M
+    rows_in_group = tl.minimum(num_row_tiles - first_row, GROUP_M)
+    row = first_row + (pid % tiles_per_group) % rows_in_group
+    col = (pid % tiles_per_group) // rows_in_group
+    return row, col
+
+
+@triton.jit
+def _multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:  # Triton's interpreter multiplies bf16 blocks wrongly; fp32 is exact for any input
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+
+@triton.jit
+def _conv2d_forward_kernel(
+        x_ptr, w_ptr, bias_ptr, y_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        w_stride_k, w_stride_c, w_stride_h, w_stride_w,
+        y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
+        HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    group = tl.program_id(1)
+    num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+                                       tl.cdiv(out_per_group, BLOCK_N), GROUP_M)
+    pixels = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
+    out_channels = group * out_per_group + block_indices(tile_n, BLOCK_N, WIDE_INDEX)
+    out_ok = out_channels < (group + 1) * out_per_group
+    channel_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+
+    x_rows = x_ptr + n * x_stride_n + (group * in_per_group) * x_stride_c  # [BLOCK_M] pointers
+    w_cols = w_ptr + out_channels * w_stride_k  # [BLOCK_N] pointers
+    top = oh * stride_h - pad_h
+    left = ow * stride_w - pad_w
+
+    # One loop over (tap, channel block) rather than nested loops, so the compiler pipelines the
+    # loads of the next step across taps even when C/G fits in one block.
+    channel_blocks = tl.cdiv(in_per_group, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(kernel_h * kernel_w * channel_blocks):
+        tap = step // channel_blocks
+        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        ih = top + r * dilation_h
+        iw = left + s * dilation_w
+        row_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        channel_ok = channels < in_per_group
+        a = tl.load(x_rows[:, None] + (ih * x_stride_h + iw * x_stride_w)[:, None] + channels[None, :] * x_stride_c,
+                    mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
+                    mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
+    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
+    tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & out_ok[None, :])
+
+
+@triton.jit
+def _conv2d_input_grad_kernel(
+        dy_ptr, w_ptr, dx_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        w_stride_k, w_stride_c, w_stride_h, w_stride_w,
+        dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
+        phase_row, phase_col, phase_rows, phase_cols,
+        first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w,
+        WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """grad-input for the input pixels of one stride phase: rows phase_row + i*sh, columns
+    phase_col + j*sw. Input row h receives output row p from tap r when p*sh = h + ph - r*dh,
+    which holds for every row of a phase or for none, so the phase visits only its ``taps_h`` x
+    ``taps_w`` contributing taps (every tap at stride 1; about R/sh x S/sw of them otherwise)
+    and never multiplies the zeros a zero-inserted dy would hold."""
+    group = tl.program_id(1)
+    num_pixels = widen(batch, WIDE_INDEX) * phase_rows * phase_cols
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+                                       tl.cdiv(in_per_group, BLOCK_N), GROUP_M)
+    pixels = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    pixel_ok = pixels < num_pixels
+    n = pixels // (phase_rows * phase_cols)
+    ih = phase_row + ((pixels // phase_cols) % phase_rows) * stride_h
+    iw = phase_col + (pixels % phase_cols) * stride_w
+    in_channels = group * in_per_group + block_indices(tile_n, BLOCK_N, WIDE_INDEX)
+    in_ok = in_channels < (group + 1) * in_per_group
+    channel_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+
+    dy_rows = dy_ptr + n * dy_stride_n + (group * out_per_group) * dy_stride_k
+    w_cols = w_ptr + (group * out_per_group) * w_stride_k + (in_channels - group * in_per_group) * w_stride_c
+    padded_top = ih + pad_h
+    padded_left = iw + pad_w
+
+    channel_blocks = tl.cdiv(out_per_group, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(taps_h * taps_w * channel_blocks):
+        tap = step // channel_blocks
+        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
+        r = first_tap_h + (tap // taps_w) * tap_step_h
+        s = first_tap_w + (tap % taps_w) * tap_step_w
+        oh = (padded_top - r * dilation_h) // stride_h  # exact: the phase guarantees divisibility
+        ow = (padded_left - s * dilation_w) // stride_w
+        row_ok = pixel_ok & (oh >= 0) & (ow >= 0) & (oh < out_height) & (ow < out_width)
+        channel_ok = channels < out_per_group
+        a = tl.load(dy_rows[:, None] + (oh * dy_stride_h + ow * dy_stride_w)[:, None] + channels[None, :] * dy_stride_k,
+                    mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_k + (r * w_stride_h + s * w_stride_w),
+                    mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + in_channels[None, :] * dx_stride_c
+    tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & in_ok[None, :])
+
+
+@triton.jit
+def _conv2d_weight_grad_kernel(
+        x_ptr, dy_ptr, dw_ptr,
+        batch, in_height, in_width, out_height, out_width, in_per_group, out_per_group,
+        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        dw_stride_k, dw_stride_c, dw_stride_h, dw_stride_w,
+        pixels_per_split, split_stride,
+        WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    group = tl.program_id(1)
+    split = tl.program_id(2)
+    channel_tiles = tl.cdiv(in_per_group, BLOCK_N)
+    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(out_per_group, BLOCK_M),
+                                       kernel_h * kernel_w * channel_tiles, GROUP_M)
+    tap = tile_n // channel_tiles
+    r = tap // kernel_w
+    s = tap - r * kernel_w
+    out_channels = group * out_per_group + block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    out_ok = out_channels < (group + 1) * out_per_group
+    in_channels = block_indices(tile_n - tap * channel_tiles, BLOCK_N, WIDE_INDEX)
+    in_ok = in_channels < in_per_group
+
+    dy_rows = dy_ptr + out_channels * dy_stride_k  # [BLOCK_M] pointers
+    x_cols = x_ptr + (group * in_per_group + in_channels) * x_stride_c  # [BLOCK_N] pointers
+    row_offset = r * dilation_h - pad_h
+    col_offset = s * dilation_w - pad_w
+
+    num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
+    start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for first in range(start, end, BLOCK_K):
+        pixels = first + widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+        pixel_ok = pixels < end
+        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
+        ih = oh * stride_h + row_offset
+        iw = ow * stride_w + col_offset
+        x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+        a = tl.load(dy_rows[:, None] + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[None, :],
+                    mask=out_ok[:, None] & pixel_ok[None, :], other=0.0)
+        b = tl.load(x_cols[None, :] + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
+                    mask=x_ok[:, None] & in_ok[None, :], other=0.0)
+        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    dw_offsets = (out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :] + (r * dw_stride_h + s * dw_stride_w)
+    tl.store(dw_ptr + split * split_stride + dw_offsets, acc.to(dw_ptr.dtype.element_ty),
+             mask=out_ok[:, None] & in_ok[None, :])
+
+
+
+_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w"])(
+    _conv2d_forward_kernel)
+_input_grad_autotuned = triton.autotune(
+    _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "phase_rows", "phase_cols", "taps_h", "taps_w"])(
+    _conv2d_input_grad_kernel)
+_weight_grad_autotuned = triton.autotune(
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"])(_conv2d_weight_grad_kernel)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers. They trust their caller (fastcnn.conv) to have validated shapes, dtypes and devices
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers; each returns the number of kernels it launched.
+
+def _launch(autotuned, kernel, grid, args, constexprs, extents):
+    """Launch with the autotuner, or with DEFAULT_CONFIG. ``extents`` are the GEMM's sizes along
+    BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents)."""
+    if autotune_enabled():
+        autotuned[grid](*args, **constexprs)
+        return
+    config, num_warps, num_stages = DEFAULT_CONFIG
+    config = fit_to_extents(config, extents, minimum=16)  # tl.dot needs blocks of at least 16
+    kernel[grid(config)](*args, **constexprs, **config, num_warps=num_warps, num_stages=num_stages)
+
+
+def _geometry(x, w, y, stride, padding, dilation, groups):
+    """The scalar arguments shared by the three GEMM kernels, in their parameter order."""
+    return (x.shape[0], x.shape[2], x.shape[3], y.shape[2], y.shape[3], x.shape[1] // groups, w.shape[0] // groups,
+            w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+
+
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
+    """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left)."""
+    geometry = _geometry(x, w, y, stride, padding, dilation, groups)
+    pixels = x.shape[0] * y.shape[2] * y.shape[3]
+    out_per_group = w.shape[0] // groups
+
+    def grid(meta):
+        return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]), groups)
+
+    args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride(),
+            bias.stride(0) if bias is not None else 0)
+    _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
+            dict(HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision,
+                 UPCAST=INTERPRETED), dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups))
+    return 1
+
+
+def stride_phase(size, stride, padding, dilation, kernel, phase):
+    """For the input rows h = phase, phase + stride, ... (< size): how many there are and the taps
+    that reach them, as (rows, first tap, tap step, taps). Tap r reaches row h when
+    h + padding - r*dilation is a multiple of the stride; those r form an arithmetic progression."""
+    rows = triton.cdiv(size - phase, stride) if phase < size else 0
+    taps = [r for r in range(kernel) if (phase + padding - r * dilation) % stride == 0]
+    step = taps[1] - taps[0] if len(taps) > 1 else 1
+    return rows, (taps[0] if taps else 0), step, len(taps)
+
+
+def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
+    """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``: one launch per stride
+    phase (stride_h x stride_w of them) that holds input pixels."""
+    geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
+    in_per_group = dx.shape[1] // groups
+    constexprs = dict(WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED)
+    launches = 0
+    for phase_row in range(stride[0]):
+        rows, first_tap_h, tap_step_h, taps_h = stride_phase(
+            dx.shape[2], stride[0], padding[0], dilation[0], w.shape[2], phase_row)
+        for phase_col in range(stride[1]):
+            cols, first_tap_w, tap_step_w, taps_w = stride_phase(
+                dx.shape[3], stride[1], padding[1], dilation[1], w.shape[3], phase_col)
+            pixels = dx.shape[0] * rows * cols
+            if pixels == 0:
+                continue
+
+            def grid(meta, pixels=pixels):
+                return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
+
+            args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
+                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w)
+            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs,
+                    dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups))
+            launches += 1
+    return launches
+
+
+def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
+    """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
+    geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
+    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]
+    nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
+    pixels_per_split, splits = reduction_slices(nominal_tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SLICE,
+                                                   max_slices=MAX_SLICES)
+    target = partials(dw, splits)
+
+    def grid(meta):
+        return (triton.cdiv(out_per_group, meta["BLOCK_M"]) * taps * triton.cdiv(in_per_group, meta["BLOCK_N"]),
+                groups, splits)
+
+    args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel())
+    _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
+            dict(WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()), DOT_PRECISION=dot_precision,
+                 UPCAST=INTERPRETED), dict(BLOCK_M=out_per_group, BLOCK_N=in_per_group, BLOCK_K=pixels_per_split))
+    return 1 + sum_partials(target, dw, splits)
