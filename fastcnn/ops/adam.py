@@ -33,7 +33,7 @@ def bytes_moved(numel, element_size, amsgrad=False):
     return numel * element_size * (9 if amsgrad else 7)
 
 
-# ----------------------------------------------------------------------------- operator
+# ----------------------------------------------------------------------------- operator, functional, reference path
 # Pointer tables of recent steps, keyed by what they encode (addresses and sizes): a model's
 # tensors keep their addresses from step to step, so the table is built once.
 _TABLES = {}

@@ -180,6 +180,7 @@ def _backward(ctx, grad_out):
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- functional
 def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, training, momentum, eps):
     check_batch_norm(f"fastcnn.{op}", input, running_mean, running_var, weight, bias, training, momentum, eps)
     if _backend.backend_for(input.device) == _backend.FALLBACK:

@@ -269,6 +269,7 @@ def _backward(ctx, grad_out):
 _conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- functional
 def _autocast_dtype(device_type, input):
     """The dtype torch.autocast would run F.conv2d in here, or None when autocast does not apply."""
     if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):

@@ -214,6 +214,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+# ----------------------------------------------------------------------------- functional
 def _autocast_to_float32(input):
     """torch.autocast runs cross_entropy in fp32: True when that applies to ``input``."""
     device_type = input.device.type

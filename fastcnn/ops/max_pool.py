@@ -192,6 +192,7 @@ def _backward(ctx, grad_out, _grad_taps, _grad_indices):
 _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- functional
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """``torch.nn.functional.max_pool2d`` on fastcnn's Triton kernels; same arguments, same values,
     same int64 indices (ties to the first element in scan order, NaN propagates)."""
