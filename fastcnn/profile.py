@@ -93,7 +93,7 @@ def _trace(selected, device, path):
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         prog="fastcnn-profile",
-        description="Time every fastcnn op on the shared shape suites against PyTorch eager and torch.compile, "
+        description="Time every fastcnn op on its benchmark cases against PyTorch eager and torch.compile, "
                     "with TFLOP/s or GB/s and the fraction of the GPU's measured peak. Without a GPU: a smoke "
                     "check of every kernel through Triton's interpreter, and no timings.")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from: {', '.join(OPS)}")

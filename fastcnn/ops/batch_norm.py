@@ -266,7 +266,8 @@ def _case(channels, size, batch, dtype, layout):
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: BN+ReLU forward + backward in training on ResNet-50's activations."""
-    activations = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()][:3 if quick else None]
+    activations = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    activations = activations[:3] if quick else activations
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
     return [_case(channels, size, batch, dtype, layout) for channels, size in activations for batch in batches
             for dtype in dtypes for layout in layouts]
