@@ -57,7 +57,7 @@ def _bn_step(module, input, backward):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("channels,size", [shape for suite in batch_norm_op.SUITES.values() for shape in suite()])
+@pytest.mark.parametrize("channels,size", batch_norm_op.benchmark_shapes())
 def test_batch_norm_relu(benchmark, channels, size, batch, dtype_name, layout, backward, implementation,
                          device_peaks, record_result):
     # bf16 activations with fp32 BN parameters and statistics, as mixed-precision training has them.

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import IMPLEMENTATIONS, BenchmarkCase, compiled, element_size
+from ..benchmarking import IMPLEMENTATIONS, BenchmarkCase, compiled, element_size, random_input
 from ..dtypes import triton_dtype
 
 
@@ -91,7 +91,7 @@ def adam_step(op, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, 
 
 
 def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
-              weight_decay, decoupled_weight_decay, amsgrad, maximize, grad_scale=None, found_inf=None):
+                        weight_decay, decoupled_weight_decay, amsgrad, maximize, grad_scale=None, found_inf=None):
     """The PyTorch path of ``adam_step``, where no Triton kernel can run: in-place Adam/AdamW over
     lists of tensors, following the kernel's math step for step (fp32 arithmetic, the same
     formulas; see kernels/adam.py), so a model gives the same results with or without Triton."""
@@ -173,7 +173,6 @@ PROFILE_OPS = ("adam",)
 
 
 def _case(suite, shapes, dtype):
-    from ..benchmarking import DTYPES
     from ..optim import Adam
 
     numel = sum(math.prod(shape) for shape in shapes)
@@ -181,10 +180,9 @@ def _case(suite, shapes, dtype):
     def build(device):
         def step(kind):
             generator = torch.Generator(device=device).manual_seed(0)  # the same parameters for each
-            params = [torch.randn(shape, device=device, generator=generator).to(DTYPES[dtype]).requires_grad_()
-                      for shape in shapes]
+            params = [random_input(shape, dtype, "nchw", device, generator).requires_grad_() for shape in shapes]
             for param in params:
-                param.grad = torch.randn(param.shape, device=device, generator=generator).to(DTYPES[dtype])
+                param.grad = random_input(param.shape, dtype, "nchw", device, generator)
             optimizer = (Adam(params, lr=1e-3) if kind == "fastcnn"
                          else torch.optim.Adam(params, lr=1e-3, foreach=True))
             update = compiled(optimizer.step) if kind == "torch_compile" else optimizer.step

@@ -87,8 +87,6 @@ def bytes_moved(numel, element_size, backward):
 
 
 # ----------------------------------------------------------------------------- operators and autograd
-
-
 def _empty_folded(input):
     return torch.empty((5, input.shape[1]), dtype=torch.float32, device=input.device)
 
@@ -250,6 +248,11 @@ SUITES = {"resnet50": resnet50_activation_shapes}
 PROFILE_OPS = ("batch_norm_relu",)
 
 
+def benchmark_shapes():
+    """Every suite's (channels, size), in order: what the profiler and bench/ time."""
+    return [shape for suite in SUITES.values() for shape in suite()]
+
+
 def _case(channels, size, batch, dtype, layout):
     from ..nn import BatchNorm2dReLU
 
@@ -266,7 +269,7 @@ def _case(channels, size, batch, dtype, layout):
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: BN+ReLU forward + backward in training on ResNet-50's activations."""
-    activations = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    activations = [(5, 7)] if smoke else benchmark_shapes()
     activations = activations[:3] if quick else activations
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
     return [_case(channels, size, batch, dtype, layout) for channels, size in activations for batch in batches

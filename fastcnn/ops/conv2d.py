@@ -190,10 +190,15 @@ def _(input, weight, bias, stride, padding, total_padding, dilation, groups):
     return _empty_output(input, weight, total_padding, stride, dilation)
 
 
+def _empty_gradient(shape, like, channels_last):
+    """An uninitialised grad-input or grad-weight of ``shape`` with ``like``'s dtype and device."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_memory_format(channels_last))
+
+
 def _gradient(pass_name, launcher, operands, shape, like, channels_last, stride, padding, dilation, groups):
     """A grad-input or grad-weight tensor of ``shape`` (``like``'s dtype and device) filled by the
     ``launcher`` of kernels/conv2d.py from ``operands``."""
-    result = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_memory_format(channels_last))
+    result = _empty_gradient(shape, like, channels_last)
     if result.numel():
         with torch.profiler.record_function(f"fastcnn::conv2d {pass_name}"):
             _backend.record_launch(OP, getattr(_kernels(), launcher)(
@@ -211,8 +216,7 @@ def _conv2d_input_grad_op(grad_out: Tensor, weight: Tensor, input_shape: list[in
 
 @_conv2d_input_grad_op.register_fake
 def _(grad_out, weight, input_shape, channels_last, stride, padding, dilation, groups):
-    return torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device,
-                       memory_format=_memory_format(channels_last))
+    return _empty_gradient(input_shape, weight, channels_last)
 
 
 @torch.library.custom_op("fastcnn::conv2d_weight_grad", mutates_args=())
@@ -224,8 +228,7 @@ def _conv2d_weight_grad_op(input: Tensor, grad_out: Tensor, weight_shape: list[i
 
 @_conv2d_weight_grad_op.register_fake
 def _(input, grad_out, weight_shape, channels_last, stride, padding, dilation, groups):
-    return torch.empty(weight_shape, dtype=input.dtype, device=input.device,
-                       memory_format=_memory_format(channels_last))
+    return _empty_gradient(weight_shape, input, channels_last)
 
 
 @torch.library.custom_op("fastcnn::conv2d_bias_grad", mutates_args=())
