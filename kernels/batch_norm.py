@@ -32,7 +32,7 @@ from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
 FINAL_BLOCK = 128
-MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=2048)
+MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=256)  # 256 rows x 64 channels: 16 K values a slice
 MAX_SPLITS = 256
 
 

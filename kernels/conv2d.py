@@ -16,8 +16,10 @@ FLOPs of each of forward, dgrad and wgrad: 2·N·P·Q·K·(C/G)·R·S. Which ker
 one input channel per group (depthwise, as in MobileNet) sums only R·S products per output, too
 few for a GEMM tile, and takes the direct kernels; every other layer the GEMMs.
 
-Bias: reads dy once, writes K values. Grid (cdiv(K, BIAS_BLOCK_C), slices), its N·P·Q reduction
-sliced as wgrad's (kernels/slicing.py), then the slices' partials summed in a fixed order.
+Bias: reads dy once, writes K values. Grid (cdiv(K, BLOCK_C), slices): the N·P·Q reduction runs
+over blocks of BLOCK_P pixels within one output plane (contiguous in NCHW, so loads are vectors
+in both layouts), sliced as wgrad's (kernels/slicing.py), then the slices' partials summed in a
+fixed order.
 
 Every launcher writes into tensors its caller allocated, trusts that caller to have validated
 shapes, dtypes and devices, and returns the number of kernels it launched.
@@ -27,12 +29,12 @@ import triton.language as tl
 
 from . import conv2d_depthwise, conv2d_gemm
 from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
-from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
+from .indexing import block_indices, needs_wide_index
 from .slicing import partials, reduction_slices, slice_range, sum_partials
-from .tiles import by_backend
+from .tiles import channel_blocks
 
-BIAS_BLOCK_C = 32
-BIAS_BLOCK_P = by_backend(interpreter=512, gpu=128)
+# (pixels, channels) of a bias-grad tile: wide along whichever dimension is contiguous.
+BIAS_BLOCKS = dict(interpreter=(512, 32), channels_last=(32, 64), nchw=(128, 16))
 
 
 def _path(input_channels, groups):
@@ -58,35 +60,54 @@ def weight_grad(x, dy, dw, **arguments):
     return _path(x.shape[1], arguments["groups"]).weight_grad(x, dy, dw, **arguments)
 
 
+def _planes(dy):
+    """dy [N, K, P, Q] as [N, K, lines, length] strides: each output plane one line of P·Q pixels
+    when its rows follow each other (any dense layout), else P lines of Q pixels."""
+    n_stride, k_stride, h_stride, w_stride = dy.stride()
+    if dy.shape[2] == 1 or h_stride == dy.shape[3] * w_stride:
+        return 1, dy.shape[2] * dy.shape[3], (n_stride, k_stride, 0, w_stride)
+    return dy.shape[2], dy.shape[3], (n_stride, k_stride, h_stride, w_stride)
+
+
 def bias_grad(dy, db):
     """db[k] = sum of dy over every dimension but the channels, into ``db`` (1-d, contiguous)."""
     channels = dy.shape[1]
-    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
-    channel_tiles = triton.cdiv(channels, BIAS_BLOCK_C)
-    pixels_per_split, splits = reduction_slices(channel_tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SLICE,
-                                                   max_slices=MAX_SLICES)
+    block_p, block_c = channel_blocks(dy.stride(1), **BIAS_BLOCKS)
+    lines, length, strides = _planes(dy)
+    blocks_per_line = triton.cdiv(length, block_p)
+    blocks = dy.shape[0] * lines * blocks_per_line
+    channel_tiles = triton.cdiv(channels, block_c)
+    blocks_per_split, splits = reduction_slices(channel_tiles, blocks, dy.device,
+                                                min_length=triton.cdiv(MIN_PIXELS_PER_SLICE, block_p),
+                                                max_slices=MAX_SLICES, granule=1)
     target = partials(db, splits)
     _bias_grad_kernel[(channel_tiles, splits)](
-        dy, target, channels, dy.shape[2], dy.shape[3], pixels, pixels_per_split, *dy.stride(),
-        WIDE_INDEX=needs_wide_index(dy), BLOCK_C=BIAS_BLOCK_C, BLOCK_P=BIAS_BLOCK_P)
+        dy, target, channels, lines, length, blocks_per_line, blocks, blocks_per_split, *strides,
+        WIDE_INDEX=needs_wide_index(dy), BLOCK_C=block_c, BLOCK_P=block_p)
     return 1 + sum_partials(target, db, splits)
 
 
 @triton.jit
 def _bias_grad_kernel(
-        dy_ptr, db_ptr, channels, out_height, out_width, num_pixels, pixels_per_split,
-        dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
+        dy_ptr, db_ptr, channels, lines, line_length, blocks_per_line, num_blocks, blocks_per_split,
+        dy_stride_n, dy_stride_k, dy_stride_line, dy_stride_pixel,
         WIDE_INDEX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Each step sums a [BLOCK_P x BLOCK_C] block of one line of pixels: its pixel offsets are
+    first + arange (no per-element division), so NCHW lines load as contiguous runs too."""
     split = tl.program_id(1)
     out_channels = block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
     channel_ok = out_channels < channels
-    start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
+    channel_offsets = (out_channels * dy_stride_k)[None, :]
+    start, end = slice_range(split, blocks_per_split, num_blocks, WIDE_INDEX)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for first in range(start, end, BLOCK_P):
-        pixels = first + widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
-        pixel_ok = pixels < end
-        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
-        offsets = (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None] + out_channels[None, :] * dy_stride_k
-        acc += tl.load(dy_ptr + offsets, mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0).to(tl.float32)
+    for block in range(start, end):
+        line = block // blocks_per_line
+        first = (block - line * blocks_per_line) * BLOCK_P
+        image = line // lines
+        base = image * dy_stride_n + (line - image * lines) * dy_stride_line
+        pixels = first + tl.arange(0, BLOCK_P)
+        offsets = base + (pixels * dy_stride_pixel)[:, None] + channel_offsets
+        mask = (pixels < line_length)[:, None] & channel_ok[None, :]
+        acc += tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     tl.store(db_ptr + split * channels + out_channels, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty),
              mask=channel_ok)

@@ -3,15 +3,18 @@ convolution with more than one input channel per group (kernels/conv2d.py routes
 to kernels/conv2d_depthwise.py). Notation as in kernels/conv2d.py.
 
 Each pass is a GEMM whose operands are gathered on the fly from the 4-d tensors through their
-strides (NCHW, channels_last or any strided view: no im2col buffer, no layout copy); taps that
-fall in the padding are masked loads of zero. Per group (c < C/G, k < K/G):
+strides (no im2col buffer); taps that fall in the padding are masked loads of zero. The gathered
+operands must have contiguous channels (channels_last, or any view with channel stride 1): an
+operand without them is first copied to channels_last (``channels_contiguous`` says why and what
+it costs); outputs are written through their own strides, whatever the layout. Per group (c < C/G, k < K/G):
 
     forward  rows = N·P·Q output pixels, columns = K/G output channels, reduction over (C/G)·R·S
     dgrad    rows = N·H·W input pixels, columns = C/G input channels, reduction over (K/G)·R·S
     wgrad    rows = K/G output channels, columns = (C/G)·R·S, reduction over N·P·Q
 
 FLOPs of each: 2·N·P·Q·K·(C/G)·R·S. Minimum bytes: forward reads x and w and writes y; dgrad
-reads dy and w, writes dx; wgrad reads x and dy, writes dw.
+reads dy and w, writes dx; wgrad reads x and dy, writes dw; plus, for each operand without
+contiguous channels (NCHW), a read and a write of it for its channels_last copy.
 
 Launch grids (fp32 accumulation; programs of one group share the GEMM's B operand):
   forward  (cdiv(N·P·Q, BLOCK_M) · cdiv(K/G, BLOCK_N), G)
@@ -24,6 +27,7 @@ Launch grids (fp32 accumulation; programs of one group share the GEMM's B operan
 Programs along the first axis are ordered in groups of ``GROUP_M`` rows so that tiles running at
 the same time share operand blocks in L2 (the Triton matmul tutorial's grouped ordering).
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -54,13 +58,56 @@ def _configs():
              for m, n, k, w, s in _GPU_CONFIGS])
 
 
+# An H100 gives one program at most 227 KB of shared memory; the pipelined loop keeps num_stages
+# copies of both operand blocks there.
+MAX_SHARED_BYTES = 232448
+# fp32 accumulator registers per thread beyond which a config spills (read from ptxas on sm_90a,
+# scripts/static_gpu_check.py): 16-bit operands leave room for 128 (a 128x256 tile on 8 warps);
+# fp32 (TF32) operands, which wgmma also reads from registers, for 64.
+MAX_ACCUMULATOR_REGISTERS = {2: 128, 4: 64}
+
+
+def shared_bytes(config, element_size):
+    """Shared memory of a config's operand pipeline: stages x (BLOCK_M x BLOCK_K + BLOCK_K x BLOCK_N)."""
+    blocks = config.kwargs
+    return config.num_stages * (blocks["BLOCK_M"] + blocks["BLOCK_N"]) * blocks["BLOCK_K"] * element_size
+
+
+# An output whose channels are not contiguous (NCHW) is stored one element at a time, with an
+# address register per element of the tile in the epilogue: tiles beyond this spill.
+MAX_SCATTERED_TILE = 8192
+
+
+def fits(config, element_size, output_channels_contiguous=True):
+    """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
+    bytes and an output with or without contiguous channels."""
+    blocks = config.kwargs
+    tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
+    return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
+            and tile // (32 * config.num_warps) <= MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
+            and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE))
+
+
+def _prune(operand, output_channel_stride=None):
+    """The autotuner's early pruning: only the configs that ``fits`` for the dtype of the kernel
+    argument named ``operand`` and the output channel stride named ``output_channel_stride``
+    (grad-weight's [K x C·R·S] tiles store without spilling in either layout); never none (the
+    smallest config always fits)."""
+    def prune(configs, named_args, **kwargs):
+        element_size = named_args[operand].element_size()
+        contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
+        return [config for config in configs if fits(config, element_size, contiguous)] or configs[-1:]
+    return prune
+
+
 # Used instead of autotuning when FASTCNN_AUTOTUNE=0 (and always in the interpreter):
 # (constexprs, num_warps, num_stages).
 DEFAULT_CONFIG = by_backend(interpreter=(_INTERPRETER_CONFIG, 4, 1),
                             gpu=(dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 4, 4))
 
 # The autotuner also keys on every tensor argument's dtype; strides of the gathered operand are in
-# the key because NCHW and channels_last favour different tiles.
+# the key because NCHW and channels_last favour different tiles, the output's channel stride
+# because it decides which tiles fit (``fits``).
 _GEOMETRY_KEY = ["batch", "in_height", "in_width", "out_height", "out_width", "in_per_group", "out_per_group",
                  "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"]
 
@@ -244,13 +291,16 @@ def _conv2d_weight_grad_kernel(
 
 
 
-_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w"])(
-    _conv2d_forward_kernel)
+_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k"],
+                                     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k")))(
+                                         _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "phase_rows", "phase_cols", "taps_h", "taps_w"])(
-    _conv2d_input_grad_kernel)
+    _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
+                          "taps_w"],
+    prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"])(_conv2d_weight_grad_kernel)
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"],
+    prune_configs_by=dict(early_config_prune=_prune("x_ptr")))(_conv2d_weight_grad_kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,8 +327,30 @@ def _geometry(x, w, y, stride, padding, dilation, groups):
             w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
 
 
+def channels_contiguous(tensor):
+    """``tensor`` with contiguous channels: itself (as a view with channels_last's own strides
+    when torch calls it channels_last, so that size-1 dims compile alike), or a channels_last copy.
+
+    The GEMMs' reduction runs over channels, so a tile of an operand is a block of consecutive
+    channels at each of BLOCK_M pixels: with channel stride 1 every row of it is one 16-byte
+    aligned run that cp.async copies to shared memory 128 bits at a time, and ptxas keeps the
+    tile's addresses in few registers. With NCHW strides the same tile is BLOCK_M x BLOCK_K
+    scattered elements (the taps' pixel shifts defeat any vector width along W), which compiles
+    to scalar loads, no async copy and register spills (bench/static/). So an NCHW activation or
+    weight is copied once per pass: 2 x its bytes (read + write) more traffic, against compute
+    of 2·N·P·Q·K·(C/G)·R·S FLOPs that the contiguous kernel can feed the tensor cores. Outputs
+    are written through their own strides (a store per element, once, outside the loop)."""
+    if tensor.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = tensor.shape
+        return tensor.as_strided(tensor.shape, (h * w * c, 1, w * c, c))
+    if tensor.stride(1) == 1:
+        return tensor
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
 def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left)."""
+    x, w = channels_contiguous(x), channels_contiguous(w)
     geometry = _geometry(x, w, y, stride, padding, dilation, groups)
     pixels = x.shape[0] * y.shape[2] * y.shape[3]
     out_per_group = w.shape[0] // groups
@@ -307,6 +379,7 @@ def stride_phase(size, stride, padding, dilation, kernel, phase):
 def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
     """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``: one launch per stride
     phase (stride_h x stride_w of them) that holds input pixels."""
+    dy, w = channels_contiguous(dy), channels_contiguous(w)
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
     in_per_group = dx.shape[1] // groups
     constexprs = dict(WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED)
@@ -334,6 +407,7 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
 
 def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
+    x, dy = channels_contiguous(x), channels_contiguous(dy)
     geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]

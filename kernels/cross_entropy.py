@@ -18,13 +18,17 @@ place. No softmax or log-softmax tensor is ever materialised.
 Bytes: class targets read the logits (twice when a row spans several blocks; the second read
 mostly hits L2) and write the gradient: about 2-3 x N·S·C x element size; FLOPs are negligible.
 Launch grid: (cdiv(N·S, ROWS),) with ROWS rows of BLOCK_C classes per program (many short rows
-per program for small C, one row in blocks of up to MAX_BLOCK_C classes for large C); then one
-program sums the rows' losses for 'sum'/'mean' in a fixed order (deterministic).
+per program for small C, one row in blocks of up to MAX_BLOCK_C classes for large C, and never so
+many rows that fewer than two programs per SM remain); then one program sums the rows' losses
+for 'sum'/'mean' in a fixed order (deterministic). Rows whose length and strides are multiples
+of 16 bytes (C = 1000 in bf16, say) are promised so (``VECTOR``) and move 128 bits per access.
 """
 import torch
 import triton
 import triton.language as tl
 
+from .indexing import vector_elements
+from . import slicing
 from .tiles import by_backend
 
 MAX_BLOCK_C = by_backend(interpreter=1024, gpu=4096)
@@ -39,7 +43,14 @@ def _cross_entropy_kernel(
         x_stride_n, x_stride_c, x_stride_s, t_stride_n, t_stride_c, t_stride_s, g_stride_n, g_stride_c, g_stride_s,
         weight_stride,
         PROBABILITIES: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr,
-        NEEDS_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+        NEEDS_GRAD: tl.constexpr, VECTOR: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+    # The launcher checked that classes and the row strides are multiples of VECTOR (contiguous
+    # classes): every row then starts 16-byte aligned and loads 128 bits at a time.
+    classes = tl.multiple_of(classes, VECTOR)
+    x_stride_n = tl.multiple_of(x_stride_n, VECTOR)
+    x_stride_s = tl.multiple_of(x_stride_s, VECTOR)
+    g_stride_n = tl.multiple_of(g_stride_n, VECTOR)
+    g_stride_s = tl.multiple_of(g_stride_s, VECTOR)
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < num_rows
     n = rows // spatial
@@ -156,8 +167,12 @@ def _reduce_rows_kernel(row_loss_ptr, row_weight_ptr, out_ptr, denominator_ptr, 
 @triton.jit
 def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classes, spatial,
                        g_stride_n, g_stride_c, g_stride_s, go_stride_n, go_stride_s,
-                       PER_ROW: tl.constexpr, MEAN: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+                       PER_ROW: tl.constexpr, MEAN: tl.constexpr, VECTOR: tl.constexpr, ROWS: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
     """grad *= grad_output (per row for 'none') / denominator ('mean'), in place."""
+    classes = tl.multiple_of(classes, VECTOR)
+    g_stride_n = tl.multiple_of(g_stride_n, VECTOR)
+    g_stride_s = tl.multiple_of(g_stride_s, VECTOR)
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < num_rows
     n = rows // spatial
@@ -177,11 +192,27 @@ def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classe
     tl.store(pointers, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
-def _tile(classes):
+def _tile(classes, num_rows, device):
     """(ROWS, BLOCK_C): whole rows in one block up to MAX_BLOCK_C classes, several rows per
-    program when rows are short."""
+    program when rows are short, but compiled no more rows per program than keep about two
+    programs on every SM (256 rows of 1000 classes: 256 programs of one row, not 32 of 8)."""
     block_c = min(triton.next_power_of_2(max(classes, 1)), MAX_BLOCK_C)
-    return max(1, min(TILE_ELEMENTS // block_c, 64)), block_c
+    rows = max(1, min(TILE_ELEMENTS // block_c, 64))
+    while rows > 1 and triton.cdiv(num_rows, rows) < 2 * slicing.sm_count(device):
+        rows //= 2
+    return rows, block_c
+
+
+def _warps(rows, block_c):
+    """One warp per 256 elements of a tile (8 per thread, 128 bits of bf16), 1 to 8 warps."""
+    return max(1, min(8, rows * block_c // 256))
+
+
+def _vector(tensor, strides):
+    """tensor [N, C, S]'s vector width (indexing.vector_elements) when its classes are contiguous."""
+    if tensor.stride(1) != 1:
+        return 1
+    return vector_elements(tensor.element_size(), tensor.shape[1], *strides)
 
 
 def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_index, smoothing, probabilities):
@@ -191,15 +222,18 @@ def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_in
     ``row_loss``/``row_weight`` [N·S], ``invalid`` int64 [2] zeros (set to (1, value) when a class
     index is out of range). Returns the number of launches."""
     num_rows = x.shape[0] * x.shape[2]
-    rows, block_c = _tile(x.shape[1])
+    rows, block_c = _tile(x.shape[1], num_rows, x.device)
     t_strides = target.stride() if probabilities else (target.stride(0), 0, target.stride(1))
     g_strides = grad.stride() if grad is not None else (0, 0, 0)
+    vector = _vector(x, (x.stride(0), x.stride(2)))
+    if grad is not None:
+        vector = min(vector, _vector(grad, (grad.stride(0), grad.stride(2))))
     _cross_entropy_kernel[(triton.cdiv(num_rows, rows),)](
         x, target, weight if weight is not None else x, row_loss, row_weight, grad if grad is not None else x, invalid,
         num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *x.stride(), *t_strides, *g_strides,
         weight.stride(0) if weight is not None else 0,
         PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
-        NEEDS_GRAD=grad is not None, ROWS=rows, BLOCK_C=block_c, num_warps=4 if block_c * rows <= 4096 else 8)
+        NEEDS_GRAD=grad is not None, VECTOR=vector, ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
     return 1
 
 
@@ -211,12 +245,13 @@ def reduce_rows(row_loss, row_weight, out, denominator, *, mean):
 def scale_grad(grad, grad_out, denominator, *, mean):
     """``grad`` [N, C, S] *= ``grad_out`` (0-d, or [N, S] per row) / ``denominator`` ('mean')."""
     num_rows = grad.shape[0] * grad.shape[2]
-    rows, block_c = _tile(grad.shape[1])
+    rows, block_c = _tile(grad.shape[1], num_rows, grad.device)
     per_row = grad_out.dim() > 0
     go_strides = (grad_out.stride(0), grad_out.stride(1)) if per_row else (0, 0)
     _scale_grad_kernel[(triton.cdiv(num_rows, rows), triton.cdiv(grad.shape[1], block_c))](
         grad, grad_out, denominator if denominator is not None else grad, num_rows, grad.shape[1], grad.shape[2],
-        *grad.stride(), *go_strides, PER_ROW=per_row, MEAN=mean, ROWS=rows, BLOCK_C=block_c)
+        *grad.stride(), *go_strides, PER_ROW=per_row, MEAN=mean, VECTOR=_vector(grad, (grad.stride(0), grad.stride(2))),
+        ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
     return 1
 
 

@@ -30,17 +30,17 @@ def sm_count(device):
     return _SM_COUNTS[index]
 
 
-def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_slices):
+def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_slices, granule=128):
     """(elements per slice, number of slices) for a reduction of ``reduction_length`` elements
     behind ``output_tiles`` output tiles: enough slices to keep about two programs per SM busy,
     each at least ``min_length`` long so that it pays for writing its partial, at most
-    ``max_slices``. Slices start on multiples of 128 elements; none is empty."""
+    ``max_slices``. Slices start on multiples of ``granule`` elements; none is empty."""
     length = max(reduction_length, 1)
     occupancy = 2 * sm_count(device)
     slices = 1
     if output_tiles < occupancy:
         slices = max(1, min(triton.cdiv(occupancy, output_tiles), length // min_length, max_slices))
-    per_slice = triton.cdiv(triton.cdiv(length, slices), 128) * 128
+    per_slice = triton.cdiv(triton.cdiv(length, slices), granule) * granule
     return per_slice, triton.cdiv(length, per_slice)
 
 

@@ -8,8 +8,10 @@ autograd formula, so ``torch.compile`` sees one opaque node per launch instead o
 graph), the functional, and its benchmark cases.
 
 The output, grad-input and grad-weight take the memory format PyTorch's convolution gives them
-(channels_last when the input's or the weight's ``suggest_memory_format()`` is); every operand,
-the bias included, is read through its strides, so no layout copy is ever made.
+(channels_last when the input's or the weight's ``suggest_memory_format()`` is) and are written
+through their strides. The implicit GEMMs read operands whose channels are contiguous; an NCHW
+operand is copied to channels_last first (kernels/conv2d_gemm.py, ``channels_contiguous``, says
+why and what it costs). The depthwise kernels and the bias read every layout as it is.
 """
 import math
 from typing import NamedTuple, Optional
