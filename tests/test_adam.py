@@ -9,19 +9,15 @@ import warnings
 
 import pytest
 import torch
-from torch.testing._internal.common_optimizers import (
-    OptimizerErrorEnum,
-    optim_error_inputs_func_adam,
-    optim_error_inputs_func_adamw,
-    optim_inputs_func_adam,
-    optim_inputs_func_adamw,
-)
 
 import fastcnn
 from fastcnn.dtypes import UNIT_ROUNDOFF
 from fastcnn.kernels import adam as adam_kernels
 from fastcnn.testing import (DEVICE, assert_close, count_launches, gpu_only, make_tensor, record_aten_ops,
-                             strided_copy)
+                             strided_copy, torch_test_helpers)
+
+# PyTorch's own optimizer test inputs; None (with the reason) where its test helpers are missing.
+common_optimizers, COMMON_OPTIMIZERS_MISSING = torch_test_helpers("common_optimizers")
 
 STEPS = 20
 PAIRS = {"Adam": (fastcnn.optim.Adam, torch.optim.Adam), "AdamW": (fastcnn.optim.AdamW, torch.optim.AdamW)}
@@ -111,12 +107,14 @@ def compare_states(ours, theirs, params, reference, initial, dtype, seed, steps=
                              reduction_length=steps, error_floor=term_rounding)
 
 
-def opinfo_configs(function, name):
+def opinfo_configs(name):
+    if common_optimizers is None:
+        return [pytest.param(name, {}, id=name, marks=pytest.mark.skip(reason=COMMON_OPTIMIZERS_MISSING))]
+    function = getattr(common_optimizers, f"optim_inputs_func_{name.lower()}")
     return [pytest.param(name, config.kwargs, id=f"{name}-{config.desc}") for config in function(DEVICE)]
 
 
-@pytest.mark.parametrize("name, kwargs", opinfo_configs(optim_inputs_func_adam, "Adam")
-                         + opinfo_configs(optim_inputs_func_adamw, "AdamW"))
+@pytest.mark.parametrize("name, kwargs", opinfo_configs("Adam") + opinfo_configs("AdamW"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     """Every configuration of PyTorch's own optimizer test inputs (common_optimizers)."""
     run_against_torch(name, kwargs, torch.float32, generator, seed)
@@ -344,14 +342,16 @@ def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 def test_constructor_errors_match_torch(name):
     """PyTorch's own error inputs for Adam/AdamW raise the same exception types and messages."""
+    if common_optimizers is None:
+        pytest.skip(COMMON_OPTIMIZERS_MISSING)
     ours_cls = PAIRS[name][0]
-    function = optim_error_inputs_func_adam if name == "Adam" else optim_error_inputs_func_adamw
+    function = getattr(common_optimizers, f"optim_error_inputs_func_{name.lower()}")
     error_inputs = function("cpu", torch.float32)
     assert error_inputs
     for error_input in error_inputs:
         config = error_input.optimizer_error_input
         params = config.params if config.params is not None else [torch.ones(2, requires_grad=True)]
-        assert error_input.error_on == OptimizerErrorEnum.CONSTRUCTION_ERROR
+        assert error_input.error_on == common_optimizers.OptimizerErrorEnum.CONSTRUCTION_ERROR
         if issubclass(error_input.error_type, Warning):
             with pytest.warns(error_input.error_type, match=error_input.error_regex):
                 ours_cls(params, **config.kwargs)
