@@ -45,17 +45,14 @@ def _cross_entropy_kernel(
         PROBABILITIES: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr,
         NEEDS_GRAD: tl.constexpr, VECTOR: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
     # The launcher checked that classes and the row strides are multiples of VECTOR (contiguous
-    # classes): every row then starts 16-byte aligned and loads 128 bits at a time.
-    classes = tl.multiple_of(classes, VECTOR)
-    x_stride_n = tl.multiple_of(x_stride_n, VECTOR)
-    x_stride_s = tl.multiple_of(x_stride_s, VECTOR)
-    g_stride_n = tl.multiple_of(g_stride_n, VECTOR)
-    g_stride_s = tl.multiple_of(g_stride_s, VECTOR)
+    # classes), so every row starts 16-byte aligned and the offsets and masks below are promised
+    # so (indexing.vector_elements): in Triton's terms every contiguous run of them starts at a
+    # multiple of VECTOR, and the column masks are constant over aligned runs of VECTOR.
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < num_rows
     n = rows // spatial
     s = rows % spatial
-    x_rows = x_ptr + n * x_stride_n + s * x_stride_s
+    x_rows = n * x_stride_n + s * x_stride_s  # offsets of the rows' first logits
     t_rows = target_ptr + n * t_stride_n + s * t_stride_s
     offsets = tl.arange(0, BLOCK_C).to(tl.int64)  # columns * stride may pass 2**31
 
@@ -75,7 +72,7 @@ def _cross_entropy_kernel(
             target_weight = tl.load(weight_ptr + target * weight_stride, mask=keep, other=0.0).to(tl.float32)
         else:
             target_weight = tl.where(keep, 1.0, 0.0)
-        target_logit = tl.load(x_rows + target * x_stride_c, mask=keep, other=0.0).to(tl.float32)
+        target_logit = tl.load(x_ptr + x_rows + target * x_stride_c, mask=keep, other=0.0).to(tl.float32)
 
     # Pass 1: running max and running sum of exp(x - max); the weight totals the gradient needs.
     running_max = tl.full((ROWS,), float("-inf"), tl.float32)
@@ -83,8 +80,9 @@ def _cross_entropy_kernel(
     weight_total = tl.zeros((ROWS,), tl.float32)  # W (class targets) or T (probabilities)
     for first in range(0, classes, BLOCK_C):
         columns = first + offsets
-        mask = keep[:, None] & (columns < classes)[None, :]
-        x = tl.load(x_rows[:, None] + columns[None, :] * x_stride_c, mask=mask, other=float("-inf")).to(tl.float32)
+        mask = keep[:, None] & tl.max_constancy(columns < classes, VECTOR)[None, :]
+        x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [VECTOR, VECTOR])
+        x = tl.load(x_ptr + x_offsets, mask=mask, other=float("-inf")).to(tl.float32)
         new_max = tl.maximum(running_max, tl.max(x, axis=1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows that saw only -inf so far
         running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
@@ -100,12 +98,13 @@ def _cross_entropy_kernel(
         loss = (1.0 - smoothing) * target_weight * (lse - target_logit)
     # Pass 2: sum_c coefficient_c * (lse - x_c) (smoothing, probabilities) and the gradient.
     if PROBABILITIES or HAS_SMOOTHING or NEEDS_GRAD:
-        g_rows = grad_ptr + n * g_stride_n + s * g_stride_s
+        g_rows = n * g_stride_n + s * g_stride_s
         for first in range(0, classes, BLOCK_C):
             columns = first + offsets
-            column_ok = (columns < classes)[None, :]
+            column_ok = tl.max_constancy(columns < classes, VECTOR)[None, :]
             mask = keep[:, None] & column_ok
-            x = tl.load(x_rows[:, None] + columns[None, :] * x_stride_c, mask=mask, other=0.0).to(tl.float32)
+            x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [VECTOR, VECTOR])
+            x = tl.load(x_ptr + x_offsets, mask=mask, other=0.0).to(tl.float32)
             probability = tl.where(mask, tl.exp(x - lse[:, None]), 0.0)
             if PROBABILITIES or HAS_SMOOTHING:
                 coefficient = _class_coefficient(weight_ptr, t_rows, columns, mask, classes, smoothing, t_stride_c,
@@ -123,8 +122,8 @@ def _cross_entropy_kernel(
                 is_target = columns[None, :] == target[:, None]
                 grad = target_weight[:, None] * (probability - tl.where(is_target, 1.0, 0.0))
             if NEEDS_GRAD:
-                tl.store(g_rows[:, None] + columns[None, :] * g_stride_c,
-                         tl.where(mask, grad, 0.0).to(grad_ptr.dtype.element_ty),
+                g_offsets = tl.multiple_of(g_rows[:, None] + columns[None, :] * g_stride_c, [VECTOR, VECTOR])
+                tl.store(grad_ptr + g_offsets, tl.where(mask, grad, 0.0).to(grad_ptr.dtype.element_ty),
                          mask=row_ok[:, None] & column_ok)
 
     tl.store(row_loss_ptr + rows, tl.where(keep, loss, 0.0).to(row_loss_ptr.dtype.element_ty), mask=row_ok)
@@ -170,9 +169,6 @@ def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classe
                        PER_ROW: tl.constexpr, MEAN: tl.constexpr, VECTOR: tl.constexpr, ROWS: tl.constexpr,
                        BLOCK_C: tl.constexpr):
     """grad *= grad_output (per row for 'none') / denominator ('mean'), in place."""
-    classes = tl.multiple_of(classes, VECTOR)
-    g_stride_n = tl.multiple_of(g_stride_n, VECTOR)
-    g_stride_s = tl.multiple_of(g_stride_s, VECTOR)
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < num_rows
     n = rows // spatial
@@ -186,8 +182,10 @@ def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classe
         denominator = tl.load(denominator_ptr + tl.zeros_like(rows))
         scale = tl.where(denominator == 0.0, 0.0, scale / denominator)
     columns = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = row_ok[:, None] & (columns < classes)[None, :]
-    pointers = grad_ptr + (n * g_stride_n + s * g_stride_s)[:, None] + columns[None, :] * g_stride_c
+    mask = row_ok[:, None] & tl.max_constancy(columns < classes, VECTOR)[None, :]
+    row_offsets = n * g_stride_n + s * g_stride_s
+    offsets = tl.multiple_of(row_offsets[:, None] + columns[None, :] * g_stride_c, [VECTOR, VECTOR])
+    pointers = grad_ptr + offsets
     grad = tl.load(pointers, mask=mask, other=0.0).to(tl.float32)
     tl.store(pointers, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask)
 
@@ -208,11 +206,23 @@ def _warps(rows, block_c):
     return max(1, min(8, rows * block_c // 256))
 
 
-def _vector(tensor, strides):
+def _row_strides(tensor):
+    """The (n, s) strides of a [N, C, S] tensor that the kernels index rows with; 0 for a dim of
+    size 1, whose stride is never used (and would otherwise decide the vector width)."""
+    return tuple(tensor.stride(dim) if tensor.shape[dim] > 1 else 0 for dim in (0, 2))
+
+
+def _strides(tensor):
+    """(n, c, s) strides as the kernels take them (``_row_strides`` for n and s)."""
+    stride_n, stride_s = _row_strides(tensor)
+    return stride_n, tensor.stride(1), stride_s
+
+
+def _vector(tensor):
     """tensor [N, C, S]'s vector width (indexing.vector_elements) when its classes are contiguous."""
     if tensor.stride(1) != 1:
         return 1
-    return vector_elements(tensor.element_size(), tensor.shape[1], *strides)
+    return vector_elements(tensor.element_size(), tensor.shape[1], *_row_strides(tensor))
 
 
 def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_index, smoothing, probabilities):
@@ -224,13 +234,11 @@ def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_in
     num_rows = x.shape[0] * x.shape[2]
     rows, block_c = _tile(x.shape[1], num_rows, x.device)
     t_strides = target.stride() if probabilities else (target.stride(0), 0, target.stride(1))
-    g_strides = grad.stride() if grad is not None else (0, 0, 0)
-    vector = _vector(x, (x.stride(0), x.stride(2)))
-    if grad is not None:
-        vector = min(vector, _vector(grad, (grad.stride(0), grad.stride(2))))
+    g_strides = _strides(grad) if grad is not None else (0, 0, 0)
+    vector = min(_vector(x), _vector(grad)) if grad is not None else _vector(x)
     _cross_entropy_kernel[(triton.cdiv(num_rows, rows),)](
         x, target, weight if weight is not None else x, row_loss, row_weight, grad if grad is not None else x, invalid,
-        num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *x.stride(), *t_strides, *g_strides,
+        num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *_strides(x), *t_strides, *g_strides,
         weight.stride(0) if weight is not None else 0,
         PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
         NEEDS_GRAD=grad is not None, VECTOR=vector, ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
@@ -250,7 +258,7 @@ def scale_grad(grad, grad_out, denominator, *, mean):
     go_strides = (grad_out.stride(0), grad_out.stride(1)) if per_row else (0, 0)
     _scale_grad_kernel[(triton.cdiv(num_rows, rows), triton.cdiv(grad.shape[1], block_c))](
         grad, grad_out, denominator if denominator is not None else grad, num_rows, grad.shape[1], grad.shape[2],
-        *grad.stride(), *go_strides, PER_ROW=per_row, MEAN=mean, VECTOR=_vector(grad, (grad.stride(0), grad.stride(2))),
+        *_strides(grad), *go_strides, PER_ROW=per_row, MEAN=mean, VECTOR=_vector(grad),
         ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
     return 1
 

@@ -66,10 +66,12 @@ def needs_wide_index(*tensors, extra_span=0):
 
 def vector_elements(element_size, *values):
     """The widest vector (elements, a power of two, at most 16 bytes) that divides every value in
-    ``values`` (strides, row lengths): what a kernel may promise with ``tl.multiple_of`` so that
-    rows starting at those offsets load and store 128 bits at a time. Triton itself only learns
-    divisibility by 16 from its arguments, which a row of 1000 bf16 logits (2000 bytes, 16-byte
-    aligned) misses."""
+    ``values`` (strides, row lengths): what a kernel may promise with ``tl.multiple_of`` and
+    ``tl.max_constancy`` so that rows starting at those offsets load and store 128 bits at a
+    time. Triton itself only learns divisibility by 16 from its arguments, which a row of 1000
+    bf16 logits (2000 bytes, 16-byte aligned) misses. The promise must be written in the kernel's
+    own body, on computed tensors: Triton drops it from a tensor a called @jit function returns,
+    and from a one-row tensor that it folds to a scalar (so promise the 2-d offsets)."""
     elements = max(1, 16 // element_size)
     while elements > 1 and any(value % elements for value in values):
         elements //= 2
