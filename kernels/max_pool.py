@@ -15,44 +15,62 @@ the sum of dy[n, c, p, q] over the windows (p, q) whose chosen tap lands on (h, 
 Bytes: forward reads x once (taps overlap in cache) and writes out plus one byte per output
 (plus 8 with indices); backward reads dy and the taps byte per tap per input element (mostly
 cache hits) and writes dx. FLOPs: none to speak of.
-Launch grids: (cdiv(N·P·Q, BLOCK_P), cdiv(C, BLOCK_C)) forward; (cdiv(N·H·W, BLOCK_P),
-cdiv(C, BLOCK_C)) backward; tiles of pixels x channels, read through the tensors' strides.
+Launch grids: (N·cdiv(P·Q, BLOCK_P), cdiv(C, BLOCK_C)) forward; (N·cdiv(H·W, BLOCK_P),
+cdiv(C, BLOCK_C)) backward; tiles of pixels x channels of one image, read through the tensors'
+strides. Pixels are numbered within an image (no per-element division by the batch, 32-bit
+window arithmetic), and a dense plane's pixels are written as one run: NCHW stores move 128 bits
+at a time, as channels_last ones do along the channels.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .indexing import pixel_coordinates, window_through_tap
+from .indexing import block_indices, needs_wide_index, widen, window_through_tap
 from .tiles import channel_blocks
+
+
+@triton.jit
+def _plane_offsets(pixels, width, stride_h, stride_w, DENSE: tl.constexpr):
+    """Offsets within one [H, W] plane of flat pixel indices: ``pixels * stride_w`` when the
+    plane's rows follow each other (DENSE), so that Triton sees runs of consecutive pixels."""
+    if DENSE:
+        offsets = pixels * stride_w
+    else:
+        offsets = (pixels // width) * stride_h + (pixels % width) * stride_w
+    return offsets
 
 
 @triton.jit
 def _max_pool2d_forward_kernel(
         x_ptr, out_ptr, taps_ptr, indices_ptr,
-        num_pixels, channels, in_height, in_width, out_height, out_width,
-        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        pixel_blocks, channels, in_height, in_width, out_height, out_width,
+        plane_pixels, pad_h, pad_w, dilation_h, dilation_w,
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         out_stride_n, out_stride_c, out_stride_h, out_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
-        COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, BLOCK_P: tl.constexpr,
-        BLOCK_C: tl.constexpr):
-    pixels = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pixel_ok = pixels < num_pixels
-    n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+        COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    image = tl.program_id(0) // pixel_blocks
+    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)  # within one image
+    pixel_ok = pixels < plane_pixels  # P·Q, an argument: Triton learns its divisibility by 16
+    oh = pixels // out_width
+    ow = pixels % out_width
+    image = widen(image, WIDE_INDEX)
+    c = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
     channel_ok = c < channels
-    x_base = x_ptr + (n * x_stride_n)[:, None] + (c * x_stride_c)[None, :]
-    top = oh * stride_h - pad_h
-    left = ow * stride_w - pad_w
+    x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
+    top = oh * STRIDE_H - pad_h
+    left = ow * STRIDE_W - pad_w
 
     # Values are compared in COMPARE_TYPE: fp32 for fp16/bf16/fp32 (exact widening), the input's
     # own dtype otherwise, so float64 and integers (int64 included) pool without rounding.
     best = tl.full((BLOCK_P, BLOCK_C), LOWEST, COMPARE_TYPE)
     best_tap = tl.full((BLOCK_P, BLOCK_C), -1, tl.int32)
-    for tap in range(kernel_h * kernel_w):
-        r = tap // kernel_w
+    for tap in range(KERNEL_H * KERNEL_W):
+        r = tap // KERNEL_W
         ih = top + r * dilation_h
-        iw = left + (tap - r * kernel_w) * dilation_w
+        iw = left + (tap - r * KERNEL_W) * dilation_w
         inside = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
         value = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None],
                         mask=inside[:, None] & channel_ok[None, :], other=LOWEST).to(COMPARE_TYPE)
@@ -61,46 +79,55 @@ def _max_pool2d_forward_kernel(
         best = tl.where(take, value, best)
         best_tap = tl.where(take, tap, best_tap)
 
+    # out, taps and indices are laid out alike (the caller allocates them so).
     mask = pixel_ok[:, None] & channel_ok[None, :]
-    out_offsets = (n * out_stride_n + oh * out_stride_h + ow * out_stride_w)[:, None] + (c * out_stride_c)[None, :]
+    out_offsets = (image * out_stride_n + _plane_offsets(pixels, out_width, out_stride_h, out_stride_w, DENSE_OUT)
+                   )[:, None] + (c * out_stride_c)[None, :]
     tl.store(out_ptr + out_offsets, best.to(out_ptr.dtype.element_ty), mask=mask)
-    taps_offsets = (n * taps_stride_n + oh * taps_stride_h + ow * taps_stride_w)[:, None] + (c * taps_stride_c)[None, :]
+    taps_offsets = (image * taps_stride_n + _plane_offsets(pixels, out_width, taps_stride_h, taps_stride_w, DENSE_OUT)
+                    )[:, None] + (c * taps_stride_c)[None, :]
     tl.store(taps_ptr + taps_offsets, best_tap.to(taps_ptr.dtype.element_ty), mask=mask)
     if WRITE_INDICES:
-        best_r = best_tap // kernel_w
+        best_r = best_tap // KERNEL_W
         row = top[:, None] + best_r * dilation_h
-        col = left[:, None] + (best_tap - best_r * kernel_w) * dilation_w
+        col = left[:, None] + (best_tap - best_r * KERNEL_W) * dilation_w
         tl.store(indices_ptr + out_offsets, row.to(tl.int64) * in_width + col, mask=mask)
 
 
 @triton.jit
 def _max_pool2d_backward_kernel(
         grad_out_ptr, taps_ptr, grad_in_ptr,
-        num_pixels, channels, in_height, in_width, out_height, out_width,
-        kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+        pixel_blocks, channels, in_height, in_width, out_height, out_width,
+        plane_pixels, pad_h, pad_w, dilation_h, dilation_w,
         go_stride_n, go_stride_c, go_stride_h, go_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
         gi_stride_n, gi_stride_c, gi_stride_h, gi_stride_w,
-        ACCUMULATOR: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    pixels = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pixel_ok = pixels < num_pixels
-    n, ih, iw = pixel_coordinates(pixels, in_height, in_width)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
+        BLOCK_C: tl.constexpr):
+    image = tl.program_id(0) // pixel_blocks
+    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)  # within one image
+    pixel_ok = pixels < plane_pixels  # H·W, an argument: Triton learns its divisibility by 16
+    ih = pixels // in_width
+    iw = pixels % in_width
+    image = widen(image, WIDE_INDEX)
+    c = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
     channel_ok = c < channels
-    go_base = grad_out_ptr + (n * go_stride_n)[:, None] + (c * go_stride_c)[None, :]
-    taps_base = taps_ptr + (n * taps_stride_n)[:, None] + (c * taps_stride_c)[None, :]
+    go_base = grad_out_ptr + image * go_stride_n + (c * go_stride_c)[None, :]
+    taps_base = taps_ptr + image * taps_stride_n + (c * taps_stride_c)[None, :]
 
     acc = tl.zeros((BLOCK_P, BLOCK_C), ACCUMULATOR)
-    for tap in range(kernel_h * kernel_w):
-        r = tap // kernel_w
-        oh, ow, reaches = window_through_tap(ih, iw, r, tap - r * kernel_w, out_height, out_width, stride_h, stride_w,
+    for tap in range(KERNEL_H * KERNEL_W):
+        r = tap // KERNEL_W
+        oh, ow, reaches = window_through_tap(ih, iw, r, tap - r * KERNEL_W, out_height, out_width, STRIDE_H, STRIDE_W,
                                              pad_h, pad_w, dilation_h, dilation_w)
         mask = (pixel_ok & reaches)[:, None] & channel_ok[None, :]
         offsets = (oh * go_stride_h + ow * go_stride_w)[:, None]
         chosen = tl.load(taps_base + (oh * taps_stride_h + ow * taps_stride_w)[:, None], mask=mask, other=-1)
         hit = mask & (chosen.to(tl.int32) == tap)
         acc += tl.load(go_base + offsets, mask=hit, other=0.0).to(ACCUMULATOR)
-    gi_offsets = (n * gi_stride_n + ih * gi_stride_h + iw * gi_stride_w)[:, None] + (c * gi_stride_c)[None, :]
+    gi_offsets = (image * gi_stride_n + _plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
+                  )[:, None] + (c * gi_stride_c)[None, :]
     tl.store(grad_in_ptr + gi_offsets, acc.to(grad_in_ptr.dtype.element_ty),
              mask=pixel_ok[:, None] & channel_ok[None, :])
 
@@ -111,7 +138,11 @@ def _blocks(channel_stride):
 
 
 def _geometry(kernel_size, stride, padding, dilation):
-    return (*kernel_size, *stride, *padding, *dilation)
+    """The runtime geometry arguments (padding, dilation) and the constexprs: the window and the
+    stride are compiled in (a network pools with a few of them), so that the tap loop and the
+    window arithmetic divide by constants."""
+    constexprs = dict(KERNEL_H=kernel_size[0], KERNEL_W=kernel_size[1], STRIDE_H=stride[0], STRIDE_W=stride[1])
+    return (*padding, *dilation), constexprs
 
 
 def comparison(dtype):
@@ -127,30 +158,41 @@ def comparison(dtype):
     return names[dtype], torch.iinfo(dtype).min
 
 
+def _dense_plane(tensor):
+    """Whether each [H, W] plane of ``tensor`` has its rows one after another (NCHW and
+    channels_last both do), so that a plane's pixels are one strided run."""
+    return tensor.shape[2] == 1 or tensor.stride(2) == tensor.shape[3] * tensor.stride(3)
+
+
 def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation):
-    """Pool ``x`` [N, C, H, W] into ``out``; the chosen tap of each window into ``taps``; PyTorch's
-    flat indices into ``indices`` when it is not None. Returns the number of launches."""
+    """Pool ``x`` [N, C, H, W] into ``out``; the chosen tap of each window into ``taps`` (laid out
+    like ``out``); PyTorch's flat indices into ``indices`` (likewise) when it is not None. Returns
+    the number of launches."""
     block_p, block_c = _blocks(out.stride(1))
-    num_pixels = out.shape[0] * out.shape[2] * out.shape[3]
-    grid = (triton.cdiv(num_pixels, block_p), triton.cdiv(out.shape[1], block_c))
+    pixel_blocks = triton.cdiv(out.shape[2] * out.shape[3], block_p)
+    grid = (out.shape[0] * pixel_blocks, triton.cdiv(out.shape[1], block_c))
     compare_type, lowest = comparison(x.dtype)
+    geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
     _max_pool2d_forward_kernel[grid](
         x, out, taps, indices if indices is not None else taps,
-        num_pixels, x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3],
-        *_geometry(kernel_size, stride, padding, dilation), *x.stride(), *out.stride(), *taps.stride(),
-        COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=indices is not None, BLOCK_P=block_p,
-        BLOCK_C=block_c)
+        pixel_blocks, x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3], out.shape[2] * out.shape[3],
+        *geometry, *x.stride(), *out.stride(), *taps.stride(), **constexprs,
+        COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=indices is not None,
+        DENSE_OUT=_dense_plane(out) and _dense_plane(taps), WIDE_INDEX=needs_wide_index(x, out, taps),
+        BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 
 def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation):
     """grad_in [N, C, H, W] gathers grad_out from every window that chose each element."""
     block_p, block_c = _blocks(grad_in.stride(1))
-    num_pixels = grad_in.shape[0] * grad_in.shape[2] * grad_in.shape[3]
-    grid = (triton.cdiv(num_pixels, block_p), triton.cdiv(grad_in.shape[1], block_c))
+    pixel_blocks = triton.cdiv(grad_in.shape[2] * grad_in.shape[3], block_p)
+    grid = (grad_in.shape[0] * pixel_blocks, triton.cdiv(grad_in.shape[1], block_c))
+    geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
     _max_pool2d_backward_kernel[grid](
-        grad_out, taps, grad_in, num_pixels, grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
-        grad_out.shape[2], grad_out.shape[3], *_geometry(kernel_size, stride, padding, dilation),
-        *grad_out.stride(), *taps.stride(), *grad_in.stride(),
-        ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, BLOCK_P=block_p, BLOCK_C=block_c)
+        grad_out, taps, grad_in, pixel_blocks, grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
+        grad_out.shape[2], grad_out.shape[3], grad_in.shape[2] * grad_in.shape[3], *geometry,
+        *grad_out.stride(), *taps.stride(), *grad_in.stride(), **constexprs,
+        ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=_dense_plane(grad_in),
+        WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

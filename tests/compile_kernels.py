@@ -132,20 +132,22 @@ def main():
     for (element, (grad_element, dtype)), channel_stride in itertools.product(pool_elements.items(), (1, 0)):
         compare_type, lowest = max_pool.comparison(dtype)
         block_p, block_c = max_pool._blocks(channel_stride)
+        window = max_pool._geometry((3, 3), (2, 2), (1, 1), (1, 1))[1]
         layout = "channels_last" if channel_stride == 1 else "nchw"
         results[f"max_pool_forward/sm90/{element[1:]}/{layout}"] = memory_accesses(
             max_pool._max_pool2d_forward_kernel,
             runtime_signature(max_pool._max_pool2d_forward_kernel,
                               dict(x_ptr=element, out_ptr=element, taps_ptr="*u8", indices_ptr="*i64"), "i32"),
-            dict(COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=True, BLOCK_P=block_p, BLOCK_C=block_c), 90)
+            dict(COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=True, DENSE_OUT=True, WIDE_INDEX=True,
+                 BLOCK_P=block_p, BLOCK_C=block_c, **window), 90)
         if grad_element is None:  # integers have no gradient
             continue
         results[f"max_pool_backward/sm90/{element[1:]}/{layout}"] = memory_accesses(
             max_pool._max_pool2d_backward_kernel,
             runtime_signature(max_pool._max_pool2d_backward_kernel,
                               dict(grad_out_ptr=element, taps_ptr="*u8", grad_in_ptr=element), "i32"),
-            dict(ACCUMULATOR=tl.float64 if grad_element == "fp64" else tl.float32, BLOCK_P=block_p,
-                 BLOCK_C=block_c), 90)
+            dict(ACCUMULATOR=tl.float64 if grad_element == "fp64" else tl.float32, DENSE_IN=False, WIDE_INDEX=False,
+                 BLOCK_P=block_p, BLOCK_C=block_c, **window), 90)
     bn = batch_norm
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
         block_r, block_c = bn._tiles(channel_stride)
