@@ -2,16 +2,18 @@
 with the reason, and ``pytest bench/`` exits 0.
 
 Each benchmark times fastcnn and its PyTorch baselines side by side in the same process
-(``fastcnn.benchmarking.cuda_time_ms``), puts GB/s or TFLOP/s, the fraction of the device's
-measured peak and the speedups into ``extra_info``, and the session writes every record to
-``bench/results/<gpu>-<date>.json``.
+(``fastcnn.benchmarking.measure_case``), puts GB/s or TFLOP/s, the fraction of the device's
+measured peak and the speedups into ``extra_info``, and the session writes every record (the
+schema of ``fastcnn.reporting.figures``) to ``<gpu>-<date>.json`` in ``$FASTCNN_RESULTS``
+(default ``bench/results/``).
 """
 import os
 
 import pytest
 import torch
 
-RESULTS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS_FOLDER = os.environ.get("FASTCNN_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                  "results")
 _records = []
 
 
@@ -39,13 +41,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{len(terminalreporter.stats['skipped'])} benchmarks skipped: {reason}")
 
 
+_PEAKS = pytest.StashKey()
+
+
 @pytest.fixture(scope="session")
-def device_peaks():
+def device_peaks(request):
     """The device's copy bandwidth and matmul rate, measured once per pytest run."""
     from fastcnn.benchmarking import measure_peaks
 
     peaks = measure_peaks("cuda")
     print("measured peaks:", peaks)
+    request.config.stash[_PEAKS] = peaks
     return peaks
 
 
@@ -61,9 +67,8 @@ def pytest_sessionfinish(session, exitstatus):
     from fastcnn.benchmarking import measure_peaks, write_results
     from fastcnn.ops.conv2d import speedup_summary
 
-    peaks = _records[0].get("_peaks") or measure_peaks("cuda")
-    records = [{k: v for k, v in r.items() if k != "_peaks"} for r in _records]
-    path = write_results(RESULTS_FOLDER, records, peaks)
+    peaks = session.config.stash.get(_PEAKS, None) or measure_peaks("cuda")
+    path = write_results(RESULTS_FOLDER, _records, peaks)
     print(f"\nbenchmark results written to {path}")
-    for key, speedup in speedup_summary(records).items():
+    for key, speedup in speedup_summary(_records).items():
         print(f"conv2d geomean speedup vs cuDNN {key}: {speedup:.3f}x")

@@ -15,6 +15,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -24,18 +25,23 @@ L2_FLUSH_BYTES = 256 * 2**20
 # The profiler's and the op cases' names for dtypes and layouts.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-IMPLEMENTATIONS = ("fastcnn", "eager", "torch_compile")
+IMPLEMENTATIONS = ("fastcnn", "eager", "torch_compile")  # every case has these; some add baselines
 # Batch sizes of the activation-sized ops' suites (batch norm, pooling).
 ACTIVATION_BATCHES = (64, 256)
 
 
 @dataclass
 class BenchmarkCase:
-    """One thing to time: ``build(device)`` returns {implementation: zero-argument callable}, one
-    per IMPLEMENTATIONS entry; each callable returns the tensor it computed (the output or a
-    gradient), which the profiler's smoke check compares across implementations. ``work`` is
-    {"flops": n} for a compute-bound op, {"bytes": n} (the least it must move) for a
-    memory-bound one."""
+    """One entry of the benchmark catalogue: every op module's ``profile_cases`` returns these,
+    and both ``fastcnn-profile`` and ``bench/test_ops_bench.py`` run them (``measure_case``) and
+    record them (``fastcnn.reporting.figures``), so the two tools time the same things alike.
+
+    ``build(device)`` returns {implementation: zero-argument callable}: ``fastcnn`` and the
+    baselines, at least IMPLEMENTATIONS' ``eager`` and ``torch_compile`` (an op may add more,
+    such as Adam's ``torch_foreach``); each callable returns the tensor it computed (the output
+    or a gradient), which the profiler's smoke check compares. ``work`` is {"flops": n} for a
+    compute-bound op, {"bytes": n} (the least it must move) for a memory-bound one. ``labels``
+    are copied into every record (conv2d's layer kind, say), for summaries that group by them."""
 
     op: str
     case: str
@@ -43,6 +49,7 @@ class BenchmarkCase:
     layout: str
     work: dict
     build: object = field(repr=False)
+    labels: dict = field(default_factory=dict)
 
 
 def random_input(shape, dtype, layout, device, generator):
@@ -91,6 +98,29 @@ def cuda_time_ms(fn, *, warmup=5, repeats=30, flush_l2=True):
         end.record()
     torch.cuda.synchronize()
     return statistics.median(start.elapsed_time(end) for start, end in zip(starts, ends))
+
+
+def measure_case(case, device="cuda"):
+    """Time every implementation of ``case`` side by side on ``device``: {"median_ms": {name: ms},
+    "first_call_s": fastcnn's first call (compile and autotune) in seconds, "extra_peak_bytes":
+    {name: peak memory one call allocates beyond what was allocated before it}}."""
+    callables = case.build(device)
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    callables["fastcnn"]()
+    torch.cuda.synchronize()
+    first_call_s = time.perf_counter() - began
+    extra_peak_bytes = {}
+    for name, call in callables.items():
+        call()  # warm (compiles torch.compile's graph) before the memory is read
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        extra_peak_bytes[name] = torch.cuda.max_memory_allocated() - before
+    return {"median_ms": {name: cuda_time_ms(call) for name, call in callables.items()},
+            "first_call_s": first_call_s, "extra_peak_bytes": extra_peak_bytes}
 
 
 def measure_peaks(device="cuda"):

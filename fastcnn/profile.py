@@ -49,24 +49,12 @@ def _smoke_check(case):
     from .testing import relative_error
 
     callables = case.build("cpu")
-    ours, theirs = callables["fastcnn"](), callables["eager"]()
+    ours, theirs = callables["fastcnn"](), callables["eager"]()  # each case's first baseline: PyTorch eager
     error = relative_error(ours, theirs)
     # Both sides round to the dtype; the reductions here are short (tiny shapes).
     passed = error <= 8 * tolerance(DTYPES[case.dtype])
     return {"suite": "profile", "op": case.op, "case": case.case, "dtype": case.dtype, "layout": case.layout,
             "implementation": "fastcnn", "check": "passed" if passed else "FAILED", "relative_error": error}
-
-
-def _time_case(case, device):
-    from .benchmarking import cuda_time_ms
-
-    callables = case.build(device)
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    callables["fastcnn"]()
-    torch.cuda.synchronize()
-    first_call_s = time.perf_counter() - began
-    return {name: cuda_time_ms(callables[name]) for name in IMPLEMENTATIONS}, first_call_s
 
 
 def _trace(selected, device, path):
@@ -104,6 +92,9 @@ def parse_arguments(argv=None):
                         help=f"folder for JSON, CSV and charts (default on a GPU: {DEFAULT_OUT}; without a GPU "
                              f"the smoke check writes its records only when --out is given)")
     parser.add_argument("--trace", metavar="FILE", help="also write a torch.profiler Chrome trace here")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no case after this many seconds (the cases left are listed as not run), so "
+                             "that a run fits a time limit and still writes what it measured")
     arguments = parser.parse_args(argv)
     arguments.ops = [op.strip() for op in arguments.ops.split(",") if op.strip()]
     arguments.dtypes = [d.strip() for d in arguments.dtypes.split(",") if d.strip()]
@@ -127,7 +118,7 @@ def main(argv=None):
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton.runtime.interpreter")
     from tqdm.auto import tqdm
 
-    from .benchmarking import environment, measure_peaks, write_results
+    from .benchmarking import environment, measure_case, measure_peaks, write_results
 
     selected = cases(arguments.ops, arguments.dtypes, arguments.layouts, arguments.quick, smoke=not gpu)
     out = arguments.out or (DEFAULT_OUT if gpu else None)  # no results without a GPU: nothing to write
@@ -143,15 +134,20 @@ def main(argv=None):
         print("No CUDA GPU here: each kernel runs once through Triton's interpreter on tiny shapes as a smoke "
               "check against PyTorch. No timings are measured or shown (the interpreter says nothing about "
               "GPU speed).")
-    records = []
-    for case in tqdm(selected, desc="profiling", unit="case", file=sys.stderr):
+    records, not_run, began = [], [], time.monotonic()
+    for index, case in enumerate(tqdm(selected, desc="profiling", unit="case", file=sys.stderr)):
+        if arguments.budget_s is not None and time.monotonic() - began > arguments.budget_s:
+            not_run = selected[index:]
+            break
         if gpu:
-            times_ms, first_call_s = _time_case(case, "cuda")
-            records += figures(case, times_ms, peaks, first_call_s)
+            records += figures(case, measure_case(case, "cuda"), peaks)
             torch._dynamo.reset()  # compiled baselines of finished cases need not stay resident
         else:
             records.append(_smoke_check(case))
     print(table(records))
+    if not_run:
+        print(f"not run (past --budget-s {arguments.budget_s:g}): {len(not_run)} of {len(selected)} cases, from "
+              f"{not_run[0].op} {not_run[0].case} {not_run[0].dtype} {not_run[0].layout}")
     if gpu:
         for op, row in summary(records).items():
             print(f"{op}: geomean {row['speedup_vs_eager']:.2f}x eager, {row['speedup_vs_torch_compile']:.2f}x "

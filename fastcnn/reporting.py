@@ -7,17 +7,26 @@ import json
 import os
 
 
-def figures(case, times_ms, peaks, first_call_s=None):
-    """One record per implementation: median ms, speedups, TFLOP/s or GB/s and the fraction of
-    the matching measured peak (matmul rate for the dtype, or copy bandwidth)."""
+def figures(case, measured, peaks, suite="profile"):
+    """One record per implementation of ``case`` from ``measured`` (``benchmarking.measure_case``,
+    or just {"median_ms": {...}}), in the one schema the profiler, bench/ and the README table
+    share:
+
+    suite, op, case, dtype, layout, implementation, the case's labels; median_ms;
+    speedup_vs_<other> for every other implementation (speedup_vs_eager, speedup_vs_torch_compile,
+    and e.g. speedup_vs_torch_foreach), as the other's time over this one's; tflops or gbps and
+    fraction_of_peak (of the measured matmul rate for the dtype, or of the copy bandwidth);
+    extra_peak_memory_bytes when measured; first_call_s for fastcnn."""
     from .benchmarking import gbps, tflops
 
+    times_ms = measured["median_ms"]
     records = []
     for implementation, milliseconds in times_ms.items():
-        record = {"suite": "profile", "op": case.op, "case": case.case, "dtype": case.dtype, "layout": case.layout,
-                  "implementation": implementation, "median_ms": milliseconds,
-                  "speedup_vs_eager": times_ms["eager"] / milliseconds,
-                  "speedup_vs_torch_compile": times_ms["torch_compile"] / milliseconds}
+        record = {"suite": suite, "op": case.op, "case": case.case, "dtype": case.dtype, "layout": case.layout,
+                  "implementation": implementation, **case.labels, "median_ms": milliseconds}
+        for other, their_ms in times_ms.items():
+            if other != implementation:
+                record[f"speedup_vs_{other}"] = their_ms / milliseconds
         if "flops" in case.work:
             record["tflops"] = tflops(case.work["flops"], milliseconds)
             peak = peaks["matmul_fp32_tflops" if case.dtype == "fp32" else "matmul_bf16_tflops"]
@@ -25,8 +34,10 @@ def figures(case, times_ms, peaks, first_call_s=None):
         else:
             record["gbps"] = gbps(case.work["bytes"], milliseconds)
             record["fraction_of_peak"] = record["gbps"] / peaks["copy_gbps"]
-        if implementation == "fastcnn" and first_call_s is not None:
-            record["first_call_s"] = first_call_s
+        if implementation in measured.get("extra_peak_bytes", {}):
+            record["extra_peak_memory_bytes"] = measured["extra_peak_bytes"][implementation]
+        if implementation == "fastcnn" and measured.get("first_call_s") is not None:
+            record["first_call_s"] = measured["first_call_s"]
         records.append(record)
     return records
 
@@ -69,16 +80,6 @@ def write_csv(path, records):
         writer.writerows(records)
 
 
-# The names bench/ records use for the same figures (conv2d's eager baseline is cuDNN).
-_ALIASES = {"speedup_vs_eager": ("speedup_vs_eager", "speedup_vs_cudnn"),
-            "speedup_vs_torch_compile": ("speedup_vs_torch_compile",),
-            "fraction_of_peak": ("fraction_of_peak", "fraction_of_matmul_peak", "fraction_of_copy_bandwidth")}
-
-
-def _figure(record, name):
-    return next((record[key] for key in _ALIASES[name] if record.get(key) is not None), None)
-
-
 def summary(records):
     """Per op: geometric-mean speedups of fastcnn over eager and torch.compile, and the median
     fraction of peak, over the timed fastcnn records (the profiler's or bench/'s)."""
@@ -92,9 +93,9 @@ def summary(records):
     for op, rows in ops.items():
         row = {"cases": len(rows)}
         for name in ("speedup_vs_eager", "speedup_vs_torch_compile"):
-            values = [v for v in (_figure(r, name) for r in rows) if v is not None]
+            values = [r[name] for r in rows if r.get(name) is not None]
             row[name] = geometric_mean(values) if values else None
-        fractions = sorted(v for v in (_figure(r, "fraction_of_peak") for r in rows) if v is not None)
+        fractions = sorted(r["fraction_of_peak"] for r in rows if r.get("fraction_of_peak") is not None)
         row["median_fraction_of_peak"] = fractions[len(fractions) // 2] if fractions else None
         result[op] = row
     return result

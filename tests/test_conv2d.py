@@ -559,8 +559,11 @@ def test_resnet_suites_match_the_architectures():
 
 
 def test_speedup_summary_is_a_geometric_mean():
-    records = [dict(suite="conv2d", implementation="fastcnn", depthwise=False, kernel=k, op="conv2d_forward",
-                    precision="bf16_channels_last", speedup_vs_cudnn=s) for k, s in ((1, 2.0), (3, 0.5))]
-    summary = conv2d_op.speedup_summary(records + [dict(records[0], implementation="cudnn")])
+    records = [dict(suite="bench", implementation="fastcnn", layer_kind=kind, op="conv2d_forward", dtype="bf16",
+                    layout="channels_last", speedup_vs_eager=s) for kind, s in (("1x1", 2.0), ("spatial", 0.5))]
+    summary = conv2d_op.speedup_summary(records + [dict(records[0], implementation="eager")])
     assert summary["conv2d_forward/bf16_channels_last/all"] == pytest.approx(1.0)
     assert summary["conv2d_forward/bf16_channels_last/1x1"] == pytest.approx(2.0)
+    layers = {layer.name: conv2d_op.layer_kind(layer) for suite in conv2d_op.SUITES.values() for layer in suite()}
+    assert layers["conv1"] == "spatial" and layers["layer1.0.conv1"] == "1x1"
+    assert layers[conv2d_op.MOBILENET_V2_DEPTHWISE.name] == "depthwise"

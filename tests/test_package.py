@@ -140,7 +140,7 @@ def test_python_m_fastcnn_help_and_hint(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the benchmarks run instead of skipping")
 def test_skipped_benchmarks_say_why_once(tmp_path):
     bench = os.path.join(REPO_ROOT, "bench")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_adam_bench.py"],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_ops_bench.py"],
                             cwd=bench, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:]
     assert result.stdout.count("benchmarks need a CUDA GPU") == 1, result.stdout

@@ -18,8 +18,10 @@ PEAKS = {"copy_gbps": 2000.0, "matmul_bf16_tflops": 4.0, "matmul_fp32_tflops": 2
 def _made_up_records():
     conv = BenchmarkCase("conv2d_forward", "layer/n64", "bf16", "channels_last", {"flops": 4e9}, build=None)
     loss = BenchmarkCase("cross_entropy", "C1000/N65536", "fp32", "-", {"bytes": 3e9}, build=None)
-    return (reporting.figures(conv, {"fastcnn": 2.0, "eager": 4.0, "torch_compile": 3.0}, PEAKS, first_call_s=1.25)
-            + reporting.figures(loss, {"fastcnn": 1.5, "eager": 6.0, "torch_compile": 1.5}, PEAKS, first_call_s=0.5))
+    return (reporting.figures(conv, dict(median_ms={"fastcnn": 2.0, "eager": 4.0, "torch_compile": 3.0},
+                                         first_call_s=1.25), PEAKS)
+            + reporting.figures(loss, dict(median_ms={"fastcnn": 1.5, "eager": 6.0, "torch_compile": 1.5},
+                                           first_call_s=0.5), PEAKS))
 
 
 def test_figures_by_hand():
@@ -29,11 +31,31 @@ def test_figures_by_hand():
     assert conv_ours["speedup_vs_eager"] == pytest.approx(2.0)
     assert conv_ours["speedup_vs_torch_compile"] == pytest.approx(1.5)
     assert conv_ours["first_call_s"] == 1.25 and "first_call_s" not in conv_eager
-    assert conv_eager["speedup_vs_eager"] == pytest.approx(1.0) and conv_eager["tflops"] == pytest.approx(1.0)
+    assert "speedup_vs_eager" not in conv_eager and conv_eager["speedup_vs_fastcnn"] == pytest.approx(0.5)
+    assert conv_eager["tflops"] == pytest.approx(1.0)
     # 3e9 bytes in 1.5 ms = 2000 GB/s = all of the copy bandwidth.
     loss_ours = _made_up_records()[3]
     assert loss_ours["gbps"] == pytest.approx(2000.0) and loss_ours["fraction_of_peak"] == pytest.approx(1.0)
     assert loss_ours["speedup_vs_eager"] == pytest.approx(4.0)
+
+
+def test_one_schema_for_extra_baselines_labels_and_memory():
+    """A case with a baseline beyond eager and torch.compile (Adam's torch_foreach) gets a
+    speedup_vs_<name> for it; its labels and the measured peak memory land in every record."""
+    case = BenchmarkCase("adam", "s/2 tensors", "fp32", "-", {"bytes": 2e9}, build=None, labels={"tensors": 2})
+    measured = dict(median_ms={"fastcnn": 1.0, "eager": 2.0, "torch_foreach": 3.0, "torch_compile": 1.0},
+                    extra_peak_bytes={"fastcnn": 0, "eager": 64, "torch_foreach": 128, "torch_compile": 0})
+    ours = next(r for r in reporting.figures(case, measured, PEAKS, suite="bench") if r["implementation"] == "fastcnn")
+    assert ours["suite"] == "bench" and ours["tensors"] == 2 and ours["extra_peak_memory_bytes"] == 0
+    assert ours["speedup_vs_torch_foreach"] == pytest.approx(3.0) and ours["speedup_vs_eager"] == pytest.approx(2.0)
+    assert ours["gbps"] == pytest.approx(2000.0) and "first_call_s" not in ours
+
+
+def test_every_op_module_defines_catalogue_cases_with_eager_and_compile():
+    """The catalogue: every op's smoke cases build fastcnn, eager and torch.compile callables."""
+    for case in profile.cases(smoke=True, dtypes=("fp32",), layouts=("nchw",)):
+        assert set(case.work) <= {"flops", "bytes"} and len(case.work) == 1, case
+        assert {"fastcnn", "eager", "torch_compile"} <= set(case.build("cpu")), case.op
 
 
 def test_writers_on_made_up_timings(tmp_path):
@@ -66,7 +88,8 @@ def test_readme_table_from_the_newest_results(tmp_path):
     assert "not yet measured" in readme.read_text() and "old text" not in readme.read_text()
     records = _made_up_records()
     for date, factor in (("2026-11-20", 1.0), ("2026-11-21", 2.0)):
-        scaled = [dict(r, speedup_vs_eager=r["speedup_vs_eager"] * factor) for r in records]
+        scaled = [dict(r, speedup_vs_eager=r["speedup_vs_eager"] * factor) if "speedup_vs_eager" in r else r
+                  for r in records]
         write_results(str(tmp_path / "results"), scaled, PEAKS, {"date": f"{date}T00:00:00+00:00", "gpu": "G"})
     source = reporting.render_readme_table(str(readme), str(tmp_path / "results"))
     text = readme.read_text()

@@ -375,18 +375,25 @@ PASSES = ("forward", "input_grad", "weight_grad")
 PROFILE_OPS = tuple(f"conv2d_{conv_pass}" for conv_pass in PASSES)
 
 
+def layer_kind(layer):
+    """'depthwise', '1x1' or 'spatial': the kinds of conv layer the README sets goals for."""
+    return "depthwise" if layer.groups > 1 and layer.groups == layer.in_channels else (
+        "1x1" if layer.kernel == 1 else "spatial")
+
+
 def speedup_summary(records):
-    """Geometric-mean speedup of fastcnn over cuDNN per (pass, precision, layer kind), the
-    figures the README sets goals for; ``records`` as bench/test_conv2d_bench.py writes them."""
+    """Geometric-mean speedup of fastcnn over cuDNN (the conv cases' eager baseline) per (pass,
+    dtype/layout, layer kind), the figures the README sets goals for; ``records`` in the
+    catalogue's schema (fastcnn.reporting.figures), from the profiler or bench/."""
     from ..benchmarking import geometric_mean
 
     groups = {}
     for record in records:
-        if record.get("suite") != "conv2d" or record.get("implementation") != "fastcnn":
+        if not record["op"].startswith("conv2d_") or record.get("implementation") != "fastcnn":
             continue
-        kind = "depthwise" if record["depthwise"] else "1x1" if record["kernel"] == 1 else "spatial"
-        for key in ((record["op"], record["precision"], "all"), (record["op"], record["precision"], kind)):
-            groups.setdefault(key, []).append(record["speedup_vs_cudnn"])
+        precision = f"{record['dtype']}_{record['layout']}"
+        for key in ((record["op"], precision, "all"), (record["op"], precision, record["layer_kind"])):
+            groups.setdefault(key, []).append(record["speedup_vs_eager"])
     return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}
 
 
@@ -430,6 +437,10 @@ def operands(layer, batch, dtype, layout, device, generator):
 
 def _case(conv_pass, layer, batch, dtype, layout):
     def build(device):
+        # cuDNN runs the algorithm it finds fastest for the shape, as tuned models have it; its
+        # TF32 setting is left as it is, and fastcnn follows it (uses_tf32).
+        if torch.device(device).type == "cuda":
+            torch.backends.cudnn.benchmark = True
         generator = torch.Generator(device=device).manual_seed(0)
         tensors = operands(layer, batch, dtype, layout, device, generator)
         launch, target = pass_launcher(conv_pass, layer, *tensors)
@@ -441,7 +452,7 @@ def _case(conv_pass, layer, batch, dtype, layout):
         return {"fastcnn": ours, "eager": theirs, "torch_compile": compiled(theirs)}
 
     return BenchmarkCase(f"conv2d_{conv_pass}", f"{layer.name}/n{batch}", dtype, layout, {"flops": layer.flops(batch)},
-                         build)
+                         build, labels={"layer_kind": layer_kind(layer), "batch": batch})
 
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):

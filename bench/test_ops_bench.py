@@ -1,0 +1,35 @@
+"""Every op of the benchmark catalogue under pytest-benchmark: the cases each op module's
+``profile_cases`` defines (conv2d's three passes on every distinct ResNet-18/50 layer and a
+MobileNetV2 depthwise layer, BN+ReLU on ResNet-50's activations, ResNet's stem max-pool,
+cross-entropy for 10 to 128k classes, Adam over ResNet-50's and many small parameters), the same
+cases ``fastcnn-profile`` runs, timed the same way (``fastcnn.benchmarking.measure_case``: fastcnn
+and every baseline of the case side by side in this process, L2 flushed between calls) and
+recorded in the same schema (``fastcnn.reporting.figures``), into the session's results file.
+
+bf16 and fp32 (TF32 as PyTorch's own setting says, on both sides), channels_last and NCHW.
+``FASTCNN_BENCH_QUICK=1`` keeps the profiler's quick subset (batch 64, a few shapes per op).
+"""
+import os
+
+import pytest
+import torch
+
+from fastcnn.benchmarking import measure_case
+from fastcnn.profile import cases
+from fastcnn.reporting import figures
+
+QUICK = os.environ.get("FASTCNN_BENCH_QUICK") == "1"
+CASES = cases(dtypes=("bf16", "fp32"), layouts=("channels_last", "nchw"), quick=QUICK)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.op}-{c.case}-{c.dtype}-{c.layout}" for c in CASES])
+def test_op(benchmark, case, device_peaks, record_result):
+    measured = measure_case(case, "cuda")
+    ours = case.build("cuda")["fastcnn"]
+    benchmark.group = f"{case.op}-{case.case}-{case.dtype}-{case.layout}"
+    benchmark.pedantic(lambda: (ours(), torch.cuda.synchronize()), rounds=10, warmup_rounds=2)
+    records = figures(case, measured, device_peaks, suite="bench")
+    benchmark.extra_info.update(next(r for r in records if r["implementation"] == "fastcnn"))
+    for record in records:
+        record_result(record)
+    torch._dynamo.reset()  # compiled baselines of finished cases need not stay resident
