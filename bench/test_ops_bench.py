@@ -14,10 +14,12 @@ import os
 import pytest
 import torch
 
-from fastcnn.benchmarking import measure_case
+from fastcnn.benchmarking import DRY_RUN, measure_case
 from fastcnn.profile import cases
 from fastcnn.reporting import figures
 
+# The catalogue's dry run is fastcnn-profile's CPU smoke check (scripts/gpu_check.sh runs it).
+pytestmark = pytest.mark.skipif(DRY_RUN, reason="FASTCNN_BENCH_DRY_RUN: only the ResNet benchmark has a dry run")
 QUICK = os.environ.get("FASTCNN_BENCH_QUICK") == "1"
 CASES = cases(dtypes=("bf16", "fp32"), layouts=("channels_last", "nchw"), quick=QUICK)
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 L2_FLUSH_BYTES = 256 * 2**20
+# FASTCNN_BENCH_DRY_RUN=1: the benchmarks run on the CPU through Triton's interpreter, on tiny
+# shapes, to prove they still run (scripts/gpu_check.sh --dry-run); their figures mean nothing.
+DRY_RUN = os.environ.get("FASTCNN_BENCH_DRY_RUN") == "1"
 
 # The profiler's and the op cases' names for dtypes and layouts.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
