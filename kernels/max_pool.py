@@ -41,6 +41,19 @@ def _plane_offsets(pixels, width, stride_h, stride_w, DENSE: tl.constexpr):
 
 
 @triton.jit
+def _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
+                BLOCK_C: tl.constexpr):
+    """This program's tile: (image, its pixels numbered within that image's plane of
+    ``plane_pixels``, which of them exist, its channels, which of them exist). ``plane_pixels``
+    is an argument rather than H·W computed here, so that Triton learns its divisibility by 16."""
+    image = tl.program_id(0) // pixel_blocks
+    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)
+    channels_here = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
+    return (widen(image, WIDE_INDEX), pixels, pixels < plane_pixels, channels_here,
+            channels_here < channels)
+
+
+@triton.jit
 def _max_pool2d_forward_kernel(
         x_ptr, out_ptr, taps_ptr, indices_ptr,
         pixel_blocks, channels, in_height, in_width, out_height, out_width,
@@ -51,14 +64,10 @@ def _max_pool2d_forward_kernel(
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    image = tl.program_id(0) // pixel_blocks
-    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)  # within one image
-    pixel_ok = pixels < plane_pixels  # P·Q, an argument: Triton learns its divisibility by 16
+    image, pixels, pixel_ok, c, channel_ok = _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
+                                                         BLOCK_C)
     oh = pixels // out_width
     ow = pixels % out_width
-    image = widen(image, WIDE_INDEX)
-    c = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
-    channel_ok = c < channels
     x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
     top = oh * STRIDE_H - pad_h
     left = ow * STRIDE_W - pad_w
@@ -105,14 +114,10 @@ def _max_pool2d_backward_kernel(
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
         BLOCK_C: tl.constexpr):
-    image = tl.program_id(0) // pixel_blocks
-    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)  # within one image
-    pixel_ok = pixels < plane_pixels  # H·W, an argument: Triton learns its divisibility by 16
+    image, pixels, pixel_ok, c, channel_ok = _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
+                                                         BLOCK_C)
     ih = pixels // in_width
     iw = pixels % in_width
-    image = widen(image, WIDE_INDEX)
-    c = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
-    channel_ok = c < channels
     go_base = grad_out_ptr + image * go_stride_n + (c * go_stride_c)[None, :]
     taps_base = taps_ptr + image * taps_stride_n + (c * taps_stride_c)[None, :]
 
