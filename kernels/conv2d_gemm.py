@@ -78,14 +78,23 @@ def shared_bytes(config, element_size):
 MAX_SCATTERED_TILE = 8192
 
 
-def fits(config, element_size, output_channels_contiguous=True):
+# fp32 without TF32 (DOT_PRECISION 'ieee') multiplies on the FMA units from register fragments of
+# both operand blocks beside the accumulator: beyond this many registers per thread for the three
+# together, a config spills.
+MAX_FMA_FRAGMENT_REGISTERS = 96
+
+
+def fits(config, element_size, output_channels_contiguous=True, fma=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
-    bytes and an output with or without contiguous channels."""
+    bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not."""
     blocks = config.kwargs
+    threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
+    fragments = (blocks["BLOCK_M"] + blocks["BLOCK_N"]) * blocks["BLOCK_K"] + tile
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
-            and tile // (32 * config.num_warps) <= MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
-            and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE))
+            and tile // threads <= MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
+            and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE)
+            and (not fma or fragments // threads <= MAX_FMA_FRAGMENT_REGISTERS))
 
 
 def _prune(operand, output_channel_stride=None):
@@ -96,7 +105,8 @@ def _prune(operand, output_channel_stride=None):
     def prune(configs, named_args, **kwargs):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
-        return [config for config in configs if fits(config, element_size, contiguous)] or configs[-1:]
+        fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
+        return [config for config in configs if fits(config, element_size, contiguous, fma)] or configs[-1:]
     return prune
 
 
@@ -106,10 +116,10 @@ DEFAULT_CONFIG = by_backend(interpreter=(_INTERPRETER_CONFIG, 4, 1),
                             gpu=(dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 4, 4))
 
 # The autotuner also keys on every tensor argument's dtype; strides of the gathered operand are in
-# the key because NCHW and channels_last favour different tiles, the output's channel stride
-# because it decides which tiles fit (``fits``).
+# the key because NCHW and channels_last favour different tiles, the output's channel stride and
+# the dot precision (TF32 or FMA) because they decide which tiles fit (``fits``).
 _GEOMETRY_KEY = ["batch", "in_height", "in_width", "out_height", "out_width", "in_per_group", "out_per_group",
-                 "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w"]
+                 "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "DOT_PRECISION"]
 
 
 @triton.jit
