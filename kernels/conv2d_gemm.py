@@ -80,8 +80,10 @@ MAX_SCATTERED_TILE = 8192
 
 # fp32 without TF32 (DOT_PRECISION 'ieee') multiplies on the FMA units from register fragments of
 # both operand blocks beside the accumulator: beyond this many registers per thread for the three
-# together, a config spills.
+# together, a config spills; and ptxas spills the 64x16 tile's grad-input (12 B, bench/static/),
+# so FMA tiles are at least this wide.
 MAX_FMA_FRAGMENT_REGISTERS = 96
+MIN_FMA_BLOCK_N = 32
 
 
 def fits(config, element_size, output_channels_contiguous=True, fma=False):
@@ -94,7 +96,8 @@ def fits(config, element_size, output_channels_contiguous=True, fma=False):
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
             and tile // threads <= MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
             and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE)
-            and (not fma or fragments // threads <= MAX_FMA_FRAGMENT_REGISTERS))
+            and (not fma or (fragments // threads <= MAX_FMA_FRAGMENT_REGISTERS
+                             and blocks["BLOCK_N"] >= MIN_FMA_BLOCK_N)))
 
 
 def _prune(operand, output_channel_stride=None):
@@ -110,8 +113,8 @@ def _prune(operand, output_channel_stride=None):
     return prune
 
 
-# Used instead of autotuning when FASTCNN_AUTOTUNE=0 (and always in the interpreter):
-# (constexprs, num_warps, num_stages).
+# Used instead of autotuning when FASTCNN_AUTOTUNE=0 (and always in the interpreter), where it
+# fits (``fixed_config``): (constexprs, num_warps, num_stages).
 DEFAULT_CONFIG = by_backend(interpreter=(_INTERPRETER_CONFIG, 4, 1),
                             gpu=(dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 4, 4))
 
@@ -320,15 +323,23 @@ _weight_grad_autotuned = triton.autotune(
 # ----------------------------------------------------------------------------------------------
 # Launchers; each returns the number of kernels it launched.
 
+def fixed_config(autotuned, kernel, args, constexprs):
+    """The config a launch uses without autotuning: DEFAULT_CONFIG when it fits the launch (the
+    autotuner's own pruning, ``fits``), else the first config that does."""
+    blocks, num_warps, num_stages = DEFAULT_CONFIG
+    default = triton.Config(dict(blocks), num_warps=num_warps, num_stages=num_stages)
+    return autotuned.early_config_prune([default] + _configs(), dict(zip(kernel.arg_names, args)), **constexprs)[0]
+
+
 def _launch(autotuned, kernel, grid, args, constexprs, extents):
-    """Launch with the autotuner, or with DEFAULT_CONFIG. ``extents`` are the GEMM's sizes along
+    """Launch with the autotuner, or with ``fixed_config``. ``extents`` are the GEMM's sizes along
     BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents)."""
     if autotune_enabled():
         autotuned[grid](*args, **constexprs)
         return
-    config, num_warps, num_stages = DEFAULT_CONFIG
-    config = fit_to_extents(config, extents, minimum=16)  # tl.dot needs blocks of at least 16
-    kernel[grid(config)](*args, **constexprs, **config, num_warps=num_warps, num_stages=num_stages)
+    config = fixed_config(autotuned, kernel, args, constexprs)
+    blocks = fit_to_extents(config.kwargs, extents, minimum=16)  # tl.dot needs blocks of at least 16
+    kernel[grid(blocks)](*args, **constexprs, **blocks, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _geometry(x, w, y, stride, padding, dilation, groups):

@@ -926,6 +926,52 @@ def summarise_run(rows, out):
     print("", file=out)
 
 
+def _brief(items):
+    """One cell of the before/after table for a (kernel, scenario, dtype) group of compiles."""
+    ok = [(j, r) for j, r in items if "error" not in r]
+    if not ok:
+        return "all failed"
+    spill = max((r.get("spill_st") or 0) + (r.get("spill_ld") or 0) for _, r in ok)
+    spilling = sum(1 for _, r in ok if (r.get("spill_st") or 0) + (r.get("spill_ld") or 0))
+    no_fit = sum(1 for _, r in ok if (r.get("occupancy") or {}).get("ctas") == 0)
+    ld = max([w for _, r in ok for w in hot_load_widths(r)] or [0])
+    st = max([int(w) for _, r in ok for w in r.get("st_global", {})] or [0])
+    async_copy = "cp.async" if all(r.get("cp_async") or r.get("tma") for _, r in ok) else (
+        "some cp.async" if any(r.get("cp_async") for _, r in ok) else "no cp.async")
+    programs = _range([j["programs"] for j, _ in ok])
+    if family(ok[0][0]["kernel"]) == "gemm":
+        metric = "issue:MMA " + _range([issue_ratio(r, j) for j, r in ok], "{:.2f}")
+        extra = f"; {async_copy}"
+    else:
+        values = []
+        for _, r in ok:
+            region = r.get("sass_loop") or r.get("sass_total") or {}
+            if region.get("global_bytes"):
+                values.append(region["instructions"] / (region["global_bytes"] / 16))
+        metric = _range(values, "{:.0f}") + " instr/16B"
+        extra = ""
+    return (f"{len(ok)} cfg; regs {_range([r.get('regs') for _, r in ok])}; spills {spilling} cfg (max {spill} B); "
+            f"no fit {no_fit}; ld/st {ld}b/{st}b{extra}; {programs} programs; {metric}")
+
+
+def compare(before, after, out):
+    """A before/after table over the (kernel, scenario, dtype) groups of two runs."""
+    def groups(run):
+        found = {}
+        for j, r in zip(run["jobs"], run["results"]):
+            found.setdefault((j["kernel"].strip("_").replace("_kernel", ""), j["scenario"].split(";")[0], j["dtype"]),
+                             []).append((j, r))
+        return found
+    old, new = groups(before), groups(after)
+    print(f"## Before ({before.get('commit')}) and after ({after.get('commit')}), Triton {after['triton']}\n",
+          file=out)
+    print("| kernel | scenario | dtype | before | after |", file=out)
+    print("|---|---|---|---|---|", file=out)
+    for key in list(old) + [k for k in new if k not in old]:
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {_brief(old[key]) if key in old else 'not compiled'} | "
+              f"{_brief(new[key]) if key in new else 'not compiled'} |", file=out)
+
+
 def _compare_key(job):
     return (job["kernel"], job["dtype"], job["config"], job["scenario"].split(";")[0])
 
@@ -1065,6 +1111,8 @@ def main():
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 on what is never acceptable (see the module's docstring)")
     parser.add_argument("--render", metavar="JSON", help="only render a report from a --json file written earlier")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="only print a before/after table of two --json files (their first runs)")
     parser.add_argument("--collect-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.quick:
@@ -1072,6 +1120,14 @@ def main():
     options.dtypes = options.dtypes.split(",")
     options.layouts = options.layouts.split(",")
 
+    if options.compare:
+        runs = []
+        for path in options.compare:
+            with open(path) as f:
+                loaded = json.load(f)
+            runs.append(loaded[0] if isinstance(loaded, list) else loaded)
+        compare(*runs, sys.stdout)
+        return
     if options.render:
         with open(options.render) as f:
             runs = json.load(f)
