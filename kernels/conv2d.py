@@ -28,13 +28,16 @@ import triton
 import triton.language as tl
 
 from . import conv2d_depthwise, conv2d_gemm
-from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
+from .conv2d_gemm import MAX_SLICES
 from .indexing import block_indices, needs_wide_index
 from .slicing import partials, reduction_slices, slice_range, sum_partials
-from .tiles import channel_blocks
+from .tiles import by_backend, channel_blocks
 
 # (pixels, channels) of a bias-grad tile: wide along whichever dimension is contiguous.
-BIAS_BLOCKS = dict(interpreter=(512, 32), channels_last=(32, 64), nchw=(128, 16))
+BIAS_BLOCKS = dict(interpreter=(512, 32), channels_last=(64, 32), nchw=(128, 16))
+# Shortest slice of the bias reduction worth its own partial: it reads only dy, so slices may be
+# shorter than wgrad's and still fill the GPU (ResNet's 28x28 x 128 channels at batch 32).
+BIAS_MIN_PIXELS_PER_SLICE = by_backend(interpreter=32, gpu=256)
 
 
 def _path(input_channels, groups):
@@ -78,7 +81,7 @@ def bias_grad(dy, db):
     blocks = dy.shape[0] * lines * blocks_per_line
     channel_tiles = triton.cdiv(channels, block_c)
     blocks_per_split, splits = reduction_slices(channel_tiles, blocks, dy.device,
-                                                min_length=triton.cdiv(MIN_PIXELS_PER_SLICE, block_p),
+                                                min_length=triton.cdiv(BIAS_MIN_PIXELS_PER_SLICE, block_p),
                                                 max_slices=MAX_SLICES, granule=1)
     target = partials(db, splits)
     _bias_grad_kernel[(channel_tiles, splits)](

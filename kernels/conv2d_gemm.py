@@ -26,6 +26,9 @@ Launch grids (fp32 accumulation; programs of one group share the GEMM's B operan
            to fill the GPU; slices write fp32 partials added in a fixed order (deterministic).
 Programs along the first axis are ordered in groups of ``GROUP_M`` rows so that tiles running at
 the same time share operand blocks in L2 (the Triton matmul tutorial's grouped ordering).
+The autotuner tries only the configs that launch on an H100 without spilling for the launch's
+dtype, output layout and dot precision (``fits``, read from ptxas by scripts/static_gpu_check.py,
+which CI runs); without autotuning a launch takes DEFAULT_CONFIG where it fits.
 """
 import torch
 import triton
