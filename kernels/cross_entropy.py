@@ -45,9 +45,10 @@ def _cross_entropy_kernel(
         PROBABILITIES: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr,
         NEEDS_GRAD: tl.constexpr, VECTOR: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
     # The launcher checked that classes and the row strides are multiples of VECTOR (contiguous
-    # classes), so every row starts 16-byte aligned and the offsets and masks below are promised
-    # so (indexing.vector_elements): in Triton's terms every contiguous run of them starts at a
-    # multiple of VECTOR, and the column masks are constant over aligned runs of VECTOR.
+    # classes), so every row starts 16-byte aligned, and the offsets and masks below are promised
+    # so (indexing.vector_elements): each row's run of columns starts at a multiple of VECTOR
+    # (tl.multiple_of's [1, VECTOR]: along the rows nothing is claimed), and the column masks are
+    # constant over aligned runs of VECTOR.
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < num_rows
     n = rows // spatial
@@ -81,7 +82,7 @@ def _cross_entropy_kernel(
     for first in range(0, classes, BLOCK_C):
         columns = first + offsets
         mask = keep[:, None] & tl.max_constancy(columns < classes, VECTOR)[None, :]
-        x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [VECTOR, VECTOR])
+        x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [1, VECTOR])
         x = tl.load(x_ptr + x_offsets, mask=mask, other=float("-inf")).to(tl.float32)
         new_max = tl.maximum(running_max, tl.max(x, axis=1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows that saw only -inf so far
@@ -103,7 +104,7 @@ def _cross_entropy_kernel(
             columns = first + offsets
             column_ok = tl.max_constancy(columns < classes, VECTOR)[None, :]
             mask = keep[:, None] & column_ok
-            x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [VECTOR, VECTOR])
+            x_offsets = tl.multiple_of(x_rows[:, None] + columns[None, :] * x_stride_c, [1, VECTOR])
             x = tl.load(x_ptr + x_offsets, mask=mask, other=0.0).to(tl.float32)
             probability = tl.where(mask, tl.exp(x - lse[:, None]), 0.0)
             if PROBABILITIES or HAS_SMOOTHING:
@@ -122,7 +123,7 @@ def _cross_entropy_kernel(
                 is_target = columns[None, :] == target[:, None]
                 grad = target_weight[:, None] * (probability - tl.where(is_target, 1.0, 0.0))
             if NEEDS_GRAD:
-                g_offsets = tl.multiple_of(g_rows[:, None] + columns[None, :] * g_stride_c, [VECTOR, VECTOR])
+                g_offsets = tl.multiple_of(g_rows[:, None] + columns[None, :] * g_stride_c, [1, VECTOR])
                 tl.store(grad_ptr + g_offsets, tl.where(mask, grad, 0.0).to(grad_ptr.dtype.element_ty),
                          mask=row_ok[:, None] & column_ok)
 
@@ -184,7 +185,7 @@ def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classe
     columns = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = row_ok[:, None] & tl.max_constancy(columns < classes, VECTOR)[None, :]
     row_offsets = n * g_stride_n + s * g_stride_s
-    offsets = tl.multiple_of(row_offsets[:, None] + columns[None, :] * g_stride_c, [VECTOR, VECTOR])
+    offsets = tl.multiple_of(row_offsets[:, None] + columns[None, :] * g_stride_c, [1, VECTOR])
     pointers = grad_ptr + offsets
     grad = tl.load(pointers, mask=mask, other=0.0).to(tl.float32)
     tl.store(pointers, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask)

@@ -71,7 +71,8 @@ def vector_elements(element_size, *values):
     time. Triton itself only learns divisibility by 16 from its arguments, which a row of 1000
     bf16 logits (2000 bytes, 16-byte aligned) misses. The promise must be written in the kernel's
     own body, on computed tensors: Triton drops it from a tensor a called @jit function returns,
-    and from a one-row tensor that it folds to a scalar (so promise the 2-d offsets)."""
+    and from a one-row tensor that it folds to a scalar (so promise the 2-d [rows x columns]
+    offsets, with ``tl.multiple_of(offsets, [1, VECTOR])``)."""
     elements = max(1, 16 // element_size)
     while elements > 1 and any(value % elements for value in values):
         elements //= 2

@@ -353,6 +353,24 @@ def test_multi_block_paths_with_small_tiles(monkeypatch, seed, generator):
     check_conv(input, weight, make_tensor((34,), generator=generator), seed=seed, padding=(1, 1), groups=2)
 
 
+def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
+    """What scripts/static_gpu_check.py read from ptxas, as the autotuners' pruning rule: no config
+    over an H100's 227 KB of shared memory, fp32 accumulators within 64 registers, small tiles
+    for an output without contiguous channels, no narrow FMA tiles."""
+    import triton
+
+    def config(m, n, k, warps, stages):
+        return triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=warps, num_stages=stages)
+
+    large = config(128, 256, 64, 8, 3)
+    assert conv2d_gemm.shared_bytes(large, 4) == 3 * (128 + 256) * 64 * 4 > conv2d_gemm.MAX_SHARED_BYTES
+    assert conv2d_gemm.fits(large, 2) and not conv2d_gemm.fits(large, 4)
+    assert not conv2d_gemm.fits(large, 2, output_channels_contiguous=False)
+    assert conv2d_gemm.fits(config(128, 64, 32, 4, 4), 2, output_channels_contiguous=False)
+    assert not conv2d_gemm.fits(config(64, 16, 32, 4, 4), 4, fma=True)
+    assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 4, fma=True)
+
+
 # (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.
 PATHS = {"gemm": ((4, 3, 15, 13), (2, 3, 1, 2), (4, 2, 15, 14), 1),
          "depthwise": ((3, 4, 11, 9), (8, 1, 1, 2), (3, 8, 11, 10), 4)}

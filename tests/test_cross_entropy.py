@@ -356,3 +356,20 @@ def test_bytes_hand_counted_and_suites():
     # 3 rows of 5 fp32 logits: read 60 bytes, write 60 bytes of gradient, read 3 int64 targets.
     assert cross_entropy_op.bytes_moved(3, 5, 4) == 60 + 60 + 24
     assert cross_entropy_op.SUITES["C1000"] == (65536, 1000) and cross_entropy_op.SUITES["C128000"][0] == 2097
+
+
+def test_vector_width_is_promised_only_where_every_row_is_aligned():
+    """The kernel promises Triton VECTOR-aligned rows (128-bit accesses on a GPU, where a false
+    promise reads misaligned memory): only for contiguous classes whose count and row strides are
+    multiples of it; a size-1 dim's stride does not count."""
+    from fastcnn.kernels import cross_entropy as kernels
+    from fastcnn.kernels.indexing import vector_elements
+
+    assert vector_elements(2, 1000, 1000, 0) == 8 and vector_elements(4, 1000, 1000) == 4
+    assert vector_elements(2, 10, 10) == 2 and vector_elements(2, 37) == 1
+    logits = torch.empty(256, 1000, dtype=torch.bfloat16)
+    assert kernels._vector(logits.unsqueeze(-1)) == 8
+    assert kernels._vector(logits[:, 1:].unsqueeze(-1)) == 1  # rows of 999 classes
+    assert kernels._vector(logits[:, :992].unsqueeze(-1)) == 8  # 992 classes, rows 1000 apart
+    assert kernels._vector(torch.empty(4, 12, 5, dtype=torch.bfloat16)) == 1  # classes not contiguous
+    assert kernels._vector(torch.empty(4, 5, 12, dtype=torch.bfloat16).transpose(1, 2)) == 4  # 12 % 4
