@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from .benchmarking import DTYPES, IMPLEMENTATIONS, LAYOUTS
+from .benchmarking import DTYPES, LAYOUTS
 from .ops import MODULES
 from .reporting import figures, summary, table, write_charts, write_csv
 

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from . import conv2d_depthwise, conv2d_gemm
 from .conv2d_gemm import MAX_SLICES
-from .indexing import block_indices, needs_wide_index
+from .indexing import block_indices, dense_planes, needs_wide_index
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import by_backend, channel_blocks
 
@@ -67,7 +67,7 @@ def _planes(dy):
     """dy [N, K, P, Q] as [N, K, lines, length] strides: each output plane one line of P·Q pixels
     when its rows follow each other (any dense layout), else P lines of Q pixels."""
     n_stride, k_stride, h_stride, w_stride = dy.stride()
-    if dy.shape[2] == 1 or h_stride == dy.shape[3] * w_stride:
+    if dense_planes(dy):
         return 1, dy.shape[2] * dy.shape[3], (n_stride, k_stride, 0, w_stride)
     return dy.shape[2], dy.shape[3], (n_stride, k_stride, h_stride, w_stride)
 

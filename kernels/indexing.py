@@ -64,6 +64,12 @@ def needs_wide_index(*tensors, extra_span=0):
     return max([extra_span] + [span(t) for t in tensors]) >= 2**31 - 1
 
 
+def dense_planes(tensor):
+    """Whether each [H, W] plane of the 4-d ``tensor`` has its rows one after another (NCHW and
+    channels_last both do), so that a plane's H·W pixels are one run of stride ``stride(3)``."""
+    return tensor.shape[2] == 1 or tensor.stride(2) == tensor.shape[3] * tensor.stride(3)
+
+
 def vector_elements(element_size, *values):
     """The widest vector (elements, a power of two, at most 16 bytes) that divides every value in
     ``values`` (strides, row lengths): what a kernel may promise with ``tl.multiple_of`` and

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .indexing import block_indices, needs_wide_index, widen, window_through_tap
+from .indexing import block_indices, dense_planes, needs_wide_index, widen, window_through_tap
 from .tiles import channel_blocks
 
 
@@ -163,12 +163,6 @@ def comparison(dtype):
     return names[dtype], torch.iinfo(dtype).min
 
 
-def _dense_plane(tensor):
-    """Whether each [H, W] plane of ``tensor`` has its rows one after another (NCHW and
-    channels_last both do), so that a plane's pixels are one strided run."""
-    return tensor.shape[2] == 1 or tensor.stride(2) == tensor.shape[3] * tensor.stride(3)
-
-
 def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation):
     """Pool ``x`` [N, C, H, W] into ``out``; the chosen tap of each window into ``taps`` (laid out
     like ``out``); PyTorch's flat indices into ``indices`` (likewise) when it is not None. Returns
@@ -183,7 +177,7 @@ def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation):
         pixel_blocks, x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3], out.shape[2] * out.shape[3],
         *geometry, *x.stride(), *out.stride(), *taps.stride(), **constexprs,
         COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=indices is not None,
-        DENSE_OUT=_dense_plane(out) and _dense_plane(taps), WIDE_INDEX=needs_wide_index(x, out, taps),
+        DENSE_OUT=dense_planes(out) and dense_planes(taps), WIDE_INDEX=needs_wide_index(x, out, taps),
         BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
@@ -198,6 +192,6 @@ def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation)
         grad_out, taps, grad_in, pixel_blocks, grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
         grad_out.shape[2], grad_out.shape[3], grad_in.shape[2] * grad_in.shape[3], *geometry,
         *grad_out.stride(), *taps.stride(), *grad_in.stride(), **constexprs,
-        ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=_dense_plane(grad_in),
+        ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=dense_planes(grad_in),
         WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

@@ -336,7 +336,6 @@ def _config_label(fn, config, named, num_warps, num_stages):
 
 
 def make_jobs(launches, arch):
-    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
