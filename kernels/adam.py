@@ -19,15 +19,16 @@ Bytes moved per element: read p, g, m, v and write p, m, v: 7 x element size (28
 plus read and write vmax with amsgrad (36 B for fp32). FLOPs are negligible: it is memory bound.
 
 Launch grid: two launches per (device, dtype) bucket of a param group, whatever the number of
-tensors. ``_count_steps_kernel`` has one program per ``STEP_BLOCK`` tensors and adds one to each
-step counter (zero when GradScaler found inf/NaN). ``_adam_step_kernel`` has one program per
-``chunk_size`` elements of each tensor (see ``multi_tensor.py``), looping over them in ``BLOCK``s.
-The counters are bumped in a separate launch because many programs read the same counter.
+tensors. ``multi_tensor.advance_counters`` adds one to each step counter (zero when GradScaler
+found inf/NaN); ``_adam_step_kernel`` has one program per ``chunk_size`` elements of each tensor
+(see ``multi_tensor.py``), looping over them in ``BLOCK``s. The counters are bumped in a separate
+launch because every chunk of a tensor reads its counter.
 """
 import numpy as np
 import triton
 import triton.language as tl
 
+from .multi_tensor import COUNT, advance_counters, block_pointers, inverse_grad_scale, program_chunk, row_pointer
 from .tiles import by_backend
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
@@ -44,24 +45,6 @@ STEP_BITS = tl.constexpr(25)
 CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
 BLOCK = 1024
 NUM_WARPS = 4
-STEP_BLOCK = 128
-
-
-@triton.jit
-def _row_pointer(tables_ptr, row, num_tensors, tensor, DTYPE: tl.constexpr):
-    address = tl.load(tables_ptr + row * num_tensors + tensor)
-    return address.to(tl.pointer_type(DTYPE))
-
-
-@triton.jit
-def _block(base, offsets, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
-    """Pointers to ``BLOCK`` consecutive elements. With ``ALIGNED`` the compiler is told that they
-    are contiguous and start 16-byte aligned (an address loaded from memory proves neither), so it
-    emits 128-bit loads and stores."""
-    pointers = base + offsets
-    if ALIGNED:
-        pointers = tl.max_contiguous(tl.multiple_of(pointers, 16), BLOCK)
-    return pointers
 
 
 @triton.jit
@@ -89,11 +72,11 @@ def _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_
                   AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
                   ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     """One block of the element-wise update (``mask`` None for a full block)."""
-    params = _block(param_ptr, offsets, ALIGNED, BLOCK)
-    exp_avgs = _block(exp_avg_ptr, offsets, ALIGNED, BLOCK)
-    exp_avg_sqs = _block(exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
+    params = block_pointers(param_ptr, offsets, ALIGNED, BLOCK)
+    exp_avgs = block_pointers(exp_avg_ptr, offsets, ALIGNED, BLOCK)
+    exp_avg_sqs = block_pointers(exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
     param = tl.load(params, mask=mask).to(tl.float32)
-    grad = tl.load(_block(grad_ptr, offsets, ALIGNED, BLOCK), mask=mask).to(tl.float32)
+    grad = tl.load(block_pointers(grad_ptr, offsets, ALIGNED, BLOCK), mask=mask).to(tl.float32)
     exp_avg = tl.load(exp_avgs, mask=mask).to(tl.float32)
     exp_avg_sq = tl.load(exp_avg_sqs, mask=mask).to(tl.float32)
 
@@ -110,7 +93,7 @@ def _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_
     exp_avg = exp_avg + one_minus_beta1 * (grad - exp_avg)
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
     if AMSGRAD:
-        max_exp_avg_sqs = _block(max_exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
+        max_exp_avg_sqs = block_pointers(max_exp_avg_sq_ptr, offsets, ALIGNED, BLOCK)
         max_exp_avg_sq = tl.maximum(tl.load(max_exp_avg_sqs, mask=mask).to(tl.float32), exp_avg_sq)
         tl.store(max_exp_avg_sqs, max_exp_avg_sq.to(STATE_TYPE), mask=mask)
         second_moment = max_exp_avg_sq
@@ -122,20 +105,6 @@ def _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_
     tl.store(params, param.to(ELEMENT_TYPE), mask=mask)
     tl.store(exp_avgs, exp_avg.to(STATE_TYPE), mask=mask)
     tl.store(exp_avg_sqs, exp_avg_sq.to(STATE_TYPE), mask=mask)
-
-
-@triton.jit
-def _count_steps_kernel(tables_ptr, num_tensors, found_inf_ptr,
-                        HAS_FOUND_INF: tl.constexpr, STEP_BLOCK: tl.constexpr):
-    tensors = tl.program_id(0) * STEP_BLOCK + tl.arange(0, STEP_BLOCK)
-    in_range = tensors < num_tensors
-    addresses = tl.load(tables_ptr + ROW_STEP * num_tensors + tensors, mask=in_range, other=0)
-    step_ptrs = addresses.to(tl.pointer_type(tl.float32))
-    increment = 1.0
-    if HAS_FOUND_INF:
-        increment = tl.where(tl.load(found_inf_ptr) != 0, 0.0, 1.0)
-    steps = tl.load(step_ptrs, mask=in_range, other=0.0)
-    tl.store(step_ptrs, steps + increment, mask=in_range)
 
 
 @triton.jit
@@ -151,30 +120,22 @@ def _adam_step_kernel(
     HAS_GRAD_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr,
     CHUNK_SIZE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tensor = tl.load(chunks_ptr + pid)
-    chunk_start = tl.load(chunks_ptr + num_chunks + pid)  # int64: tensors may hold >= 2**31 elements
-    numel = tl.load(tables_ptr + ROW_NUMEL * num_tensors + tensor)
-    chunk_end = tl.minimum(chunk_start + CHUNK_SIZE, numel)
-    if HAS_FOUND_INF:
-        # GradScaler's contract: a step whose gradients hold inf/NaN changes nothing.
-        chunk_end = tl.where(tl.load(found_inf_ptr) != 0, chunk_start, chunk_end)
+    tensor, chunk_start, chunk_end = program_chunk(tables_ptr, chunks_ptr, num_tensors, num_chunks, found_inf_ptr,
+                                                   ROW_NUMEL, CHUNK_SIZE, HAS_FOUND_INF)
 
-    param_ptr = _row_pointer(tables_ptr, ROW_PARAM, num_tensors, tensor, ELEMENT_TYPE)
-    grad_ptr = _row_pointer(tables_ptr, ROW_GRAD, num_tensors, tensor, ELEMENT_TYPE)
-    exp_avg_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG, num_tensors, tensor, STATE_TYPE)
-    exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
-    max_exp_avg_sq_ptr = _row_pointer(tables_ptr, ROW_MAX_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
+    param_ptr = row_pointer(tables_ptr, ROW_PARAM, num_tensors, tensor, ELEMENT_TYPE)
+    grad_ptr = row_pointer(tables_ptr, ROW_GRAD, num_tensors, tensor, ELEMENT_TYPE)
+    exp_avg_ptr = row_pointer(tables_ptr, ROW_EXP_AVG, num_tensors, tensor, STATE_TYPE)
+    exp_avg_sq_ptr = row_pointer(tables_ptr, ROW_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
+    max_exp_avg_sq_ptr = row_pointer(tables_ptr, ROW_MAX_EXP_AVG_SQ, num_tensors, tensor, STATE_TYPE)
 
-    # Per-tensor scalars in fp64 (the counter was already bumped by _count_steps_kernel).
-    step = tl.load(_row_pointer(tables_ptr, ROW_STEP, num_tensors, tensor, tl.float32)).to(tl.float64)
+    # Per-tensor scalars in fp64 (the counter was already bumped by advance_counters).
+    step = tl.load(row_pointer(tables_ptr, ROW_STEP, num_tensors, tensor, tl.float32)).to(tl.float64)
     bias_correction1 = 1.0 - _pow_by_squaring(beta1_hi, beta1_lo, step)
     bias_correction2 = 1.0 - _pow_by_squaring(beta2_hi, beta2_lo, step)
     step_size = (lr / bias_correction1).to(tl.float32)
     inv_bias_correction2_sqrt = (1.0 / tl.sqrt(bias_correction2)).to(tl.float32)
-    inv_grad_scale = 1.0
-    if HAS_GRAD_SCALE:
-        inv_grad_scale = 1.0 / tl.load(grad_scale_ptr).to(tl.float32)
+    inv_grad_scale = inverse_grad_scale(grad_scale_ptr, HAS_GRAD_SCALE)
 
     # Full blocks carry no mask, so the compiler can vectorise them; the tail block is masked.
     full_end = chunk_start + (chunk_end - chunk_start) // BLOCK * BLOCK
@@ -207,11 +168,8 @@ def adam_step(table, *, element_type, state_type, lr, beta1, beta2, eps, weight_
     with rows param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step). ``element_type`` and
     ``state_type`` are triton dtypes; ``grad_scale`` and ``found_inf`` are optional one-element
     fp32 tensors on the tensors' device (GradScaler's). Returns the number of launches."""
+    advance_counters(table, ROW_STEP, found_inf, COUNT)
     flag_ptr = found_inf if found_inf is not None else table.tables
-    _count_steps_kernel[(triton.cdiv(table.num_tensors, STEP_BLOCK),)](
-        table.tables, table.num_tensors, flag_ptr,
-        HAS_FOUND_INF=found_inf is not None, STEP_BLOCK=STEP_BLOCK,
-    )
     if table.num_chunks == 0:
         return 1
     beta1_hi, beta1_lo = _split_double(beta1)

@@ -5,15 +5,15 @@ modules), over ``kernels/adam.py``: the byte count, the in-place PyTorch operato
 reference path, and the benchmark cases. The optimizers' argument checks are shared with the
 rest of the optimizer family in fastcnn/validation.py.
 """
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import BenchmarkCase, compiled, element_size, random_input
 from ..dtypes import triton_dtype
+from ..multi_tensor import (PARAMETER_SUITES, count_step, optimizer_case, optimizer_profile_cases,
+                            bytes_per_element, write)
 
 
 __all__ = []  # its public face is fastcnn.optim.Adam / AdamW
@@ -34,11 +34,6 @@ def bytes_moved(numel, element_size, amsgrad=False):
 
 
 # ----------------------------------------------------------------------------- operator, functional, reference path
-# Pointer tables of recent steps, keyed by what they encode (addresses and sizes): a model's
-# tensors keep their addresses from step to step, so the table is built once.
-_TABLES = {}
-_MAX_TABLES = 64
-
 
 @torch.library.custom_op("fastcnn::adam_step_",
                          mutates_args=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "steps"))
@@ -51,15 +46,8 @@ def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
     if not params:
         return
     adam_kernels, multi_tensor = _kernels()
-    numels = [p.numel() for p in params]
     tensor_lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else exp_avg_sqs, steps)
-    key = multi_tensor.table_key(tensor_lists, numels)
-    table = _TABLES.get(key)
-    if table is None:
-        if len(_TABLES) >= _MAX_TABLES:
-            _TABLES.clear()
-        table = _TABLES[key] = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE,
-                                                        params[0].device, key=key)
+    table = multi_tensor.cached_table(tensor_lists, adam_kernels.CHUNK_SIZE, params[0].device)
     with torch.profiler.record_function("fastcnn::adam_step"):
         _backend.record_launch("adam_step", adam_kernels.adam_step(
             table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(exp_avgs[0].dtype), lr=lr,
@@ -98,7 +86,7 @@ def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
     keep = None if found_inf is None else (found_inf == 0)
     for index, param in enumerate(params):
         step = steps[index]
-        step.add_(1.0 if keep is None else keep.to(step.dtype))
+        count_step(step, keep)
         if param.numel() == 0:
             continue
         step_value = step.to(torch.float64)
@@ -125,50 +113,16 @@ def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
         second_moment = exp_avg_sq
         if amsgrad:
             second_moment = torch.maximum(max_exp_avg_sqs[index].float(), exp_avg_sq)
-            _write(max_exp_avg_sqs[index], second_moment, keep)
+            write(max_exp_avg_sqs[index], second_moment, keep)
         denom = second_moment.sqrt() * inv_bias_correction2_sqrt + eps
         p = p - step_size * (exp_avg / denom)
-        _write(param, p, keep)
-        _write(exp_avgs[index], exp_avg, keep)
-        _write(exp_avg_sqs[index], exp_avg_sq, keep)
-
-
-def _write(destination, value, keep):
-    """destination[:] = value, or leave it when ``keep`` (a device bool) is False: no host sync."""
-    if keep is not None:
-        value = torch.where(keep, value, destination.float())
-    destination.copy_(value)
+        write(param, p, keep)
+        write(exp_avgs[index], exp_avg, keep)
+        write(exp_avg_sqs[index], exp_avg_sq, keep)
 
 
 # ----------------------------------------------------------------------------- benchmark cases
-def resnet50_parameter_shapes():
-    """Shapes of torchvision's ResNet-50 parameters (conv, BN weight/bias, fc): 161 tensors,
-    25,557,032 elements. Written out from the architecture so that no torchvision is needed."""
-    shapes = [(64, 3, 7, 7), (64,), (64,)]
-    in_channels = 64
-    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
-        out_channels = 4 * width
-        for block in range(blocks):
-            shapes += [(width, in_channels, 1, 1), (width,), (width,),
-                       (width, width, 3, 3), (width,), (width,),
-                       (out_channels, width, 1, 1), (out_channels,), (out_channels,)]
-            if block == 0:  # projection shortcut
-                shapes += [(out_channels, in_channels, 1, 1), (out_channels,), (out_channels,)]
-            in_channels = out_channels
-    shapes += [(1000, 2048), (1000,)]
-    return shapes
-
-
-def many_small_parameter_shapes(count=2000):
-    """Many small tensors (BN vectors, depthwise and narrow convs): launch overhead dominates."""
-    sizes = [(64,), (96,), (128, 9), (256,), (32, 3, 3, 3), (144,), (24, 144, 1, 1), (1000,)]
-    return [sizes[index % len(sizes)] for index in range(count)]
-
-
-SUITES = {
-    "resnet50": resnet50_parameter_shapes,
-    "many_small": many_small_parameter_shapes,
-}
+SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("adam",)
 
 
@@ -189,32 +143,10 @@ def _fastcnn_adam(params, **options):
 
 
 def _case(suite, shapes, dtype):
-    numel = sum(math.prod(shape) for shape in shapes)
-
-    def build(device):
-        def step(kind):
-            generator = torch.Generator(device=device).manual_seed(0)  # the same parameters for each
-            params = [random_input(shape, dtype, "nchw", device, generator).requires_grad_() for shape in shapes]
-            for param in params:
-                param.grad = random_input(param.shape, dtype, "nchw", device, generator)
-            optimizer = BASELINES[kind](params)
-            update = compiled(optimizer.step) if kind == "torch_compile" else optimizer.step
-
-            def run():
-                update()
-                return params[0]
-            return run
-
-        return {kind: step(kind) for kind in BASELINES}
-
-    return BenchmarkCase("adam", f"{suite}/{len(shapes)} tensors", dtype, "-",
-                         {"bytes": bytes_moved(numel, element_size(dtype))}, build)
+    return optimizer_case("adam", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
 
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one optimizer step over each suite's parameters (the ResNet-50 one
     with ``quick``; two small fp32 tensors for the smoke check); ``layouts`` does not apply."""
-    suites = {"smoke": lambda: [(7, 3), (13,)]} if smoke else {
-        k: v for k, v in SUITES.items() if not quick or k == "resnet50"}
-    return [_case(name, make(), dtype) for name, make in suites.items() for dtype in dtypes
-            if dtype == "fp32" or not smoke]
+    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)

@@ -1,0 +1,118 @@
+"""The PyTorch side shared by the multi-tensor ops (the optimizer steps in ``ops/adam.py``,
+``ops/sgd.py``, ``ops/rmsprop.py``, ``ops/adagrad.py``, ``ops/adadelta.py`` and gradient clipping
+in ``ops/clip_grad.py``), each over its kernel file and ``kernels/multi_tensor.py``:
+
+* the reference path's helpers: the gradient an update rule sees and the GradScaler-aware write,
+  so each op's PyTorch path follows its kernel's math step for step without a host sync;
+* the benchmark suites of parameter shapes (ResNet-50's 161 tensors, 2000 small ones) and the
+  optimizer benchmark case every optimizer's ``profile_cases`` is made of.
+"""
+import math
+
+import torch
+
+from .benchmarking import BenchmarkCase, compiled, element_size, random_input
+
+
+# ----------------------------------------------------------------------------- reference path helpers
+def step_input(param, grad, *, grad_scale, maximize, weight_decay):
+    """The fp32 gradient an update rule sees, in torch's order: unscaled (GradScaler), negated
+    (maximize), plus L2 weight decay (``multi_tensor.gradient_step_input`` in the kernels)."""
+    grad = grad.float()
+    if grad_scale is not None:
+        grad = grad * (1.0 / grad_scale.float())
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        grad = grad + weight_decay * param.float()
+    return grad
+
+
+def write(destination, value, keep):
+    """destination[:] = value, or leave it when ``keep`` (a device bool) is False: no host sync."""
+    if keep is not None:
+        value = torch.where(keep, value, destination.float())
+    destination.copy_(value)
+
+
+def count_step(step, keep):
+    """step += 1, or += 0 when GradScaler found inf/NaN (``keep`` False)."""
+    step.add_(1.0 if keep is None else keep.to(step.dtype))
+
+
+# ----------------------------------------------------------------------------- benchmark suites and cases
+def resnet50_parameter_shapes():
+    """Shapes of torchvision's ResNet-50 parameters (conv, BN weight/bias, fc): 161 tensors,
+    25,557,032 elements. Written out from the architecture so that no torchvision is needed."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    in_channels = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        out_channels = 4 * width
+        for block in range(blocks):
+            shapes += [(width, in_channels, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (out_channels, width, 1, 1), (out_channels,), (out_channels,)]
+            if block == 0:  # projection shortcut
+                shapes += [(out_channels, in_channels, 1, 1), (out_channels,), (out_channels,)]
+            in_channels = out_channels
+    shapes += [(1000, 2048), (1000,)]
+    return shapes
+
+
+def many_small_parameter_shapes(count=2000):
+    """Many small tensors (BN vectors, depthwise and narrow convs): launch overhead dominates."""
+    sizes = [(64,), (96,), (128, 9), (256,), (32, 3, 3, 3), (144,), (24, 144, 1, 1), (1000,)]
+    return [sizes[index % len(sizes)] for index in range(count)]
+
+
+PARAMETER_SUITES = {
+    "resnet50": resnet50_parameter_shapes,
+    "many_small": many_small_parameter_shapes,
+}
+
+
+def parameters_with_grads(shapes, dtype, device, seed=0):
+    """Leaf tensors of ``shapes`` with random grads; the same values for every ``seed``."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    params = [random_input(shape, dtype, "nchw", device, generator).requires_grad_() for shape in shapes]
+    for param in params:
+        param.grad = random_input(param.shape, dtype, "nchw", device, generator)
+    return params
+
+
+def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations):
+    """One optimizer step over ``shapes`` for each of ``implementations`` ({name: params ->
+    optimizer}; fastcnn's, eager (torch's fastest), torch_compile (the foreach step compiled) and
+    any other baseline). ``bytes_per_element`` is what the algorithm must move per parameter."""
+    numel = sum(math.prod(shape) for shape in shapes)
+
+    def build(device):
+        def step(name):
+            params = parameters_with_grads(shapes, dtype, device)  # the same parameters for each
+            optimizer = implementations[name](params)
+            update = compiled(optimizer.step) if name == "torch_compile" else optimizer.step
+
+            def run():
+                update()
+                return params[0]
+            return run
+
+        return {name: step(name) for name in implementations}
+
+    return BenchmarkCase(op, f"{suite}/{len(shapes)} tensors", dtype, "-", {"bytes": numel * bytes_per_element},
+                         build)
+
+
+def optimizer_profile_cases(op, dtypes, make_case, *, quick=False, smoke=False):
+    """The profiler's cases of an optimizer-like op: ``make_case(suite, shapes, dtype)`` over each
+    suite of PARAMETER_SUITES (the ResNet-50 one with ``quick``; two small fp32 tensors for the
+    smoke check)."""
+    suites = {"smoke": lambda: [(7, 3), (13,)]} if smoke else {
+        name: shapes for name, shapes in PARAMETER_SUITES.items() if not quick or name == "resnet50"}
+    return [make_case(name, make(), dtype) for name, make in suites.items() for dtype in dtypes
+            if dtype == "fp32" or not smoke]
+
+
+def bytes_per_element(dtype, accesses):
+    """Bytes an element-wise multi-tensor op moves per element: ``accesses`` reads and writes."""
+    return accesses * element_size(dtype)

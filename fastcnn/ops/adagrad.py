@@ -1,0 +1,114 @@
+"""Adagrad (lr decay, weight decay): one fused multi-tensor step, the op behind
+``fastcnn.optim.Adagrad`` (fastcnn/optim.py), over ``kernels/adagrad.py``: the byte count, the
+in-place operator ``torch.ops.fastcnn.adagrad_step_``, the functional ``adagrad_step`` that picks
+it or the PyTorch reference path, and the benchmark cases.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from ..dtypes import triton_dtype
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, optimizer_case,
+                            optimizer_profile_cases, step_input, write)
+
+__all__ = []  # its public face is fastcnn.optim.Adagrad
+
+
+def _kernels():
+    """(kernels/adagrad.py, kernels/multi_tensor.py), imported on the first launch (see
+    ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import adagrad, multi_tensor
+
+    return adagrad, multi_tensor
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size):
+    """Bytes an Adagrad step must move: read param, grad, sum and write param, sum (5 accesses)."""
+    return numel * element_size * 5
+
+
+# ----------------------------------------------------------------------------- operator, functional, reference path
+@torch.library.custom_op("fastcnn::adagrad_step_", mutates_args=("params", "state_sums", "steps"))
+def _adagrad_step_op(params: list[Tensor], grads: list[Tensor], state_sums: list[Tensor], steps: list[Tensor],
+                     grad_scale: Optional[Tensor], found_inf: Optional[Tensor], *, lr: float, lr_decay: float,
+                     eps: float, weight_decay: float, maximize: bool) -> None:
+    """One Adagrad step, in place, over tensors that share a device and dtypes, walkable as flat
+    arrays (see fastcnn.optim)."""
+    if not params:
+        return
+    adagrad_kernels, multi_tensor = _kernels()
+    table = multi_tensor.cached_table((params, grads, state_sums, steps), adagrad_kernels.CHUNK_SIZE,
+                                      params[0].device)
+    with torch.profiler.record_function("fastcnn::adagrad_step"):
+        _backend.record_launch("adagrad_step", adagrad_kernels.adagrad_step(
+            table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(state_sums[0].dtype),
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            grad_scale=grad_scale, found_inf=found_inf))
+
+
+@_adagrad_step_op.register_fake
+def _(params, grads, state_sums, steps, grad_scale, found_inf, **hyperparameters):
+    return None
+
+
+def adagrad_step(op, params, grads, state_sums, steps, *, grad_scale=None, found_inf=None, **hyperparameters):
+    """One Adagrad step, in place, over tensors on one device that share dtypes and can be walked
+    as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference path
+    (announced once with a FallbackWarning naming ``op``) where no kernel can run.
+    ``hyperparameters`` are lr, lr_decay, eps, weight_decay, maximize."""
+    device = params[0].device if params else torch.device("cpu")
+    if _backend.backend_for(device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, device)
+        reference_adagrad_step(params, grads, state_sums, steps, grad_scale=grad_scale, found_inf=found_inf,
+                               **hyperparameters)
+        return
+    _adagrad_step_op(params, grads, state_sums, steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+
+
+def reference_adagrad_step(params, grads, state_sums, steps, *, lr, lr_decay, eps, weight_decay, maximize,
+                           grad_scale=None, found_inf=None):
+    """The PyTorch path of ``adagrad_step``, where no Triton kernel can run: the kernel's math
+    (see kernels/adagrad.py) in torch ops, so a model gives the same results either way."""
+    keep = None if found_inf is None else (found_inf == 0)
+    for index, param in enumerate(params):
+        step = steps[index]
+        count_step(step, keep)
+        step_size = (lr / (1.0 + (step.to(torch.float64) - 1.0) * lr_decay)).float()
+        grad = step_input(param, grads[index], grad_scale=grad_scale, maximize=maximize, weight_decay=weight_decay)
+        square_sum = state_sums[index].float() + grad * grad
+        write(state_sums[index], square_sum, keep)
+        write(param, param.float() - step_size * (grad / (square_sum.sqrt() + eps)), keep)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("adagrad",)
+
+# Eager is torch's fastest, fused=True (the goal is >= 1.0x of it); foreach=True beside it;
+# torch.compile compiles the foreach step.
+_RECIPE = dict(lr=0.01, lr_decay=1e-4, weight_decay=1e-4)
+BASELINES = {
+    "fastcnn": lambda params: _fastcnn_adagrad(params, **_RECIPE),
+    "eager": lambda params: torch.optim.Adagrad(params, fused=True, **_RECIPE),
+    "torch_foreach": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
+    "torch_compile": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
+}
+
+
+def _fastcnn_adagrad(params, **options):
+    from ..optim import Adagrad
+
+    return Adagrad(params, **options)
+
+
+def _case(suite, shapes, dtype):
+    return optimizer_case("adagrad", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: one Adagrad step over each suite's parameters (see
+    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
+    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)

@@ -1,0 +1,131 @@
+"""RMSprop (centered, momentum, weight decay): one fused multi-tensor step, the op behind
+``fastcnn.optim.RMSprop`` (fastcnn/optim.py), over ``kernels/rmsprop.py``: the byte count, the
+in-place operator ``torch.ops.fastcnn.rmsprop_step_``, the functional ``rmsprop_step`` that picks
+it or the PyTorch reference path, and the benchmark cases.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from ..dtypes import triton_dtype
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, optimizer_case,
+                            optimizer_profile_cases, step_input, write)
+
+__all__ = []  # its public face is fastcnn.optim.RMSprop
+
+
+def _kernels():
+    """(kernels/rmsprop.py, kernels/multi_tensor.py), imported on the first launch (see
+    ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import multi_tensor, rmsprop
+
+    return rmsprop, multi_tensor
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, centered=False, momentum=False):
+    """Bytes an RMSprop step must move: read param, grad, square_avg and write param, square_avg
+    (5 accesses), plus a read and a write of grad_avg (centered) and of the momentum buffer."""
+    return numel * element_size * (5 + 2 * centered + 2 * momentum)
+
+
+# ----------------------------------------------------------------------------- operator, functional, reference path
+@torch.library.custom_op("fastcnn::rmsprop_step_",
+                         mutates_args=("params", "square_avgs", "grad_avgs", "momentum_buffers", "steps"))
+def _rmsprop_step_op(params: list[Tensor], grads: list[Tensor], square_avgs: list[Tensor], grad_avgs: list[Tensor],
+                     momentum_buffers: list[Tensor], steps: list[Tensor], grad_scale: Optional[Tensor],
+                     found_inf: Optional[Tensor], *, lr: float, alpha: float, eps: float, weight_decay: float,
+                     momentum: float, centered: bool, maximize: bool) -> None:
+    """One RMSprop step, in place, over tensors that share a device and dtypes, walkable as flat
+    arrays (see fastcnn.optim); ``grad_avgs`` is empty unless ``centered``, ``momentum_buffers``
+    unless ``momentum > 0``."""
+    if not params:
+        return
+    rmsprop_kernels, multi_tensor = _kernels()
+    tensor_lists = (params, grads, square_avgs, grad_avgs if centered else square_avgs,
+                    momentum_buffers if momentum > 0 else square_avgs, steps)
+    table = multi_tensor.cached_table(tensor_lists, rmsprop_kernels.CHUNK_SIZE, params[0].device)
+    with torch.profiler.record_function("fastcnn::rmsprop_step"):
+        _backend.record_launch("rmsprop_step", rmsprop_kernels.rmsprop_step(
+            table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(square_avgs[0].dtype),
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+            maximize=maximize, grad_scale=grad_scale, found_inf=found_inf))
+
+
+@_rmsprop_step_op.register_fake
+def _(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, grad_scale, found_inf, **hyperparameters):
+    return None
+
+
+def rmsprop_step(op, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, *, grad_scale=None,
+                 found_inf=None, **hyperparameters):
+    """One RMSprop step, in place, over tensors on one device that share dtypes and can be walked
+    as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference path
+    (announced once with a FallbackWarning naming ``op``) where no kernel can run.
+    ``hyperparameters`` are lr, alpha, eps, weight_decay, momentum, centered, maximize."""
+    device = params[0].device if params else torch.device("cpu")
+    if _backend.backend_for(device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, device)
+        reference_rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, steps,
+                               grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+        return
+    _rmsprop_step_op(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, grad_scale=grad_scale,
+                     found_inf=found_inf, **hyperparameters)
+
+
+def reference_rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, *, lr, alpha, eps,
+                           weight_decay, momentum, centered, maximize, grad_scale=None, found_inf=None):
+    """The PyTorch path of ``rmsprop_step``, where no Triton kernel can run: the kernel's math
+    (see kernels/rmsprop.py) in fp32 torch ops, so a model gives the same results either way."""
+    keep = None if found_inf is None else (found_inf == 0)
+    for index, param in enumerate(params):
+        count_step(steps[index], keep)
+        grad = step_input(param, grads[index], grad_scale=grad_scale, maximize=maximize, weight_decay=weight_decay)
+        square_avg = alpha * square_avgs[index].float() + (1.0 - alpha) * grad * grad
+        write(square_avgs[index], square_avg, keep)
+        if centered:
+            grad_avg = grad_avgs[index].float()
+            grad_avg = grad_avg + (1.0 - alpha) * (grad - grad_avg)
+            write(grad_avgs[index], grad_avg, keep)
+            denom = (square_avg - grad_avg * grad_avg).sqrt() + eps
+        else:
+            denom = square_avg.sqrt() + eps
+        if momentum > 0:
+            buffer = momentum * momentum_buffers[index].float() + grad / denom
+            write(momentum_buffers[index], buffer, keep)
+            write(param, param.float() - lr * buffer, keep)
+        else:
+            write(param, param.float() - lr * (grad / denom), keep)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("rmsprop",)
+
+# The MobileNet/EfficientNet recipe: alpha 0.9, eps 1e-3, momentum 0.9. Torch has no fused
+# RMSprop: eager is its fastest, foreach=True; torch.compile compiles that step.
+_RECIPE = dict(lr=0.016, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=1e-5)
+BASELINES = {
+    "fastcnn": lambda params: _fastcnn_rmsprop(params, **_RECIPE),
+    "eager": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
+    "torch_compile": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
+}
+
+
+def _fastcnn_rmsprop(params, **options):
+    from ..optim import RMSprop
+
+    return RMSprop(params, **options)
+
+
+def _case(suite, shapes, dtype):
+    return optimizer_case("rmsprop", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1), momentum=True),
+                          BASELINES)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: one RMSprop step (momentum 0.9) over each suite's parameters (see
+    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
+    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)

@@ -1,0 +1,134 @@
+"""SGD with momentum, dampening, Nesterov and weight decay: one fused multi-tensor step, the op
+behind ``fastcnn.optim.SGD`` (fastcnn/optim.py), over ``kernels/sgd.py``: the byte count, the
+in-place operator ``torch.ops.fastcnn.sgd_step_``, the functional ``sgd_step`` that picks it or
+the PyTorch reference path, and the benchmark cases. The optimizer's argument checks are torch's
+(its constructor) and fastcnn/validation.py's.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from ..dtypes import triton_dtype
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, optimizer_case, optimizer_profile_cases,
+                            step_input, write)
+
+__all__ = []  # its public face is fastcnn.optim.SGD
+
+
+def _kernels():
+    """(kernels/sgd.py, kernels/multi_tensor.py), imported on the first launch (see
+    ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import multi_tensor, sgd
+
+    return sgd, multi_tensor
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, momentum=True):
+    """Bytes an SGD step must move: read param and grad, write param (3 accesses); with momentum
+    also read and write the momentum buffer (5)."""
+    return numel * element_size * (5 if momentum else 3)
+
+
+# ----------------------------------------------------------------------------- operator, functional, reference path
+@torch.library.custom_op("fastcnn::sgd_step_", mutates_args=("params", "momentum_buffers", "first_step_flags"))
+def _sgd_step_op(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor],
+                 first_step_flags: list[Tensor], pending: list[int], grad_scale: Optional[Tensor],
+                 found_inf: Optional[Tensor], *, lr: float, momentum: float, dampening: float, weight_decay: float,
+                 nesterov: bool, maximize: bool) -> None:
+    """One SGD step, in place, over tensors that share a device and dtype, walkable as flat arrays
+    (see fastcnn.optim); ``momentum_buffers`` and ``first_step_flags`` (fp32 scalars, 1 where the
+    buffer takes this step's gradient) are empty without momentum; the flags at ``pending`` are
+    cleared by the step (kept where GradScaler skipped it)."""
+    if not params:
+        return
+    sgd_kernels, multi_tensor = _kernels()
+    device = params[0].device
+    has_momentum = momentum != 0
+    tensor_lists = (params, grads, momentum_buffers if has_momentum else params,
+                    first_step_flags if has_momentum else params)
+    table = multi_tensor.cached_table(tensor_lists, sgd_kernels.CHUNK_SIZE, device)
+    pending_table = None
+    if pending:
+        pending_table = multi_tensor.cached_table(([first_step_flags[index] for index in pending],),
+                                                  sgd_kernels.CHUNK_SIZE, device)
+    with torch.profiler.record_function("fastcnn::sgd_step"):
+        _backend.record_launch("sgd_step", sgd_kernels.sgd_step(
+            table, pending_table, element_type=triton_dtype(params[0].dtype), lr=lr, momentum=momentum,
+            dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+            grad_scale=grad_scale, found_inf=found_inf))
+
+
+@_sgd_step_op.register_fake
+def _(params, grads, momentum_buffers, first_step_flags, pending, grad_scale, found_inf, **hyperparameters):
+    return None
+
+
+def sgd_step(op, params, grads, momentum_buffers, first_step_flags, pending_flags, *, grad_scale=None,
+             found_inf=None, **hyperparameters):
+    """One SGD step, in place, over tensors on one device that share a dtype and can be walked as
+    flat arrays (fastcnn.optim prepares them): the fused kernel, or the PyTorch reference path
+    (announced once with a FallbackWarning naming ``op``) where no kernel can run.
+    ``pending_flags`` are those of ``first_step_flags`` the step must clear; ``hyperparameters``
+    are lr, momentum, dampening, weight_decay, nesterov, maximize."""
+    pending = [index for index, flag in enumerate(first_step_flags) if any(flag is p for p in pending_flags)]
+    device = params[0].device if params else torch.device("cpu")
+    if _backend.backend_for(device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, device)
+        reference_sgd_step(params, grads, momentum_buffers, first_step_flags, pending, grad_scale=grad_scale,
+                           found_inf=found_inf, **hyperparameters)
+        return
+    _sgd_step_op(params, grads, momentum_buffers, first_step_flags, pending, grad_scale=grad_scale,
+                 found_inf=found_inf, **hyperparameters)
+
+
+def reference_sgd_step(params, grads, momentum_buffers, first_step_flags, pending, *, lr, momentum, dampening,
+                       weight_decay, nesterov, maximize, grad_scale=None, found_inf=None):
+    """The PyTorch path of ``sgd_step``, where no Triton kernel can run: the kernel's math (see
+    kernels/sgd.py) in fp32 torch ops, so a model gives the same results with or without Triton."""
+    keep = None if found_inf is None else (found_inf == 0)
+    for index, param in enumerate(params):
+        grad = step_input(param, grads[index], grad_scale=grad_scale, maximize=maximize, weight_decay=weight_decay)
+        if momentum != 0:
+            buffer = momentum_buffers[index]
+            new_buffer = torch.where(first_step_flags[index] != 0, grad,
+                                     momentum * buffer.float() + (1.0 - dampening) * grad)
+            write(buffer, new_buffer, keep)
+            grad = grad + momentum * new_buffer if nesterov else new_buffer
+        write(param, param.float() - lr * grad, keep)
+    for index in pending:
+        flag = first_step_flags[index]
+        flag.mul_(0.0 if keep is None else (~keep).to(flag.dtype))
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("sgd",)
+
+# ResNet's recipe: momentum 0.9, weight decay 1e-4. Eager is torch's fastest, fused=True (the
+# goal is >= 1.0x of it); foreach=True beside it; torch.compile compiles the foreach step.
+_RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
+BASELINES = {
+    "fastcnn": lambda params: _fastcnn_sgd(params, **_RECIPE),
+    "eager": lambda params: torch.optim.SGD(params, fused=True, **_RECIPE),
+    "torch_foreach": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
+    "torch_compile": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
+}
+
+
+def _fastcnn_sgd(params, **options):
+    from ..optim import SGD
+
+    return SGD(params, **options)
+
+
+def _case(suite, shapes, dtype):
+    return optimizer_case("sgd", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: one SGD step (momentum 0.9) over each suite's parameters (see
+    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
+    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
