@@ -2,6 +2,7 @@
 ``ops/sgd.py``, ``ops/rmsprop.py``, ``ops/adagrad.py``, ``ops/adadelta.py`` and gradient clipping
 in ``ops/clip_grad.py``), each over its kernel file and ``kernels/multi_tensor.py``:
 
+* ``flat_walkable``: tensors the flat kernels can walk element by element (staged where not);
 * the reference path's helpers: the gradient an update rule sees and the GradScaler-aware write,
   so each op's PyTorch path follows its kernel's math step for step without a host sync;
 * the benchmark suites of parameter shapes (ResNet-50's 161 tensors, 2000 small ones) and the
@@ -11,7 +12,31 @@ import math
 
 import torch
 
+from ._layout import is_dense
 from .benchmarking import BenchmarkCase, compiled, element_size, random_input
+
+
+# ----------------------------------------------------------------------------- walkable tensors
+def flat_walkable(tensors, write_back):
+    """``tensors`` (param, grad, states) as tensors the kernel can walk element by element in the
+    same order: dense and with identical strides. Those that are not (a grad laid out unlike its
+    channels_last param, a strided param) are staged in the param's dense layout; staged tensors
+    the step writes (all but the grad) are queued in ``write_back``."""
+    reference = tensors[0]
+    if is_dense(reference) and all(t.stride() == reference.stride() or t.numel() == 0 for t in tensors[1:]):
+        return tensors
+    dense_template = reference if is_dense(reference) else reference.contiguous()
+    staged = []
+    for index, tensor in enumerate(tensors):
+        if is_dense(tensor) and tensor.stride() == dense_template.stride():
+            staged.append(tensor)
+            continue
+        copy = torch.empty_like(dense_template, dtype=tensor.dtype)
+        copy.copy_(tensor)
+        staged.append(copy)
+        if index != 1:
+            write_back.append((tensor, copy))
+    return staged
 
 
 # ----------------------------------------------------------------------------- reference path helpers
@@ -80,17 +105,19 @@ def parameters_with_grads(shapes, dtype, device, seed=0):
     return params
 
 
-def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations):
-    """One optimizer step over ``shapes`` for each of ``implementations`` ({name: params ->
-    optimizer}; fastcnn's, eager (torch's fastest), torch_compile (the foreach step compiled) and
-    any other baseline). ``bytes_per_element`` is what the algorithm must move per parameter."""
+def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations, variant=""):
+    """One optimizer step (or gradient clipping) over ``shapes`` for each of ``implementations``
+    ({name: params -> optimizer or zero-argument callable}; fastcnn's, eager (torch's fastest),
+    torch_compile (torch's foreach step compiled) and any other baseline). ``bytes_per_element``
+    is what the algorithm must move per parameter; ``variant`` names the configuration."""
     numel = sum(math.prod(shape) for shape in shapes)
 
     def build(device):
         def step(name):
             params = parameters_with_grads(shapes, dtype, device)  # the same parameters for each
-            optimizer = implementations[name](params)
-            update = compiled(optimizer.step) if name == "torch_compile" else optimizer.step
+            made = implementations[name](params)
+            update = made.step if isinstance(made, torch.optim.Optimizer) else made
+            update = compiled(update) if name == "torch_compile" else update
 
             def run():
                 update()
@@ -99,8 +126,8 @@ def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations)
 
         return {name: step(name) for name in implementations}
 
-    return BenchmarkCase(op, f"{suite}/{len(shapes)} tensors", dtype, "-", {"bytes": numel * bytes_per_element},
-                         build)
+    name = f"{suite}/{len(shapes)} tensors" + (f"/{variant}" if variant else "")
+    return BenchmarkCase(op, name, dtype, "-", {"bytes": numel * bytes_per_element}, build)
 
 
 def optimizer_profile_cases(op, dtypes, make_case, *, quick=False, smoke=False):

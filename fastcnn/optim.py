@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import validation
-from ._layout import is_dense
+from .multi_tensor import flat_walkable
 from .ops.adadelta import adadelta_step
 from .ops.adagrad import adagrad_step
 from .ops.adam import adam_step
@@ -103,7 +103,7 @@ class _FusedStep:
                 tensors = [torch.view_as_real(t) for t in tensors]
             key = (param.device, tensors[0].dtype, tensors[2].dtype if len(tensors) > 2 else None)
             bucket = buckets.setdefault(key, _Bucket())
-            bucket.add(_flat_walkable(tensors, bucket.write_back), counter, pending)
+            bucket.add(flat_walkable(tensors, bucket.write_back), counter, pending)
         return buckets
 
     def _device_step(self, param):
@@ -355,28 +355,6 @@ class Adadelta(_FusedStep, torch.optim.Adadelta):
         square_avgs, acc_deltas = bucket.states
         adadelta_step(op, bucket.params, bucket.grads, square_avgs, acc_deltas, bucket.counters,
                       grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
-
-
-def _flat_walkable(tensors, write_back):
-    """``tensors`` (param, grad, states) as tensors the kernel can walk element by element in the
-    same order: dense and with identical strides. Those that are not (a grad laid out unlike its
-    channels_last param, a strided param) are staged in the param's dense layout; staged tensors
-    the step writes (all but the grad) are queued in ``write_back``."""
-    reference = tensors[0]
-    if is_dense(reference) and all(t.stride() == reference.stride() or t.numel() == 0 for t in tensors[1:]):
-        return tensors
-    dense_template = reference if is_dense(reference) else reference.contiguous()
-    staged = []
-    for index, tensor in enumerate(tensors):
-        if is_dense(tensor) and tensor.stride() == dense_template.stride():
-            staged.append(tensor)
-            continue
-        copy = torch.empty_like(dense_template, dtype=tensor.dtype)
-        copy.copy_(tensor)
-        staged.append(copy)
-        if index != 1:
-            write_back.append((tensor, copy))
-    return staged
 
 
 def _on_device(value, device):
