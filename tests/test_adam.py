@@ -1,117 +1,25 @@
-"""fastcnn.optim.Adam / AdamW against torch.optim.Adam / AdamW(foreach=False) run in float64.
+"""fastcnn.optim.Adam / AdamW against torch.optim.Adam / AdamW(foreach=False) run in float64
+(tests/optimizer_harness.py: parameter sets, trajectories, checkpoints, GradScaler).
 
 Every test here runs the Triton kernels: compiled on a GPU, through Triton's interpreter on CPU
-(tests/conftest.py). Parameter sets mix odd sizes, a channels_last tensor, a sliced (strided)
-tensor, an empty tensor and one longer than a kernel chunk.
+(tests/conftest.py).
 """
-import io
 import warnings
 
 import pytest
 import torch
 
 import fastcnn
-from fastcnn.dtypes import UNIT_ROUNDOFF
-from fastcnn.kernels import adam as adam_kernels
-from fastcnn.testing import (DEVICE, assert_close, count_launches, gpu_only, make_tensor, record_aten_ops,
-                             strided_copy, torch_test_helpers)
+from fastcnn.testing import assert_close, count_launches, gpu_only, make_tensor, strided_copy
+from optimizer_harness import (PARAM_SPECS, check_constructor_errors, check_grad_scaler, check_no_aten_math,
+                               check_state_dict_interchange, make_params, opinfo_configs)
+from optimizer_harness import run_against_torch as run_optimizers
 
-# PyTorch's own optimizer test inputs; None (with the reason) where its test helpers are missing.
-common_optimizers, COMMON_OPTIMIZERS_MISSING = torch_test_helpers("common_optimizers")
-
-STEPS = 20
 PAIRS = {"Adam": (fastcnn.optim.Adam, torch.optim.Adam), "AdamW": (fastcnn.optim.AdamW, torch.optim.AdamW)}
 
-# (shape, param layout, grad layout)
-PARAM_SPECS = [
-    ((3, 5, 7, 7), "channels_last", "contiguous"),  # grad laid out unlike its param: staged
-    ((4, 3, 3, 5), "channels_last", "channels_last"),
-    ((13,), "contiguous", "contiguous"),
-    ((1,), "contiguous", "contiguous"),
-    ((0, 4), "contiguous", "contiguous"),
-    ((33, 17), "sliced", "contiguous"),  # a strided param: staged and written back
-    ((adam_kernels.CHUNK_SIZE + 907,), "contiguous", "sliced"),  # two chunks
-]
 
-
-def make_params(dtype, generator, specs=PARAM_SPECS):
-    # Small parameters so that fp32 rounding of the values stays far below the size of the updates.
-    return [make_tensor(shape, dtype, layout=layout, generator=generator, low=0.01, high=0.1).requires_grad_()
-            for shape, layout, _ in specs]
-
-
-def reference_kwargs(kwargs):
-    """The options that change the math (capturable/foreach/fused only pick torch's implementation)."""
-    return {k: v for k, v in kwargs.items() if k not in ("capturable", "foreach", "fused")}
-
-
-def run_against_torch(name, kwargs, dtype, generator, seed, *, specs=PARAM_SPECS, steps=STEPS,
-                      skip_grad=lambda step, index: False):
-    ours_cls, torch_cls = PAIRS[name]
-    params = make_params(dtype, generator, specs)
-    initial = [p.detach().to(torch.float64).clone() for p in params]
-    reference = [p.clone().requires_grad_() for p in initial]
-    ours = ours_cls(params, **kwargs)
-    theirs = torch_cls(reference, foreach=False, **reference_kwargs(kwargs))
-    for step in range(steps):
-        for index, ((shape, _, grad_layout), p, r) in enumerate(zip(specs, params, reference)):
-            if skip_grad(step, index):
-                p.grad = r.grad = None
-                continue
-            p.grad = make_tensor(shape, dtype, layout=grad_layout, generator=generator)
-            r.grad = p.grad.to(torch.float64)
-        with count_launches() as launched:
-            ours.step()
-        theirs.step()
-        if dtype != torch.float32:
-            round_to_storage(theirs, dtype)
-        assert launched == {"adam_step": 2}, f"expected one fused pair of launches, got {dict(launched)}"
-    compare_states(ours, theirs, params, reference, initial, dtype, seed, steps)
-    return ours, params
-
-
-@torch.no_grad()
-def round_to_storage(reference_optimizer, dtype):
-    """Round the float64 reference's params and moments to the storage dtype after each step, as
-    the kernel must: what remains to compare is the arithmetic, not the storage precision (an EMA of
-    random-sign gradients loses most of its bf16 digits to cancellation in either implementation)."""
-    for group in reference_optimizer.param_groups:
-        for param in group["params"]:
-            for tensor in [param] + [v for k, v in reference_optimizer.state[param].items() if k != "step"]:
-                tensor.copy_(tensor.to(dtype))
-
-
-def compare_states(ours, theirs, params, reference, initial, dtype, seed, steps=STEPS):
-    for index, (p, r, start) in enumerate(zip(params, reference, initial)):
-        what = f"param {index} {tuple(p.shape)}"
-        # Each step rounds the stored param (one unit roundoff of |p|), and Adam's sign-like update
-        # does not damp a difference once made, so up to one rounding per step is unavoidable.
-        rounding = UNIT_ROUNDOFF[dtype] * max(r.detach().norm().item(), start.norm().item()) * steps
-        assert_close(p, r, dtype, what=what, seed=seed, reduction_length=steps, error_floor=rounding)
-        if dtype == torch.float32:
-            assert_close(p.detach().double() - start, r.detach() - start, dtype, what=what + " update",
-                         seed=seed, reduction_length=steps, error_floor=rounding)
-        if r not in theirs.state:
-            assert p not in ours.state
-            continue
-        state, expected = ours.state[p], theirs.state[r]
-        assert state.keys() == expected.keys()
-        assert state["step"].item() == expected["step"].item(), what + " step"
-        # The moments average terms of magnitude <= 1 (|g| < 1, g*g < 1) that may cancel to near
-        # zero: a rounding of each term each step is unavoidable, relative to the terms, not the sum.
-        term_rounding = UNIT_ROUNDOFF[dtype] * steps * p.numel() ** 0.5
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            if key in expected:
-                assert state[key].dtype == p.dtype
-                assert_close(state[key], expected[key], dtype, what=f"{what} {key}", seed=seed,
-                             reduction_length=steps, error_floor=term_rounding)
-
-
-def opinfo_configs(name):
-    if common_optimizers is None:
-        return [pytest.param(name, {}, id=name, marks=pytest.mark.skip(reason=COMMON_OPTIMIZERS_MISSING))]
-    function = getattr(common_optimizers, f"optim_inputs_func_{name.lower()}")
-    return [pytest.param(name, config.kwargs, id=f"{name}-{config.desc}") for config in function(DEVICE)]
+def run_against_torch(name, kwargs, dtype, generator, seed, **options):
+    return run_optimizers(*PAIRS[name], kwargs, dtype, generator, seed, launches={"adam_step": 2}, **options)
 
 
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("Adam") + opinfo_configs("AdamW"))
@@ -168,17 +76,7 @@ def test_param_groups_and_mixed_dtypes_launch_per_bucket(generator, seed):
 def test_step_issues_no_aten_math(generator):
     """The update itself is the Triton kernel: no ATen op of torch's Adam runs during a step."""
     params = [make_tensor((n, 3), generator=generator).requires_grad_() for n in (5, 8)]
-    optimizer = fastcnn.optim.AdamW(params, amsgrad=True)
-    for p in params:
-        p.grad = torch.ones_like(p)
-    optimizer.step()  # lazy state creation happens here
-    with record_aten_ops() as ops, count_launches() as launched:
-        optimizer.step()
-    math = [op for op in ops if op.startswith("aten::") and any(
-        word in op for word in ("adam", "lerp", "addc", "sqrt", "mul", "div", "add", "maximum", "foreach"))]
-    assert not math, f"ATen math ran during step(): {math}"
-    assert ops.count("fastcnn::adam_step_") == 1, ops
-    assert launched == {"adam_step": 2}
+    check_no_aten_math(fastcnn.optim.AdamW(params, amsgrad=True), "adam_step_", {"adam_step": 2})
 
 
 def test_tables_follow_reallocated_tensors(generator, seed):
@@ -227,52 +125,11 @@ def test_closure_is_evaluated_with_grad(generator):
     assert optimizer.state[param]["step"].item() == 1
 
 
-def _save_and_load(state_dict):
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, map_location="cpu", weights_only=True)
-
-
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 @pytest.mark.parametrize("direction", ["torch_to_fastcnn", "fastcnn_to_torch"])
 def test_state_dict_interchange(name, direction, generator, seed):
-    """Five steps with one optimizer, checkpoint (loaded with map_location='cpu'), five more with
-    the other: identical to ten steps of torch alone."""
-    ours_cls, torch_cls = PAIRS[name]
-    kwargs = dict(lr=0.01, weight_decay=0.1, amsgrad=True)
-    specs = PARAM_SPECS[1:4]
-    shapes = [shape for shape, _, _ in specs]
-    grads = [[make_tensor(shape, generator=generator) for shape in shapes] for _ in range(10)]
-    start = make_params(torch.float32, generator, specs)
-
-    def fresh():
-        return [p.detach().clone().requires_grad_() for p in start]
-
-    def run(optimizer, params, steps):
-        for step in steps:
-            for p, g in zip(params, grads[step]):
-                p.grad = g.clone()
-            optimizer.step()
-
-    expected_params = fresh()
-    expected = torch_cls(expected_params, **kwargs)
-    run(expected, expected_params, range(10))
-
-    first_cls, second_cls = (torch_cls, ours_cls) if direction == "torch_to_fastcnn" else (ours_cls, torch_cls)
-    params = fresh()
-    first = first_cls(params, **kwargs)
-    run(first, params, range(5))
-    checkpoint = _save_and_load(first.state_dict())
-    second = second_cls(params, **kwargs)
-    second.load_state_dict(checkpoint)
-    run(second, params, range(5, 10))
-    assert second.state_dict()["param_groups"] == expected.state_dict()["param_groups"]
-    for index, (p, r) in enumerate(zip(params, expected_params)):
-        assert_close(p, r, torch.float32, what=f"param {index}", seed=seed)
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            assert_close(second.state[p][key], expected.state[r][key], torch.float32, what=key, seed=seed)
-        assert float(second.state[p]["step"]) == 10.0
+    check_state_dict_interchange(*PAIRS[name], dict(lr=0.01, weight_decay=0.1, amsgrad=True), direction, generator,
+                                 seed)
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -305,59 +162,16 @@ def test_strided_optimizer_state_is_read_and_written_through_its_strides(name, g
             assert torch.isnan(state._base[..., 1:]).all()  # the elements between were never touched
 
 
-def _scaler_run(optimizer_cls, params, grads_per_step, scaler, unscale_first):
-    optimizer = optimizer_cls(params, lr=0.01)
-    for grads in grads_per_step:
-        optimizer.zero_grad()
-        loss = sum((p * g).sum() for p, g in zip(params, grads))  # d loss / d p = g
-        scaler.scale(loss).backward()
-        if unscale_first:
-            scaler.unscale_(optimizer)
-        scaler.step(optimizer)
-        scaler.update()
-    return optimizer
-
-
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
 def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
     """torch.amp.GradScaler: the kernel unscales the grads and skips the step on inf/NaN."""
-    shapes = [(5, 3), (7,)]
-    grads = [[make_tensor(s, generator=generator) for s in shapes] for _ in range(6)]
-    grads[2][1][3] = float("inf")
-    grads[4][0][1, 1] = float("nan")
-    start = [make_tensor(s, generator=generator, low=0.01, high=0.1) for s in shapes]
-    results = []
-    for cls in (fastcnn.optim.Adam, torch.optim.Adam):
-        params = [p.clone().requires_grad_() for p in start]
-        scaler = torch.amp.GradScaler(DEVICE, init_scale=1024.0, growth_interval=2)
-        optimizer = _scaler_run(cls, params, grads, scaler, unscale_first)
-        results.append((params, optimizer, scaler.get_scale()))
-    (ours, ours_opt, ours_scale), (theirs, theirs_opt, theirs_scale) = results
-    assert ours_scale == theirs_scale
-    for p, r in zip(ours, theirs):
-        assert_close(p, r, torch.float32, what="param", seed=seed)
-        assert float(ours_opt.state[p]["step"]) == float(theirs_opt.state[r]["step"]) == 4.0
+    check_grad_scaler(fastcnn.optim.Adam, torch.optim.Adam, dict(lr=0.01), unscale_first, generator, seed)
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 def test_constructor_errors_match_torch(name):
     """PyTorch's own error inputs for Adam/AdamW raise the same exception types and messages."""
-    if common_optimizers is None:
-        pytest.skip(COMMON_OPTIMIZERS_MISSING)
-    ours_cls = PAIRS[name][0]
-    function = getattr(common_optimizers, f"optim_error_inputs_func_{name.lower()}")
-    error_inputs = function("cpu", torch.float32)
-    assert error_inputs
-    for error_input in error_inputs:
-        config = error_input.optimizer_error_input
-        params = config.params if config.params is not None else [torch.ones(2, requires_grad=True)]
-        assert error_input.error_on == common_optimizers.OptimizerErrorEnum.CONSTRUCTION_ERROR
-        if issubclass(error_input.error_type, Warning):
-            with pytest.warns(error_input.error_type, match=error_input.error_regex):
-                ours_cls(params, **config.kwargs)
-        else:
-            with pytest.raises(error_input.error_type, match=error_input.error_regex):
-                ours_cls(params, **config.kwargs)
+    check_constructor_errors(name, PAIRS[name][0])
 
 
 @pytest.mark.parametrize("kwargs, message", [

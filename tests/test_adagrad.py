@@ -1,0 +1,64 @@
+"""fastcnn.optim.Adagrad against torch.optim.Adagrad(foreach=False) run in float64
+(tests/optimizer_harness.py). Every test here runs the Triton kernels (the interpreter on CPU)."""
+import pytest
+import torch
+
+import fastcnn
+from fastcnn.testing import count_launches, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math,
+                               check_state_dict_interchange, opinfo_configs, run_against_torch)
+
+LAUNCHES = {"adagrad_step": 2}
+
+
+@pytest.mark.parametrize("name, kwargs", opinfo_configs("Adagrad"))
+def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
+    run_against_torch(fastcnn.optim.Adagrad, torch.optim.Adagrad, kwargs, torch.float32, generator, seed,
+                      launches=LAUNCHES)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.1, lr_decay=0.3, initial_accumulator_value=0.5, eps=1e-6),
+    dict(lr=0.05, weight_decay=0.2, maximize=True),
+], ids=["decay-accumulator-eps", "weight-decay-maximize"])
+def test_options_with_skipped_grads(kwargs, generator, seed):
+    """Skipped params keep their own step counters, so the decayed lr differs between tensors."""
+    run_against_torch(fastcnn.optim.Adagrad, torch.optim.Adagrad, kwargs, torch.float32, generator, seed,
+                      launches=LAUNCHES, skip_grad=lambda step, index: index in (2, 5) and step % 3 == 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_params(dtype, generator, seed):
+    run_against_torch(fastcnn.optim.Adagrad, torch.optim.Adagrad, dict(lr=0.05, lr_decay=0.1, weight_decay=0.1),
+                      dtype, generator, seed, launches=LAUNCHES)
+
+
+def test_step_issues_no_aten_math(generator):
+    params = [make_tensor((n, 3), generator=generator).requires_grad_() for n in (5, 8)]
+    check_no_aten_math(fastcnn.optim.Adagrad(params, lr_decay=0.1), "adagrad_step_", LAUNCHES)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_fastcnn", "fastcnn_to_torch"])
+def test_state_dict_interchange(direction, generator, seed):
+    check_state_dict_interchange(fastcnn.optim.Adagrad, torch.optim.Adagrad,
+                                 dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.2), direction, generator, seed)
+
+
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
+def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
+    check_grad_scaler(fastcnn.optim.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.2), unscale_first,
+                      generator, seed)
+
+
+def test_constructor_errors_match_torch():
+    check_constructor_errors("Adagrad", fastcnn.optim.Adagrad)
+
+
+def test_sparse_grads_are_refused_before_launch():
+    """torch's Adagrad takes sparse gradients; the fused kernel does not, and says so."""
+    param = torch.ones(4, 3, requires_grad=True)
+    optimizer = fastcnn.optim.Adagrad([param])
+    param.grad = torch.ones(4, 3).to_sparse()
+    with count_launches() as launched, pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        optimizer.step()
+    assert not launched
