@@ -92,7 +92,7 @@ def _accumulate(grad_ptr, offsets, mask, in_range, largest, scaled_sum, nonfinit
         nonfinite = tl.maximum(nonfinite, tl.max(tl.where(is_inf, HAS_INF, FINITE), axis=0))
         finite = tl.where(is_nan | is_inf, 0.0, value)
         new_largest = tl.maximum(largest, tl.max(finite, axis=0))
-        inverse = tl.where(new_largest > 0.0, 1.0 / new_largest, 0.0)
+        inverse = tl.where(new_largest > 0.0, 1.0 / tl.where(new_largest > 0.0, new_largest, 1.0), 0.0)
         # (Zeros are fed to the power as ones and then dropped: log2(0) is -inf.)
         rescale = tl.where(largest > 0.0, _power(tl.where(largest > 0.0, largest * inverse, 1.0), power,
                                                  POWER_IS_ONE, POWER_IS_TWO), 1.0)
@@ -102,7 +102,9 @@ def _accumulate(grad_ptr, offsets, mask, in_range, largest, scaled_sum, nonfinit
         largest = new_largest
     else:
         # p < 0: |x|^p only grows as |x| shrinks (0 gives inf and the norm 0), so nothing to scale.
-        terms = tl.where(in_range & ~is_nan, _power(value, power, POWER_IS_ONE, POWER_IS_TWO), 0.0)
+        terms = _power(tl.where(value > 0.0, value, 1.0), power, POWER_IS_ONE, POWER_IS_TWO)
+        terms = tl.where(value > 0.0, terms, float("inf"))  # 0**p for p < 0
+        terms = tl.where(in_range & ~is_nan, terms, 0.0)
         scaled_sum += tl.sum(terms, axis=0)
     return largest, scaled_sum, nonfinite
 
@@ -172,7 +174,7 @@ def _total_norm_kernel(partials_ptr, num_partials, total_ptr, coefficient_ptr, m
         total = scale
         if KIND == POWER or KIND == ZERO:
             sums = tl.zeros((BLOCK,), tl.float32)
-            inverse = tl.where(scale > 0.0, 1.0 / scale, 0.0)
+            inverse = tl.where(scale > 0.0, 1.0 / tl.where(scale > 0.0, scale, 1.0), 0.0)
             for start in range(0, num_partials, BLOCK):
                 offsets = start + tl.arange(0, BLOCK)
                 in_range = offsets < num_partials
@@ -261,15 +263,16 @@ def partial_norms(table, partials, offset, tensor_offset, *, element_type, norm_
     return 1
 
 
-def total_norm(partials, total, coefficient, *, norm_type, max_norm):
+def total_norm(partials, total, coefficient, *, total_type, norm_type, max_norm):
     """The norm of all ``partials`` (fp32 [3, n], contiguous) into ``total`` (a scalar of the
-    returned dtype) and the clip coefficient into ``coefficient`` (an fp32 scalar). Returns 1."""
+    returned dtype, ``total_type`` in triton's terms) and the clip coefficient into
+    ``coefficient`` (an fp32 scalar). Returns 1."""
     kind = norm_kind(norm_type)
     _total_norm_kernel[(1,)](
         partials, partials.shape[1], total, coefficient, max_norm,
         norm_type if kind == POWER else 1.0, 1.0 / norm_type if kind == POWER else 1.0,
         KIND=kind, SCALED=kind == POWER and norm_type > 0, POWER_IS_ONE=norm_type == 1,
-        POWER_IS_TWO=norm_type == 2, TOTAL_TYPE=_triton_dtype(total.dtype), BLOCK=TOTAL_BLOCK,
+        POWER_IS_TWO=norm_type == 2, TOTAL_TYPE=total_type, BLOCK=TOTAL_BLOCK,
     )
     return 1
 
@@ -294,8 +297,3 @@ def _scale(table, coefficient, clip_value, element_type, clamp):
     )
     return 1
 
-
-def _triton_dtype(dtype):
-    import torch
-
-    return {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]

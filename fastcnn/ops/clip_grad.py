@@ -99,7 +99,8 @@ def _grad_norm_op(grads: list[Tensor], norm_type: float, max_norm: float) -> tup
                                                    norm_type=norm_type)
             offset += table.num_chunks
             tensor_offset += table.num_tensors
-        launches += clip_kernels.total_norm(partials, total, coefficient, norm_type=norm_type, max_norm=max_norm)
+        launches += clip_kernels.total_norm(partials, total, coefficient, total_type=triton_dtype(total.dtype),
+                                            norm_type=norm_type, max_norm=max_norm)
     _backend.record_launch("grad_norm", launches)
     return total, coefficient
 
