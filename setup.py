@@ -16,7 +16,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["fastcnn", "fastcnn.kernels"],
+    packages=["fastcnn", "fastcnn.ops", "fastcnn.kernels"],
     package_dir={"fastcnn": "fastcnn", "fastcnn.kernels": "kernels"},
     install_requires=[
         "torch>=2.11",

@@ -41,6 +41,8 @@ PARTIAL_ROWS = 3
 FINITE, HAS_INF, HAS_NAN = tl.constexpr(0.0), tl.constexpr(1.0), tl.constexpr(2.0)
 # torch's clip_grad_norm_ adds this to the norm before dividing max_norm by it.
 NORM_EPS = tl.constexpr(1e-6)
+# fp32's smallest normal number: the floor of a scale before taking its reciprocal.
+SMALLEST_NORMAL = tl.constexpr(1.1754943508222875e-38)
 
 CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
 BLOCK = 1024
@@ -61,52 +63,55 @@ def norm_kind(norm_type):
 
 @triton.jit
 def _power(ratio, power, POWER_IS_ONE: tl.constexpr, POWER_IS_TWO: tl.constexpr):
-    """ratio**power for ratio >= 0: exact for p = 1 and 2, exp2(p log2 r) otherwise."""
+    """ratio**power for ratio >= 0 and power > 0: exact for p = 1 and 2, exp2(p log2 r) otherwise."""
     if POWER_IS_ONE:
         return ratio
     elif POWER_IS_TWO:
         return ratio * ratio
     else:
-        return tl.exp2(power * tl.log2(ratio))
+        # 0**p = 0 for p > 0 (the where keeps log2(0) out of the interpreter's way).
+        return tl.where(ratio > 0.0, tl.exp2(power * tl.log2(tl.where(ratio > 0.0, ratio, 1.0))), 0.0)
 
 
 @triton.jit
-def _accumulate(grad_ptr, offsets, mask, in_range, largest, scaled_sum, nonfinite, power,
+def _accumulate(grad_ptr, offsets, mask, largest, scaled_sum, plain_sum, power,
                 KIND: tl.constexpr, SCALED: tl.constexpr, POWER_IS_ONE: tl.constexpr,
                 POWER_IS_TWO: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
-    """One block merged into the chunk's (largest, scaled_sum, nonfinite). ``mask`` guards the
-    load (None for a full block, so that it vectorises); ``in_range`` says which lanes count.
-    ``largest`` is max |x| (INF), min |x| (NEG_INF), or for POWER the scale m."""
-    value = tl.load(block_pointers(grad_ptr, offsets, ALIGNED, BLOCK), mask=mask).to(tl.float32)
-    value = tl.where(in_range, tl.abs(value), 0.0)  # (``other=`` would need a mask on full blocks too)
-    is_nan = value != value
-    nonfinite = tl.maximum(nonfinite, tl.max(tl.where(is_nan, HAS_NAN, FINITE), axis=0))
+    """One block merged lane by lane into the chunk's vectors: ``largest`` (max |x| for INF, min |x|
+    for NEG_INF; for POWER the chunk's scale m, a scalar), ``scaled_sum`` and ``plain_sum`` =
+    sum |x|, which is NaN exactly when a NaN was seen (the |x| are >= 0, so infs alone never make
+    it NaN). ``mask`` is None for a full block, so that its load vectorises."""
+    value = tl.abs(tl.load(block_pointers(grad_ptr, offsets, ALIGNED, BLOCK), mask=mask).to(tl.float32))
+    if mask is not None:
+        # Lanes past the end contribute nothing: 0 to sums and maxima, inf to minima and to the
+        # p < 0 sum (inf**p = 0). (``other=`` would need a mask on full blocks too.)
+        if KIND == NEG_INF or (KIND == POWER and not SCALED):
+            value = tl.where(mask, value, float("inf"))
+        else:
+            value = tl.where(mask, value, 0.0)
+    plain_sum += value
     if KIND == INF:
-        largest = tl.maximum(largest, tl.max(tl.where(is_nan, 0.0, value), axis=0))
+        largest = tl.maximum(largest, value)
     elif KIND == NEG_INF:
-        largest = tl.minimum(largest, tl.min(tl.where(in_range & ~is_nan, value, float("inf")), axis=0))
+        largest = tl.minimum(largest, value)
     elif KIND == ZERO:
-        scaled_sum += tl.sum(tl.where(in_range & (value != 0.0), 1.0, 0.0), axis=0)
+        scaled_sum += tl.where(value != 0.0, 1.0, 0.0)
     elif SCALED:
-        is_inf = value == float("inf")
-        nonfinite = tl.maximum(nonfinite, tl.max(tl.where(is_inf, HAS_INF, FINITE), axis=0))
-        finite = tl.where(is_nan | is_inf, 0.0, value)
-        new_largest = tl.maximum(largest, tl.max(finite, axis=0))
-        inverse = tl.where(new_largest > 0.0, 1.0 / tl.where(new_largest > 0.0, new_largest, 1.0), 0.0)
-        # (Zeros are fed to the power as ones and then dropped: log2(0) is -inf.)
-        rescale = tl.where(largest > 0.0, _power(tl.where(largest > 0.0, largest * inverse, 1.0), power,
-                                                 POWER_IS_ONE, POWER_IS_TWO), 1.0)
-        terms = tl.where(finite > 0.0, _power(tl.where(finite > 0.0, finite * inverse, 1.0), power,
-                                              POWER_IS_ONE, POWER_IS_TWO), 0.0)
-        scaled_sum = scaled_sum * rescale + tl.sum(terms, axis=0)
-        largest = new_largest
+        # One scale m for the whole chunk, raised when a block holds a larger |x| (rare after the
+        # first blocks; the branch is uniform across the program): per element only a multiply
+        # and a fused multiply-add, no division. m starts at fp32's smallest normal, so 1 / m is
+        # finite and the ratios stay <= 1. An inf makes m inf and the sums NaN, which the merge
+        # overrides (the norm is then inf).
+        block_largest = tl.max(value, axis=0)
+        if block_largest > largest:
+            scaled_sum = scaled_sum * _power(largest / block_largest, power, POWER_IS_ONE, POWER_IS_TWO)
+            largest = block_largest
+        scaled_sum += _power(value * (1.0 / largest), power, POWER_IS_ONE, POWER_IS_TWO)
     else:
         # p < 0: |x|^p only grows as |x| shrinks (0 gives inf and the norm 0), so nothing to scale.
-        terms = _power(tl.where(value > 0.0, value, 1.0), power, POWER_IS_ONE, POWER_IS_TWO)
-        terms = tl.where(value > 0.0, terms, float("inf"))  # 0**p for p < 0
-        terms = tl.where(in_range & ~is_nan, terms, 0.0)
-        scaled_sum += tl.sum(terms, axis=0)
-    return largest, scaled_sum, nonfinite
+        scaled_sum += tl.where(value > 0.0, _power(tl.where(value > 0.0, value, 1.0), power, POWER_IS_ONE,
+                                                   POWER_IS_TWO), float("inf"))
+    return largest, scaled_sum, plain_sum
 
 
 @triton.jit
@@ -119,32 +124,48 @@ def _partial_norms_kernel(
     tensor, chunk_start, chunk_end = program_chunk(tables_ptr, chunks_ptr, num_tensors, num_chunks, tables_ptr,
                                                    ROW_NUMEL, CHUNK_SIZE, False)
     grad_ptr = row_pointer(tables_ptr, ROW_GRAD, num_tensors, tensor, ELEMENT_TYPE)
-    largest = tl.zeros((), tl.float32)
     if KIND == NEG_INF:
-        largest += float("inf")
-    scaled_sum = tl.zeros((), tl.float32)
-    nonfinite = tl.zeros((), tl.float32)
+        largest = tl.full((BLOCK,), float("inf"), tl.float32)
+    elif SCALED:
+        largest = tl.full((), SMALLEST_NORMAL, tl.float32)
+    else:
+        largest = tl.zeros((BLOCK,), tl.float32)
+    scaled_sum = tl.zeros((BLOCK,), tl.float32)
+    plain_sum = tl.zeros((BLOCK,), tl.float32)
 
+    # Full blocks carry no mask, so the compiler can vectorise them; the tail block is masked.
     full_end = chunk_start + (chunk_end - chunk_start) // BLOCK * BLOCK
     for block_start in range(chunk_start, full_end, BLOCK):
-        offsets = block_start + tl.arange(0, BLOCK)
-        largest, scaled_sum, nonfinite = _accumulate(
-            grad_ptr, offsets, None, offsets < chunk_end, largest, scaled_sum, nonfinite, power,
+        largest, scaled_sum, plain_sum = _accumulate(
+            grad_ptr, block_start + tl.arange(0, BLOCK), None, largest, scaled_sum, plain_sum, power,
             KIND, SCALED, POWER_IS_ONE, POWER_IS_TWO, ALIGNED, BLOCK)
     if full_end < chunk_end:
         offsets = full_end + tl.arange(0, BLOCK)
-        largest, scaled_sum, nonfinite = _accumulate(
-            grad_ptr, offsets, offsets < chunk_end, offsets < chunk_end, largest, scaled_sum, nonfinite, power,
+        largest, scaled_sum, plain_sum = _accumulate(
+            grad_ptr, offsets, offsets < chunk_end, largest, scaled_sum, plain_sum, power,
             KIND, SCALED, POWER_IS_ONE, POWER_IS_TWO, ALIGNED, BLOCK)
+
+    # The chunk's lanes merged, in a fixed order (a tree reduction of the program's own lanes).
+    if KIND == NEG_INF:
+        chunk_largest = tl.min(largest, axis=0)
+    elif SCALED:
+        chunk_largest = largest
+    else:
+        chunk_largest = tl.max(largest, axis=0)
+    chunk_sum = tl.sum(scaled_sum, axis=0)
+    total_abs = tl.sum(plain_sum, axis=0)
+    nonfinite = tl.where(total_abs != total_abs, HAS_NAN, FINITE)
+    if SCALED:
+        nonfinite = tl.where((nonfinite == FINITE) & (chunk_largest == float("inf")), HAS_INF, nonfinite)
     slot = partials_ptr + partial_offset + tl.program_id(0)
-    tl.store(slot, largest)
+    tl.store(slot, chunk_largest)
     if KIND == ZERO:
         # torch's 0-"norm" of the gradients is the number of *tensors* with a nonzero element (the
         # 0-norm of the per-tensor norms): one slot per tensor, set by any of its chunks. A max
         # is order-independent, so the atomic keeps the result deterministic.
-        tl.atomic_max(partials_ptr + partials_stride + tensor_offset + tensor, tl.where(scaled_sum > 0.0, 1.0, 0.0))
+        tl.atomic_max(partials_ptr + partials_stride + tensor_offset + tensor, tl.where(chunk_sum > 0.0, 1.0, 0.0))
     else:
-        tl.store(slot + partials_stride, scaled_sum)
+        tl.store(slot + partials_stride, chunk_sum)
     tl.store(slot + 2 * partials_stride, nonfinite)
 
 
@@ -174,16 +195,14 @@ def _total_norm_kernel(partials_ptr, num_partials, total_ptr, coefficient_ptr, m
         total = scale
         if KIND == POWER or KIND == ZERO:
             sums = tl.zeros((BLOCK,), tl.float32)
-            inverse = tl.where(scale > 0.0, 1.0 / tl.where(scale > 0.0, scale, 1.0), 0.0)
+            inverse = 1.0 / tl.maximum(scale, SMALLEST_NORMAL)
             for start in range(0, num_partials, BLOCK):
                 offsets = start + tl.arange(0, BLOCK)
                 in_range = offsets < num_partials
                 partial = tl.load(partials_ptr + num_partials + offsets, mask=in_range, other=0.0)
                 if SCALED:
                     chunk_scale = tl.load(partials_ptr + offsets, mask=in_range, other=0.0)
-                    ratio = tl.where(chunk_scale > 0.0, chunk_scale * inverse, 1.0)
-                    partial = tl.where(chunk_scale > 0.0, partial * _power(ratio, power, POWER_IS_ONE, POWER_IS_TWO),
-                                       0.0)
+                    partial = partial * _power(chunk_scale * inverse, power, POWER_IS_ONE, POWER_IS_TWO)
                 sums += partial
             total = tl.sum(sums, axis=0)
             if KIND == POWER:

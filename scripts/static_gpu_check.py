@@ -270,9 +270,8 @@ def scenarios(options):
             import torch
             adam_kernels, multi_tensor = kernel_module("adam"), kernel_module("multi_tensor")
             dtype = dtypes[dtype_name]
-            shapes = [(64, 3, 7, 7), (64,), (256, 64, 1, 1), (512, 512, 3, 3), (1000, 2048), (1000,)]
-            lists = [[torch.empty(shape, dtype=dtype) for shape in shapes] for _ in range(4)]
-            steps = [torch.zeros((), dtype=torch.float32) for _ in shapes]
+            lists = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(4)]
+            steps = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
             tensor_lists = (*lists, lists[3], steps)
             numels = [t.numel() for t in lists[0]]
             table = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE, torch.device("cpu"))
@@ -284,7 +283,56 @@ def scenarios(options):
                                    decoupled_weight_decay=not scaler, amsgrad=False, maximize=False,
                                    grad_scale=scale, found_inf=found_inf)
         out.append((f"adam {label} ResNet-ish params {dtype_name}", adam))
+
+    # The other optimizers and gradient clipping over the same ResNet-ish parameter set.
+    optimizer_steps = {
+        "SGD momentum+Nesterov": ("sgd", 4, dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-4,
+                                                 nesterov=True, maximize=False)),
+        "RMSprop centered+momentum": ("rmsprop", 6, dict(lr=0.01, alpha=0.9, eps=1e-3, weight_decay=1e-5,
+                                                         momentum=0.9, centered=True, maximize=False)),
+        "Adagrad": ("adagrad", 4, dict(lr=0.01, lr_decay=1e-4, eps=1e-10, weight_decay=1e-4, maximize=False)),
+        "Adadelta": ("adadelta", 5, dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=1e-4, maximize=False)),
+    }
+    for dtype_name in options.dtypes:
+        if dtype_name == "fp16":
+            continue
+        for label, (name, rows, hyperparameters) in optimizer_steps.items():
+            def step(dtype_name=dtype_name, name=name, rows=rows, hyperparameters=hyperparameters):
+                import torch
+                kernels, multi_tensor = kernel_module(name), kernel_module("multi_tensor")
+                dtype = dtypes[dtype_name]
+                tensors = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(rows - 1)]
+                counters = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
+                table = multi_tensor.build_table((*tensors, counters), [t.numel() for t in tensors[0]],
+                                                 kernels.CHUNK_SIZE, torch.device("cpu"))
+                tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
+                launch = getattr(kernels, f"{name}_step")
+                types = dict(element_type=tl_dtype) if name == "sgd" else dict(element_type=tl_dtype,
+                                                                                 state_type=tl_dtype)
+                arguments = (table, None) if name == "sgd" else (table,)
+                launch(*arguments, **types, **hyperparameters)
+            out.append((f"{name} {label} ResNet-ish params {dtype_name}", step))
+
+        def clip(dtype_name=dtype_name):
+            import torch
+            clip_grad, multi_tensor = kernel_module("clip_grad"), kernel_module("multi_tensor")
+            dtype = dtypes[dtype_name]
+            grads = [torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES]
+            table = multi_tensor.build_table((grads,), [g.numel() for g in grads], clip_grad.CHUNK_SIZE,
+                                             torch.device("cpu"))
+            tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
+            partials = torch.empty((clip_grad.PARTIAL_ROWS, table.num_chunks), dtype=torch.float32)
+            total, coefficient = torch.empty((), dtype=dtype), torch.empty((), dtype=torch.float32)
+            clip_grad.partial_norms(table, partials, 0, 0, element_type=tl_dtype, norm_type=2.0)
+            clip_grad.total_norm(partials, total, coefficient, total_type=tl_dtype, norm_type=2.0, max_norm=1.0)
+            clip_grad.scale(table, coefficient, element_type=tl_dtype)
+            clip_grad.clamp(table, 1.0, element_type=tl_dtype)
+        out.append((f"clip_grad norm 2 + scale + clamp ResNet-ish grads {dtype_name}", clip))
     return out
+
+
+# Parameter shapes of the optimizer scenarios: a ResNet's stem, BN vectors, 1x1 and 3x3 convs, fc.
+RESNET_ISH_SHAPES = [(64, 3, 7, 7), (64,), (256, 64, 1, 1), (512, 512, 3, 3), (1000, 2048), (1000,)]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import (adam, batch_norm, conv2d, conv2d_depthwise, conv2d_gemm, cross_entropy,  # noqa: E402
-                             max_pool, slicing)
+from fastcnn.kernels import (adadelta, adagrad, adam, batch_norm, clip_grad, conv2d, conv2d_depthwise,  # noqa: E402
+                             conv2d_gemm, cross_entropy, max_pool, multi_tensor, rmsprop, sgd, slicing)
 
 slicing.sm_count = lambda device: 132  # no GPU to ask: an H100's, as the launchers would see it
 
@@ -49,6 +49,55 @@ def memory_accesses(kernel, signature, constexprs, capability):
     return collections.Counter(re.findall(r"(?:ld|st)\.global[\w.]*|cp\.async\.\w+\.shared\.global[\w.]*", compiled.asm["ptx"]))
 
 
+MULTI_TENSOR_POINTERS = {"tables_ptr": "*i64", "chunks_ptr": "*i64", "grad_scale_ptr": "*fp32",
+                         "found_inf_ptr": "*fp32", "partials_ptr": "*fp32", "coefficient_ptr": "*fp32"}
+
+
+def multi_tensor_variants(results):
+    """The other optimizers (every option on) and gradient clipping, fp32 and bf16, with the
+    alignment promise and without: 'optimizer_step/...' and 'clip_grad/...' keys."""
+    common = dict(MAXIMIZE=True, HAS_WEIGHT_DECAY=True, HAS_GRAD_SCALE=True, HAS_FOUND_INF=True, CHUNK_SIZE=16384)
+    steps = {
+        "sgd": (sgd._sgd_step_kernel, dict(HAS_MOMENTUM=True, NESTEROV=True, BLOCK=sgd.BLOCK)),
+        "rmsprop": (rmsprop._rmsprop_step_kernel, dict(CENTERED=True, HAS_MOMENTUM=True, BLOCK=rmsprop.BLOCK)),
+        "adagrad": (adagrad._adagrad_step_kernel, dict(BLOCK=adagrad.BLOCK)),
+        "adadelta": (adadelta._adadelta_step_kernel, dict(BLOCK=adadelta.BLOCK)),
+    }
+    for (name, (kernel, extra)), element_type, aligned in itertools.product(
+            steps.items(), (tl.float32, tl.bfloat16), (True, False)):
+        constexprs = dict(common, **extra, ELEMENT_TYPE=element_type, ALIGNED=aligned)
+        if "STATE_TYPE" in kernel.arg_names:
+            constexprs["STATE_TYPE"] = element_type
+        key = f"optimizer_step/{name}/sm90/{element_type}/{'aligned' if aligned else 'unaligned'}"
+        results[key] = memory_accesses(kernel, runtime_signature(kernel, MULTI_TENSOR_POINTERS), constexprs, 90)
+    integers = ("partial_offset", "tensor_offset", "partials_stride")
+    partial = clip_grad._partial_norms_kernel
+    signature = {name: "i32" if name in integers else kind
+                 for name, kind in runtime_signature(partial, MULTI_TENSOR_POINTERS).items()}
+    norm_cases = [(2.0, tl.float32, True), (2.0, tl.bfloat16, True), (2.0, tl.bfloat16, False), (3.5, tl.float32, True),
+                  (float("inf"), tl.float32, True), (float("-inf"), tl.float32, True), (0.0, tl.float32, True),
+                  (-1.5, tl.float32, True)]
+    for norm_type, element_type, aligned in norm_cases:
+        kind = clip_grad.norm_kind(norm_type)
+        flags = dict(KIND=kind, SCALED=kind == clip_grad.POWER and norm_type > 0, POWER_IS_ONE=norm_type == 1,
+                     POWER_IS_TWO=norm_type == 2)
+        key = f"clip_grad/partial_norms/sm90/p{norm_type}/{element_type}/{'aligned' if aligned else 'unaligned'}"
+        results[key] = memory_accesses(partial, signature, dict(flags, ELEMENT_TYPE=element_type, ALIGNED=aligned,
+                                                                CHUNK_SIZE=16384, BLOCK=clip_grad.BLOCK), 90)
+        if element_type == tl.float32:
+            total = clip_grad._total_norm_kernel
+            total_signature = dict(runtime_signature(total, {"partials_ptr": "*fp32", "total_ptr": "*bf16",
+                                                             "coefficient_ptr": "*fp32"}), num_partials="i32")
+            results[f"clip_grad/total_norm/sm90/p{norm_type}"] = memory_accesses(
+                total, total_signature, dict(flags, TOTAL_TYPE=tl.bfloat16, BLOCK=clip_grad.TOTAL_BLOCK), 90)
+    scale = clip_grad._scale_kernel
+    for clamp, element_type, aligned in itertools.product((False, True), (tl.float32, tl.bfloat16), (True, False)):
+        key = (f"clip_grad/{'clamp' if clamp else 'scale'}/sm90/{element_type}/"
+               f"{'aligned' if aligned else 'unaligned'}")
+        results[key] = memory_accesses(scale, runtime_signature(scale, MULTI_TENSOR_POINTERS), dict(
+            ELEMENT_TYPE=element_type, CLAMP=clamp, ALIGNED=aligned, CHUNK_SIZE=16384, BLOCK=clip_grad.BLOCK), 90)
+
+
 def main():
     results = {}
     adam_signature = runtime_signature(adam._adam_step_kernel, {
@@ -60,10 +109,13 @@ def main():
                           HAS_FOUND_INF=aligned, ALIGNED=aligned, CHUNK_SIZE=16384, BLOCK=adam.BLOCK)
         key = f"adam_step/sm{capability}/{element_type}/{'aligned' if aligned else 'unaligned'}"
         results[key] = memory_accesses(adam._adam_step_kernel, adam_signature, constexprs, capability)
-    results["count_steps/sm90"] = memory_accesses(
-        adam._count_steps_kernel,
-        runtime_signature(adam._count_steps_kernel, {"tables_ptr": "*i64", "found_inf_ptr": "*fp32"}),
-        dict(HAS_FOUND_INF=True, STEP_BLOCK=adam.STEP_BLOCK), 90)
+    for mode in ("COUNT", "CLEAR"):
+        kernel = multi_tensor._advance_counters_kernel
+        signature = runtime_signature(kernel, {"tables_ptr": "*i64", "found_inf_ptr": "*fp32"}, "i32")
+        results[f"advance_counters/sm90/{mode}"] = memory_accesses(
+            kernel, signature, dict(MODE=getattr(multi_tensor, mode), HAS_FOUND_INF=True,
+                                    COUNTER_BLOCK=multi_tensor.COUNTER_BLOCK), 90)
+    multi_tensor_variants(results)
     conv_kernels = {
         "forward": (conv2d_gemm._conv2d_forward_kernel, ("x_ptr", "w_ptr", "bias_ptr", "y_ptr"), {"HAS_BIAS": True}),
         "input_grad": (conv2d_gemm._conv2d_input_grad_kernel, ("dy_ptr", "w_ptr", "dx_ptr"), {}),

@@ -23,6 +23,11 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compile_kerne
 EXPECTED_VARIANTS = {
     # sm90/sm80 x fp32/bf16/fp16 x aligned or not
     "adam_step/": 2 * 3 * 2,
+    # {sgd, rmsprop, adagrad, adadelta} x {fp32, bf16} x aligned or not
+    "optimizer_step/": 4 * 2 * 2,
+    # partial norms: 8 (norm type, dtype, alignment) cases; the merge for the 6 fp32 ones;
+    # {scale, clamp} x {fp32, bf16} x aligned or not
+    "clip_grad/": 8 + 6 + 2 * 2 * 2,
     # {forward, input_grad, weight_grad} x {bf16, fp16, fp32/tf32} x {int32, int64 indexing}, the same
     # three with unit sizes specialised to constants, three depthwise kernels, bias grad, the split sum
     "conv2d_": 3 * 3 * 2 + 3 + 3 + 2,
@@ -58,8 +63,24 @@ def test_every_adam_variant_compiles(compiled):
             assert vector == 0, f"{key}: assumes alignment it was not promised: {accesses}"
 
 
-def test_count_steps_kernel_compiles(compiled):
-    assert compiled["count_steps/sm90"]
+def test_counter_kernel_compiles(compiled):
+    assert compiled["advance_counters/sm90/COUNT"] and compiled["advance_counters/sm90/CLEAR"]
+
+
+@pytest.mark.parametrize("family", ["optimizer_step/", "clip_grad/"])
+def test_every_multi_tensor_variant_compiles_and_vectorises_when_aligned(family, compiled):
+    """The other optimizers and gradient clipping: 128-bit accesses with the alignment promise
+    (multi_tensor.block_pointers), none assumed without it."""
+    variants = [key for key in compiled if key.startswith(family)]
+    assert len(variants) == EXPECTED_VARIANTS[family]
+    for key in variants:
+        accesses = compiled[key]
+        assert any(access.startswith("st.global") for access in accesses), f"{key}: {accesses}"
+        vector = sum(count for access, count in accesses.items() if ".v" in access)
+        if key.endswith("/aligned"):
+            assert vector > 0, f"{key}: no 128-bit accesses: {accesses}"
+        elif key.endswith("/unaligned"):
+            assert vector == 0, f"{key}: assumes alignment it was not promised: {accesses}"
 
 
 def test_every_conv2d_kernel_compiles(compiled):

@@ -48,6 +48,7 @@ def test_wheel_installs_no_top_level_kernels_package(tmp_path):
     (wheel,) = tmp_path.glob("fastcnn-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "fastcnn/kernels/adam.py" in names and "fastcnn/kernels/__init__.py" in names
+    assert "fastcnn/ops/adam.py" in names and "fastcnn/ops/__init__.py" in names  # a wheel without it cannot import
     top_level = {name.split("/")[0] for name in names}
     assert "kernels" not in top_level, top_level
 
