@@ -1,7 +1,9 @@
 """``python -m fastcnn.demo``: train a small CNN on scikit-learn's handwritten digits twice, from
 the same initialisation and data order: once in plain PyTorch, once converted with
 ``fastcnn.convert`` (fastcnn's conv2d, fused BN+ReLU and max-pool) and stepped with fastcnn's
-cross-entropy and Adam. Prints per-epoch loss and accuracy side by side, the final test accuracy,
+cross-entropy and optimizer (``--optimizer``: Adam by default, AdamW, SGD with Nesterov momentum,
+RMSprop, Adagrad or Adadelta, each against torch's own). Prints per-epoch loss and accuracy side by
+side, the final test accuracy,
 the largest difference between the two loss curves, and saves a PNG plot of both.
 
 The data are the 1797 8×8 digit images that ship with scikit-learn (no download). On a GPU the
@@ -84,14 +86,29 @@ def plot(runs, path):
     plt.close(figure)
 
 
+# --optimizer: (torch's class name, its keyword arguments beside lr); fastcnn.optim has the same names.
+OPTIMIZERS = {
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {"weight_decay": 1e-2}),
+    "sgd": ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
+    "rmsprop": ("RMSprop", {"alpha": 0.9, "eps": 1e-3, "momentum": 0.9}),
+    "adagrad": ("Adagrad", {}),
+    "adadelta": ("Adadelta", {}),
+}
+# Learning rates that train the small CNN in a few epochs (the default --lr is Adam's).
+DEFAULT_LR = {"adam": 1e-2, "adamw": 1e-2, "sgd": 5e-2, "rmsprop": 1e-3, "adagrad": 5e-2, "adadelta": 1.0}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m fastcnn.demo",
         description="Train a small CNN on scikit-learn's digits twice from the same start: plain PyTorch, and "
-                    "converted with fastcnn (its cross-entropy and Adam too); compare the runs.")
+                    "converted with fastcnn (its cross-entropy and optimizer too); compare the runs.")
     parser.add_argument("--epochs", type=int, default=None, help="default: 10 on a GPU, 3 on CPU")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                        help="fastcnn.optim's and torch.optim's class of that name (default: adam)")
+    parser.add_argument("--lr", type=float, default=None, help="default: a rate that suits --optimizer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps")
     parser.add_argument("--plot", default="fastcnn_demo.png", help="where to save the PNG plot ('' for none)")
@@ -109,6 +126,8 @@ def main(argv=None):
     from tqdm.auto import tqdm
 
     epochs = args.epochs or (10 if device.type == "cuda" else 3)
+    optimizer_name, optimizer_options = OPTIMIZERS[args.optimizer]
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     where = fastcnn.info()
     print(f"fastcnn {where['fastcnn']} | torch {where['torch']} | triton {where['triton']} | {where['device']}")
     backend = where["kernels_on_cuda_tensors"] if device.type == "cuda" else where["kernels_on_cpu_tensors"]
@@ -125,10 +144,12 @@ def main(argv=None):
     fastcnn_model, report = fastcnn.convert(torch_model, report=True)
     print(f"fastcnn.convert: {len(report.replaced)} modules replaced, {len(report.fused)} BatchNorm2d+ReLU fused "
           f"({', '.join(name for name, _ in report.fused)}); loss: fastcnn.cross_entropy; optimizer: "
-          f"fastcnn.optim.Adam")
-    runs = [Run("PyTorch", torch_model, torch.optim.Adam(torch_model.parameters(), lr=args.lr),
+          f"fastcnn.optim.{optimizer_name} (lr {lr:g})")
+    runs = [Run("PyTorch", torch_model, getattr(torch.optim, optimizer_name)(torch_model.parameters(), lr=lr,
+                                                                            **optimizer_options),
                 torch.nn.functional.cross_entropy),
-            Run("fastcnn", fastcnn_model, fastcnn.optim.Adam(fastcnn_model.parameters(), lr=args.lr),
+            Run("fastcnn", fastcnn_model, getattr(fastcnn.optim, optimizer_name)(fastcnn_model.parameters(), lr=lr,
+                                                                                **optimizer_options),
                 fastcnn.cross_entropy)]
     assert all(torch.equal(a, b) for a, b in zip(torch_model.state_dict().values(),
                                                  fastcnn_model.state_dict().values()))

@@ -160,3 +160,41 @@ def test_opcheck_adam_step(amsgrad, generator):
     _opcheck(OPS.adam_step_.default, arguments + (None, None), hyperparameters)
     grad_scale, found_inf = torch.full((), 4.0, device=DEVICE), torch.zeros((), device=DEVICE)
     _opcheck(OPS.adam_step_.default, arguments + (grad_scale, found_inf), hyperparameters)
+
+
+def _optimizer_tensors(generator, names):
+    shapes = [(5, 3), (7,), (2, 3, 2)]
+    return {name: [make_tensor(shape, generator=generator).abs() if "sq" in name or "avg" in name
+                   else make_tensor(shape, generator=generator) for shape in shapes] for name in names}
+
+
+def test_opcheck_sgd_step(generator):
+    tensors = _optimizer_tensors(generator, ("params", "grads", "buffers"))
+    flags = [torch.full((), value, device=DEVICE) for value in (1.0, 0.0, 1.0)]
+    hyperparameters = dict(lr=1e-2, momentum=0.9, dampening=0.1, weight_decay=0.1, nesterov=False, maximize=False)
+    _opcheck(OPS.sgd_step_.default, (tensors["params"], tensors["grads"], tensors["buffers"], flags, [0, 2],
+                                     None, torch.zeros((), device=DEVICE)), hyperparameters)
+
+
+def test_opcheck_rmsprop_adagrad_adadelta_steps(generator):
+    steps = [torch.full((), 3.0, device=DEVICE) for _ in range(3)]
+    grad_scale, found_inf = torch.full((), 4.0, device=DEVICE), torch.zeros((), device=DEVICE)
+    t = _optimizer_tensors(generator, ("params", "grads", "square_avgs", "grad_avgs", "buffers"))
+    t["grad_avgs"] = [average * 0.1 for average in t["grad_avgs"]]  # centered: v - a*a stays > 0
+    _opcheck(OPS.rmsprop_step_.default, (t["params"], t["grads"], t["square_avgs"], t["grad_avgs"], t["buffers"],
+                                         steps, grad_scale, found_inf),
+             dict(lr=1e-2, alpha=0.9, eps=1e-3, weight_decay=0.1, momentum=0.9, centered=True, maximize=False))
+    t = _optimizer_tensors(generator, ("params", "grads", "square_avgs"))
+    _opcheck(OPS.adagrad_step_.default, (t["params"], t["grads"], t["square_avgs"], steps, None, None),
+             dict(lr=1e-2, lr_decay=0.1, eps=1e-10, weight_decay=0.1, maximize=True))
+    t = _optimizer_tensors(generator, ("params", "grads", "square_avgs", "acc_deltas"))
+    _opcheck(OPS.adadelta_step_.default, (t["params"], t["grads"], t["square_avgs"], t["acc_deltas"], steps,
+                                          grad_scale, found_inf),
+             dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False))
+
+
+def test_opcheck_clip_grad_ops(generator):
+    grads = [make_tensor(shape, generator=generator) for shape in ((5, 3), (7,), (2, 3, 2))]
+    _opcheck(OPS.grad_norm.default, (grads, 2.0, 1.0), {})
+    _opcheck(OPS.scale_grads_.default, (grads, torch.full((), 0.5, device=DEVICE)), {})
+    _opcheck(OPS.clamp_grads_.default, (grads, 0.3), {})

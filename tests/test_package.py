@@ -167,3 +167,14 @@ def test_console_scripts_are_installed():
     scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
     assert scripts.get("fastcnn-profile") == "fastcnn.profile:_console"
     assert scripts.get("fastcnn-info") == "fastcnn.__main__:main"
+
+
+def test_demo_offers_every_fused_optimizer():
+    """``python -m fastcnn.demo --optimizer X`` builds fastcnn.optim.X and torch.optim.X alike."""
+    from fastcnn import demo
+
+    assert set(demo.OPTIMIZERS) == set(demo.DEFAULT_LR) == {"adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta"}
+    for name, (class_name, options) in demo.OPTIMIZERS.items():
+        ours, theirs = getattr(fastcnn.optim, class_name), getattr(torch.optim, class_name)
+        assert issubclass(ours, theirs)
+        ours([torch.zeros(2, requires_grad=True)], lr=demo.DEFAULT_LR[name], **options)
