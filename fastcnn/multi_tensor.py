@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from . import _backend
 from ._layout import is_dense
 from .benchmarking import BenchmarkCase, compiled, element_size, random_input
 
@@ -39,7 +40,19 @@ def flat_walkable(tensors, write_back):
     return staged
 
 
-# ----------------------------------------------------------------------------- reference path helpers
+# ----------------------------------------------------------------------------- the functionals, reference path helpers
+def run_step(op, params, operator, reference, *args, **kwargs):
+    """``operator(*args, **kwargs)`` (an op's fused kernels), or its PyTorch reference path
+    ``reference`` with the same arguments, announced once with a FallbackWarning naming ``op``,
+    where no kernel can run on the params' device."""
+    device = params[0].device if params else torch.device("cpu")
+    if _backend.backend_for(device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, device)
+        reference(*args, **kwargs)
+    else:
+        operator(*args, **kwargs)
+
+
 def step_input(param, grad, *, grad_scale, maximize, weight_decay):
     """The fp32 gradient an update rule sees, in torch's order: unscaled (GradScaler), negated
     (maximize), plus L2 weight decay (``multi_tensor.gradient_step_input`` in the kernels)."""
@@ -132,14 +145,33 @@ def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations,
     return BenchmarkCase(op, name, dtype, "-", {"bytes": numel * bytes_per_element}, build)
 
 
+def fastcnn_optimizer(class_name, **options):
+    """params -> fastcnn.optim.<class_name>(params, **options), fastcnn's entry of a case's
+    implementations (imported when called: fastcnn.optim imports the op modules)."""
+    def make(params):
+        from . import optim
+
+        return getattr(optim, class_name)(params, **options)
+    return make
+
+
+def step_cases(op, implementations, bytes_per_parameter, variant=""):
+    """``make_case`` for ``optimizer_profile_cases``: one case of ``implementations`` per suite
+    and dtype; ``bytes_per_parameter(dtype name)`` is what the rule must move per parameter."""
+    def make_case(suite, shapes, dtype):
+        return optimizer_case(op, suite, shapes, dtype, bytes_per_parameter(dtype), implementations, variant)
+    return make_case
+
+
 def optimizer_profile_cases(op, dtypes, make_case, *, quick=False, smoke=False):
-    """The profiler's cases of an optimizer-like op: ``make_case(suite, shapes, dtype)`` over each
-    suite of PARAMETER_SUITES (the ResNet-50 one with ``quick``; two small fp32 tensors for the
-    smoke check)."""
+    """The profiler's cases of an optimizer-like op: ``make_case(suite, shapes, dtype)`` (one
+    case or a list) over each suite of PARAMETER_SUITES (the ResNet-50 one with ``quick``; two
+    small fp32 tensors for the smoke check)."""
     suites = {"smoke": lambda: [(7, 3), (13,)]} if smoke else {
         name: shapes for name, shapes in PARAMETER_SUITES.items() if not quick or name == "resnet50"}
-    return [make_case(name, make(), dtype) for name, make in suites.items() for dtype in dtypes
+    made = [make_case(name, make(), dtype) for name, make in suites.items() for dtype in dtypes
             if dtype == "fp32" or not smoke]
+    return [case for cases in made for case in (cases if isinstance(cases, list) else [cases])]
 
 
 def bytes_per_element(dtype, accesses):

@@ -28,8 +28,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from .multi_tensor import COUNT, advance_counters, block_pointers, inverse_grad_scale, program_chunk, row_pointer
-from .tiles import by_backend
+from .multi_tensor import (BLOCK, COUNT, NUM_WARPS, advance_counters, block_pointers, inverse_grad_scale,
+                           program_chunk, row_pointer)
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
 # Globals read inside @triton.jit must be tl.constexpr for the compiler (the interpreter is lax).
@@ -39,12 +39,6 @@ ROW_PARAM, ROW_GRAD, ROW_EXP_AVG, ROW_EXP_AVG_SQ, ROW_MAX_EXP_AVG_SQ, ROW_STEP, 
 # A float32 step counter stops growing at 2**24 (t + 1 rounds back to t), so 25 bits of the
 # exponent are enough for beta**t.
 STEP_BITS = tl.constexpr(25)
-
-# Compiled: a 16K-element chunk per program keeps >1000 programs in flight for a ResNet-50-sized
-# parameter set. Interpreted: the interpreter pays per program, not per element.
-CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
-BLOCK = 1024
-NUM_WARPS = 4
 
 
 @triton.jit

@@ -28,8 +28,7 @@ the same bits on every run, with no atomics.
 import triton
 import triton.language as tl
 
-from .multi_tensor import block_pointers, program_chunk, row_pointer
-from .tiles import by_backend
+from .multi_tensor import BLOCK, NUM_WARPS, block_pointers, program_chunk, row_pointer
 
 ROW_GRAD, ROW_NUMEL = tl.constexpr(0), tl.constexpr(1)
 
@@ -44,10 +43,7 @@ NORM_EPS = tl.constexpr(1e-6)
 # fp32's smallest normal number: the floor of a scale before taking its reciprocal.
 SMALLEST_NORMAL = tl.constexpr(1.1754943508222875e-38)
 
-CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
-BLOCK = 1024
 TOTAL_BLOCK = 1024
-NUM_WARPS = 4
 
 
 def norm_kind(norm_type):

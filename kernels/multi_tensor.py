@@ -26,6 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiles import by_backend
+
+# Every multi-tensor kernel's work split. Compiled: a 16K-element chunk per program keeps >1000
+# programs in flight for a ResNet-50-sized parameter set, walked in BLOCKs of 1024 by 4 warps (8
+# elements of 16 bits or 4 of 32 per thread: one 128-bit access each). Interpreted: the
+# interpreter pays per program, not per element.
+CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
+BLOCK = 1024
+NUM_WARPS = 4
+
 # 16-byte alignment lets the compiler emit 128-bit vector loads; it cannot prove it for an
 # address read from memory, so the launch helper passes it as a hint when it holds.
 VECTOR_ALIGNMENT_BYTES = 16
@@ -89,7 +99,7 @@ _TABLES = {}
 _MAX_TABLES = 64
 
 
-def cached_table(tensor_lists, chunk_size, device):
+def cached_table(tensor_lists, device, chunk_size=CHUNK_SIZE):
     """The table of ``tensor_lists`` (the first list's element counts), built on first use."""
     numels = [t.numel() for t in tensor_lists[0]]
     key = table_key(tensor_lists, numels) + (chunk_size,)

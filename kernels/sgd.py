@@ -25,17 +25,11 @@ looping over them in ``BLOCK``s; one launch per (device, dtype) bucket of a para
 import triton
 import triton.language as tl
 
-from .multi_tensor import (CLEAR, advance_counters, block_pointers, gradient_step_input, inverse_grad_scale,
-                           program_chunk, row_pointer)
-from .tiles import by_backend
+from .multi_tensor import (BLOCK, CLEAR, NUM_WARPS, advance_counters, block_pointers,
+                           gradient_step_input, inverse_grad_scale, program_chunk, row_pointer)
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
 ROW_PARAM, ROW_GRAD, ROW_MOMENTUM_BUFFER, ROW_FIRST_STEP, ROW_NUMEL = (tl.constexpr(row) for row in range(5))
-
-# As in adam.py: 16K elements per program on the GPU, fewer programs in the interpreter.
-CHUNK_SIZE = by_backend(interpreter=4096, gpu=16384)
-BLOCK = 1024
-NUM_WARPS = 4
 
 
 @triton.jit

@@ -274,7 +274,7 @@ def scenarios(options):
             steps = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
             tensor_lists = (*lists, lists[3], steps)
             numels = [t.numel() for t in lists[0]]
-            table = multi_tensor.build_table(tensor_lists, numels, adam_kernels.CHUNK_SIZE, torch.device("cpu"))
+            table = multi_tensor.build_table(tensor_lists, numels, multi_tensor.CHUNK_SIZE, torch.device("cpu"))
             scale = torch.ones((), dtype=torch.float32) if scaler else None
             found_inf = torch.zeros((), dtype=torch.float32) if scaler else None
             tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16, "fp16": tl.float16}[dtype_name]
@@ -304,7 +304,7 @@ def scenarios(options):
                 tensors = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(rows - 1)]
                 counters = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
                 table = multi_tensor.build_table((*tensors, counters), [t.numel() for t in tensors[0]],
-                                                 kernels.CHUNK_SIZE, torch.device("cpu"))
+                                                 multi_tensor.CHUNK_SIZE, torch.device("cpu"))
                 tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
                 launch = getattr(kernels, f"{name}_step")
                 types = dict(element_type=tl_dtype) if name == "sgd" else dict(element_type=tl_dtype,
@@ -318,7 +318,7 @@ def scenarios(options):
             clip_grad, multi_tensor = kernel_module("clip_grad"), kernel_module("multi_tensor")
             dtype = dtypes[dtype_name]
             grads = [torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES]
-            table = multi_tensor.build_table((grads,), [g.numel() for g in grads], clip_grad.CHUNK_SIZE,
+            table = multi_tensor.build_table((grads,), [g.numel() for g in grads], multi_tensor.CHUNK_SIZE,
                                              torch.device("cpu"))
             tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
             partials = torch.empty((clip_grad.PARTIAL_ROWS, table.num_chunks), dtype=torch.float32)

@@ -4,7 +4,7 @@ float64, state comparison, PyTorch's own optimizer test inputs and error inputs,
 ways, GradScaler runs, and the no-ATen-math witness.
 
 Parameter sets mix odd sizes, a channels_last tensor, a sliced (strided) tensor, an empty tensor
-and one longer than a kernel chunk (``CHUNK_SIZE`` is the same in every optimizer kernel).
+and one longer than a kernel chunk (``multi_tensor.CHUNK_SIZE``, every multi-tensor kernel's).
 """
 import io
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastcnn.dtypes import UNIT_ROUNDOFF
-from fastcnn.kernels import adam as adam_kernels
+from fastcnn.kernels.multi_tensor import CHUNK_SIZE
 from fastcnn.testing import (DEVICE, assert_close, count_launches, make_tensor, record_aten_ops,
                              torch_test_helpers)
 
@@ -29,7 +29,7 @@ PARAM_SPECS = [
     ((1,), "contiguous", "contiguous"),
     ((0, 4), "contiguous", "contiguous"),
     ((33, 17), "sliced", "contiguous"),  # a strided param: staged and written back
-    ((adam_kernels.CHUNK_SIZE + 907,), "contiguous", "sliced"),  # two chunks
+    ((CHUNK_SIZE + 907,), "contiguous", "sliced"),  # two chunks
 ]
 
 
@@ -239,3 +239,25 @@ def check_no_aten_math(optimizer, op, launches):
     assert not math, f"ATen math ran during step(): {math}"
     assert ops.count(f"fastcnn::{op}") == 1, ops
     assert launched == launches
+
+
+def check_no_host_sync(make_optimizer, generator):
+    """``step()`` (after the first, which creates the state), also stepped by GradScaler, never
+    waits for the device: torch's sync debug mode raises on any synchronising call."""
+    params = [make_tensor((n, 7), device="cuda", generator=generator).requires_grad_() for n in (3, 300)]
+    optimizer = make_optimizer(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        optimizer.step()
+        optimizer.grad_scale = torch.full((), 1024.0, device="cuda")
+        optimizer.found_inf = torch.zeros((), device="cuda")
+        optimizer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        for attribute in ("grad_scale", "found_inf"):
+            if hasattr(optimizer, attribute):
+                delattr(optimizer, attribute)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import make_tensor
-from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math,
+from fastcnn.testing import gpu_only, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math, check_no_host_sync,
                                check_state_dict_interchange, opinfo_configs, run_against_torch)
 
 LAUNCHES = {"adadelta_step": 2}
@@ -52,3 +52,8 @@ def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed
 
 def test_constructor_errors_match_torch():
     check_constructor_errors("Adadelta", fastcnn.optim.Adadelta)
+
+
+@gpu_only("host synchronisation exists only with a device")
+def test_step_never_synchronizes_with_the_device(generator):
+    check_no_host_sync(lambda params: fastcnn.optim.Adadelta(params, weight_decay=0.1), generator)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import count_launches, make_tensor
-from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math,
+from fastcnn.testing import count_launches, gpu_only, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math, check_no_host_sync,
                                check_state_dict_interchange, opinfo_configs, run_against_torch)
 
 LAUNCHES = {"adagrad_step": 2}
@@ -62,3 +62,8 @@ def test_sparse_grads_are_refused_before_launch():
     with count_launches() as launched, pytest.raises(RuntimeError, match="does not support sparse gradients"):
         optimizer.step()
     assert not launched
+
+
+@gpu_only("host synchronisation exists only with a device")
+def test_step_never_synchronizes_with_the_device(generator):
+    check_no_host_sync(lambda params: fastcnn.optim.Adagrad(params, lr_decay=0.1), generator)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.kernels import clip_grad as clip_kernels
-from fastcnn.testing import assert_close, count_launches, make_tensor, record_aten_ops
+from fastcnn.kernels.multi_tensor import CHUNK_SIZE
+from fastcnn.testing import assert_close, count_launches, gpu_only, make_tensor, record_aten_ops
 
 SHAPES_AND_LAYOUTS = [((3, 5, 7, 7), "channels_last"), ((13,), "contiguous"), ((1,), "contiguous"),
-                      ((0, 4), "contiguous"), ((33, 17), "sliced"), ((clip_kernels.CHUNK_SIZE + 907,), "contiguous")]
+                      ((0, 4), "contiguous"), ((33, 17), "sliced"), ((CHUNK_SIZE + 907,), "contiguous")]
 NORM_TYPES = [1.0, 2.0, 3.5, float("inf"), float("-inf"), 0.0, -1.5]
 
 
@@ -201,3 +201,34 @@ def test_norms_without_identity_refuse_empty_grads_as_torch(norm_type):
     with count_launches() as launched, pytest.raises(RuntimeError, match="empty"):
         fastcnn.clip_grad_norm_([param], 1.0, norm_type)
     assert not launched
+
+
+@gpu_only("host synchronisation exists only with a device")
+def test_clipping_never_synchronizes_with_the_device(generator):
+    """Only error_if_nonfinite=True reads the norm back to the host."""
+    params = [torch.zeros(n, 7, device="cuda", requires_grad=True) for n in (3, 300)]
+    for p in params:
+        p.grad = make_tensor(p.shape, device="cuda", generator=generator)
+    fastcnn.clip_grad_norm_(params, 0.5)  # first call: tables built and cached
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for norm_type in (2.0, float("inf"), 1.0):
+            fastcnn.clip_grad_norm_(params, 0.5, norm_type)
+        fastcnn.clip_grad_value_(params, 0.1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@gpu_only("~17 GB of device memory")
+def test_gradient_of_more_than_2_to_the_31_elements(seed):
+    """Offsets past 2**31 index in int64: a norm that counts every element (fp32 sums of
+    halves), and a clip that reaches the last one."""
+    numel = 2**31 + 4099
+    param = torch.zeros(numel, device="cuda", requires_grad=True)
+    param.grad = torch.full((numel,), 0.5, device="cuda")
+    total = fastcnn.clip_grad_norm_([param], 1.0, norm_type=1.0)
+    assert total.item() == pytest.approx(0.5 * numel, rel=1e-6)
+    expected = 0.5 / (0.5 * numel + 1e-6)
+    for index in (0, 2**31 - 1, 2**31, numel - 1):
+        assert param.grad[index].item() == pytest.approx(expected, rel=1e-6), index

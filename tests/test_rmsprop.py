@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import make_tensor
-from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math,
+from fastcnn.testing import gpu_only, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math, check_no_host_sync,
                                check_state_dict_interchange, opinfo_configs, run_against_torch)
 
 LAUNCHES = {"rmsprop_step": 2}
@@ -56,3 +56,8 @@ def test_constructor_errors_match_torch():
     check_constructor_errors("RMSprop", fastcnn.optim.RMSprop)
     with pytest.raises(ValueError, match="Invalid alpha value: -0.5"):
         fastcnn.optim.RMSprop([torch.ones(2, requires_grad=True)], alpha=-0.5)
+
+
+@gpu_only("host synchronisation exists only with a device")
+def test_step_never_synchronizes_with_the_device(generator):
+    check_no_host_sync(lambda params: fastcnn.optim.RMSprop(params, centered=True, momentum=0.9), generator)

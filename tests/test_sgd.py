@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import count_launches, make_tensor
-from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math,
+from fastcnn.testing import count_launches, gpu_only, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math, check_no_host_sync,
                                check_state_dict_interchange, opinfo_configs, run_against_torch)
 
 ONE_LAUNCH = {"sgd_step": 1}
@@ -107,3 +107,8 @@ def test_is_a_drop_in_subclass_with_schedulers():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+@gpu_only("host synchronisation exists only with a device")
+def test_step_never_synchronizes_with_the_device(generator):
+    check_no_host_sync(lambda params: fastcnn.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True), generator)

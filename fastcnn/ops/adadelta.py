@@ -10,8 +10,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, optimizer_case,
-                            optimizer_profile_cases, step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
+                            optimizer_profile_cases, run_step, step_cases, step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.Adadelta
 
@@ -42,8 +42,7 @@ def _adadelta_step_op(params: list[Tensor], grads: list[Tensor], square_avgs: li
     if not params:
         return
     adadelta_kernels, multi_tensor = _kernels()
-    table = multi_tensor.cached_table((params, grads, square_avgs, acc_deltas, steps), adadelta_kernels.CHUNK_SIZE,
-                                      params[0].device)
+    table = multi_tensor.cached_table((params, grads, square_avgs, acc_deltas, steps), params[0].device)
     with torch.profiler.record_function("fastcnn::adadelta_step"):
         _backend.record_launch("adadelta_step", adadelta_kernels.adadelta_step(
             table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(square_avgs[0].dtype),
@@ -62,14 +61,8 @@ def adadelta_step(op, params, grads, square_avgs, acc_deltas, steps, *, grad_sca
     as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference path
     (announced once with a FallbackWarning naming ``op``) where no kernel can run.
     ``hyperparameters`` are lr, rho, eps, weight_decay, maximize."""
-    device = params[0].device if params else torch.device("cpu")
-    if _backend.backend_for(device) == _backend.FALLBACK:
-        _backend.warn_fallback(op, device)
-        reference_adadelta_step(params, grads, square_avgs, acc_deltas, steps, grad_scale=grad_scale,
-                                found_inf=found_inf, **hyperparameters)
-        return
-    _adadelta_step_op(params, grads, square_avgs, acc_deltas, steps, grad_scale=grad_scale, found_inf=found_inf,
-                      **hyperparameters)
+    run_step(op, params, _adadelta_step_op, reference_adadelta_step, params, grads, square_avgs, acc_deltas, steps,
+             grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
 
 
 def reference_adadelta_step(params, grads, square_avgs, acc_deltas, steps, *, lr, rho, eps, weight_decay, maximize,
@@ -95,23 +88,14 @@ PROFILE_OPS = ("adadelta",)
 # Torch has no fused Adadelta: eager is its fastest, foreach=True; torch.compile compiles it.
 _RECIPE = dict(lr=1.0, rho=0.9, weight_decay=1e-4)
 BASELINES = {
-    "fastcnn": lambda params: _fastcnn_adadelta(params, **_RECIPE),
+    "fastcnn": fastcnn_optimizer("Adadelta", **_RECIPE),
     "eager": lambda params: torch.optim.Adadelta(params, foreach=True, **_RECIPE),
     "torch_compile": lambda params: torch.optim.Adadelta(params, foreach=True, **_RECIPE),
 }
 
 
-def _fastcnn_adadelta(params, **options):
-    from ..optim import Adadelta
-
-    return Adadelta(params, **options)
-
-
-def _case(suite, shapes, dtype):
-    return optimizer_case("adadelta", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
-
-
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one Adadelta step over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, optimizer_case,
-                            optimizer_profile_cases, step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
+                            optimizer_profile_cases, run_step, step_cases, step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.Adagrad
 
@@ -40,8 +40,7 @@ def _adagrad_step_op(params: list[Tensor], grads: list[Tensor], state_sums: list
     if not params:
         return
     adagrad_kernels, multi_tensor = _kernels()
-    table = multi_tensor.cached_table((params, grads, state_sums, steps), adagrad_kernels.CHUNK_SIZE,
-                                      params[0].device)
+    table = multi_tensor.cached_table((params, grads, state_sums, steps), params[0].device)
     with torch.profiler.record_function("fastcnn::adagrad_step"):
         _backend.record_launch("adagrad_step", adagrad_kernels.adagrad_step(
             table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(state_sums[0].dtype),
@@ -59,13 +58,8 @@ def adagrad_step(op, params, grads, state_sums, steps, *, grad_scale=None, found
     as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference path
     (announced once with a FallbackWarning naming ``op``) where no kernel can run.
     ``hyperparameters`` are lr, lr_decay, eps, weight_decay, maximize."""
-    device = params[0].device if params else torch.device("cpu")
-    if _backend.backend_for(device) == _backend.FALLBACK:
-        _backend.warn_fallback(op, device)
-        reference_adagrad_step(params, grads, state_sums, steps, grad_scale=grad_scale, found_inf=found_inf,
-                               **hyperparameters)
-        return
-    _adagrad_step_op(params, grads, state_sums, steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+    run_step(op, params, _adagrad_step_op, reference_adagrad_step, params, grads, state_sums, steps,
+             grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
 
 
 def reference_adagrad_step(params, grads, state_sums, steps, *, lr, lr_decay, eps, weight_decay, maximize,
@@ -91,24 +85,15 @@ PROFILE_OPS = ("adagrad",)
 # torch.compile compiles the foreach step.
 _RECIPE = dict(lr=0.01, lr_decay=1e-4, weight_decay=1e-4)
 BASELINES = {
-    "fastcnn": lambda params: _fastcnn_adagrad(params, **_RECIPE),
+    "fastcnn": fastcnn_optimizer("Adagrad", **_RECIPE),
     "eager": lambda params: torch.optim.Adagrad(params, fused=True, **_RECIPE),
     "torch_foreach": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
     "torch_compile": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
 }
 
 
-def _fastcnn_adagrad(params, **options):
-    from ..optim import Adagrad
-
-    return Adagrad(params, **options)
-
-
-def _case(suite, shapes, dtype):
-    return optimizer_case("adagrad", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
-
-
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one Adagrad step over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

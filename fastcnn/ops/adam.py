@@ -12,8 +12,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, count_step, optimizer_case, optimizer_profile_cases,
-                            bytes_per_element, write)
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
+                            optimizer_profile_cases, run_step, step_cases, write)
 
 
 __all__ = []  # its public face is fastcnn.optim.Adam / AdamW
@@ -47,7 +47,7 @@ def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
         return
     adam_kernels, multi_tensor = _kernels()
     tensor_lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else exp_avg_sqs, steps)
-    table = multi_tensor.cached_table(tensor_lists, adam_kernels.CHUNK_SIZE, params[0].device)
+    table = multi_tensor.cached_table(tensor_lists, params[0].device)
     with torch.profiler.record_function("fastcnn::adam_step"):
         _backend.record_launch("adam_step", adam_kernels.adam_step(
             table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(exp_avgs[0].dtype), lr=lr,
@@ -68,14 +68,9 @@ def adam_step(op, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, 
     path (announced once with a FallbackWarning naming ``op``) where no kernel can run.
     ``max_exp_avg_sqs`` is read only with ``amsgrad``; ``hyperparameters`` are lr, beta1, beta2,
     eps, weight_decay, decoupled_weight_decay, amsgrad, maximize."""
-    device = params[0].device if params else torch.device("cpu")
-    if _backend.backend_for(device) == _backend.FALLBACK:
-        _backend.warn_fallback(op, device)
-        reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale=grad_scale,
-                            found_inf=found_inf, **hyperparameters)
-        return
-    _adam_step_op(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if hyperparameters["amsgrad"] else [],
-                  steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
+    run_step(op, params, _adam_step_op, reference_adam_step, params, grads, exp_avgs, exp_avg_sqs,
+             max_exp_avg_sqs if hyperparameters["amsgrad"] else [], steps, grad_scale=grad_scale,
+             found_inf=found_inf, **hyperparameters)
 
 
 def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
@@ -129,24 +124,15 @@ PROFILE_OPS = ("adam",)
 # The step each implementation times: eager is torch's fastest, fused=True (the README's goal
 # is >= 1.0x of it); foreach=True as well; torch.compile compiles the foreach step.
 BASELINES = {
-    "fastcnn": lambda params: _fastcnn_adam(params, lr=1e-3),
+    "fastcnn": fastcnn_optimizer("Adam", lr=1e-3),
     "eager": lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
     "torch_foreach": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
     "torch_compile": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
 }
 
 
-def _fastcnn_adam(params, **options):
-    from ..optim import Adam
-
-    return Adam(params, **options)
-
-
-def _case(suite, shapes, dtype):
-    return optimizer_case("adam", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
-
-
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one optimizer step over each suite's parameters (the ResNet-50 one
     with ``quick``; two small fp32 tensors for the smoke check); ``layouts`` does not apply."""
-    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

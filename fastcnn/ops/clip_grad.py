@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import KERNEL_DTYPES, triton_dtype
-from ..multi_tensor import PARAMETER_SUITES, bytes_per_element, flat_walkable, optimizer_case, optimizer_profile_cases
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, flat_walkable, optimizer_profile_cases,
+                            step_cases)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -67,12 +68,12 @@ def bytes_moved(numel, element_size, clipped=True):
 
 
 # ----------------------------------------------------------------------------- operators
-def _tables(grads, multi_tensor, chunk_size):
+def _tables(grads, multi_tensor):
     """One table per dtype of ``grads`` (all on one device): [(table, triton dtype)]."""
     by_dtype = {}
     for grad in grads:
         by_dtype.setdefault(grad.dtype, []).append(grad)
-    return [(multi_tensor.cached_table((same,), chunk_size, same[0].device), triton_dtype(dtype))
+    return [(multi_tensor.cached_table((same,), same[0].device), triton_dtype(dtype))
             for dtype, same in by_dtype.items()]
 
 
@@ -82,7 +83,7 @@ def _grad_norm_op(grads: list[Tensor], norm_type: float, max_norm: float) -> tup
     coefficient min(1, max_norm / (norm + 1e-6)) in fp32)."""
     clip_kernels, multi_tensor = _kernels()
     device = grads[0].device
-    tables = _tables(grads, multi_tensor, clip_kernels.CHUNK_SIZE)
+    tables = _tables(grads, multi_tensor)
     num_chunks = sum(table.num_chunks for table, _ in tables)
     if norm_type == 0 or num_chunks == 0:
         # Zero-filled: the 0-norm's per-tensor slots, or one slot when every grad is empty.
@@ -117,7 +118,7 @@ def _scale_grads_op(grads: list[Tensor], coefficient: Tensor) -> None:
     """grads *= coefficient (an fp32 scalar on their device), in place; nothing written where it is 1."""
     clip_kernels, multi_tensor = _kernels()
     with torch.profiler.record_function("fastcnn::scale_grads"):
-        for table, element_type in _tables(grads, multi_tensor, clip_kernels.CHUNK_SIZE):
+        for table, element_type in _tables(grads, multi_tensor):
             _backend.record_launch("scale_grads", clip_kernels.scale(table, coefficient, element_type=element_type))
 
 
@@ -131,7 +132,7 @@ def _clamp_grads_op(grads: list[Tensor], clip_value: float) -> None:
     """grads = clamp(grads, -clip_value, clip_value), in place."""
     clip_kernels, multi_tensor = _kernels()
     with torch.profiler.record_function("fastcnn::clamp_grads"):
-        for table, element_type in _tables(grads, multi_tensor, clip_kernels.CHUNK_SIZE):
+        for table, element_type in _tables(grads, multi_tensor):
             _backend.record_launch("clamp_grads", clip_kernels.clamp(table, clip_value, element_type=element_type))
 
 
@@ -207,40 +208,33 @@ SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("clip_grad_norm", "clip_grad_value")
 
 
-def _norm_implementations(max_norm):
-    """clip_grad_norm_ by fastcnn, torch's foreach path (eager) and torch.compile of it."""
+def _implementations(ours, theirs):
+    """fastcnn's clipping (``ours(params)``), torch's foreach path (eager, ``theirs(params,
+    foreach=True)``) and torch.compile of it."""
     def torch_clip(params):
-        return lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return lambda: theirs(params, foreach=True)
 
-    return {"fastcnn": lambda params: lambda: clip_grad_norm_(params, max_norm),
-            "eager": torch_clip, "torch_compile": torch_clip}
-
-
-def _value_implementations(clip_value):
-    def torch_clip(params):
-        return lambda: torch.nn.utils.clip_grad_value_(params, clip_value, foreach=True)
-
-    return {"fastcnn": lambda params: lambda: clip_grad_value_(params, clip_value),
-            "eager": torch_clip, "torch_compile": torch_clip}
+    return {"fastcnn": lambda params: lambda: ours(params), "eager": torch_clip, "torch_compile": torch_clip}
 
 
-def _norm_cases(suite, shapes, dtype):
-    """max_norm 1 clips every call (the norm settles a hair under 1 + 1e-6, so the coefficient
-    stays below 1); max_norm inf never clips, where fastcnn only reads (torch also writes)."""
-    size = bytes_per_element(dtype, 1)
-    return [optimizer_case("clip_grad_norm", suite, shapes, dtype, bytes_moved(1, size, clipped=True),
-                           _norm_implementations(1.0), variant="max_norm=1"),
-            optimizer_case("clip_grad_norm", suite, shapes, dtype, bytes_moved(1, size, clipped=False),
-                           _norm_implementations(float("inf")), variant="max_norm=inf")]
+def _norm_cases(op, max_norm, clipped):
+    return step_cases(op, _implementations(lambda params: clip_grad_norm_(params, max_norm),
+                                           lambda params, **options: torch.nn.utils.clip_grad_norm_(
+                                               params, max_norm, **options)),
+                      lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1), clipped), f"max_norm={max_norm:g}")
 
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: clipping over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
+    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply. max_norm 1 clips every
+    call (the norm settles a hair under 1 + 1e-6, so the coefficient stays below 1); max_norm inf
+    never clips, where fastcnn only reads (torch also writes)."""
     if op == "clip_grad_value":
-        def value_case(suite, shapes, dtype):
-            return optimizer_case(op, suite, shapes, dtype, 2 * bytes_per_element(dtype, 1),
-                                  _value_implementations(0.5))
-        return optimizer_profile_cases(op, dtypes, value_case, quick=quick, smoke=smoke)
-    nested = optimizer_profile_cases(op, dtypes, _norm_cases, quick=quick, smoke=smoke)
-    return [case for cases in nested for case in cases]
+        cases = [step_cases(op, _implementations(lambda params: clip_grad_value_(params, 0.5),
+                                                 lambda params, **options: torch.nn.utils.clip_grad_value_(
+                                                     params, 0.5, **options)),
+                            lambda dtype: 2 * bytes_per_element(dtype, 1))]
+    else:
+        cases = [_norm_cases(op, 1.0, clipped=True), _norm_cases(op, float("inf"), clipped=False)]
+    return optimizer_profile_cases(op, dtypes, lambda *suite: [make(*suite) for make in cases], quick=quick,
+                                   smoke=smoke)

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, optimizer_case,
-                            optimizer_profile_cases, step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
+                            optimizer_profile_cases, run_step, step_cases, step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.RMSprop
 
@@ -46,7 +46,7 @@ def _rmsprop_step_op(params: list[Tensor], grads: list[Tensor], square_avgs: lis
     rmsprop_kernels, multi_tensor = _kernels()
     tensor_lists = (params, grads, square_avgs, grad_avgs if centered else square_avgs,
                     momentum_buffers if momentum > 0 else square_avgs, steps)
-    table = multi_tensor.cached_table(tensor_lists, rmsprop_kernels.CHUNK_SIZE, params[0].device)
+    table = multi_tensor.cached_table(tensor_lists, params[0].device)
     with torch.profiler.record_function("fastcnn::rmsprop_step"):
         _backend.record_launch("rmsprop_step", rmsprop_kernels.rmsprop_step(
             table, element_type=triton_dtype(params[0].dtype), state_type=triton_dtype(square_avgs[0].dtype),
@@ -65,14 +65,8 @@ def rmsprop_step(op, params, grads, square_avgs, grad_avgs, momentum_buffers, st
     as flat arrays (fastcnn.optim prepares them): the fused kernels, or the PyTorch reference path
     (announced once with a FallbackWarning naming ``op``) where no kernel can run.
     ``hyperparameters`` are lr, alpha, eps, weight_decay, momentum, centered, maximize."""
-    device = params[0].device if params else torch.device("cpu")
-    if _backend.backend_for(device) == _backend.FALLBACK:
-        _backend.warn_fallback(op, device)
-        reference_rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, steps,
-                               grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
-        return
-    _rmsprop_step_op(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, grad_scale=grad_scale,
-                     found_inf=found_inf, **hyperparameters)
+    run_step(op, params, _rmsprop_step_op, reference_rmsprop_step, params, grads, square_avgs, grad_avgs,
+             momentum_buffers, steps, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
 
 
 def reference_rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, *, lr, alpha, eps,
@@ -108,24 +102,14 @@ PROFILE_OPS = ("rmsprop",)
 # RMSprop: eager is its fastest, foreach=True; torch.compile compiles that step.
 _RECIPE = dict(lr=0.016, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=1e-5)
 BASELINES = {
-    "fastcnn": lambda params: _fastcnn_rmsprop(params, **_RECIPE),
+    "fastcnn": fastcnn_optimizer("RMSprop", **_RECIPE),
     "eager": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
     "torch_compile": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
 }
 
 
-def _fastcnn_rmsprop(params, **options):
-    from ..optim import RMSprop
-
-    return RMSprop(params, **options)
-
-
-def _case(suite, shapes, dtype):
-    return optimizer_case("rmsprop", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1), momentum=True),
-                          BASELINES)
-
-
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one RMSprop step (momentum 0.9) over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1), momentum=True))
+    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

@@ -11,8 +11,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, optimizer_case, optimizer_profile_cases,
-                            step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, fastcnn_optimizer, optimizer_profile_cases,
+                            run_step, step_cases, step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.SGD
 
@@ -49,11 +49,10 @@ def _sgd_step_op(params: list[Tensor], grads: list[Tensor], momentum_buffers: li
     has_momentum = momentum != 0
     tensor_lists = (params, grads, momentum_buffers if has_momentum else params,
                     first_step_flags if has_momentum else params)
-    table = multi_tensor.cached_table(tensor_lists, sgd_kernels.CHUNK_SIZE, device)
+    table = multi_tensor.cached_table(tensor_lists, device)
     pending_table = None
     if pending:
-        pending_table = multi_tensor.cached_table(([first_step_flags[index] for index in pending],),
-                                                  sgd_kernels.CHUNK_SIZE, device)
+        pending_table = multi_tensor.cached_table(([first_step_flags[index] for index in pending],), device)
     with torch.profiler.record_function("fastcnn::sgd_step"):
         _backend.record_launch("sgd_step", sgd_kernels.sgd_step(
             table, pending_table, element_type=triton_dtype(params[0].dtype), lr=lr, momentum=momentum,
@@ -74,14 +73,8 @@ def sgd_step(op, params, grads, momentum_buffers, first_step_flags, pending_flag
     ``pending_flags`` are those of ``first_step_flags`` the step must clear; ``hyperparameters``
     are lr, momentum, dampening, weight_decay, nesterov, maximize."""
     pending = [index for index, flag in enumerate(first_step_flags) if any(flag is p for p in pending_flags)]
-    device = params[0].device if params else torch.device("cpu")
-    if _backend.backend_for(device) == _backend.FALLBACK:
-        _backend.warn_fallback(op, device)
-        reference_sgd_step(params, grads, momentum_buffers, first_step_flags, pending, grad_scale=grad_scale,
-                           found_inf=found_inf, **hyperparameters)
-        return
-    _sgd_step_op(params, grads, momentum_buffers, first_step_flags, pending, grad_scale=grad_scale,
-                 found_inf=found_inf, **hyperparameters)
+    run_step(op, params, _sgd_step_op, reference_sgd_step, params, grads, momentum_buffers, first_step_flags,
+             pending, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
 
 
 def reference_sgd_step(params, grads, momentum_buffers, first_step_flags, pending, *, lr, momentum, dampening,
@@ -111,24 +104,15 @@ PROFILE_OPS = ("sgd",)
 # goal is >= 1.0x of it); foreach=True beside it; torch.compile compiles the foreach step.
 _RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
 BASELINES = {
-    "fastcnn": lambda params: _fastcnn_sgd(params, **_RECIPE),
+    "fastcnn": fastcnn_optimizer("SGD", **_RECIPE),
     "eager": lambda params: torch.optim.SGD(params, fused=True, **_RECIPE),
     "torch_foreach": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
     "torch_compile": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
 }
 
 
-def _fastcnn_sgd(params, **options):
-    from ..optim import SGD
-
-    return SGD(params, **options)
-
-
-def _case(suite, shapes, dtype):
-    return optimizer_case("sgd", suite, shapes, dtype, bytes_moved(1, bytes_per_element(dtype, 1)), BASELINES)
-
-
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one SGD step (momentum 0.9) over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    return optimizer_profile_cases(op, dtypes, _case, quick=quick, smoke=smoke)
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)
