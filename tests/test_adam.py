@@ -12,7 +12,7 @@ import torch
 import fastcnn
 from fastcnn.testing import assert_close, count_launches, gpu_only, make_tensor, strided_copy
 from optimizer_harness import (PARAM_SPECS, check_constructor_errors, check_grad_scaler, check_no_aten_math,
-                               check_state_dict_interchange, make_params, opinfo_configs)
+                               check_no_host_sync, check_state_dict_interchange, make_params, opinfo_configs)
 from optimizer_harness import run_against_torch as run_optimizers
 
 PAIRS = {"Adam": (fastcnn.optim.Adam, torch.optim.Adam), "AdamW": (fastcnn.optim.AdamW, torch.optim.AdamW)}
@@ -218,24 +218,7 @@ def test_is_a_drop_in_subclass():
 
 @gpu_only("host synchronisation exists only with a device")
 def test_step_never_synchronizes_with_the_device(generator):
-    params = [make_tensor((n, 7), device="cuda", generator=generator).requires_grad_() for n in (3, 300)]
-    optimizer = fastcnn.optim.Adam(params, amsgrad=True)
-    scaler = torch.amp.GradScaler("cuda")
-    for p in params:
-        p.grad = torch.ones_like(p)
-    optimizer.step()
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        optimizer.step()
-        optimizer.grad_scale = scaler._scale if scaler._scale is not None else torch.ones((), device="cuda")
-        optimizer.found_inf = torch.zeros((), device="cuda")
-        optimizer.step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        for attribute in ("grad_scale", "found_inf"):
-            if hasattr(optimizer, attribute):
-                delattr(optimizer, attribute)
+    check_no_host_sync(lambda params: fastcnn.optim.Adam(params, amsgrad=True), generator)
 
 
 @gpu_only("~20 GB of device memory")

@@ -172,8 +172,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if len(norms) == 1:
         total, coefficient = norms[first_device]
     else:  # gradients on several devices: their norms are combined where the first one lives
-        total = torch.linalg.vector_norm(torch.stack([norm.to(first_device) for norm, _ in norms.values()]),
-                                         norm_type)
+        device_norms = torch.stack([norm.to(first_device) for norm, _ in norms.values()])
+        # (Each device's 0-"norm" already counts its tensors with a nonzero element: they add up.)
+        total = device_norms.sum() if norm_type == 0 else torch.linalg.vector_norm(device_norms, norm_type)
         coefficient = torch.clamp(max_norm / (total.float() + 1e-6), max=1.0)
     if error_if_nonfinite and not torch.isfinite(total).item():
         raise RuntimeError(NONFINITE_MESSAGE.format(norm_type=norm_type))
