@@ -14,15 +14,16 @@ import torch
 
 from . import _backend
 from ._layout import is_dense
-from .benchmarking import BenchmarkCase, compiled, element_size, random_input
+from .benchmarking import BenchmarkCase, compiled, random_input
 
 
 # ----------------------------------------------------------------------------- walkable tensors
-def flat_walkable(tensors, write_back):
-    """``tensors`` (param, grad, states) as tensors the kernel can walk element by element in the
-    same order: dense and with identical strides. Those that are not (a grad laid out unlike its
-    channels_last param, a strided param) are staged in the param's dense layout; staged tensors
-    the step writes (all but the grad) are queued in ``write_back``."""
+def flat_walkable(tensors, write_back, read_only=(1,)):
+    """``tensors`` (an optimizer's param, grad, states; clipping's one grad) as tensors the kernel
+    can walk element by element in the same order: dense and with identical strides. Those that
+    are not (a grad laid out unlike its channels_last param, a strided param) are staged in the
+    first one's dense layout; staged tensors the kernel writes (all but the positions in
+    ``read_only``: an optimizer's grad) are queued in ``write_back``."""
     reference = tensors[0]
     if is_dense(reference) and all(t.stride() == reference.stride() or t.numel() == 0 for t in tensors[1:]):
         return tensors
@@ -35,7 +36,7 @@ def flat_walkable(tensors, write_back):
         copy = torch.empty_like(dense_template, dtype=tensor.dtype)
         copy.copy_(tensor)
         staged.append(copy)
-        if index != 1:
+        if index not in read_only:
             write_back.append((tensor, copy))
     return staged
 
@@ -118,10 +119,10 @@ def parameters_with_grads(shapes, dtype, device, seed=0):
     return params
 
 
-def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations, variant=""):
+def optimizer_case(op, suite, shapes, dtype, bytes_per_parameter, implementations, variant=""):
     """One optimizer step (or gradient clipping) over ``shapes`` for each of ``implementations``
     ({name: params -> optimizer or zero-argument callable}; fastcnn's, eager (torch's fastest),
-    torch_compile (torch's foreach step compiled) and any other baseline). ``bytes_per_element``
+    torch_compile (torch's foreach step compiled) and any other baseline). ``bytes_per_parameter``
     is what the algorithm must move per parameter; ``variant`` names the configuration."""
     numel = sum(math.prod(shape) for shape in shapes)
 
@@ -142,7 +143,7 @@ def optimizer_case(op, suite, shapes, dtype, bytes_per_element, implementations,
         return {name: step(name) for name in implementations}
 
     name = f"{suite}/{len(shapes)} tensors" + (f"/{variant}" if variant else "")
-    return BenchmarkCase(op, name, dtype, "-", {"bytes": numel * bytes_per_element}, build)
+    return BenchmarkCase(op, name, dtype, "-", {"bytes": numel * bytes_per_parameter}, build)
 
 
 def fastcnn_optimizer(class_name, **options):
@@ -173,7 +174,3 @@ def optimizer_profile_cases(op, dtypes, make_case, *, quick=False, smoke=False):
             if dtype == "fp32" or not smoke]
     return [case for cases in made for case in (cases if isinstance(cases, list) else [cases])]
 
-
-def bytes_per_element(dtype, accesses):
-    """Bytes an element-wise multi-tensor op moves per element: ``accesses`` reads and writes."""
-    return accesses * element_size(dtype)

@@ -129,10 +129,6 @@ def _numbers(group, *names):
     return {name: validation.scalar_hyperparameter(name, group[name]) for name in names}
 
 
-def _flags(group):
-    return {name: bool(group.get(name, False)) for name in ("maximize",)}
-
-
 class Adam(_FusedStep, torch.optim.Adam):
     __doc__ = (
         "Adam with a fused multi-tensor Triton step; arguments and semantics of torch.optim.Adam.\n\n"
@@ -229,7 +225,7 @@ class SGD(_FusedStep, torch.optim.SGD):
 
     def _hyperparameters(self, group):
         return dict(**_numbers(group, "lr", "momentum", "dampening", "weight_decay"),
-                    nesterov=bool(group["nesterov"]), **_flags(group))
+                    nesterov=bool(group["nesterov"]), maximize=bool(group["maximize"]))
 
     def _prepare_state(self, param, group):
         if group["momentum"] == 0:
@@ -280,7 +276,7 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
 
     def _hyperparameters(self, group):
         return dict(**_numbers(group, "lr", "alpha", "eps", "weight_decay", "momentum"),
-                    centered=bool(group["centered"]), **_flags(group))
+                    centered=bool(group["centered"]), maximize=bool(group["maximize"]))
 
     def _prepare_state(self, param, group):
         step = self._device_step(param)
@@ -317,7 +313,7 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
         self._accept_grad_scaler()
 
     def _hyperparameters(self, group):
-        return dict(**_numbers(group, "lr", "lr_decay", "weight_decay", "eps"), **_flags(group))
+        return dict(**_numbers(group, "lr", "lr_decay", "weight_decay", "eps"), maximize=bool(group["maximize"]))
 
     def _prepare_state(self, param, group):
         step = self._device_step(param)  # torch creates the state in __init__, on the CPU
@@ -345,7 +341,7 @@ class Adadelta(_FusedStep, torch.optim.Adadelta):
         self._accept_grad_scaler()
 
     def _hyperparameters(self, group):
-        return dict(**_numbers(group, "lr", "rho", "eps", "weight_decay"), **_flags(group))
+        return dict(**_numbers(group, "lr", "rho", "eps", "weight_decay"), maximize=bool(group["maximize"]))
 
     def _prepare_state(self, param, group):
         step = self._device_step(param)

@@ -28,8 +28,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from .multi_tensor import (BLOCK, COUNT, NUM_WARPS, advance_counters, block_pointers, inverse_grad_scale,
-                           program_chunk, row_pointer)
+from .multi_tensor import (BLOCK, COUNT, NUM_WARPS, advance_counters, block_pointers, gradient_step_input,
+                           inverse_grad_scale, program_chunk, row_pointer)
 
 # Rows of the pointer table (multi_tensor.build_table appends the element counts as the last row).
 # Globals read inside @triton.jit must be tl.constexpr for the compiler (the interpreter is lax).
@@ -74,15 +74,13 @@ def _update_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_
     exp_avg = tl.load(exp_avgs, mask=mask).to(tl.float32)
     exp_avg_sq = tl.load(exp_avg_sqs, mask=mask).to(tl.float32)
 
-    if HAS_GRAD_SCALE:
-        grad = grad * inv_grad_scale
-    if MAXIMIZE:
-        grad = -grad
-    if HAS_WEIGHT_DECAY:
-        if DECOUPLED_WEIGHT_DECAY:
-            param = param * decoupled_decay_factor
-        else:
-            grad = grad + weight_decay * param
+    # L2 decay through the shared prologue; AdamW's decoupled decay scales the param instead.
+    if HAS_WEIGHT_DECAY and DECOUPLED_WEIGHT_DECAY:
+        grad = gradient_step_input(grad, param, inv_grad_scale, weight_decay, HAS_GRAD_SCALE, MAXIMIZE, False)
+        param = param * decoupled_decay_factor
+    else:
+        grad = gradient_step_input(grad, param, inv_grad_scale, weight_decay, HAS_GRAD_SCALE, MAXIMIZE,
+                                   HAS_WEIGHT_DECAY)
 
     exp_avg = exp_avg + one_minus_beta1 * (grad - exp_avg)
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad

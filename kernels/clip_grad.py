@@ -46,15 +46,19 @@ SMALLEST_NORMAL = tl.constexpr(1.1754943508222875e-38)
 TOTAL_BLOCK = 1024
 
 
-def norm_kind(norm_type):
-    """The kernels' kind for torch's ``norm_type`` (a float)."""
+def norm_constexprs(norm_type):
+    """The kernels' compile-time view of torch's ``norm_type`` (a float): its KIND, SCALED (a
+    positive finite p: the sum is scaled), POWER_IS_ONE and POWER_IS_TWO."""
     if norm_type == float("inf"):
-        return INF
-    if norm_type == float("-inf"):
-        return NEG_INF
-    if norm_type == 0:
-        return ZERO
-    return POWER
+        kind = INF
+    elif norm_type == float("-inf"):
+        kind = NEG_INF
+    elif norm_type == 0:
+        kind = ZERO
+    else:
+        kind = POWER
+    return dict(KIND=kind, SCALED=kind == POWER and norm_type > 0, POWER_IS_ONE=norm_type == 1,
+                POWER_IS_TWO=norm_type == 2)
 
 
 @triton.jit
@@ -266,14 +270,12 @@ def partial_norms(table, partials, offset, tensor_offset, *, element_type, norm_
     tensor from ``tensor_offset``). Returns the number of launches."""
     if table.num_chunks == 0:
         return 0
-    kind = norm_kind(norm_type)
+    constexprs = norm_constexprs(norm_type)
     _partial_norms_kernel[(table.num_chunks,)](
         table.tables, table.chunks, table.num_tensors, table.num_chunks, partials, offset, tensor_offset,
-        partials.stride(0),
-        norm_type if kind == POWER else 1.0,
-        ELEMENT_TYPE=element_type, KIND=kind, SCALED=kind == POWER and norm_type > 0,
-        POWER_IS_ONE=norm_type == 1, POWER_IS_TWO=norm_type == 2, ALIGNED=table.aligned,
-        CHUNK_SIZE=table.chunk_size, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        partials.stride(0), norm_type if constexprs["KIND"] == POWER else 1.0,
+        ELEMENT_TYPE=element_type, ALIGNED=table.aligned, CHUNK_SIZE=table.chunk_size, BLOCK=BLOCK,
+        num_warps=NUM_WARPS, **constexprs,
     )
     return 1
 
@@ -282,12 +284,12 @@ def total_norm(partials, total, coefficient, *, total_type, norm_type, max_norm)
     """The norm of all ``partials`` (fp32 [3, n], contiguous) into ``total`` (a scalar of the
     returned dtype, ``total_type`` in triton's terms) and the clip coefficient into
     ``coefficient`` (an fp32 scalar). Returns 1."""
-    kind = norm_kind(norm_type)
+    constexprs = norm_constexprs(norm_type)
+    power = constexprs["KIND"] == POWER
     _total_norm_kernel[(1,)](
         partials, partials.shape[1], total, coefficient, max_norm,
-        norm_type if kind == POWER else 1.0, 1.0 / norm_type if kind == POWER else 1.0,
-        KIND=kind, SCALED=kind == POWER and norm_type > 0, POWER_IS_ONE=norm_type == 1,
-        POWER_IS_TWO=norm_type == 2, TOTAL_TYPE=total_type, BLOCK=TOTAL_BLOCK,
+        norm_type if power else 1.0, 1.0 / norm_type if power else 1.0,
+        TOTAL_TYPE=total_type, BLOCK=TOTAL_BLOCK, **constexprs,
     )
     return 1
 

@@ -78,9 +78,7 @@ def multi_tensor_variants(results):
                   (float("inf"), tl.float32, True), (float("-inf"), tl.float32, True), (0.0, tl.float32, True),
                   (-1.5, tl.float32, True)]
     for norm_type, element_type, aligned in norm_cases:
-        kind = clip_grad.norm_kind(norm_type)
-        flags = dict(KIND=kind, SCALED=kind == clip_grad.POWER and norm_type > 0, POWER_IS_ONE=norm_type == 1,
-                     POWER_IS_TWO=norm_type == 2)
+        flags = clip_grad.norm_constexprs(norm_type)
         key = f"clip_grad/partial_norms/sm90/p{norm_type}/{element_type}/{'aligned' if aligned else 'unaligned'}"
         results[key] = memory_accesses(partial, signature, dict(flags, ELEMENT_TYPE=element_type, ALIGNED=aligned,
                                                                 CHUNK_SIZE=16384, BLOCK=clip_grad.BLOCK), 90)

@@ -261,3 +261,28 @@ def check_no_host_sync(make_optimizer, generator):
         for attribute in ("grad_scale", "found_inf"):
             if hasattr(optimizer, attribute):
                 delattr(optimizer, attribute)
+
+
+def check_launches_per_bucket(ours_cls, second_group, launches, generator, **defaults):
+    """One launch set per (group, dtype) bucket whatever the number of tensors: 59 fp32 and two
+    fp16 tensors in one group, an fp32 tensor in a second group (``second_group``'s options):
+    three buckets, ``launches`` the expected {op: count}."""
+    many = [make_tensor((n,), generator=generator).requires_grad_() for n in range(1, 60)]
+    halves = [make_tensor((n,), torch.float16, generator=generator).requires_grad_() for n in (5, 9)]
+    other = [make_tensor((11, 3), generator=generator).requires_grad_()]
+    optimizer = ours_cls([{"params": many + halves}, {"params": other, **second_group}], **defaults)
+    for p in many + halves + other:
+        p.grad = torch.ones_like(p)
+    with count_launches() as launched:
+        optimizer.step()
+    assert launched == launches
+
+
+def check_sparse_grads_refused(make_optimizer):
+    """A sparse gradient raises torch's sparse-gradient RuntimeError before any launch."""
+    param = torch.ones(4, 3, requires_grad=True)
+    optimizer = make_optimizer([param])
+    param.grad = torch.ones(4, 3).to_sparse()
+    with count_launches() as launched, pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        optimizer.step()
+    assert not launched

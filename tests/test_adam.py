@@ -12,7 +12,8 @@ import torch
 import fastcnn
 from fastcnn.testing import assert_close, count_launches, gpu_only, make_tensor, strided_copy
 from optimizer_harness import (PARAM_SPECS, check_constructor_errors, check_grad_scaler, check_no_aten_math,
-                               check_no_host_sync, check_state_dict_interchange, make_params, opinfo_configs)
+                               check_launches_per_bucket, check_no_host_sync, check_sparse_grads_refused,
+                               check_state_dict_interchange, make_params, opinfo_configs)
 from optimizer_harness import run_against_torch as run_optimizers
 
 PAIRS = {"Adam": (fastcnn.optim.Adam, torch.optim.Adam), "AdamW": (fastcnn.optim.AdamW, torch.optim.AdamW)}
@@ -60,17 +61,9 @@ def test_complex_params_update_as_real_pairs(generator, seed):
     assert_close(torch.view_as_real(param), torch.view_as_real(reference), torch.float32, what="complex", seed=seed)
 
 
-def test_param_groups_and_mixed_dtypes_launch_per_bucket(generator, seed):
+def test_param_groups_and_mixed_dtypes_launch_per_bucket(generator):
     """One pair of launches per (group, dtype) whatever the number of tensors."""
-    many = [make_tensor((n,), generator=generator).requires_grad_() for n in range(1, 60)]
-    halves = [make_tensor((n,), torch.float16, generator=generator).requires_grad_() for n in (5, 9)]
-    other = [make_tensor((11, 3), generator=generator).requires_grad_()]
-    optimizer = fastcnn.optim.Adam([{"params": many + halves}, {"params": other, "lr": 0.1, "amsgrad": True}])
-    for p in many + halves + other:
-        p.grad = torch.ones_like(p)
-    with count_launches() as launched:
-        optimizer.step()
-    assert launched == {"adam_step": 2 * 3}
+    check_launches_per_bucket(fastcnn.optim.Adam, {"lr": 0.1, "amsgrad": True}, {"adam_step": 2 * 3}, generator)
 
 
 def test_step_issues_no_aten_math(generator):
@@ -188,12 +181,7 @@ def test_bad_hyperparameters_raise_value_error(kwargs, message):
 
 
 def test_sparse_and_integer_grads_are_refused_before_launch():
-    param = torch.ones(4, 3, requires_grad=True)
-    param.grad = torch.ones(4, 3).to_sparse()
-    optimizer = fastcnn.optim.Adam([param])
-    with count_launches() as launched, pytest.raises(RuntimeError, match="does not support sparse gradients"):
-        optimizer.step()
-    assert not launched
+    check_sparse_grads_refused(fastcnn.optim.Adam)
     with pytest.raises(TypeError, match="float64 are not supported"):
         param = torch.ones(3, dtype=torch.float64, requires_grad=True)
         param.grad = torch.ones(3, dtype=torch.float64)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import fastcnn
-from fastcnn.testing import count_launches, gpu_only, make_tensor
-from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_no_aten_math, check_no_host_sync,
+from fastcnn.testing import gpu_only, make_tensor
+from optimizer_harness import (check_constructor_errors, check_grad_scaler, check_launches_per_bucket,
+                               check_no_aten_math, check_no_host_sync, check_sparse_grads_refused,
                                check_state_dict_interchange, opinfo_configs, run_against_torch)
 
 ONE_LAUNCH = {"sgd_step": 1}
@@ -45,16 +46,8 @@ def test_low_precision_params(dtype, generator, seed):
 
 def test_param_groups_and_mixed_dtypes_launch_per_bucket(generator):
     """One launch per (group, dtype) whatever the number of tensors."""
-    many = [make_tensor((n,), generator=generator).requires_grad_() for n in range(1, 60)]
-    halves = [make_tensor((n,), torch.float16, generator=generator).requires_grad_() for n in (5, 9)]
-    other = [make_tensor((11, 3), generator=generator).requires_grad_()]
-    optimizer = fastcnn.optim.SGD([{"params": many + halves}, {"params": other, "lr": 0.1, "nesterov": True}],
-                                  lr=0.01, momentum=0.9)
-    for p in many + halves + other:
-        p.grad = torch.ones_like(p)
-    with count_launches() as launched:
-        optimizer.step()
-    assert launched == {"sgd_step": 3}
+    check_launches_per_bucket(fastcnn.optim.SGD, {"lr": 0.1, "nesterov": True}, {"sgd_step": 3}, generator,
+                              lr=0.01, momentum=0.9)
 
 
 def test_step_issues_no_aten_math(generator):
@@ -89,11 +82,7 @@ def test_nesterov_without_momentum_is_refused_as_torch():
 
 
 def test_sparse_grads_are_refused_before_launch():
-    param = torch.ones(4, 3, requires_grad=True)
-    param.grad = torch.ones(4, 3).to_sparse()
-    with count_launches() as launched, pytest.raises(RuntimeError, match="does not support sparse gradients"):
-        fastcnn.optim.SGD([param], momentum=0.9).step()
-    assert not launched
+    check_sparse_grads_refused(lambda params: fastcnn.optim.SGD(params, momentum=0.9))
 
 
 def test_is_a_drop_in_subclass_with_schedulers():

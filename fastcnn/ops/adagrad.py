@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
-                            optimizer_profile_cases, run_step, step_cases, step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
+                            step_cases, step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.Adagrad
 
@@ -95,5 +96,5 @@ BASELINES = {
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one Adagrad step over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
     return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

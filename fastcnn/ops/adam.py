@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, count_step, fastcnn_optimizer,
-                            optimizer_profile_cases, run_step, step_cases, write)
+from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
+                            step_cases, step_input, write)
 
 
 __all__ = []  # its public face is fastcnn.optim.Adam / AdamW
@@ -91,18 +92,12 @@ def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
         inv_bias_correction2_sqrt = bias_correction2.rsqrt().float()
 
         p = param.float()
-        grad = grads[index].float()
+        grad = step_input(param, grads[index], grad_scale=grad_scale, maximize=maximize,
+                          weight_decay=0.0 if decoupled_weight_decay else weight_decay)
+        if decoupled_weight_decay and weight_decay != 0:
+            p = p * (1.0 - lr * weight_decay)
         exp_avg = exp_avgs[index].float()
         exp_avg_sq = exp_avg_sqs[index].float()
-        if grad_scale is not None:
-            grad = grad * (1.0 / grad_scale.float())
-        if maximize:
-            grad = -grad
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p = p * (1.0 - lr * weight_decay)
-            else:
-                grad = grad + weight_decay * p
         exp_avg = exp_avg + (1.0 - beta1) * (grad - exp_avg)
         exp_avg_sq = beta2 * exp_avg_sq + (1.0 - beta2) * grad * grad
         second_moment = exp_avg_sq
@@ -134,5 +129,5 @@ BASELINES = {
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one optimizer step over each suite's parameters (the ResNet-50 one
     with ``quick``; two small fp32 tensors for the smoke check); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
     return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

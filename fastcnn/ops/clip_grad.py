@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from ..benchmarking import element_size
 from ..dtypes import KERNEL_DTYPES, triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, flat_walkable, optimizer_profile_cases,
-                            step_cases)
+from ..multi_tensor import (PARAMETER_SUITES, flat_walkable, optimizer_profile_cases, step_cases)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -51,7 +51,7 @@ def _by_device(grads):
     groups = {}
     for grad in grads:
         walkable, write_back = groups.setdefault(grad.device, ([], []))
-        walkable.extend(flat_walkable([grad], write_back))
+        walkable.extend(flat_walkable([grad], write_back, read_only=()))
     return groups
 
 
@@ -113,13 +113,20 @@ def _(grads, norm_type, max_norm):
             torch.empty((), dtype=torch.float32, device=device))
 
 
+def _launch_per_dtype(name, grads, launch):
+    """``launch(kernel module, table, element type)`` over each dtype's table of ``grads``, the
+    launches recorded as ``name``."""
+    clip_kernels, multi_tensor = _kernels()
+    with torch.profiler.record_function(f"fastcnn::{name}"):
+        for table, element_type in _tables(grads, multi_tensor):
+            _backend.record_launch(name, launch(clip_kernels, table, element_type))
+
+
 @torch.library.custom_op("fastcnn::scale_grads_", mutates_args=("grads",))
 def _scale_grads_op(grads: list[Tensor], coefficient: Tensor) -> None:
     """grads *= coefficient (an fp32 scalar on their device), in place; nothing written where it is 1."""
-    clip_kernels, multi_tensor = _kernels()
-    with torch.profiler.record_function("fastcnn::scale_grads"):
-        for table, element_type in _tables(grads, multi_tensor):
-            _backend.record_launch("scale_grads", clip_kernels.scale(table, coefficient, element_type=element_type))
+    _launch_per_dtype("scale_grads", grads, lambda kernels, table, element_type: kernels.scale(
+        table, coefficient, element_type=element_type))
 
 
 @_scale_grads_op.register_fake
@@ -130,10 +137,8 @@ def _(grads, coefficient):
 @torch.library.custom_op("fastcnn::clamp_grads_", mutates_args=("grads",))
 def _clamp_grads_op(grads: list[Tensor], clip_value: float) -> None:
     """grads = clamp(grads, -clip_value, clip_value), in place."""
-    clip_kernels, multi_tensor = _kernels()
-    with torch.profiler.record_function("fastcnn::clamp_grads"):
-        for table, element_type in _tables(grads, multi_tensor):
-            _backend.record_launch("clamp_grads", clip_kernels.clamp(table, clip_value, element_type=element_type))
+    _launch_per_dtype("clamp_grads", grads, lambda kernels, table, element_type: kernels.clamp(
+        table, clip_value, element_type=element_type))
 
 
 @_clamp_grads_op.register_fake
@@ -222,7 +227,7 @@ def _norm_cases(op, max_norm, clipped):
     return step_cases(op, _implementations(lambda params: clip_grad_norm_(params, max_norm),
                                            lambda params, **options: torch.nn.utils.clip_grad_norm_(
                                                params, max_norm, **options)),
-                      lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1), clipped), f"max_norm={max_norm:g}")
+                      lambda dtype: bytes_moved(1, element_size(dtype), clipped), f"max_norm={max_norm:g}")
 
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
@@ -234,7 +239,7 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
         cases = [step_cases(op, _implementations(lambda params: clip_grad_value_(params, 0.5),
                                                  lambda params, **options: torch.nn.utils.clip_grad_value_(
                                                      params, 0.5, **options)),
-                            lambda dtype: 2 * bytes_per_element(dtype, 1))]
+                            lambda dtype: 2 * element_size(dtype))]
     else:
         cases = [_norm_cases(op, 1.0, clipped=True), _norm_cases(op, float("inf"), clipped=False)]
     return optimizer_profile_cases(op, dtypes, lambda *suite: [make(*suite) for make in cases], quick=quick,

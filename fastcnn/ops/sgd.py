@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, bytes_per_element, fastcnn_optimizer, optimizer_profile_cases,
-                            run_step, step_cases, step_input, write)
+from ..multi_tensor import (PARAMETER_SUITES, fastcnn_optimizer, optimizer_profile_cases, run_step, step_cases,
+                            step_input, write)
 
 __all__ = []  # its public face is fastcnn.optim.SGD
 
@@ -72,7 +73,8 @@ def sgd_step(op, params, grads, momentum_buffers, first_step_flags, pending_flag
     (announced once with a FallbackWarning naming ``op``) where no kernel can run.
     ``pending_flags`` are those of ``first_step_flags`` the step must clear; ``hyperparameters``
     are lr, momentum, dampening, weight_decay, nesterov, maximize."""
-    pending = [index for index, flag in enumerate(first_step_flags) if any(flag is p for p in pending_flags)]
+    pending_ids = {id(flag) for flag in pending_flags}
+    pending = [index for index, flag in enumerate(first_step_flags) if id(flag) in pending_ids]
     run_step(op, params, _sgd_step_op, reference_sgd_step, params, grads, momentum_buffers, first_step_flags,
              pending, grad_scale=grad_scale, found_inf=found_inf, **hyperparameters)
 
@@ -114,5 +116,5 @@ BASELINES = {
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: one SGD step (momentum 0.9) over each suite's parameters (see
     multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, bytes_per_element(dtype, 1)))
+    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
     return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)
