@@ -63,3 +63,32 @@ def empty_rows_like(tensor):
 
     out = torch.empty_like(tensor)
     return out if rows_view(out) is not None else torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+
+
+def statistic_vectors(statistics):
+    """(vectors, write_back) for per-channel buffers a kernel updates in place (running
+    statistics; None entries stay None): each as a 1-d view of its C elements, read through its
+    stride; a buffer whose strides no 1-d view can express is updated in a copy, listed in
+    ``write_back`` as (buffer, copy) for the caller to copy back after the launch."""
+    vectors, write_back = [], []
+    for statistic in statistics:
+        vector = statistic
+        if statistic is not None and statistic.dim() != 1:
+            try:
+                vector = statistic.view(-1)
+            except RuntimeError:
+                vector = statistic.reshape(-1)  # a copy, as no view exists
+                write_back.append((statistic, vector))
+        vectors.append(vector)
+    return vectors, write_back
+
+
+def with_strides(tensor, strides):
+    """``tensor`` itself when it has ``strides`` (wherever a dimension has more than one element),
+    else a copy laid out with them: the flat kernels pair the elements of their operands by
+    memory position, so a gradient must be laid out as the output it belongs to."""
+    import torch
+
+    if all(a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides) if size > 1):
+        return tensor
+    return torch.empty_strided(tensor.shape, strides, dtype=tensor.dtype, device=tensor.device).copy_(tensor)

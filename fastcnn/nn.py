@@ -2,9 +2,13 @@
 replaces, so constructors, ``repr``, ``state_dict`` keys and ``isinstance`` checks are unchanged."""
 import torch
 
+from .ops import activation as _activation
 from .ops.batch_norm import batch_norm, batch_norm_relu
 from .ops.conv2d import conv2d
 from .ops.cross_entropy import cross_entropy
+from .ops.dropout import dropout, dropout2d
+from .ops.group_norm import group_norm, instance_norm
+from .ops.layer_norm import layer_norm, layer_norm2d
 from .ops.max_pool import max_pool2d
 
 
@@ -61,3 +65,121 @@ class BatchNorm2dReLU(BatchNorm2d):
     subclass with its state_dict keys, so BN checkpoints load into it unchanged."""
 
     fused_relu = True
+
+
+class _FusedActivation:
+    """The ``activation=`` of a norm module: stored resolved, as the kernel's (kind, parameter) or
+    None, so that it adds no submodule and no state (state_dict keys stay torch's). ``convert``
+    sets it on a module whose class it swapped, to fuse the activation that followed."""
+
+    activation = None
+
+    def _set_activation(self, activation):
+        kind, parameter = _activation.resolve_activation(f"fastcnn.nn.{type(self).__name__}", activation)
+        self.activation = None if kind is None else (kind, parameter)
+
+    def extra_repr(self):
+        fused = "" if self.activation is None else f", activation={self.activation[0]!r}"
+        return super().extra_repr() + fused
+
+
+class GroupNorm(_FusedActivation, torch.nn.GroupNorm):
+    """``torch.nn.GroupNorm`` on fastcnn's group-norm kernels, optionally followed by a fused
+    ``activation`` ("silu", nn.GELU(), ... see ``fastcnn.ops.activation.resolve_activation``)."""
+
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    def forward(self, input):
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation)
+
+
+class LayerNorm(_FusedActivation, torch.nn.LayerNorm):
+    """``torch.nn.LayerNorm`` on fastcnn's layer-norm kernel (any strides: a permuted NHWC view is
+    read as it lies), optionally followed by a fused ``activation``."""
+
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    def forward(self, input):
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, activation=self.activation)
+
+
+class LayerNorm2d(LayerNorm):
+    """torchvision's ConvNeXt ``LayerNorm2d`` (a ``torch.nn.LayerNorm`` over the channels of an
+    (N, C, H, W) input) in one kernel, without its two permutes; same state_dict."""
+
+    def forward(self, input):
+        return layer_norm2d(input, self.weight, self.bias, self.eps, activation=self.activation)
+
+
+class _InstanceNorm(_FusedActivation):
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    def _apply_instance_norm(self, input):
+        # torch's _InstanceNorm._apply_instance_norm, on fastcnn's kernels.
+        return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.training or not self.track_running_stats,
+                             self.momentum if self.momentum is not None else 0.0, self.eps, activation=self.activation)
+
+
+class InstanceNorm1d(_InstanceNorm, torch.nn.InstanceNorm1d):
+    """``torch.nn.InstanceNorm1d`` on fastcnn's group-norm kernels (one channel per group)."""
+
+
+class InstanceNorm2d(_InstanceNorm, torch.nn.InstanceNorm2d):
+    """``torch.nn.InstanceNorm2d`` on fastcnn's group-norm kernels (one channel per group)."""
+
+
+class InstanceNorm3d(_InstanceNorm, torch.nn.InstanceNorm3d):
+    """``torch.nn.InstanceNorm3d`` on fastcnn's group-norm kernels (one channel per group)."""
+
+
+class Dropout(torch.nn.Dropout):
+    """``torch.nn.Dropout`` on fastcnn's Philox dropout kernel (the mask regenerated in backward)."""
+
+    def forward(self, input):
+        return dropout(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(torch.nn.Dropout2d):
+    """``torch.nn.Dropout2d`` on fastcnn's channel-wise dropout kernel."""
+
+    def forward(self, input):
+        return dropout2d(input, self.p, self.training, self.inplace)
+
+
+def _activation_module(torch_module, kind, call, doc):
+    """A subclass of the torch activation module ``torch_module`` whose forward is ``call(self, input)``."""
+    return type(torch_module.__name__, (torch_module,), {"forward": lambda self, input: call(self, input),
+                                                         "__doc__": doc, "__module__": __name__,
+                                                         "fastcnn_kind": kind})
+
+
+ReLU = _activation_module(torch.nn.ReLU, "relu", lambda m, x: _activation.relu(x, m.inplace),
+                          "``torch.nn.ReLU`` on fastcnn's activation kernel.")
+ReLU6 = _activation_module(torch.nn.ReLU6, "relu6", lambda m, x: _activation.relu6(x, m.inplace),
+                           "``torch.nn.ReLU6`` on fastcnn's activation kernel.")
+LeakyReLU = _activation_module(torch.nn.LeakyReLU, "leaky_relu",
+                               lambda m, x: _activation.leaky_relu(x, m.negative_slope, m.inplace),
+                               "``torch.nn.LeakyReLU`` on fastcnn's activation kernel.")
+ELU = _activation_module(torch.nn.ELU, "elu", lambda m, x: _activation.elu(x, m.alpha, m.inplace),
+                         "``torch.nn.ELU`` on fastcnn's activation kernel.")
+SiLU = _activation_module(torch.nn.SiLU, "silu", lambda m, x: _activation.silu(x, m.inplace),
+                          "``torch.nn.SiLU`` on fastcnn's activation kernel.")
+GELU = _activation_module(torch.nn.GELU, "gelu", lambda m, x: _activation.gelu(x, m.approximate),
+                          "``torch.nn.GELU`` (exact or tanh) on fastcnn's activation kernel.")
+Hardswish = _activation_module(torch.nn.Hardswish, "hardswish", lambda m, x: _activation.hardswish(x, m.inplace),
+                               "``torch.nn.Hardswish`` on fastcnn's activation kernel.")
+Hardsigmoid = _activation_module(torch.nn.Hardsigmoid, "hardsigmoid",
+                                 lambda m, x: _activation.hardsigmoid(x, m.inplace),
+                                 "``torch.nn.Hardsigmoid`` on fastcnn's activation kernel.")
+Sigmoid = _activation_module(torch.nn.Sigmoid, "sigmoid", lambda m, x: _activation.sigmoid(x),
+                             "``torch.nn.Sigmoid`` on fastcnn's activation kernel.")
+Tanh = _activation_module(torch.nn.Tanh, "tanh", lambda m, x: _activation.tanh(x),
+                          "``torch.nn.Tanh`` on fastcnn's activation kernel.")
+ACTIVATIONS = (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh)

@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .moments import chan_merge
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
@@ -39,15 +40,6 @@ MAX_SPLITS = 256
 @triton.jit
 def _row_offsets(rows, spatial, stride_n, stride_s):
     return (rows // spatial) * stride_n + (rows % spatial) * stride_s
-
-
-@triton.jit
-def _chan_merge(count, mean, m2, other_count, other_mean, other_m2):
-    """Chan et al.'s parallel merge of two (count, mean, sum of squared deviations) summaries."""
-    total = count + other_count
-    delta = other_mean - mean
-    fraction = other_count / tl.maximum(total, 1.0)
-    return total, mean + delta * fraction, m2 + other_m2 + delta * delta * count * fraction
 
 
 @triton.jit
@@ -89,7 +81,7 @@ def _partial_stats_kernel(
         tile_mean = tl.sum(x, axis=0) / tl.maximum(tile_count, 1.0)
         deviation = tl.where(mask, x - tile_mean[None, :], 0.0)
         tile_m2 = tl.sum(deviation * deviation, axis=0)
-        count, mean, m2 = _chan_merge(count, mean, m2, tile_count, tile_mean, tile_m2)
+        count, mean, m2 = chan_merge(count, mean, m2, tile_count, tile_mean, tile_m2)
     base = partial_ptr + split * 3 * channels + c
     tl.store(base, count, mask=channel_ok)
     tl.store(base + channels, mean, mask=channel_ok)
@@ -115,7 +107,7 @@ def _finalize_kernel(
             split_count = tl.load(base, mask=ok, other=0.0)
             split_mean = tl.load(base + channels, mask=ok, other=0.0)
             split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
-            count, mean, m2 = _chan_merge(count, mean, m2, split_count, split_mean, split_m2)
+            count, mean, m2 = chan_merge(count, mean, m2, split_count, split_mean, split_m2)
         # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
         variance = m2 / tl.maximum(count, 1.0)
         shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import as_rows, empty_rows_like, rows_view
+from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_torch_implements
@@ -193,29 +193,12 @@ def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, traini
     # The kernels read each per-channel tensor as a vector through its stride (any C-element
     # tensor torch accepts: a strided view, a (C, 1) buffer).
     weight_values, bias_values = (None if t is None else t.reshape(-1) for t in (weight_values, bias_values))
-    statistics, write_back = [], []
-    for statistic in (running_mean, running_var):
-        vector = None if statistic is None else _vector_view(statistic)
-        if statistic is not None and vector is None:  # strides no 1-d view can express: update a copy
-            vector = statistic.reshape(-1)  # a copy, as no view exists
-            write_back.append((statistic, vector))
-        statistics.append(vector)
+    statistics, write_back = statistic_vectors((running_mean, running_var))
     folded = _fold_op(input_values, *statistics, weight_values, bias_values, bool(training), float(momentum),
                       float(eps))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
     return _apply_op(input, folded, weight, bias, bool(training), relu)
-
-
-def _vector_view(tensor):
-    """``tensor`` as a 1-d view of its C elements (itself when already 1-d), or None when its
-    strides cannot be expressed as one."""
-    if tensor.dim() == 1:
-        return tensor
-    try:
-        return tensor.view(-1)
-    except RuntimeError:
-        return None
 
 
 def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

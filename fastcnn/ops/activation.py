@@ -1,0 +1,243 @@
+"""Standalone activations (``fastcnn.relu``, ``silu``, ``gelu``, ...) over ``kernels/activation.py``,
+mirroring ``torch.nn.functional``'s, and ``resolve_activation``: the one place that turns what a
+user passes as ``activation=`` (a name, or a torch activation module) into the kernel's
+(kind, parameter) pair, for these and for every norm that fuses an activation epilogue.
+
+One operator, ``fastcnn::activation``, with an autograd formula whose backward is
+``fastcnn::activation_backward``; both walk dense tensors (any dimension order) as flat arrays,
+so the output is laid out as the input. Saved for backward: the input alone (sigmoid and tanh
+recompute their output from it). ``inplace=True`` writes into the input when autograd does not
+need it; when it does, the result is computed out of place (torch would save the output and
+write the input; fastcnn never writes into a tensor autograd may have saved).
+"""
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import is_dense, with_strides
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..validation import check_kernel_dtype
+
+__all__ = ["relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh"]
+
+OP = "activation"
+
+# kind -> (torch module class, the module attribute holding the kernel's parameter, its default)
+MODULES = {
+    "relu": (torch.nn.ReLU, None, 0.0),
+    "relu6": (torch.nn.ReLU6, None, 0.0),
+    "leaky_relu": (torch.nn.LeakyReLU, "negative_slope", 0.01),
+    "elu": (torch.nn.ELU, "alpha", 1.0),
+    "silu": (torch.nn.SiLU, None, 0.0),
+    "gelu": (torch.nn.GELU, None, 0.0),
+    "hardswish": (torch.nn.Hardswish, None, 0.0),
+    "hardsigmoid": (torch.nn.Hardsigmoid, None, 0.0),
+    "sigmoid": (torch.nn.Sigmoid, None, 0.0),
+    "tanh": (torch.nn.Tanh, None, 0.0),
+}
+KINDS = tuple(MODULES) + ("gelu_tanh",)
+
+
+def _kernels():
+    """kernels/activation.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import activation
+
+    return activation
+
+
+# ----------------------------------------------------------------------------- checks
+def resolve_activation(op, activation):
+    """(kind, parameter) for ``activation=``: None; a name of ``KINDS`` ("leaky_relu" and "elu"
+    with torch's default slope / alpha; "gelu_tanh" is GELU(approximate="tanh")); a (name,
+    parameter) pair; or an instance of one of torch's activation modules (nn.LeakyReLU(0.2),
+    nn.GELU(approximate="tanh"), ...). Anything else is a ValueError naming the supported list."""
+    if activation is None:
+        return None, 0.0
+    if isinstance(activation, torch.nn.Module):
+        for kind, (module_type, attribute, _) in MODULES.items():
+            if type(activation) is module_type:
+                if kind == "gelu":
+                    return ("gelu_tanh" if activation.approximate == "tanh" else "gelu"), 0.0
+                return kind, float(getattr(activation, attribute)) if attribute else 0.0
+        raise ValueError(f"{op}: activation module {type(activation).__name__} is not supported; fastcnn fuses "
+                         f"{', '.join(module.__name__ for module, _, _ in MODULES.values())}")
+    name, parameter = activation if isinstance(activation, tuple) else (activation, None)
+    if name not in KINDS:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(KINDS)}, got {activation!r}")
+    default = MODULES.get(name, (None, None, 0.0))[2]
+    return name, float(default if parameter is None else parameter)
+
+
+def module_for(kind, parameter):
+    """The torch module computing (kind, parameter): what the fallback and the references run."""
+    if kind == "gelu_tanh":
+        return torch.nn.GELU(approximate="tanh")
+    module_type, attribute, _ = MODULES[kind]
+    return module_type(**({attribute: parameter} if attribute else {}))
+
+
+def check_activation_input(op, input):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not (input.is_floating_point() or input.is_complex()):
+        # torch's relu takes integers; the others raise. fastcnn's kernels take floats.
+        raise TypeError(f"{op}: input of dtype {input.dtype} is not supported by fastcnn's kernels")
+    check_kernel_dtype(op, input)
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, backward):
+    """Forward reads x and writes y; backward reads x and dy and writes dx."""
+    return numel * element_size * (5 if backward else 2)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+@torch.library.custom_op("fastcnn::activation", mutates_args=())
+def _activation_op(input: Tensor, kind: str, parameter: float) -> Tensor:
+    """act(input) for a dense input; the output has the input's strides."""
+    out = torch.empty_like(input)
+    if input.numel():
+        with torch.profiler.record_function(f"fastcnn::{kind}"):
+            _backend.record_launch(OP, _kernels().forward(input, out, kind=kind, parameter=parameter))
+    return out
+
+
+@_activation_op.register_fake
+def _(input, kind, parameter):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("fastcnn::activation_", mutates_args=("input",))
+def _activation_inplace_op(input: Tensor, kind: str, parameter: float) -> None:
+    """input = act(input), for a dense input autograd does not need."""
+    if input.numel():
+        with torch.profiler.record_function(f"fastcnn::{kind}_"):
+            _backend.record_launch(OP, _kernels().forward(input, input, kind=kind, parameter=parameter))
+
+
+@_activation_inplace_op.register_fake
+def _(input, kind, parameter):
+    return None
+
+
+@torch.library.custom_op("fastcnn::activation_backward", mutates_args=())
+def _activation_backward_op(grad_out: Tensor, input: Tensor, kind: str, parameter: float) -> Tensor:
+    grad_out = with_strides(grad_out, input.stride())
+    grad_input = torch.empty_like(input)
+    if input.numel():
+        with torch.profiler.record_function(f"fastcnn::{kind} backward"):
+            _backend.record_launch(OP, _kernels().backward(grad_out, input, grad_input, kind=kind,
+                                                           parameter=parameter))
+    return grad_input
+
+
+@_activation_backward_op.register_fake
+def _(grad_out, input, kind, parameter):
+    return torch.empty_like(input)
+
+
+def _setup_context(ctx, inputs, output):
+    input, kind, parameter = inputs
+    ctx.save_for_backward(input)
+    ctx.options = (kind, parameter)
+
+
+def _backward(ctx, grad_out):
+    (input,) = ctx.saved_tensors
+    return _activation_backward_op(grad_out, input, *ctx.options), None, None
+
+
+_activation_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- functional
+def activation(input, kind, parameter=0.0, inplace=False, *, op=None):
+    """act(input) for (kind, parameter) of ``resolve_activation``."""
+    op = f"fastcnn.{op or kind}"
+    check_activation_input(op, input)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(kind, input.device)
+        return module_for(kind, parameter)(input)
+    if not is_dense(input):  # a strided view: one copy, then the flat kernel
+        input = input.contiguous()
+        inplace = False
+    if inplace and not (torch.is_grad_enabled() and input.requires_grad):
+        _activation_inplace_op(input, kind, float(parameter))
+        return input
+    return _activation_op(input, kind, float(parameter))
+
+
+def relu(input, inplace=False):
+    """``F.relu``: NaN stays NaN, the gradient at 0 is 0 (torch's threshold_backward)."""
+    return activation(input, "relu", inplace=inplace)
+
+
+def relu6(input, inplace=False):
+    """``F.relu6`` (hardtanh between 0 and 6)."""
+    return activation(input, "relu6", inplace=inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return activation(input, "leaky_relu", negative_slope, inplace)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    return activation(input, "elu", alpha, inplace)
+
+
+def silu(input, inplace=False):
+    return activation(input, "silu", inplace=inplace)
+
+
+def gelu(input, approximate="none"):
+    """``F.gelu``: exact (erf) or, with ``approximate="tanh"``, the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"fastcnn.gelu: approximate argument must be either none or tanh, got {approximate!r}")
+    return activation(input, "gelu_tanh" if approximate == "tanh" else "gelu", op="gelu")
+
+
+def hardswish(input, inplace=False):
+    return activation(input, "hardswish", inplace=inplace)
+
+
+def hardsigmoid(input, inplace=False):
+    return activation(input, "hardsigmoid", inplace=inplace)
+
+
+def sigmoid(input):
+    return activation(input, "sigmoid")
+
+
+def tanh(input):
+    return activation(input, "tanh")
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# (channels, height = width) of activations that a standalone activation sees: EfficientNet-B0's
+# SiLU after its stem and in its middle stage, and a ConvNeXt-T MLP's GELU (4·96 channels at 56²).
+SUITES = {"efficientnet_b0": lambda: [(32, 112), (240, 28)], "convnext_tiny": lambda: [(384, 56)]}
+PROFILE_OPS = ("silu", "gelu")
+
+
+def _case(kind, channels, size, batch, dtype, layout):
+    from .. import nn as fastcnn_nn
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        theirs = module_for(kind, 0.0)
+        ours = {"silu": fastcnn_nn.SiLU, "gelu": fastcnn_nn.GELU}[kind]()
+        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
+                "torch_compile": training_step(compiled(theirs), input)}
+
+    return BenchmarkCase(kind, f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """Forward + backward of the activation alone on those shapes."""
+    shapes = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    shapes = shapes[:1] if quick else shapes
+    batches = (2,) if smoke else ACTIVATION_BATCHES[:1]
+    return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
+            for dtype in dtypes for layout in layouts]

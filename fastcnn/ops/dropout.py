@@ -1,0 +1,191 @@
+"""Dropout and channel-wise dropout: ``fastcnn.dropout`` (= F.dropout) and ``fastcnn.dropout2d``
+(= F.dropout2d, torch's feature dropout: whole (sample, channel) planes), over
+``kernels/dropout.py``: torch's checks and warnings, the byte count, the operator and autograd, the
+functionals and the benchmark cases.
+
+One operator, ``fastcnn::dropout(input, seed, p, channelwise)``, whose backward is the same
+operator applied to the output gradient: the seed (one int64 on the device, drawn from torch's
+generator with ``torch.randint``, so ``torch.manual_seed`` repeats a run and nothing syncs) names
+the mask, which is regenerated rather than stored. Saved for backward: the 8-byte seed. As
+torch does, p = 0 and eval mode return the input itself, and p = 1 multiplies by zero (NaN stays
+NaN). ``inplace=True`` writes into the input when autograd does not need it.
+"""
+import warnings
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import as_rows, empty_rows_like, is_dense, rows_view, with_strides
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..dtypes import aten_type_name
+from ..validation import check_kernel_dtype
+
+__all__ = ["dropout", "dropout2d"]
+
+OP = "dropout"
+
+
+def _kernels():
+    """kernels/dropout.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import dropout
+
+    return dropout
+
+
+# ----------------------------------------------------------------------------- checks
+def check_dropout(op, input, p, training, *, channelwise):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        raise TypeError(f"{op}: argument 'p' must be a float, not {type(p).__name__}")
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+    if channelwise:
+        if input.dim() not in (3, 4):
+            warnings.warn(f"dropout2d: Received a {input.dim()}-D input to dropout2d, which is deprecated and will "
+                          "result in an error in a future release. To retain the behavior and silence this warning, "
+                          "please use dropout instead. Note that dropout2d exists to provide channel-wise dropout on "
+                          "inputs with 2 spatial dimensions, a channel dimension, and an optional batch dimension "
+                          "(i.e. 3D or 4D inputs).", stacklevel=3)
+        if input.dim() == 3:
+            warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
+                          "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
+                          "dim. This behavior will change in a future release to interpret the input as one without "
+                          "a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
+                          "behavior, please switch to using dropout1d instead.", stacklevel=3)
+    if not training or p == 0.0 or input.numel() == 0:
+        return False  # nothing to compute: torch returns the input
+    if channelwise and input.dim() < 2:
+        raise RuntimeError(f"{op}: Feature dropout requires at least 2 dimensions in the input")
+    if not input.is_floating_point():
+        raise RuntimeError(f"{op}: result type Float can't be cast to the desired output type "
+                           f"{aten_type_name(input.dtype)}")
+    check_kernel_dtype(op, input)
+    return True
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, backward):
+    """Forward reads x and writes y; backward reads dy and writes dx."""
+    return numel * element_size * (4 if backward else 2)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+def draw_seed(device):
+    """One int64 Philox seed on ``device`` from torch's generator for it (no host sync)."""
+    return torch.randint(0, 2**62, (1,), device=device, dtype=torch.int64)
+
+
+def _launch(input, out, seed, p, channelwise):
+    if input.numel():
+        with torch.profiler.record_function("fastcnn::dropout2d" if channelwise else "fastcnn::dropout"):
+            if channelwise:
+                launches = _kernels().channel_dropout(as_rows(input), rows_view(out), seed, p=p)
+            else:
+                launches = _kernels().dropout(input, out, seed, p=p)
+            _backend.record_launch(OP, launches)
+
+
+def _like(input, channelwise):
+    return empty_rows_like(input) if channelwise else torch.empty_like(input)
+
+
+@torch.library.custom_op("fastcnn::dropout", mutates_args=())
+def _dropout_op(input: Tensor, seed: Tensor, p: float, channelwise: bool) -> Tensor:
+    """input · mask / (1 - p), the mask Philox's at ``seed``; ``input`` dense unless ``channelwise``."""
+    out = _like(input, channelwise)
+    _launch(input, out, seed, p, channelwise)
+    return out
+
+
+@_dropout_op.register_fake
+def _(input, seed, p, channelwise):
+    return _like(input, channelwise)
+
+
+@torch.library.custom_op("fastcnn::dropout_", mutates_args=("input",))
+def _dropout_inplace_op(input: Tensor, seed: Tensor, p: float, channelwise: bool) -> None:
+    _launch(input, input, seed, p, channelwise)
+
+
+@_dropout_inplace_op.register_fake
+def _(input, seed, p, channelwise):
+    return None
+
+
+def _setup_context(ctx, inputs, output):
+    input, seed, p, channelwise = inputs
+    ctx.save_for_backward(seed)
+    ctx.options = (p, channelwise)
+    ctx.strides = output.stride()
+
+
+def _backward(ctx, grad_out):
+    (seed,) = ctx.saved_tensors
+    p, channelwise = ctx.options
+    if not channelwise:  # the flat kernel pairs elements by memory position: the output's layout
+        grad_out = with_strides(grad_out, ctx.strides)
+    return _dropout_op(grad_out, seed, p, channelwise), None, None, None
+
+
+_dropout_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- functional
+def _dropout(op, input, p, training, inplace, channelwise):
+    if not check_dropout(f"fastcnn.{op}", input, p, training, channelwise=channelwise):
+        return input
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, input.device)
+        function = torch.nn.functional.dropout2d if channelwise else torch.nn.functional.dropout
+        return function(input, p, training, inplace)
+    if not channelwise and not is_dense(input):  # a strided view: one copy, then the flat kernel
+        input, inplace = input.contiguous(), False
+    seed = draw_seed(input.device)
+    if inplace and not (torch.is_grad_enabled() and input.requires_grad) and (not channelwise or rows_view(input) is not None):
+        _dropout_inplace_op(input, seed, float(p), channelwise)
+        return input
+    return _dropout_op(input, seed, float(p), channelwise)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """``F.dropout``: each element zeroed with probability ``p``, the rest scaled by 1/(1-p), the
+    random numbers Philox's from a seed drawn from torch's generator."""
+    return _dropout("dropout", input, p, training, inplace, False)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """``F.dropout2d``: whole channels (each (n, c) plane of an (N, C, ...) input) zeroed with
+    probability ``p``, the rest scaled by 1/(1-p); torch's warnings for inputs not 4-d."""
+    return _dropout("dropout2d", input, p, training, inplace, True)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# (channels, height = width) of activations dropout sees: a classifier head's features (1280,
+# EfficientNet-B0 / MobileNetV2) and a conv block's output for Dropout2d.
+SUITES = {"heads": lambda: [(1280, 1)], "blocks": lambda: [(256, 28)]}
+PROFILE_OPS = ("dropout", "dropout2d")
+
+
+def _case(op, channels, size, batch, dtype, layout):
+    from .. import nn as fastcnn_nn
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        theirs = torch.nn.Dropout2d(0.2) if op == "dropout2d" else torch.nn.Dropout(0.2)
+        ours = fastcnn_nn.Dropout2d(0.2) if op == "dropout2d" else fastcnn_nn.Dropout(0.2)
+        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
+                "torch_compile": training_step(compiled(theirs), input)}
+
+    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """Forward + backward of dropout (p = 0.2) in training."""
+    shapes = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    batches = (2,) if smoke else ACTIVATION_BATCHES[-1:] if op == "dropout" else ACTIVATION_BATCHES[:1]
+    return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
+            for dtype in dtypes for layout in layouts]

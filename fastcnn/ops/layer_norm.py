@@ -1,0 +1,291 @@
+"""Layer norm with an optional fused activation: ``fastcnn.layer_norm`` (= act(F.layer_norm)) and
+``fastcnn.layer_norm2d`` (torchvision's ConvNeXt ``LayerNorm2d``: F.layer_norm over the channels
+of an (N, C, ...) tensor, which torchvision computes as permute, layer_norm, permute), over
+``kernels/layer_norm.py``: torch's checks in its order and words, the byte count, the operators and
+autograd, the functionals and the benchmark cases.
+
+Both are one operator, ``fastcnn::layer_norm`` (output and per-row statistics), whose backward
+is ``fastcnn::layer_norm_backward``. The input is read through its strides as [A, B, L] (see the
+kernel file), so neither a permuted NHWC view nor LayerNorm2d's channel axis is ever copied. The
+output is laid out as torch's: contiguous (layer_norm), channels-last order (layer_norm2d, as
+torchvision's permute back leaves it). Saved for backward: the input and three floats per row.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
+from ..dtypes import TORCH_FLOAT_DTYPES
+from ..validation import check_kernel_dtype, check_torch_implements
+from .activation import module_for, resolve_activation
+from .group_norm import autocast_to_float32, check_parameter_dtypes
+
+__all__ = ["layer_norm", "layer_norm2d"]
+
+OP = "layer_norm"
+
+
+def _kernels():
+    """kernels/layer_norm.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import layer_norm
+
+    return layer_norm
+
+
+# ----------------------------------------------------------------------------- checks
+def normalized_shape_of(op, normalized_shape):
+    """``normalized_shape`` as a tuple of ints (an int is a 1-tuple), as torch accepts it."""
+    if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
+        return (normalized_shape,)
+    if not isinstance(normalized_shape, (tuple, list, torch.Size)) or not all(
+            isinstance(size, int) and not isinstance(size, bool) for size in normalized_shape):
+        raise TypeError(f"{op}: argument 'normalized_shape' must be a tuple of ints, not "
+                        f"{type(normalized_shape).__name__}")
+    return tuple(normalized_shape)
+
+
+def check_layer_norm(op, input, normalized_shape, weight, bias):
+    """torch's _check_layer_norm_inputs, in its order, then the dtype and mixed dtypes."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not normalized_shape:
+        raise RuntimeError(f"{op}: Expected normalized_shape to be at least 1-dimensional, i.e., containing at least "
+                           f"one element, but got normalized_shape = []")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+        if tuple(tensor.shape) != normalized_shape:
+            raise RuntimeError(f"{op}: Expected {name} to be of same shape as normalized_shape, but got {name} of "
+                               f"shape {list(tensor.shape)} and normalized_shape = {list(normalized_shape)}")
+    count = len(normalized_shape)
+    if input.dim() < count or tuple(input.shape[input.dim() - count:]) != normalized_shape:
+        raise RuntimeError(f"{op}: Given normalized_shape={list(normalized_shape)}, expected input with shape "
+                           f"[*, {', '.join(str(size) for size in normalized_shape)}], but got input of size"
+                           f"{list(input.shape)}")
+    check_torch_implements(op, "LayerNormKernelImpl", input.dtype, TORCH_FLOAT_DTYPES)
+    check_parameter_dtypes(op, input, {"weight": weight, "bias": bias})
+    check_kernel_dtype(op, input)
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, backward):
+    """Forward reads x and writes y; backward reads x and dy and writes dx."""
+    return numel * element_size * (5 if backward else 2)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+def _moved(tensor, channels_first):
+    """The tensor with its normalised axes last: LayerNorm2d's channel axis moved to the end (a view)."""
+    return tensor.movedim(1, -1) if channels_first else tensor
+
+
+def _rows(tensor, normalized_ndim, split=None):
+    """(``tensor`` viewed as [A, B, L], split) with L the last ``normalized_ndim`` dims and A, B the
+    leading dims before and after ``split`` (the first split whose strides allow a view when not
+    given), or (None, None) when no view exists."""
+    lead = tensor.shape[:tensor.dim() - normalized_ndim]
+    length = math.prod(tensor.shape[tensor.dim() - normalized_ndim:])
+    for candidate in ([split] if split is not None else range(len(lead) + 1)):
+        try:
+            return tensor.view(math.prod(lead[:candidate]), math.prod(lead[candidate:]), length), candidate
+        except RuntimeError:
+            continue
+    return None, None
+
+
+def _output(input, normalized_ndim, channels_first):
+    """Torch's output layout: contiguous, in the moved order for LayerNorm2d."""
+    moved = _moved(input, channels_first)
+    out = torch.empty(moved.shape, dtype=input.dtype, device=input.device)
+    return out.movedim(-1, 1) if channels_first else out
+
+
+def _num_rows(input, normalized_ndim):
+    return math.prod(input.shape[:input.dim() - normalized_ndim]) if normalized_ndim <= input.dim() else 0
+
+
+def _flat(parameter):
+    return None if parameter is None else parameter.reshape(-1)
+
+
+@torch.library.custom_op("fastcnn::layer_norm", mutates_args=())
+def _layer_norm_op(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], normalized_ndim: int,
+                   channels_first: bool, eps: float, kind: Optional[str], parameter: float) -> tuple[Tensor, Tensor]:
+    """(act(layer_norm(input)), fp32 [3, rows] statistics); ``input``'s strides admit an [A, B, L]
+    view (the functional makes sure)."""
+    out = _output(input, normalized_ndim, channels_first)
+    stats = torch.empty((3, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32,
+                        device=input.device)
+    if input.numel():
+        x, split = _rows(_moved(input, channels_first), normalized_ndim)
+        y, _ = _rows(_moved(out, channels_first), normalized_ndim, split)
+        with torch.profiler.record_function("fastcnn::layer_norm forward"):
+            _backend.record_launch(OP, _kernels().forward(x, y, stats, _flat(weight), _flat(bias), eps=eps, kind=kind,
+                                                          parameter=parameter))
+    return out, stats
+
+
+@_layer_norm_op.register_fake
+def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+    return (_output(input, normalized_ndim, channels_first),
+            input.new_empty((3, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32))
+
+
+@torch.library.custom_op("fastcnn::layer_norm_backward", mutates_args=())
+def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                 normalized_ndim: int, channels_first: bool, kind: Optional[str], parameter: float,
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_input laid out as the input, grad_weight, grad_bias flat fp32); each empty when not asked for."""
+    grad_input, grad_weight, grad_bias = _empty_grads(input, normalized_ndim, channels_first, output_mask)
+    if input.numel():
+        x, split = _rows(_moved(input, channels_first), normalized_ndim)
+        dy, _ = _rows(_moved(grad_out, channels_first), normalized_ndim, split)
+        if dy is None:  # a gradient whose strides do not split where the input's do: one copy
+            dy, _ = _rows(_moved(grad_out, channels_first).contiguous(), normalized_ndim, split)
+        dx = _rows(_moved(grad_input, channels_first), normalized_ndim, split)[0] if output_mask[0] else None
+        with torch.profiler.record_function("fastcnn::layer_norm backward"):
+            _backend.record_launch(OP, _kernels().backward(
+                dy, x, dx, stats, _flat(weight), _flat(bias), grad_weight if output_mask[1] else None,
+                grad_bias if output_mask[2] else None, kind=kind, parameter=parameter))
+    else:
+        grad_weight.zero_()
+        grad_bias.zero_()
+    return grad_input, grad_weight, grad_bias
+
+
+def _empty_grads(input, normalized_ndim, channels_first, output_mask):
+    length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
+    grad_input = torch.empty_like(input) if output_mask[0] else input.new_empty(0)
+    grad_weight, grad_bias = (torch.empty(length if needed else 0, dtype=torch.float32, device=input.device)
+                              for needed in output_mask[1:])
+    return grad_input, grad_weight, grad_bias
+
+
+@_backward_op.register_fake
+def _(grad_out, input, stats, weight, bias, normalized_ndim, channels_first, kind, parameter, output_mask):
+    return _empty_grads(input, normalized_ndim, channels_first, output_mask)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter = inputs
+    ctx.save_for_backward(input, output[1], weight, bias)
+    ctx.mark_non_differentiable(output[1])
+    ctx.options = (normalized_ndim, channels_first, kind, parameter)
+
+
+def _backward(ctx, grad_out, grad_stats):
+    input, stats, weight, bias = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+    grad_input, grad_weight, grad_bias = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
+    return (grad_input if mask[0] else None,
+            grad_weight.to(weight.dtype).view(weight.shape) if mask[1] else None,
+            grad_bias.to(bias.dtype).view(bias.shape) if mask[2] else None, None, None, None, None, None)
+
+
+_layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- functional
+def _launch(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+    if _rows(_moved(input, channels_first), normalized_ndim)[0] is None:  # strides no [A, B, L] view takes
+        input = input.contiguous()
+    out, _ = _layer_norm_op(input, weight, bias, normalized_ndim, channels_first, float(eps), kind, float(parameter))
+    return out
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, activation=None):
+    """``F.layer_norm`` followed by ``activation`` (see ``resolve_activation``) in one pass forward and
+    backward: each row normalised over the trailing ``normalized_shape`` dims, statistics in fp32
+    (shifted by the row's first value), any strides (a permuted view is read as it lies)."""
+    op = "fastcnn.layer_norm"
+    if autocast_to_float32(input):
+        with torch.autocast("cuda", enabled=False):
+            return layer_norm(input.float(), normalized_shape, weight, bias, eps, activation=activation)
+    normalized_shape = normalized_shape_of(op, normalized_shape)
+    kind, parameter = resolve_activation(op, activation)
+    check_layer_norm(op, input, normalized_shape, weight, bias)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        out = torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+        return out if kind is None else module_for(kind, parameter)(out)
+    return _launch(input, weight, bias, len(normalized_shape), False, eps, kind, parameter)
+
+
+def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
+    """torchvision's ``LayerNorm2d`` (ConvNeXt's): ``F.layer_norm`` over dim 1 of an (N, C, ...)
+    input, i.e. ``F.layer_norm(x.permute(0, 2, 3, 1), (C,)).permute(0, 3, 1, 2)`` for 4-d x,
+    without the permutes: the kernel reads the channels through their stride. The output is
+    laid out as that expression leaves it (channels last)."""
+    op = "fastcnn.layer_norm2d"
+    if autocast_to_float32(input):
+        with torch.autocast("cuda", enabled=False):
+            return layer_norm2d(input.float(), weight, bias, eps, activation=activation)
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.dim() < 2:
+        raise RuntimeError(f"{op}: expected input of shape (N, C, ...) with at least 2 dimensions, got "
+                           f"{list(input.shape)}")
+    kind, parameter = resolve_activation(op, activation)
+    check_layer_norm(op, input.movedim(1, -1), (input.shape[1],), weight, bias)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        out = torch.nn.functional.layer_norm(input.movedim(1, -1), (input.shape[1],), weight, bias, eps).movedim(-1, 1)
+        return out if kind is None else module_for(kind, parameter)(out)
+    return _launch(input, weight, bias, 1, True, eps, kind, parameter)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# (channels, height = width) of ConvNeXt-T's LayerNorm2d inputs (stem and downsamples) and of its
+# blocks' LayerNorm (over C of the permuted NHWC view), one per stage.
+SUITES = {"convnext_tiny": lambda: [(96, 56), (192, 28), (384, 14), (768, 7)]}
+PROFILE_OPS = ("layer_norm2d", "layer_norm")
+CONVNEXT_BATCH = 64
+
+
+def _torchvision_style_layer_norm2d(channels):
+    """LayerNorm2d as torchvision writes it (permute, layer_norm, permute): the baseline."""
+    norm = torch.nn.LayerNorm(channels, eps=1e-6)
+
+    class LayerNorm2d(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = norm
+
+        def forward(self, x):
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    return LayerNorm2d()
+
+
+def _case(op, channels, size, batch, dtype, layout):
+    from .. import nn as fastcnn_nn
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator)
+        if op == "layer_norm":  # the block's norm sees the permuted NHWC view of the conv's output
+            input = input.permute(0, 2, 3, 1)
+            theirs, ours = torch.nn.LayerNorm(channels, eps=1e-6), fastcnn_nn.LayerNorm(channels, eps=1e-6)
+        else:
+            theirs, ours = _torchvision_style_layer_norm2d(channels), fastcnn_nn.LayerNorm2d(channels, eps=1e-6)
+        input.requires_grad_()
+        theirs, ours = theirs.to(device), ours.to(device)
+        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
+                "torch_compile": training_step(compiled(theirs), input)}
+
+    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """LayerNorm2d and the blocks' LayerNorm, forward + backward, on ConvNeXt-T's activations."""
+    shapes = [(24, 5)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    shapes = shapes[:2] if quick else shapes
+    batch = 2 if smoke else CONVNEXT_BATCH
+    return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for dtype in dtypes
+            for layout in layouts]

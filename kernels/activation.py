@@ -1,0 +1,138 @@
+"""Elementwise activations, forward and backward, as torch computes them: ``activate`` and
+``activation_grad`` are the epilogues the normalisation kernels fuse in (given the
+pre-activation value z in fp32), and the flat kernels below run them on their own.
+
+The list (``KINDS``): relu, relu6 (hardtanh 0..6), leaky_relu (slope = ``parameter``), elu
+(alpha = ``parameter``), silu, gelu (exact, erf), gelu_tanh (tanh approximation), hardswish,
+hardsigmoid, sigmoid, tanh. NaN and ±inf follow torch's formulas, forward and gradient: each
+``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
+the branch torch's kernel takes.
+
+The backward is computed from the input z, never from a saved output: the activation after a
+norm is recomputed from the norm's saved input, so no pre- or post-activation tensor is kept.
+
+Bytes: forward reads x and writes y; backward reads x and dy and writes dx (the least: torch's
+own saves one tensor too). Launch grid: (cdiv(numel, BLOCK),) over the tensors' memory order.
+"""
+import triton
+import triton.language as tl
+
+from .tiles import by_backend
+
+KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "hardswish", "hardsigmoid", "sigmoid",
+         "tanh")
+BLOCK = by_backend(interpreter=1024, gpu=2048)
+NUM_WARPS = 8
+
+SQRT_HALF = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+SQRT_2_OVER_PI = 0.7978845608028654
+GELU_KAPPA = 0.044715
+
+
+@triton.jit
+def _tanh(z):
+    """tanh through exp(-2|z|), which never overflows: ±1 at ±inf, NaN for NaN."""
+    t = tl.exp(-2.0 * tl.abs(z))
+    magnitude = (1.0 - t) / (1.0 + t)
+    return tl.where(z < 0.0, -magnitude, magnitude)
+
+
+@triton.jit
+def activate(z, KIND: tl.constexpr, parameter):
+    """act(z) for fp32 z; KIND None returns z."""
+    if KIND == "relu":
+        y = tl.where(z < 0.0, 0.0, z)  # tl.maximum would turn NaN into 0
+    elif KIND == "relu6":
+        y = tl.where(z < 0.0, 0.0, tl.where(z > 6.0, 6.0, z))
+    elif KIND == "leaky_relu":
+        y = tl.where(z > 0.0, z, z * parameter)
+    elif KIND == "elu":
+        y = tl.where(z > 0.0, z, parameter * (tl.exp(z) - 1.0))
+    elif KIND == "silu":
+        y = z * tl.sigmoid(z)
+    elif KIND == "gelu":
+        y = 0.5 * z * (1.0 + tl.erf(z * SQRT_HALF))
+    elif KIND == "gelu_tanh":
+        y = 0.5 * z * (1.0 + _tanh(SQRT_2_OVER_PI * (z + GELU_KAPPA * z * z * z)))
+    elif KIND == "hardswish":
+        # torch's z·min(max(z + 3, 0), 6)/6, which is NaN at -inf (-inf·0)
+        y = z * tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
+    elif KIND == "hardsigmoid":
+        y = tl.where(z <= -3.0, 0.0, tl.where(z >= 3.0, 1.0, z / 6.0 + 0.5))
+    elif KIND == "sigmoid":
+        y = tl.sigmoid(z)
+    elif KIND == "tanh":
+        y = _tanh(z)
+    else:
+        y = z
+    return y
+
+
+@triton.jit
+def activation_grad(z, g, KIND: tl.constexpr, parameter):
+    """d act(z)/dz · g for fp32 z and g, as torch's backward formula (threshold_backward,
+    hardtanh_backward, leaky_relu_backward, elu_backward, silu_backward, gelu_backward,
+    hardswish_backward, hardsigmoid_backward, sigmoid_backward, tanh_backward)."""
+    if KIND == "relu":
+        dz = tl.where(z <= 0.0, 0.0, g)
+    elif KIND == "relu6":
+        dz = tl.where((z <= 0.0) | (z >= 6.0), 0.0, g)
+    elif KIND == "leaky_relu":
+        dz = tl.where(z > 0.0, g, g * parameter)
+    elif KIND == "elu":
+        dz = tl.where(z <= 0.0, g * parameter * tl.exp(z), g)
+    elif KIND == "silu":
+        s = tl.sigmoid(z)
+        dz = g * s * (1.0 + z * (1.0 - s))
+    elif KIND == "gelu":
+        cdf = 0.5 * (1.0 + tl.erf(z * SQRT_HALF))
+        dz = g * (cdf + z * INV_SQRT_2PI * tl.exp(-0.5 * z * z))
+    elif KIND == "gelu_tanh":
+        t = _tanh(SQRT_2_OVER_PI * (z + GELU_KAPPA * z * z * z))
+        inner_derivative = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * z * z)
+        dz = g * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * inner_derivative)
+    elif KIND == "hardswish":
+        dz = tl.where(z <= -3.0, 0.0, tl.where(z < 3.0, g * (z / 3.0 + 0.5), g))
+    elif KIND == "hardsigmoid":
+        dz = tl.where((z > -3.0) & (z < 3.0), g / 6.0, 0.0)
+    elif KIND == "sigmoid":
+        s = tl.sigmoid(z)
+        dz = g * s * (1.0 - s)
+    elif KIND == "tanh":
+        t = _tanh(z)
+        dz = g * (1.0 - t * t)
+    else:
+        dz = g
+    return dz
+
+
+@triton.jit
+def _forward_kernel(x_ptr, y_ptr, numel, parameter, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offsets, activate(x, KIND, parameter).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_kernel(dy_ptr, x_ptr, dx_ptr, numel, parameter, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + offsets, activation_grad(x, g, KIND, parameter).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def forward(x, y, *, kind, parameter):
+    """y = act(x) for x and y laid out alike and dense (walked as flat arrays). One launch."""
+    _forward_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, y, x.numel(), float(parameter), KIND=kind, BLOCK=BLOCK,
+                                                      num_warps=NUM_WARPS)
+    return 1
+
+
+def backward(dy, x, dx, *, kind, parameter):
+    """dx = act'(x)·dy for dense tensors laid out alike. One launch."""
+    _backward_kernel[(triton.cdiv(x.numel(), BLOCK),)](dy, x, dx, x.numel(), float(parameter), KIND=kind,
+                                                       BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return 1

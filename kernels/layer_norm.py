@@ -1,0 +1,262 @@
+"""Layer norm with an optional fused activation, forward and backward, over x viewed as
+[A, B, L] through its strides: each of the A·B rows (r = a·B + b) is normalised over its L
+values, with an elementwise affine w[l], b[l]. ``F.layer_norm`` over the trailing dims is
+L = their product (A·B the leading ones, split in two where their strides do not merge: a
+permuted NHWC view of an NCHW tensor is [N, H·W, C]); ConvNeXt's LayerNorm2d (over the channels of
+an NCHW tensor) is [N, H·W, C] of the same tensor, so no permute is ever copied.
+
+Forward: per row, the mean and biased variance of x - K (K the row's first value, kept for
+inputs of large mean), two-pass in registers when the row fits one tile (L ≤ BLOCK_L: one read
+of x) and tiles merged with Chan's formula otherwise (two reads); y = act(x̂·w + b) with
+x̂ = ((x - K) - mean)·rstd.
+
+Backward, with gz = act'(x̂·w + b)·dy (recomputed from x) and gh = gz·w:
+    dx = rstd·(gh - mean_l(gh) - x̂·mean_l(gh·x̂))      per row
+    dw[l] = Σ_rows gz·x̂,  db[l] = Σ_rows gz          per program into partial[p, 0:2, l],
+                                                       then summed over p in a fixed order
+The backward grid is persistent (P programs walk the row blocks p, p + P, ...), so the partials
+are P·L floats, not one row of them per row block.
+
+Bytes: forward reads x once (twice when L > BLOCK_L) and writes y; backward reads x and dy once
+(twice) and writes dx. Saved: x and three floats per row. Launch grids: forward
+(cdiv(A·B, BLOCK_R),); backward (P,) and the parameter sums (cdiv(L, COLUMN_BLOCK),).
+"""
+import triton
+import triton.language as tl
+
+from .activation import activate, activation_grad
+from .moments import chan_merge
+from .slicing import sm_count
+from .tiles import by_backend
+
+TILE = by_backend(interpreter=4096, gpu=4096)
+NUM_WARPS = 8
+COLUMN_BLOCK = 128
+MAX_PARTIAL = 2**22  # fp32 values per (dw, db) partial buffer
+
+
+@triton.jit
+def _row_offsets(rows, inner_rows, stride_a, stride_b):
+    return (rows // inner_rows) * stride_a + (rows % inner_rows) * stride_b
+
+
+@triton.jit
+def _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride,
+                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + columns * weight_stride, mask=column_ok, other=1.0).to(tl.float32)
+    else:
+        w = tl.full(columns.shape, 1.0, tl.float32)
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + columns * bias_stride, mask=column_ok, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros(columns.shape, tl.float32)
+    return w[None, :], b[None, :]
+
+
+@triton.jit
+def _forward_kernel(
+        x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, num_rows, inner_rows, length, eps, parameter,
+        x_stride_a, x_stride_b, x_stride_l, y_stride_a, y_stride_b, y_stride_l, weight_stride, bias_stride,
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, SINGLE: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    """y = act(layer_norm(x)) and stats[0:3, r] = (shift K, mean of x - K, rstd)."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < num_rows
+    x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
+    y_rows = _row_offsets(rows, inner_rows, y_stride_a, y_stride_b)[:, None]
+    shift = tl.load(x_ptr + x_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    if SINGLE:  # the whole row in registers: one read
+        columns = tl.arange(0, BLOCK_L)
+        column_ok = columns < length
+        mask = row_ok[:, None] & column_ok[None, :]
+        x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+        x = tl.where(mask, x.to(tl.float32) - shift, 0.0)
+        mean = tl.sum(x, axis=1) / length
+        deviation = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / length + eps)
+        w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+        y = activate(deviation * rstd[:, None] * w + b, KIND, parameter)
+        tl.store(y_ptr + y_rows + (columns.to(tl.int64) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=mask)
+    else:
+        count = tl.zeros((BLOCK_R,), tl.float32)
+        mean = tl.zeros((BLOCK_R,), tl.float32)
+        m2 = tl.zeros((BLOCK_R,), tl.float32)
+        for first in range(0, length, BLOCK_L):
+            columns = first + tl.arange(0, BLOCK_L)
+            mask = row_ok[:, None] & (columns < length)[None, :]
+            x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+            x = tl.where(mask, x.to(tl.float32) - shift, 0.0)
+            tile_count = tl.sum(mask.to(tl.float32), axis=1)
+            tile_mean = tl.sum(x, axis=1) / tl.maximum(tile_count, 1.0)
+            deviation = tl.where(mask, x - tile_mean[:, None], 0.0)
+            count, mean, m2 = chan_merge(count, mean, m2, tile_count, tile_mean,
+                                         tl.sum(deviation * deviation, axis=1))
+        rstd = 1.0 / tl.sqrt(m2 / length + eps)
+        for first in range(0, length, BLOCK_L):
+            columns = first + tl.arange(0, BLOCK_L)
+            column_ok = columns < length
+            mask = row_ok[:, None] & column_ok[None, :]
+            x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+            w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                               HAS_BIAS)
+            y = activate(((x.to(tl.float32) - shift) - mean[:, None]) * rstd[:, None] * w + b, KIND, parameter)
+            tl.store(y_ptr + y_rows + (columns.to(tl.int64) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
+                     mask=mask)
+    tl.store(stats_ptr + rows, tl.reshape(shift, (BLOCK_R,)), mask=row_ok)
+    tl.store(stats_ptr + num_rows + rows, mean, mask=row_ok)
+    tl.store(stats_ptr + 2 * num_rows + rows, rstd, mask=row_ok)
+
+
+@triton.jit
+def _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean, rstd, weight_ptr, bias_ptr,
+                parameter, dy_stride_l, x_stride_l, weight_stride, bias_stride,
+                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr):
+    """(gz, gh = gz·w, x̂) of one [rows x columns] chunk, zero outside ``mask``."""
+    x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + dy_rows + (columns.to(tl.int64) * dy_stride_l)[None, :], mask=mask, other=0.0)
+    x_hat = tl.where(mask, ((x.to(tl.float32) - shift) - mean) * rstd, 0.0)
+    w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    gz = tl.where(mask, activation_grad(x_hat * w + b, dy.to(tl.float32), KIND, parameter), 0.0)
+    return gz, gz * w, x_hat
+
+
+@triton.jit
+def _backward_kernel(
+        dy_ptr, x_ptr, dx_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, num_rows, inner_rows, length, parameter,
+        dy_stride_a, dy_stride_b, dy_stride_l, x_stride_a, x_stride_b, x_stride_l, dx_stride_a, dx_stride_b,
+        dx_stride_l, weight_stride, bias_stride,
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, HAS_DX: tl.constexpr,
+        PARAMETER_GRADS: tl.constexpr, SINGLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    program = tl.program_id(0)
+    programs = tl.num_programs(0)
+    partial = partial_ptr + program.to(tl.int64) * 2 * length
+    sum_gz = tl.zeros((BLOCK_L,), tl.float32)
+    sum_gzx = tl.zeros((BLOCK_L,), tl.float32)
+    for block in range(program, tl.cdiv(num_rows, BLOCK_R), programs):
+        rows = block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        row_ok = rows < num_rows
+        x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
+        dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b)[:, None]
+        dx_rows = _row_offsets(rows, inner_rows, dx_stride_a, dx_stride_b)[:, None]
+        shift = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)[:, None]
+        mean = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)[:, None]
+        rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=row_ok, other=0.0)[:, None]
+        if SINGLE:
+            columns = tl.arange(0, BLOCK_L)
+            column_ok = columns < length
+            mask = row_ok[:, None] & column_ok[None, :]
+            gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean, rstd,
+                                        weight_ptr, bias_ptr, parameter, dy_stride_l, x_stride_l, weight_stride,
+                                        bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+            if HAS_DX:
+                mean_gh = tl.sum(gh, axis=1)[:, None] / length
+                mean_ghx = tl.sum(gh * x_hat, axis=1)[:, None] / length
+                dx = rstd * (gh - mean_gh - x_hat * mean_ghx)
+                tl.store(dx_ptr + dx_rows + (columns.to(tl.int64) * dx_stride_l)[None, :],
+                         dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            sum_gz += tl.sum(gz, axis=0)
+            sum_gzx += tl.sum(gz * x_hat, axis=0)
+        else:
+            mean_gh = tl.zeros((BLOCK_R, 1), tl.float32)
+            mean_ghx = tl.zeros((BLOCK_R, 1), tl.float32)
+            if HAS_DX:
+                for first in range(0, length, BLOCK_L):
+                    columns = first + tl.arange(0, BLOCK_L)
+                    column_ok = columns < length
+                    mask = row_ok[:, None] & column_ok[None, :]
+                    gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift,
+                                                mean, rstd, weight_ptr, bias_ptr, parameter, dy_stride_l,
+                                                x_stride_l, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+                    mean_gh += tl.sum(gh, axis=1)[:, None] / length
+                    mean_ghx += tl.sum(gh * x_hat, axis=1)[:, None] / length
+            for first in range(0, length, BLOCK_L):
+                columns = first + tl.arange(0, BLOCK_L)
+                column_ok = columns < length
+                mask = row_ok[:, None] & column_ok[None, :]
+                gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean,
+                                            rstd, weight_ptr, bias_ptr, parameter, dy_stride_l, x_stride_l,
+                                            weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+                if HAS_DX:
+                    dx = rstd * (gh - mean_gh - x_hat * mean_ghx)
+                    tl.store(dx_ptr + dx_rows + (columns.to(tl.int64) * dx_stride_l)[None, :],
+                             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+                if PARAMETER_GRADS:
+                    # This program's partial row: written on its first row block, added to after.
+                    carried = column_ok & (block != program)
+                    tl.store(partial + columns, tl.load(partial + columns, mask=carried, other=0.0)
+                             + tl.sum(gz, axis=0), mask=column_ok)
+                    tl.store(partial + length + columns, tl.load(partial + length + columns, mask=carried, other=0.0)
+                             + tl.sum(gz * x_hat, axis=0), mask=column_ok)
+    if SINGLE and PARAMETER_GRADS:
+        columns = tl.arange(0, BLOCK_L)
+        tl.store(partial + columns, sum_gz, mask=columns < length)
+        tl.store(partial + length + columns, sum_gzx, mask=columns < length)
+
+
+@triton.jit
+def _parameter_sums_kernel(partial_ptr, grad_weight_ptr, grad_bias_ptr, programs, length,
+                           HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """grad_bias[l] = Σ_p partial[p, 0, l], grad_weight[l] = Σ_p partial[p, 1, l], in order of p."""
+    columns = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = columns < length
+    sum_gz = tl.zeros((BLOCK,), tl.float32)
+    sum_gzx = tl.zeros((BLOCK,), tl.float32)
+    for program in range(programs):
+        base = partial_ptr + program.to(tl.int64) * 2 * length + columns
+        sum_gz += tl.load(base, mask=ok, other=0.0)
+        sum_gzx += tl.load(base + length, mask=ok, other=0.0)
+    if HAS_GRAD_WEIGHT:
+        tl.store(grad_weight_ptr + columns, sum_gzx, mask=ok)
+    if HAS_GRAD_BIAS:
+        tl.store(grad_bias_ptr + columns, sum_gz, mask=ok)
+
+
+def tiles(length, length_stride):
+    """(BLOCK_R, BLOCK_L, single): a row in one tile when it fits. When the normalised values are
+    strided and the rows contiguous (LayerNorm2d on NCHW), at least 32 rows side by side."""
+    block_l = min(triton.next_power_of_2(max(length, 1)), TILE if length_stride == 1 else TILE // 32)
+    return max(1, TILE // block_l), block_l, length <= block_l
+
+
+def _parameters_or(fallback, weight, bias):
+    present = [tensor if tensor is not None else fallback for tensor in (weight, bias)]
+    return present, [tensor.stride(0) for tensor in present]
+
+
+def forward(x, y, stats, weight, bias, *, eps, kind, parameter):
+    """y = act(layer_norm(x)) over x, y [A, B, L] and stats fp32 [3, A·B]. One launch."""
+    inner_rows, length = x.shape[1], x.shape[2]
+    num_rows = x.shape[0] * inner_rows
+    block_r, block_l, single = tiles(length, x.stride(2))
+    (weight, bias), strides = _parameters_or(stats, weight, bias)
+    _forward_kernel[(triton.cdiv(num_rows, block_r),)](
+        x, y, stats, weight, bias, num_rows, inner_rows, length, float(eps), float(parameter), *x.stride(),
+        *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, SINGLE=single,
+        BLOCK_R=block_r, BLOCK_L=block_l, num_warps=NUM_WARPS)
+    return 1
+
+
+def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, kind, parameter):
+    """Gradients of act(layer_norm(x)) into ``dx``, ``grad_weight``, ``grad_bias`` (fp32 [L]; each
+    may be None). Returns the number of launches."""
+    inner_rows, length = x.shape[1], x.shape[2]
+    num_rows = x.shape[0] * inner_rows
+    block_r, block_l, single = tiles(length, x.stride(2))
+    (weight, bias), strides = _parameters_or(stats, weight, bias)
+    parameter_grads = grad_weight is not None or grad_bias is not None
+    programs = max(1, min(triton.cdiv(num_rows, block_r), 4 * sm_count(x.device), MAX_PARTIAL // (2 * length)))
+    partial = stats.new_empty((programs, 2, length)) if parameter_grads else stats
+    _backward_kernel[(programs,)](
+        dy, x, dx if dx is not None else x, stats, weight, bias, partial, num_rows, inner_rows, length,
+        float(parameter), *dy.stride(), *x.stride(), *(dx if dx is not None else x).stride(), *strides,
+        HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, HAS_DX=dx is not None,
+        PARAMETER_GRADS=parameter_grads, SINGLE=single, BLOCK_R=block_r, BLOCK_L=block_l, num_warps=NUM_WARPS)
+    if not parameter_grads:
+        return 1
+    _parameter_sums_kernel[(triton.cdiv(length, COLUMN_BLOCK),)](
+        partial, grad_weight if grad_weight is not None else partial, grad_bias if grad_bias is not None else partial,
+        programs, length, HAS_GRAD_WEIGHT=grad_weight is not None, HAS_GRAD_BIAS=grad_bias is not None,
+        BLOCK=COLUMN_BLOCK)
+    return 2
