@@ -131,11 +131,11 @@ def _backward_kernel(
         PARAMETER_GRADS: tl.constexpr, SINGLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     program = tl.program_id(0)
     programs = tl.num_programs(0)
-    partial = partial_ptr + program.to(tl.int64) * 2 * length
+    partial = partial_ptr + program * 2 * length  # < 2 * MAX_PARTIAL
     sum_gz = tl.zeros((BLOCK_L,), tl.float32)
     sum_gzx = tl.zeros((BLOCK_L,), tl.float32)
     for block in range(program, tl.cdiv(num_rows, BLOCK_R), programs):
-        rows = block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        rows = (block * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)  # fewer than 2**31 rows
         row_ok = rows < num_rows
         x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
         dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b)[:, None]
@@ -183,12 +183,14 @@ def _backward_kernel(
                     tl.store(dx_ptr + dx_rows + (columns.to(tl.int64) * dx_stride_l)[None, :],
                              dx.to(dx_ptr.dtype.element_ty), mask=mask)
                 if PARAMETER_GRADS:
-                    # This program's partial row: written on its first row block, added to after.
-                    carried = column_ok & (block != program)
-                    tl.store(partial + columns, tl.load(partial + columns, mask=carried, other=0.0)
-                             + tl.sum(gz, axis=0), mask=column_ok)
-                    tl.store(partial + length + columns, tl.load(partial + length + columns, mask=carried, other=0.0)
-                             + tl.sum(gz * x_hat, axis=0), mask=column_ok)
+                    # This program's partial row: written on its first row block, added to after
+                    # (``where``, not a product: the buffer starts uninitialised).
+                    later = block > program
+                    carried_gz = tl.load(partial + columns, mask=column_ok, other=0.0)
+                    carried_gzx = tl.load(partial + length + columns, mask=column_ok, other=0.0)
+                    tl.store(partial + columns, tl.where(later, carried_gz, 0.0) + tl.sum(gz, axis=0), mask=column_ok)
+                    tl.store(partial + length + columns, tl.where(later, carried_gzx, 0.0) + tl.sum(gz * x_hat, axis=0),
+                             mask=column_ok)
     if SINGLE and PARAMETER_GRADS:
         columns = tl.arange(0, BLOCK_L)
         tl.store(partial + columns, sum_gz, mask=columns < length)
@@ -204,7 +206,7 @@ def _parameter_sums_kernel(partial_ptr, grad_weight_ptr, grad_bias_ptr, programs
     sum_gz = tl.zeros((BLOCK,), tl.float32)
     sum_gzx = tl.zeros((BLOCK,), tl.float32)
     for program in range(programs):
-        base = partial_ptr + program.to(tl.int64) * 2 * length + columns
+        base = partial_ptr + program * 2 * length + columns  # < 2 * MAX_PARTIAL
         sum_gz += tl.load(base, mask=ok, other=0.0)
         sum_gzx += tl.load(base + length, mask=ok, other=0.0)
     if HAS_GRAD_WEIGHT:

@@ -54,8 +54,11 @@ def resolve_activation(op, activation):
     if activation is None:
         return None, 0.0
     if isinstance(activation, torch.nn.Module):
+        given = type(activation)
+        if "fastcnn_kind" in given.__dict__:  # fastcnn.nn's drop-in: the torch module it subclasses
+            given = given.__mro__[1]
         for kind, (module_type, attribute, _) in MODULES.items():
-            if type(activation) is module_type:
+            if given is module_type:
                 if kind == "gelu":
                     return ("gelu_tanh" if activation.approximate == "tanh" else "gelu"), 0.0
                 return kind, float(getattr(activation, attribute)) if attribute else 0.0
@@ -192,7 +195,7 @@ def silu(input, inplace=False):
 def gelu(input, approximate="none"):
     """``F.gelu``: exact (erf) or, with ``approximate="tanh"``, the tanh approximation."""
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"fastcnn.gelu: approximate argument must be either none or tanh, got {approximate!r}")
+        raise RuntimeError(f"fastcnn.gelu: approximate argument must be either none or tanh, got {approximate!r}")
     return activation(input, "gelu_tanh" if approximate == "tanh" else "gelu", op="gelu")
 
 
