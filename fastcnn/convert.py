@@ -2,17 +2,22 @@
 
 Two passes over the module tree:
 
-1. Fusion. A ``BatchNorm2d`` whose output feeds only a ReLU becomes ``BatchNorm2dReLU`` and that
-   ReLU disappears. Inside an ``nn.Sequential`` a BN followed by a ReLU is fused by position (the
-   ReLU's slot becomes ``nn.Identity``). Anywhere else the parent module's ``forward`` is traced
+1. Fusion. A norm whose output feeds only an activation it can fuse takes that activation as
+   its epilogue and the activation disappears: ``BatchNorm2d`` → ReLU becomes ``BatchNorm2dReLU``;
+   ``GroupNorm``, ``LayerNorm``, ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d``
+   fuse any of fastcnn's activations (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish,
+   Hardsigmoid, Sigmoid, Tanh; module, ``torch``/``F`` function or tensor method), kept on the
+   module as its ``activation``. An activation the norm cannot fuse is reported as such. Inside an ``nn.Sequential`` a BN followed by a ReLU is fused by position (the
+   activation's slot becomes ``nn.Identity``). Anywhere else the parent module's ``forward`` is traced
    with ``torch.fx`` (its children kept as leaves) to find where each BN's output goes; a parent
    with something to fuse gets, on that instance only, a ``forward`` generated from the graph
    without the fused ReLU calls (its class, children, parameters, buffers and attributes stay
    as they are). Torchvision's ResNet blocks call one ``nn.ReLU`` module twice (after
    ``bn1`` and after the residual add): the graph rewrite fuses only the call after ``bn1``. A
    parent that cannot be traced keeps its code, and its BN layers are replaced unfused.
-2. Replacement. Modules of exactly the types ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.BatchNorm2d`` and
-   ``nn.CrossEntropyLoss`` take the fastcnn subclass as their class. fastcnn's modules subclass
+2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max-pool, the
+   norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
+   ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their class. fastcnn's modules subclass
    torch's and add no state, so parameters and buffers are the same tensors (an optimizer
    built before an in-place conversion keeps working) and ``state_dict`` keys are unchanged.
 
@@ -29,6 +34,7 @@ import torch
 import torch.fx
 
 from . import nn as fastcnn_nn
+from .ops.activation import resolve_activation
 
 logger = logging.getLogger("fastcnn.convert")
 
@@ -36,11 +42,31 @@ REPLACEMENTS = {
     torch.nn.Conv2d: fastcnn_nn.Conv2d,
     torch.nn.MaxPool2d: fastcnn_nn.MaxPool2d,
     torch.nn.BatchNorm2d: fastcnn_nn.BatchNorm2d,
+    torch.nn.GroupNorm: fastcnn_nn.GroupNorm,
+    torch.nn.LayerNorm: fastcnn_nn.LayerNorm,
+    torch.nn.InstanceNorm1d: fastcnn_nn.InstanceNorm1d,
+    torch.nn.InstanceNorm2d: fastcnn_nn.InstanceNorm2d,
+    torch.nn.InstanceNorm3d: fastcnn_nn.InstanceNorm3d,
+    torch.nn.Dropout: fastcnn_nn.Dropout,
+    torch.nn.Dropout2d: fastcnn_nn.Dropout2d,
     torch.nn.CrossEntropyLoss: fastcnn_nn.CrossEntropyLoss,
+    **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
-FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dReLU,)
-RELU_FUNCTIONS = (torch.relu, torch.relu_, torch.nn.functional.relu)
-RELU_METHODS = ("relu", "relu_")
+FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dReLU, fastcnn_nn.LayerNorm2d)
+F = torch.nn.functional
+# Activations as functions and tensor methods: their kind, and the positional index and keyword
+# of their parameter (slope, alpha, approximate) when they have one.
+ACTIVATION_FUNCTIONS = {
+    torch.relu: ("relu", None), torch.relu_: ("relu", None), F.relu: ("relu", None), F.relu6: ("relu6", None),
+    F.leaky_relu: ("leaky_relu", (1, "negative_slope")), F.elu: ("elu", (1, "alpha")), F.silu: ("silu", None),
+    F.gelu: ("gelu", (1, "approximate")), F.hardswish: ("hardswish", None), F.hardsigmoid: ("hardsigmoid", None),
+    torch.sigmoid: ("sigmoid", None), F.sigmoid: ("sigmoid", None), torch.tanh: ("tanh", None),
+    F.tanh: ("tanh", None),
+}
+ACTIVATION_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh",
+                      "tanh_": "tanh"}
+# What each fusable norm type fuses: BatchNorm2d only ReLU (as BatchNorm2dReLU), the others every kind.
+BN_ACTIVATIONS = ("relu",)
 
 
 @dataclass
@@ -48,12 +74,12 @@ class ConversionReport:
     """What ``convert`` did. Each entry is (qualified module name, detail)."""
 
     replaced: list = field(default_factory=list)  # (name, "torch.nn.Conv2d -> fastcnn.nn.Conv2d")
-    fused: list = field(default_factory=list)  # (BN name, how the ReLU was found)
+    fused: list = field(default_factory=list)  # (norm name, which activation and how it was found)
     left: list = field(default_factory=list)  # (name, why it was not replaced or not fused)
     rewritten: list = field(default_factory=list)  # (name, "forward rewritten as an fx graph")
 
     def __str__(self):
-        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {len(self.fused)} BatchNorm2d+ReLU "
+        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {len(self.fused)} norm+activation "
                  f"fused, {len(self.left)} left"]
         for title, entries in (("replaced", self.replaced), ("fused", self.fused), ("left", self.left),
                                ("rewritten", self.rewritten)):
@@ -64,7 +90,8 @@ class ConversionReport:
 def convert(model, inplace=False, *, fuse_relu=True, report=False):
     """Return ``model`` with fastcnn's modules swapped in (a deep copy unless ``inplace``).
 
-    ``fuse_relu``: fuse each BatchNorm2d whose output feeds only a ReLU into ``BatchNorm2dReLU``.
+    ``fuse_relu``: fuse each norm whose output feeds only an activation it can fuse (BatchNorm2d:
+    ReLU, into ``BatchNorm2dReLU``; the other norms: any of fastcnn's activations).
     ``report``: also return a :class:`ConversionReport` (``(model, report)``). The report is
     always logged at INFO level on the ``fastcnn.convert`` logger.
     """
@@ -88,8 +115,54 @@ def _call_counts(model):
     return counts
 
 
-def _is_plain_bn(module):
-    return type(module) is torch.nn.BatchNorm2d and _kernel_dtypes(module)
+# The LayerNorm2d classes known to compute F.layer_norm over dim 1 by permuting (torchvision's
+# ConvNeXt norm and fastcnn.models' copy of it), named so that torchvision need not be imported.
+LAYER_NORM2D_CLASSES = {("torchvision.models.convnext", "LayerNorm2d"), ("fastcnn.models", "LayerNorm2d")}
+
+
+def _is_layer_norm2d(module):
+    return (type(module).__module__, type(module).__name__) in LAYER_NORM2D_CLASSES
+
+
+def _replacement(module):
+    """The fastcnn class ``module`` becomes, or None."""
+    if _is_layer_norm2d(module):
+        return fastcnn_nn.LayerNorm2d
+    return REPLACEMENTS.get(type(module))
+
+
+def _fusable_norm(module):
+    """A norm of a type convert fuses activations into, holding no float64 tensors."""
+    replacement = _replacement(module)
+    return (replacement is not None and (replacement is fastcnn_nn.BatchNorm2d
+                                         or issubclass(replacement, fastcnn_nn._FusedActivation))
+            and _kernel_dtypes(module))
+
+
+def _supported(norm, kind):
+    return kind in BN_ACTIVATIONS if type(norm) is torch.nn.BatchNorm2d else True
+
+
+def _fuse_into(norm, kind, parameter):
+    if type(norm) is torch.nn.BatchNorm2d:
+        norm.__class__ = fastcnn_nn.BatchNorm2dReLU
+    else:
+        norm.__class__ = _replacement(norm)
+        norm.activation = (kind, parameter)
+
+
+def _module_activation(module):
+    """(kind, parameter) of an activation module fastcnn computes, or None."""
+    try:
+        kind, parameter = resolve_activation("convert", module)
+    except ValueError:
+        return None
+    return (kind, parameter) if kind is not None else None
+
+
+def _is_activation_like(module):
+    """A torch activation module (torch.nn.modules.activation), supported or not: for the report."""
+    return type(module).__module__ in ("torch.nn.modules.activation", fastcnn_nn.__name__)
 
 
 def _kernel_dtypes(module):
@@ -104,22 +177,33 @@ def _fuse(model, result):
         # Position decides only where the forward is Sequential's own (not a subclass's override).
         if isinstance(module, torch.nn.Sequential) and type(module).forward is torch.nn.Sequential.forward:
             _fuse_sequential(name, module, holders, result)
-        elif any(_is_plain_bn(child) for child in module.children()):
+        elif any(_fusable_norm(child) for child in module.children()):
             _fuse_traced(name, module, holders, result)
 
 
 def _fuse_sequential(name, sequential, holders, result):
     children = list(sequential.named_children())
-    for (bn_name, bn), (relu_name, relu) in zip(children, children[1:]):
-        if _is_plain_bn(bn) and type(relu) is torch.nn.ReLU:
-            qualified = _join(name, bn_name)
-            if holders[id(bn)] > 1:
-                result.left.append((qualified, "not fused: the BatchNorm2d is shared with another part of the model"))
-                continue
-            bn.__class__ = fastcnn_nn.BatchNorm2dReLU
-            setattr(sequential, relu_name, torch.nn.Identity())
-            result.fused.append((qualified, f"followed by ReLU {_join(name, relu_name)} in a Sequential "
-                                            f"(that slot is now nn.Identity)"))
+    for (norm_name, norm), (activation_name, activation) in zip(children, children[1:]):
+        if not _fusable_norm(norm) or not _is_activation_like(activation):
+            continue
+        qualified = _join(name, norm_name)
+        spec = _module_activation(activation)
+        if holders[id(norm)] > 1:
+            result.left.append((qualified, f"not fused: the {type(norm).__name__} is shared with another part of the "
+                                           f"model"))
+        elif spec is None or not _supported(norm, spec[0]):
+            result.left.append((qualified, _unsupported(norm, type(activation).__name__)))
+        else:
+            _fuse_into(norm, *spec)
+            setattr(sequential, activation_name, torch.nn.Identity())
+            result.fused.append((qualified, f"followed by {type(activation).__name__} {_join(name, activation_name)} "
+                                            f"in a Sequential (that slot is now nn.Identity)"))
+
+
+def _unsupported(norm, activation):
+    fuses = "ReLU" if type(norm) is torch.nn.BatchNorm2d else "ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, ..."
+    return (f"not fused: activation kind not supported: {activation} after {type(norm).__name__} (fastcnn fuses "
+            f"{fuses} there)")
 
 
 class _ChildrenAsLeaves(torch.fx.Tracer):
@@ -129,53 +213,77 @@ class _ChildrenAsLeaves(torch.fx.Tracer):
         return True
 
 
-def _is_relu(node, root):
+def _activation(node, root):
+    """(kind, parameter) when ``node`` applies an activation fastcnn computes to its first argument
+    (parameters given as constants), else None."""
     if node.op == "call_module":
-        return type(root.get_submodule(node.target)) is torch.nn.ReLU
-    if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in RELU_METHODS
+        return _module_activation(root.get_submodule(node.target))
+    if node.op == "call_method":
+        kind = ACTIVATION_METHODS.get(node.target)
+        return None if kind is None else (kind, 0.0)
+    if node.op != "call_function" or node.target not in ACTIVATION_FUNCTIONS:
+        return None
+    kind, argument = ACTIVATION_FUNCTIONS[node.target]
+    value = None
+    if argument is not None:
+        index, keyword = argument
+        value = node.args[index] if len(node.args) > index else node.kwargs.get(keyword)
+        if isinstance(value, torch.fx.Node):
+            return None
+    if kind == "gelu":
+        return ("gelu_tanh" if value == "tanh" else "gelu"), 0.0
+    return resolve_activation("convert", kind if value is None else (kind, value))
 
 
 def _fuse_traced(name, module, holders, result):
-    """Fuse the BN→ReLU pairs in ``module``'s own forward, when it can be traced."""
+    """Fuse the norm→activation pairs in ``module``'s own forward, when it can be traced."""
     try:
         graph = _ChildrenAsLeaves().trace(module)
     except Exception as error:  # fx raises many types for data-dependent control flow
         for child_name, child in module.named_children():
-            if _is_plain_bn(child):
+            if _fusable_norm(child):
                 result.left.append((_join(name, child_name), f"not fused: the forward of {type(module).__name__} "
                                                              f"could not be traced ({type(error).__name__}: "
                                                              f"{str(error).splitlines()[0][:120]})"))
         return
-    bn_calls = {}
+    norm_calls = {}
     for node in graph.nodes:
-        if node.op == "call_module" and _is_plain_bn(module.get_submodule(node.target)):
-            bn_calls.setdefault(node.target, []).append(node)
+        if node.op == "call_module" and _fusable_norm(module.get_submodule(node.target)):
+            norm_calls.setdefault(node.target, []).append(node)
     fusable = {}
-    for target, calls in bn_calls.items():
+    for target, calls in norm_calls.items():
+        norm = module.get_submodule(target)
         users = [list(node.users) for node in calls]
-        if holders[id(module.get_submodule(target))] > 1:
-            result.left.append((_join(name, target), "not fused: the BatchNorm2d is shared with another part of "
-                                                     "the model"))
-        elif all(len(u) == 1 and _is_relu(u[0], module) and u[0].args[0] is node for u, node in zip(users, calls)):
-            fusable[target] = [u[0] for u in users]
+        sole = [u[0] if len(u) == 1 and u[0].args and u[0].args[0] is node else None for u, node in zip(users, calls)]
+        specs = [None if user is None else _activation(user, module) for user in sole]
+        if holders[id(norm)] > 1:
+            result.left.append((_join(name, target), f"not fused: the {type(norm).__name__} is shared with another "
+                                                     f"part of the model"))
+        elif all(spec is not None and _supported(norm, spec[0]) for spec in specs) and len(set(specs)) == 1:
+            fusable[target] = (specs[0], sole)
+        elif all(user is not None and (spec is not None or _is_activation_like_node(user, module))
+                 for user, spec in zip(sole, specs)):
+            result.left.append((_join(name, target), _unsupported(norm, _describe(sole[0]))))
         else:
             consumers = sorted({_describe(user) for u in users for user in u})
             result.left.append((_join(name, target), f"not fused: its output goes to {', '.join(consumers)}, "
-                                                     f"not to one ReLU alone"))
+                                                     f"not to one activation alone"))
     if not fusable:
         return
-    for target, relu_nodes in fusable.items():
-        module.get_submodule(target).__class__ = fastcnn_nn.BatchNorm2dReLU
-        for relu in relu_nodes:
-            relu.replace_all_uses_with(relu.args[0])
-            graph.erase_node(relu)
-            result.fused.append((_join(name, target), f"its output fed only {_describe(relu)}; that call was removed"))
+    for target, (spec, activation_nodes) in fusable.items():
+        _fuse_into(module.get_submodule(target), *spec)
+        for node in activation_nodes:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            result.fused.append((_join(name, target), f"its output fed only {_describe(node)}; that call was removed"))
     graph.lint()
     _set_forward(module, graph)
     result.rewritten.append((name, f"forward of this {type(module).__name__} replaced by its traced graph "
-                                   f"without the fused ReLU calls"))
+                                   f"without the fused activation calls"))
+
+
+def _is_activation_like_node(node, root):
+    return node.op == "call_module" and _is_activation_like(root.get_submodule(node.target))
 
 
 def _describe(node):
@@ -198,19 +306,23 @@ def _set_forward(module, graph):
 
 def _replace(model, result):
     fused = {name for name, _ in result.fused}
-    # Stateless modules (max-pool, the loss) cannot tell their input's dtype: in a model that
-    # holds float64 tensors they are left too.
+    # Stateless modules (max-pool, the loss, activations, dropout) cannot tell their input's dtype:
+    # in a model that holds float64 tensors they are left too.
     float64_model = not all(_kernel_dtypes(module) for module in model.modules())
     for name, module in model.named_modules():
         kind = type(module)
-        if kind in REPLACEMENTS and (not _kernel_dtypes(module) or float64_model):
+        replacement = _replacement(module)
+        if replacement is not None and (not _kernel_dtypes(module) or float64_model):
             result.left.append((name, "float64 tensors in the model: fastcnn's kernels take fp32, fp16 and bf16"))
-        elif kind in REPLACEMENTS:
-            module.__class__ = REPLACEMENTS[kind]
-            result.replaced.append((name, f"torch.nn.{kind.__name__} -> fastcnn.nn.{REPLACEMENTS[kind].__name__}"))
+        elif replacement is not None:
+            module.__class__ = replacement
+            origin = "torch.nn" if kind.__module__.startswith("torch.nn") else kind.__module__
+            result.replaced.append((name, f"{origin}.{kind.__name__} -> fastcnn.nn.{replacement.__name__}"))
         elif isinstance(module, FASTCNN_MODULES):
             if name in fused:
-                result.replaced.append((name, "torch.nn.BatchNorm2d -> fastcnn.nn.BatchNorm2dReLU"))
+                activation = getattr(module, "activation", None)
+                detail = f" + {activation[0]}" if activation else ""
+                result.replaced.append((name, f"torch.nn.{_torch_base(kind)} -> fastcnn.nn.{kind.__name__}{detail}"))
         elif isinstance(module, torch.nn.SyncBatchNorm):
             result.left.append((name, "nn.SyncBatchNorm all-reduces its statistics across processes; "
                                       "fastcnn's batch norm does not, so it stays torch's"))

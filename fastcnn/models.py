@@ -1,7 +1,8 @@
-"""Small plain-PyTorch models that fastcnn is exercised on: the demo's CNN and a ResNet in the
+"""Small plain-PyTorch models that fastcnn is exercised on: the demo's CNN, a ResNet in the
 style of torchvision's (its blocks call one ``nn.ReLU`` module twice, after ``bn1`` and after
-the residual add, as torchvision's do). They hold only ``torch.nn`` modules: ``fastcnn.convert``
-is what swaps fastcnn in."""
+the residual add, as torchvision's do), a ConvNeXt with torchvision's block and LayerNorm2d, and
+a U-Net-style residual block with GroupNorm + SiLU. They hold only ``torch.nn`` modules:
+``fastcnn.convert`` is what swaps fastcnn in, so CI covers each block type without torchvision."""
 import torch
 from torch import nn
 
@@ -87,3 +88,73 @@ class TinyResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt LayerNorm2d, line for line: LayerNorm over the channels of NCHW
+    input by permuting to NHWC and back (``fastcnn.convert`` knows this class and torchvision's)."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return torch.permute(x, self.dims)
+
+
+class CNBlock(nn.Module):
+    """torchvision's ConvNeXt block: depthwise 7x7 conv, LayerNorm over C of the NHWC view, an
+    inverted-bottleneck MLP with GELU, layer scale, residual add."""
+
+    def __init__(self, dim, layer_scale=1e-1):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]), nn.LayerNorm(dim, eps=1e-6),
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * layer_scale)
+
+    def forward(self, x):
+        return x + self.layer_scale * self.block(x)
+
+
+class TinyConvNeXt(nn.Module):
+    """ConvNeXt with torchvision's structure at toy size: a patchify stem with LayerNorm2d, a
+    block, a LayerNorm2d + strided-conv downsample, a block, global average pool and a
+    LayerNorm2d → flatten → linear head."""
+
+    def __init__(self, classes=5, width=8):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, width, 2, stride=2), LayerNorm2d(width, eps=1e-6)), CNBlock(width),
+            nn.Sequential(LayerNorm2d(width, eps=1e-6), nn.Conv2d(width, 2 * width, 2, stride=2)), CNBlock(2 * width))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(2 * width, eps=1e-6), nn.Flatten(1), nn.Linear(2 * width, classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+class GroupNormBlock(nn.Module):
+    """A diffusion U-Net's residual block: GroupNorm → SiLU → conv, twice (the second after a
+    dropout), plus the input; the first SiLU is a module, the second a function call."""
+
+    def __init__(self, channels, groups=4, dropout=0.1):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.act = nn.SiLU()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        h = self.conv1(self.act(self.norm1(x)))
+        h = self.conv2(self.dropout(nn.functional.silu(self.norm2(h))))
+        return x + h

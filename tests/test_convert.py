@@ -12,8 +12,8 @@ from torch import nn
 import fastcnn
 from fastcnn.convert import REPLACEMENTS
 from fastcnn.dtypes import tolerance
-from fastcnn.models import BasicBlock, SmallCNN, TinyResNet
-from fastcnn.testing import DEVICE, count_launches, make_tensor, relative_error
+from fastcnn.models import BasicBlock, GroupNormBlock, SmallCNN, TinyConvNeXt, TinyResNet
+from fastcnn.testing import DEVICE, count_launches, make_tensor, record_aten_ops, relative_error
 
 # fp32 against fp32 torch: the same math summed in different orders. The shared fp32 tolerance,
 # widened as for 4 terms for outputs and as for 100 for gradients and trajectories, which sum
@@ -36,7 +36,7 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
     # torchvision's pattern: layer1.relu is called after bn1 and after the add; only bn1 fuses.
     for block in (converted.layer1, converted.layer2):
         assert type(block.bn1) is fastcnn.nn.BatchNorm2dReLU and type(block.bn2) is fastcnn.nn.BatchNorm2d
-        assert type(block.relu) is nn.ReLU and isinstance(block, BasicBlock)
+        assert type(block.relu) is fastcnn.nn.ReLU and isinstance(block, BasicBlock)
     # Bottleneck: torch.relu and F.relu(inplace=True) after bn1/bn2 fuse; bn3 feeds the add.
     assert type(converted.layer3.bn1) is type(converted.layer3.bn2) is fastcnn.nn.BatchNorm2dReLU
     assert type(converted.layer3.bn3) is fastcnn.nn.BatchNorm2d
@@ -218,7 +218,7 @@ def test_sequential_fusion_and_report_logging(caplog, generator):
         converted = fastcnn.convert(model)
     features = converted.features
     assert [type(m).__name__ for m in features] == ["Conv2d", "BatchNorm2dReLU", "Identity", "MaxPool2d"] * 2
-    assert "2 BatchNorm2d+ReLU fused" in caplog.text
+    assert "2 norm+activation fused" in caplog.text
     model.train()
     converted.train()
     input = make_tensor((5, 1, 8, 8), generator=generator)
@@ -336,3 +336,84 @@ def test_shared_bn_and_sequential_subclasses_are_not_fused_by_position(generator
     model.eval()
     input = make_tensor((2, 3, 6, 5), generator=generator)
     assert relative_error(converted[:3](input), model[:3](input)) < TOLERANCE
+
+
+def _training_step_ops(model, input):
+    """The ATen ops (and fastcnn operators) of one forward + backward of ``model`` on ``input``."""
+    with record_aten_ops() as names:
+        model(input).square().mean().backward()
+    return names
+
+
+def test_convnext_style_model_runs_its_norms_and_gelu_in_fastcnn(seed, generator):
+    torch.manual_seed(seed)
+    original = TinyConvNeXt().to(DEVICE)
+    converted, report = fastcnn.convert(original, report=True)
+    assert type(converted.features[0][1]) is fastcnn.nn.LayerNorm2d
+    assert type(converted.features[1].block[2]) is fastcnn.nn.LayerNorm
+    assert type(converted.features[1].block[4]) is fastcnn.nn.GELU
+    assert "fastcnn.models.LayerNorm2d -> fastcnn.nn.LayerNorm2d" in str(report)
+    input = make_tensor((2, 3, 12, 12), generator=generator)
+    names = _training_step_ops(converted, input)
+    assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
+                or "gelu" in name], names
+    assert "fastcnn::layer_norm" in names and "fastcnn::activation" in names
+    # Outputs, gradients and a 3-step SGD trajectory match the torch model.
+    reference = copy.deepcopy(original)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1) for model in (converted, reference)]
+    for step in range(3):
+        batch = make_tensor((2, 3, 12, 12), generator=generator)
+        losses = []
+        for model, optimizer in zip((converted, reference), optimizers):
+            optimizer.zero_grad()
+            loss = model(batch).square().mean()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss)
+        assert relative_error(losses[0], losses[1]) < SUM_TOLERANCE, step
+    for (name, ours), theirs in zip(converted.named_parameters(), reference.parameters()):
+        assert relative_error(ours, theirs) < SUM_TOLERANCE, name
+    original.load_state_dict(converted.state_dict())
+    converted.load_state_dict(reference.state_dict())
+
+
+def test_group_norm_activation_fusion_in_sequential_and_traced_forward(seed, generator):
+    torch.manual_seed(seed)
+    model = nn.Sequential(GroupNormBlock(8), nn.GroupNorm(2, 8), nn.LeakyReLU(0.2), nn.GroupNorm(2, 8),
+                          nn.Softplus(), nn.BatchNorm2d(8), nn.ReLU6(), nn.Dropout2d(0.1)).to(DEVICE)
+    converted, report = fastcnn.convert(model, report=True)
+    block = converted[0]
+    assert type(block.norm1) is fastcnn.nn.GroupNorm and block.norm1.activation == ("silu", 0.0)
+    assert block.norm2.activation == ("silu", 0.0)  # F.silu in the forward, removed from the graph
+    assert type(block.act) is fastcnn.nn.SiLU and type(block.dropout) is fastcnn.nn.Dropout
+    assert converted[1].activation == ("leaky_relu", 0.2) and type(converted[2]) is nn.Identity
+    assert converted[3].activation is None and type(converted[4]) is nn.Softplus
+    left = dict(report.left)
+    assert "activation kind not supported: Softplus after GroupNorm" in left["3"], report
+    assert "activation kind not supported: ReLU6 after BatchNorm2d" in left["5"], report
+    assert type(converted[6]) is fastcnn.nn.ReLU6 and type(converted[7]) is fastcnn.nn.Dropout2d
+    model.eval(), converted.eval()
+    input = make_tensor((2, 8, 6, 6), generator=generator)
+    assert relative_error(converted(input), model(input)) < TOLERANCE
+    assert list(converted.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny"])
+def test_torchvision_convnext(name, generator):
+    torchvision, why_not = _torchvision_or_skip_reason()
+    if torchvision is None:
+        pytest.skip(why_not)
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    original = getattr(torchvision.models, name)(num_classes=10).to(DEVICE)
+    for module in original.modules():  # stochastic depth draws its own random numbers: off, to compare
+        if type(module).__name__ == "StochasticDepth":
+            module.p = 0.0
+    converted = fastcnn.convert(original)
+    input = make_tensor((2, 3, 32, 32), generator=generator)
+    names = _training_step_ops(converted, input)
+    assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
+                or "gelu" in name], names
+    reference = copy.deepcopy(original).double()
+    expected = reference(input.double())
+    torch_error = relative_error(original(input), expected)
+    assert relative_error(converted(input), expected) <= 2 * torch_error + tolerance(torch.float32)
