@@ -24,10 +24,10 @@ KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "har
 BLOCK = by_backend(interpreter=1024, gpu=2048)
 NUM_WARPS = 8
 
-SQRT_HALF = 0.7071067811865476
-INV_SQRT_2PI = 0.3989422804014327
-SQRT_2_OVER_PI = 0.7978845608028654
-GELU_KAPPA = 0.044715
+SQRT_HALF = tl.constexpr(0.7071067811865476)
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
+GELU_KAPPA = tl.constexpr(0.044715)
 
 
 @triton.jit

@@ -31,6 +31,7 @@ from .tiles import by_backend
 
 TILE = by_backend(interpreter=4096, gpu=2048)  # values a program holds per tile
 CHANNEL_BLOCK = 128
+MIN_PROGRAMS = by_backend(interpreter=1, gpu=2 * 132)  # two per SM of an H100
 
 
 @triton.jit
@@ -249,19 +250,23 @@ def _running_stats_kernel(stats_ptr, running_mean_ptr, running_var_ptr, batch, c
              .to(running_var_ptr.dtype.element_ty), mask=ok)
 
 
-def tiles(groups, group_channels, spatial, channel_stride):
+def tiles(num_rows, groups, group_channels, spatial, channel_stride):
     """(BLOCK_G, BLOCK_CG, BLOCK_S): contiguous channels (channels_last) put several channels, and
-    rows, side by side; contiguous pixels (NCHW) put long pixel runs in a tile."""
+    rows, side by side; contiguous pixels (NCHW) put long pixel runs in a tile. Rows per program
+    shrink until the row reductions have MIN_PROGRAMS programs (or one row each)."""
     def fit(extent, limit):
         return max(1, min(triton.next_power_of_2(max(extent, 1)), limit))
 
     if channel_stride == 1 and spatial > 1:
         block_cg = fit(group_channels, 64)
         block_g = fit(groups, max(1, 64 // block_cg))
-        return block_g, block_cg, fit(spatial, max(1, TILE // (block_g * block_cg)))
-    block_s = fit(spatial, TILE)
-    block_cg = fit(group_channels, max(1, TILE // block_s))
-    return fit(groups, max(1, TILE // (block_s * block_cg))), block_cg, block_s
+    else:
+        block_s = fit(spatial, TILE)
+        block_cg = fit(group_channels, max(1, TILE // block_s))
+        block_g = fit(groups, max(1, TILE // (block_s * block_cg)))
+    while block_g > 1 and triton.cdiv(num_rows, block_g) < MIN_PROGRAMS:
+        block_g //= 2
+    return block_g, block_cg, fit(spatial, max(1, TILE // (block_g * block_cg)))
 
 
 def _per_channel(tensors, fallback):
@@ -274,7 +279,7 @@ def statistics(x, stats, running_mean, running_var, *, groups, eps, use_running)
     [N, C, S]; with ``use_running`` (instance norm in eval, groups = C) the running ones. One launch."""
     batch, channels, spatial = x.shape
     num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(groups, channels // groups, spatial, x.stride(1))
+    block_g, block_cg, block_s = tiles(num_rows, groups, channels // groups, spatial, x.stride(1))
     (running_mean, running_var), strides = _per_channel((running_mean, running_var), stats)
     _stats_kernel[(triton.cdiv(num_rows, block_g),)](
         x, stats, running_mean, running_var, num_rows, groups, channels // groups, spatial, float(eps), *x.stride(),
@@ -287,7 +292,7 @@ def apply(x, y, stats, weight, bias, *, groups, kind, parameter):
     batch, channels, spatial = x.shape
     group_channels = channels // groups
     num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(groups, group_channels, spatial, x.stride(1))
+    block_g, block_cg, block_s = tiles(num_rows, groups, group_channels, spatial, x.stride(1))
     (weight, bias), strides = _per_channel((weight, bias), stats)
     _apply_kernel[(triton.cdiv(num_rows, block_g), triton.cdiv(group_channels, block_cg), triton.cdiv(spatial, block_s))](
         x, y, stats, weight, bias, num_rows, groups, group_channels, spatial, float(parameter), *x.stride(),
@@ -312,7 +317,7 @@ def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, groups, 
     batch, channels, spatial = x.shape
     group_channels = channels // groups
     num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(groups, group_channels, spatial, x.stride(1))
+    block_g, block_cg, block_s = tiles(num_rows, groups, group_channels, spatial, x.stride(1))
     (weight, bias), strides = _per_channel((weight, bias), stats)
     flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, BLOCK_G=block_g,
                  BLOCK_CG=block_cg, BLOCK_S=block_s)

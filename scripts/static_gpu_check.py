@@ -15,7 +15,7 @@ Usage, from the repository root
 ``--check`` exits with status 1 when any compile fails, any configuration the autotuner may pick
 (after the kernels' own pruning) or any fixed launch cannot launch on an H100 (shared memory or
 registers beyond an SM's) or spills registers, or when a memory-bound kernel that the issue names
-(cross-entropy, max-pool, batch-norm statistics) launches fewer programs than the H100 has SMs on
+(cross-entropy, max-pool, the norms, activations, dropout) launches fewer programs than the H100 has SMs on
 a scenario large enough to fill it. Everything else is reported, not failed.
 
 How it works
@@ -242,6 +242,51 @@ def scenarios(options):
                 dx = _tensor((32, c, 28, 28), dtype, cl).view(32, c, -1)
                 batch_norm.backward(y, x, dx, folded, torch.empty(c), torch.empty(c), training=True, relu=True)
             out.append((f"batchnorm+relu N32 C128 28x28 {layout} {dtype_name}", bn))
+
+    for layout in options.layouts:
+        for dtype_name in options.dtypes:
+            def group_norm_silu(layout=layout, dtype_name=dtype_name):
+                import torch
+                group_norm = kernel_module("group_norm")
+                dtype, cl = dtypes[dtype_name], layouts[layout]
+                c, groups = 320, 32
+                x = _tensor((8, c, 64, 64), dtype, cl).view(8, c, -1)
+                y, dx = (_tensor((8, c, 64, 64), dtype, cl).view(8, c, -1) for _ in range(2))
+                stats = torch.empty((4, 8 * groups), dtype=torch.float32)
+                weight, bias = torch.ones(c), torch.zeros(c)
+                group_norm.statistics(x, stats, None, None, groups=groups, eps=1e-5, use_running=False)
+                group_norm.apply(x, y, stats, weight, bias, groups=groups, kind="silu", parameter=0.0)
+                group_norm.backward(y, x, dx, stats, weight, bias, torch.empty(c), torch.empty(c), groups=groups,
+                                    batch_statistics=True, kind="silu", parameter=0.0)
+            out.append((f"groupnorm32+silu N8 C320 64x64 {layout} {dtype_name}", group_norm_silu))
+
+            def layer_norm2d(layout=layout, dtype_name=dtype_name):
+                import torch
+                layer_norm = kernel_module("layer_norm")
+                dtype, cl = dtypes[dtype_name], layouts[layout]
+                c = 96
+                # ConvNeXt-T's first stage: the [N, H*W, C] view of its NCHW or channels_last activation.
+                x, y, dx = (_tensor((64, c, 56, 56), dtype, cl).permute(0, 2, 3, 1).reshape(64, 56 * 56, c)
+                            for _ in range(3))
+                stats = torch.empty((3, 64 * 56 * 56), dtype=torch.float32)
+                weight, bias = torch.ones(c), torch.zeros(c)
+                layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind=None, parameter=0.0)
+                layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty(c), torch.empty(c), kind=None,
+                                    parameter=0.0)
+            out.append((f"layernorm2d ConvNeXt N64 C96 56x56 {layout} {dtype_name}", layer_norm2d))
+
+    for dtype_name in options.dtypes:
+        def elementwise(dtype_name=dtype_name):
+            import torch
+            activation, dropout = kernel_module("activation"), kernel_module("dropout")
+            dtype = dtypes[dtype_name]
+            x, y, dy = (_tensor((64, 384, 56, 56), dtype, True) for _ in range(3))
+            activation.forward(x, y, kind="gelu", parameter=0.0)
+            activation.backward(dy, x, y, kind="gelu", parameter=0.0)
+            seed = torch.zeros(1, dtype=torch.int64)
+            dropout.dropout(x, y, seed, p=0.2)
+            dropout.channel_dropout(x.view(64, 384, -1), y.view(64, 384, -1), seed, p=0.2)
+        out.append((f"gelu + dropout + dropout2d N64 C384 56x56 channels_last {dtype_name}", elementwise))
 
     for dtype_name in options.dtypes:
         for rows, classes in ((256, 1000), (1024, 10)):
@@ -1073,7 +1118,9 @@ def _row(j, r, gemm):
 
 # Memory-bound kernels whose grid must fill the GPU on the scenarios' (large) shapes.
 GRID_MUST_FILL = ("_cross_entropy_kernel", "_partial_stats_kernel", "_backward_sums_kernel",
-                  "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel")
+                  "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_stats_kernel", "_apply_kernel",
+                  "_backward_apply_kernel", "_forward_kernel", "_backward_kernel", "_dropout_kernel",
+                  "_channel_dropout_kernel")
 
 
 def violations(run):

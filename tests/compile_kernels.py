@@ -19,8 +19,9 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import (adadelta, adagrad, adam, batch_norm, clip_grad, conv2d, conv2d_depthwise,  # noqa: E402
-                             conv2d_gemm, cross_entropy, max_pool, multi_tensor, rmsprop, sgd, slicing)
+from fastcnn.kernels import (activation, adadelta, adagrad, adam, batch_norm, clip_grad, conv2d,  # noqa: E402
+                             conv2d_depthwise, conv2d_gemm, cross_entropy, dropout, group_norm, layer_norm, max_pool,
+                             multi_tensor, rmsprop, sgd, slicing)
 
 slicing.sm_count = lambda device: 132  # no GPU to ask: an H100's, as the launchers would see it
 
@@ -221,7 +222,68 @@ def main():
         signature = runtime_signature(kernel, float_pointers, "i32")
         signature.update({name: "fp32" for name in ("momentum", "eps") if name in signature})
         results[f"batch_norm{kernel.__name__}/sm80"] = memory_accesses(kernel, signature, constexprs, 80)
+    normalization_variants(results)
     json.dump(results, sys.stdout)
+
+
+FLOAT_SCALARS = ("eps", "parameter", "p", "scale", "momentum", "unbiasing")
+
+
+def scalar_signature(kernel, pointer_types):
+    """Integer scalars i32 (sizes, strides), the float hyperparameters of FLOAT_SCALARS fp32."""
+    signature = runtime_signature(kernel, pointer_types, "i32")
+    signature.update({name: "fp32" for name in FLOAT_SCALARS if name in signature})
+    return signature
+
+
+def normalization_variants(results):
+    """Activations (every kind, forward and backward, bf16), group norm (U-Net's GroupNorm(32, 320)
+    tiles, both layouts, fused SiLU), layer norm (one-tile and chunked rows) and dropout, each in
+    bf16 and fp32: 'activation/...', 'group_norm/...', 'layer_norm/...', 'dropout/...' keys."""
+    for kind in activation.KINDS:
+        pointers = dict(x_ptr="*bf16", y_ptr="*bf16", dy_ptr="*bf16", dx_ptr="*bf16")
+        for kernel in (activation._forward_kernel, activation._backward_kernel):
+            results[f"activation/{kind}{kernel.__name__}"] = memory_accesses(
+                kernel, scalar_signature(kernel, pointers), dict(KIND=kind, BLOCK=activation.BLOCK), 90)
+    for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 4096)):
+        layout = "channels_last" if channel_stride == 1 else "nchw"
+        block_g, block_cg, block_s = group_norm.tiles(8 * 32, 32, 10, 4096, channel_stride)
+        blocks = dict(BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
+        pointers = dict(x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, stats_ptr="*fp32",
+                        weight_ptr="*fp32", bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
+                        row_sums_ptr="*fp32", channel_sums_ptr="*fp32")
+        affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", **blocks)
+        for kernel, constexprs in ((group_norm._stats_kernel, dict(USE_RUNNING=False, **blocks)),
+                                   (group_norm._apply_kernel, affine), (group_norm._backward_sums_kernel, affine),
+                                   (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **affine))):
+            results[f"group_norm{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
+                kernel, scalar_signature(kernel, pointers), constexprs, 90)
+        pointers.update(partial_ptr="*fp32", grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
+X
+            block_r, block_l, single = layer_norm.tiles(length, length_stride)
+            constexprs = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="gelu", SINGLE=single, BLOCK_R=block_r,
+                              BLOCK_L=block_l)
+            for kernel, extra in ((layer_norm._forward_kernel, {}),
+                                  (layer_norm._backward_kernel, dict(HAS_DX=True, PARAMETER_GRADS=True))):
+                results[f"layer_norm{kernel.__name__}/{element[1:]}/{'single' if single else 'chunked'}"] = (
+                    memory_accesses(kernel, scalar_signature(kernel, pointers), dict(constexprs, **extra), 90))
+        pointers.update(seed_ptr="*i64")
+        results[f"dropout/flat/{element[1:]}"] = memory_accesses(
+            dropout._dropout_kernel, scalar_signature(dropout._dropout_kernel, pointers),
+            dict(WIDE=False, BLOCK=dropout.BLOCK), 90)
+        results[f"dropout/channels/{element[1:]}/{layout}"] = memory_accesses(
+            dropout._channel_dropout_kernel, scalar_signature(dropout._channel_dropout_kernel, pointers),
+            dict(WIDE=False, BLOCK_NC=64, BLOCK_S=32), 90)
+    pointers = dict(stats_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32", channel_sums_ptr="*fp32",
+                    grad_weight_ptr="*fp32", grad_bias_ptr="*fp32", partial_ptr="*fp32")
+    for name, kernel, constexprs in (
+            ("group_norm", group_norm._channel_sums_kernel,
+             dict(HAS_GRAD_WEIGHT=True, HAS_GRAD_BIAS=True, BLOCK=group_norm.CHANNEL_BLOCK)),
+            ("group_norm", group_norm._running_stats_kernel, dict(BLOCK=group_norm.CHANNEL_BLOCK)),
+            ("layer_norm", layer_norm._parameter_sums_kernel,
+             dict(HAS_GRAD_WEIGHT=True, HAS_GRAD_BIAS=True, BLOCK=layer_norm.COLUMN_BLOCK))):
+        results[f"{name}{kernel.__name__}/fp32"] = memory_accesses(kernel, scalar_signature(kernel, pointers),
+                                                                    constexprs, 90)
 
 
 if __name__ == "__main__":
