@@ -92,3 +92,15 @@ def check_kernel_dtype(op, input):
     if input.dtype not in KERNEL_DTYPES:
         raise TypeError(f"{op}: input of dtype {input.dtype} is not supported by fastcnn's kernels (torch "
                         f"computes it; fastcnn takes {', '.join(str(d) for d in KERNEL_DTYPES)})")
+
+
+INT32_LIMIT = 2**31
+
+
+def check_index_range(op, **extents):
+    """Extents (rows, channels, pixels) a kernel indexes in int32 while its offsets are int64: each
+    must be below 2**31. A ValueError naming the first that is not."""
+    for name, extent in extents.items():
+        if extent >= INT32_LIMIT:
+            raise ValueError(f"{op}: the input has {extent} {name.replace('_', ' ')}; fastcnn's kernels index them in "
+                             f"int32 and take fewer than 2**31")

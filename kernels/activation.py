@@ -23,11 +23,9 @@ KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "har
          "tanh")
 BLOCK = by_backend(interpreter=1024, gpu=2048)
 NUM_WARPS = 8
-
-SQRT_HALF = tl.constexpr(0.7071067811865476)
-INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
-GELU_KAPPA = tl.constexpr(0.044715)
+# The constants are literals in the code below (1/sqrt(2) = 0.7071067811865476, 1/sqrt(2 pi) =
+# 0.3989422804014327, sqrt(2/pi) = 0.7978845608028654, the tanh approximation's 0.044715): a
+# global constexpr does not mix with the interpreter's tensors, a plain global does not compile.
 
 
 @triton.jit
@@ -52,9 +50,9 @@ def activate(z, KIND: tl.constexpr, parameter):
     elif KIND == "silu":
         y = z * tl.sigmoid(z)
     elif KIND == "gelu":
-        y = 0.5 * z * (1.0 + tl.erf(z * SQRT_HALF))
+        y = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
     elif KIND == "gelu_tanh":
-        y = 0.5 * z * (1.0 + _tanh(SQRT_2_OVER_PI * (z + GELU_KAPPA * z * z * z)))
+        y = 0.5 * z * (1.0 + _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z)))
     elif KIND == "hardswish":
         # torch's z·min(max(z + 3, 0), 6)/6, which is NaN at -inf (-inf·0)
         y = z * tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
@@ -86,11 +84,11 @@ def activation_grad(z, g, KIND: tl.constexpr, parameter):
         s = tl.sigmoid(z)
         dz = g * s * (1.0 + z * (1.0 - s))
     elif KIND == "gelu":
-        cdf = 0.5 * (1.0 + tl.erf(z * SQRT_HALF))
-        dz = g * (cdf + z * INV_SQRT_2PI * tl.exp(-0.5 * z * z))
+        cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+        dz = g * (cdf + z * 0.3989422804014327 * tl.exp(-0.5 * z * z))
     elif KIND == "gelu_tanh":
-        t = _tanh(SQRT_2_OVER_PI * (z + GELU_KAPPA * z * z * z))
-        inner_derivative = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_KAPPA * z * z)
+        t = _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z))
+        inner_derivative = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
         dz = g * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * inner_derivative)
     elif KIND == "hardswish":
         dz = tl.where(z <= -3.0, 0.0, tl.where(z < 3.0, g * (z / 3.0 + 0.5), g))

@@ -38,13 +38,15 @@ MIN_PROGRAMS = by_backend(interpreter=1, gpu=2 * 132)  # two per SM of an H100
 def _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, stride_n, stride_c, stride_s,
           BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
     """(offsets [G, CG, S], mask, channel [G, CG], channel mask) of the tile at group channel c0
-    and pixel s0 of ``rows`` (int64)."""
+    and pixel s0 of ``rows``. Row, channel and pixel indices are int32 (fewer than 2**31 rows,
+    channels and pixels: the launchers check); the offsets are int64."""
     cl = c0 + tl.arange(0, BLOCK_CG)
     s = s0 + tl.arange(0, BLOCK_S)
     channel = (rows % groups)[:, None] * group_channels + cl[None, :]
     channel_ok = (rows < num_rows)[:, None] & (cl < group_channels)[None, :]
     mask = channel_ok[:, :, None] & (s < spatial)[None, None, :]
-    offsets = ((rows // groups)[:, None] * stride_n + channel * stride_c)[:, :, None] + (s.to(tl.int64) * stride_s)[None, None, :]
+    offsets = ((rows // groups).to(tl.int64)[:, None] * stride_n + channel.to(tl.int64) * stride_c)[:, :, None] + (
+        s.to(tl.int64) * stride_s)[None, None, :]
     return offsets, mask, channel, channel_ok
 
 
@@ -77,15 +79,15 @@ def _stats_kernel(
         x_stride_n, x_stride_c, x_stride_s, running_mean_stride, running_var_stride,
         USE_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
     """stats[0:4, r] = (shift K, mean of x - K, rstd, biased variance) of each row."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
+    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     row_ok = rows < num_rows
     if USE_RUNNING:  # instance norm in eval: rows are (n, c), the statistics are channel c's
-        channel = rows % groups
+        channel = (rows % groups).to(tl.int64)
         shift = tl.load(running_mean_ptr + channel * running_mean_stride, mask=row_ok, other=0.0).to(tl.float32)
         mean = tl.zeros((BLOCK_G,), tl.float32)
         variance = tl.load(running_var_ptr + channel * running_var_stride, mask=row_ok, other=1.0).to(tl.float32)
     else:
-        first = (rows // groups) * x_stride_n + (rows % groups) * group_channels * x_stride_c
+        first = (rows // groups).to(tl.int64) * x_stride_n + ((rows % groups) * group_channels).to(tl.int64) * x_stride_c
         shift = tl.load(x_ptr + first, mask=row_ok, other=0.0).to(tl.float32)
         count = tl.zeros((BLOCK_G,), tl.float32)
         mean = tl.zeros((BLOCK_G,), tl.float32)
@@ -114,7 +116,7 @@ def _apply_kernel(
         x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
         BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
+    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     c0 = tl.program_id(1) * BLOCK_CG
     s0 = tl.program_id(2) * BLOCK_S
     offsets, mask, channel, channel_ok = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
@@ -146,7 +148,7 @@ def _backward_sums_kernel(
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
         BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
     """channel_sums[0:2, n·C + c] = (Σ_s gz, Σ_s gz·x̂); row_sums[0:2, r] = (A, B)."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
+    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     row_ok = rows < num_rows
     shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
     sum_gh = tl.zeros((BLOCK_G,), tl.float32)
@@ -183,7 +185,7 @@ def _backward_apply_kernel(
         dx_stride_n, dx_stride_c, dx_stride_s, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, BATCH_STATISTICS: tl.constexpr,
         BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
+    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     c0 = tl.program_id(1) * BLOCK_CG
     s0 = tl.program_id(2) * BLOCK_S
     row_ok = rows < num_rows

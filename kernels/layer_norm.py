@@ -37,7 +37,8 @@ MAX_PARTIAL = 2**22  # fp32 values per (dw, db) partial buffer
 
 @triton.jit
 def _row_offsets(rows, inner_rows, stride_a, stride_b):
-    return (rows // inner_rows) * stride_a + (rows % inner_rows) * stride_b
+    """int64 offsets of rows a·B + b (``rows`` int32: fewer than 2**31 rows, the launchers check)."""
+    return (rows // inner_rows).to(tl.int64) * stride_a + (rows % inner_rows).to(tl.int64) * stride_b
 
 
 @triton.jit
@@ -61,7 +62,7 @@ def _forward_kernel(
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, SINGLE: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     """y = act(layer_norm(x)) and stats[0:3, r] = (shift K, mean of x - K, rstd)."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < num_rows
     x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
     y_rows = _row_offsets(rows, inner_rows, y_stride_a, y_stride_b)[:, None]
@@ -135,7 +136,7 @@ def _backward_kernel(
     sum_gz = tl.zeros((BLOCK_L,), tl.float32)
     sum_gzx = tl.zeros((BLOCK_L,), tl.float32)
     for block in range(program, tl.cdiv(num_rows, BLOCK_R), programs):
-        rows = (block * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)  # fewer than 2**31 rows
+        rows = block * BLOCK_R + tl.arange(0, BLOCK_R)
         row_ok = rows < num_rows
         x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
         dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b)[:, None]

@@ -259,7 +259,7 @@ def normalization_variants(results):
             results[f"group_norm{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
                 kernel, scalar_signature(kernel, pointers), constexprs, 90)
         pointers.update(partial_ptr="*fp32", grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
-X
+        for length, length_stride in ((768, 1), (768, 49)):  # ConvNeXt's block norm; its LayerNorm2d on NCHW
             block_r, block_l, single = layer_norm.tiles(length, length_stride)
             constexprs = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="gelu", SINGLE=single, BLOCK_R=block_r,
                               BLOCK_L=block_l)

@@ -20,7 +20,7 @@ from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
 from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
 from ..dtypes import TORCH_FLOAT_DTYPES
-from ..validation import check_kernel_dtype, check_torch_implements
+from ..validation import check_index_range, check_kernel_dtype, check_torch_implements
 from .activation import module_for, resolve_activation
 
 __all__ = ["group_norm", "instance_norm"]
@@ -83,6 +83,7 @@ def check_group_norm(op, input, num_groups, weight, bias):
     check_torch_implements(op, "GroupNormKernelImpl", input.dtype, TORCH_FLOAT_DTYPES)
     check_parameter_dtypes(op, input, {"weight": weight, "bias": bias})
     check_kernel_dtype(op, input)
+    check_index_range(op, sample_channel_pairs=batch * channels, pixels_per_channel=math.prod(input.shape[2:]))
 
 
 def check_instance_norm(op, input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
@@ -114,6 +115,7 @@ def check_instance_norm(op, input, running_mean, running_var, weight, bias, use_
     check_parameter_dtypes(op, input, {"weight": weight, "bias": bias, "running_mean": running_mean,
                                        "running_var": running_var})
     check_kernel_dtype(op, input)
+    check_index_range(op, sample_channel_pairs=batch * channels, pixels_per_channel=math.prod(input.shape[2:]))
 
 
 # ----------------------------------------------------------------------------- cost

@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import _backend
 from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
 from ..dtypes import TORCH_FLOAT_DTYPES
-from ..validation import check_kernel_dtype, check_torch_implements
+from ..validation import check_index_range, check_kernel_dtype, check_torch_implements
 from .activation import module_for, resolve_activation
 from .group_norm import autocast_to_float32, check_parameter_dtypes
 
@@ -70,6 +70,7 @@ def check_layer_norm(op, input, normalized_shape, weight, bias):
     check_torch_implements(op, "LayerNormKernelImpl", input.dtype, TORCH_FLOAT_DTYPES)
     check_parameter_dtypes(op, input, {"weight": weight, "bias": bias})
     check_kernel_dtype(op, input)
+    check_index_range(op, rows=math.prod(input.shape[:input.dim() - count]), normalized_values=math.prod(normalized_shape))
 
 
 # ----------------------------------------------------------------------------- cost
