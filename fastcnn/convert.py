@@ -7,19 +7,21 @@ Two passes over the module tree:
    ``GroupNorm``, ``LayerNorm``, ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d``
    fuse any of fastcnn's activations (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish,
    Hardsigmoid, Sigmoid, Tanh; module, ``torch``/``F`` function or tensor method), kept on the
-   module as its ``activation``. An activation the norm cannot fuse is reported as such. Inside an ``nn.Sequential`` a BN followed by a ReLU is fused by position (the
-   activation's slot becomes ``nn.Identity``). Anywhere else the parent module's ``forward`` is traced
-   with ``torch.fx`` (its children kept as leaves) to find where each BN's output goes; a parent
+   module as its ``activation``. An activation the norm cannot fuse is reported as such. Inside
+   an ``nn.Sequential`` a norm followed by an activation is fused by position (the activation's
+   slot becomes ``nn.Identity``). Anywhere else the parent module's ``forward`` is traced with
+   ``torch.fx`` (its children kept as leaves) to find where each norm's output goes; a parent
    with something to fuse gets, on that instance only, a ``forward`` generated from the graph
-   without the fused ReLU calls (its class, children, parameters, buffers and attributes stay
-   as they are). Torchvision's ResNet blocks call one ``nn.ReLU`` module twice (after
+   without the fused activation calls (its class, children, parameters, buffers and attributes
+   stay as they are). Torchvision's ResNet blocks call one ``nn.ReLU`` module twice (after
    ``bn1`` and after the residual add): the graph rewrite fuses only the call after ``bn1``. A
-   parent that cannot be traced keeps its code, and its BN layers are replaced unfused.
+   parent that cannot be traced keeps its code, and its norm layers are replaced unfused.
 2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max-pool, the
    norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
-   ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their class. fastcnn's modules subclass
-   torch's and add no state, so parameters and buffers are the same tensors (an optimizer
-   built before an in-place conversion keeps working) and ``state_dict`` keys are unchanged.
+   ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their
+   class. fastcnn's modules subclass torch's and add no state, so parameters and buffers are the
+   same tensors (an optimizer built before an in-place conversion keeps working) and
+   ``state_dict`` keys are unchanged.
 
 ``nn.SyncBatchNorm`` is left as it is: its statistics are all-reduced across processes, which
 fastcnn's batch norm does not do. Subclasses of the torch modules are left too: their own

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from .activation import activate, activation_grad
 from .moments import chan_merge
+from .indexing import needs_wide_index, widen
 from .tiles import by_backend
 
 TILE = by_backend(interpreter=4096, gpu=2048)  # values a program holds per tile
@@ -36,17 +37,17 @@ MIN_PROGRAMS = by_backend(interpreter=1, gpu=2 * 132)  # two per SM of an H100
 
 @triton.jit
 def _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, stride_n, stride_c, stride_s,
-          BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
+          BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """(offsets [G, CG, S], mask, channel [G, CG], channel mask) of the tile at group channel c0
     and pixel s0 of ``rows``. Row, channel and pixel indices are int32 (fewer than 2**31 rows,
-    channels and pixels: the launchers check); the offsets are int64."""
+    channels and pixels: the op checks); the offsets int64 when a tensor spans 2**31 elements."""
     cl = c0 + tl.arange(0, BLOCK_CG)
     s = s0 + tl.arange(0, BLOCK_S)
     channel = (rows % groups)[:, None] * group_channels + cl[None, :]
     channel_ok = (rows < num_rows)[:, None] & (cl < group_channels)[None, :]
     mask = channel_ok[:, :, None] & (s < spatial)[None, None, :]
-    offsets = ((rows // groups).to(tl.int64)[:, None] * stride_n + channel.to(tl.int64) * stride_c)[:, :, None] + (
-        s.to(tl.int64) * stride_s)[None, None, :]
+    offsets = (widen(rows // groups, WIDE_INDEX)[:, None] * stride_n + widen(channel, WIDE_INDEX) * stride_c)[
+        :, :, None] + (widen(s, WIDE_INDEX) * stride_s)[None, None, :]
     return offsets, mask, channel, channel_ok
 
 
@@ -77,17 +78,19 @@ def _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_strid
 def _stats_kernel(
         x_ptr, stats_ptr, running_mean_ptr, running_var_ptr, num_rows, groups, group_channels, spatial, eps,
         x_stride_n, x_stride_c, x_stride_s, running_mean_stride, running_var_stride,
-        USE_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
+        USE_RUNNING: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+        BLOCK_S: tl.constexpr):
     """stats[0:4, r] = (shift K, mean of x - K, rstd, biased variance) of each row."""
     rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     row_ok = rows < num_rows
     if USE_RUNNING:  # instance norm in eval: rows are (n, c), the statistics are channel c's
-        channel = (rows % groups).to(tl.int64)
+        channel = rows % groups
         shift = tl.load(running_mean_ptr + channel * running_mean_stride, mask=row_ok, other=0.0).to(tl.float32)
         mean = tl.zeros((BLOCK_G,), tl.float32)
         variance = tl.load(running_var_ptr + channel * running_var_stride, mask=row_ok, other=1.0).to(tl.float32)
     else:
-        first = (rows // groups).to(tl.int64) * x_stride_n + ((rows % groups) * group_channels).to(tl.int64) * x_stride_c
+        first = (widen(rows // groups, WIDE_INDEX) * x_stride_n
+                 + widen((rows % groups) * group_channels, WIDE_INDEX) * x_stride_c)
         shift = tl.load(x_ptr + first, mask=row_ok, other=0.0).to(tl.float32)
         count = tl.zeros((BLOCK_G,), tl.float32)
         mean = tl.zeros((BLOCK_G,), tl.float32)
@@ -95,7 +98,7 @@ def _stats_kernel(
         for c0 in range(0, group_channels, BLOCK_CG):
             for s0 in range(0, spatial, BLOCK_S):
                 offsets, mask, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                            x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S)
+                                            x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
                 x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
                 x = tl.where(mask, x - shift[:, None, None], 0.0)
                 tile_count = tl.sum(tl.sum(mask.to(tl.float32), axis=2), axis=1)
@@ -115,14 +118,15 @@ def _apply_kernel(
         x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, num_rows, groups, group_channels, spatial, parameter,
         x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
-        BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
+        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+        BLOCK_S: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     c0 = tl.program_id(1) * BLOCK_CG
     s0 = tl.program_id(2) * BLOCK_S
     offsets, mask, channel, channel_ok = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S)
+                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     out_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, y_stride_n, y_stride_c,
-                                 y_stride_s, BLOCK_CG, BLOCK_S)
+                                 y_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     shift, mean, rstd = _row_stats(stats_ptr, rows, rows < num_rows, num_rows)
     w, b = _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -146,7 +150,8 @@ def _backward_sums_kernel(
         group_channels, spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
         weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
-        BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
+        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+        BLOCK_S: tl.constexpr):
     """channel_sums[0:2, n·C + c] = (Σ_s gz, Σ_s gz·x̂); row_sums[0:2, r] = (A, B)."""
     rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     row_ok = rows < num_rows
@@ -162,9 +167,9 @@ def _backward_sums_kernel(
         sum_gzx = tl.zeros((BLOCK_G, BLOCK_CG), tl.float32)
         for s0 in range(0, spatial, BLOCK_S):
             offsets, mask, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                        x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S)
+                                        x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
             dy_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dy_stride_n,
-                                        dy_stride_c, dy_stride_s, BLOCK_CG, BLOCK_S)
+                                        dy_stride_c, dy_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
             gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w[:, :, None],
                                    b[:, :, None], parameter, KIND)
             sum_gz += tl.sum(gz, axis=2)
@@ -184,17 +189,18 @@ def _backward_apply_kernel(
         spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
         dx_stride_n, dx_stride_c, dx_stride_s, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, BATCH_STATISTICS: tl.constexpr,
-        BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr):
+        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+        BLOCK_S: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     c0 = tl.program_id(1) * BLOCK_CG
     s0 = tl.program_id(2) * BLOCK_S
     row_ok = rows < num_rows
     offsets, mask, channel, channel_ok = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S)
+                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     dy_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dy_stride_n, dy_stride_c,
-                                dy_stride_s, BLOCK_CG, BLOCK_S)
+                                dy_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     dx_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dx_stride_n, dx_stride_c,
-                                dx_stride_s, BLOCK_CG, BLOCK_S)
+                                dx_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
     w, b = _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     w = w[:, :, None]
@@ -285,7 +291,8 @@ def statistics(x, stats, running_mean, running_var, *, groups, eps, use_running)
     (running_mean, running_var), strides = _per_channel((running_mean, running_var), stats)
     _stats_kernel[(triton.cdiv(num_rows, block_g),)](
         x, stats, running_mean, running_var, num_rows, groups, channels // groups, spatial, float(eps), *x.stride(),
-        *strides, USE_RUNNING=use_running, BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
+        *strides, USE_RUNNING=use_running, WIDE_INDEX=needs_wide_index(x), BLOCK_G=block_g, BLOCK_CG=block_cg,
+        BLOCK_S=block_s)
     return 1
 
 
@@ -299,7 +306,7 @@ def apply(x, y, stats, weight, bias, *, groups, kind, parameter):
     _apply_kernel[(triton.cdiv(num_rows, block_g), triton.cdiv(group_channels, block_cg), triton.cdiv(spatial, block_s))](
         x, y, stats, weight, bias, num_rows, groups, group_channels, spatial, float(parameter), *x.stride(),
         *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
-        BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
+        WIDE_INDEX=needs_wide_index(x, y), BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
     return 1
 
 
@@ -321,7 +328,8 @@ def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, groups, 
     num_rows = batch * groups
     block_g, block_cg, block_s = tiles(num_rows, groups, group_channels, spatial, x.stride(1))
     (weight, bias), strides = _per_channel((weight, bias), stats)
-    flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, BLOCK_G=block_g,
+    flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
+                 WIDE_INDEX=needs_wide_index(*(t for t in (dy, x, dx) if t is not None)), BLOCK_G=block_g,
                  BLOCK_CG=block_cg, BLOCK_S=block_s)
     launches = 0
     row_sums = stats

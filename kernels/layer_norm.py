@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .activation import activate, activation_grad
+from .indexing import needs_wide_index, widen
 from .moments import chan_merge
 from .slicing import sm_count
 from .tiles import by_backend
@@ -36,9 +37,10 @@ MAX_PARTIAL = 2**22  # fp32 values per (dw, db) partial buffer
 
 
 @triton.jit
-def _row_offsets(rows, inner_rows, stride_a, stride_b):
-    """int64 offsets of rows a·B + b (``rows`` int32: fewer than 2**31 rows, the launchers check)."""
-    return (rows // inner_rows).to(tl.int64) * stride_a + (rows % inner_rows).to(tl.int64) * stride_b
+def _row_offsets(rows, inner_rows, stride_a, stride_b, WIDE_INDEX: tl.constexpr):
+    """Offsets of rows a·B + b (``rows`` int32: fewer than 2**31 rows, the op checks), int64 when a
+    tensor spans 2**31 elements."""
+    return widen(rows // inner_rows, WIDE_INDEX) * stride_a + widen(rows % inner_rows, WIDE_INDEX) * stride_b
 
 
 @triton.jit
@@ -60,25 +62,25 @@ def _forward_kernel(
         x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, num_rows, inner_rows, length, eps, parameter,
         x_stride_a, x_stride_b, x_stride_l, y_stride_a, y_stride_b, y_stride_l, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, SINGLE: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        WIDE_INDEX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     """y = act(layer_norm(x)) and stats[0:3, r] = (shift K, mean of x - K, rstd)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < num_rows
-    x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
-    y_rows = _row_offsets(rows, inner_rows, y_stride_a, y_stride_b)[:, None]
+    x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b, WIDE_INDEX)[:, None]
+    y_rows = _row_offsets(rows, inner_rows, y_stride_a, y_stride_b, WIDE_INDEX)[:, None]
     shift = tl.load(x_ptr + x_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
     if SINGLE:  # the whole row in registers: one read
         columns = tl.arange(0, BLOCK_L)
         column_ok = columns < length
         mask = row_ok[:, None] & column_ok[None, :]
-        x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+        x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
         x = tl.where(mask, x.to(tl.float32) - shift, 0.0)
         mean = tl.sum(x, axis=1) / length
         deviation = tl.where(mask, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / length + eps)
         w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
         y = activate(deviation * rstd[:, None] * w + b, KIND, parameter)
-        tl.store(y_ptr + y_rows + (columns.to(tl.int64) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
+        tl.store(y_ptr + y_rows + (widen(columns, WIDE_INDEX) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
                  mask=mask)
     else:
         count = tl.zeros((BLOCK_R,), tl.float32)
@@ -87,7 +89,7 @@ def _forward_kernel(
         for first in range(0, length, BLOCK_L):
             columns = first + tl.arange(0, BLOCK_L)
             mask = row_ok[:, None] & (columns < length)[None, :]
-            x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+            x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
             x = tl.where(mask, x.to(tl.float32) - shift, 0.0)
             tile_count = tl.sum(mask.to(tl.float32), axis=1)
             tile_mean = tl.sum(x, axis=1) / tl.maximum(tile_count, 1.0)
@@ -99,11 +101,11 @@ def _forward_kernel(
             columns = first + tl.arange(0, BLOCK_L)
             column_ok = columns < length
             mask = row_ok[:, None] & column_ok[None, :]
-            x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
+            x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
             w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
                                HAS_BIAS)
             y = activate(((x.to(tl.float32) - shift) - mean[:, None]) * rstd[:, None] * w + b, KIND, parameter)
-            tl.store(y_ptr + y_rows + (columns.to(tl.int64) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
+            tl.store(y_ptr + y_rows + (widen(columns, WIDE_INDEX) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
                      mask=mask)
     tl.store(stats_ptr + rows, tl.reshape(shift, (BLOCK_R,)), mask=row_ok)
     tl.store(stats_ptr + num_rows + rows, mean, mask=row_ok)
@@ -113,10 +115,10 @@ def _forward_kernel(
 @triton.jit
 def _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean, rstd, weight_ptr, bias_ptr,
                 parameter, dy_stride_l, x_stride_l, weight_stride, bias_stride,
-                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr):
+                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """(gz, gh = gz·w, x̂) of one [rows x columns] chunk, zero outside ``mask``."""
-    x = tl.load(x_ptr + x_rows + (columns.to(tl.int64) * x_stride_l)[None, :], mask=mask, other=0.0)
-    dy = tl.load(dy_ptr + dy_rows + (columns.to(tl.int64) * dy_stride_l)[None, :], mask=mask, other=0.0)
+    x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + dy_rows + (widen(columns, WIDE_INDEX) * dy_stride_l)[None, :], mask=mask, other=0.0)
     x_hat = tl.where(mask, ((x.to(tl.float32) - shift) - mean) * rstd, 0.0)
     w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     gz = tl.where(mask, activation_grad(x_hat * w + b, dy.to(tl.float32), KIND, parameter), 0.0)
@@ -129,7 +131,8 @@ def _backward_kernel(
         dy_stride_a, dy_stride_b, dy_stride_l, x_stride_a, x_stride_b, x_stride_l, dx_stride_a, dx_stride_b,
         dx_stride_l, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, HAS_DX: tl.constexpr,
-        PARAMETER_GRADS: tl.constexpr, SINGLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        PARAMETER_GRADS: tl.constexpr, SINGLE: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_L: tl.constexpr):
     program = tl.program_id(0)
     programs = tl.num_programs(0)
     partial = partial_ptr + program * 2 * length  # < 2 * MAX_PARTIAL
@@ -138,9 +141,9 @@ def _backward_kernel(
     for block in range(program, tl.cdiv(num_rows, BLOCK_R), programs):
         rows = block * BLOCK_R + tl.arange(0, BLOCK_R)
         row_ok = rows < num_rows
-        x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b)[:, None]
-        dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b)[:, None]
-        dx_rows = _row_offsets(rows, inner_rows, dx_stride_a, dx_stride_b)[:, None]
+        x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b, WIDE_INDEX)[:, None]
+        dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b, WIDE_INDEX)[:, None]
+        dx_rows = _row_offsets(rows, inner_rows, dx_stride_a, dx_stride_b, WIDE_INDEX)[:, None]
         shift = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)[:, None]
         mean = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)[:, None]
         rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=row_ok, other=0.0)[:, None]
@@ -150,12 +153,12 @@ def _backward_kernel(
             mask = row_ok[:, None] & column_ok[None, :]
             gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean, rstd,
                                         weight_ptr, bias_ptr, parameter, dy_stride_l, x_stride_l, weight_stride,
-                                        bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+                                        bias_stride, HAS_WEIGHT, HAS_BIAS, KIND, WIDE_INDEX)
             if HAS_DX:
                 mean_gh = tl.sum(gh, axis=1)[:, None] / length
                 mean_ghx = tl.sum(gh * x_hat, axis=1)[:, None] / length
                 dx = rstd * (gh - mean_gh - x_hat * mean_ghx)
-                tl.store(dx_ptr + dx_rows + (columns.to(tl.int64) * dx_stride_l)[None, :],
+                tl.store(dx_ptr + dx_rows + (widen(columns, WIDE_INDEX) * dx_stride_l)[None, :],
                          dx.to(dx_ptr.dtype.element_ty), mask=mask)
             sum_gz += tl.sum(gz, axis=0)
             sum_gzx += tl.sum(gz * x_hat, axis=0)
@@ -169,7 +172,8 @@ def _backward_kernel(
                     mask = row_ok[:, None] & column_ok[None, :]
                     gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift,
                                                 mean, rstd, weight_ptr, bias_ptr, parameter, dy_stride_l,
-                                                x_stride_l, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+                                                x_stride_l, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND,
+                                                WIDE_INDEX)
                     mean_gh += tl.sum(gh, axis=1)[:, None] / length
                     mean_ghx += tl.sum(gh * x_hat, axis=1)[:, None] / length
             for first in range(0, length, BLOCK_L):
@@ -178,10 +182,10 @@ def _backward_kernel(
                 mask = row_ok[:, None] & column_ok[None, :]
                 gz, gh, x_hat = _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift, mean,
                                             rstd, weight_ptr, bias_ptr, parameter, dy_stride_l, x_stride_l,
-                                            weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND)
+                                            weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS, KIND, WIDE_INDEX)
                 if HAS_DX:
                     dx = rstd * (gh - mean_gh - x_hat * mean_ghx)
-                    tl.store(dx_ptr + dx_rows + (columns.to(tl.int64) * dx_stride_l)[None, :],
+                    tl.store(dx_ptr + dx_rows + (widen(columns, WIDE_INDEX) * dx_stride_l)[None, :],
                              dx.to(dx_ptr.dtype.element_ty), mask=mask)
                 if PARAMETER_GRADS:
                     # This program's partial row: written on its first row block, added to after
@@ -237,7 +241,7 @@ def forward(x, y, stats, weight, bias, *, eps, kind, parameter):
     _forward_kernel[(triton.cdiv(num_rows, block_r),)](
         x, y, stats, weight, bias, num_rows, inner_rows, length, float(eps), float(parameter), *x.stride(),
         *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, SINGLE=single,
-        BLOCK_R=block_r, BLOCK_L=block_l, num_warps=NUM_WARPS)
+        WIDE_INDEX=needs_wide_index(x, y), BLOCK_R=block_r, BLOCK_L=block_l, num_warps=NUM_WARPS)
     return 1
 
 
@@ -255,7 +259,9 @@ def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, kind, pa
         dy, x, dx if dx is not None else x, stats, weight, bias, partial, num_rows, inner_rows, length,
         float(parameter), *dy.stride(), *x.stride(), *(dx if dx is not None else x).stride(), *strides,
         HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, HAS_DX=dx is not None,
-        PARAMETER_GRADS=parameter_grads, SINGLE=single, BLOCK_R=block_r, BLOCK_L=block_l, num_warps=NUM_WARPS)
+        PARAMETER_GRADS=parameter_grads, SINGLE=single,
+        WIDE_INDEX=needs_wide_index(*(t for t in (dy, x, dx) if t is not None)), BLOCK_R=block_r, BLOCK_L=block_l,
+        num_warps=NUM_WARPS)
     if not parameter_grads:
         return 1
     _parameter_sums_kernel[(triton.cdiv(length, COLUMN_BLOCK),)](

@@ -248,7 +248,7 @@ def normalization_variants(results):
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 4096)):
         layout = "channels_last" if channel_stride == 1 else "nchw"
         block_g, block_cg, block_s = group_norm.tiles(8 * 32, 32, 10, 4096, channel_stride)
-        blocks = dict(BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
+        blocks = dict(WIDE_INDEX=False, BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
         pointers = dict(x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, stats_ptr="*fp32",
                         weight_ptr="*fp32", bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
                         row_sums_ptr="*fp32", channel_sums_ptr="*fp32")
@@ -261,8 +261,8 @@ def normalization_variants(results):
         pointers.update(partial_ptr="*fp32", grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
         for length, length_stride in ((768, 1), (768, 49)):  # ConvNeXt's block norm; its LayerNorm2d on NCHW
             block_r, block_l, single = layer_norm.tiles(length, length_stride)
-            constexprs = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="gelu", SINGLE=single, BLOCK_R=block_r,
-                              BLOCK_L=block_l)
+            constexprs = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="gelu", SINGLE=single, WIDE_INDEX=False,
+                              BLOCK_R=block_r, BLOCK_L=block_l)
             for kernel, extra in ((layer_norm._forward_kernel, {}),
                                   (layer_norm._backward_kernel, dict(HAS_DX=True, PARAMETER_GRADS=True))):
                 results[f"layer_norm{kernel.__name__}/{element[1:]}/{'single' if single else 'chunked'}"] = (

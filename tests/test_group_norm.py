@@ -185,10 +185,13 @@ def test_kernels_run_deterministically_and_save_only_the_input_and_row_statistic
         "fastcnn::group_norm_stats", "fastcnn::group_norm_apply", "fastcnn::group_norm_backward"], names
 
 
+@pytest.mark.parametrize("special", [float("nan"), float("inf")])
 @pytest.mark.parametrize("norm", ["group", "instance"])
-def test_nan_propagates_like_torch(norm, generator):
+def test_nan_and_inf_propagate_like_torch(norm, special, generator):
+    """One NaN or inf in the input: its row's statistics become NaN (an inf's deviation is inf
+    and inf - inf is NaN), NaN spreads through that row and the gradients exactly where torch's do."""
     input = make_tensor((3, 4, 5, 3), generator=generator)
-    input[1, 2, 3, 1] = float("nan")
+    input[1, 2, 3, 1] = special
     weight, bias = make_tensor((4,), generator=generator), make_tensor((4,), generator=generator)
     grad_out = make_tensor(input.shape, generator=generator)
     results = []
@@ -317,3 +320,14 @@ def test_bytes_hand_counted():
     from fastcnn.ops import group_norm as group_norm_op
 
     assert group_norm_op.bytes_moved(10, 2, backward=True) == 100  # x, y; x, dy, dx
+
+
+@gpu_only("a tensor of more than 2**31 elements")
+def test_more_than_2_31_elements_index_in_int64():
+    """bf16 input of 2**31 + 64·1024 elements: offsets past 2**31 must not wrap (each of the 32
+    rows of the last sample lies beyond them)."""
+    input = torch.randn(2, 64, 2**24 + 512, device=DEVICE, dtype=torch.bfloat16)
+    out = fastcnn.group_norm(input, 32, activation="silu")
+    tail = input[1:].float()
+    expected = F.silu(F.group_norm(tail, 32))
+    assert_close(out[1:], expected, torch.bfloat16, what="last sample", seed=0)

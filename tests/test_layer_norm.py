@@ -168,3 +168,11 @@ def test_half_precision_with_fp32_parameters(dtype, case, seed, generator):
     check_norm(lambda x, w, b: fastcnn.layer_norm(x, normalized, w, b, eps, activation=activation),
                lambda x, w, b: F.layer_norm(x, normalized, w, b, eps), input.to(dtype), weight, bias, seed=seed,
                activation=activation, reduction_length=math.prod(normalized), dtype=dtype)
+
+
+@gpu_only("a tensor of more than 2**31 elements")
+def test_more_than_2_31_elements_index_in_int64():
+    input = torch.randn(2**23 + 64, 256, device=DEVICE, dtype=torch.bfloat16)
+    out = fastcnn.layer_norm(input, (256,))
+    tail = input[-4096:].float()
+    assert_close(out[-4096:], F.layer_norm(tail, (256,)), torch.bfloat16, what="last rows", seed=0)

@@ -198,3 +198,79 @@ def test_opcheck_clip_grad_ops(generator):
     _opcheck(OPS.grad_norm.default, (grads, 2.0, 1.0), {})
     _opcheck(OPS.scale_grads_.default, (grads, torch.full((), 0.5, device=DEVICE)), {})
     _opcheck(OPS.clamp_grads_.default, (grads, 0.3), {})
+
+
+@pytest.mark.parametrize("kind", ["silu", "leaky_relu"])
+def test_opcheck_activation(kind, generator):
+    input = make_tensor((3, 4, 5, 2), layout="channels_last", generator=generator)
+    _opcheck(OPS.activation.default, (input.clone().requires_grad_(), kind, 0.2))
+    _opcheck(OPS.activation_.default, (input.clone(), kind, 0.2))
+    _opcheck(OPS.activation_backward.default, (torch.randn_like(input), input, kind, 0.2))
+
+
+@pytest.mark.parametrize("use_running", [False, True])
+def test_opcheck_group_norm(use_running, generator):
+    input = make_tensor((3, 6, 4, 5), layout="channels_last", generator=generator)
+    weight, bias = make_tensor((6,), generator=generator), make_tensor((6,), generator=generator)
+    running_mean, running_var = make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs()
+    groups = 6 if use_running else 3
+    _opcheck(OPS.group_norm_stats.default, (input, running_mean, running_var, groups, 1e-5, use_running, 0.1))
+    stats = OPS.group_norm_stats(input, None, None, 3, 1e-5, False, 0.1)
+    _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, weight.clone().requires_grad_(),
+                                            bias.clone().requires_grad_(), 3, True, "silu", 0.0))
+    _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, None, None, 3, True, None, 0.0))
+    _opcheck(OPS.group_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, 3, True, "gelu",
+                                               0.0, [True, True, True]))
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_opcheck_layer_norm(channels_first, generator):
+    input = make_tensor((3, 6, 4, 5), generator=generator)
+    size = 6 if channels_first else 5
+    weight, bias = make_tensor((size,), generator=generator), make_tensor((size,), generator=generator)
+    _opcheck(OPS.layer_norm.default, (input.clone().requires_grad_(), weight.clone().requires_grad_(),
+                                      bias.clone().requires_grad_(), 1, channels_first, 1e-5, "gelu_tanh", 0.0))
+    _, stats = OPS.layer_norm(input, weight, bias, 1, channels_first, 1e-5, None, 0.0)
+    _opcheck(OPS.layer_norm_backward.default, (torch.randn_like(input), input, stats, weight, None, 1, channels_first,
+                                               None, 0.0, [True, True, False]))
+
+
+def test_opcheck_dropout(generator):
+    input = make_tensor((3, 6, 4, 5), layout="channels_last", generator=generator)
+    seed = torch.tensor([123], device=DEVICE)
+    for channelwise in (False, True):
+        _opcheck(OPS.dropout.default, (input.clone().requires_grad_(), seed, 0.3, channelwise))
+        _opcheck(OPS.dropout_.default, (input.clone(), seed, 0.3, channelwise))
+
+
+class _NormBlock(torch.nn.Module):
+    """The new ops end to end: GroupNorm+SiLU, a LayerNorm2d, dropout2d, GELU, InstanceNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = fastcnn.nn.GroupNorm(2, 6, activation="silu")
+        self.norm2d = fastcnn.nn.LayerNorm2d(6)
+        self.dropout = fastcnn.nn.Dropout2d(0.0)
+        self.gelu = fastcnn.nn.GELU()
+        self.instance = fastcnn.nn.InstanceNorm2d(6, affine=True, track_running_stats=True)
+
+    def forward(self, x):
+        return self.instance(self.gelu(self.dropout(self.norm2d(self.norm(x)))))
+
+
+def test_norms_activations_and_dropout_compile_fullgraph(seed, generator):
+    torch._dynamo.reset()
+    eager, compiled_model = _NormBlock().to(DEVICE), _NormBlock().to(DEVICE)
+    compiled_model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_model, fullgraph=True, backend="aot_eager")
+    input = make_tensor((2, 6, 5, 4), layout="channels_last", generator=generator)
+    outputs = [run(input) for run in (eager, compiled)]
+    assert_close(outputs[1], outputs[0], torch.float32, what="compiled output", seed=seed)
+    for name, buffer in eager.named_buffers():
+        assert_close(compiled_model.get_buffer(name), buffer, torch.float32, what=name, seed=seed)
+    torch._dynamo.reset()
+    dropout = torch.compile(lambda x: fastcnn.dropout(x, 0.5), fullgraph=True, backend="aot_eager")
+    torch.manual_seed(seed)
+    first = dropout(input)
+    torch.manual_seed(seed)
+    assert torch.equal(first, dropout(input)) and (first == 0).any()
