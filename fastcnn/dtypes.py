@@ -66,3 +66,12 @@ def real_dtype(dtype):
 
 # Relative tolerance of an fp32 result whose products were rounded to TF32 (10-bit mantissa).
 TF32_RELATIVE_TOLERANCE = 2e-3
+
+
+def autocast_runs_in_float32(input, device_types):
+    """True when ``torch.autocast`` is on for ``input``'s device (one of ``device_types``, where
+    torch's autocast lists the op among its fp32 ops) and ``input`` is fp16/bf16: the op then runs
+    in fp32, as torch's would, and its caller widens the input."""
+    device_type = getattr(getattr(input, "device", None), "type", None)
+    return (device_type in device_types and torch.is_autocast_enabled(device_type)
+            and input.dtype in (torch.float16, torch.bfloat16))

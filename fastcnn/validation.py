@@ -104,3 +104,20 @@ def check_index_range(op, **extents):
         if extent >= INT32_LIMIT:
             raise ValueError(f"{op}: the input has {extent} {name.replace('_', ' ')}; fastcnn's kernels index them in "
                              f"int32 and take fewer than 2**31")
+
+
+def check_parameter_dtypes(op, input, tensors):
+    """Each of ``tensors`` ({name: tensor or None}: a norm's weight, bias, running statistics) on
+    the input's device and of its dtype, or fp32 beside fp16/bf16 input (torch's mixed-precision
+    rule for norm parameters)."""
+    import torch
+
+    reduced_precision = input.dtype in (torch.float16, torch.bfloat16)
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        if tensor.device != input.device:
+            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
+        if tensor.dtype != input.dtype and not (reduced_precision and tensor.dtype == torch.float32):
+            expected = f"{input.dtype} or torch.float32" if reduced_precision else str(input.dtype)
+            raise RuntimeError(f"{op}: mixed dtype: expected {name} to have dtype {expected}, but got {tensor.dtype}")

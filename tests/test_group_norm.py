@@ -331,3 +331,12 @@ def test_more_than_2_31_elements_index_in_int64():
     tail = input[1:].float()
     expected = F.silu(F.group_norm(tail, 32))
     assert_close(out[1:], expected, torch.bfloat16, what="last sample", seed=0)
+
+
+@gpu_only("CUDA autocast")
+def test_cuda_autocast_runs_group_and_layer_norm_in_float32_as_torch_does(generator):
+    input = make_tensor((2, 8, 5, 5), generator=generator)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ours = [fastcnn.group_norm(input.bfloat16(), 4), fastcnn.layer_norm(input.bfloat16(), (5,))]
+        theirs = [F.group_norm(input.bfloat16(), 4), F.layer_norm(input.bfloat16(), (5,))]
+    assert [t.dtype for t in ours] == [t.dtype for t in theirs]

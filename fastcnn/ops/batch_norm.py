@@ -22,7 +22,7 @@ from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
 from ..dtypes import TORCH_FLOAT_DTYPES
-from ..validation import check_kernel_dtype, check_torch_implements
+from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 
 __all__ = ["batch_norm", "batch_norm_relu"]
 
@@ -58,20 +58,15 @@ def check_batch_norm(op, input, running_mean, running_var, weight, bias, trainin
     if eps < 0.0:
         raise ValueError(f"{op}: batch_norm eps must be non-negative, but got {eps}")
     check_torch_implements(op, "batch_norm", input.dtype, TORCH_FLOAT_DTYPES)
-    reduced_precision = input.dtype in (torch.float16, torch.bfloat16)
-    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                         ("bias", bias)):
+    per_channel = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    for name, tensor in per_channel.items():
         if tensor is None:
             continue
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
         if tensor.numel() != channels:
             raise RuntimeError(f"{op}: {name} should contain {channels} elements not {tensor.numel()}")
-        if tensor.device != input.device:
-            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
-        if tensor.dtype != input.dtype and not (reduced_precision and tensor.dtype == torch.float32):
-            expected = f"{input.dtype} or torch.float32" if reduced_precision else str(input.dtype)
-            raise RuntimeError(f"{op}: mixed dtype: expected {name} to have dtype {expected}, but got {tensor.dtype}")
+    check_parameter_dtypes(op, input, per_channel)
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError(f"{op}: running_mean must be defined in evaluation mode")
     if (running_mean is None) != (running_var is None):

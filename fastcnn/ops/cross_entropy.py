@@ -17,7 +17,7 @@ from torch import Tensor
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view
 from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
-from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name
+from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name, autocast_runs_in_float32
 from ..validation import check_kernel_dtype, check_torch_implements
 
 __all__ = ["cross_entropy"]
@@ -215,13 +215,6 @@ class CrossEntropyFunction(torch.autograd.Function):
 
 
 # ----------------------------------------------------------------------------- functional
-def _autocast_to_float32(input):
-    """torch.autocast runs cross_entropy in fp32: True when that applies to ``input``."""
-    device_type = input.device.type
-    return (device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type)
-            and input.dtype in (torch.float16, torch.bfloat16))
-
-
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """``torch.nn.functional.cross_entropy`` on fastcnn's fused Triton kernel.
 
@@ -231,7 +224,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     for a 'mean' over no counted target. A class index outside [0, C) that is not
     ``ignore_index`` raises IndexError (read back from the device once per call).
     """
-    if isinstance(input, torch.Tensor) and _autocast_to_float32(input):
+    if autocast_runs_in_float32(input, ("cuda", "cpu")):  # torch's autocast runs cross_entropy in fp32
         with torch.autocast(input.device.type, enabled=False):
             # Autocast widens the 16-bit floats only: a float64 target stays float64 (and so does the loss).
             cast = (lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16)

@@ -19,8 +19,8 @@ from torch import Tensor
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
 from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
-from ..dtypes import TORCH_FLOAT_DTYPES
-from ..validation import check_index_range, check_kernel_dtype, check_torch_implements
+from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
+from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation
 
 __all__ = ["group_norm", "instance_norm"]
@@ -39,20 +39,6 @@ def _kernels():
 def _check_tensor(op, name, tensor):
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
-
-
-def check_parameter_dtypes(op, input, tensors):
-    """Each of ``tensors`` ({name: tensor or None}) on the input's device and of its dtype, or
-    fp32 beside fp16/bf16 input (torch's mixed-precision rule for norm parameters)."""
-    reduced_precision = input.dtype in (torch.float16, torch.bfloat16)
-    for name, tensor in tensors.items():
-        if tensor is None:
-            continue
-        if tensor.device != input.device:
-            raise RuntimeError(f"{op}: Input ({input.device}) and {name} ({tensor.device}) should be on the same device")
-        if tensor.dtype != input.dtype and not (reduced_precision and tensor.dtype == torch.float32):
-            expected = f"{input.dtype} or torch.float32" if reduced_precision else str(input.dtype)
-            raise RuntimeError(f"{op}: mixed dtype: expected {name} to have dtype {expected}, but got {tensor.dtype}")
 
 
 def check_group_norm(op, input, num_groups, weight, bias):
@@ -218,13 +204,6 @@ _apply_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- functional
-def autocast_to_float32(input):
-    """torch.autocast on CUDA runs group_norm and layer_norm in fp32 (its fp32 list): True when
-    that applies to ``input``, whose caller then widens it as torch would."""
-    return (isinstance(input, torch.Tensor) and input.device.type == "cuda" and torch.is_autocast_enabled("cuda")
-            and input.dtype in (torch.float16, torch.bfloat16))
-
-
 def _normalise(op, input, groups, weight, bias, running_mean, running_var, *, eps, batch_statistics, momentum,
                kind, parameter):
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
@@ -243,7 +222,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, activatio
     rank torch takes, NCHW or channels_last through strides; statistics in fp32 (shifted by each
     row's first value and merged with Chan's formula); fp16/bf16 input keeps fp32 parameters."""
     op = "fastcnn.group_norm"
-    if autocast_to_float32(input):
+    if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs group_norm in fp32
         with torch.autocast("cuda", enabled=False):
             return group_norm(input.float(), num_groups, weight, bias, eps, activation=activation)
     kind, parameter = resolve_activation(op, activation)

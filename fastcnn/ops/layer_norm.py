@@ -18,10 +18,9 @@ from torch import Tensor
 
 from .. import _backend
 from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
-from ..dtypes import TORCH_FLOAT_DTYPES
-from ..validation import check_index_range, check_kernel_dtype, check_torch_implements
+from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
+from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation
-from .group_norm import autocast_to_float32, check_parameter_dtypes
 
 __all__ = ["layer_norm", "layer_norm2d"]
 
@@ -204,7 +203,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, act
     backward: each row normalised over the trailing ``normalized_shape`` dims, statistics in fp32
     (shifted by the row's first value), any strides (a permuted view is read as it lies)."""
     op = "fastcnn.layer_norm"
-    if autocast_to_float32(input):
+    if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
         with torch.autocast("cuda", enabled=False):
             return layer_norm(input.float(), normalized_shape, weight, bias, eps, activation=activation)
     normalized_shape = normalized_shape_of(op, normalized_shape)
@@ -223,7 +222,7 @@ def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
     without the permutes: the kernel reads the channels through their stride. The output is
     laid out as that expression leaves it (channels last)."""
     op = "fastcnn.layer_norm2d"
-    if autocast_to_float32(input):
+    if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
         with torch.autocast("cuda", enabled=False):
             return layer_norm2d(input.float(), weight, bias, eps, activation=activation)
     if not isinstance(input, torch.Tensor):
