@@ -86,6 +86,14 @@ def training_step(function, input, extra=()):
     return step
 
 
+def training_steps(fastcnn_function, torch_function, input, extra=()):
+    """{implementation: callable} of a case whose baselines are ``torch_function`` eager and under
+    torch.compile: the forward + backward ``training_step`` of each."""
+    return {"fastcnn": training_step(fastcnn_function, input, extra),
+            "eager": training_step(torch_function, input, extra),
+            "torch_compile": training_step(compiled(torch_function), input, extra)}
+
+
 def cuda_time_ms(fn, *, warmup=5, repeats=30, flush_l2=True):
     """Median milliseconds of ``fn()`` on the current CUDA stream."""
     for _ in range(warmup):

@@ -12,21 +12,23 @@ variance (torch's rule).
 
 Backward, with x̂ = (x - mean)·rstd, gz = act'(x̂·w + b)·dy (recomputed, nothing but x saved) and
 gh = gz·w:
-    per (n, c): Σ_s gz and Σ_s gz·x̂   ->  db[c], dw[c] (summed over n in a fixed order)
+    per (n, c): Σ_s gz and Σ_s gz·x̂   ->  db[c], dw[c] (summed over n in order: slicing.sum_partials)
     per row:    A = Σ gh = Σ_c w·Σ_s gz,  B = Σ gh·x̂ = Σ_c w·Σ_s gz·x̂
     dx = rstd·(gh - (A + x̂·B)/L)        (statistics of the batch; rstd·gh with running ones)
 
 Bytes: forward reads x twice and writes y; backward reads x and dy twice and writes dx. Saved:
 x and four floats per row. Launch grids: row reductions (cdiv(N·G, BLOCK_G),); elementwise
-(cdiv(N·G, BLOCK_G), cdiv(Cg, BLOCK_CG), cdiv(S, BLOCK_S)); per-channel sums and the running
-statistics (cdiv(C, CHANNEL_BLOCK),). One program reduces whole rows, so the reductions fill the
-GPU only when N·G does (≥ 256 rows for U-Net's GroupNorm(32) at batch 8).
+(cdiv(N·G, BLOCK_G), cdiv(Cg, BLOCK_CG), cdiv(S, BLOCK_S)); the running statistics
+(cdiv(C, CHANNEL_BLOCK),); the parameter gradients' sum over samples (slicing's). One program
+reduces whole rows, so the reductions fill the GPU only when N·G does (≥ 256 rows for U-Net's
+GroupNorm(32) at batch 8); the tiles shrink to one row per program to get there.
 """
 import triton
 import triton.language as tl
 
 from .activation import activate, activation_grad
-from .moments import chan_merge
+from .moments import affine_parameters, chan_merge
+from .slicing import partials, sum_partials
 from .indexing import needs_wide_index, widen
 from .tiles import by_backend
 
@@ -57,21 +59,6 @@ def _row_stats(stats_ptr, rows, row_ok, num_rows):
     mean = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)
     rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=row_ok, other=0.0)
     return shift[:, None, None], mean[:, None, None], rstd[:, None, None]
-
-
-@triton.jit
-def _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride,
-            HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """(w, b) per [row, channel], 1 and 0 when absent."""
-    if HAS_WEIGHT:
-        w = tl.load(weight_ptr + channel * weight_stride, mask=channel_ok, other=1.0).to(tl.float32)
-    else:
-        w = tl.full(channel.shape, 1.0, tl.float32)
-    if HAS_BIAS:
-        b = tl.load(bias_ptr + channel * bias_stride, mask=channel_ok, other=0.0).to(tl.float32)
-    else:
-        b = tl.zeros(channel.shape, tl.float32)
-    return w, b
 
 
 @triton.jit
@@ -128,7 +115,8 @@ def _apply_kernel(
     out_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, y_stride_n, y_stride_c,
                                  y_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     shift, mean, rstd = _row_stats(stats_ptr, rows, rows < num_rows, num_rows)
-    w, b = _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                             HAS_BIAS)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     y = activate(((x - shift) - mean) * rstd * w[:, :, None] + b[:, :, None], KIND, parameter)
     tl.store(y_ptr + out_offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -149,10 +137,10 @@ def _backward_sums_kernel(
         dy_ptr, x_ptr, stats_ptr, weight_ptr, bias_ptr, row_sums_ptr, channel_sums_ptr, num_rows, groups,
         group_channels, spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
         weight_stride, bias_stride,
-        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, CHANNEL_SUMS: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
         BLOCK_S: tl.constexpr):
-    """channel_sums[0:2, n·C + c] = (Σ_s gz, Σ_s gz·x̂); row_sums[0:2, r] = (A, B)."""
+    """channel_sums[n, 0:2, c] = (Σ_s gz, Σ_s gz·x̂) (with CHANNEL_SUMS); row_sums[0:2, r] = (A, B)."""
     rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     row_ok = rows < num_rows
     shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
@@ -162,7 +150,8 @@ def _backward_sums_kernel(
         cl = c0 + tl.arange(0, BLOCK_CG)
         channel = (rows % groups)[:, None] * group_channels + cl[None, :]
         channel_ok = row_ok[:, None] & (cl < group_channels)[None, :]
-        w, b = _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+        w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                                 HAS_BIAS)
         sum_gz = tl.zeros((BLOCK_G, BLOCK_CG), tl.float32)
         sum_gzx = tl.zeros((BLOCK_G, BLOCK_CG), tl.float32)
         for s0 in range(0, spatial, BLOCK_S):
@@ -174,9 +163,10 @@ def _backward_sums_kernel(
                                    b[:, :, None], parameter, KIND)
             sum_gz += tl.sum(gz, axis=2)
             sum_gzx += tl.sum(gz * x_hat, axis=2)
-        flat = rows[:, None] * group_channels + cl[None, :]  # = n·C + c
-        tl.store(channel_sums_ptr + flat, sum_gz, mask=channel_ok)
-        tl.store(channel_sums_ptr + num_rows * group_channels + flat, sum_gzx, mask=channel_ok)
+        if CHANNEL_SUMS:
+            at = (rows // groups)[:, None] * (2 * groups * group_channels) + channel  # [n, 0, c]
+            tl.store(channel_sums_ptr + at, sum_gz, mask=channel_ok)
+            tl.store(channel_sums_ptr + at + groups * group_channels, sum_gzx, mask=channel_ok)
         sum_gh += tl.sum(tl.where(channel_ok, w * sum_gz, 0.0), axis=1)
         sum_ghx += tl.sum(tl.where(channel_ok, w * sum_gzx, 0.0), axis=1)
     tl.store(row_sums_ptr + rows, sum_gh, mask=row_ok)
@@ -202,7 +192,8 @@ def _backward_apply_kernel(
     dx_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dx_stride_n, dx_stride_c,
                                 dx_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
     shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
-    w, b = _affine(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                             HAS_BIAS)
     w = w[:, :, None]
     gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b[:, :, None], parameter,
                            KIND)
@@ -214,23 +205,6 @@ def _backward_apply_kernel(
     else:
         dx = rstd * gz * w
     tl.store(dx_ptr + dx_offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _channel_sums_kernel(channel_sums_ptr, grad_weight_ptr, grad_bias_ptr, batch, channels,
-                         HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    """grad_bias[c] = Σ_n channel_sums[0, n, c], grad_weight[c] = Σ_n channel_sums[1, n, c], in order."""
-    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = c < channels
-    sum_gz = tl.zeros((BLOCK,), tl.float32)
-    sum_gzx = tl.zeros((BLOCK,), tl.float32)
-    for n in range(batch):
-        sum_gz += tl.load(channel_sums_ptr + n * channels + c, mask=ok, other=0.0)
-        sum_gzx += tl.load(channel_sums_ptr + (batch + n) * channels + c, mask=ok, other=0.0)
-    if HAS_GRAD_WEIGHT:
-        tl.store(grad_weight_ptr + c, sum_gzx, mask=ok)
-    if HAS_GRAD_BIAS:
-        tl.store(grad_bias_ptr + c, sum_gz, mask=ok)
 
 
 @triton.jit
@@ -320,9 +294,9 @@ def update_running(stats, running_mean, running_var, *, batch, momentum, reducti
     return 1
 
 
-def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, groups, batch_statistics, kind, parameter):
-    """Gradients of act(group_norm(x)) into ``dx``, ``grad_weight`` and ``grad_bias`` (fp32 [C];
-    each may be None). Returns the number of launches."""
+def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_statistics, kind, parameter):
+    """Gradients of act(group_norm(x)) into ``dx`` (may be None) and ``parameter_grads`` (fp32
+    [2, C]: grad_bias, grad_weight; may be None). Returns the number of launches."""
     batch, channels, spatial = x.shape
     group_channels = channels // groups
     num_rows = batch * groups
@@ -333,20 +307,16 @@ def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, groups, 
                  BLOCK_CG=block_cg, BLOCK_S=block_s)
     launches = 0
     row_sums = stats
-    wants_parameters = grad_weight is not None or grad_bias is not None
-    if batch_statistics and dx is not None or wants_parameters:
+    if batch_statistics and dx is not None or parameter_grads is not None:
         row_sums = stats.new_empty((2, num_rows))
-        channel_sums = stats.new_empty((2, batch * channels))
+        # Per-sample channel sums, [N, 2, C], summed over the samples in order by sum_partials.
+        channel_sums = partials(parameter_grads, batch) if parameter_grads is not None else stats
         _backward_sums_kernel[(triton.cdiv(num_rows, block_g),)](
             dy, x, stats, weight, bias, row_sums, channel_sums, num_rows, groups, group_channels, spatial,
-            float(parameter), *dy.stride(), *x.stride(), *strides, **flags)
+            float(parameter), *dy.stride(), *x.stride(), *strides, CHANNEL_SUMS=parameter_grads is not None, **flags)
         launches += 1
-        if wants_parameters:
-            _channel_sums_kernel[(triton.cdiv(channels, CHANNEL_BLOCK),)](
-                channel_sums, grad_weight if grad_weight is not None else stats,
-                grad_bias if grad_bias is not None else stats, batch, channels,
-                HAS_GRAD_WEIGHT=grad_weight is not None, HAS_GRAD_BIAS=grad_bias is not None, BLOCK=CHANNEL_BLOCK)
-            launches += 1
+        if parameter_grads is not None:
+            launches += sum_partials(channel_sums, parameter_grads, batch)
     if dx is not None:
         _backward_apply_kernel[(triton.cdiv(num_rows, block_g), triton.cdiv(group_channels, block_cg),
                                 triton.cdiv(spatial, block_s))](

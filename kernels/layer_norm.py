@@ -13,26 +13,25 @@ x̂ = ((x - K) - mean)·rstd.
 Backward, with gz = act'(x̂·w + b)·dy (recomputed from x) and gh = gz·w:
     dx = rstd·(gh - mean_l(gh) - x̂·mean_l(gh·x̂))      per row
     dw[l] = Σ_rows gz·x̂,  db[l] = Σ_rows gz          per program into partial[p, 0:2, l],
-                                                       then summed over p in a fixed order
+                                                       then summed over p in order (slicing's)
 The backward grid is persistent (P programs walk the row blocks p, p + P, ...), so the partials
 are P·L floats, not one row of them per row block.
 
 Bytes: forward reads x once (twice when L > BLOCK_L) and writes y; backward reads x and dy once
 (twice) and writes dx. Saved: x and three floats per row. Launch grids: forward
-(cdiv(A·B, BLOCK_R),); backward (P,) and the parameter sums (cdiv(L, COLUMN_BLOCK),).
+(cdiv(A·B, BLOCK_R),); backward (P,) and the parameter sums (slicing.sum_partials).
 """
 import triton
 import triton.language as tl
 
 from .activation import activate, activation_grad
 from .indexing import needs_wide_index, widen
-from .moments import chan_merge
-from .slicing import sm_count
+from .moments import affine_parameters, chan_merge
+from .slicing import partials, sm_count, sum_partials
 from .tiles import by_backend
 
 TILE = by_backend(interpreter=4096, gpu=4096)
 NUM_WARPS = 8
-COLUMN_BLOCK = 128
 MAX_PARTIAL = 2**22  # fp32 values per (dw, db) partial buffer
 
 
@@ -44,16 +43,11 @@ def _row_offsets(rows, inner_rows, stride_a, stride_b, WIDE_INDEX: tl.constexpr)
 
 
 @triton.jit
-def _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride,
-                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
-    if HAS_WEIGHT:
-        w = tl.load(weight_ptr + columns * weight_stride, mask=column_ok, other=1.0).to(tl.float32)
-    else:
-        w = tl.full(columns.shape, 1.0, tl.float32)
-    if HAS_BIAS:
-        b = tl.load(bias_ptr + columns * bias_stride, mask=column_ok, other=0.0).to(tl.float32)
-    else:
-        b = tl.zeros(columns.shape, tl.float32)
+def _row_parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride,
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """(w, b) of ``columns``, shaped [1, columns] to broadcast over a tile's rows."""
+    w, b = affine_parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                             HAS_BIAS)
     return w[None, :], b[None, :]
 
 
@@ -78,7 +72,8 @@ def _forward_kernel(
         mean = tl.sum(x, axis=1) / length
         deviation = tl.where(mask, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / length + eps)
-        w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+        w, b = _row_parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                               HAS_BIAS)
         y = activate(deviation * rstd[:, None] * w + b, KIND, parameter)
         tl.store(y_ptr + y_rows + (widen(columns, WIDE_INDEX) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
                  mask=mask)
@@ -102,8 +97,8 @@ def _forward_kernel(
             column_ok = columns < length
             mask = row_ok[:, None] & column_ok[None, :]
             x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
-            w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
-                               HAS_BIAS)
+            w, b = _row_parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                                   HAS_BIAS)
             y = activate(((x.to(tl.float32) - shift) - mean[:, None]) * rstd[:, None] * w + b, KIND, parameter)
             tl.store(y_ptr + y_rows + (widen(columns, WIDE_INDEX) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
                      mask=mask)
@@ -120,7 +115,8 @@ def _grad_chunk(dy_ptr, x_ptr, dy_rows, x_rows, columns, column_ok, mask, shift,
     x = tl.load(x_ptr + x_rows + (widen(columns, WIDE_INDEX) * x_stride_l)[None, :], mask=mask, other=0.0)
     dy = tl.load(dy_ptr + dy_rows + (widen(columns, WIDE_INDEX) * dy_stride_l)[None, :], mask=mask, other=0.0)
     x_hat = tl.where(mask, ((x.to(tl.float32) - shift) - mean) * rstd, 0.0)
-    w, b = _parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    w, b = _row_parameters(weight_ptr, bias_ptr, columns, column_ok, weight_stride, bias_stride, HAS_WEIGHT,
+                           HAS_BIAS)
     gz = tl.where(mask, activation_grad(x_hat * w + b, dy.to(tl.float32), KIND, parameter), 0.0)
     return gz, gz * w, x_hat
 
@@ -202,24 +198,6 @@ def _backward_kernel(
         tl.store(partial + length + columns, sum_gzx, mask=columns < length)
 
 
-@triton.jit
-def _parameter_sums_kernel(partial_ptr, grad_weight_ptr, grad_bias_ptr, programs, length,
-                           HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    """grad_bias[l] = Σ_p partial[p, 0, l], grad_weight[l] = Σ_p partial[p, 1, l], in order of p."""
-    columns = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = columns < length
-    sum_gz = tl.zeros((BLOCK,), tl.float32)
-    sum_gzx = tl.zeros((BLOCK,), tl.float32)
-    for program in range(programs):
-        base = partial_ptr + program * 2 * length + columns  # < 2 * MAX_PARTIAL
-        sum_gz += tl.load(base, mask=ok, other=0.0)
-        sum_gzx += tl.load(base + length, mask=ok, other=0.0)
-    if HAS_GRAD_WEIGHT:
-        tl.store(grad_weight_ptr + columns, sum_gzx, mask=ok)
-    if HAS_GRAD_BIAS:
-        tl.store(grad_bias_ptr + columns, sum_gz, mask=ok)
-
-
 def tiles(length, length_stride):
     """(BLOCK_R, BLOCK_L, single): a row in one tile when it fits. When the normalised values are
     strided and the rows contiguous (LayerNorm2d on NCHW), at least 32 rows side by side."""
@@ -245,27 +223,21 @@ def forward(x, y, stats, weight, bias, *, eps, kind, parameter):
     return 1
 
 
-def backward(dy, x, dx, stats, weight, bias, grad_weight, grad_bias, *, kind, parameter):
-    """Gradients of act(layer_norm(x)) into ``dx``, ``grad_weight``, ``grad_bias`` (fp32 [L]; each
-    may be None). Returns the number of launches."""
+def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, kind, parameter):
+    """Gradients of act(layer_norm(x)) into ``dx`` (may be None) and ``parameter_grads`` (fp32
+    [2, L]: grad_bias, grad_weight; may be None). Returns the number of launches."""
     inner_rows, length = x.shape[1], x.shape[2]
     num_rows = x.shape[0] * inner_rows
     block_r, block_l, single = tiles(length, x.stride(2))
     (weight, bias), strides = _parameters_or(stats, weight, bias)
-    parameter_grads = grad_weight is not None or grad_bias is not None
     programs = max(1, min(triton.cdiv(num_rows, block_r), 4 * sm_count(x.device), MAX_PARTIAL // (2 * length)))
-    partial = stats.new_empty((programs, 2, length)) if parameter_grads else stats
+    # Each program's (dw, db) partial, [P, 2, L], summed over the programs in order by sum_partials.
+    partial = partials(parameter_grads, programs) if parameter_grads is not None else stats
     _backward_kernel[(programs,)](
         dy, x, dx if dx is not None else x, stats, weight, bias, partial, num_rows, inner_rows, length,
         float(parameter), *dy.stride(), *x.stride(), *(dx if dx is not None else x).stride(), *strides,
         HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, HAS_DX=dx is not None,
-        PARAMETER_GRADS=parameter_grads, SINGLE=single,
+        PARAMETER_GRADS=parameter_grads is not None, SINGLE=single,
         WIDE_INDEX=needs_wide_index(*(t for t in (dy, x, dx) if t is not None)), BLOCK_R=block_r, BLOCK_L=block_l,
         num_warps=NUM_WARPS)
-    if not parameter_grads:
-        return 1
-    _parameter_sums_kernel[(triton.cdiv(length, COLUMN_BLOCK),)](
-        partial, grad_weight if grad_weight is not None else partial, grad_bias if grad_bias is not None else partial,
-        programs, length, HAS_GRAD_WEIGHT=grad_weight is not None, HAS_GRAD_BIAS=grad_bias is not None,
-        BLOCK=COLUMN_BLOCK)
-    return 2
+    return 1 + (sum_partials(partial, parameter_grads, programs) if parameter_grads is not None else 0)

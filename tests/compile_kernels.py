@@ -238,8 +238,9 @@ def scalar_signature(kernel, pointer_types):
 
 def normalization_variants(results):
     """Activations (every kind, forward and backward, bf16), group norm (U-Net's GroupNorm(32, 320)
-    tiles, both layouts, fused SiLU), layer norm (one-tile and chunked rows) and dropout, each in
-    bf16 and fp32: 'activation/...', 'group_norm/...', 'layer_norm/...', 'dropout/...' keys."""
+    tiles, both layouts, fused SiLU) and its running statistics, layer norm (one-tile and chunked
+    rows) and dropout, each in bf16 and fp32: 'activation/...', 'group_norm...', 'layer_norm...',
+    'dropout/...' keys."""
     for kind in activation.KINDS:
         pointers = dict(x_ptr="*bf16", y_ptr="*bf16", dy_ptr="*bf16", dx_ptr="*bf16")
         for kernel in (activation._forward_kernel, activation._backward_kernel):
@@ -254,7 +255,8 @@ def normalization_variants(results):
                         row_sums_ptr="*fp32", channel_sums_ptr="*fp32")
         affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", **blocks)
         for kernel, constexprs in ((group_norm._stats_kernel, dict(USE_RUNNING=False, **blocks)),
-                                   (group_norm._apply_kernel, affine), (group_norm._backward_sums_kernel, affine),
+                                   (group_norm._apply_kernel, affine),
+                                   (group_norm._backward_sums_kernel, dict(CHANNEL_SUMS=True, **affine)),
                                    (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **affine))):
             results[f"group_norm{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
                 kernel, scalar_signature(kernel, pointers), constexprs, 90)
@@ -274,16 +276,10 @@ def normalization_variants(results):
         results[f"dropout/channels/{element[1:]}/{layout}"] = memory_accesses(
             dropout._channel_dropout_kernel, scalar_signature(dropout._channel_dropout_kernel, pointers),
             dict(WIDE=False, BLOCK_NC=64, BLOCK_S=32), 90)
-    pointers = dict(stats_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32", channel_sums_ptr="*fp32",
-                    grad_weight_ptr="*fp32", grad_bias_ptr="*fp32", partial_ptr="*fp32")
-    for name, kernel, constexprs in (
-            ("group_norm", group_norm._channel_sums_kernel,
-             dict(HAS_GRAD_WEIGHT=True, HAS_GRAD_BIAS=True, BLOCK=group_norm.CHANNEL_BLOCK)),
-            ("group_norm", group_norm._running_stats_kernel, dict(BLOCK=group_norm.CHANNEL_BLOCK)),
-            ("layer_norm", layer_norm._parameter_sums_kernel,
-             dict(HAS_GRAD_WEIGHT=True, HAS_GRAD_BIAS=True, BLOCK=layer_norm.COLUMN_BLOCK))):
-        results[f"{name}{kernel.__name__}/fp32"] = memory_accesses(kernel, scalar_signature(kernel, pointers),
-                                                                    constexprs, 90)
+    pointers = dict(stats_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32")
+    results["group_norm_running_stats_kernel/fp32"] = memory_accesses(
+        group_norm._running_stats_kernel, scalar_signature(group_norm._running_stats_kernel, pointers),
+        dict(BLOCK=group_norm.CHANNEL_BLOCK), 90)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def test_layer_norm2d_matches_torchvisions_permute_and_is_laid_out_alike(layout,
         out = check_norm(lambda x, w, b: fastcnn.layer_norm2d(x, w, b, activation="gelu"),
                          _torchvision_layer_norm2d, input, weight, bias, seed=seed, activation="gelu",
                          reduction_length=channels)
-    assert launched["layer_norm"] == 3  # forward; backward and the parameter sums
+    # forward; backward, and the sum of the parameter partials when more than one program made them
+    assert launched["layer_norm"] in (2, 3), launched
     assert out.stride() == _torchvision_layer_norm2d(input, weight, bias).stride()
 
 

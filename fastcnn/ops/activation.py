@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import is_dense, with_strides
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..validation import check_kernel_dtype
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh"]
@@ -230,8 +230,7 @@ def _case(kind, channels, size, batch, dtype, layout):
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         theirs = module_for(kind, 0.0)
         ours = {"silu": fastcnn_nn.SiLU, "gelu": fastcnn_nn.GELU}[kind]()
-        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
-                "torch_compile": training_step(compiled(theirs), input)}
+        return training_steps(ours, theirs, input)
 
     return BenchmarkCase(kind, f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 
@@ -238,8 +238,7 @@ def _case(channels, size, batch, dtype, layout):
         generator = torch.Generator(device=device).manual_seed(0)
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         pair = torch.nn.Sequential(torch.nn.BatchNorm2d(channels), torch.nn.ReLU()).to(device)
-        return {"fastcnn": training_step(BatchNorm2dReLU(channels).to(device), input),
-                "eager": training_step(pair, input), "torch_compile": training_step(compiled(pair), input)}
+        return training_steps(BatchNorm2dReLU(channels).to(device), pair, input)
 
     return BenchmarkCase("batch_norm_relu", f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)

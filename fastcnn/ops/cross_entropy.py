@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view
-from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
+from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name, autocast_runs_in_float32
 from ..validation import check_kernel_dtype, check_torch_implements
 
@@ -258,9 +258,7 @@ def _case(suite, rows, classes, dtype):
         logits = random_input((rows, classes), dtype, "nchw", device, generator).requires_grad_()
         target = torch.randint(0, classes, (rows,), device=device, generator=generator)
         eager = torch.nn.functional.cross_entropy
-        return {"fastcnn": training_step(cross_entropy, logits, (target,)),
-                "eager": training_step(eager, logits, (target,)),
-                "torch_compile": training_step(compiled(eager), logits, (target,))}
+        return training_steps(cross_entropy, eager, logits, (target,))
 
     return BenchmarkCase("cross_entropy", f"{suite}/N{rows}", dtype, "-",
                          {"bytes": bytes_moved(rows, classes, element_size(dtype))}, build)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, is_dense, rows_view, with_strides
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import aten_type_name
 from ..validation import check_kernel_dtype
 
@@ -176,8 +176,7 @@ def _case(op, channels, size, batch, dtype, layout):
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         theirs = torch.nn.Dropout2d(0.2) if op == "dropout2d" else torch.nn.Dropout(0.2)
         ours = fastcnn_nn.Dropout2d(0.2) if op == "dropout2d" else fastcnn_nn.Dropout(0.2)
-        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
-                "torch_compile": training_step(compiled(theirs), input)}
+        return training_steps(ours, theirs, input)
 
     return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
-from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
+from .._layout import as_rows, empty_norm_grads, empty_rows_like, rows_view, split_parameter_grads, statistic_vectors
+from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation
@@ -156,48 +156,36 @@ def _(input, stats, weight, bias, groups, batch_statistics, kind, parameter):
 @torch.library.custom_op("fastcnn::group_norm_backward", mutates_args=())
 def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                  groups: int, batch_statistics: bool, kind: Optional[str], parameter: float,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_input, grad_weight, grad_bias), the last two fp32; each empty when not asked for."""
-    grad_input, grad_weight, grad_bias = _empty_grads(input, output_mask)
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor]:
+    """(grad_input, fp32 [2, C] (grad_bias, grad_weight)); each empty when not asked for."""
+    grad_input, sums = empty_norm_grads(input, output_mask)
     if input.numel():
         with torch.profiler.record_function("fastcnn::group_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(input), rows_view(grad_input) if output_mask[0] else None, stats,
-                weight, bias, grad_weight if output_mask[1] else None, grad_bias if output_mask[2] else None,
-                groups=groups, batch_statistics=batch_statistics, kind=kind, parameter=parameter))
+                weight, bias, sums if sums.numel() else None, groups=groups, batch_statistics=batch_statistics,
+                kind=kind, parameter=parameter))
     else:
-        grad_weight.zero_()
-        grad_bias.zero_()
-    return grad_input, grad_weight, grad_bias
-
-
-def _empty_grads(input, output_mask):
-    channels = input.shape[1]
-    grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    grad_weight, grad_bias = (torch.empty(channels if needed else 0, dtype=torch.float32, device=input.device)
-                              for needed in output_mask[1:])
-    return grad_input, grad_weight, grad_bias
+        sums.zero_()
+    return grad_input, sums
 
 
 @_backward_op.register_fake
 def _(grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter, output_mask):
-    return _empty_grads(input, output_mask)
+    return empty_norm_grads(input, output_mask)
 
 
 def _setup_context(ctx, inputs, output):
     input, stats, weight, bias, groups, batch_statistics, kind, parameter = inputs
     ctx.save_for_backward(input, stats, weight, bias)
     ctx.options = (groups, batch_statistics, kind, parameter)
-    ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
 
 
 def _backward(ctx, grad_out):
     input, stats, weight, bias = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]]
-    grad_input, grad_weight, grad_bias = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
-    weight_dtype, bias_dtype = ctx.parameter_dtypes
-    return (grad_input if mask[0] else None, None, grad_weight.to(weight_dtype) if mask[1] else None,
-            grad_bias.to(bias_dtype) if mask[2] else None, None, None, None, None)
+    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
+    return (grad_input if mask[0] else None, None, *split_parameter_grads(sums, weight, bias, mask), None, None, None, None)
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
@@ -274,8 +262,7 @@ def _case(channels, size, batch, dtype, layout):
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         pair = torch.nn.Sequential(torch.nn.GroupNorm(32, channels), torch.nn.SiLU()).to(device)
         ours = GroupNorm(32, channels, activation="silu").to(device)
-        return {"fastcnn": training_step(ours, input), "eager": training_step(pair, input),
-                "torch_compile": training_step(compiled(pair), input)}
+        return training_steps(ours, pair, input)
 
     return BenchmarkCase("group_norm_silu", f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import BenchmarkCase, compiled, element_size, random_input, training_step
+from .._layout import split_parameter_grads
+from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation
@@ -139,9 +140,10 @@ def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter
 @torch.library.custom_op("fastcnn::layer_norm_backward", mutates_args=())
 def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                  normalized_ndim: int, channels_first: bool, kind: Optional[str], parameter: float,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_input laid out as the input, grad_weight, grad_bias flat fp32); each empty when not asked for."""
-    grad_input, grad_weight, grad_bias = _empty_grads(input, normalized_ndim, channels_first, output_mask)
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor]:
+    """(grad_input laid out as the input, fp32 [2, L] (grad_bias, grad_weight) flat); each empty
+    when not asked for."""
+    grad_input, sums = _empty_grads(input, normalized_ndim, channels_first, output_mask)
     if input.numel():
         x, split = _rows(_moved(input, channels_first), normalized_ndim)
         dy, _ = _rows(_moved(grad_out, channels_first), normalized_ndim, split)
@@ -150,20 +152,18 @@ def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optiona
         dx = _rows(_moved(grad_input, channels_first), normalized_ndim, split)[0] if output_mask[0] else None
         with torch.profiler.record_function("fastcnn::layer_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
-                dy, x, dx, stats, _flat(weight), _flat(bias), grad_weight if output_mask[1] else None,
-                grad_bias if output_mask[2] else None, kind=kind, parameter=parameter))
+                dy, x, dx, stats, _flat(weight), _flat(bias), sums if sums.numel() else None, kind=kind,
+                parameter=parameter))
     else:
-        grad_weight.zero_()
-        grad_bias.zero_()
-    return grad_input, grad_weight, grad_bias
+        sums.zero_()
+    return grad_input, sums
 
 
 def _empty_grads(input, normalized_ndim, channels_first, output_mask):
     length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
     grad_input = torch.empty_like(input) if output_mask[0] else input.new_empty(0)
-    grad_weight, grad_bias = (torch.empty(length if needed else 0, dtype=torch.float32, device=input.device)
-                              for needed in output_mask[1:])
-    return grad_input, grad_weight, grad_bias
+    sums = torch.empty((2, length) if any(output_mask[1:]) else (0,), dtype=torch.float32, device=input.device)
+    return grad_input, sums
 
 
 @_backward_op.register_fake
@@ -181,10 +181,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, grad_stats):
     input, stats, weight, bias = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-    grad_input, grad_weight, grad_bias = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
-    return (grad_input if mask[0] else None,
-            grad_weight.to(weight.dtype).view(weight.shape) if mask[1] else None,
-            grad_bias.to(bias.dtype).view(bias.shape) if mask[2] else None, None, None, None, None, None)
+    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
+    return (grad_input if mask[0] else None, *split_parameter_grads(sums, weight, bias, mask), None, None, None, None,
+            None)
 
 
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
@@ -275,8 +274,7 @@ def _case(op, channels, size, batch, dtype, layout):
             theirs, ours = _torchvision_style_layer_norm2d(channels), fastcnn_nn.LayerNorm2d(channels, eps=1e-6)
         input.requires_grad_()
         theirs, ours = theirs.to(device), ours.to(device)
-        return {"fastcnn": training_step(ours, input), "eager": training_step(theirs, input),
-                "torch_compile": training_step(compiled(theirs), input)}
+        return training_steps(ours, theirs, input)
 
     return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)

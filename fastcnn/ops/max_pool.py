@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import suggests_channels_last
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, compiled, element_size, random_input, training_step
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_torch_implements, int_pair
 
@@ -226,8 +226,7 @@ def _case(suite, batch, dtype, layout):
         generator = torch.Generator(device=device).manual_seed(0)
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         eager = lambda x: torch.nn.functional.max_pool2d(x, **pool)  # noqa: E731
-        return {"fastcnn": training_step(lambda x: max_pool2d(x, **pool), input),
-                "eager": training_step(eager, input), "torch_compile": training_step(compiled(eager), input)}
+        return training_steps(lambda x: max_pool2d(x, **pool), eager, input)
 
     return BenchmarkCase("max_pool2d", f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(numel_in, numel_out, element_size(dtype), True)}, build)
