@@ -2,7 +2,8 @@
 ``profile_cases`` defines (conv2d's three passes on every distinct ResNet-18/50 layer and a
 MobileNetV2 depthwise layer, BN+ReLU on ResNet-50's activations, ResNet's stem max-pool,
 cross-entropy for 10 to 128k classes, Adam, SGD, RMSprop, Adagrad, Adadelta and gradient clipping over
-ResNet-50's and many small parameters), the same
+ResNet-50's and many small parameters, GroupNorm+SiLU on a U-Net's activations, ConvNeXt-T's
+LayerNorm2d and block LayerNorm, SiLU and GELU alone, dropout and dropout2d), the same
 cases ``fastcnn-profile`` runs, timed the same way (``fastcnn.benchmarking.measure_case``: fastcnn
 and every baseline of the case side by side in this process, L2 flushed between calls) and
 recorded in the same schema (``fastcnn.reporting.figures``), into the session's results file.

@@ -408,12 +408,21 @@ def test_torchvision_convnext(name, generator):
     for module in original.modules():  # stochastic depth draws its own random numbers: off, to compare
         if type(module).__name__ == "StochasticDepth":
             module.p = 0.0
-    converted = fastcnn.convert(original)
+    reference = copy.deepcopy(original).double()
+    converted, report = fastcnn.convert(original, report=True)
+    # the stem, three downsamples and the classifier
+    assert sum("LayerNorm2d -> fastcnn.nn.LayerNorm2d" in detail for _, detail in report.replaced) == 5, report
     input = make_tensor((2, 3, 32, 32), generator=generator)
     names = _training_step_ops(converted, input)
     assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
                 or "gelu" in name], names
-    reference = copy.deepcopy(original).double()
-    expected = reference(input.double())
-    torch_error = relative_error(original(input), expected)
-    assert relative_error(converted(input), expected) <= 2 * torch_error + tolerance(torch.float32)
+    # Outputs and every parameter's gradient: fastcnn within twice fp32 torch's own distance from float64.
+    results = []
+    for model, dtype in ((reference, torch.float64), (original, torch.float32), (converted, torch.float32)):
+        model.zero_grad()
+        out = model(input.to(dtype))
+        out.square().mean().backward()
+        results.append((out, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    for index, what in enumerate(("output", "gradients")):
+        torch_error = relative_error(results[1][index], results[0][index])
+        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + tolerance(torch.float32), what
