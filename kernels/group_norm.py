@@ -17,8 +17,10 @@ gh = gz·w:
     dx = rstd·(gh - (A + x̂·B)/L)        (statistics of the batch; rstd·gh with running ones)
 
 Bytes: forward reads x twice and writes y; backward reads x and dy twice and writes dx. Saved:
-x and four floats per row. Launch grids: row reductions (cdiv(N·G, BLOCK_G),); elementwise
-(cdiv(N·G, BLOCK_G), cdiv(Cg, BLOCK_CG), cdiv(S, BLOCK_S)); the running statistics
+x and four floats per row. Launch grids: row reductions (cdiv(N·G, BLOCK_G),), tiles of
+[groups x group channels x pixels]; elementwise (cdiv(S, BLOCK_S), cdiv(C, BLOCK_C), N), tiles of
+[channels x pixels] with the channel axis flat across groups (contiguous in channels_last, where a
+group's 10 channels alone could not be read 16 bytes at a time); the running statistics
 (cdiv(C, CHANNEL_BLOCK),); the parameter gradients' sum over samples (slicing's). One program
 reduces whole rows, so the reductions fill the GPU only when N·G does (≥ 256 rows for U-Net's
 GroupNorm(32) at batch 8); the tiles shrink to one row per program to get there.
@@ -30,7 +32,7 @@ from .activation import activate, activation_grad
 from .moments import affine_parameters, chan_merge
 from .slicing import partials, sum_partials
 from .indexing import needs_wide_index, widen
-from .tiles import by_backend
+from .tiles import by_backend, channel_blocks
 
 TILE = by_backend(interpreter=4096, gpu=2048)  # values a program holds per tile
 CHANNEL_BLOCK = 128
@@ -101,24 +103,46 @@ def _stats_kernel(
 
 
 @triton.jit
+def _channel_tile(batch_index, c, s, channels, spatial, stride_n, stride_c, stride_s, WIDE_INDEX: tl.constexpr):
+    """(offsets [C, S], mask) of the elementwise passes' tile: channels ``c`` of one sample and
+    pixels ``s``, the channel axis flat across groups so that channels_last rows are contiguous."""
+    mask = (c < channels)[:, None] & (s < spatial)[None, :]
+    offsets = (widen(batch_index, WIDE_INDEX) * stride_n + widen(c, WIDE_INDEX) * stride_c)[:, None] + (
+        widen(s, WIDE_INDEX) * stride_s)[None, :]
+    return offsets, mask
+
+
+@triton.jit
+def _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels):
+    """(row, shift, mean, rstd) of each channel ``c`` of sample ``batch_index``: its (n, g) row's (the
+    grid's third axis is the sample, so it has N·G rows)."""
+    ok = c < channels
+    rows = batch_index * groups + c // group_channels
+    num_rows = tl.num_programs(2) * groups
+    shift = tl.load(stats_ptr + rows, mask=ok, other=0.0)
+    mean = tl.load(stats_ptr + num_rows + rows, mask=ok, other=0.0)
+    rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=ok, other=0.0)
+    return rows, shift[:, None], mean[:, None], rstd[:, None]
+
+
+@triton.jit
 def _apply_kernel(
-        x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, num_rows, groups, group_channels, spatial, parameter,
+        x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, channels, groups, group_channels, spatial, parameter,
         x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride,
-        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr,
-        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
-        BLOCK_S: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-    c0 = tl.program_id(1) * BLOCK_CG
-    s0 = tl.program_id(2) * BLOCK_S
-    offsets, mask, channel, channel_ok = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-    out_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, y_stride_n, y_stride_c,
-                                 y_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-    shift, mean, rstd = _row_stats(stats_ptr, rows, rows < num_rows, num_rows)
-    w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
-                             HAS_BIAS)
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Grid (pixel blocks, channel blocks, samples)."""
+    s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch_index = tl.program_id(2)
+    offsets, mask = _channel_tile(batch_index, c, s, channels, spatial, x_stride_n, x_stride_c, x_stride_s,
+                                  WIDE_INDEX)
+    out_offsets, _ = _channel_tile(batch_index, c, s, channels, spatial, y_stride_n, y_stride_c, y_stride_s,
+                                   WIDE_INDEX)
+    _, shift, mean, rstd = _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels)
+    w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    y = activate(((x - shift) - mean) * rstd * w[:, :, None] + b[:, :, None], KIND, parameter)
+    y = activate(((x - shift) - mean) * (rstd * w[:, None]) + b[:, None], KIND, parameter)
     tl.store(y_ptr + out_offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -175,33 +199,32 @@ def _backward_sums_kernel(
 
 @triton.jit
 def _backward_apply_kernel(
-        dy_ptr, x_ptr, dx_ptr, stats_ptr, row_sums_ptr, weight_ptr, bias_ptr, num_rows, groups, group_channels,
+        dy_ptr, x_ptr, dx_ptr, stats_ptr, row_sums_ptr, weight_ptr, bias_ptr, channels, groups, group_channels,
         spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
         dx_stride_n, dx_stride_c, dx_stride_s, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, BATCH_STATISTICS: tl.constexpr,
-        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
-        BLOCK_S: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-    c0 = tl.program_id(1) * BLOCK_CG
-    s0 = tl.program_id(2) * BLOCK_S
-    row_ok = rows < num_rows
-    offsets, mask, channel, channel_ok = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                               x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-    dy_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dy_stride_n, dy_stride_c,
-                                dy_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-    dx_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dx_stride_n, dx_stride_c,
-                                dx_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-    shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
-    w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
-                             HAS_BIAS)
-    w = w[:, :, None]
-    gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b[:, :, None], parameter,
+        WIDE_INDEX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Grid (pixel blocks, channel blocks, samples)."""
+    s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch_index = tl.program_id(2)
+    offsets, mask = _channel_tile(batch_index, c, s, channels, spatial, x_stride_n, x_stride_c, x_stride_s,
+                                  WIDE_INDEX)
+    dy_offsets, _ = _channel_tile(batch_index, c, s, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s,
+                                  WIDE_INDEX)
+    dx_offsets, _ = _channel_tile(batch_index, c, s, channels, spatial, dx_stride_n, dx_stride_c, dx_stride_s,
+                                  WIDE_INDEX)
+    rows, shift, mean, rstd = _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels)
+    w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    w = w[:, None]
+    gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b[:, None], parameter,
                            KIND)
     if BATCH_STATISTICS:
+        num_rows = tl.num_programs(2) * groups
         length = group_channels * spatial * 1.0
-        mean_gh = tl.load(row_sums_ptr + rows, mask=row_ok, other=0.0) / length
-        mean_ghx = tl.load(row_sums_ptr + num_rows + rows, mask=row_ok, other=0.0) / length
-        dx = rstd * (gz * w - mean_gh[:, None, None] - x_hat * mean_ghx[:, None, None])
+        mean_gh = tl.load(row_sums_ptr + rows, mask=c < channels, other=0.0) / length
+        mean_ghx = tl.load(row_sums_ptr + num_rows + rows, mask=c < channels, other=0.0) / length
+        dx = rstd * (gz * w - mean_gh[:, None] - x_hat * mean_ghx[:, None])
     else:
         dx = rstd * gz * w
     tl.store(dx_ptr + dx_offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
@@ -270,17 +293,25 @@ def statistics(x, stats, running_mean, running_var, *, groups, eps, use_running)
     return 1
 
 
+def _elementwise_grid(x):
+    """(grid, BLOCK_C, BLOCK_S) of the elementwise passes: wide channel blocks over contiguous
+    channels (channels_last), long pixel runs otherwise; pixel blocks on the grid's first axis,
+    the only one not limited to 65535."""
+    batch, channels, spatial = x.shape
+    block_s, block_c = channel_blocks(x.stride(1), interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 8))
+    block_s = max(1, min(block_s, triton.next_power_of_2(spatial)))
+    return (triton.cdiv(spatial, block_s), triton.cdiv(channels, block_c), batch), block_c, block_s
+
+
 def apply(x, y, stats, weight, bias, *, groups, kind, parameter):
     """y = act((x - mean)·rstd·w + b) for x, y [N, C, S] from ``stats``. One launch."""
     batch, channels, spatial = x.shape
-    group_channels = channels // groups
-    num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(num_rows, groups, group_channels, spatial, x.stride(1))
+    grid, block_c, block_s = _elementwise_grid(x)
     (weight, bias), strides = _per_channel((weight, bias), stats)
-    _apply_kernel[(triton.cdiv(num_rows, block_g), triton.cdiv(group_channels, block_cg), triton.cdiv(spatial, block_s))](
-        x, y, stats, weight, bias, num_rows, groups, group_channels, spatial, float(parameter), *x.stride(),
+    _apply_kernel[grid](
+        x, y, stats, weight, bias, channels, groups, channels // groups, spatial, float(parameter), *x.stride(),
         *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
-        WIDE_INDEX=needs_wide_index(x, y), BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
+        WIDE_INDEX=needs_wide_index(x, y), BLOCK_C=block_c, BLOCK_S=block_s)
     return 1
 
 
@@ -318,9 +349,11 @@ def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_s
         if parameter_grads is not None:
             launches += sum_partials(channel_sums, parameter_grads, batch)
     if dx is not None:
-        _backward_apply_kernel[(triton.cdiv(num_rows, block_g), triton.cdiv(group_channels, block_cg),
-                                triton.cdiv(spatial, block_s))](
-            dy, x, dx, stats, row_sums, weight, bias, num_rows, groups, group_channels, spatial, float(parameter),
-            *dy.stride(), *x.stride(), *dx.stride(), *strides, BATCH_STATISTICS=batch_statistics, **flags)
+        grid, block_c, block_s = _elementwise_grid(x)
+        _backward_apply_kernel[grid](
+            dy, x, dx, stats, row_sums, weight, bias, channels, groups, group_channels, spatial, float(parameter),
+            *dy.stride(), *x.stride(), *dx.stride(), *strides, HAS_WEIGHT=flags["HAS_WEIGHT"],
+            HAS_BIAS=flags["HAS_BIAS"], KIND=kind, BATCH_STATISTICS=batch_statistics, WIDE_INDEX=flags["WIDE_INDEX"],
+            BLOCK_C=block_c, BLOCK_S=block_s)
         launches += 1
     return launches

@@ -256,7 +256,7 @@ def scenarios(options):
                 weight, bias = torch.ones(c), torch.zeros(c)
                 group_norm.statistics(x, stats, None, None, groups=groups, eps=1e-5, use_running=False)
                 group_norm.apply(x, y, stats, weight, bias, groups=groups, kind="silu", parameter=0.0)
-                group_norm.backward(y, x, dx, stats, weight, bias, torch.empty(c), torch.empty(c), groups=groups,
+                group_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), groups=groups,
                                     batch_statistics=True, kind="silu", parameter=0.0)
             out.append((f"groupnorm32+silu N8 C320 64x64 {layout} {dtype_name}", group_norm_silu))
 
@@ -271,8 +271,7 @@ def scenarios(options):
                 stats = torch.empty((3, 64 * 56 * 56), dtype=torch.float32)
                 weight, bias = torch.ones(c), torch.zeros(c)
                 layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind=None, parameter=0.0)
-                layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty(c), torch.empty(c), kind=None,
-                                    parameter=0.0)
+                layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind=None, parameter=0.0)
             out.append((f"layernorm2d ConvNeXt N64 C96 56x56 {layout} {dtype_name}", layer_norm2d))
 
     for dtype_name in options.dtypes:

@@ -254,10 +254,13 @@ def normalization_variants(results):
                         weight_ptr="*fp32", bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
                         row_sums_ptr="*fp32", channel_sums_ptr="*fp32")
         affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", **blocks)
+        block_s, block_c = (32, 64) if channel_stride == 1 else (256, 8)  # group_norm._elementwise_grid's
+        elementwise = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", WIDE_INDEX=False, BLOCK_C=block_c,
+                           BLOCK_S=block_s)
         for kernel, constexprs in ((group_norm._stats_kernel, dict(USE_RUNNING=False, **blocks)),
-                                   (group_norm._apply_kernel, affine),
+                                   (group_norm._apply_kernel, elementwise),
                                    (group_norm._backward_sums_kernel, dict(CHANNEL_SUMS=True, **affine)),
-                                   (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **affine))):
+                                   (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **elementwise))):
             results[f"group_norm{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
                 kernel, scalar_signature(kernel, pointers), constexprs, 90)
         pointers.update(partial_ptr="*fp32", grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
