@@ -2,104 +2,47 @@
 forward and backward, for x [N, C, S] (S = the flattened spatial dims) read through its strides.
 C = G groups of Cg channels; a row is one (sample, group), r = n·G + g, of L = Cg·S values.
 
-Forward: per row, the mean and biased variance of x - K (K the row's first value, so that a row
-of mean 3000 and std 0.5 keeps fp32 accuracy), each [rows x channels x pixels] tile reduced
-two-pass in registers and tiles merged with Chan's formula (kernels/moments.py); then
+Every pass tiles [channels x pixels] of one sample, the channel axis flat across groups, so that
+both NCHW (pixels contiguous) and channels_last (channels contiguous: a group's 10 channels alone
+could not be read 16 bytes at a time) load whole 128-bit vectors. The reductions therefore work
+per (sample, channel) and merge a row's channels afterwards:
+
+Forward: per (n, c) and slice of the pixels, the count, mean and sum of squared deviations of
+x - K, K the row's first value (so a row of mean 3000 and std 0.5 keeps fp32 accuracy), merged
+over tiles with Chan's formula (kernels/moments.py); a finalize program per block of rows merges
+its Cg channels x slices in a fixed order into (K, mean, rstd, variance); then
 y = act(((x - K) - mean)·rstd·w[c] + b[c]) elementwise. Instance norm in eval
-(use_input_stats=False) takes K = running_mean[c], mean 0, var = running_var[c] instead, and in
-training its running statistics move to the batch average of the rows' mean and unbiased
-variance (torch's rule).
+(use_input_stats=False) takes K = running_mean[c], mean 0, var = running_var[c] instead (the
+finalize alone), and in training its running statistics move to the batch average of the rows'
+mean and unbiased variance (torch's rule).
 
 Backward, with x̂ = (x - mean)·rstd, gz = act'(x̂·w + b)·dy (recomputed, nothing but x saved) and
 gh = gz·w:
-    per (n, c): Σ_s gz and Σ_s gz·x̂   ->  db[c], dw[c] (summed over n in order: slicing.sum_partials)
+    per (n, c): Σ_s gz and Σ_s gz·x̂ (slices summed in order) ->  db[c], dw[c] (summed over n in
+                order: slicing.sum_partials)
     per row:    A = Σ gh = Σ_c w·Σ_s gz,  B = Σ gh·x̂ = Σ_c w·Σ_s gz·x̂
     dx = rstd·(gh - (A + x̂·B)/L)        (statistics of the batch; rstd·gh with running ones)
 
 Bytes: forward reads x twice and writes y; backward reads x and dy twice and writes dx. Saved:
-x and four floats per row. Launch grids: row reductions (cdiv(N·G, BLOCK_G),), tiles of
-[groups x group channels x pixels]; elementwise (cdiv(S, BLOCK_S), cdiv(C, BLOCK_C), N), tiles of
-[channels x pixels] with the channel axis flat across groups (contiguous in channels_last, where a
-group's 10 channels alone could not be read 16 bytes at a time); the running statistics
-(cdiv(C, CHANNEL_BLOCK),); the parameter gradients' sum over samples (slicing's). One program
-reduces whole rows, so the reductions fill the GPU only when N·G does (≥ 256 rows for U-Net's
-GroupNorm(32) at batch 8); the tiles shrink to one row per program to get there.
+x and four floats per row. Launch grids: the [channels x pixels] passes (cdiv(S, BLOCK_S),
+cdiv(C, BLOCK_C), N) for the elementwise ones and (cdiv(C, BLOCK_C), slices, N) for the
+reductions, slices chosen to give two programs per SM; the finalizes (cdiv(N·G, ROW_BLOCK),); the
+running statistics (cdiv(C, CHANNEL_BLOCK),); the parameter gradients' sum over samples
+(slicing's).
 """
 import triton
 import triton.language as tl
 
 from .activation import activate, activation_grad
-from .moments import affine_parameters, chan_merge
-from .slicing import partials, sum_partials
 from .indexing import needs_wide_index, widen
+from .moments import affine_parameters, chan_merge
+from .slicing import partials, reduction_slices, sum_partials
 from .tiles import by_backend, channel_blocks
 
-TILE = by_backend(interpreter=4096, gpu=2048)  # values a program holds per tile
 CHANNEL_BLOCK = 128
-MIN_PROGRAMS = by_backend(interpreter=1, gpu=2 * 132)  # two per SM of an H100
-
-
-@triton.jit
-def _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, stride_n, stride_c, stride_s,
-          BLOCK_CG: tl.constexpr, BLOCK_S: tl.constexpr, WIDE_INDEX: tl.constexpr):
-    """(offsets [G, CG, S], mask, channel [G, CG], channel mask) of the tile at group channel c0
-    and pixel s0 of ``rows``. Row, channel and pixel indices are int32 (fewer than 2**31 rows,
-    channels and pixels: the op checks); the offsets int64 when a tensor spans 2**31 elements."""
-    cl = c0 + tl.arange(0, BLOCK_CG)
-    s = s0 + tl.arange(0, BLOCK_S)
-    channel = (rows % groups)[:, None] * group_channels + cl[None, :]
-    channel_ok = (rows < num_rows)[:, None] & (cl < group_channels)[None, :]
-    mask = channel_ok[:, :, None] & (s < spatial)[None, None, :]
-    offsets = (widen(rows // groups, WIDE_INDEX)[:, None] * stride_n + widen(channel, WIDE_INDEX) * stride_c)[
-        :, :, None] + (widen(s, WIDE_INDEX) * stride_s)[None, None, :]
-    return offsets, mask, channel, channel_ok
-
-
-@triton.jit
-def _row_stats(stats_ptr, rows, row_ok, num_rows):
-    shift = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)
-    mean = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)
-    rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=row_ok, other=0.0)
-    return shift[:, None, None], mean[:, None, None], rstd[:, None, None]
-
-
-@triton.jit
-def _stats_kernel(
-        x_ptr, stats_ptr, running_mean_ptr, running_var_ptr, num_rows, groups, group_channels, spatial, eps,
-        x_stride_n, x_stride_c, x_stride_s, running_mean_stride, running_var_stride,
-        USE_RUNNING: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
-        BLOCK_S: tl.constexpr):
-    """stats[0:4, r] = (shift K, mean of x - K, rstd, biased variance) of each row."""
-    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-    row_ok = rows < num_rows
-    if USE_RUNNING:  # instance norm in eval: rows are (n, c), the statistics are channel c's
-        channel = rows % groups
-        shift = tl.load(running_mean_ptr + channel * running_mean_stride, mask=row_ok, other=0.0).to(tl.float32)
-        mean = tl.zeros((BLOCK_G,), tl.float32)
-        variance = tl.load(running_var_ptr + channel * running_var_stride, mask=row_ok, other=1.0).to(tl.float32)
-    else:
-        first = (widen(rows // groups, WIDE_INDEX) * x_stride_n
-                 + widen((rows % groups) * group_channels, WIDE_INDEX) * x_stride_c)
-        shift = tl.load(x_ptr + first, mask=row_ok, other=0.0).to(tl.float32)
-        count = tl.zeros((BLOCK_G,), tl.float32)
-        mean = tl.zeros((BLOCK_G,), tl.float32)
-        m2 = tl.zeros((BLOCK_G,), tl.float32)
-        for c0 in range(0, group_channels, BLOCK_CG):
-            for s0 in range(0, spatial, BLOCK_S):
-                offsets, mask, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                            x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-                x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-                x = tl.where(mask, x - shift[:, None, None], 0.0)
-                tile_count = tl.sum(tl.sum(mask.to(tl.float32), axis=2), axis=1)
-                tile_mean = tl.sum(tl.sum(x, axis=2), axis=1) / tl.maximum(tile_count, 1.0)
-                deviation = tl.where(mask, x - tile_mean[:, None, None], 0.0)
-                tile_m2 = tl.sum(tl.sum(deviation * deviation, axis=2), axis=1)
-                count, mean, m2 = chan_merge(count, mean, m2, tile_count, tile_mean, tile_m2)
-        variance = m2 / tl.maximum(count, 1.0)
-    tl.store(stats_ptr + rows, shift, mask=row_ok)
-    tl.store(stats_ptr + num_rows + rows, mean, mask=row_ok)
-    tl.store(stats_ptr + 2 * num_rows + rows, 1.0 / tl.sqrt(variance + eps), mask=row_ok)
-    tl.store(stats_ptr + 3 * num_rows + rows, variance, mask=row_ok)
+ROW_BLOCK = 128
+MIN_PIXELS_PER_SLICE = by_backend(interpreter=16, gpu=512)
+MAX_SLICES = 256
 
 
 @triton.jit
@@ -147,6 +90,84 @@ def _apply_kernel(
 
 
 @triton.jit
+def _row_shift(x_ptr, batch_index, c, channels, group_channels, x_stride_n, x_stride_c, WIDE_INDEX: tl.constexpr):
+    """K of each channel ``c``'s row: the row's first value, x[n, (c // Cg)·Cg, 0], fp32."""
+    first = (c // group_channels) * group_channels
+    return tl.load(x_ptr + widen(batch_index, WIDE_INDEX) * x_stride_n + widen(first, WIDE_INDEX) * x_stride_c,
+                   mask=c < channels, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _partial_stats_kernel(
+        x_ptr, partial_ptr, channels, group_channels, spatial, pixels_per_slice,
+        x_stride_n, x_stride_c, x_stride_s,
+        WIDE_INDEX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """partial[slice, 0:3, n·C + c] = (count, mean, m2) of x - K over this slice of the pixels."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    piece = tl.program_id(1)
+    batch_index = tl.program_id(2)
+    shift = _row_shift(x_ptr, batch_index, c, channels, group_channels, x_stride_n, x_stride_c, WIDE_INDEX)
+    count = tl.zeros((BLOCK_C,), tl.float32)
+    mean = tl.zeros((BLOCK_C,), tl.float32)
+    m2 = tl.zeros((BLOCK_C,), tl.float32)
+    start = piece * pixels_per_slice
+    end = tl.minimum(start + pixels_per_slice, spatial)
+    for s0 in range(start, end, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        offsets, mask = _channel_tile(batch_index, c, s, channels, end, x_stride_n, x_stride_c, x_stride_s,
+                                      WIDE_INDEX)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        x = tl.where(mask, x - shift[:, None], 0.0)
+        # Every channel of the tile has the same pixels: one count (the channels past C are not read back).
+        tile_count = tl.sum((s < end).to(tl.float32), axis=0)
+        tile_mean = tl.sum(x, axis=1) / tl.maximum(tile_count, 1.0)
+        deviation = tl.where(mask, x - tile_mean[:, None], 0.0)
+        count, mean, m2 = chan_merge(count, mean, m2, tile_count, tile_mean, tl.sum(deviation * deviation, axis=1))
+    plane = tl.num_programs(2) * channels  # N·C
+    at = partial_ptr + piece * 3 * plane + batch_index * channels + c
+    ok = c < channels
+    tl.store(at, count, mask=ok)
+    tl.store(at + plane, mean, mask=ok)
+    tl.store(at + 2 * plane, m2, mask=ok)
+
+
+@triton.jit
+def _finalize_stats_kernel(
+        x_ptr, partial_ptr, stats_ptr, running_mean_ptr, running_var_ptr, num_rows, groups, group_channels,
+        num_slices, eps, x_stride_n, x_stride_c, running_mean_stride, running_var_stride,
+        USE_RUNNING: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK: tl.constexpr):
+    """stats[0:4, r] = (shift K, mean of x - K, rstd, biased variance) of each row: its Cg
+    channels' slices merged in a fixed order (or, USE_RUNNING, the running statistics of channel
+    r % C: instance norm in eval, rows (n, c))."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = rows < num_rows
+    if USE_RUNNING:
+        channel = rows % groups
+        shift = tl.load(running_mean_ptr + channel * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
+        mean = tl.zeros((BLOCK,), tl.float32)
+        variance = tl.load(running_var_ptr + channel * running_var_stride, mask=ok, other=1.0).to(tl.float32)
+    else:
+        batch_index, first = rows // groups, (rows % groups) * group_channels
+        shift = tl.load(x_ptr + widen(batch_index, WIDE_INDEX) * x_stride_n + widen(first, WIDE_INDEX) * x_stride_c,
+                        mask=ok, other=0.0).to(tl.float32)
+        plane = num_rows * group_channels  # N·C
+        count = tl.zeros((BLOCK,), tl.float32)
+        mean = tl.zeros((BLOCK,), tl.float32)
+        m2 = tl.zeros((BLOCK,), tl.float32)
+        for cl in range(group_channels):
+            for piece in range(num_slices):
+                at = partial_ptr + piece * 3 * plane + rows * group_channels + cl  # rows·Cg + cl = n·C + c
+                count, mean, m2 = chan_merge(count, mean, m2, tl.load(at, mask=ok, other=0.0),
+                                             tl.load(at + plane, mask=ok, other=0.0),
+                                             tl.load(at + 2 * plane, mask=ok, other=0.0))
+        variance = m2 / tl.maximum(count, 1.0)
+    tl.store(stats_ptr + rows, shift, mask=ok)
+    tl.store(stats_ptr + num_rows + rows, mean, mask=ok)
+    tl.store(stats_ptr + 2 * num_rows + rows, 1.0 / tl.sqrt(variance + eps), mask=ok)
+    tl.store(stats_ptr + 3 * num_rows + rows, variance, mask=ok)
+
+
+@triton.jit
 def _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b, parameter, KIND: tl.constexpr):
     """(gz, x̂) of one tile: dy through the activation's derivative at the recomputed x̂·w + b."""
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -157,44 +178,70 @@ def _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b
 
 
 @triton.jit
-def _backward_sums_kernel(
-        dy_ptr, x_ptr, stats_ptr, weight_ptr, bias_ptr, row_sums_ptr, channel_sums_ptr, num_rows, groups,
-        group_channels, spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+def _partial_grad_sums_kernel(
+        dy_ptr, x_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, channels, groups, group_channels, spatial,
+        pixels_per_slice, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
         weight_stride, bias_stride,
-        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, CHANNEL_SUMS: tl.constexpr,
-        WIDE_INDEX: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
-        BLOCK_S: tl.constexpr):
-    """channel_sums[n, 0:2, c] = (Σ_s gz, Σ_s gz·x̂) (with CHANNEL_SUMS); row_sums[0:2, r] = (A, B)."""
-    rows = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-    row_ok = rows < num_rows
-    shift, mean, rstd = _row_stats(stats_ptr, rows, row_ok, num_rows)
-    sum_gh = tl.zeros((BLOCK_G,), tl.float32)
-    sum_ghx = tl.zeros((BLOCK_G,), tl.float32)
-    for c0 in range(0, group_channels, BLOCK_CG):
-        cl = c0 + tl.arange(0, BLOCK_CG)
-        channel = (rows % groups)[:, None] * group_channels + cl[None, :]
-        channel_ok = row_ok[:, None] & (cl < group_channels)[None, :]
-        w, b = affine_parameters(weight_ptr, bias_ptr, channel, channel_ok, weight_stride, bias_stride, HAS_WEIGHT,
-                                 HAS_BIAS)
-        sum_gz = tl.zeros((BLOCK_G, BLOCK_CG), tl.float32)
-        sum_gzx = tl.zeros((BLOCK_G, BLOCK_CG), tl.float32)
-        for s0 in range(0, spatial, BLOCK_S):
-            offsets, mask, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, x_stride_n,
-                                        x_stride_c, x_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-            dy_offsets, _, _, _ = _tile(rows, c0, s0, num_rows, groups, group_channels, spatial, dy_stride_n,
-                                        dy_stride_c, dy_stride_s, BLOCK_CG, BLOCK_S, WIDE_INDEX)
-            gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w[:, :, None],
-                                   b[:, :, None], parameter, KIND)
-            sum_gz += tl.sum(gz, axis=2)
-            sum_gzx += tl.sum(gz * x_hat, axis=2)
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """partial[slice, 0:2, n·C + c] = (Σ gz, Σ gz·x̂) over this slice of the pixels."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    piece = tl.program_id(1)
+    batch_index = tl.program_id(2)
+    _, shift, mean, rstd = _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels)
+    w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
+    sum_gz = tl.zeros((BLOCK_C,), tl.float32)
+    sum_gzx = tl.zeros((BLOCK_C,), tl.float32)
+    start = piece * pixels_per_slice
+    end = tl.minimum(start + pixels_per_slice, spatial)
+    for s0 in range(start, end, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        offsets, mask = _channel_tile(batch_index, c, s, channels, end, x_stride_n, x_stride_c, x_stride_s,
+                                      WIDE_INDEX)
+        dy_offsets = _channel_tile(batch_index, c, s, channels, end, dy_stride_n, dy_stride_c, dy_stride_s,
+                                   WIDE_INDEX)[0]
+        gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w[:, None], b[:, None],
+                               parameter, KIND)
+        sum_gz += tl.sum(gz, axis=1)
+        sum_gzx += tl.sum(gz * x_hat, axis=1)
+    plane = tl.num_programs(2) * channels  # N·C
+    at = partial_ptr + piece * 2 * plane + batch_index * channels + c
+    tl.store(at, sum_gz, mask=c < channels)
+    tl.store(at + plane, sum_gzx, mask=c < channels)
+
+
+@triton.jit
+def _finalize_grad_sums_kernel(
+        partial_ptr, weight_ptr, row_sums_ptr, channel_sums_ptr, num_rows, groups, group_channels, num_slices,
+        weight_stride, HAS_WEIGHT: tl.constexpr, CHANNEL_SUMS: tl.constexpr, BLOCK: tl.constexpr):
+    """Per row, its channels' slices summed in order: row_sums[0:2, r] = (A, B) and, with
+    CHANNEL_SUMS, channel_sums[n, 0:2, c] = (Σ_s gz, Σ_s gz·x̂)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = rows < num_rows
+    channels = groups * group_channels
+    plane = num_rows * group_channels  # N·C
+    sum_gh = tl.zeros((BLOCK,), tl.float32)
+    sum_ghx = tl.zeros((BLOCK,), tl.float32)
+    for cl in range(group_channels):
+        flat = rows * group_channels + cl  # n·C + c
+        sum_gz = tl.zeros((BLOCK,), tl.float32)
+        sum_gzx = tl.zeros((BLOCK,), tl.float32)
+        for piece in range(num_slices):
+            sum_gz += tl.load(partial_ptr + piece * 2 * plane + flat, mask=ok, other=0.0)
+            sum_gzx += tl.load(partial_ptr + piece * 2 * plane + plane + flat, mask=ok, other=0.0)
         if CHANNEL_SUMS:
-            at = (rows // groups)[:, None] * (2 * groups * group_channels) + channel  # [n, 0, c]
-            tl.store(channel_sums_ptr + at, sum_gz, mask=channel_ok)
-            tl.store(channel_sums_ptr + at + groups * group_channels, sum_gzx, mask=channel_ok)
-        sum_gh += tl.sum(tl.where(channel_ok, w * sum_gz, 0.0), axis=1)
-        sum_ghx += tl.sum(tl.where(channel_ok, w * sum_gzx, 0.0), axis=1)
-    tl.store(row_sums_ptr + rows, sum_gh, mask=row_ok)
-    tl.store(row_sums_ptr + num_rows + rows, sum_ghx, mask=row_ok)
+            at = channel_sums_ptr + (rows // groups) * 2 * channels + (rows % groups) * group_channels + cl
+            tl.store(at, sum_gz, mask=ok)
+            tl.store(at + channels, sum_gzx, mask=ok)
+        if HAS_WEIGHT:
+            w = tl.load(weight_ptr + ((rows % groups) * group_channels + cl) * weight_stride, mask=ok,
+                        other=1.0).to(tl.float32)
+            sum_gz *= w
+            sum_gzx *= w
+        sum_gh += sum_gz
+        sum_ghx += sum_gzx
+    tl.store(row_sums_ptr + rows, sum_gh, mask=ok)
+    tl.store(row_sums_ptr + num_rows + rows, sum_ghx, mask=ok)
 
 
 @triton.jit
@@ -255,42 +302,46 @@ def _running_stats_kernel(stats_ptr, running_mean_ptr, running_var_ptr, batch, c
              .to(running_var_ptr.dtype.element_ty), mask=ok)
 
 
-def tiles(num_rows, groups, group_channels, spatial, channel_stride):
-    """(BLOCK_G, BLOCK_CG, BLOCK_S): contiguous channels (channels_last) put several channels, and
-    rows, side by side; contiguous pixels (NCHW) put long pixel runs in a tile. Rows per program
-    shrink until the row reductions have MIN_PROGRAMS programs (or one row each)."""
-    def fit(extent, limit):
-        return max(1, min(triton.next_power_of_2(max(extent, 1)), limit))
-
-    if channel_stride == 1 and spatial > 1:
-        block_cg = fit(group_channels, 64)
-        block_g = fit(groups, max(1, 64 // block_cg))
-    else:
-        block_s = fit(spatial, TILE)
-        block_cg = fit(group_channels, max(1, TILE // block_s))
-        block_g = fit(groups, max(1, TILE // (block_s * block_cg)))
-    while block_g > 1 and triton.cdiv(num_rows, block_g) < MIN_PROGRAMS:
-        block_g //= 2
-    return block_g, block_cg, fit(spatial, max(1, TILE // (block_g * block_cg)))
-
-
 def _per_channel(tensors, fallback):
     present = [tensor if tensor is not None else fallback for tensor in tensors]
     return present, [tensor.stride(0) for tensor in present]
 
 
+def _slices(x, block_c):
+    """(pixels per slice, slices) of a reduction over the pixels of each (n, c): enough to keep two
+    programs per SM busy."""
+    batch, channels, spatial = x.shape
+    return reduction_slices(batch * triton.cdiv(channels, block_c), spatial, x.device,
+                            min_length=MIN_PIXELS_PER_SLICE, max_slices=MAX_SLICES, granule=32)
+
+
+def _reduction_blocks(x):
+    """(BLOCK_C, BLOCK_S) of the reductions' [channels x pixels] tiles."""
+    block_s, block_c = channel_blocks(x.stride(1), interpreter=(64, 16), channels_last=(64, 64), nchw=(256, 8))
+    return block_c, max(1, min(block_s, triton.next_power_of_2(x.shape[2])))
+
+
 def statistics(x, stats, running_mean, running_var, *, groups, eps, use_running):
     """stats, fp32 [4, N·G]: (shift, centred mean, rstd, biased variance) of each row of x
-    [N, C, S]; with ``use_running`` (instance norm in eval, groups = C) the running ones. One launch."""
+    [N, C, S]; with ``use_running`` (instance norm in eval, groups = C) the running ones. Returns
+    the launches (two: the slices' partials, their merge; one with ``use_running``)."""
     batch, channels, spatial = x.shape
     num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(num_rows, groups, channels // groups, spatial, x.stride(1))
     (running_mean, running_var), strides = _per_channel((running_mean, running_var), stats)
-    _stats_kernel[(triton.cdiv(num_rows, block_g),)](
-        x, stats, running_mean, running_var, num_rows, groups, channels // groups, spatial, float(eps), *x.stride(),
-        *strides, USE_RUNNING=use_running, WIDE_INDEX=needs_wide_index(x), BLOCK_G=block_g, BLOCK_CG=block_cg,
-        BLOCK_S=block_s)
-    return 1
+    wide = needs_wide_index(x)
+    partial, slices, launches = stats, 0, 0
+    if not use_running:
+        block_c, block_s = _reduction_blocks(x)
+        per_slice, slices = _slices(x, block_c)
+        partial = stats.new_empty((slices, 3, batch * channels))
+        _partial_stats_kernel[(triton.cdiv(channels, block_c), slices, batch)](
+            x, partial, channels, channels // groups, spatial, per_slice, *x.stride(), WIDE_INDEX=wide,
+            BLOCK_C=block_c, BLOCK_S=block_s)
+        launches += 1
+    _finalize_stats_kernel[(triton.cdiv(num_rows, ROW_BLOCK),)](
+        x, partial, stats, running_mean, running_var, num_rows, groups, channels // groups, slices, float(eps),
+        x.stride(0), x.stride(1), *strides, USE_RUNNING=use_running, WIDE_INDEX=wide, BLOCK=ROW_BLOCK)
+    return launches + 1
 
 
 def _elementwise_grid(x):
@@ -331,29 +382,32 @@ def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_s
     batch, channels, spatial = x.shape
     group_channels = channels // groups
     num_rows = batch * groups
-    block_g, block_cg, block_s = tiles(num_rows, groups, group_channels, spatial, x.stride(1))
     (weight, bias), strides = _per_channel((weight, bias), stats)
-    flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
-                 WIDE_INDEX=needs_wide_index(*(t for t in (dy, x, dx) if t is not None)), BLOCK_G=block_g,
-                 BLOCK_CG=block_cg, BLOCK_S=block_s)
+    wide = needs_wide_index(*(t for t in (dy, x, dx) if t is not None))
+    flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, WIDE_INDEX=wide)
     launches = 0
     row_sums = stats
     if batch_statistics and dx is not None or parameter_grads is not None:
+        block_c, block_s = _reduction_blocks(x)
+        per_slice, slices = _slices(x, block_c)
+        partial = stats.new_empty((slices, 2, batch * channels))
+        _partial_grad_sums_kernel[(triton.cdiv(channels, block_c), slices, batch)](
+            dy, x, stats, weight, bias, partial, channels, groups, group_channels, spatial, per_slice,
+            float(parameter), *dy.stride(), *x.stride(), *strides, BLOCK_C=block_c, BLOCK_S=block_s, **flags)
         row_sums = stats.new_empty((2, num_rows))
         # Per-sample channel sums, [N, 2, C], summed over the samples in order by sum_partials.
         channel_sums = partials(parameter_grads, batch) if parameter_grads is not None else stats
-        _backward_sums_kernel[(triton.cdiv(num_rows, block_g),)](
-            dy, x, stats, weight, bias, row_sums, channel_sums, num_rows, groups, group_channels, spatial,
-            float(parameter), *dy.stride(), *x.stride(), *strides, CHANNEL_SUMS=parameter_grads is not None, **flags)
-        launches += 1
+        _finalize_grad_sums_kernel[(triton.cdiv(num_rows, ROW_BLOCK),)](
+            partial, weight, row_sums, channel_sums, num_rows, groups, group_channels, slices, strides[0],
+            HAS_WEIGHT=weight is not stats, CHANNEL_SUMS=parameter_grads is not None, BLOCK=ROW_BLOCK)
+        launches += 2
         if parameter_grads is not None:
             launches += sum_partials(channel_sums, parameter_grads, batch)
     if dx is not None:
         grid, block_c, block_s = _elementwise_grid(x)
         _backward_apply_kernel[grid](
             dy, x, dx, stats, row_sums, weight, bias, channels, groups, group_channels, spatial, float(parameter),
-            *dy.stride(), *x.stride(), *dx.stride(), *strides, HAS_WEIGHT=flags["HAS_WEIGHT"],
-            HAS_BIAS=flags["HAS_BIAS"], KIND=kind, BATCH_STATISTICS=batch_statistics, WIDE_INDEX=flags["WIDE_INDEX"],
-            BLOCK_C=block_c, BLOCK_S=block_s)
+            *dy.stride(), *x.stride(), *dx.stride(), *strides, BATCH_STATISTICS=batch_statistics, BLOCK_C=block_c,
+            BLOCK_S=block_s, **flags)
         launches += 1
     return launches

@@ -1117,8 +1117,8 @@ def _row(j, r, gemm):
 
 # Memory-bound kernels whose grid must fill the GPU on the scenarios' (large) shapes.
 GRID_MUST_FILL = ("_cross_entropy_kernel", "_partial_stats_kernel", "_backward_sums_kernel",
-                  "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_stats_kernel", "_apply_kernel",
-                  "_backward_apply_kernel", "_forward_kernel", "_backward_kernel", "_dropout_kernel",
+                  "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_partial_grad_sums_kernel",
+                  "_apply_kernel", "_backward_apply_kernel", "_forward_kernel", "_backward_kernel", "_dropout_kernel",
                   "_channel_dropout_kernel")
 
 

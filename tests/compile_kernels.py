@@ -237,8 +237,8 @@ def scalar_signature(kernel, pointer_types):
 
 
 def normalization_variants(results):
-    """Activations (every kind, forward and backward, bf16), group norm (U-Net's GroupNorm(32, 320)
-    tiles, both layouts, fused SiLU) and its running statistics, layer norm (one-tile and chunked
+    """Activations (every kind, forward and backward, bf16), group norm (U-Net's tiles in both
+    layouts, fused SiLU) and its running statistics, layer norm (one-tile and chunked
     rows) and dropout, each in bf16 and fp32: 'activation/...', 'group_norm...', 'layer_norm...',
     'dropout/...' keys."""
     for kind in activation.KINDS:
@@ -248,19 +248,26 @@ def normalization_variants(results):
                 kernel, scalar_signature(kernel, pointers), dict(KIND=kind, BLOCK=activation.BLOCK), 90)
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 4096)):
         layout = "channels_last" if channel_stride == 1 else "nchw"
-        block_g, block_cg, block_s = group_norm.tiles(8 * 32, 32, 10, 4096, channel_stride)
-        blocks = dict(WIDE_INDEX=False, BLOCK_G=block_g, BLOCK_CG=block_cg, BLOCK_S=block_s)
-        pointers = dict(x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, stats_ptr="*fp32",
-                        weight_ptr="*fp32", bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
-                        row_sums_ptr="*fp32", channel_sums_ptr="*fp32")
-        affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", **blocks)
-        block_s, block_c = (32, 64) if channel_stride == 1 else (256, 8)  # group_norm._elementwise_grid's
+        # U-Net's GroupNorm(32) on 320 x 64² (a meta tensor: the tile choice reads only shape and strides)
+        unet = torch.empty_strided((8, 320, 4096), (320 * 4096, channel_stride, 320 if channel_stride == 1 else 1),
+                                   device="meta")
+        block_c, block_s = group_norm._reduction_blocks(unet)
+        reduction = dict(WIDE_INDEX=False, BLOCK_C=block_c, BLOCK_S=block_s)
+        _, block_c, block_s = group_norm._elementwise_grid(unet)
         elementwise = dict(HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu", WIDE_INDEX=False, BLOCK_C=block_c,
                            BLOCK_S=block_s)
-        for kernel, constexprs in ((group_norm._stats_kernel, dict(USE_RUNNING=False, **blocks)),
-                                   (group_norm._apply_kernel, elementwise),
-                                   (group_norm._backward_sums_kernel, dict(CHANNEL_SUMS=True, **affine)),
-                                   (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **elementwise))):
+        pointers = dict(x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, stats_ptr="*fp32",
+                        weight_ptr="*fp32", bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
+                        row_sums_ptr="*fp32", channel_sums_ptr="*fp32", partial_ptr="*fp32")
+        for kernel, constexprs in (
+                (group_norm._partial_stats_kernel, reduction),
+                (group_norm._finalize_stats_kernel, dict(USE_RUNNING=False, WIDE_INDEX=False,
+                                                         BLOCK=group_norm.ROW_BLOCK)),
+                (group_norm._apply_kernel, elementwise),
+                (group_norm._partial_grad_sums_kernel, dict(reduction, HAS_WEIGHT=True, HAS_BIAS=True, KIND="silu")),
+                (group_norm._finalize_grad_sums_kernel, dict(HAS_WEIGHT=True, CHANNEL_SUMS=True,
+                                                             BLOCK=group_norm.ROW_BLOCK)),
+                (group_norm._backward_apply_kernel, dict(BATCH_STATISTICS=True, **elementwise))):
             results[f"group_norm{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
                 kernel, scalar_signature(kernel, pointers), constexprs, 90)
         pointers.update(partial_ptr="*fp32", grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")

@@ -41,9 +41,9 @@ EXPECTED_VARIANTS = {
     "batch_norm": 4 * 2 * 2 + 2,
     # every kind x {forward, backward}
     "activation/": 11 * 2,
-    # {statistics, apply, backward sums, backward apply} x {bf16, fp32} x {channels_last, nchw},
-    # and the running statistics
-    "group_norm": 4 * 2 * 2 + 1,
+    # {partial statistics, their merge, apply, partial backward sums, their merge, backward apply}
+    # x {bf16, fp32} x {channels_last, nchw}, and the running statistics
+    "group_norm": 6 * 2 * 2 + 1,
     # {forward, backward} x {one-tile, chunked rows} x {bf16, fp32}
     "layer_norm": 2 * 2 * 2,
     # flat x {bf16, fp32}; channel-wise x {bf16, fp32} x {channels_last, nchw}

@@ -92,6 +92,12 @@ def test_group_norm_long_rows_many_tiles(seed, generator):
         check_norm(lambda x, w, b: fastcnn.group_norm(x, 2, w, b, activation="silu"),
                    lambda x, w, b: F.group_norm(x, 2, w, b), input, weight, bias, seed=seed, activation="silu",
                    reduction_length=24 * 143)
+    # One sample of few channels: its pixels are cut into several slices whose summaries merge.
+    input = make_tensor((1, 4, 10, 23), generator=generator) + torch.linspace(0, 2, 230).view(1, 1, 10, 23).to(DEVICE)
+    weight = make_tensor((4,), generator=generator)
+    check_norm(lambda x, w, b: fastcnn.group_norm(x, 2, w, b, activation="gelu"),
+               lambda x, w, b: F.group_norm(x, 2, w, b), input, weight, None, seed=seed, activation="gelu",
+               reduction_length=460)
 
 
 @pytest.mark.parametrize("norm", ["group", "instance"])
@@ -176,7 +182,8 @@ def test_kernels_run_deterministically_and_save_only_the_input_and_row_statistic
             saved = out.grad_fn.saved_tensors
             out.backward(torch.ones_like(out))
         results.append((out, input.grad, weight.grad))
-    assert launched["group_norm"] == 5  # statistics, normalise; sums, channel sums, grad-input
+    # statistics: slices, merge; normalise; backward: slices, merge, sum over the samples, grad-input
+    assert launched["group_norm"] == 7
     assert all(torch.equal(a, b) for a, b in zip(*results))
     assert [tuple(t.shape) for t in saved if t is not None][:2] == [tuple(input.shape), (4, 12)]
     aten = [name for name in names if name.startswith("aten::")]
