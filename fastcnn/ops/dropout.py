@@ -19,7 +19,7 @@ from .. import _backend
 from .._layout import as_rows, empty_rows_like, is_dense, rows_view, with_strides
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import aten_type_name
-from ..validation import check_kernel_dtype
+from ..validation import check_index_range, check_kernel_dtype
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -62,6 +62,8 @@ def check_dropout(op, input, p, training, *, channelwise):
         raise RuntimeError(f"{op}: result type Float can't be cast to the desired output type "
                            f"{aten_type_name(input.dtype)}")
     check_kernel_dtype(op, input)
+    if channelwise:
+        check_index_range(op, sample_channel_pairs=input.shape[0] * input.shape[1])
     return True
 
 
