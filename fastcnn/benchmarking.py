@@ -44,7 +44,9 @@ class BenchmarkCase:
     such as Adam's ``torch_foreach``); each callable returns the tensor it computed (the output
     or a gradient), which the profiler's smoke check compares. ``work`` is {"flops": n} for a
     compute-bound op, {"bytes": n} (the least it must move) for a memory-bound one. ``labels``
-    are copied into every record (conv2d's layer kind, say), for summaries that group by them."""
+    are copied into every record (conv2d's layer kind, say), for summaries that group by them.
+    ``smoke_view``, when given, maps each result to what the smoke check compares (dropout: the
+    kept elements' scale, as its masks are random on both sides)."""
 
     op: str
     case: str
@@ -53,6 +55,7 @@ class BenchmarkCase:
     work: dict
     build: object = field(repr=False)
     labels: dict = field(default_factory=dict)
+    smoke_view: object = field(default=None, repr=False)
 
 
 def random_input(shape, dtype, layout, device, generator):

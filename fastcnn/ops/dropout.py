@@ -181,7 +181,14 @@ def _case(op, channels, size, batch, dtype, layout):
         return training_steps(ours, theirs, input)
 
     return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build,
+                         smoke_view=_kept_scale)
+
+
+def _kept_scale(grad):
+    """What two dropouts' input gradients (ones through the mask) share whatever their random
+    masks: the kept elements' value, 1/(1-p)."""
+    return grad.amax().reshape(1)
 
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):

@@ -255,6 +255,10 @@ def _torchvision_style_layer_norm2d(channels):
             super().__init__()
             self.norm = norm
 
+        @property
+        def weight(self):
+            return self.norm.weight
+
         def forward(self, x):
             return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -274,6 +278,11 @@ def _case(op, channels, size, batch, dtype, layout):
             theirs, ours = _torchvision_style_layer_norm2d(channels), fastcnn_nn.LayerNorm2d(channels, eps=1e-6)
         input.requires_grad_()
         theirs, ours = theirs.to(device), ours.to(device)
+        # Random, equal weights: with unit ones the input gradient of a ones output gradient is 0.
+        weight = torch.randn(channels, device=device, generator=generator) * 0.5 + 1.0
+        with torch.no_grad():
+            for module in (theirs, ours):
+                module.weight.copy_(weight)
         return training_steps(ours, theirs, input)
 
     return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
