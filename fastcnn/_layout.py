@@ -94,16 +94,16 @@ def with_strides(tensor, strides):
     return torch.empty_strided(tensor.shape, strides, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
 
 
-def empty_norm_grads(input, output_mask, parameter_size=None):
-    """(grad_input laid out as ``empty_rows_like``, parameter_grads) of a norm's backward:
-    parameter_grads is one fp32 [2, parameter_size] buffer (row 0 grad_bias, row 1 grad_weight;
-    C, dim 1's size, by default), which the kernels fill in one pass. Either has 0 elements when
-    ``output_mask`` (grad_input, grad_weight, grad_bias) asks for none of it."""
+def empty_norm_grads(input, output_mask):
+    """(grad_input laid out as ``empty_rows_like``, parameter_grads) of a per-channel norm's
+    backward: parameter_grads is one fp32 [2, C] buffer (row 0 grad_bias, row 1 grad_weight), which
+    the kernels fill in one pass. Either has 0 elements when ``output_mask`` (grad_input,
+    grad_weight, grad_bias) asks for none of it."""
     import torch
 
-    size = input.shape[1] if parameter_size is None else parameter_size
     grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    sums = torch.empty((2, size) if any(output_mask[1:]) else (0,), dtype=torch.float32, device=input.device)
+    sums = torch.empty((2, input.shape[1]) if any(output_mask[1:]) else (0,), dtype=torch.float32,
+                       device=input.device)
     return grad_input, sums
 
 
