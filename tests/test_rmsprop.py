@@ -29,9 +29,15 @@ def test_options_with_skipped_grads(kwargs, generator, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_params(dtype, generator, seed):
-    run_against_torch(fastcnn.optim.RMSprop, torch.optim.RMSprop,
-                      dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.1), dtype, generator, seed,
-                      launches=LAUNCHES)
+    """The stored momentum buffer rounds each step, and a one-unit difference in that rounding
+    (fp32 against float64 arithmetic at a rounding boundary) moves the param by lr times the
+    buffer from then on. The buffer sums up to 1 / (1 - momentum) normalised gradients, each at
+    most 1 / sqrt(alpha·(1 - alpha)) in size (the centred first step, g / sqrt(avg)):
+    update_scale = lr / ((1 - momentum)·sqrt(alpha·(1 - alpha)))."""
+    kwargs = dict(lr=0.01, alpha=0.99, centered=True, momentum=0.9, weight_decay=0.1)
+    update_scale = kwargs["lr"] / ((1 - kwargs["momentum"]) * (kwargs["alpha"] * (1 - kwargs["alpha"])) ** 0.5)
+    run_against_torch(fastcnn.optim.RMSprop, torch.optim.RMSprop, kwargs, dtype, generator, seed,
+                      launches=LAUNCHES, update_scale=update_scale)
 
 
 def test_step_issues_no_aten_math(generator):
