@@ -9,8 +9,9 @@ __version__ = "0.1.0"
 from . import nn, ops, optim  # noqa: E402
 from ._backend import FallbackWarning, info  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402
+from .coverage import Coverage, coverage  # noqa: E402
 
-__all__ = ["ConversionReport", "FallbackWarning", "convert", "info", "nn", "ops", "optim", "__version__"]
+__all__ = ["ConversionReport", "Coverage", "FallbackWarning", "convert", "coverage", "info", "nn", "ops", "optim", "__version__"]
 for _module in ops.MODULES:
     for _name in _module.__all__:
         globals()[_name] = getattr(_module, _name)

@@ -2,22 +2,31 @@
 
 Two passes over the module tree:
 
-1. Fusion. A norm whose output feeds only an activation it can fuse takes that activation as
-   its epilogue and the activation disappears: ``BatchNorm2d`` → ReLU becomes ``BatchNorm2dReLU``;
-   ``GroupNorm``, ``LayerNorm``, ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d``
-   fuse any of fastcnn's activations (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish,
-   Hardsigmoid, Sigmoid, Tanh; module, ``torch``/``F`` function or tensor method), kept on the
-   module as its ``activation``. An activation the norm cannot fuse is reported as such. Inside
-   an ``nn.Sequential`` a norm followed by an activation is fused by position (the activation's
-   slot becomes ``nn.Identity``). Anywhere else the parent module's ``forward`` is traced with
-   ``torch.fx`` (its children kept as leaves) to find where each norm's output goes; a parent
-   with something to fuse gets, on that instance only, a ``forward`` generated from the graph
-   without the fused activation calls (its class, children, parameters, buffers and attributes
-   stay as they are). Torchvision's ResNet blocks call one ``nn.ReLU`` module twice (after
-   ``bn1`` and after the residual add): the graph rewrite fuses only the call after ``bn1``. A
-   parent that cannot be traced keeps its code, and its norm layers are replaced unfused.
-2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max-pool, the
-   norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
+1. Fusion. A norm whose output feeds only an activation takes that activation as its epilogue
+   and the activation disappears: ``BatchNorm2d``, ``GroupNorm``, ``LayerNorm``,
+   ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d`` fuse any of fastcnn's activations
+   (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh; module,
+   ``torch``/``F`` function or tensor method), kept on the module as its ``activation``
+   (``BatchNorm2d`` becomes ``BatchNorm2dReLU`` or ``BatchNorm2dAct``). An activation fastcnn
+   does not compute is reported as such. Inside an ``nn.Sequential`` a norm followed by an
+   activation is fused by position (the activation's slot becomes ``nn.Identity``); every
+   Sequential is done first. Then each other module's ``forward`` is traced with ``torch.fx``
+   (plain Sequentials inlined, every other child a leaf) to find where each norm's output goes:
+   - a ``BatchNorm2d`` whose output only feeds an add with another tensor (the residual),
+     itself followed by nothing or by an activation alone, becomes one call ``bn(x, residual)``
+     computing act(bn(x) + residual) (the end of torchvision's BasicBlock, Bottleneck, RegNet's
+     ResBottleneckBlock, MobileNetV2's InvertedResidual); the add and activation calls go;
+   - a norm whose output feeds only an activation fuses it, as in a Sequential;
+   - ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.max_pool2d``, ``F.dropout`` and the
+     activation functions called there become fastcnn's functionals.
+   A module with something to change gets, on that instance only, a ``forward`` generated from
+   the graph (its class, children, parameters, buffers and attributes stay as they are; hooks
+   of an inlined Sequential no longer run, as its children are called directly). Torchvision's
+   ResNet blocks call one ``nn.ReLU`` module twice (after ``bn1`` and after the residual add):
+   the graph rewrite fuses each call into its own norm. A module that cannot be traced keeps
+   its code, and its norm layers are replaced unfused.
+2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max- and
+   average pools, the norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
    ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their
    class. fastcnn's modules subclass torch's and add no state, so parameters and buffers are the
    same tensors (an optimizer built before an in-place conversion keeps working) and
@@ -29,6 +38,7 @@ fastcnn's batch norm does not do. Subclasses of the torch modules are left too: 
 """
 import copy
 import logging
+import operator
 import types
 from dataclasses import dataclass, field
 
@@ -36,13 +46,19 @@ import torch
 import torch.fx
 
 from . import nn as fastcnn_nn
+from .ops import activation as fastcnn_activation
 from .ops.activation import resolve_activation
+from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
+from .ops.dropout import dropout
+from .ops.max_pool import max_pool2d
 
 logger = logging.getLogger("fastcnn.convert")
 
 REPLACEMENTS = {
     torch.nn.Conv2d: fastcnn_nn.Conv2d,
     torch.nn.MaxPool2d: fastcnn_nn.MaxPool2d,
+    torch.nn.AvgPool2d: fastcnn_nn.AvgPool2d,
+    torch.nn.AdaptiveAvgPool2d: fastcnn_nn.AdaptiveAvgPool2d,
     torch.nn.BatchNorm2d: fastcnn_nn.BatchNorm2d,
     torch.nn.GroupNorm: fastcnn_nn.GroupNorm,
     torch.nn.LayerNorm: fastcnn_nn.LayerNorm,
@@ -54,7 +70,7 @@ REPLACEMENTS = {
     torch.nn.CrossEntropyLoss: fastcnn_nn.CrossEntropyLoss,
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
-FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dReLU, fastcnn_nn.LayerNorm2d)
+FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d)
 F = torch.nn.functional
 # Activations as functions and tensor methods: their kind, and the positional index and keyword
 # of their parameter (slope, alpha, approximate) when they have one.
@@ -67,8 +83,17 @@ ACTIVATION_FUNCTIONS = {
 }
 ACTIVATION_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh",
                       "tanh_": "tanh"}
-# What each fusable norm type fuses: BatchNorm2d only ReLU (as BatchNorm2dReLU), the others every kind.
-BN_ACTIVATIONS = ("relu",)
+# Functions a traced forward calls that fastcnn computes, by the same signature: the pools,
+# dropout and the out-of-place activation functions (fastcnn's functional of the same name).
+FUNCTION_SWAPS = {F.avg_pool2d: avg_pool2d, F.adaptive_avg_pool2d: adaptive_avg_pool2d, F.max_pool2d: max_pool2d,
+                  F.dropout: dropout,
+                  **{function: getattr(fastcnn_activation, kind) for function, (kind, _) in ACTIVATION_FUNCTIONS.items()
+                     if function is not torch.relu_}}
+# A residual add: out-of-place (either operand the norm's output) or in place into the norm's output.
+ADD_FUNCTIONS = (operator.add, torch.add)
+INPLACE_ADDS = (operator.iadd,)
+ADD_METHODS = ("add",)
+INPLACE_ADD_METHODS = ("add_",)
 
 
 @dataclass
@@ -81,8 +106,8 @@ class ConversionReport:
     rewritten: list = field(default_factory=list)  # (name, "forward rewritten as an fx graph")
 
     def __str__(self):
-        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {len(self.fused)} norm+activation "
-                 f"fused, {len(self.left)} left"]
+        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {len(self.fused)} norms fused with "
+                 f"what follows them, {len(self.left)} left"]
         for title, entries in (("replaced", self.replaced), ("fused", self.fused), ("left", self.left),
                                ("rewritten", self.rewritten)):
             lines += [f"  {title:9s} {name or '(model)'}: {detail}" for name, detail in entries]
@@ -92,8 +117,9 @@ class ConversionReport:
 def convert(model, inplace=False, *, fuse_relu=True, report=False):
     """Return ``model`` with fastcnn's modules swapped in (a deep copy unless ``inplace``).
 
-    ``fuse_relu``: fuse each norm whose output feeds only an activation it can fuse (BatchNorm2d:
-    ReLU, into ``BatchNorm2dReLU``; the other norms: any of fastcnn's activations).
+    ``fuse_relu``: fuse each norm whose output feeds only an activation (any of fastcnn's), and
+    each BatchNorm2d whose output feeds only a residual add (and the activation after it); swap
+    the pools', dropout's and the activations' functions in traced forwards.
     ``report``: also return a :class:`ConversionReport` (``(model, report)``). The report is
     always logged at INFO level on the ``fastcnn.convert`` logger.
     """
@@ -136,21 +162,18 @@ def _replacement(module):
 def _fusable_norm(module):
     """A norm of a type convert fuses activations into, holding no float64 tensors."""
     replacement = _replacement(module)
-    return (replacement is not None and (replacement is fastcnn_nn.BatchNorm2d
-                                         or issubclass(replacement, fastcnn_nn._FusedActivation))
+    return (replacement is not None and issubclass(replacement, fastcnn_nn._FusedActivation)
             and _kernel_dtypes(module))
 
 
-def _supported(norm, kind):
-    return kind in BN_ACTIVATIONS if type(norm) is torch.nn.BatchNorm2d else True
-
-
 def _fuse_into(norm, kind, parameter):
+    """Give ``norm`` its fastcnn class with the activation (kind None: none) as its epilogue."""
     if type(norm) is torch.nn.BatchNorm2d:
-        norm.__class__ = fastcnn_nn.BatchNorm2dReLU
+        norm.__class__ = (fastcnn_nn.BatchNorm2d if kind is None else fastcnn_nn.BatchNorm2dReLU if kind == "relu"
+                          else fastcnn_nn.BatchNorm2dAct)
     else:
         norm.__class__ = _replacement(norm)
-        norm.activation = (kind, parameter)
+    norm.activation = None if kind is None else (kind, parameter)
 
 
 def _module_activation(module):
@@ -173,13 +196,27 @@ def _kernel_dtypes(module):
     return not any(t.dtype == torch.float64 for t in tensors)
 
 
+def _runs_sequential_forward(module):
+    """A Sequential whose forward is Sequential's own (not a subclass's override): position
+    decides what follows what, and a traced parent may inline it."""
+    return isinstance(module, torch.nn.Sequential) and type(module).forward is torch.nn.Sequential.forward
+
+
+def _traceable_parent(module):
+    """A module with children and code of its own (torch.nn's containers and layers have none
+    that convert could change)."""
+    return (not _runs_sequential_forward(module) and next(module.children(), None) is not None
+            and not type(module).__module__.startswith("torch.nn."))
+
+
 def _fuse(model, result):
     holders = _call_counts(model)
-    for name, module in list(model.named_modules()):
-        # Position decides only where the forward is Sequential's own (not a subclass's override).
-        if isinstance(module, torch.nn.Sequential) and type(module).forward is torch.nn.Sequential.forward:
+    modules = list(model.named_modules())
+    for name, module in modules:
+        if _runs_sequential_forward(module):
             _fuse_sequential(name, module, holders, result)
-        elif any(_fusable_norm(child) for child in module.children()):
+    for name, module in modules:
+        if _traceable_parent(module):
             _fuse_traced(name, module, holders, result)
 
 
@@ -193,7 +230,7 @@ def _fuse_sequential(name, sequential, holders, result):
         if holders[id(norm)] > 1:
             result.left.append((qualified, f"not fused: the {type(norm).__name__} is shared with another part of the "
                                            f"model"))
-        elif spec is None or not _supported(norm, spec[0]):
+        elif spec is None:
             result.left.append((qualified, _unsupported(norm, type(activation).__name__)))
         else:
             _fuse_into(norm, *spec)
@@ -203,16 +240,16 @@ def _fuse_sequential(name, sequential, holders, result):
 
 
 def _unsupported(norm, activation):
-    fuses = "ReLU" if type(norm) is torch.nn.BatchNorm2d else "ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, ..."
     return (f"not fused: activation kind not supported: {activation} after {type(norm).__name__} (fastcnn fuses "
-            f"{fuses} there)")
+            f"ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh)")
 
 
 class _ChildrenAsLeaves(torch.fx.Tracer):
-    """Traces one module's own ``forward``: every submodule call is a leaf ``call_module`` node."""
+    """Traces one module's own ``forward``: plain Sequentials are inlined (their children called
+    in turn), every other submodule call is a leaf ``call_module`` node."""
 
     def is_leaf_module(self, module, qualified_name):
-        return True
+        return not _runs_sequential_forward(module)
 
 
 def _activation(node, root):
@@ -238,9 +275,10 @@ def _activation(node, root):
 
 
 def _fuse_traced(name, module, holders, result):
-    """Fuse the norm→activation pairs in ``module``'s own forward, when it can be traced."""
+    """Fuse residual adds and activations into the norms of ``module``'s traced forward, and swap
+    the functions fastcnn computes; rewrite its forward when anything changed."""
     try:
-        graph = _ChildrenAsLeaves().trace(module)
+        graph = _trace_independent_of_mode(module)
     except Exception as error:  # fx raises many types for data-dependent control flow
         for child_name, child in module.named_children():
             if _fusable_norm(child):
@@ -248,12 +286,99 @@ def _fuse_traced(name, module, holders, result):
                                                              f"could not be traced ({type(error).__name__}: "
                                                              f"{str(error).splitlines()[0][:120]})"))
         return
-    norm_calls = {}
+    changed = _fuse_residuals(name, module, graph, holders, result)
+    changed |= _fuse_activations(name, module, graph, holders, result)
+    changed |= _swap_functions(name, graph, result)
+    if not changed:
+        return
+    graph.lint()
+    _set_forward(module, graph)
+    result.rewritten.append((name, f"forward of this {type(module).__name__} replaced by its traced graph "
+                                   f"with the fused and swapped calls"))
+
+
+class _DependsOnMode(Exception):
+    """The traced forward differs between training and eval (it reads ``self.training``)."""
+
+
+def _trace_independent_of_mode(module):
+    """``module``'s forward traced; a graph generated from it would freeze any branch on
+    ``self.training`` at its value now, so the forward is traced in both modes (the module's
+    own flag; its children are leaves) and refused when the two differ."""
+    mode = module.training
+    try:
+        graph = _ChildrenAsLeaves().trace(module)
+        module.training = not mode
+        other = _ChildrenAsLeaves().trace(module)
+    finally:
+        module.training = mode
+    if graph.python_code(root_module="self").src != other.python_code(root_module="self").src:
+        raise _DependsOnMode("its forward differs between training and eval")
+    return graph
+
+
+def _norm_calls(module, graph):
+    """{target: [call nodes]} of the fusable norms ``graph`` calls."""
+    calls = {}
     for node in graph.nodes:
         if node.op == "call_module" and _fusable_norm(module.get_submodule(node.target)):
-            norm_calls.setdefault(node.target, []).append(node)
+            calls.setdefault(node.target, []).append(node)
+    return calls
+
+
+def _residual_of(norm_node):
+    """(add node, the other operand) when ``norm_node``'s output feeds only an add of one other
+    tensor (out of place, or in place into the norm's output), else None."""
+    users = list(norm_node.users)
+    if len(users) != 1 or len(users[0].args) != 2 or users[0].kwargs:
+        return None
+    add = users[0]
+    function = add.op == "call_function"
+    out_of_place = (function and add.target in ADD_FUNCTIONS) or (add.op == "call_method"
+                                                                   and add.target in ADD_METHODS)
+    in_place = (function and add.target in INPLACE_ADDS) or (add.op == "call_method"
+                                                             and add.target in INPLACE_ADD_METHODS)
+    first, second = add.args
+    if (out_of_place or in_place) and first is norm_node and isinstance(second, torch.fx.Node) \
+            and second is not norm_node:
+        return add, second
+    if out_of_place and second is norm_node and isinstance(first, torch.fx.Node):
+        return add, first
+    return None
+
+
+def _fuse_residuals(name, module, graph, holders, result):
+    """bn → add(residual) [→ activation] becomes one ``bn(x, residual)`` call."""
+    changed = False
+    for target, calls in _norm_calls(module, graph).items():
+        norm = module.get_submodule(target)
+        if type(norm) is not torch.nn.BatchNorm2d or len(calls) != 1 or holders[id(norm)] > 1:
+            continue
+        found = _residual_of(calls[0])
+        if found is None:
+            continue
+        add, residual = found
+        last, spec = add, (None, 0.0)
+        after = list(add.users)
+        if len(after) == 1 and after[0].args and after[0].args[0] is add and _activation(after[0], module):
+            last, spec = after[0], _activation(after[0], module)
+        with graph.inserting_before(add):
+            fused = graph.call_module(target, (calls[0].args[0], residual))
+        last.replace_all_uses_with(fused)
+        for node in ([last, add] if last is not add else [add]) + [calls[0]]:
+            graph.erase_node(node)
+        _fuse_into(norm, *spec)
+        then = "" if last is add else f" then {_describe(last)}"
+        result.fused.append((_join(name, target), f"its output fed only {_describe(add)} with a residual{then}: "
+                                                  f"now one call with the residual"))
+        changed = True
+    return changed
+
+
+def _fuse_activations(name, module, graph, holders, result):
+    """norm → activation: the activation call goes, the norm takes it as its epilogue."""
     fusable = {}
-    for target, calls in norm_calls.items():
+    for target, calls in _norm_calls(module, graph).items():
         norm = module.get_submodule(target)
         users = [list(node.users) for node in calls]
         sole = [u[0] if len(u) == 1 and u[0].args and u[0].args[0] is node else None for u, node in zip(users, calls)]
@@ -261,27 +386,40 @@ def _fuse_traced(name, module, holders, result):
         if holders[id(norm)] > 1:
             result.left.append((_join(name, target), f"not fused: the {type(norm).__name__} is shared with another "
                                                      f"part of the model"))
-        elif all(spec is not None and _supported(norm, spec[0]) for spec in specs) and len(set(specs)) == 1:
+        elif all(spec is not None for spec in specs) and len(set(specs)) == 1:
             fusable[target] = (specs[0], sole)
         elif all(user is not None and (spec is not None or _is_activation_like_node(user, module))
                  for user, spec in zip(sole, specs)):
             result.left.append((_join(name, target), _unsupported(norm, _describe(sole[0]))))
+        elif all(user.op == "call_module" and len(user.args) == 2 and user.args[1] is node
+                 for u, node in zip(users, calls) for user in u):
+            adders = sorted({_describe(user) for u in users for user in u})
+            result.left.append((_join(name, target), f"its output is the residual that {', '.join(adders)} adds in "
+                                                     f"its fused call (one norm of an add fuses it)"))
         else:
             consumers = sorted({_describe(user) for u in users for user in u})
             result.left.append((_join(name, target), f"not fused: its output goes to {', '.join(consumers)}, "
                                                      f"not to one activation alone"))
-    if not fusable:
-        return
     for target, (spec, activation_nodes) in fusable.items():
         _fuse_into(module.get_submodule(target), *spec)
         for node in activation_nodes:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
             result.fused.append((_join(name, target), f"its output fed only {_describe(node)}; that call was removed"))
-    graph.lint()
-    _set_forward(module, graph)
-    result.rewritten.append((name, f"forward of this {type(module).__name__} replaced by its traced graph "
-                                   f"without the fused activation calls"))
+    return bool(fusable)
+
+
+def _swap_functions(name, graph, result):
+    """Calls of the functions in FUNCTION_SWAPS become calls of fastcnn's (same arguments)."""
+    changed = False
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in FUNCTION_SWAPS:
+            swapped = FUNCTION_SWAPS[node.target]
+            result.replaced.append((_join(name, node.name), f"{_describe(node)} in the forward -> "
+                                                            f"fastcnn.{swapped.__name__}()"))
+            node.target = swapped
+            changed = True
+    return changed
 
 
 def _is_activation_like_node(node, root):
@@ -323,7 +461,8 @@ def _replace(model, result):
         elif isinstance(module, FASTCNN_MODULES):
             if name in fused:
                 activation = getattr(module, "activation", None)
-                detail = f" + {activation[0]}" if activation else ""
+                residual = any(entry == name and "residual" in how for entry, how in result.fused)
+                detail = (" + residual" if residual else "") + (f" + {activation[0]}" if activation else "")
                 result.replaced.append((name, f"torch.nn.{_torch_base(kind)} -> fastcnn.nn.{kind.__name__}{detail}"))
         elif isinstance(module, torch.nn.SyncBatchNorm):
             result.left.append((name, "nn.SyncBatchNorm all-reduces its statistics across processes; "

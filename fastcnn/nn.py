@@ -3,7 +3,8 @@ replaces, so constructors, ``repr``, ``state_dict`` keys and ``isinstance`` chec
 import torch
 
 from .ops import activation as _activation
-from .ops.batch_norm import batch_norm, batch_norm_relu
+from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
+from .ops.batch_norm import batch_norm
 from .ops.conv2d import conv2d
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d
@@ -40,31 +41,20 @@ class MaxPool2d(torch.nn.MaxPool2d):
                           return_indices=self.return_indices)
 
 
-class BatchNorm2d(torch.nn.BatchNorm2d):
-    """``torch.nn.BatchNorm2d`` on fastcnn's batch-norm kernels (same constructor, buffers,
-    state_dict keys, momentum=None cumulative averaging, affine / track_running_stats options)."""
-
-    fused_relu = False
+class AvgPool2d(torch.nn.AvgPool2d):
+    """``torch.nn.AvgPool2d`` on fastcnn's average-pool kernels (every argument)."""
 
     def forward(self, input):
-        self._check_input_dim(input)
-        # torch's _BatchNorm.forward, step for step: count the batch, pick the averaging factor.
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
-        track = not self.training or self.track_running_stats
-        function = batch_norm_relu if self.fused_relu else batch_norm
-        return function(input, self.running_mean if track else None, self.running_var if track else None,
-                        self.weight, self.bias, batch_statistics, factor, self.eps)
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                          self.divisor_override)
 
 
-class BatchNorm2dReLU(BatchNorm2d):
-    """``relu(BatchNorm2d(x))`` fused in one kernel forward and backward; a ``torch.nn.BatchNorm2d``
-    subclass with its state_dict keys, so BN checkpoints load into it unchanged."""
+class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveAvgPool2d`` on fastcnn's average-pool kernels (the 1x1 head as one
+    reduction)."""
 
-    fused_relu = True
+    def forward(self, input):
+        return adaptive_avg_pool2d(input, self.output_size)
 
 
 class _FusedActivation:
@@ -81,6 +71,46 @@ class _FusedActivation:
     def extra_repr(self):
         fused = "" if self.activation is None else f", activation={self.activation[0]!r}"
         return super().extra_repr() + fused
+
+
+class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
+    """``torch.nn.BatchNorm2d`` on fastcnn's batch-norm kernels (same constructor, buffers,
+    state_dict keys, momentum=None cumulative averaging, affine / track_running_stats options),
+    optionally followed by a fused ``activation``. ``forward(input, residual=None)``: with a
+    ``residual`` it computes act(bn(input) + residual) in the same pass (the end of a ResNet
+    block; ``convert`` passes the block's identity here)."""
+
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    def forward(self, input, residual=None):
+        self._check_input_dim(input)
+        # torch's _BatchNorm.forward, step for step: count the batch, pick the averaging factor.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                          self.weight, self.bias, batch_statistics, factor, self.eps, activation=self.activation,
+                          residual=residual)
+
+
+class BatchNorm2dAct(BatchNorm2d):
+    """``act(BatchNorm2d(x) [+ residual])`` fused in one kernel forward and backward, ``activation``
+    any of fastcnn's kinds ("relu", "relu6", ("leaky_relu", 0.1), nn.SiLU(), ...); a
+    ``torch.nn.BatchNorm2d`` subclass with its state_dict keys, so BN checkpoints load unchanged."""
+
+    def __init__(self, *args, activation="relu", **kwargs):
+        super().__init__(*args, activation=activation, **kwargs)
+
+
+class BatchNorm2dReLU(BatchNorm2dAct):
+    """``relu(BatchNorm2d(x) [+ residual])``: ``BatchNorm2dAct`` with activation="relu"."""
+
+    activation = ("relu", 0.0)
 
 
 class GroupNorm(_FusedActivation, torch.nn.GroupNorm):

@@ -155,22 +155,13 @@ def first_mismatch(actual, expected, limit):
             f"({int(wrong.sum())} of {actual.numel()} elements off); {described}")
 
 
-@contextlib.contextmanager
 def record_aten_ops():
-    """Yield a list that fills with the names (``aten::add_`` style) of the ops dispatched inside
-    the block. fastcnn's own operators are listed by name (``fastcnn::conv2d``); what runs inside
-    them is not seen (the mode is off while an op runs), so pair this with ``count_launches``."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    """``fastcnn.coverage.record_ops``: yield a list that fills with the names of the ops
+    dispatched inside the block (fastcnn's operators by name, nothing of what runs inside them),
+    so pair this with ``count_launches``."""
+    from .coverage import record_ops
 
-    names = []
-
-    class _Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            names.append(func._schema.name + (("." + func._overloadname) if func._overloadname != "default" else ""))
-            return func(*args, **(kwargs or {}))
-
-    with _Recorder():
-        yield names
+    return record_ops()
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""Batch norm with an optional fused ReLU, forward and backward, for x [N, C, S] (S = the
-flattened spatial dims, 1 for 2-d input) read through its strides, M = N·S values per channel.
+"""Batch norm with an optional fused residual add and activation, act(bn(x) + r), forward and
+backward, for x [N, C, S] (S = the flattened spatial dims, 1 for 2-d input) read through its
+strides, M = N·S values per channel; r (the residual, optional) is [N, C, S] too, any strides.
 
 Forward, training: per-channel mean and biased variance of the batch, computed stably in fp32:
 each program reduces a [rows x channels] tile two-pass in registers (tile mean, then the sum of
@@ -8,19 +9,20 @@ mean 3000 and std 0.5 keeps fp32 accuracy. Slices of the rows (split for paralle
 merged in a fixed order by the finalize kernel, which also updates the running statistics as
 torch does (unbiased variance M/(M-1), momentum) and folds everything into a per-channel
 scale = w / sqrt(var + eps). Eval: the same from the running statistics. Then
-y = relu((x - mean)·scale + b) (or without the relu), elementwise; subtracting the mean first
-keeps fp32 accuracy when |mean| >> std.
+y = act((x - mean)·scale + b [+ r]) with act any of kernels/activation.py's kinds (or none),
+elementwise; subtracting the mean first keeps fp32 accuracy when |mean| >> std.
 
-Backward, with g = dy · [not ((x - mean)·scale + b <= 0)] (the ReLU mask recomputed from the saved
-input, so no pre-ReLU tensor is kept; a NaN output passes dy on, as torch's relu does) and
-x̂ = (x - mean)·invstd:
+Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (and residual),
+g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or
+post-activation tensor is kept), dr = g, and x̂ = (x - mean)·invstd:
     db = sum g,   dw = sum g·x̂,
     dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
     dx = scale · g                           (eval)
 Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
 
-Bytes: training forward reads x twice (statistics, then normalise) and writes y; backward reads
-x and dy twice and writes dx. Saved for backward: x and four floats per channel.
+Bytes: training forward reads x twice (statistics, then normalise), r once, and writes y;
+backward reads x, dy (and r) twice and writes dx (and dr). Saved for backward: x, r and five
+floats per channel (torch's bn → add → act saves bn's input and the activation's output).
 Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
 elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
 """
@@ -28,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .activation import activate, activation_grad
 from .moments import chan_merge
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
@@ -140,48 +143,59 @@ def _finalize_kernel(
 
 
 @triton.jit
+def _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
+                    r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL: tl.constexpr):
+    """z = centred·scale + beta [+ r] in fp32: the value the activation sees."""
+    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
+    beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
+    z = centred * scale[None, :] + beta[None, :]
+    if HAS_RESIDUAL:
+        z += tl.load(r_ptr + _row_offsets(rows, spatial, r_stride_n, r_stride_s)[:, None] + (c * r_stride_c)[None, :],
+                     mask=mask, other=0.0).to(tl.float32)
+    return z
+
+
+@triton.jit
 def _apply_kernel(
-        x_ptr, y_ptr, folded_ptr, num_rows, channels, spatial,
-        x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s,
-        RELU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        x_ptr, r_ptr, y_ptr, folded_ptr, parameter, num_rows, channels, spatial,
+        x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, y_stride_n, y_stride_c, y_stride_s,
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     mask = (rows < num_rows)[:, None] & channel_ok[None, :]
-    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
-    beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
-    y = _centred(x, folded_ptr, c, channel_ok, channels) * scale[None, :] + beta[None, :]
-    if RELU:
-        y = tl.where(y < 0.0, 0.0, y)  # torch's relu: NaN stays NaN (tl.maximum would drop it)
+    z = _pre_activation(_centred(x, folded_ptr, c, channel_ok, channels), r_ptr, folded_ptr, rows, c, mask,
+                        channel_ok, channels, spatial, r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL)
+    y = activate(z, KIND, parameter)
     tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial, dy_stride_n, dy_stride_c,
-                 dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU: tl.constexpr):
-    """(g, centred x): dy with the ReLU mask applied (recomputed from x exactly as the forward
-    computed it) and x's deviation from the mean, both fp32."""
+def _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels, spatial,
+                 dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
+                 r_stride_s, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    """(g, centred x): dy through the activation's derivative at z (recomputed from x and r
+    exactly as the forward computed it) and x's deviation from the mean, both fp32."""
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
     centred = _centred(x, folded_ptr, c, channel_ok, channels)
     g = tl.load(dy_ptr + _row_offsets(rows, spatial, dy_stride_n, dy_stride_s)[:, None] + (c * dy_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
-    if RELU:
-        scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
-        beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
-        # torch's threshold_backward: zero where the output is <= 0, so a NaN output passes dy.
-        g = tl.where(centred * scale[None, :] + beta[None, :] <= 0.0, 0.0, g)
+    if KIND is not None:
+        z = _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
+                            r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL)
+        g = activation_grad(z, g, KIND, parameter)
     return g, centred
 
 
 @triton.jit
 def _backward_sums_kernel(
-        dy_ptr, x_ptr, folded_ptr, partial_ptr, num_rows, channels, spatial, rows_per_split,
-        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-        RELU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        dy_ptr, x_ptr, r_ptr, folded_ptr, partial_ptr, parameter, num_rows, channels, spatial, rows_per_split,
+        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -194,8 +208,9 @@ def _backward_sums_kernel(
     for first in range(start, end, BLOCK_R):
         rows = first + tl.arange(0, BLOCK_R)
         mask = (rows < end)[:, None] & channel_ok[None, :]
-        g, centred = _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
-                                  dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU)
+        g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
+                                  spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+                                  r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL)
         sum_g += g
         sum_gx += g * (centred * invstd[None, :])
     base = partial_ptr + split * 2 * channels + c
@@ -224,17 +239,22 @@ def _backward_finalize_kernel(
 
 @triton.jit
 def _backward_apply_kernel(
-        dy_ptr, x_ptr, dx_ptr, folded_ptr, sums_ptr, num_rows, channels, spatial,
-        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-        dx_stride_n, dx_stride_c, dx_stride_s,
-        RELU: tl.constexpr, TRAINING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, folded_ptr, sums_ptr, parameter, num_rows, channels, spatial,
+        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
+        dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c, dr_stride_s,
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, TRAINING: tl.constexpr, WRITE_DX: tl.constexpr,
+        WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     mask = (rows < num_rows)[:, None] & channel_ok[None, :]
     scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
-    g, centred = _masked_grad(dy_ptr, x_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
-                              dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, RELU)
+    g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
+                              spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+                              r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL)
+    if WRITE_DR:  # d(act(bn(x) + r))/dr = g
+        tl.store(dr_ptr + _row_offsets(rows, spatial, dr_stride_n, dr_stride_s)[:, None] + (c * dr_stride_c)[None, :],
+                 g.to(dr_ptr.dtype.element_ty), mask=mask)
     if TRAINING:
         invstd = tl.load(folded_ptr + 4 * channels + c, mask=channel_ok, other=0.0)
         mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
@@ -243,8 +263,9 @@ def _backward_apply_kernel(
         dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
     else:
         dx = scale[None, :] * g
-    tl.store(dx_ptr + _row_offsets(rows, spatial, dx_stride_n, dx_stride_s)[:, None] + (c * dx_stride_c)[None, :],
-             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    if WRITE_DX:
+        tl.store(dx_ptr + _row_offsets(rows, spatial, dx_stride_n, dx_stride_s)[:, None] + (c * dx_stride_c)[None, :],
+                 dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _tiles(channel_stride):
@@ -278,41 +299,48 @@ def fold(x, folded, weight, bias, running_mean, running_var, *, training, moment
     return launches + 1
 
 
-def apply(x, y, folded, *, relu):
-    """y = [relu]((x - shift - centred mean)·scale + beta) for x, y [N, C, S]. One launch."""
+def apply(x, residual, y, folded, *, kind, parameter):
+    """y = act((x - shift - centred mean)·scale + beta [+ residual]) for x, residual (or None),
+    y [N, C, S]; ``kind`` one of kernels/activation.py's KINDS or None. One launch."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
+    r = x if residual is None else residual
     _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-        x, y, folded, num_rows, channels, x.shape[2], *x.stride(), *y.stride(), RELU=relu, BLOCK_R=block_r,
-        BLOCK_C=block_c)
+        x, r, y, folded, float(parameter), num_rows, channels, x.shape[2], *x.stride(), *r.stride(), *y.stride(),
+        KIND=kind, HAS_RESIDUAL=residual is not None, BLOCK_R=block_r, BLOCK_C=block_c)
     return 1
 
 
-def backward(dy, x, dx, folded, grad_weight, grad_bias, *, training, relu):
-    """Gradients of [relu](batch_norm(x)) into ``dx`` (may be None), ``grad_weight``,
-    ``grad_bias`` (each may be None). Returns the number of launches."""
+def backward(dy, x, residual, dx, dr, folded, grad_weight, grad_bias, *, training, kind, parameter):
+    """Gradients of act(batch_norm(x) [+ residual]) into ``dx``, ``dr`` (the residual's),
+    ``grad_weight`` and ``grad_bias`` (each may be None). Returns the number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     launches = 0
     sums = folded
-    if training or grad_weight is not None or grad_bias is not None:
+    r = x if residual is None else residual
+    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None)
+    if (training and dx is not None) or grad_weight is not None or grad_bias is not None:
         rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
                                                   min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
         partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, folded, partial, num_rows, channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(),
-            RELU=relu, BLOCK_R=block_r, BLOCK_C=block_c)
+            dy, x, r, folded, partial, float(parameter), num_rows, channels, x.shape[2], rows_per_split, *dy.stride(),
+            *x.stride(), *r.stride(), **activation, BLOCK_R=block_r, BLOCK_C=block_c)
         sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
         _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
             partial, splits, sums, grad_weight if grad_weight is not None else sums,
             grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
             HAS_GRAD_BIAS=grad_bias is not None, BLOCK=FINAL_BLOCK)
         launches += 2
-    if dx is not None:
+    if dx is not None or dr is not None:
+        dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))
         _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-            dy, x, dx, folded, sums, num_rows, channels, x.shape[2], *dy.stride(), *x.stride(), *dx.stride(),
-            RELU=relu, TRAINING=training, BLOCK_R=block_r, BLOCK_C=block_c)
+            dy, x, r, dx_or_x, dr_or_x, folded, sums, float(parameter), num_rows, channels, x.shape[2], *dy.stride(),
+            *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), **activation,
+            TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None, BLOCK_R=block_r,
+            BLOCK_C=block_c)
         launches += 1
     return launches

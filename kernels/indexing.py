@@ -1,6 +1,7 @@
 """Index arithmetic shared by the kernels that walk [N, C, H, W] tensors: pixel coordinates,
-int64 widening for tensors of 2**31 elements or more, and the window/tap relation of sliding-window
-ops (convolution, pooling)."""
+int64 widening for tensors of 2**31 elements or more, a program's [pixels x channels] tile of
+one image and its plane offsets (pooling), and the window/tap relation of sliding-window ops
+(convolution, pooling)."""
 import triton
 import triton.language as tl
 
@@ -23,6 +24,30 @@ def widen(value, WIDE_INDEX: tl.constexpr):
 def block_indices(tile, BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """tile * BLOCK + arange(BLOCK), widened before the multiplication can overflow."""
     return widen(tile, WIDE_INDEX) * BLOCK + widen(tl.arange(0, BLOCK), WIDE_INDEX)
+
+
+@triton.jit
+def plane_offsets(pixels, width, stride_h, stride_w, DENSE: tl.constexpr):
+    """Offsets within one [H, W] plane of flat pixel indices: ``pixels * stride_w`` when the
+    plane's rows follow each other (DENSE), so that Triton sees runs of consecutive pixels."""
+    if DENSE:
+        offsets = pixels * stride_w
+    else:
+        offsets = (pixels // width) * stride_h + (pixels % width) * stride_w
+    return offsets
+
+
+@triton.jit
+def image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
+                BLOCK_C: tl.constexpr):
+    """This program's tile: (image, its pixels numbered within that image's plane of
+    ``plane_pixels``, which of them exist, its channels, which of them exist). ``plane_pixels``
+    is an argument rather than H·W computed here, so that Triton learns its divisibility by 16."""
+    image = tl.program_id(0) // pixel_blocks
+    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)
+    channels_here = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
+    return (widen(image, WIDE_INDEX), pixels, pixels < plane_pixels, channels_here,
+            channels_here < channels)
 
 
 @triton.jit

@@ -25,32 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .indexing import block_indices, dense_planes, needs_wide_index, widen, window_through_tap
+from .indexing import dense_planes, image_tile, needs_wide_index, plane_offsets, window_through_tap
 from .tiles import channel_blocks
-
-
-@triton.jit
-def _plane_offsets(pixels, width, stride_h, stride_w, DENSE: tl.constexpr):
-    """Offsets within one [H, W] plane of flat pixel indices: ``pixels * stride_w`` when the
-    plane's rows follow each other (DENSE), so that Triton sees runs of consecutive pixels."""
-    if DENSE:
-        offsets = pixels * stride_w
-    else:
-        offsets = (pixels // width) * stride_h + (pixels % width) * stride_w
-    return offsets
-
-
-@triton.jit
-def _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
-                BLOCK_C: tl.constexpr):
-    """This program's tile: (image, its pixels numbered within that image's plane of
-    ``plane_pixels``, which of them exist, its channels, which of them exist). ``plane_pixels``
-    is an argument rather than H·W computed here, so that Triton learns its divisibility by 16."""
-    image = tl.program_id(0) // pixel_blocks
-    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)
-    channels_here = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
-    return (widen(image, WIDE_INDEX), pixels, pixels < plane_pixels, channels_here,
-            channels_here < channels)
 
 
 @triton.jit
@@ -64,7 +40,7 @@ def _max_pool2d_forward_kernel(
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    image, pixels, pixel_ok, c, channel_ok = _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
                                                          BLOCK_C)
     oh = pixels // out_width
     ow = pixels % out_width
@@ -90,10 +66,10 @@ def _max_pool2d_forward_kernel(
 
     # out, taps and indices are laid out alike (the caller allocates them so).
     mask = pixel_ok[:, None] & channel_ok[None, :]
-    out_offsets = (image * out_stride_n + _plane_offsets(pixels, out_width, out_stride_h, out_stride_w, DENSE_OUT)
+    out_offsets = (image * out_stride_n + plane_offsets(pixels, out_width, out_stride_h, out_stride_w, DENSE_OUT)
                    )[:, None] + (c * out_stride_c)[None, :]
     tl.store(out_ptr + out_offsets, best.to(out_ptr.dtype.element_ty), mask=mask)
-    taps_offsets = (image * taps_stride_n + _plane_offsets(pixels, out_width, taps_stride_h, taps_stride_w, DENSE_OUT)
+    taps_offsets = (image * taps_stride_n + plane_offsets(pixels, out_width, taps_stride_h, taps_stride_w, DENSE_OUT)
                     )[:, None] + (c * taps_stride_c)[None, :]
     tl.store(taps_ptr + taps_offsets, best_tap.to(taps_ptr.dtype.element_ty), mask=mask)
     if WRITE_INDICES:
@@ -114,7 +90,7 @@ def _max_pool2d_backward_kernel(
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
         BLOCK_C: tl.constexpr):
-    image, pixels, pixel_ok, c, channel_ok = _image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
                                                          BLOCK_C)
     ih = pixels // in_width
     iw = pixels % in_width
@@ -131,7 +107,7 @@ def _max_pool2d_backward_kernel(
         chosen = tl.load(taps_base + (oh * taps_stride_h + ow * taps_stride_w)[:, None], mask=mask, other=-1)
         hit = mask & (chosen.to(tl.int32) == tap)
         acc += tl.load(go_base + offsets, mask=hit, other=0.0).to(ACCUMULATOR)
-    gi_offsets = (image * gi_stride_n + _plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
+    gi_offsets = (image * gi_stride_n + plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
                   )[:, None] + (c * gi_stride_c)[None, :]
     tl.store(grad_in_ptr + gi_offsets, acc.to(grad_in_ptr.dtype.element_ty),
              mask=pixel_ok[:, None] & channel_ok[None, :])

@@ -238,9 +238,10 @@ def scenarios(options):
                 running_mean, running_var = torch.zeros(c), torch.ones(c)
                 batch_norm.fold(x, folded, weight, bias, running_mean, running_var, training=True, momentum=0.1,
                                 eps=1e-5)
-                batch_norm.apply(x, y, folded, relu=True)
+                batch_norm.apply(x, None, y, folded, kind="relu", parameter=0.0)
                 dx = _tensor((32, c, 28, 28), dtype, cl).view(32, c, -1)
-                batch_norm.backward(y, x, dx, folded, torch.empty(c), torch.empty(c), training=True, relu=True)
+                batch_norm.backward(y, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True,
+                                    kind="relu", parameter=0.0)
             out.append((f"batchnorm+relu N32 C128 28x28 {layout} {dtype_name}", bn))
 
     for layout in options.layouts:

@@ -206,13 +206,16 @@ def main():
         float_pointers = dict(partial_ptr="*fp32", folded_ptr="*fp32", sums_ptr="*fp32", weight_ptr="*fp32",
                               bias_ptr="*fp32", running_mean_ptr="*fp32", running_var_ptr="*fp32",
                               grad_weight_ptr="*fp32", grad_bias_ptr="*fp32")
-        tensors = dict(float_pointers, x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element)
+        tensors = dict(float_pointers, x_ptr=element, y_ptr=element, dy_ptr=element, dx_ptr=element, r_ptr=element,
+                       dr_ptr=element)
+        # The ResNet block's end: bn → + identity → ReLU, forward and backward (both gradients).
+        block_end = dict(KIND="relu", HAS_RESIDUAL=True, BLOCK_R=block_r, BLOCK_C=block_c)
         for kernel, constexprs in (
                 (bn._partial_stats_kernel, dict(BLOCK_R=block_r, BLOCK_C=block_c)),
-                (bn._apply_kernel, dict(RELU=True, BLOCK_R=block_r, BLOCK_C=block_c)),
-                (bn._backward_sums_kernel, dict(RELU=True, BLOCK_R=block_r, BLOCK_C=block_c)),
-                (bn._backward_apply_kernel, dict(RELU=True, TRAINING=True, BLOCK_R=block_r, BLOCK_C=block_c))):
-            signature = runtime_signature(kernel, tensors, "i32")
+                (bn._apply_kernel, block_end),
+                (bn._backward_sums_kernel, block_end),
+                (bn._backward_apply_kernel, dict(block_end, TRAINING=True, WRITE_DX=True, WRITE_DR=True))):
+            signature = scalar_signature(kernel, tensors)
             results[f"batch_norm{kernel.__name__}/sm90/{element[1:]}/{layout}"] = memory_accesses(
                 kernel, signature, constexprs, 90)
     for kernel, constexprs in (

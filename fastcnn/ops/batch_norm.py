@@ -1,17 +1,20 @@
-"""Batch norm with an optional fused ReLU: ``fastcnn.batch_norm_relu`` (= relu(F.batch_norm))
-and ``fastcnn.batch_norm`` (= F.batch_norm), over ``kernels/batch_norm.py``: the argument checks
-(torch's, in torch's order), the byte count, the operators and autograd, the functionals and the
-benchmark cases.
+"""Batch norm with an optional fused residual add and activation: ``fastcnn.batch_norm(...,
+activation=None, residual=None)`` (= act(F.batch_norm(...) + residual)) and
+``fastcnn.batch_norm_relu`` (its activation="relu" shorthand), over ``kernels/batch_norm.py``:
+the argument checks (torch's, in torch's order), the byte count, the operators and autograd, the
+functionals and the benchmark cases.
 
 Registered as three PyTorch operators so that ``torch.compile`` keeps them in its graph:
 ``fastcnn::batch_norm_fold`` computes the per-channel statistics, updates the running statistics
 in place (the one mutation, declared in its schema) and folds them into five floats per channel;
-``fastcnn::batch_norm_apply`` normalises (and applies the ReLU), with an autograd formula whose
-backward is ``fastcnn::batch_norm_backward``. The statistics are not differentiated through the
+``fastcnn::batch_norm_apply`` normalises (adds the residual, applies the activation), with an
+autograd formula whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input,
+the residual, the weight and the bias in the same two passes). The statistics are not differentiated through the
 fold: the backward formula accounts for them (see kernels/batch_norm.py).
 
-Saved for backward: the input and five floats per channel; the ReLU mask is recomputed from the
-input, so no pre-ReLU tensor is ever kept.
+Saved for backward: the input, the residual and five floats per channel; the activation's
+derivative is recomputed from them, so no pre- or post-activation tensor is ever kept. (A ResNet
+block's residual is its input, which its first convolution saves anyway.)
 """
 from typing import Optional
 
@@ -23,6 +26,7 @@ from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
+from .activation import module_for, resolve_activation
 
 __all__ = ["batch_norm", "batch_norm_relu"]
 
@@ -74,11 +78,35 @@ def check_batch_norm(op, input, running_mean, running_var, weight, bias, trainin
     check_kernel_dtype(op, input)
 
 
+def check_residual(op, input, residual):
+    """``residual`` is added to batch_norm's output before the activation: a tensor of the input's
+    dtype and device whose shape broadcasts to the input's (the output keeps the input's shape,
+    so a residual that would enlarge it is refused as ``out += residual`` refuses it)."""
+    if residual is None:
+        return
+    if not isinstance(residual, torch.Tensor):
+        raise TypeError(f"{op}: argument 'residual' must be a Tensor, not {type(residual).__name__}")
+    if residual.dtype != input.dtype:
+        raise TypeError(f"{op}: residual has dtype {residual.dtype} but input has dtype {input.dtype}; fastcnn adds "
+                        f"them without type promotion, so they must match")
+    if residual.device != input.device:
+        raise RuntimeError(f"{op}: Expected all tensors to be on the same device, but found input on "
+                           f"{input.device} and residual on {residual.device}")
+    try:
+        shape = torch.broadcast_shapes(input.shape, residual.shape)
+    except RuntimeError:
+        shape = None
+    if shape != input.shape:
+        raise RuntimeError(f"{op}: output with shape {list(input.shape)} doesn't match the broadcast shape of the "
+                           f"residual {list(residual.shape)}")
+
+
 # ----------------------------------------------------------------------------- cost
-def bytes_moved(numel, element_size, backward):
-    """Bytes BN+ReLU must move at the least: forward reads x and writes y; backward reads x and
-    dy and writes dx (per-channel vectors are negligible)."""
-    return numel * element_size * (5 if backward else 2)
+def bytes_moved(numel, element_size, backward, residual=False):
+    """Bytes BN[+add]+act must move at the least: forward reads x (and r) and writes y; backward
+    reads x, dy (and r) and writes dx (and dr); per-channel vectors are negligible."""
+    forward = 3 if residual else 2
+    return numel * element_size * (forward + ((5 if residual else 3) if backward else 0))
 
 
 # ----------------------------------------------------------------------------- operators and autograd
@@ -106,82 +134,94 @@ def _(input, running_mean, running_var, weight, bias, training, momentum, eps):
 
 
 @torch.library.custom_op("fastcnn::batch_norm_apply", mutates_args=())
-def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
-              relu: bool) -> Tensor:
-    """[relu](batch_norm(input)) from the folded statistics. ``weight`` and ``bias`` are already
-    folded in; they are arguments so that autograd routes their gradients here."""
+def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+              residual: Optional[Tensor], training: bool, kind: Optional[str], parameter: float) -> Tensor:
+    """act(batch_norm(input) [+ residual]) from the folded statistics (``residual`` shaped as the
+    input). ``weight`` and ``bias`` are already folded in; they are arguments so that autograd
+    routes their gradients here."""
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
             _backend.record_launch(OP, _kernels().apply(
-                rows_view(input), rows_view(out), folded, relu=relu))
+                rows_view(input), None if residual is None else as_rows(residual), rows_view(out), folded, kind=kind,
+                parameter=parameter))
     return out
 
 
 @_apply_op.register_fake
-def _(input, folded, weight, bias, training, relu):
+def _(input, folded, weight, bias, residual, training, kind, parameter):
     return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_backward", mutates_args=())
-def _backward_op(grad_out: Tensor, input: Tensor, folded: Tensor, training: bool, relu: bool,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_input, grad_weight, grad_bias); the last two in fp32; each empty when its
-    ``output_mask`` entry is False."""
-    grad_input, grad_weight, grad_bias = _empty_grads(input, output_mask)
-    wanted = [grad if needed else None for grad, needed in zip((grad_input, grad_weight, grad_bias), output_mask)]
+def _backward_op(grad_out: Tensor, input: Tensor, residual: Optional[Tensor], folded: Tensor, training: bool,
+                 kind: Optional[str], parameter: float,
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(grad_input, grad_residual, grad_weight, grad_bias); the last two in fp32; each empty when
+    its ``output_mask`` entry is False."""
+    grads = _empty_grads(input, output_mask)
+    wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
-                as_rows(grad_out), rows_view(input), None if wanted[0] is None else rows_view(grad_input), folded,
-                wanted[1], wanted[2], training=training, relu=relu))
+                as_rows(grad_out), rows_view(input), None if residual is None else as_rows(residual),
+                *(None if grad is None else rows_view(grad) for grad in wanted[:2]), folded, wanted[2], wanted[3],
+                training=training, kind=kind, parameter=parameter))
     else:
-        grad_weight.zero_()
-        grad_bias.zero_()
-    return grad_input, grad_weight, grad_bias
+        grads[2].zero_()
+        grads[3].zero_()
+    return grads
 
 
 def _empty_grads(input, output_mask):
     channels = input.shape[1]
-    grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
+    grad_input, grad_residual = (empty_rows_like(input) if needed else input.new_empty(0) for needed in output_mask[:2])
     grad_weight, grad_bias = (torch.empty(channels if needed else 0, dtype=torch.float32, device=input.device)
-                              for needed in output_mask[1:])
-    return grad_input, grad_weight, grad_bias
+                              for needed in output_mask[2:])
+    return grad_input, grad_residual, grad_weight, grad_bias
 
 
 @_backward_op.register_fake
-def _(grad_out, input, folded, training, relu, output_mask):
+def _(grad_out, input, residual, folded, training, kind, parameter, output_mask):
     return _empty_grads(input, output_mask)
 
 
 def _setup_context(ctx, inputs, output):
-    input, folded, weight, bias, training, relu = inputs
-    ctx.save_for_backward(input, folded)
-    ctx.options = (training, relu)
+    input, folded, weight, bias, residual, training, kind, parameter = inputs
+    ctx.save_for_backward(input, folded, *(() if residual is None else (residual,)))
+    ctx.options = (training, kind, parameter)
     ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
 
 
 def _backward(ctx, grad_out):
-    input, folded = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]]
-    grad_input, grad_weight, grad_bias = _backward_op(grad_out, input, folded, *ctx.options, mask)
+    input, folded, *residual = ctx.saved_tensors
+    residual = residual[0] if residual else None
+    needs = ctx.needs_input_grad
+    mask = [needs[0], residual is not None and needs[4], needs[2], needs[3]]
+    grad_input, grad_residual, grad_weight, grad_bias = _backward_op(grad_out, input, residual, folded, *ctx.options,
+                                                                     mask)
     weight_dtype, bias_dtype = ctx.parameter_dtypes
-    return (grad_input if mask[0] else None, None, grad_weight.to(weight_dtype) if mask[1] else None,
-            grad_bias.to(bias_dtype) if mask[2] else None, None, None)
+    return (grad_input if mask[0] else None, None, grad_weight.to(weight_dtype) if mask[2] else None,
+            grad_bias.to(bias_dtype) if mask[3] else None, grad_residual if mask[1] else None, None, None, None)
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- functional
-def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, training, momentum, eps):
-    check_batch_norm(f"fastcnn.{op}", input, running_mean, running_var, weight, bias, training, momentum, eps)
+def _batch_norm(op, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    op = f"fastcnn.{op}"
+    check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    check_residual(op, input, residual)
+    kind, parameter = resolve_activation(op, activation)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(op, input.device)
         out = torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-        return torch.relu(out) if relu else out
+        out = out if residual is None else out + residual
+        return out if kind is None else module_for(kind, parameter)(out)
     if input.dim() < 2:  # an empty 1-d input, which torch passes through
-        return input.clone()
+        out = input.clone() if residual is None else input + residual
+        return out if kind is None else module_for(kind, parameter)(out)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
     input_values, weight_values, bias_values = (None if t is None else t.detach() for t in (input, weight, bias))
@@ -193,22 +233,31 @@ def _batch_norm(op, relu, input, running_mean, running_var, weight, bias, traini
                       float(eps))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
-    return _apply_op(input, folded, weight, bias, bool(training), relu)
+    if residual is not None and residual.shape != input.shape:
+        residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
+    return _apply_op(input, folded, weight, bias, residual, bool(training), kind, parameter)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
+               activation=None, residual=None):
+    """``act(F.batch_norm(input, ...) + residual)`` in one pass forward and one fused backward
+    (the gradients of input, residual, weight and bias together); without ``residual`` and
+    ``activation`` it is ``F.batch_norm``. ``activation``: None or anything
+    ``fastcnn.ops.activation.resolve_activation`` takes ("relu", "relu6", ("leaky_relu", 0.2),
+    nn.SiLU(), ...). ``residual``: None or a tensor of the input's dtype that broadcasts to its
+    shape (a ResNet block's identity). Input (N, C), (N, C, L) or (N, C, H, W), NCHW or
+    channels_last; in training the batch statistics are computed in fp32 and the running
+    statistics (when given) are updated in the kernel with the unbiased variance, as torch does.
+    fp16/bf16 input keeps fp32 parameters and statistics."""
+    return _batch_norm("batch_norm", activation, residual, input, running_mean, running_var, weight, bias, training,
+                       momentum, eps)
 
 
 def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                    eps=1e-5):
-    """``relu(F.batch_norm(input, ...))`` in one fused pass forward and backward. Input (N, C),
-    (N, C, L) or (N, C, H, W), NCHW or channels_last; in training the batch statistics are
-    computed in fp32 and the running statistics (when given) are updated in the kernel with the
-    unbiased variance, as torch does. fp16/bf16 input keeps fp32 parameters and statistics."""
-    return _batch_norm("batch_norm_relu", True, input, running_mean, running_var, weight, bias, training, momentum,
-                       eps)
-
-
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """``F.batch_norm`` on the same kernels as ``batch_norm_relu``, without the ReLU."""
-    return _batch_norm("batch_norm", False, input, running_mean, running_var, weight, bias, training, momentum, eps)
+                    eps=1e-5, *, residual=None):
+    """``relu(F.batch_norm(input, ...) [+ residual])``: ``batch_norm`` with activation="relu"."""
+    return _batch_norm("batch_norm_relu", "relu", residual, input, running_mean, running_var, weight, bias, training,
+                       momentum, eps)
 
 
 # ----------------------------------------------------------------------------- benchmark cases

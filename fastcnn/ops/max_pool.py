@@ -53,10 +53,10 @@ def pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
     return out
 
 
-def _pool_pair(op, name, value, wording):
-    """A max_pool2d argument as a pair, with torch's message for a sequence of the wrong length."""
+def pool_pair(op, name, value, wording, pool="max_pool2d"):
+    """A ``pool`` argument as a pair, with torch's message for a sequence of the wrong length."""
     if isinstance(value, (tuple, list, torch.Size)) and len(value) not in (1, 2):
-        raise RuntimeError(f"{op}: max_pool2d: {name} {wording} (got {list(value)})")
+        raise RuntimeError(f"{op}: {pool}: {name} {wording} (got {list(value)})")
     return int_pair(op, name, value)
 
 
@@ -67,13 +67,13 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     op = "fastcnn.max_pool2d"
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
-    kernel_size = _pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
+    kernel_size = pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         stride = kernel_size
     else:
-        stride = _pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints")
-    padding = _pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
-    dilation = _pool_pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
+        stride = pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints")
+    padding = pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
+    dilation = pool_pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
                            f"got {list(input.shape)}")

@@ -1,0 +1,261 @@
+"""Average pooling: ``fastcnn.avg_pool2d`` and ``fastcnn.adaptive_avg_pool2d`` (as
+``torch.nn.functional``'s) over ``kernels/avg_pool.py``: argument checks and output sizes
+(torch's, in torch's order and words), the byte count, the PyTorch operators
+``fastcnn::avg_pool2d`` / ``fastcnn::avg_pool2d_backward`` (adaptive pooling is the same pair
+with ``kernel_size`` empty), the functionals and the benchmark cases.
+
+Nothing is saved for backward but the input's shape: the gradient of a window average is its
+output gradient spread over the window.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import suggests_channels_last
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
+from ..dtypes import TORCH_FLOAT_DTYPES
+from ..validation import check_torch_implements
+from .max_pool import pool_output_size, pool_pair
+
+__all__ = ["avg_pool2d", "adaptive_avg_pool2d"]
+
+OP = "avg_pool2d"
+
+
+def _kernels():
+    """kernels/avg_pool.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import avg_pool
+
+    return avg_pool
+
+
+# ----------------------------------------------------------------------------- checks and geometry
+def _check_input(op, input):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+
+
+def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_override):
+    """Validate F.avg_pool2d's arguments as torch does, in its order and words (avg_pool2d's
+    own checks, pooling_output_shape's, pool2d_shape_check's); return (kernel_size, stride,
+    padding, out_size)."""
+    op = "fastcnn.avg_pool2d"
+    _check_input(op, input)
+    kernel_size = pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints",
+                            "avg_pool2d")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel_size
+    else:
+        stride = pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints",
+                           "avg_pool2d")
+    padding = pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints", "avg_pool2d")
+    if divisor_override is not None and (not isinstance(divisor_override, int) or isinstance(divisor_override, bool)):
+        raise TypeError(f"{op}: argument 'divisor_override' must be int, not {type(divisor_override).__name__}")
+    if divisor_override == 0:
+        raise RuntimeError(f"{op}: divisor must be not zero")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got: {list(input.shape)}")
+    for k, s, p in zip(kernel_size, stride, padding):
+        if s == 0:
+            raise RuntimeError(f"{op}: stride should not be zero")
+        if p < 0:
+            raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {p}")
+        if p > int(k / 2):
+            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
+                               f"kernel_size={k} and dilation=1")
+    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = kernel_size, stride, padding
+    if kernel_h <= 0 or kernel_w <= 0:
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {kernel_h} kW: {kernel_w}")
+    if stride_h <= 0 or stride_w <= 0:
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got dH: {stride_h} dW: {stride_w}")
+    if any(size == 0 for size in input.shape[-3:]):
+        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got: {list(input.shape)}")
+    if pad_w > kernel_w // 2 or pad_h > kernel_h // 2:
+        raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                           f"padW = {pad_w}, padH = {pad_h}, kW = {kernel_w}, kH = {kernel_h}")
+    out_size = tuple(pool_output_size(size, k, p, s, 1, ceil_mode)
+                     for size, k, p, s in zip(input.shape[-2:], kernel_size, padding, stride))
+    if any(size < 1 for size in out_size):
+        channels, height, width = input.shape[-3:]
+        raise RuntimeError(f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
+                           f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
+    check_torch_implements(op, "avg_pool2d", input.dtype, TORCH_FLOAT_DTYPES)
+    return kernel_size, stride, padding, out_size
+
+
+def check_adaptive_avg_pool2d(input, output_size):
+    """Validate F.adaptive_avg_pool2d's arguments as torch does; return the output (height,
+    width), a None entry meaning the input's size along that axis."""
+    op = "fastcnn.adaptive_avg_pool2d"
+    _check_input(op, input)
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    elif isinstance(output_size, (tuple, list, torch.Size)) and len(output_size) == 1:
+        output_size = (output_size[0], output_size[0])
+    if not isinstance(output_size, (tuple, list, torch.Size)) or len(output_size) != 2:
+        raise RuntimeError(f"{op}: adaptive_avg_pool2d: output_size must be 2")
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    for axis in range(1, input.dim()):
+        if input.shape[axis] == 0:
+            raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
+                               f"dimensions, but input has sizes {list(input.shape)} with dimension {axis} being "
+                               f"empty")
+    output_size = tuple(input.shape[-2 + axis] if size is None else size for axis, size in enumerate(output_size))
+    for size in output_size:
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"{op}: output_size must be ints (or None), got {list(output_size)}")
+        if size < 0:
+            raise RuntimeError(f"{op}: adaptive_avg_pool2d: elements of output_size must be greater than or equal "
+                               f"to 0 but received {{{', '.join(str(s) for s in output_size)}}}")
+    check_torch_implements(op, "adaptive_avg_pool2d", input.dtype, TORCH_FLOAT_DTYPES)
+    return output_size
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(input_numel, output_numel, element_size, backward):
+    """Bytes average pooling must move at the least: forward reads x and writes the output;
+    backward reads the output gradient and writes the input gradient."""
+    return (input_numel + output_numel) * element_size * (2 if backward else 1)
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+def _empty_like_layout(like, shape, dtype):
+    memory_format = torch.channels_last if suggests_channels_last(like) else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype, device=like.device, memory_format=memory_format)
+
+
+def _window_arguments(kernel_size, stride, padding, count_include_pad, divisor_override):
+    """The launchers' window keywords; an empty ``kernel_size`` means adaptive pooling."""
+    if not kernel_size:
+        return {}
+    return dict(kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+                count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+@torch.library.custom_op("fastcnn::avg_pool2d", mutates_args=())
+def _avg_pool2d_op(input: Tensor, out_size: list[int], kernel_size: list[int], stride: list[int],
+                   padding: list[int], count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    """The pooled [N, C, *out_size] output; adaptive pooling when ``kernel_size`` is empty."""
+    out = _empty_like_layout(input, (*input.shape[:2], *out_size), input.dtype)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::avg_pool2d forward"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, out, **_window_arguments(kernel_size, stride, padding, count_include_pad, divisor_override)))
+    return out
+
+
+@_avg_pool2d_op.register_fake
+def _(input, out_size, kernel_size, stride, padding, count_include_pad, divisor_override):
+    return _empty_like_layout(input, (*input.shape[:2], *out_size), input.dtype)
+
+
+@torch.library.custom_op("fastcnn::avg_pool2d_backward", mutates_args=())
+def _avg_pool2d_backward_op(grad_out: Tensor, input_shape: list[int], kernel_size: list[int], stride: list[int],
+                            padding: list[int], count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    """grad_input: each input element gathers grad_out / divisor from the windows containing it."""
+    grad_input = _empty_like_layout(grad_out, input_shape, grad_out.dtype)
+    if grad_input.numel():
+        with torch.profiler.record_function("fastcnn::avg_pool2d backward"):
+            if grad_out.numel():
+                _backend.record_launch(OP, _kernels().backward(
+                    grad_out, grad_input,
+                    **_window_arguments(kernel_size, stride, padding, count_include_pad, divisor_override)))
+            else:  # a 0x0 adaptive output: no window contains anything
+                grad_input.zero_()
+    return grad_input
+
+
+@_avg_pool2d_backward_op.register_fake
+def _(grad_out, input_shape, kernel_size, stride, padding, count_include_pad, divisor_override):
+    return _empty_like_layout(grad_out, input_shape, grad_out.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    input, _, kernel_size, stride, padding, count_include_pad, divisor_override = inputs
+    ctx.arguments = (list(input.shape), kernel_size, stride, padding, count_include_pad, divisor_override)
+
+
+def _backward(ctx, grad_out):
+    return _avg_pool2d_backward_op(grad_out, *ctx.arguments), None, None, None, None, None, None
+
+
+_avg_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- functionals
+def _pool(input, out_size, *window):
+    unbatched = input.dim() == 3
+    out = _avg_pool2d_op(input.unsqueeze(0) if unbatched else input, list(out_size), *window)
+    return out.squeeze(0) if unbatched else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """``torch.nn.functional.avg_pool2d`` on fastcnn's Triton kernels: every argument (ceil_mode,
+    count_include_pad, divisor_override), (C, H, W) or (N, C, H, W) input, NCHW or channels_last."""
+    kernel_size, stride, padding, out_size = check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode,
+                                                              divisor_override)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        return torch.nn.functional.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                              divisor_override)
+    return _pool(input, out_size, list(kernel_size), list(stride), list(padding), bool(count_include_pad),
+                 divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d`` on fastcnn's Triton kernels: any output size
+    (None keeps the input's), torch's windows (floor(i·H/OH) to ceil((i+1)·H/OH)); the global
+    1x1 output is one reduction per (image, channels)."""
+    output_size = check_adaptive_avg_pool2d(input, output_size)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback("adaptive_avg_pool2d", input.device)
+        return torch.nn.functional.adaptive_avg_pool2d(input, output_size)
+    return _pool(input, output_size, [], [], [], True, None)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# ResNet-50's global pool (2048 x 7² to 1x1) and an Inception-style 3x3 stride-1 average pool.
+SUITES = {"resnet50_head": dict(channels=2048, size=7, output_size=1),
+          "inception_3x3": dict(channels=192, size=35, kernel_size=3, stride=1, padding=1)}
+PROFILE_OPS = ("avg_pool2d", "adaptive_avg_pool2d")
+
+
+def _case(op, suite, batch, dtype, layout):
+    pool = dict(suite)
+    channels, size = pool.pop("channels"), pool.pop("size")
+    if op == "adaptive_avg_pool2d":
+        out_size = pool["output_size"]
+        ours = lambda x: adaptive_avg_pool2d(x, **pool)  # noqa: E731
+        eager = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, **pool)  # noqa: E731
+    else:
+        out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
+        ours = lambda x: avg_pool2d(x, **pool)  # noqa: E731
+        eager = lambda x: torch.nn.functional.avg_pool2d(x, **pool)  # noqa: E731
+    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        return training_steps(ours, eager, input)
+
+    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(numel_in, numel_out, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: forward + backward of the op's suites at the activation batches."""
+    adaptive = op == "adaptive_avg_pool2d"
+    if smoke:
+        suites = [dict(channels=3, size=9, output_size=1) if adaptive
+                  else dict(channels=3, size=9, kernel_size=3, stride=2, padding=1)]
+    else:
+        suites = [suite for suite in SUITES.values() if ("output_size" in suite) == adaptive]
+    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
+    return [_case(op, suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
+            for layout in layouts]
