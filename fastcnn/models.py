@@ -1,7 +1,8 @@
 """Small plain-PyTorch models that fastcnn is exercised on: the demo's CNN, a ResNet in the
 style of torchvision's (its blocks call one ``nn.ReLU`` module twice, after ``bn1`` and after
-the residual add, as torchvision's do), a ConvNeXt with torchvision's block and LayerNorm2d, and
-a U-Net-style residual block with GroupNorm + SiLU. They hold only ``torch.nn`` modules:
+the residual add, as torchvision's do), a ConvNeXt with torchvision's block and LayerNorm2d, a
+U-Net-style residual block with GroupNorm + SiLU, a MobileNetV2 (inverted residuals, ReLU6) and
+a RegNet (bottleneck blocks with squeeze-excitation, ``proj(x) + f(x)``). They hold only ``torch.nn`` modules:
 ``fastcnn.convert`` is what swaps fastcnn in, so CI covers each block type without torchvision."""
 import torch
 from torch import nn
@@ -158,3 +159,100 @@ class GroupNormBlock(nn.Module):
         h = self.conv1(self.act(self.norm1(x)))
         h = self.conv2(self.dropout(nn.functional.silu(self.norm2(h))))
         return x + h
+
+
+def conv_norm_act(in_channels, out_channels, kernel_size=3, stride=1, groups=1, activation=nn.ReLU):
+    """torchvision's Conv2dNormActivation: a plain Sequential of conv, BN and (unless None) the
+    activation."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                        bias=False), nn.BatchNorm2d(out_channels)]
+    return nn.Sequential(*layers, *([activation()] if activation is not None else []))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand (1x1, ReLU6), depthwise 3x3 (ReLU6), project (1x1, BN and no
+    activation) in one Sequential, plus the input when the shape allows (``x + self.conv(x)``)."""
+
+    def __init__(self, in_channels, out_channels, stride=1, expand=4):
+        super().__init__()
+        hidden = in_channels * expand
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        self.conv = nn.Sequential(conv_norm_act(in_channels, hidden, 1, activation=nn.ReLU6),
+                                  conv_norm_act(hidden, hidden, 3, stride, groups=hidden, activation=nn.ReLU6),
+                                  nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x):
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+class TinyMobileNetV2(nn.Module):
+    """MobileNetV2's structure at toy size: ReLU6 stem, inverted residuals with and without the
+    residual, the head's functional ``F.adaptive_avg_pool2d``, dropout and a linear classifier."""
+
+    def __init__(self, classes=5, width=8):
+        super().__init__()
+        self.features = nn.Sequential(conv_norm_act(3, width, 3, 2, activation=nn.ReLU6),
+                                      InvertedResidual(width, width), InvertedResidual(width, 2 * width, 2),
+                                      InvertedResidual(2 * width, 2 * width),
+                                      conv_norm_act(2 * width, 4 * width, 1, activation=nn.ReLU6))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * width, classes))
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's squeeze-excitation: global average pool, 1x1 conv, ReLU, 1x1 conv, sigmoid,
+    and the broadcast multiply of the input by that per-channel scale."""
+
+    def __init__(self, channels, squeezed):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+        self.activation = nn.ReLU()
+        self.scale_activation = nn.Sigmoid()
+
+    def forward(self, x):
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class ResBottleneckBlock(nn.Module):
+    """RegNet's block: ``activation(proj(x) + f(x))``, f = 1x1, grouped 3x3, squeeze-excitation,
+    1x1 with BN and no activation (a Sequential), proj a 1x1 conv + BN when the shape changes."""
+
+    def __init__(self, in_channels, out_channels, stride=1, group_width=4):
+        super().__init__()
+        self.proj = (conv_norm_act(in_channels, out_channels, 1, stride, activation=None)
+                     if stride != 1 or in_channels != out_channels else None)
+        self.f = nn.Sequential(conv_norm_act(in_channels, out_channels, 1),
+                               conv_norm_act(out_channels, out_channels, 3, stride, out_channels // group_width),
+                               SqueezeExcitation(out_channels, max(1, in_channels // 4)),
+                               conv_norm_act(out_channels, out_channels, 1, activation=None))
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        if self.proj is not None:
+            x = self.proj(x) + self.f(x)
+        else:
+            x = x + self.f(x)
+        return self.activation(x)
+
+
+class TinyRegNet(nn.Module):
+    """RegNet's structure at toy size: stem, a block with a projection, one without, average
+    pool module, linear head."""
+
+    def __init__(self, classes=5, width=8):
+        super().__init__()
+        self.stem = conv_norm_act(3, width, 3, 2)
+        self.trunk = nn.Sequential(ResBottleneckBlock(width, 2 * width, 2), ResBottleneckBlock(2 * width, 2 * width))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.trunk(self.stem(x))), 1))

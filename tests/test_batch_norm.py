@@ -1,36 +1,49 @@
-"""fastcnn.batch_norm_relu / batch_norm and their modules against float64 torch."""
+"""fastcnn.batch_norm (with its activation and residual epilogue), batch_norm_relu and their
+modules against float64 torch."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import tolerance as assert_tolerance
+from fastcnn.kernels.activation import KINDS
+from fastcnn.ops.activation import module_for, resolve_activation
 from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, gpu_only,
                              make_tensor, opinfo, record_aten_ops, relative_error, strided_copy)
 
 
 
-def reference(input, running_mean, running_var, weight, bias, grad_out, *, relu, **options):
+def reference(input, running_mean, running_var, weight, bias, grad_out, *, relu, activation=None, residual=None,
+              **options):
+    """act(F.batch_norm(...) + residual) in float64: (output, [grad of input, weight, bias,
+    residual], running statistics)."""
     as64 = (lambda t: None if t is None else t.detach().to(torch.float64).clone())
-    leaves = [as64(input).requires_grad_()] + [None if t is None else as64(t).requires_grad_() for t in (weight, bias)]
+    leaves = [None if t is None else as64(t).requires_grad_() for t in (input, weight, bias, residual)]
     stats = [as64(running_mean), as64(running_var)]
     out = F.batch_norm(leaves[0], stats[0], stats[1], leaves[1], leaves[2], **options)
-    out = torch.relu(out) if relu else out
+    out = out if residual is None else out + leaves[3]
+    kind, parameter = resolve_activation("test", "relu" if relu else activation)
+    out = out if kind is None else module_for(kind, parameter)(out)
     out.backward(grad_out.to(torch.float64))
     return out, [leaf.grad if leaf is not None else None for leaf in leaves], stats
 
 
 def check_bn(input, running_mean, running_var, weight, bias, *, seed, relu, dtype=torch.float32, floor=None,
-             **options):
+             activation=None, residual=None, **options):
     input = input.detach().requires_grad_()
     weight = None if weight is None else weight.detach().requires_grad_()
     bias = None if bias is None else bias.detach().requires_grad_()
+    residual = None if residual is None else residual.detach().requires_grad_()
     stats_before = [None if t is None else t.clone() for t in (running_mean, running_var)]
-    function = fastcnn.batch_norm_relu if relu else fastcnn.batch_norm
-    out = function(input, running_mean, running_var, weight, bias, **options)
+    if relu:
+        out = fastcnn.batch_norm_relu(input, running_mean, running_var, weight, bias, residual=residual, **options)
+    else:
+        out = fastcnn.batch_norm(input, running_mean, running_var, weight, bias, activation=activation,
+                                 residual=residual, **options)
     grad_out = make_tensor(out.shape, dtype, generator=torch.Generator().manual_seed(seed + 3))
     out.backward(grad_out)
-    expected, grads, stats = reference(input, *stats_before, weight, bias, grad_out, relu=relu, **options)
+    expected, grads, stats = reference(input, *stats_before, weight, bias, grad_out, relu=relu,
+                                       activation=activation, residual=residual, **options)
     per_channel = input.numel() // input.shape[1]
     # grad_input subtracts terms of size |scale·dy| that can nearly cancel (few values per
     # channel): allow the rounding of those terms, not of their small difference.
@@ -43,6 +56,7 @@ def check_bn(input, running_mean, running_var, weight, bias, *, seed, relu, dtyp
     compared = (("output", out, expected), ("grad_input", input.grad, grads[0]),
                 ("grad_weight", None if weight is None else weight.grad, grads[1]),
                 ("grad_bias", None if bias is None else bias.grad, grads[2]),
+                ("grad_residual", None if residual is None else residual.grad, grads[3]),
                 ("running_mean", running_mean, stats[0]), ("running_var", running_var, stats[1]))
     for what, actual, wanted in compared:
         if wanted is None:
@@ -50,7 +64,8 @@ def check_bn(input, running_mean, running_var, weight, bias, *, seed, relu, dtyp
         allowance = floor.get(what, 0.0) * wanted.norm().item()
         if what == "grad_input":
             allowance += assert_tolerance(dtype) * terms
-        assert_close(actual, wanted, dtype if what.startswith(("output", "grad_input")) else torch.float32,
+        assert_close(actual, wanted, dtype if what.startswith(("output", "grad_input", "grad_residual"))
+                     else torch.float32,
                      what=what, seed=seed, reduction_length=per_channel, error_floor=allowance)
     assert out.stride() == expected.stride()
     return out
@@ -326,5 +341,119 @@ def test_bytes_hand_counted_and_activation_shapes():
 
     assert batch_norm_op.bytes_moved(10, 4, backward=False) == 80  # read x, write y
     assert batch_norm_op.bytes_moved(10, 2, backward=True) == 100  # + read x, dy; write dx
+    assert batch_norm_op.bytes_moved(10, 2, backward=True, residual=True) == 160  # + r twice, dr
     shapes = batch_norm_op.resnet50_activation_shapes()
     assert shapes[0] == (64, 112) and (2048, 7) in shapes
+
+
+# Each kind with a parameter unlike torch's default, where it has one.
+ACTIVATIONS = {kind: (kind, {"leaky_relu": 0.2, "elu": 0.7}[kind]) if kind in ("leaky_relu", "elu") else kind
+               for kind in KINDS}
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["bn_act", "bn_add_act"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_activation_with_and_without_residual(kind, residual, seed, generator):
+    """act(bn(x) [+ r]) and its four gradients against float64 torch, in training (running
+    statistics updated) and eval, NCHW, channels_last and a strided input; the residual laid out
+    unlike the input."""
+    rng = case_random(seed, KINDS.index(kind) + 20 * residual)
+    for training, layout in ((True, rng.choice(["contiguous", "channels_last"])), (False, "sliced")):
+        shape = (rng.randint(2, 4), 5, rng.randint(2, 6), rng.randint(3, 7))
+        input = make_tensor(shape, layout=layout, generator=generator, low=-1.0, high=2.0)
+        other = rng.choice(["contiguous", "channels_last", "sliced"])
+        r = make_tensor(shape, layout=other, generator=generator) if residual else None
+        statistics = [make_tensor((5,), generator=generator), make_tensor((5,), generator=generator, low=0.5).abs_()]
+        weight, bias = make_tensor((5,), generator=generator), make_tensor((5,), generator=generator)
+        print(f"{kind} residual={residual} training={training} {shape} input {layout} residual {other}")
+        check_bn(input, *statistics, weight, bias, seed=seed, relu=False, activation=ACTIVATIONS[kind], residual=r,
+                 training=training)
+
+
+def _strided(tensor):
+    """``tensor``'s values in every other element of a buffer twice its size (differentiably)."""
+    return torch.stack([tensor, torch.zeros_like(tensor)], dim=-1)[..., 0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_and_infinities_through_the_residual_follow_torch(kind, generator):
+    """The residual carries NaN, ±inf and values at each activation's corners (±3, 6, 0), so
+    that z = bn(x) + r meets them: outputs and the input and residual gradients are NaN where
+    float32 torch's are and equal elsewhere. As in test_activation, torch's CPU GELU (NaN at
+    ±inf, its CUDA kernel ±inf and 0) is not compared at ±inf. torch's CPU kernels disagree with
+    themselves at NaN (hardtanh_backward, elu_backward and hardswish_backward pass a NaN's
+    gradient on in their scalar loop and give 0 or NaN in their vectorised one), so the
+    reference applies the activation to a strided copy of z, which takes the scalar loop: the
+    formula their CUDA kernels use too."""
+    special = [float("nan"), float("inf"), -float("inf"), -3.0, 3.0, 0.0, 6.0, -6.0, 2.5, -2.5, 30.0, -30.0]
+    if kind.startswith("gelu") and DEVICE == "cpu":
+        special = [v for v in special if abs(v) != float("inf")]
+    residual = torch.tensor(special * 4, device=DEVICE)[: 2 * 3 * 4].view(2, 3, 4, 1).expand(2, 3, 4, 2).contiguous()
+    input = make_tensor((2, 3, 4, 2), generator=generator) * 1e-3
+    statistics = [torch.zeros(3, device=DEVICE), torch.full((3,), 1.0 - 1e-5, device=DEVICE)]
+    results = []
+    for function in (lambda x, r: fastcnn.batch_norm(x, *statistics, activation=ACTIVATIONS[kind], residual=r),
+                     lambda x, r: module_for(*resolve_activation("test", ACTIVATIONS[kind]))(
+                         _strided(F.batch_norm(x, *statistics) + r))):
+        leaves = [t.detach().clone().requires_grad_() for t in (input, residual)]
+        out = function(*leaves)
+        out.backward(torch.full_like(out, 2.0))
+        results.append([out.detach()] + [leaf.grad for leaf in leaves])
+    for what, actual, expected in zip(("output", "grad_input", "grad_residual"), *results):
+        assert torch.equal(torch.isnan(actual), torch.isnan(expected)), (kind, what, actual, expected)
+        kept = ~torch.isnan(expected)
+        torch.testing.assert_close(actual[kept], expected[kept], rtol=1e-4, atol=1e-5, msg=f"{kind} {what}")
+
+
+def test_residual_broadcasts_and_bad_residuals_raise(seed, generator):
+    input = make_tensor((3, 4, 5, 2), generator=generator)
+    statistics = [make_tensor((4,), generator=generator), make_tensor((4,), generator=generator).abs_()]
+    # A per-channel residual (1, C, 1, 1): its gradient is summed back to its shape by autograd.
+    check_bn(input, *statistics, None, None, seed=seed, relu=True, residual=make_tensor((1, 4, 1, 1),
+                                                                                        generator=generator),
+             training=True)
+    with count_launches() as launched:
+        with pytest.raises(TypeError, match="fastcnn.batch_norm: residual has dtype torch.float16"):
+            fastcnn.batch_norm(input, *statistics, residual=input.half())
+        with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+            fastcnn.batch_norm(input, *statistics, residual=torch.ones(3, 4, 5, 3, device=DEVICE))
+        with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):  # would enlarge the output
+            fastcnn.batch_norm(input, *statistics, residual=torch.ones(2, 3, 4, 5, 2, device=DEVICE))
+        with pytest.raises(TypeError, match="argument 'residual' must be a Tensor"):
+            fastcnn.batch_norm(input, *statistics, residual=1.0)
+        with pytest.raises(ValueError, match="activation must be None or one of"):
+            fastcnn.batch_norm(input, *statistics, activation="softplus")
+    assert not launched
+
+
+def test_residual_fusion_runs_no_aten_math_and_saves_input_and_residual(generator):
+    input = make_tensor((4, 6, 5, 3), layout="channels_last", generator=generator).requires_grad_()
+    residual = make_tensor((4, 6, 5, 3), generator=generator).requires_grad_()
+    weight, bias = make_tensor((6,), generator=generator).requires_grad_(), make_tensor((6,), generator=generator)
+    with record_aten_ops() as names, count_launches() as launched:
+        out = fastcnn.batch_norm(input, None, None, weight, bias, True, activation="silu", residual=residual)
+        saved = out.grad_fn.saved_tensors
+        out.backward(torch.ones_like(out))
+    assert launched["batch_norm"] == 6
+    assert [tuple(t.shape) for t in saved] == [tuple(input.shape), (5, 6), tuple(residual.shape)]
+    assert not [name for name in names if name.startswith("aten::") and any(
+        word in name for word in ("batch_norm", "add", "silu", "sigmoid", "mul"))], names
+    assert input.grad is not None and residual.grad is not None and weight.grad is not None
+
+
+def test_batch_norm_act_module(seed, generator):
+    ours = fastcnn.nn.BatchNorm2dAct(5, activation=torch.nn.LeakyReLU(0.3), momentum=0.2)
+    theirs = torch.nn.BatchNorm2d(5, momentum=0.2)
+    assert isinstance(ours, torch.nn.BatchNorm2d) and ours.activation == ("leaky_relu", 0.3)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) and "leaky_relu" in repr(ours)
+    theirs.load_state_dict(ours.state_dict())
+    for training in (True, False):
+        ours.train(training), theirs.train(training)
+        input = make_tensor((3, 5, 4, 3), generator=generator)
+        residual = make_tensor((3, 5, 4, 3), layout="channels_last", generator=generator)
+        expected = F.leaky_relu(theirs(input) + residual, 0.3)
+        assert_close(ours(input, residual), expected, torch.float32, what=f"training={training}", seed=seed,
+                     reduction_length=36)
+    assert_close(ours.running_var, theirs.running_var, torch.float32, what="running_var", seed=seed)
+    assert fastcnn.nn.BatchNorm2dReLU(3).activation == ("relu", 0.0)
+    assert fastcnn.nn.BatchNorm2d(3).activation is None
