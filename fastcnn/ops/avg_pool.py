@@ -55,6 +55,9 @@ def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_ove
         raise TypeError(f"{op}: argument 'divisor_override' must be int, not {type(divisor_override).__name__}")
     if divisor_override == 0:
         raise RuntimeError(f"{op}: divisor must be not zero")
+    if input.dim() < 3:  # torch reads input.size(-3) first
+        raise IndexError(f"{op}: Dimension out of range (expected to be in range of [{-max(input.dim(), 1)}, "
+                         f"{max(input.dim(), 1) - 1}], but got -3)")
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
                            f"but got: {list(input.shape)}")
@@ -88,16 +91,33 @@ def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_ove
 
 
 def check_adaptive_avg_pool2d(input, output_size):
-    """Validate F.adaptive_avg_pool2d's arguments as torch does; return the output (height,
-    width), a None entry meaning the input's size along that axis."""
+    """Validate F.adaptive_avg_pool2d's arguments as torch does (its Python default filling, then
+    its C++ checks); return the output (height, width), a None entry meaning the input's size
+    along that axis. A 1x1 output is torch's mean over the last two dims, which takes any input
+    of two dims or more; other sizes take (C, H, W) or (N, C, H, W) with non-empty planes."""
     op = "fastcnn.adaptive_avg_pool2d"
     _check_input(op, input)
     if isinstance(output_size, int) and not isinstance(output_size, bool):
-        output_size = (output_size, output_size)
-    elif isinstance(output_size, (tuple, list, torch.Size)) and len(output_size) == 1:
-        output_size = (output_size[0], output_size[0])
-    if not isinstance(output_size, (tuple, list, torch.Size)) or len(output_size) != 2:
+        sizes = [output_size, output_size]
+    else:
+        if not isinstance(output_size, (tuple, list, torch.Size)):
+            raise TypeError(f"{op}: output_size must be an int or a tuple of ints, not {type(output_size).__name__}")
+        sizes = list(output_size)
+        if sizes and input.dim() <= len(sizes):
+            raise ValueError(f"{op}: Input dimension should be at least {len(sizes) + 1}")
+        sizes = [default if size is None else size for size, default in zip(sizes, input.shape[-len(sizes):])]
+        sizes = sizes * 2 if len(sizes) == 1 else sizes
+    if len(sizes) != 2:
         raise RuntimeError(f"{op}: adaptive_avg_pool2d: output_size must be 2")
+    for size in sizes:
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"{op}: output_size must be ints (or None), got {sizes}")
+    if any(size < 0 for size in sizes):
+        raise RuntimeError(f"{op}: adaptive_avg_pool2d: elements of output_size must be greater than or equal to 0 "
+                           f"but received {{{', '.join(str(size) for size in sizes)}}}")
+    if sizes == [1, 1] and input.dim() >= 2:
+        check_torch_implements(op, "adaptive_avg_pool2d", input.dtype, TORCH_FLOAT_DTYPES)
+        return (1, 1)
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
     for axis in range(1, input.dim()):
@@ -105,15 +125,8 @@ def check_adaptive_avg_pool2d(input, output_size):
             raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
                                f"dimensions, but input has sizes {list(input.shape)} with dimension {axis} being "
                                f"empty")
-    output_size = tuple(input.shape[-2 + axis] if size is None else size for axis, size in enumerate(output_size))
-    for size in output_size:
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise TypeError(f"{op}: output_size must be ints (or None), got {list(output_size)}")
-        if size < 0:
-            raise RuntimeError(f"{op}: adaptive_avg_pool2d: elements of output_size must be greater than or equal "
-                               f"to 0 but received {{{', '.join(str(s) for s in output_size)}}}")
     check_torch_implements(op, "adaptive_avg_pool2d", input.dtype, TORCH_FLOAT_DTYPES)
-    return output_size
+    return tuple(sizes)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -189,9 +202,14 @@ _avg_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ----------------------------------------------------------------------------- functionals
 def _pool(input, out_size, *window):
-    unbatched = input.dim() == 3
-    out = _avg_pool2d_op(input.unsqueeze(0) if unbatched else input, list(out_size), *window)
-    return out.squeeze(0) if unbatched else out
+    """The operator on ``input`` seen as (N, C, H, W): a (C, H, W) input gains a batch dim, an
+    (H, W) one a batch and a channel, more leading dims are merged into the batch (global pooling
+    takes any of them)."""
+    if input.dim() == 4:
+        return _avg_pool2d_op(input, list(out_size), *window)
+    batched = input.reshape(-1, *input.shape[-3:]) if input.dim() > 2 else input.view(1, 1, *input.shape)
+    out = _avg_pool2d_op(batched, list(out_size), *window)
+    return out.view(*input.shape[:-2], *out_size)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
