@@ -246,6 +246,42 @@ def scenarios(options):
 
     for layout in options.layouts:
         for dtype_name in options.dtypes:
+            def bn_add_relu(layout=layout, dtype_name=dtype_name):
+                import torch
+                batch_norm = kernel_module("batch_norm")
+                dtype, cl = dtypes[dtype_name], layouts[layout]
+                c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
+                x, r, y, dx, dr = (_tensor((32, c, 56, 56), dtype, cl).view(32, c, -1) for _ in range(5))
+                folded = torch.empty((5, c), dtype=torch.float32)
+                batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
+                                momentum=0.1, eps=1e-5)
+                batch_norm.apply(x, r, y, folded, kind="relu", parameter=0.0)
+                batch_norm.backward(y, x, r, dx, dr, folded, torch.empty(c), torch.empty(c), training=True,
+                                    kind="relu", parameter=0.0)
+            out.append((f"batchnorm+add+relu N32 C256 56x56 {layout} {dtype_name}", bn_add_relu))
+
+    for layout in options.layouts:
+        for dtype_name in options.dtypes:
+            def avg_pools(layout=layout, dtype_name=dtype_name):
+                avg_pool = kernel_module("avg_pool")
+                dtype, cl = dtypes[dtype_name], layouts[layout]
+                head = _tensor((64, 2048, 7, 7), dtype, cl)  # ResNet-50's global pool
+                pooled = _tensor((64, 2048, 1, 1), dtype, cl)
+                avg_pool.forward(head, pooled)
+                avg_pool.backward(pooled, head)
+                x = _tensor((32, 192, 35, 35), dtype, cl)  # Inception's 3x3 stride-1 average pool
+                y = _tensor((32, 192, 35, 35), dtype, cl)
+                window = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), count_include_pad=False)
+                avg_pool.forward(x, y, **window)
+                avg_pool.backward(y, x, **window)
+                small = _tensor((32, 192, 7, 7), dtype, cl)  # an adaptive 35 -> 7
+                avg_pool.forward(x, small)
+                avg_pool.backward(small, x)
+            out.append((f"avgpool global 7x7 N64 C2048, 3x3s1 and adaptive 35->7 N32 C192 {layout} {dtype_name}",
+                        avg_pools))
+
+    for layout in options.layouts:
+        for dtype_name in options.dtypes:
             def group_norm_silu(layout=layout, dtype_name=dtype_name):
                 import torch
                 group_norm = kernel_module("group_norm")
@@ -1120,7 +1156,8 @@ def _row(j, r, gemm):
 GRID_MUST_FILL = ("_cross_entropy_kernel", "_partial_stats_kernel", "_backward_sums_kernel",
                   "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_partial_grad_sums_kernel",
                   "_apply_kernel", "_backward_apply_kernel", "_forward_kernel", "_backward_kernel", "_dropout_kernel",
-                  "_channel_dropout_kernel")
+                  "_channel_dropout_kernel", "_avg_pool_forward_kernel", "_avg_pool_backward_kernel",
+                  "_global_avg_pool_kernel")
 
 
 def violations(run):

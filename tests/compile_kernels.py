@@ -19,7 +19,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import (activation, adadelta, adagrad, adam, batch_norm, clip_grad, conv2d,  # noqa: E402
+from fastcnn.kernels import (activation, adadelta, adagrad, adam, avg_pool, batch_norm, clip_grad, conv2d,  # noqa: E402
                              conv2d_depthwise, conv2d_gemm, cross_entropy, dropout, group_norm, layer_norm, max_pool,
                              multi_tensor, rmsprop, sgd, slicing)
 
@@ -226,6 +226,7 @@ def main():
         signature.update({name: "fp32" for name in ("momentum", "eps") if name in signature})
         results[f"batch_norm{kernel.__name__}/sm80"] = memory_accesses(kernel, signature, constexprs, 80)
     normalization_variants(results)
+    pooling_variants(results)
     json.dump(results, sys.stdout)
 
 
@@ -293,6 +294,27 @@ def normalization_variants(results):
     results["group_norm_running_stats_kernel/fp32"] = memory_accesses(
         group_norm._running_stats_kernel, scalar_signature(group_norm._running_stats_kernel, pointers),
         dict(BLOCK=group_norm.CHANNEL_BLOCK), 90)
+
+
+def pooling_variants(results):
+    """Average pooling: ResNet-style 3x3/2 avg_pool2d and a 7-to-3 adaptive pool, forward and
+    backward, and the global pool, in bf16 and fp32, both layouts: 'avg_pool/...' keys."""
+    for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
+        layout = "channels_last" if channel_stride == 1 else "nchw"
+        block_p, block_c = avg_pool._blocks(channel_stride)
+        pointers = dict(x_ptr=element, out_ptr=element, grad_out_ptr=element, grad_in_ptr=element)
+        tile = dict(ACCUMULATOR=tl.float32, WIDE_INDEX=False, BLOCK_P=block_p, BLOCK_C=block_c)
+        windows = {"avg": avg_pool._constexprs((3, 3), (2, 2), None, True, None),
+                   "adaptive": avg_pool._constexprs(None, None, avg_pool.adaptive_extent(7, 3), True, None)}
+        for name, window in windows.items():
+            for kernel, dense in ((avg_pool._avg_pool_forward_kernel, "DENSE_OUT"),
+                                  (avg_pool._avg_pool_backward_kernel, "DENSE_IN")):
+                results[f"avg_pool/{name}{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
+                    kernel, scalar_signature(kernel, pointers), dict(window, **tile, **{dense: True}), 90)
+        kernel = avg_pool._global_avg_pool_kernel
+        results[f"avg_pool/global/{element[1:]}/{layout}"] = memory_accesses(
+            kernel, scalar_signature(kernel, pointers), dict(ACCUMULATOR=tl.float32, DENSE_IN=True, WIDE_INDEX=False,
+                                                             BLOCK_S=avg_pool.GLOBAL_BLOCK_S, BLOCK_C=block_c), 90)
 
 
 if __name__ == "__main__":
