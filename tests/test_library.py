@@ -51,11 +51,25 @@ def test_opcheck_batch_norm(training, generator):
     _opcheck(OPS.batch_norm_fold.default, (input, running_mean, running_var, weight, bias, training, 0.1, 1e-5))
     _opcheck(OPS.batch_norm_fold.default, (input, None, None, None, None, True, 0.1, 1e-5))
     folded = OPS.batch_norm_fold(input, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1, 1e-5)
-    for relu in (False, True):
+    residual = make_tensor((4, 5, 3, 7), generator=generator)
+    for kind, with_residual in ((None, False), ("relu", False), ("silu", True), ("leaky_relu", True)):
         _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), folded, weight.clone().requires_grad_(),
-                                                bias.clone().requires_grad_(), training, relu))
-    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, folded, training, True,
-                                               [True, True, False]))
+                                                bias.clone().requires_grad_(),
+                                                residual.clone().requires_grad_() if with_residual else None, training,
+                                                kind, 0.1))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, None, folded, training, "relu", 0.0,
+                                               [True, False, True, False]))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, residual, folded, training, "gelu",
+                                               0.0, [True, True, True, True]))
+
+
+def test_opcheck_avg_pool(generator):
+    input = make_tensor((2, 3, 7, 6), layout="channels_last", generator=generator).requires_grad_()
+    for out_size, window in (([4, 3], ([3, 3], [2, 2], [1, 1], False, None)),
+                             ([6, 3], ([2, 3], [1, 2], [0, 1], True, 5))):
+        _opcheck(OPS.avg_pool2d.default, (input, out_size, *window))
+    _opcheck(OPS.avg_pool2d.default, (input, [3, 4], [], [], [], True, None))  # adaptive
+    _opcheck(OPS.avg_pool2d_backward.default, (torch.randn(2, 3, 3, 4), [2, 3, 7, 6], [], [], [], True, None))
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
