@@ -18,7 +18,8 @@ Two passes over the module tree:
      ResBottleneckBlock, MobileNetV2's InvertedResidual); the add and activation calls go;
    - a norm whose output feeds only an activation fuses it, as in a Sequential;
    - ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.max_pool2d``, ``F.dropout`` and the
-     activation functions called there become fastcnn's functionals.
+     activation functions called there become fastcnn's functionals, and the adds no batch norm
+     took become ``fastcnn.add`` (an in-place ``a += b`` only where nothing else reads ``a``).
    A module with something to change gets, on that instance only, a ``forward`` generated from
    the graph (its class, children, parameters, buffers and attributes stay as they are; hooks
    of an inlined Sequential no longer run, as its children are called directly). Torchvision's
@@ -28,9 +29,10 @@ Two passes over the module tree:
 2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max- and
    average pools, the norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
    ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their
-   class. fastcnn's modules subclass torch's and add no state, so parameters and buffers are the
-   same tensors (an optimizer built before an in-place conversion keeps working) and
-   ``state_dict`` keys are unchanged.
+   class, and torchvision's ``StochasticDepth`` (``STOCHASTIC_DEPTH_CLASSES``) fastcnn's.
+   fastcnn's modules subclass torch's (``StochasticDepth`` keeps torchvision's attributes) and add
+   no state, so parameters and buffers are the same tensors (an optimizer built before an
+   in-place conversion keeps working) and ``state_dict`` keys are unchanged.
 
 ``nn.SyncBatchNorm`` is left as it is: its statistics are all-reduced across processes, which
 fastcnn's batch norm does not do. Subclasses of the torch modules are left too: their own
@@ -48,6 +50,7 @@ import torch.fx
 from . import nn as fastcnn_nn
 from .ops import activation as fastcnn_activation
 from .ops.activation import resolve_activation
+from .ops.add import add
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.dropout import dropout
 from .ops.max_pool import max_pool2d
@@ -70,7 +73,8 @@ REPLACEMENTS = {
     torch.nn.CrossEntropyLoss: fastcnn_nn.CrossEntropyLoss,
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
-FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d)
+FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d,
+                                                  fastcnn_nn.StochasticDepth)
 F = torch.nn.functional
 # Activations as functions and tensor methods: their kind, and the positional index and keyword
 # of their parameter (slope, alpha, approximate) when they have one.
@@ -148,6 +152,11 @@ def _call_counts(model):
 LAYER_NORM2D_CLASSES = {("torchvision.models.convnext", "LayerNorm2d"), ("fastcnn.models", "LayerNorm2d")}
 
 
+# torchvision's StochasticDepth (EfficientNet's, ConvNeXt's) and fastcnn.models' copy, named likewise.
+STOCHASTIC_DEPTH_CLASSES = {("torchvision.ops.stochastic_depth", "StochasticDepth"),
+                            ("fastcnn.models", "StochasticDepth")}
+
+
 def _is_layer_norm2d(module):
     return (type(module).__module__, type(module).__name__) in LAYER_NORM2D_CLASSES
 
@@ -156,6 +165,8 @@ def _replacement(module):
     """The fastcnn class ``module`` becomes, or None."""
     if _is_layer_norm2d(module):
         return fastcnn_nn.LayerNorm2d
+    if (type(module).__module__, type(module).__name__) in STOCHASTIC_DEPTH_CLASSES:
+        return fastcnn_nn.StochasticDepth
     return REPLACEMENTS.get(type(module))
 
 
@@ -409,16 +420,36 @@ def _fuse_activations(name, module, graph, holders, result):
     return bool(fusable)
 
 
+def _swappable_add(node):
+    """Whether ``node`` adds two values (``a + b``, ``torch.add(a, b)``, ``a.add(b)``; ``a += b`` and
+    ``a.add_(b)`` only where nothing else reads ``a``, so that computing it out of place changes
+    nothing) and may become ``fastcnn.add``, which runs torch's add for what its kernel does not
+    take (numbers, broadcasting)."""
+    if len(node.args) != 2 or node.kwargs or not all(isinstance(arg, torch.fx.Node) for arg in node.args):
+        return False
+    function = node.op == "call_function"
+    if (function and node.target in ADD_FUNCTIONS) or (node.op == "call_method" and node.target in ADD_METHODS):
+        return True
+    in_place = (function and node.target in INPLACE_ADDS) or (node.op == "call_method"
+                                                              and node.target in INPLACE_ADD_METHODS)
+    return in_place and len(node.args[0].users) == 1
+
+
 def _swap_functions(name, graph, result):
-    """Calls of the functions in FUNCTION_SWAPS become calls of fastcnn's (same arguments)."""
+    """Calls of the functions in FUNCTION_SWAPS become calls of fastcnn's (same arguments), and the
+    adds that no batch norm took become ``fastcnn.add``."""
     changed = False
     for node in graph.nodes:
         if node.op == "call_function" and node.target in FUNCTION_SWAPS:
             swapped = FUNCTION_SWAPS[node.target]
-            result.replaced.append((_join(name, node.name), f"{_describe(node)} in the forward -> "
-                                                            f"fastcnn.{swapped.__name__}()"))
-            node.target = swapped
-            changed = True
+        elif _swappable_add(node):
+            swapped = add
+        else:
+            continue
+        result.replaced.append((_join(name, node.name), f"{_describe(node)} in the forward -> "
+                                                        f"fastcnn.{swapped.__name__}()"))
+        node.op, node.target = "call_function", swapped
+        changed = True
     return changed
 
 

@@ -1,8 +1,9 @@
 """Small plain-PyTorch models that fastcnn is exercised on: the demo's CNN, a ResNet in the
 style of torchvision's (its blocks call one ``nn.ReLU`` module twice, after ``bn1`` and after
 the residual add, as torchvision's do), a ConvNeXt with torchvision's block and LayerNorm2d, a
-U-Net-style residual block with GroupNorm + SiLU, a MobileNetV2 (inverted residuals, ReLU6) and
-a RegNet (bottleneck blocks with squeeze-excitation, ``proj(x) + f(x)``). They hold only ``torch.nn`` modules:
+U-Net-style residual block with GroupNorm + SiLU, a MobileNetV2 (inverted residuals, ReLU6), a
+RegNet (bottleneck blocks with squeeze-excitation, ``proj(x) + f(x)``) and an EfficientNet
+(MBConv: SiLU, squeeze-excitation, stochastic depth before the residual add). They hold only ``torch.nn`` modules:
 ``fastcnn.convert`` is what swaps fastcnn in, so CI covers each block type without torchvision."""
 import torch
 from torch import nn
@@ -256,3 +257,59 @@ class TinyRegNet(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.avgpool(self.trunk(self.stem(x))), 1))
+
+
+class StochasticDepth(nn.Module):
+    """torchvision's StochasticDepth: in training, each sample's residual branch ("row") or the
+    whole batch's ("batch") is zeroed with probability ``p``, the rest scaled by 1/(1 - p)."""
+
+    def __init__(self, p, mode="row"):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        shape = [x.shape[0]] + [1] * (x.dim() - 1) if self.mode == "row" else [1] * x.dim()
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return x * (noise / (1.0 - self.p) if self.p < 1.0 else noise)
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: expand (1x1, SiLU), depthwise (SiLU), squeeze-excitation (SiLU,
+    sigmoid), project (1x1, BN, no activation), then, with the residual, stochastic depth and
+    ``result += input``."""
+
+    def __init__(self, in_channels, out_channels, stride=1, expand=4, drop=0.2):
+        super().__init__()
+        hidden = in_channels * expand
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        se = SqueezeExcitation(hidden, max(1, in_channels // 4))
+        se.activation = nn.SiLU()
+        self.block = nn.Sequential(conv_norm_act(in_channels, hidden, 1, activation=nn.SiLU),
+                                   conv_norm_act(hidden, hidden, 3, stride, groups=hidden, activation=nn.SiLU), se,
+                                   conv_norm_act(hidden, out_channels, 1, activation=None))
+        self.stochastic_depth = StochasticDepth(drop, "row")
+
+    def forward(self, input):
+        result = self.block(input)
+        if self.use_res_connect:
+            result = self.stochastic_depth(result)
+            result += input
+        return result
+
+
+class TinyEfficientNet(nn.Module):
+    """EfficientNet's structure at toy size: SiLU stem, MBConv blocks with and without the
+    residual, an average-pool module, dropout and a linear classifier."""
+
+    def __init__(self, classes=5, width=8):
+        super().__init__()
+        self.features = nn.Sequential(conv_norm_act(3, width, 3, 2, activation=nn.SiLU), MBConv(width, width),
+                                      MBConv(width, 2 * width, 2), MBConv(2 * width, 2 * width))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * width, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

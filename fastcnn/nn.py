@@ -7,7 +7,7 @@ from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.batch_norm import batch_norm
 from .ops.conv2d import conv2d
 from .ops.cross_entropy import cross_entropy
-from .ops.dropout import dropout, dropout2d
+from .ops.dropout import dropout, dropout2d, stochastic_depth
 from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
 from .ops.max_pool import max_pool2d
@@ -181,6 +181,23 @@ class Dropout2d(torch.nn.Dropout2d):
 
     def forward(self, input):
         return dropout2d(input, self.p, self.training, self.inplace)
+
+
+class StochasticDepth(torch.nn.Module):
+    """torchvision's ``StochasticDepth(p, mode)`` (the residual branch of a whole sample, "row", or
+    of the whole batch, "batch", dropped with probability ``p``) on fastcnn's dropout kernel;
+    ``convert`` gives torchvision's module this class (torchvision is not imported)."""
+
+    def __init__(self, p, mode):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, input):
+        return stochastic_depth(input, self.p, self.mode, self.training)
+
+    def __repr__(self):
+        return f"{self.__class__.__name__}(p={self.p}, mode={self.mode})"
 
 
 def _activation_module(torch_module, kind, call, doc):

@@ -162,3 +162,50 @@ def test_half_precision_and_wide_counters(generator):
     tail = out[-2**20:] != 0
     low, high = _kept_fraction_bounds(0.5, tail.numel())
     assert low < tail.float().mean().item() < high
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_drops_whole_samples_or_the_batch(mode, generator):
+    """torchvision.ops.stochastic_depth: "row" keeps or drops each sample, "batch" all of them,
+    scaling what is kept by 1/(1 - p); the gradient takes the same mask; any layout, any rank."""
+    p = 0.4
+    kept_fractions = []
+    for layout in LAYOUTS:
+        input = in_layout(make_tensor((300, 4, 3, 5), generator=generator), layout).requires_grad_()
+        with count_launches() as launched, record_aten_ops() as names:
+            out = fastcnn.stochastic_depth(input, p, mode)
+            out.backward(torch.ones_like(out))
+        assert launched["dropout"] == 2 and not [name for name in names if "bernoulli" in name or "mul" in name]
+        sample_kept = out.flatten(1)[:, 0] != 0
+        assert torch.equal(out != 0, sample_kept[:, None, None, None].expand_as(out)), layout
+        if mode == "batch":
+            assert sample_kept.all() or not sample_kept.any()
+        kept_fractions.append(sample_kept.float().mean().item())
+        scale = sample_kept[:, None, None, None].float().expand_as(out) / (1 - p)
+        torch.testing.assert_close(out, input.detach() * scale, rtol=2e-7, atol=0)
+        torch.testing.assert_close(input.grad, scale, rtol=2e-7, atol=0)
+        assert out.stride() == input.stride() or layout == "sliced"
+    if mode == "row":
+        low, high = _kept_fraction_bounds(p, 300)
+        assert all(low < fraction < high for fraction in kept_fractions), kept_fractions
+    flat = fastcnn.stochastic_depth(make_tensor((40, 7), generator=generator), p, mode)
+    assert ((flat != 0).all(1) | (flat == 0).all(1)).all()
+
+
+def test_stochastic_depth_follows_torchvisions_contract(generator):
+    input = make_tensor((5, 3, 4), generator=generator)
+    assert fastcnn.stochastic_depth(input, 0.5, "row", training=False) is input
+    assert fastcnn.stochastic_depth(input, 0.0, "row") is input
+    assert torch.equal(fastcnn.stochastic_depth(input, 1.0, "row"), torch.zeros_like(input))
+    with pytest.raises(ValueError, match="drop probability has to be between 0 and 1, but got 1.5"):
+        fastcnn.stochastic_depth(input, 1.5, "row")
+    with pytest.raises(ValueError, match="mode has to be either 'batch' or 'row', but got column"):
+        fastcnn.stochastic_depth(input, 0.5, "column")
+    module = fastcnn.nn.StochasticDepth(0.3, "row")
+    assert repr(module) == "StochasticDepth(p=0.3, mode=row)" and not list(module.state_dict())
+    torch.manual_seed(7)
+    first = module(input)
+    torch.manual_seed(7)
+    assert torch.equal(module(input), first)
+    module.eval()
+    assert module(input) is input

@@ -1,5 +1,7 @@
-"""Dropout and channel-wise dropout: ``fastcnn.dropout`` (= F.dropout) and ``fastcnn.dropout2d``
-(= F.dropout2d, torch's feature dropout: whole (sample, channel) planes), over
+"""Dropout, channel-wise dropout and stochastic depth: ``fastcnn.dropout`` (= F.dropout),
+``fastcnn.dropout2d`` (= F.dropout2d, torch's feature dropout: whole (sample, channel) planes) and
+``fastcnn.stochastic_depth`` (= torchvision.ops.stochastic_depth: whole samples, or the whole
+batch, which is channel dropout of the input seen as [N, 1, rest] or [1, 1, all]), over
 ``kernels/dropout.py``: torch's checks and warnings, the byte count, the operator and autograd, the
 functionals and the benchmark cases.
 
@@ -21,7 +23,7 @@ from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, rand
 from ..dtypes import aten_type_name
 from ..validation import check_index_range, check_kernel_dtype
 
-__all__ = ["dropout", "dropout2d"]
+__all__ = ["dropout", "dropout2d", "stochastic_depth"]
 
 OP = "dropout"
 
@@ -161,6 +163,45 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
     """``F.dropout2d``: whole channels (each (n, c) plane of an (N, C, ...) input) zeroed with
     probability ``p``, the rest scaled by 1/(1-p); torch's warnings for inputs not 4-d."""
     return _dropout("dropout2d", input, p, training, inplace, True)
+
+
+def _in_memory_order(tensor):
+    """(``tensor`` permuted so that its strides decrease, the permutation): contiguous for a dense
+    tensor, so it views as rows of consecutive memory."""
+    order = sorted(range(tensor.dim()), key=lambda dim: (-tensor.stride(dim), dim))
+    return tensor.permute(order), order
+
+
+def stochastic_depth(input, p, mode, training=True):
+    """``torchvision.ops.stochastic_depth``: in training each sample ("row") or the whole batch
+    ("batch") is zeroed with probability ``p`` and the rest scaled by 1/(1 - p) (p = 1 zeroes
+    everything); the mask is Philox's, regenerated in backward like dropout2d's."""
+    op = "fastcnn.stochastic_depth"
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0.0 or p > 1.0:
+        raise ValueError(f"{op}: drop probability has to be between 0 and 1, but got {p}")
+    if mode not in ("batch", "row"):
+        raise ValueError(f"{op}: mode has to be either 'batch' or 'row', but got {mode}")
+    if not training or p == 0.0 or input.numel() == 0:
+        return input
+    if not input.is_floating_point():
+        raise RuntimeError(f"{op}: stochastic depth takes floating-point input, got {input.dtype}")
+    check_kernel_dtype(op, input)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback("stochastic_depth", input.device)
+        shape = [input.shape[0]] + [1] * (input.dim() - 1) if mode == "row" else [1] * input.dim()
+        noise = torch.empty(shape, dtype=input.dtype, device=input.device).bernoulli_(1.0 - p)
+        return input * (noise / (1.0 - p) if p < 1.0 else noise)
+    rows = input.shape[0] if mode == "row" else 1
+    check_index_range(op, sample_channel_pairs=rows)
+    ordered, order = _in_memory_order(input)
+    if not ordered.is_contiguous() or (mode == "row" and order[0] != 0 and input.shape[0] > 1):
+        ordered, order = input.contiguous(), list(range(input.dim()))  # strided, or samples interleaved
+    # The mask of channel dropout depends only on the row: a row of [rows, 1, numel / rows] is one
+    # sample (or, rows = 1, everything), its elements in memory order.
+    dropped = _dropout_op(ordered.view(rows, 1, -1), draw_seed(input.device), float(p), True)
+    return dropped.view(ordered.shape).permute([order.index(dim) for dim in range(input.dim())])
 
 
 # ----------------------------------------------------------------------------- benchmark cases

@@ -1,0 +1,101 @@
+"""The residual add: ``fastcnn.add(input, other)`` (= ``input + other``) over ``kernels/add.py``,
+for the adds ``fastcnn.convert`` finds no batch norm to fuse into: the checks, the byte count,
+the operator ``fastcnn::add`` and its autograd (the gradient passes to both inputs unchanged, so
+the backward launches nothing), the functional and the benchmark cases.
+
+The kernel takes two tensors of one shape, dtype and dense layout (what a block's two branches
+produce); anything else (broadcasting, type promotion, differing layouts, Python numbers) is
+torch's own add, which computes the same thing.
+"""
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import is_dense
+from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
+from ..dtypes import KERNEL_DTYPES
+
+__all__ = ["add"]
+
+OP = "add"
+
+
+def _kernels():
+    """kernels/add.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import add
+
+    return add
+
+
+# ----------------------------------------------------------------------------- checks
+def kernel_takes(input, other):
+    """Whether the kernel computes ``input + other``: two tensors of one shape, dtype (a kernel
+    dtype or float64), device and dense layout."""
+    return (isinstance(input, torch.Tensor) and isinstance(other, torch.Tensor) and input.shape == other.shape
+            and input.dtype == other.dtype and input.dtype in KERNEL_DTYPES + (torch.float64,)
+            and input.device == other.device and input.stride() == other.stride() and is_dense(input))
+
+
+# ----------------------------------------------------------------------------- cost
+def bytes_moved(numel, element_size, backward):
+    """Forward reads both inputs and writes the sum; the backward moves nothing (the output
+    gradient is both inputs' gradient)."""
+    return 3 * numel * element_size
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+@torch.library.custom_op("fastcnn::add", mutates_args=())
+def _add_op(input: Tensor, other: Tensor) -> Tensor:
+    """input + other for tensors of one shape, dtype and dense layout; the output laid out alike."""
+    out = torch.empty_like(input)
+    if input.numel():
+        with torch.profiler.record_function("fastcnn::add"):
+            _backend.record_launch(OP, _kernels().add(input, other, out))
+    return out
+
+
+@_add_op.register_fake
+def _(input, other):
+    return torch.empty_like(input)
+
+
+def _backward(ctx, grad_out):
+    return grad_out, grad_out
+
+
+_add_op.register_autograd(_backward)
+
+
+# ----------------------------------------------------------------------------- functional
+def add(input, other):
+    """``input + other``: fastcnn's kernel for two tensors of one shape, dtype and dense layout (a
+    residual block's branches), torch's add for anything else (broadcasting, promotion, numbers)."""
+    if not kernel_takes(input, other) or _backend.backend_for(input.device) == _backend.FALLBACK:
+        return input + other
+    return _add_op(input, other)
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+# (channels, height = width) of ResNet-50's first-stage block output, where the add sits.
+SUITES = {"resnet50_stage1": lambda: [(256, 56)]}
+PROFILE_OPS = ("add",)
+
+
+def _case(channels, size, batch, dtype, layout):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        shape = (batch, channels, size, size)
+        input = random_input(shape, dtype, layout, device, generator).requires_grad_()
+        residual = random_input(shape, dtype, layout, device, generator)
+        return training_steps(lambda x: add(x, residual), lambda x: x + residual, input)
+
+    return BenchmarkCase("add", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The profiler's cases: the residual add forward + backward at the activation batches."""
+    shapes = [(3, 5)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
+    return [_case(channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
+            for dtype in dtypes for layout in layouts]
