@@ -260,6 +260,13 @@ def scenarios(options):
                                     kind="relu", parameter=0.0)
             out.append((f"batchnorm+add+relu N32 C256 56x56 {layout} {dtype_name}", bn_add_relu))
 
+    for dtype_name in options.dtypes:
+        def residual_add(dtype_name=dtype_name):
+            add = kernel_module("add")
+            x, r, out_ = (_tensor((32, 256, 56, 56), dtypes[dtype_name], True) for _ in range(3))
+            add.add(x, r, out_)
+        out.append((f"residual add N32 C256 56x56 channels_last {dtype_name}", residual_add))
+
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def avg_pools(layout=layout, dtype_name=dtype_name):
@@ -1157,7 +1164,7 @@ GRID_MUST_FILL = ("_cross_entropy_kernel", "_partial_stats_kernel", "_backward_s
                   "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_partial_grad_sums_kernel",
                   "_apply_kernel", "_backward_apply_kernel", "_forward_kernel", "_backward_kernel", "_dropout_kernel",
                   "_channel_dropout_kernel", "_avg_pool_forward_kernel", "_avg_pool_backward_kernel",
-                  "_global_avg_pool_kernel")
+                  "_global_avg_pool_kernel", "_add_kernel")
 
 
 def violations(run):

@@ -19,7 +19,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from fastcnn.kernels import (activation, adadelta, adagrad, adam, avg_pool, batch_norm, clip_grad, conv2d,  # noqa: E402
+from fastcnn.kernels import (activation, adadelta, adagrad, adam, add, avg_pool, batch_norm, clip_grad, conv2d,  # noqa: E402
                              conv2d_depthwise, conv2d_gemm, cross_entropy, dropout, group_norm, layer_norm, max_pool,
                              multi_tensor, rmsprop, sgd, slicing)
 
@@ -298,7 +298,8 @@ def normalization_variants(results):
 
 def pooling_variants(results):
     """Average pooling: ResNet-style 3x3/2 avg_pool2d and a 7-to-3 adaptive pool, forward and
-    backward, and the global pool, in bf16 and fp32, both layouts: 'avg_pool/...' keys."""
+    backward, and the global pool, in bf16 and fp32, both layouts: 'avg_pool/...' keys; the
+    residual add in bf16 and fp32: 'add/...'."""
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
         layout = "channels_last" if channel_stride == 1 else "nchw"
         block_p, block_c = avg_pool._blocks(channel_stride)
@@ -311,6 +312,10 @@ def pooling_variants(results):
                                   (avg_pool._avg_pool_backward_kernel, "DENSE_IN")):
                 results[f"avg_pool/{name}{kernel.__name__}/{element[1:]}/{layout}"] = memory_accesses(
                     kernel, scalar_signature(kernel, pointers), dict(window, **tile, **{dense: True}), 90)
+        if layout == "nchw":  # the flat add does not depend on the layout
+            results[f"add/{element[1:]}"] = memory_accesses(
+                add._add_kernel, scalar_signature(add._add_kernel, dict(x_ptr=element, r_ptr=element, out_ptr=element)),
+                dict(ACCUMULATOR=tl.float32, BLOCK=add.BLOCK), 90)
         kernel = avg_pool._global_avg_pool_kernel
         results[f"avg_pool/global/{element[1:]}/{layout}"] = memory_accesses(
             kernel, scalar_signature(kernel, pointers), dict(ACCUMULATOR=tl.float32, DENSE_IN=True, WIDE_INDEX=False,

@@ -28,8 +28,8 @@ def test_op_module_follows_the_layout(module):
 
 def test_every_op_module_is_found():
     names = {module.__name__.rsplit(".", 1)[1] for module in ops.MODULES}
-    assert names == {"activation", "adadelta", "adagrad", "adam", "batch_norm", "clip_grad", "conv2d",
-                     "cross_entropy", "dropout", "group_norm", "layer_norm", "max_pool", "rmsprop", "sgd"}
+    assert names == {"activation", "adadelta", "adagrad", "adam", "add", "avg_pool", "batch_norm", "clip_grad",
+                     "conv2d", "cross_entropy", "dropout", "group_norm", "layer_norm", "max_pool", "rmsprop", "sgd"}
 
 
 def test_assert_close_names_the_first_mismatch():

@@ -50,6 +50,8 @@ EXPECTED_VARIANTS = {
     "dropout/": 2 + 2 * 2,
     # {avg_pool2d, adaptive} x {forward, backward}, and the global pool, x {bf16, fp32} x {channels_last, nchw}
     "avg_pool/": 5 * 2 * 2,
+    # the residual add x {bf16, fp32}
+    "add/": 2,
 }
 
 
@@ -125,7 +127,7 @@ def test_every_batch_norm_kernel_compiles(compiled):
         assert any(access.startswith("st.global") for access in compiled[key]), f"{key}: {compiled[key]}"
 
 
-@pytest.mark.parametrize("family", ["activation/", "group_norm", "layer_norm", "dropout/", "avg_pool/"])
+@pytest.mark.parametrize("family", ["activation/", "group_norm", "layer_norm", "dropout/", "avg_pool/", "add/"])
 def test_every_normalization_activation_and_dropout_kernel_compiles(family, compiled):
     """Each kernel lowers for sm_90 (the interpreter does not check that erf, Philox or a 3-d tile
     do) and stores. (Load widths depend on the divisibility Triton specialises at launch: the
