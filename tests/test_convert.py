@@ -289,10 +289,12 @@ def test_torchvision_models(name, generator):
     original = getattr(torchvision.models, name)(num_classes=10).to(DEVICE)
     reference = copy.deepcopy(original).double()
     converted, report = fastcnn.convert(original, report=True)
-    # torchvision's blocks: the stem and every basic block's bn1, every bottleneck's bn1 and bn2;
-    # mobilenet_v2 uses ReLU6, which is not fused.
-    expected_fused = {"resnet18": 9, "resnet50": 33, "mobilenet_v2": 0}[name]
+    # The stem; every basic block's bn1 (ReLU) and bn2 (+ identity, ReLU), every bottleneck's bn1,
+    # bn2 and bn3 (+ identity); mobilenet_v2's 35 BN → ReLU6 and its 10 residual blocks.
+    expected_fused = {"resnet18": 1 + 8 * 2, "resnet50": 1 + 16 * 3, "mobilenet_v2": 35 + 10}[name]
     assert len(report.fused) == expected_fused, report
+    assert sum("residual" in detail for _, detail in report.fused) == {"resnet18": 8, "resnet50": 16,
+                                                                        "mobilenet_v2": 10}[name], report
     # Small late feature maps make batch norm ill-conditioned (few values per channel), so both
     # fp32 models are compared with float64: fastcnn within twice torch's own error.
     size = 64 if DEVICE == "cpu" else 96
@@ -415,10 +417,7 @@ def test_torchvision_convnext(name, generator):
         pytest.skip(why_not)
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     original = getattr(torchvision.models, name)(num_classes=10).to(DEVICE)
-    for module in original.modules():  # stochastic depth draws its own random numbers: off, to compare
-        if type(module).__name__ == "StochasticDepth":
-            module.p = 0.0
-    reference = copy.deepcopy(original).double()
+    _randomness_off(original)
     converted, report = fastcnn.convert(original, report=True)
     # the stem, three downsamples and the classifier
     assert sum("LayerNorm2d -> fastcnn.nn.LayerNorm2d" in detail for _, detail in report.replaced) == 5, report
@@ -426,7 +425,22 @@ def test_torchvision_convnext(name, generator):
     names = _training_step_ops(converted, input)
     assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
                 or "gelu" in name], names
-    # Outputs and every parameter's gradient: fastcnn within twice fp32 torch's own distance from float64.
+    _check_against_float64(original, converted, input, floor=tolerance(torch.float32))
+
+
+def _randomness_off(*models):
+    """Dropout's masks and stochastic depth's draws are fastcnn's Philox numbers, not torch's:
+    off, so that the models compute the same thing."""
+    for model in models:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout) or type(module).__name__ == "StochasticDepth":
+                module.p = 0.0
+
+
+def _check_against_float64(original, converted, input, floor=SUM_TOLERANCE):
+    """Outputs and every parameter's gradient (of the output's mean square): fastcnn within twice
+    fp32 torch's own distance from the float64 model, plus ``floor``."""
+    reference = copy.deepcopy(original).double()
     results = []
     for model, dtype in ((reference, torch.float64), (original, torch.float32), (converted, torch.float32)):
         model.zero_grad()
@@ -435,7 +449,7 @@ def test_torchvision_convnext(name, generator):
         results.append((out, torch.cat([p.grad.flatten() for p in model.parameters()])))
     for index, what in enumerate(("output", "gradients")):
         torch_error = relative_error(results[1][index], results[0][index])
-        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + tolerance(torch.float32), what
+        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + floor, what
 
 
 # What must not be left in ATen in a converted model's training step (issue 16's "done"): linear
@@ -459,20 +473,8 @@ def test_block_replicas_train_in_fastcnn(model_type, seed, generator):
     coverage = fastcnn.coverage(converted, input, target, loss_fn=fastcnn.cross_entropy)
     assert not coverage.left_in(*MOVED_KINDS), coverage
     assert coverage.fastcnn["fastcnn::conv2d"] and any("cross_entropy" in op for op in coverage.fastcnn), coverage
-    for model in (original, converted):  # random masks and depths differ from torch's: off, to compare
-        for module in model.modules():
-            if isinstance(module, nn.Dropout) or type(module).__name__ == "StochasticDepth":
-                module.p = 0.0
-    reference = copy.deepcopy(original).double()
-    results = []
-    for model, dtype in ((reference, torch.float64), (original, torch.float32), (converted, torch.float32)):
-        model.zero_grad()
-        out = model(input.to(dtype))
-        out.square().mean().backward()
-        results.append((out, torch.cat([p.grad.flatten() for p in model.parameters()])))
-    for index, what in enumerate(("output", "gradients")):
-        torch_error = relative_error(results[1][index], results[0][index])
-        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + SUM_TOLERANCE, what
+    _randomness_off(original, converted)
+    _check_against_float64(original, converted, input)
     trained = copy.deepcopy(original)
     optimizers = [torch.optim.SGD(model.parameters(), lr=0.05) for model in (converted, trained)]
     for step in range(3):
@@ -545,19 +547,7 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     coverage = fastcnn.coverage(converted, input, target, loss_fn=fastcnn.cross_entropy)
     print(coverage)
     assert not coverage.left_in(*MOVED_KINDS), coverage
-    for model in (original, converted):  # random masks and depths differ from torch's: off, to compare
-        for module in model.modules():
-            if type(module).__name__ in ("Dropout", "StochasticDepth"):
-                module.p = 0.0
-    reference = copy.deepcopy(original).double()
-    results = []
-    for model, dtype in ((reference, torch.float64), (original, torch.float32), (converted, torch.float32)):
-        model.zero_grad()
-        out = model(input.to(dtype))
-        out.square().mean().backward()
-        results.append((out, torch.cat([p.grad.flatten() for p in model.parameters()])))
-    for index, what in enumerate(("output", "gradients")):
-        torch_error = relative_error(results[1][index], results[0][index])
-        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + SUM_TOLERANCE, what
+    _randomness_off(original, converted)
+    _check_against_float64(original, converted, input)
     original.load_state_dict(converted.state_dict())
     converted.load_state_dict(original.state_dict())
