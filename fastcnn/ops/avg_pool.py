@@ -17,7 +17,7 @@ from .._layout import suggests_channels_last
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_torch_implements
-from .max_pool import pool_output_size, pool_pair
+from .max_pool import check_window, pool_output_size, window_pairs
 
 __all__ = ["avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -43,14 +43,7 @@ def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_ove
     padding, out_size)."""
     op = "fastcnn.avg_pool2d"
     _check_input(op, input)
-    kernel_size = pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints",
-                            "avg_pool2d")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        stride = kernel_size
-    else:
-        stride = pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints",
-                           "avg_pool2d")
-    padding = pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints", "avg_pool2d")
+    kernel_size, stride, padding = window_pairs(op, "avg_pool2d", kernel_size, stride, padding)
     if divisor_override is not None and (not isinstance(divisor_override, int) or isinstance(divisor_override, bool)):
         raise TypeError(f"{op}: argument 'divisor_override' must be int, not {type(divisor_override).__name__}")
     if divisor_override == 0:
@@ -61,31 +54,7 @@ def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, divisor_ove
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
                            f"but got: {list(input.shape)}")
-    for k, s, p in zip(kernel_size, stride, padding):
-        if s == 0:
-            raise RuntimeError(f"{op}: stride should not be zero")
-        if p < 0:
-            raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {p}")
-        if p > int(k / 2):
-            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
-                               f"kernel_size={k} and dilation=1")
-    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = kernel_size, stride, padding
-    if kernel_h <= 0 or kernel_w <= 0:
-        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kH: {kernel_h} kW: {kernel_w}")
-    if stride_h <= 0 or stride_w <= 0:
-        raise RuntimeError(f"{op}: stride should be greater than zero, but got dH: {stride_h} dW: {stride_w}")
-    if any(size == 0 for size in input.shape[-3:]):
-        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
-                           f"but got: {list(input.shape)}")
-    if pad_w > kernel_w // 2 or pad_h > kernel_h // 2:
-        raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
-                           f"padW = {pad_w}, padH = {pad_h}, kW = {kernel_w}, kH = {kernel_h}")
-    out_size = tuple(pool_output_size(size, k, p, s, 1, ceil_mode)
-                     for size, k, p, s in zip(input.shape[-2:], kernel_size, padding, stride))
-    if any(size < 1 for size in out_size):
-        channels, height, width = input.shape[-3:]
-        raise RuntimeError(f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
-                           f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
+    out_size = check_window(op, input, kernel_size, stride, padding, (1, 1), ceil_mode)
     check_torch_implements(op, "avg_pool2d", input.dtype, TORCH_FLOAT_DTYPES)
     return kernel_size, stride, padding, out_size
 

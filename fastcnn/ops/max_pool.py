@@ -60,6 +60,18 @@ def pool_pair(op, name, value, wording, pool="max_pool2d"):
     return int_pair(op, name, value)
 
 
+def window_pairs(op, pool, kernel_size, stride, padding):
+    """(kernel_size, stride, padding) of a 2-d pool as pairs, stride defaulting to the kernel (None
+    or empty), with torch's messages for sequences of the wrong length. Shared by the pools."""
+    kernel_size = pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints", pool)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel_size
+    else:
+        stride = pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints", pool)
+    return kernel_size, stride, pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints",
+                                          pool)
+
+
 def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     """Validate F.max_pool2d's arguments as torch does, in torch's order and words (its
     max_pool2d_with_indices checks, then pooling_output_shape's, then pool2d_shape_check's), and
@@ -67,16 +79,20 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     op = "fastcnn.max_pool2d"
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
-    kernel_size = pool_pair(op, "kernel_size", kernel_size, "must either be a single int, or a tuple of two ints")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        stride = kernel_size
-    else:
-        stride = pool_pair(op, "stride", stride, "must either be omitted, a single int, or a tuple of two ints")
-    padding = pool_pair(op, "padding", padding, "must either be a single int, or a tuple of two ints")
+    kernel_size, stride, padding = window_pairs(op, "max_pool2d", kernel_size, stride, padding)
     dilation = pool_pair(op, "dilation", dilation, "must be either a single int, or a tuple of two ints")
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
                            f"got {list(input.shape)}")
+    out_size = check_window(op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    # Comparisons need no arithmetic: every dtype torch pools runs in the kernels.
+    check_torch_implements(op, "max_pool2d", input.dtype, TORCH_DTYPES)
+    return Pool2dGeometry(kernel_size, stride, padding, dilation, bool(ceil_mode), out_size)
+
+
+def check_window(op, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """torch's pooling_output_shape and pool2d_shape_check, in their order and words, for the
+    pairs of a 2-d pooling window; returns the output (height, width). Shared by the pools."""
     for k, s, p, d in zip(kernel_size, stride, padding, dilation):
         if s == 0:
             raise RuntimeError(f"{op}: stride should not be zero")
@@ -106,9 +122,7 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
         channels, height, width = input.shape[-3:]
         raise RuntimeError(f"{op}: Given input size: ({channels}x{height}x{width}). Calculated output size: "
                            f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
-    # Comparisons need no arithmetic: every dtype torch pools runs in the kernels.
-    check_torch_implements(op, "max_pool2d", input.dtype, TORCH_DTYPES)
-    return Pool2dGeometry(kernel_size, stride, padding, dilation, bool(ceil_mode), out_size)
+    return out_size
 
 
 # ----------------------------------------------------------------------------- cost
