@@ -452,6 +452,25 @@ def _check_against_float64(original, converted, input, floor=SUM_TOLERANCE):
         assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + floor, what
 
 
+def _check_trajectory(original, converted, shape, target, generator, steps=3):
+    """``steps`` SGD steps of the converted model and of a copy of the original on the same fresh
+    batches: the losses agree to the summed-fp32 tolerance; then checkpoints load both ways."""
+    trained = copy.deepcopy(original)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.05) for model in (converted, trained)]
+    for step in range(steps):
+        batch = make_tensor(shape, generator=generator)
+        losses = []
+        for model, optimizer in zip((converted, trained), optimizers):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(batch), target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss)
+        assert relative_error(losses[0], losses[1]) < SUM_TOLERANCE, step
+    original.load_state_dict(converted.state_dict())
+    converted.load_state_dict(trained.state_dict())
+
+
 # What must not be left in ATen in a converted model's training step (issue 16's "done"): linear
 # layers, squeeze-excitation's broadcast multiply and the reductions of their gradients may stay.
 MOVED_KINDS = ("convolution", "norm", "activation", "pooling", "residual add", "loss", "dropout")
@@ -475,20 +494,7 @@ def test_block_replicas_train_in_fastcnn(model_type, seed, generator):
     assert coverage.fastcnn["fastcnn::conv2d"] and any("cross_entropy" in op for op in coverage.fastcnn), coverage
     _randomness_off(original, converted)
     _check_against_float64(original, converted, input)
-    trained = copy.deepcopy(original)
-    optimizers = [torch.optim.SGD(model.parameters(), lr=0.05) for model in (converted, trained)]
-    for step in range(3):
-        batch = make_tensor(shape, generator=generator)
-        losses = []
-        for model, optimizer in zip((converted, trained), optimizers):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(batch), target)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss)
-        assert relative_error(losses[0], losses[1]) < SUM_TOLERANCE, step
-    original.load_state_dict(converted.state_dict())
-    converted.load_state_dict(trained.state_dict())
+    _check_trajectory(original, converted, shape, target, generator)
 
 
 def test_coverage_lists_what_is_left_by_kind(generator):
@@ -534,7 +540,7 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     """Converted torchvision models: one training step (dropout and stochastic depth on) leaves no
     convolution, norm, activation, pool, residual add, dropout or loss in ATen (fastcnn.coverage
     reports what is left); outputs and gradients match float64 torch as closely as fp32 torch's;
-    checkpoints load both ways."""
+    a 3-step SGD trajectory matches the torch model's; checkpoints load both ways."""
     torchvision, why_not = _torchvision_or_skip_reason()
     if torchvision is None:
         pytest.skip(why_not)
@@ -549,5 +555,4 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     assert not coverage.left_in(*MOVED_KINDS), coverage
     _randomness_off(original, converted)
     _check_against_float64(original, converted, input)
-    original.load_state_dict(converted.state_dict())
-    converted.load_state_dict(original.state_dict())
+    _check_trajectory(original, converted, input.shape, target, generator)
