@@ -453,20 +453,25 @@ def _check_against_float64(original, converted, input, floor=SUM_TOLERANCE):
 
 
 def _check_trajectory(original, converted, shape, target, generator, steps=3):
-    """``steps`` SGD steps of the converted model and of a copy of the original on the same fresh
-    batches: the losses agree to the summed-fp32 tolerance; then checkpoints load both ways."""
-    trained = copy.deepcopy(original)
-    optimizers = [torch.optim.SGD(model.parameters(), lr=0.05) for model in (converted, trained)]
+    """``steps`` SGD steps of the converted model, of an fp32 copy of the original and of a float64
+    copy on the same fresh batches: at each step the converted model's loss is within twice fp32
+    torch's distance from the float64 loss (plus the summed-fp32 tolerance), since tiny late
+    feature maps make batch norm ill-conditioned in either; then checkpoints load both ways."""
+    trained, reference = copy.deepcopy(original), copy.deepcopy(original).double()
+    models = (reference, trained, converted)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.05) for model in models]
     for step in range(steps):
         batch = make_tensor(shape, generator=generator)
         losses = []
-        for model, optimizer in zip((converted, trained), optimizers):
+        for model, optimizer in zip(models, optimizers):
             optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(batch), target)
+            dtype = next(model.parameters()).dtype
+            loss = nn.functional.cross_entropy(model(batch.to(dtype)), target)
             loss.backward()
             optimizer.step()
-            losses.append(loss)
-        assert relative_error(losses[0], losses[1]) < SUM_TOLERANCE, step
+            losses.append(loss.item())
+        expected, torch_loss, ours = losses
+        assert abs(ours - expected) <= 2 * abs(torch_loss - expected) + SUM_TOLERANCE * abs(expected), (step, losses)
     original.load_state_dict(converted.state_dict())
     converted.load_state_dict(trained.state_dict())
 
