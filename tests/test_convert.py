@@ -129,23 +129,15 @@ def test_one_nan_pixel_gives_nan_exactly_where_torch_does(generator):
 
 
 def test_same_training_trajectory_with_fastcnn_adam_and_cross_entropy(seed, generator):
+    """Adam takes steps of about lr in every parameter whatever the gradient's size, so a
+    parameter whose gradient is near a sign change can step either way in fp32: fp32 torch
+    itself strayed 0.19 % from float64 at step 2 (seed 1121807607) while fastcnn stayed within
+    4e-8; both are held to the float64 trajectory."""
     original, (converted, _) = _models(generator)
-    torch_optimizer = torch.optim.Adam(original.parameters(), lr=1e-2)
-    fastcnn_optimizer = fastcnn.optim.Adam(converted.parameters(), lr=1e-2)
-    for step in range(3):
-        input = make_tensor((4, 3, 13, 11), generator=generator)
-        target = torch.randint(0, 5, (4,), generator=generator).to(DEVICE)
-        losses = []
-        for model, optimizer, loss_fn in ((original, torch_optimizer, nn.functional.cross_entropy),
-                                          (converted, fastcnn_optimizer, fastcnn.cross_entropy)):
-            optimizer.zero_grad()
-            loss = loss_fn(model(input), target)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        assert abs(losses[0] - losses[1]) <= SUM_TOLERANCE * abs(losses[0]), (step, losses, seed)
-    for (name, p), q in zip(converted.named_parameters(), original.parameters()):
-        assert relative_error(p, q) < SUM_TOLERANCE, (name, seed)
+    target = torch.randint(0, 5, (4,), generator=generator).to(DEVICE)
+    _check_trajectory(original, converted, (4, 3, 13, 11), target, generator, lr=1e-2,
+                      optimizer=torch.optim.Adam, fastcnn_optimizer=fastcnn.optim.Adam,
+                      fastcnn_loss=fastcnn.cross_entropy)
 
 
 def test_checkpoints_load_both_ways(generator):
@@ -452,23 +444,27 @@ def _check_against_float64(original, converted, input, floor=SUM_TOLERANCE):
         assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + floor, what
 
 
-def _check_trajectory(original, converted, shape, target, generator, steps=3, lr=0.05):
-    """``steps`` SGD steps of the converted model, of an fp32 copy of the original and of a float64
-    copy on the same fresh batches: at each step the converted model's loss is within twice fp32
-    torch's distance from the float64 loss (plus the summed-fp32 tolerance), since tiny late
-    feature maps make batch norm ill-conditioned in either; then checkpoints load both ways."""
+def _check_trajectory(original, converted, shape, target, generator, steps=3, lr=0.05,
+                      optimizer=torch.optim.SGD, fastcnn_optimizer=None, fastcnn_loss=None):
+    """``steps`` steps of ``optimizer`` on the converted model, on an fp32 copy of the original
+    and on a float64 copy, on the same fresh batches: at each step the converted model's loss is
+    within twice fp32 torch's distance from the float64 loss (plus the summed-fp32 tolerance),
+    since tiny late feature maps make batch norm ill-conditioned in either; then checkpoints load
+    both ways. The converted model may step with ``fastcnn_optimizer`` and take ``fastcnn_loss``."""
     trained, reference = copy.deepcopy(original), copy.deepcopy(original).double()
     models = (reference, trained, converted)
-    optimizers = [torch.optim.SGD(model.parameters(), lr=lr) for model in models]
+    optimizer_types = (optimizer, optimizer, fastcnn_optimizer or optimizer)
+    loss_fns = (nn.functional.cross_entropy,) * 2 + (fastcnn_loss or nn.functional.cross_entropy,)
+    optimizers = [kind(model.parameters(), lr=lr) for kind, model in zip(optimizer_types, models)]
     for step in range(steps):
         batch = make_tensor(shape, generator=generator)
         losses = []
-        for model, optimizer in zip(models, optimizers):
-            optimizer.zero_grad()
+        for model, model_optimizer, loss_fn in zip(models, optimizers, loss_fns):
+            model_optimizer.zero_grad()
             dtype = next(model.parameters()).dtype
-            loss = nn.functional.cross_entropy(model(batch.to(dtype)), target)
+            loss = loss_fn(model(batch.to(dtype)), target)
             loss.backward()
-            optimizer.step()
+            model_optimizer.step()
             losses.append(loss.item())
         expected, torch_loss, ours = losses
         assert abs(ours - expected) <= 2 * abs(torch_loss - expected) + SUM_TOLERANCE * abs(expected), (step, losses)
