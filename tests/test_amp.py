@@ -14,7 +14,12 @@ from fastcnn.testing import DEVICE, count_launches, make_tensor, relative_error
 LR = 1e-3
 STEPS = 4
 LOSS_FLOOR = {torch.bfloat16: 1e-2, torch.float16: 2e-3}  # about 2.5 units of roundoff on a loss near 1.6
-PARAMETER_FLOOR = {torch.bfloat16: 2e-3, torch.float16: 5e-4}
+# Adam's first steps move a weight by about lr·sign(grad), so every tiny gradient whose sign a
+# rounding flips moves the weight 2·lr the other way: over seeds 11-16 fp32 torch's own fp16 run
+# ended 5.6e-4 to 2.2e-3 from float64, and at seed 757239814 it ended 2.2e-4 away by luck while
+# fastcnn's ended 1.1e-3 away (CI failed there at the old fp16 floor of 5e-4). The floor covers
+# one run's flips when the other run is lucky.
+PARAMETER_FLOOR = {torch.bfloat16: 2e-3, torch.float16: 2e-3}
 
 
 def _twins(generator):
