@@ -440,8 +440,13 @@ def _check_against_float64(original, converted, input, floor=SUM_TOLERANCE):
         out.square().mean().backward()
         results.append((out, torch.cat([p.grad.flatten() for p in model.parameters()])))
     for index, what in enumerate(("output", "gradients")):
-        torch_error = relative_error(results[1][index], results[0][index])
-        assert relative_error(results[2][index], results[0][index]) <= 2 * torch_error + floor, what
+        _assert_as_near_float64_as_torch(results[2][index], results[1][index], results[0][index], floor, what)
+
+
+def _assert_as_near_float64_as_torch(ours, fp32_torch, float64, floor, what):
+    """fastcnn's result within twice fp32 torch's own distance from float64, plus ``floor``."""
+    torch_error = relative_error(fp32_torch, float64)
+    assert relative_error(ours, float64) <= 2 * torch_error + floor, (what, torch_error)
 
 
 def _check_trajectory(original, converted, shape, target, generator, steps=3, lr=0.05,
@@ -449,8 +454,9 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
     """``steps`` steps of ``optimizer`` on the converted model, on an fp32 copy of the original
     and on a float64 copy, on the same fresh batches: at each step the converted model's loss is
     within twice fp32 torch's distance from the float64 loss (plus the summed-fp32 tolerance),
-    since tiny late feature maps make batch norm ill-conditioned in either; then checkpoints load
-    both ways. The converted model may step with ``fastcnn_optimizer`` and take ``fastcnn_loss``."""
+    since tiny late feature maps make batch norm ill-conditioned in either, and so are its final
+    parameters; then checkpoints load both ways. The converted model may step with
+    ``fastcnn_optimizer`` and take ``fastcnn_loss``."""
     trained, reference = copy.deepcopy(original), copy.deepcopy(original).double()
     models = (reference, trained, converted)
     optimizer_types = (optimizer, optimizer, fastcnn_optimizer or optimizer)
@@ -468,6 +474,8 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
             losses.append(loss.item())
         expected, torch_loss, ours = losses
         assert abs(ours - expected) <= 2 * abs(torch_loss - expected) + SUM_TOLERANCE * abs(expected), (step, losses)
+    final = [torch.cat([p.detach().flatten() for p in model.parameters()]) for model in models]
+    _assert_as_near_float64_as_torch(final[2], final[1], final[0], SUM_TOLERANCE, "parameters")
     original.load_state_dict(converted.state_dict())
     converted.load_state_dict(trained.state_dict())
 
