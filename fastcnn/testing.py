@@ -9,7 +9,8 @@
   ``strided_copy``: given values (integer targets, optimizer state) in a poisoned strided view.
 * ``relative_error`` / ``assert_close``: ||out - ref|| / ||ref|| against a float64 reference with
   the per-dtype tolerances of ``fastcnn.dtypes``; a failure names the first element out of
-  tolerance, its index and both values.
+  tolerance, its index and both values. ``flat_parameters``: a model's parameters as one vector,
+  to compare whole models with ``relative_error``.
 * ``record_aten_ops`` and ``count_launches``: prove the Triton kernel ran and the ATen op it
   replaces did not.
 * ``assert_raises_like_torch``: bad input raises torch's exception type, in torch's words,
@@ -115,6 +116,11 @@ def relative_error(actual, expected):
     difference = (actual[finite] - expected[finite]).norm().item()
     scale = expected[finite].norm().item()
     return difference / scale if scale > 0 else difference
+
+
+def flat_parameters(model):
+    """Every parameter of ``model``, flattened and concatenated in ``model.parameters()`` order."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def assert_close(actual, expected, dtype, *, what, seed, reduction_length=1, error_floor=0.0):

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import fastcnn  # noqa: E402
 from fastcnn.models import TinyResNet  # noqa: E402
+from fastcnn.testing import flat_parameters, relative_error  # noqa: E402
 
 STEPS = 3
 BATCH = 8
@@ -50,14 +51,6 @@ def train(model, data, loss_fn, optimizer_class, shard=None):
     return losses
 
 
-def flat_parameters(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
-def relative(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -74,7 +67,7 @@ def main():
     if rank == 0:
         single = fastcnn.convert(reference)
         train(single, data, fastcnn.cross_entropy, fastcnn.optim.Adam)
-        result["plain"] = relative(flat_parameters(distributed.module), flat_parameters(single))
+        result["plain"] = relative_error(flat_parameters(distributed.module), flat_parameters(single))
 
     torch.manual_seed(1)
     resnet = TinyResNet()
@@ -84,7 +77,7 @@ def main():
     fastcnn_losses = train(fastcnn_ddp, data, fastcnn.cross_entropy, fastcnn.optim.Adam, shard=rank)
     torch_losses = train(torch_ddp, data, nn.functional.cross_entropy, torch.optim.Adam, shard=rank)
     if rank == 0:
-        result["resnet"] = relative(flat_parameters(converted), flat_parameters(resnet))
+        result["resnet"] = relative_error(flat_parameters(converted), flat_parameters(resnet))
         result["resnet_losses"] = [fastcnn_losses, torch_losses]
         result["fused"] = len(report.fused)
         result["launches"] = dict(fastcnn._backend.launch_counts)

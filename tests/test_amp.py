@@ -8,7 +8,7 @@ import torch
 
 import fastcnn
 from fastcnn.models import TinyResNet
-from fastcnn.testing import DEVICE, count_launches, make_tensor, relative_error
+from fastcnn.testing import DEVICE, count_launches, flat_parameters, make_tensor, relative_error
 
 
 LR = 1e-3
@@ -81,8 +81,7 @@ def test_amp_training_matches_torch(dtype, scaled, seed, generator):
         scales = [run[2].get_scale() for run in runs]
         assert scales[0] == scales[1] < 2.0**24 and 0 < skipped_steps < STEPS, (scales, skipped_steps)
     assert all(p.dtype == torch.float32 for p in converted.parameters())
-    flat = [torch.cat([p.detach().flatten().double() for p in model.parameters()])
-            for model in (original, converted, reference)]
+    flat = [flat_parameters(model) for model in (original, converted, reference)]
     torch_error, fastcnn_error = relative_error(flat[0], flat[2]), relative_error(flat[1], flat[2])
     print(f"parameters after {STEPS} steps, relative error against float64: torch {torch_error:.2e}, "
           f"fastcnn {fastcnn_error:.2e}")

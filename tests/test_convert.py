@@ -15,7 +15,7 @@ from fastcnn.convert import REPLACEMENTS
 from fastcnn.dtypes import tolerance
 from fastcnn.models import (BasicBlock, GroupNormBlock, SmallCNN, TinyConvNeXt, TinyEfficientNet, TinyMobileNetV2,
                             TinyRegNet, TinyResNet)
-from fastcnn.testing import DEVICE, count_launches, make_tensor, record_aten_ops, relative_error
+from fastcnn.testing import DEVICE, count_launches, flat_parameters, make_tensor, record_aten_ops, relative_error
 
 # fp32 against fp32 torch: the same math summed in different orders. The shared fp32 tolerance,
 # widened as for 4 terms for outputs and as for 100 for gradients and trajectories, which sum
@@ -475,7 +475,7 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
         expected, torch_loss, ours = losses
         _assert_as_near_float64_as_torch(ours, torch_loss, expected, SUM_TOLERANCE,
                                          ("loss", step, [value.item() for value in losses]))
-    final = [torch.cat([p.detach().flatten() for p in model.parameters()]) for model in models]
+    final = [flat_parameters(model) for model in models]
     _assert_as_near_float64_as_torch(final[2], final[1], final[0], SUM_TOLERANCE, "parameters")
     original.load_state_dict(converted.state_dict())
     converted.load_state_dict(trained.state_dict())
