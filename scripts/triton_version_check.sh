@@ -21,5 +21,5 @@ cd tests
 python -m pytest -q -p no:cacheprovider test_compile_for_gpu.py test_architecture.py \
     test_conv2d.py test_batch_norm.py test_cross_entropy.py test_max_pool.py test_adam.py test_sgd.py \
     test_rmsprop.py test_adagrad.py test_adadelta.py test_clip_grad.py test_group_norm.py test_layer_norm.py \
-    test_activation.py test_dropout.py test_avg_pool.py test_add.py \
-    -k "compile or architecture or random or low_precision or pytorch_optimizer_inputs or grad_scaler or norm_and_clipping or clip_grad_value or huge_and_tiny or kept_fraction or nan_and_infinities or forward_and_backward_match or with_and_without_residual or adaptive_avg_pool2d or stochastic_depth or sum_and_gradients"
+    test_activation.py test_dropout.py test_avg_pool.py test_add.py test_bfloat16_rounding.py \
+    -k "compile or architecture or bfloat16_rounding or random or low_precision or pytorch_optimizer_inputs or grad_scaler or norm_and_clipping or clip_grad_value or huge_and_tiny or kept_fraction or nan_and_infinities or forward_and_backward_match or with_and_without_residual or adaptive_avg_pool2d or stochastic_depth or sum_and_gradients"
