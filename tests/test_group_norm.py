@@ -45,7 +45,9 @@ def check_norm(ours, theirs, input, weight, bias, *, seed, activation, reduction
         if wanted is None:
             continue
         allowance = floor * wanted.norm().item() + (terms if what == "grad_input" else 0.0)
-        if what == "grad_weight":  # Σ dy·x̂ can cancel to ~0 (one value per row: x̂ = 0): its terms' rounding
+        if what in ("grad_weight", "grad_bias"):
+            # Σ dy·x̂ and Σ dy (times the activation's slope) can cancel to ~0 (one value per row: x̂ = 0,
+            # and the output is the bias): allow their terms' rounding
             allowance += relative_tolerance(torch.float32) * grad_out.double().norm().item()
         if what == "output":  # x̂ is O(1) per element, and exactly 0 for rows of one value (torch's float64: 1e-15)
             allowance += relative_tolerance(dtype) * math.sqrt(wanted.numel())
