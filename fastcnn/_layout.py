@@ -112,3 +112,50 @@ def split_parameter_grads(sums, weight, bias, mask):
     in the parameters' dtypes and shapes; None where ``mask`` (input, weight, bias) does not ask."""
     return (sums[1].to(weight.dtype).view(weight.shape) if mask[1] else None,
             sums[0].to(bias.dtype).view(bias.shape) if mask[2] else None)
+
+
+def elementwise_strides(tensor):
+    """The strides torch gives the output of an elementwise op whose only tensor operand is
+    ``tensor`` (its TensorIterator): the dimensions ordered as ``tensor``'s strides order them
+    (smallest stride fastest; for equal strides the smaller size first; dimensions of stride 0
+    keep their place), then laid out densely. A dense ``tensor`` gets its own strides back (up
+    to size-1 dimensions); a strided view of a permuted or channels_last tensor keeps that
+    dimension order instead of becoming contiguous."""
+    shape, strides = tensor.shape, tensor.stride()
+    perm = list(reversed(range(tensor.dim())))  # perm[0] is the fastest dimension
+
+    def should_swap(dim0, dim1):
+        stride0, stride1 = strides[dim0], strides[dim1]
+        if stride0 == 0 or stride1 == 0:
+            return 0
+        if stride0 != stride1:
+            return -1 if stride0 < stride1 else 1
+        return 1 if shape[dim0] > shape[dim1] else 0
+
+    for i in range(1, len(perm)):  # TensorIterator's insertion sort
+        dim1 = i
+        for dim0 in range(i - 1, -1, -1):
+            comparison = should_swap(perm[dim0], perm[dim1])
+            if comparison > 0:
+                perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+                dim1 = dim0
+            elif comparison < 0:
+                break
+    out = [0] * tensor.dim()
+    step = 1
+    for dim in perm:
+        out[dim] = step
+        step *= shape[dim]
+    return tuple(out)
+
+
+def dense_copy(tensor):
+    """``tensor`` itself when ``is_dense``, else a dense copy laid out as torch lays out an
+    elementwise op's output (``elementwise_strides``), so that the flat kernels run on it and
+    their output (``empty_like`` of it) has torch's strides. Differentiable (a ``copy_``)."""
+    import torch
+
+    if is_dense(tensor):
+        return tensor
+    return torch.empty_strided(tensor.shape, elementwise_strides(tensor), dtype=tensor.dtype,
+                               device=tensor.device).copy_(tensor)

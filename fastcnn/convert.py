@@ -223,24 +223,116 @@ def _traceable_parent(module):
 def _fuse(model, result):
     holders = _call_counts(model)
     modules = list(model.named_modules())
+    owners = _code_owners(model)
+    traces = {}
     for name, module in modules:
         if _runs_sequential_forward(module):
-            _fuse_sequential(name, module, holders, result)
+            _fuse_sequential(name, module, holders, owners, traces, result)
     for name, module in modules:
         if _traceable_parent(module):
             _fuse_traced(name, module, holders, result)
 
 
-def _fuse_sequential(name, sequential, holders, result):
+def _has_hooks(module):
+    """Whether ``module`` has forward, forward-pre or backward hooks of its own: fusing it (or
+    calling an inlined Sequential's children directly) would change what they see or skip them."""
+    return any(getattr(module, hooks, None) for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                                                          "_backward_pre_hooks"))
+
+
+# Modules with no forward of their own: code that reaches into them is their parent's.
+CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+def _code_owners(model):
+    """{id(module): the modules whose forward can call it directly}, for every plain Sequential:
+    walking up through the plain Sequentials without hooks (which traced parents inline) and
+    containers to the first module with code of its own. None marks the model itself: a plain
+    Sequential at the top is only run whole by its own forward (what the caller does with it
+    beyond that is not the model's code). A container at the top has no forward: no owner is
+    known, so nothing in it is fused by position."""
+    parents = {}
+    for parent in model.modules():
+        for child in parent.children():
+            parents.setdefault(id(child), []).append(parent)
+
+    def owners_of(module, seen):
+        if module is model:
+            return {None} if _runs_sequential_forward(module) else {"unknown"}
+        found = set()
+        for parent in parents.get(id(module), []):
+            if id(parent) in seen:
+                continue
+            if (_runs_sequential_forward(parent) and not _has_hooks(parent)) or isinstance(parent, CONTAINERS):
+                found |= owners_of(parent, seen | {id(parent)})
+            else:
+                found.add(parent)
+        return found
+
+    return {id(module): owners_of(module, {id(module)}) for module in model.modules()
+            if _runs_sequential_forward(module)}
+
+
+def _traced(owner, traces):
+    """``owner``'s forward traced (cached in ``traces``), or the exception that stopped it."""
+    if id(owner) not in traces:
+        try:
+            traces[id(owner)] = _trace_independent_of_mode(owner)
+        except Exception as error:  # fx raises many types for data-dependent control flow
+            traces[id(owner)] = error
+    return traces[id(owner)]
+
+
+def _position_is_dataflow(norm, activation, owners, traces):
+    """None when fusing ``norm`` with the ``activation`` in the next slot of their Sequential gives
+    the original's values however the owners' code reaches them, else why not: in each owner's
+    traced forward (plain Sequentials inlined) every call of the norm must feed only a call of
+    that activation, and every call of the activation must take a call of the norm, so that no
+    slice, loop or tap of the Sequential sees the norm's output without the activation (or the
+    activation applied to anything else)."""
+    for owner in owners:
+        if owner is None:
+            continue
+        if owner == "unknown":
+            return "the Sequential sits in a container no forward of the model calls"
+        graph = _traced(owner, traces)
+        if isinstance(graph, Exception):
+            return (f"the forward of {type(owner).__name__} that runs this Sequential could not be traced "
+                    f"({type(graph).__name__}), so what it reaches cannot be checked")
+        calls = [node for node in graph.nodes if node.op == "call_module"]
+        norm_calls = [node for node in calls if owner.get_submodule(node.target) is norm]
+        activation_calls = [node for node in calls if owner.get_submodule(node.target) is activation]
+        for node in norm_calls:
+            users = list(node.users)
+            if len(users) != 1 or users[0] not in activation_calls:
+                consumers = ", ".join(sorted({_describe(user) for user in users})) or "nothing"
+                return (f"{type(owner).__name__}'s forward sends the norm's output to {consumers} (a slice, loop or "
+                        f"tap of the Sequential), not to the activation alone")
+        for node in activation_calls:
+            if node.args[:1] and node.args[0] not in norm_calls:
+                return f"{type(owner).__name__}'s forward applies the activation to something other than the norm"
+    return None
+
+
+def _fuse_sequential(name, sequential, holders, owners, traces, result):
     children = list(sequential.named_children())
     for (norm_name, norm), (activation_name, activation) in zip(children, children[1:]):
         if not _fusable_norm(norm) or not _is_activation_like(activation):
             continue
         qualified = _join(name, norm_name)
         spec = _module_activation(activation)
+        why = None
         if holders[id(norm)] > 1:
-            result.left.append((qualified, f"not fused: the {type(norm).__name__} is shared with another part of the "
-                                           f"model"))
+            why = f"the {type(norm).__name__} is shared with another part of the model"
+        elif holders[id(activation)] > 1:
+            why = f"the {type(activation).__name__} is shared with another part of the model"
+        elif _has_hooks(norm) or _has_hooks(activation):
+            why = (f"{'the norm' if _has_hooks(norm) else 'the activation'} has hooks, which would see the fused "
+                   f"output or not run")
+        elif spec is not None:
+            why = _position_is_dataflow(norm, activation, owners[id(sequential)], traces)
+        if why is not None:
+            result.left.append((qualified, f"not fused: {why}"))
         elif spec is None:
             result.left.append((qualified, _unsupported(norm, type(activation).__name__)))
         else:
@@ -256,11 +348,12 @@ def _unsupported(norm, activation):
 
 
 class _ChildrenAsLeaves(torch.fx.Tracer):
-    """Traces one module's own ``forward``: plain Sequentials are inlined (their children called
-    in turn), every other submodule call is a leaf ``call_module`` node."""
+    """Traces one module's own ``forward``: plain Sequentials without hooks are inlined (their
+    children called in turn), every other submodule call is a leaf ``call_module`` node (so a
+    generated forward still runs a hooked Sequential's hooks)."""
 
     def is_leaf_module(self, module, qualified_name):
-        return not _runs_sequential_forward(module)
+        return not _runs_sequential_forward(module) or _has_hooks(module)
 
 
 def _activation(node, root):
@@ -299,7 +392,7 @@ def _fuse_traced(name, module, holders, result):
         return
     changed = _fuse_residuals(name, module, graph, holders, result)
     changed |= _fuse_activations(name, module, graph, holders, result)
-    changed |= _swap_functions(name, graph, result)
+    changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return
     graph.lint()
@@ -363,7 +456,7 @@ def _fuse_residuals(name, module, graph, holders, result):
     changed = False
     for target, calls in _norm_calls(module, graph).items():
         norm = module.get_submodule(target)
-        if type(norm) is not torch.nn.BatchNorm2d or len(calls) != 1 or holders[id(norm)] > 1:
+        if type(norm) is not torch.nn.BatchNorm2d or len(calls) != 1 or holders[id(norm)] > 1 or _has_hooks(norm):
             continue
         found = _residual_of(calls[0])
         if found is None:
@@ -371,7 +464,8 @@ def _fuse_residuals(name, module, graph, holders, result):
         add, residual = found
         last, spec = add, (None, 0.0)
         after = list(add.users)
-        if len(after) == 1 and after[0].args and after[0].args[0] is add and _activation(after[0], module):
+        if (len(after) == 1 and after[0].args and after[0].args[0] is add and _activation(after[0], module)
+                and not _hooked_call(after[0], module)):
             last, spec = after[0], _activation(after[0], module)
         with graph.inserting_before(add):
             fused = graph.call_module(target, (calls[0].args[0], residual))
@@ -397,6 +491,9 @@ def _fuse_activations(name, module, graph, holders, result):
         if holders[id(norm)] > 1:
             result.left.append((_join(name, target), f"not fused: the {type(norm).__name__} is shared with another "
                                                      f"part of the model"))
+        elif _has_hooks(norm) or any(user is not None and _hooked_call(user, module) for user in sole):
+            result.left.append((_join(name, target), f"not fused: {'the norm' if _has_hooks(norm) else 'the activation'}"
+                                                     f" has hooks, which would see the fused output or not run"))
         elif all(spec is not None for spec in specs) and len(set(specs)) == 1:
             fusable[target] = (specs[0], sole)
         elif all(user is not None and (spec is not None or _is_activation_like_node(user, module))
@@ -420,11 +517,11 @@ def _fuse_activations(name, module, graph, holders, result):
     return bool(fusable)
 
 
-def _swappable_add(node):
+def _swappable_add(node, root):
     """Whether ``node`` adds two values (``a + b``, ``torch.add(a, b)``, ``a.add(b)``; ``a += b`` and
-    ``a.add_(b)`` only where nothing else reads ``a``, so that computing it out of place changes
-    nothing) and may become ``fastcnn.add``, which runs torch's add for what its kernel does not
-    take (numbers, broadcasting)."""
+    ``a.add_(b)`` only where writing ``a`` is provably seen by nobody, see ``_written_alone``) and
+    may become ``fastcnn.add``, which runs torch's add for what its kernel does not take (numbers,
+    broadcasting)."""
     if len(node.args) != 2 or node.kwargs or not all(isinstance(arg, torch.fx.Node) for arg in node.args):
         return False
     function = node.op == "call_function"
@@ -432,17 +529,77 @@ def _swappable_add(node):
         return True
     in_place = (function and node.target in INPLACE_ADDS) or (node.op == "call_method"
                                                               and node.target in INPLACE_ADD_METHODS)
-    return in_place and len(node.args[0].users) == 1
+    return in_place and _written_alone(node.args[0], root)
 
 
-def _swap_functions(name, graph, result):
+# What a traced forward's nodes return, for the in-place adds: a new tensor ("fresh"), possibly
+# their first argument itself or a view of it ("passes"), or anything else.
+FRESH_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm,
+                 torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.modules.instancenorm._InstanceNorm,
+                 torch.nn.MaxPool2d, torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d)
+PASSING_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Unflatten, torch.nn.modules.dropout._DropoutNd)
+FRESH_FUNCTIONS = {add, operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+                   torch.cat, F.conv2d, F.linear, F.batch_norm, F.layer_norm, F.group_norm, F.avg_pool2d,
+                   F.adaptive_avg_pool2d, F.max_pool2d}
+FRESH_METHODS = {"add", "sub", "mul", "div", "clone"}
+PASSING_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.narrow,
+                     torch.squeeze, torch.unsqueeze, F.dropout, F.dropout2d} | set(INPLACE_ADDS)
+PASSING_METHODS = {"view", "view_as", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze",
+                   "expand", "expand_as", "narrow", "select", "contiguous", "__getitem__", "t", "unflatten",
+                   "detach"} | set(INPLACE_ADD_METHODS) | {name for name in ACTIVATION_METHODS if name.endswith("_")}
+
+
+def _returns(node, root):
+    """"fresh" when ``node`` returns a tensor no other value aliases, "passes" when it may return
+    its first argument or a view of it, None when unknown (an input, a parameter, another module)."""
+    inplace = node.kwargs.get("inplace") is True or (len(node.args) > 1 and node.args[-1] is True)
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        if isinstance(module, PASSING_MODULES) or getattr(module, "inplace", False) is True:
+            return "passes"
+        if isinstance(module, FRESH_MODULES) or (_module_activation(module) is not None):
+            return "fresh"
+        return None
+    if node.op == "call_function":
+        if node.target in PASSING_FUNCTIONS or (node.target in ACTIVATION_FUNCTIONS and inplace):
+            return "passes"
+        if node.target in FRESH_FUNCTIONS or node.target in ACTIVATION_FUNCTIONS:
+            return "fresh" if node.target is not torch.relu_ else "passes"
+        return None
+    if node.op == "call_method":
+        if node.target in PASSING_METHODS:
+            return "passes"
+        if node.target in FRESH_METHODS or node.target in ACTIVATION_METHODS:
+            return "fresh"
+    return None
+
+
+def _written_alone(tensor, root):
+    """Whether an in-place write into ``tensor`` (a node) is seen by no other value: following it
+    back through what may return its argument or a view of it (``a[:, :k]``, ``a.view(...)``,
+    inplace activations, nn.Identity, dropout) to a fresh tensor, every value on the way has one
+    reader, the next. Then the write can be computed out of place. A slice of a tensor read
+    again, a forward's input, a parameter or a module's unknown result are written in place."""
+    node = tensor
+    while True:
+        if len(node.users) != 1:
+            return False
+        returns = _returns(node, root)
+        if returns == "fresh":
+            return True
+        if returns != "passes" or not node.args or not isinstance(node.args[0], torch.fx.Node):
+            return False
+        node = node.args[0]
+
+
+def _swap_functions(name, root, graph, result):
     """Calls of the functions in FUNCTION_SWAPS become calls of fastcnn's (same arguments), and the
     adds that no batch norm took become ``fastcnn.add``."""
     changed = False
     for node in graph.nodes:
         if node.op == "call_function" and node.target in FUNCTION_SWAPS:
             swapped = FUNCTION_SWAPS[node.target]
-        elif _swappable_add(node):
+        elif _swappable_add(node, root):
             swapped = add
         else:
             continue
@@ -451,6 +608,11 @@ def _swap_functions(name, graph, result):
         node.op, node.target = "call_function", swapped
         changed = True
     return changed
+
+
+def _hooked_call(node, root):
+    """Whether ``node`` calls a module that has hooks."""
+    return node.op == "call_module" and _has_hooks(root.get_submodule(node.target))
 
 
 def _is_activation_like_node(node, root):

@@ -2,6 +2,7 @@
 replaces, so constructors, ``repr``, ``state_dict`` keys and ``isinstance`` checks are unchanged."""
 import torch
 
+from .dtypes import KERNEL_DTYPES
 from .ops import activation as _activation
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.batch_norm import batch_norm
@@ -93,9 +94,29 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                          self.weight, self.bias, batch_statistics, factor, self.eps, activation=self.activation,
-                          residual=residual)
+        statistics = (self.running_mean if track else None, self.running_var if track else None)
+        if residual is not None and not _fits_output(input, residual):
+            # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
+            # would broadcast the output up or promote its dtype (or raise): as the original ran it.
+            out = batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps) + residual
+            if self.activation is None:
+                return out
+            if out.dtype in KERNEL_DTYPES:
+                return _activation.activation(out, *self.activation)
+            return _activation.module_for(*self.activation)(out)
+        return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
+                          activation=self.activation, residual=residual)
+
+
+def _fits_output(input, residual):
+    """Whether ``residual`` can be added into batch norm's output of ``input`` in the kernel: a
+    tensor of the input's dtype that broadcasts to the input's shape."""
+    if not isinstance(residual, torch.Tensor) or residual.dtype != input.dtype:
+        return False
+    try:
+        return torch.broadcast_shapes(input.shape, residual.shape) == input.shape
+    except RuntimeError:
+        return False
 
 
 class BatchNorm2dAct(BatchNorm2d):

@@ -18,14 +18,16 @@ the windows (p, q) containing (h, w) of dy[p, q] / divisor(p, q); avg_pool2d fin
 Bytes: forward reads x once (overlapping windows hit the cache) and writes the output; backward
 reads dy (cache hits) and writes dx. FLOPs: one add per tap.
 Launch grids: (N·cdiv(pixels, BLOCK_P), cdiv(C, BLOCK_C)) over tiles of output pixels
-(forward) or input pixels (backward) x channels of one image, through the tensors' strides;
+(forward) or input pixels (backward) x channels of one image, through the tensors' strides
+(tiles run on across images where a plane is smaller than BLOCK_P: ``indexing.pixel_tiles``);
 global pooling (N, cdiv(C, BLOCK_C)), each program summing all H·W pixels of its channels.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .indexing import dense_planes, image_tile, needs_wide_index, plane_offsets, window_through_tap
+from .indexing import (block_indices, dense_planes, image_tile, needs_wide_index, per_pixel, pixel_tiles,
+                       plane_offsets, widen, window_through_tap)
 from .tiles import by_backend, channel_blocks
 
 GLOBAL_BLOCK_S = by_backend(interpreter=64, gpu=32)
@@ -64,19 +66,19 @@ def _window(out_row, out_col, in_height, in_width, out_height, out_width, pad_h,
 
 @triton.jit
 def _avg_pool_forward_kernel(
-        x_ptr, out_ptr, pixel_blocks, channels, in_height, in_width, out_height, out_width, plane_pixels,
+        x_ptr, out_ptr, pixel_blocks, images, channels, in_height, in_width, out_height, out_width, plane_pixels,
         pad_h, pad_w, divisor_override,
         x_stride_n, x_stride_c, x_stride_h, x_stride_w, out_stride_n, out_stride_c, out_stride_h, out_stride_w,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         MAX_H: tl.constexpr, MAX_W: tl.constexpr, ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr,
-        HAS_DIVISOR: tl.constexpr, ACCUMULATOR: tl.constexpr, DENSE_OUT: tl.constexpr, WIDE_INDEX: tl.constexpr,
-        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
-                                                        BLOCK_C)
+        HAS_DIVISOR: tl.constexpr, ACCUMULATOR: tl.constexpr, DENSE_OUT: tl.constexpr, SPAN_IMAGES: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
+                                                        WIDE_INDEX, BLOCK_P, BLOCK_C)
     top, left, bottom, right, divisor = _window(
         pixels // out_width, pixels % out_width, in_height, in_width, out_height, out_width, pad_h, pad_w,
         divisor_override, KERNEL_H, KERNEL_W, STRIDE_H, STRIDE_W, ADAPTIVE, COUNT_INCLUDE_PAD, HAS_DIVISOR)
-    x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
+    x_base = x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (c * x_stride_c)[None, :]
     total = tl.zeros((BLOCK_P, BLOCK_C), ACCUMULATOR)
     for r in range(MAX_H):
         row = top + r
@@ -93,20 +95,20 @@ def _avg_pool_forward_kernel(
 
 @triton.jit
 def _avg_pool_backward_kernel(
-        grad_out_ptr, grad_in_ptr, pixel_blocks, channels, in_height, in_width, out_height, out_width, plane_pixels,
+        grad_out_ptr, grad_in_ptr, pixel_blocks, images, channels, in_height, in_width, out_height, out_width, plane_pixels,
         pad_h, pad_w, divisor_override,
         go_stride_n, go_stride_c, go_stride_h, go_stride_w, gi_stride_n, gi_stride_c, gi_stride_h, gi_stride_w,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         MAX_H: tl.constexpr, MAX_W: tl.constexpr, ADAPTIVE: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr,
-        HAS_DIVISOR: tl.constexpr, ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr,
-        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        HAS_DIVISOR: tl.constexpr, ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, SPAN_IMAGES: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """MAX_H x MAX_W: the most windows along each axis that contain one input pixel (the kernel
     size for avg_pool2d, whose candidates are one per tap)."""
-    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
-                                                        BLOCK_C)
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
+                                                        WIDE_INDEX, BLOCK_P, BLOCK_C)
     in_row = pixels // in_width
     in_col = pixels % in_width
-    go_base = grad_out_ptr + image * go_stride_n + (c * go_stride_c)[None, :]
+    go_base = grad_out_ptr + per_pixel(image * go_stride_n, SPAN_IMAGES) + (c * go_stride_c)[None, :]
     if ADAPTIVE:
         first_row = (in_row * out_height) // in_height
         end_row = ((in_row + 1) * out_height + in_height - 1) // in_height
@@ -141,7 +143,9 @@ def _global_avg_pool_kernel(
         out_stride_n, out_stride_c, ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr,
         BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
     """out[n, c] = mean of x[n, c] over its H·W pixels: [pixels x channels] tiles summed down."""
-    image, _, _, c, channel_ok = image_tile(1, plane_pixels, channels, WIDE_INDEX, BLOCK_S, BLOCK_C)
+    image = widen(tl.program_id(0), WIDE_INDEX)
+    c = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
+    channel_ok = c < channels
     x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
     total = tl.zeros((BLOCK_S, BLOCK_C), ACCUMULATOR)
     for first in range(0, plane_pixels, BLOCK_S):
@@ -197,14 +201,14 @@ def forward(x, out, *, kernel_size=None, stride=None, padding=(0, 0), count_incl
     adaptive_max = None
     if kernel_size is None:
         adaptive_max = tuple(adaptive_extent(i, o)[0] for i, o in zip(x.shape[2:], out.shape[2:]))
-    block_p, block_c = _blocks(out.stride(1))
-    pixel_blocks = triton.cdiv(out_height * out_width, block_p)
-    _avg_pool_forward_kernel[(x.shape[0] * pixel_blocks, triton.cdiv(channels, block_c))](
-        x, out, pixel_blocks, channels, in_height, in_width, out_height, out_width, out_height * out_width,
+    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(x.shape[0], out_height * out_width, channels,
+                                                             _blocks(out.stride(1)))
+    _avg_pool_forward_kernel[grid](
+        x, out, pixel_blocks, x.shape[0], channels, in_height, in_width, out_height, out_width, out_height * out_width,
         *padding, 1 if divisor_override is None else int(divisor_override), *x.stride(), *out.stride(),
         **_constexprs(kernel_size, stride, adaptive_max, count_include_pad, divisor_override),
-        ACCUMULATOR=_accumulator(x.dtype), DENSE_OUT=dense_planes(out), WIDE_INDEX=wide, BLOCK_P=block_p,
-        BLOCK_C=block_c)
+        ACCUMULATOR=_accumulator(x.dtype), DENSE_OUT=dense_planes(out), SPAN_IMAGES=span, WIDE_INDEX=wide,
+        BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 
@@ -216,12 +220,12 @@ def backward(grad_out, grad_in, *, kernel_size=None, stride=None, padding=(0, 0)
     adaptive_max = None
     if kernel_size is None:
         adaptive_max = tuple(adaptive_extent(i, o)[1] for i, o in zip(grad_in.shape[2:], grad_out.shape[2:]))
-    block_p, block_c = _blocks(grad_in.stride(1))
-    pixel_blocks = triton.cdiv(in_height * in_width, block_p)
-    _avg_pool_backward_kernel[(grad_in.shape[0] * pixel_blocks, triton.cdiv(channels, block_c))](
-        grad_out, grad_in, pixel_blocks, channels, in_height, in_width, out_height, out_width, in_height * in_width,
+    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(grad_in.shape[0], in_height * in_width, channels,
+                                                             _blocks(grad_in.stride(1)))
+    _avg_pool_backward_kernel[grid](
+        grad_out, grad_in, pixel_blocks, grad_in.shape[0], channels, in_height, in_width, out_height, out_width, in_height * in_width,
         *padding, 1 if divisor_override is None else int(divisor_override), *grad_out.stride(), *grad_in.stride(),
         **_constexprs(kernel_size, stride, adaptive_max, count_include_pad, divisor_override),
         ACCUMULATOR=_accumulator(grad_in.dtype), DENSE_IN=dense_planes(grad_in),
-        WIDE_INDEX=needs_wide_index(grad_out, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
+        SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(grad_out, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

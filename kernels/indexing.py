@@ -5,6 +5,8 @@ one image and its plane offsets (pooling), and the window/tap relation of slidin
 import triton
 import triton.language as tl
 
+from . import INTERPRETED
+
 
 @triton.jit
 def pixel_coordinates(pixels, height, width):
@@ -38,16 +40,57 @@ def plane_offsets(pixels, width, stride_h, stride_w, DENSE: tl.constexpr):
 
 
 @triton.jit
-def image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
-                BLOCK_C: tl.constexpr):
+def image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr,
+               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's tile: (image, its pixels numbered within that image's plane of
     ``plane_pixels``, which of them exist, its channels, which of them exist). ``plane_pixels``
-    is an argument rather than H·W computed here, so that Triton learns its divisibility by 16."""
-    image = tl.program_id(0) // pixel_blocks
-    pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)
+    is an argument rather than H·W computed here, so that Triton learns its divisibility by 16.
+
+    A plane of at least BLOCK_P pixels is cut into ``pixel_blocks`` blocks per image and the
+    image is one scalar per program. A smaller plane (SPAN_IMAGES: a 4x4 pooled map) would leave
+    most of the tile masked off, so there the tile's pixels run on across images: ``image`` is
+    then a vector (one per pixel) and costs a division by ``plane_pixels`` per pixel; combine it
+    with the channel offsets through ``per_pixel``. See ``pixel_tiles`` for the grid."""
+    if SPAN_IMAGES:
+        flat = block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
+        image = flat // plane_pixels
+        pixels = flat - image * plane_pixels
+        pixel_ok = image < images
+    else:
+        image = widen(tl.program_id(0) // pixel_blocks, WIDE_INDEX)
+        pixels = block_indices(tl.program_id(0) - image * pixel_blocks, BLOCK_P, WIDE_INDEX)
+        pixel_ok = pixels < plane_pixels
     channels_here = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
-    return (widen(image, WIDE_INDEX), pixels, pixels < plane_pixels, channels_here,
-            channels_here < channels)
+    return image, pixels, pixel_ok, channels_here, channels_here < channels
+
+
+@triton.jit
+def per_pixel(image_offset, SPAN_IMAGES: tl.constexpr):
+    """An image's offset (``image * stride_n`` of ``image_tile``) ready to add to [pixels x
+    channels] offsets: a column when the tile spans images, else the scalar itself."""
+    if SPAN_IMAGES:
+        image_offset = image_offset[:, None]
+    return image_offset
+
+
+def pixel_tiles(images, plane_pixels, channels, blocks):
+    """(grid, pixel_blocks, SPAN_IMAGES, BLOCK_P, BLOCK_C) of an ``image_tile`` launch over
+    ``images`` planes of ``plane_pixels`` pixels and ``channels`` channels, ``blocks`` the
+    kernel's (BLOCK_P, BLOCK_C) for that layout (``tiles.channel_blocks``). Tiles span images
+    when a plane has fewer pixels than BLOCK_P. In Triton's interpreter, which pays per program
+    and per operation on whole tiles, masked or not, the tile is shrunk to the pixels and channels
+    there are and keeps its element count by widening the other side: the demo's 64 images of
+    4x4 pixels take one program, not 64 mostly empty ones."""
+    block_p, block_c = blocks
+    span = plane_pixels < block_p
+    pixels = images * plane_pixels if span else plane_pixels
+    if INTERPRETED:
+        budget = block_p * block_c
+        block_p = min(block_p, max(2, triton.next_power_of_2(pixels)))
+        block_c = min(max(block_c, budget // block_p), max(2, triton.next_power_of_2(channels)))
+    pixel_blocks = triton.cdiv(pixels, block_p)
+    grid = (pixel_blocks if span else images * pixel_blocks, triton.cdiv(channels, block_c))
+    return grid, pixel_blocks, span, block_p, block_c
 
 
 @triton.jit

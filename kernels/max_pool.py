@@ -19,32 +19,34 @@ Launch grids: (N·cdiv(P·Q, BLOCK_P), cdiv(C, BLOCK_C)) forward; (N·cdiv(H·W,
 cdiv(C, BLOCK_C)) backward; tiles of pixels x channels of one image, read through the tensors'
 strides. Pixels are numbered within an image (no per-element division by the batch, 32-bit
 window arithmetic), and a dense plane's pixels are written as one run: NCHW stores move 128 bits
-at a time, as channels_last ones do along the channels.
+at a time, as channels_last ones do along the channels. A plane smaller than BLOCK_P (a pooled
+4x4 map) would leave most of such a tile empty: there the tiles run on across images
+(cdiv(N·P·Q, BLOCK_P) or cdiv(N·H·W, BLOCK_P) blocks of pixels; ``indexing.pixel_tiles``).
 """
 import torch
 import triton
 import triton.language as tl
 
-from .indexing import dense_planes, image_tile, needs_wide_index, plane_offsets, window_through_tap
+from .indexing import dense_planes, image_tile, needs_wide_index, per_pixel, pixel_tiles, plane_offsets, window_through_tap
 from .tiles import channel_blocks
 
 
 @triton.jit
 def _max_pool2d_forward_kernel(
         x_ptr, out_ptr, taps_ptr, indices_ptr,
-        pixel_blocks, channels, in_height, in_width, out_height, out_width,
+        pixel_blocks, images, channels, in_height, in_width, out_height, out_width,
         plane_pixels, pad_h, pad_w, dilation_h, dilation_w,
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         out_stride_n, out_stride_c, out_stride_h, out_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
-        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
-                                                         BLOCK_C)
+        SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
+                                                         WIDE_INDEX, BLOCK_P, BLOCK_C)
     oh = pixels // out_width
     ow = pixels % out_width
-    x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
+    x_base = x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (c * x_stride_c)[None, :]
     top = oh * STRIDE_H - pad_h
     left = ow * STRIDE_W - pad_w
 
@@ -82,20 +84,20 @@ def _max_pool2d_forward_kernel(
 @triton.jit
 def _max_pool2d_backward_kernel(
         grad_out_ptr, taps_ptr, grad_in_ptr,
-        pixel_blocks, channels, in_height, in_width, out_height, out_width,
+        pixel_blocks, images, channels, in_height, in_width, out_height, out_width,
         plane_pixels, pad_h, pad_w, dilation_h, dilation_w,
         go_stride_n, go_stride_c, go_stride_h, go_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
         gi_stride_n, gi_stride_c, gi_stride_h, gi_stride_w,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
-        BLOCK_C: tl.constexpr):
-    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, plane_pixels, channels, WIDE_INDEX, BLOCK_P,
-                                                         BLOCK_C)
+        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
+                                                         WIDE_INDEX, BLOCK_P, BLOCK_C)
     ih = pixels // in_width
     iw = pixels % in_width
-    go_base = grad_out_ptr + image * go_stride_n + (c * go_stride_c)[None, :]
-    taps_base = taps_ptr + image * taps_stride_n + (c * taps_stride_c)[None, :]
+    go_base = grad_out_ptr + per_pixel(image * go_stride_n, SPAN_IMAGES) + (c * go_stride_c)[None, :]
+    taps_base = taps_ptr + per_pixel(image * taps_stride_n, SPAN_IMAGES) + (c * taps_stride_c)[None, :]
 
     acc = tl.zeros((BLOCK_P, BLOCK_C), ACCUMULATOR)
     for tap in range(KERNEL_H * KERNEL_W):
@@ -143,31 +145,31 @@ def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation):
     """Pool ``x`` [N, C, H, W] into ``out``; the chosen tap of each window into ``taps`` (laid out
     like ``out``); PyTorch's flat indices into ``indices`` (likewise) when it is not None. Returns
     the number of launches."""
-    block_p, block_c = _blocks(out.stride(1))
-    pixel_blocks = triton.cdiv(out.shape[2] * out.shape[3], block_p)
-    grid = (out.shape[0] * pixel_blocks, triton.cdiv(out.shape[1], block_c))
+    plane_pixels = out.shape[2] * out.shape[3]
+    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(out.shape[0], plane_pixels, out.shape[1],
+                                                             _blocks(out.stride(1)))
     compare_type, lowest = comparison(x.dtype)
     geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
     _max_pool2d_forward_kernel[grid](
         x, out, taps, indices if indices is not None else taps,
-        pixel_blocks, x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3], out.shape[2] * out.shape[3],
+        pixel_blocks, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3], plane_pixels,
         *geometry, *x.stride(), *out.stride(), *taps.stride(), **constexprs,
         COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=indices is not None,
-        DENSE_OUT=dense_planes(out) and dense_planes(taps), WIDE_INDEX=needs_wide_index(x, out, taps),
+        DENSE_OUT=dense_planes(out) and dense_planes(taps), SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(x, out, taps),
         BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 
 def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation):
     """grad_in [N, C, H, W] gathers grad_out from every window that chose each element."""
-    block_p, block_c = _blocks(grad_in.stride(1))
-    pixel_blocks = triton.cdiv(grad_in.shape[2] * grad_in.shape[3], block_p)
-    grid = (grad_in.shape[0] * pixel_blocks, triton.cdiv(grad_in.shape[1], block_c))
+    plane_pixels = grad_in.shape[2] * grad_in.shape[3]
+    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(grad_in.shape[0], plane_pixels, grad_in.shape[1],
+                                                             _blocks(grad_in.stride(1)))
     geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
     _max_pool2d_backward_kernel[grid](
-        grad_out, taps, grad_in, pixel_blocks, grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
-        grad_out.shape[2], grad_out.shape[3], grad_in.shape[2] * grad_in.shape[3], *geometry,
+        grad_out, taps, grad_in, pixel_blocks, grad_in.shape[0], grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
+        grad_out.shape[2], grad_out.shape[3], plane_pixels, *geometry,
         *grad_out.stride(), *taps.stride(), *grad_in.stride(), **constexprs,
         ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=dense_planes(grad_in),
-        WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
+        SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

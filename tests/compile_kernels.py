@@ -189,7 +189,8 @@ def main():
             max_pool._max_pool2d_forward_kernel,
             runtime_signature(max_pool._max_pool2d_forward_kernel,
                               dict(x_ptr=element, out_ptr=element, taps_ptr="*u8", indices_ptr="*i64"), "i32"),
-            dict(COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=True, DENSE_OUT=True, WIDE_INDEX=True,
+            dict(COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=True, DENSE_OUT=True, SPAN_IMAGES=False,
+                 WIDE_INDEX=True,
                  BLOCK_P=block_p, BLOCK_C=block_c, **window), 90)
         if grad_element is None:  # integers have no gradient
             continue
@@ -197,7 +198,8 @@ def main():
             max_pool._max_pool2d_backward_kernel,
             runtime_signature(max_pool._max_pool2d_backward_kernel,
                               dict(grad_out_ptr=element, taps_ptr="*u8", grad_in_ptr=element), "i32"),
-            dict(ACCUMULATOR=tl.float64 if grad_element == "fp64" else tl.float32, DENSE_IN=False, WIDE_INDEX=False,
+            dict(ACCUMULATOR=tl.float64 if grad_element == "fp64" else tl.float32, DENSE_IN=False, SPAN_IMAGES=True,
+                 WIDE_INDEX=False,
                  BLOCK_P=block_p, BLOCK_C=block_c, **window), 90)
     bn = batch_norm
     for element, channel_stride in itertools.product(("*bf16", "*fp32"), (1, 0)):
@@ -304,7 +306,7 @@ def pooling_variants(results):
         layout = "channels_last" if channel_stride == 1 else "nchw"
         block_p, block_c = avg_pool._blocks(channel_stride)
         pointers = dict(x_ptr=element, out_ptr=element, grad_out_ptr=element, grad_in_ptr=element)
-        tile = dict(ACCUMULATOR=tl.float32, WIDE_INDEX=False, BLOCK_P=block_p, BLOCK_C=block_c)
+        tile = dict(ACCUMULATOR=tl.float32, SPAN_IMAGES=False, WIDE_INDEX=False, BLOCK_P=block_p, BLOCK_C=block_c)
         windows = {"avg": avg_pool._constexprs((3, 3), (2, 2), None, True, None),
                    "adaptive": avg_pool._constexprs(None, None, avg_pool.adaptive_extent(7, 3), True, None)}
         for name, window in windows.items():

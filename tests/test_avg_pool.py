@@ -115,6 +115,24 @@ def test_global_pool_takes_any_input_torch_takes(shape, seed, generator):
         assert torch.equal(out.isnan(), expected.isnan()) and out.isnan().all()
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape, output_size", [((37, 3, 7, 5), (5, 4)), ((2, 3, 41, 40), (40, 39))], ids=str)
+def test_tiles_across_and_within_images(shape, output_size, layout, seed, generator):
+    """Tiles that run on across images (37 small planes) and tiles within one large plane, each in
+    several blocks (see test_max_pool's twin)."""
+    from fastcnn.kernels import avg_pool
+    from fastcnn.kernels.indexing import pixel_tiles
+
+    input = make_tensor(shape, generator=generator)
+    input = input.to(memory_format=torch.channels_last) if layout == "channels_last" else input
+    out = check_pool(lambda x: fastcnn.adaptive_avg_pool2d(x, output_size),
+                     lambda x: F.adaptive_avg_pool2d(x, output_size), input, seed, window=9)
+    for tensor in (out, input):
+        images, channels, height, width = tensor.shape
+        _, pixel_blocks, span, _, _ = pixel_tiles(images, height * width, channels, avg_pool._blocks(tensor.stride(1)))
+        assert span == (shape[0] == 37) and pixel_blocks > 1
+
+
 def test_empty_inputs_and_zero_sized_outputs(generator):
     empty_batch = make_tensor((0, 3, 6, 6), generator=generator).requires_grad_()
     assert fastcnn.avg_pool2d(empty_batch, 2).shape == (0, 3, 3, 3)

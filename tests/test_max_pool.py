@@ -193,6 +193,33 @@ def test_backward_keeps_one_byte_per_output_and_no_aten_pooling(generator):
     assert taps.dtype == torch.uint8 and taps.shape == out.shape
 
 
+# (input shape, pooling arguments): tiles that run on across images in several blocks (37 planes
+# of 5x7), a plane larger than a tile in both passes (40x41 pooled 3x3/1: several pixel blocks per
+# image), and a plane larger than a tile only in backward (29x37 pooled 2x2).
+TILE_CASES = {"across_images": ((37, 3, 5, 7), dict(kernel_size=2, stride=1)),
+              "within_images": ((2, 3, 40, 41), dict(kernel_size=3, stride=1, padding=1)),
+              "mixed": ((3, 5, 29, 37), dict(kernel_size=2))}
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", sorted(TILE_CASES))
+def test_tiles_across_and_within_images(name, layout, generator):
+    """Both ways ``indexing.pixel_tiles`` cuts the pixels (across images for small planes, per
+    image for large ones), each over several blocks, match torch exactly."""
+    from fastcnn.kernels import max_pool
+    from fastcnn.kernels.indexing import pixel_tiles
+
+    shape, arguments = TILE_CASES[name]
+    input = tie_heavy(shape, generator, layout)
+    out = check_pool(input, generator, **arguments)
+    for tensor in (out, input):  # the forward's tiles, then the backward's
+        images, channels, height, width = tensor.shape
+        grid, pixel_blocks, span, _, _ = pixel_tiles(images, height * width, channels, max_pool._blocks(
+            tensor.stride(1)))
+        expected_span = {"across_images": True, "within_images": False, "mixed": tensor is out}[name]
+        assert span == expected_span and pixel_blocks > 1, (grid, span)
+
+
 def test_empty_batch(generator):
     input = torch.empty(0, 3, 6, 6, device=DEVICE, requires_grad=True)
     out, indices = fastcnn.max_pool2d(input, 2, return_indices=True)

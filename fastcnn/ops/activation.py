@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import is_dense, with_strides
+from .._layout import dense_copy, with_strides
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
+from ..dtypes import aten_type_name
 from ..validation import check_kernel_dtype
 
 __all__ = ["relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh"]
@@ -36,6 +37,8 @@ MODULES = {
     "tanh": (torch.nn.Tanh, None, 0.0),
 }
 KINDS = tuple(MODULES) + ("gelu_tanh",)
+ACTIVATION_FORMS = ('the valid forms are a name ("relu", "gelu_tanh", ...), a 1-tuple of one, ("leaky_relu", '
+                    'negative_slope), ("elu", alpha), ("gelu", "none" or "tanh"), or a torch activation module')
 
 
 def _kernels():
@@ -64,11 +67,24 @@ def resolve_activation(op, activation):
                 return kind, float(getattr(activation, attribute)) if attribute else 0.0
         raise ValueError(f"{op}: activation module {type(activation).__name__} is not supported; fastcnn fuses "
                          f"{', '.join(module.__name__ for module, _, _ in MODULES.values())}")
-    name, parameter = activation if isinstance(activation, tuple) else (activation, None)
-    if name not in KINDS:
-        raise ValueError(f"{op}: activation must be None or one of {', '.join(KINDS)}, got {activation!r}")
-    default = MODULES.get(name, (None, None, 0.0))[2]
-    return name, float(default if parameter is None else parameter)
+    name, parameter = activation, None
+    if isinstance(activation, (tuple, list)) and len(activation) in (1, 2):
+        name, parameter = (*activation, None)[:2]
+    if not isinstance(name, str) or name not in KINDS:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(KINDS)}, got {activation!r}; "
+                         f"{ACTIVATION_FORMS}")
+    if name == "gelu" and parameter in ("none", "tanh"):  # F.gelu's approximate argument
+        return ("gelu_tanh" if parameter == "tanh" else "gelu"), 0.0
+    attribute = MODULES.get(name, (None, None, 0.0))[1]
+    if parameter is None:
+        return name, MODULES.get(name, (None, None, 0.0))[2]
+    if attribute is None and parameter == 0.0 and not isinstance(parameter, (bool, str)):
+        return name, 0.0  # the (kind, 0.0) pairs fastcnn itself stores, e.g. a fused norm's ``activation``
+    if attribute is None or isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
+        raise ValueError(f"{op}: activation {activation!r} is not supported: "
+                         + (f"{name} takes no parameter" if attribute is None else f"{name}'s {attribute} must be a "
+                            f"number") + f"; {ACTIVATION_FORMS}")
+    return name, float(parameter)
 
 
 def module_for(kind, parameter):
@@ -79,13 +95,31 @@ def module_for(kind, parameter):
     return module_type(**({attribute: parameter} if attribute else {}))
 
 
-def check_activation_input(op, input):
+# What torch does with integer and bool input, by kind: relu and relu6 (hardtanh) compute
+# integers (fastcnn refuses them: its kernels take floats) and refuse bools in these words;
+# sigmoid and tanh promote to the default float dtype; the rest have no integer kernel.
+BOOL_REFUSALS = {"relu": "Boolean inputs not supported for relu", "relu6": "Bool inputs not supported for hardtanh"}
+PROMOTES_INTEGERS = ("sigmoid", "tanh")
+ATEN_KERNEL_NAMES = {"gelu": "GeluKernelImpl", "gelu_tanh": "GeluKernelImpl"}
+
+
+def check_activation_input(op, input, kind):
+    """Validate ``input`` for activation ``kind`` as torch does; return it, promoted to the default
+    float dtype where torch promotes (sigmoid and tanh of integers)."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
     if not (input.is_floating_point() or input.is_complex()):
-        # torch's relu takes integers; the others raise. fastcnn's kernels take floats.
-        raise TypeError(f"{op}: input of dtype {input.dtype} is not supported by fastcnn's kernels")
+        if kind in PROMOTES_INTEGERS:
+            input = input.to(torch.get_default_dtype())
+        elif input.dtype == torch.bool and kind in BOOL_REFUSALS:
+            raise RuntimeError(f"{op}: {BOOL_REFUSALS[kind]}")
+        elif kind in BOOL_REFUSALS:  # the one deliberate difference: torch computes these integers
+            raise TypeError(f"{op}: input of dtype {input.dtype} is not supported by fastcnn's kernels")
+        else:
+            kernel = ATEN_KERNEL_NAMES.get(kind, f"{kind}_{input.device.type}")
+            raise NotImplementedError(f'{op}: "{kernel}" not implemented for \'{aten_type_name(input.dtype)}\'')
     check_kernel_dtype(op, input)
+    return input
 
 
 # ----------------------------------------------------------------------------- cost
@@ -157,17 +191,18 @@ _activation_op.register_autograd(_backward, setup_context=_setup_context)
 def activation(input, kind, parameter=0.0, inplace=False, *, op=None):
     """act(input) for (kind, parameter) of ``resolve_activation``."""
     op = f"fastcnn.{op or kind}"
-    check_activation_input(op, input)
+    input = check_activation_input(op, input, kind)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(kind, input.device)
         return module_for(kind, parameter)(input)
-    if not is_dense(input):  # a strided view: one copy, then the flat kernel
-        input = input.contiguous()
-        inplace = False
     if inplace and not (torch.is_grad_enabled() and input.requires_grad):
-        _activation_inplace_op(input, kind, float(parameter))
-        return input
-    return _activation_op(input, kind, float(parameter))
+        # A strided view is computed in a dense copy and written back, so that the values land
+        # where torch's in-place op writes them: in the view, and so in the tensor it views.
+        dense = dense_copy(input)
+        _activation_inplace_op(dense, kind, float(parameter))
+        return input if dense is input else input.copy_(dense)
+    # A strided view: one copy in the dimension order torch's output would have, then the flat kernel.
+    return _activation_op(dense_copy(input), kind, float(parameter))
 
 
 def relu(input, inplace=False):

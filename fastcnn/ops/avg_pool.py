@@ -7,6 +7,7 @@ with ``kernel_size`` empty), the functionals and the benchmark cases.
 Nothing is saved for backward but the input's shape: the gradient of a window average is its
 output gradient spread over the window.
 """
+import math
 from typing import Optional
 
 import torch
@@ -176,7 +177,9 @@ def _pool(input, out_size, *window):
     takes any of them)."""
     if input.dim() == 4:
         return _avg_pool2d_op(input, list(out_size), *window)
-    batched = input.reshape(-1, *input.shape[-3:]) if input.dim() > 2 else input.view(1, 1, *input.shape)
+    # The batch spelled out, not -1: reshape cannot infer it when the input is empty.
+    batched = (input.reshape(math.prod(input.shape[:-3]), *input.shape[-3:]) if input.dim() > 2
+               else input.view(1, 1, *input.shape))
     out = _avg_pool2d_op(batched, list(out_size), *window)
     return out.view(*input.shape[:-2], *out_size)
 

@@ -72,9 +72,10 @@ def check_batch_norm(op, input, running_mean, running_var, weight, bias, trainin
             raise RuntimeError(f"{op}: {name} should contain {channels} elements not {tensor.numel()}")
     check_parameter_dtypes(op, input, per_channel)
     if not training and (running_mean is None or running_var is None):
-        raise RuntimeError(f"{op}: running_mean must be defined in evaluation mode")
+        missing = "running_mean" if running_mean is None else "running_var"
+        raise RuntimeError(f"{op}: {missing} must be defined in evaluation mode")
     if (running_mean is None) != (running_var is None):
-        raise RuntimeError(f"{op}: running_mean and running_var must be given together")
+        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
     check_kernel_dtype(op, input)
 
 

@@ -10,13 +10,15 @@ host sync, unless ``error_if_nonfinite=True`` asks for one (it must look at the 
 """
 import functools
 import math
+import types
+import warnings
 
 import torch
 from torch import Tensor
 
 from .. import _backend
 from ..benchmarking import element_size
-from ..dtypes import KERNEL_DTYPES, triton_dtype
+from ..dtypes import KERNEL_DTYPES, real_dtype, triton_dtype
 from ..multi_tensor import (PARAMETER_SUITES, flat_walkable, optimizer_profile_cases, step_cases)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -40,7 +42,7 @@ def _gradients(op, parameters):
         if grad.is_sparse or grad.layout != torch.strided:
             raise RuntimeError(f"fastcnn.{op}: sparse gradients are not supported (got a {grad.layout} grad); "
                                f"use torch.nn.utils.{op} for them")
-        if grad.dtype not in KERNEL_DTYPES:
+        if real_dtype(grad.dtype) not in KERNEL_DTYPES:
             raise TypeError(f"fastcnn.{op}: gradients of dtype {grad.dtype} are not supported by fastcnn's kernels "
                             f"(fastcnn takes {', '.join(str(d) for d in KERNEL_DTYPES)})")
     return grads
@@ -160,7 +162,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     computed in fp32 and scaled (see kernels/clip_grad.py), so it stays finite where torch's
     fp32 sum of squares would overflow."""
     if not isinstance(parameters, torch.Tensor):
+        is_generator = isinstance(parameters, types.GeneratorType)
         parameters = list(parameters)
+        if is_generator and not parameters:
+            warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=2)
     grads = _gradients("clip_grad_norm_", parameters)
     max_norm, norm_type = float(max_norm), float(norm_type)
     if (math.isinf(norm_type) or norm_type < 0) and any(grad.numel() == 0 for grad in grads):
@@ -168,11 +173,17 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                            f"because the operation does not have an identity (as torch.linalg.vector_norm)")
     if not grads:
         return torch.tensor(0.0)
-    groups = _by_device(grads)
+    # A complex gradient is scaled as its (real, imaginary) pairs; its norm is that of its
+    # magnitudes |z| (torch's vector_norm of a complex tensor), which for the 2-norm is the norm
+    # of the pairs themselves, and otherwise needs the magnitudes (a real temporary).
+    groups = _by_device([torch.view_as_real(grad) if grad.is_complex() else grad for grad in grads])
+    norm_groups = groups
+    if any(grad.is_complex() for grad in grads) and norm_type != 2.0:
+        norm_groups = _by_device([grad.abs() if grad.is_complex() else grad for grad in grads])
     if any(_backend.backend_for(device) == _backend.FALLBACK for device in groups):
         _backend.warn_fallback("clip_grad_norm_", next(iter(groups)))
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
-    norms = {device: _grad_norm_op(walkable, norm_type, max_norm) for device, (walkable, _) in groups.items()}
+    norms = {device: _grad_norm_op(walkable, norm_type, max_norm) for device, (walkable, _) in norm_groups.items()}
     first_device = grads[0].device
     if len(norms) == 1:
         total, coefficient = norms[first_device]

@@ -12,13 +12,14 @@ the mask, which is regenerated rather than stored. Saved for backward: the 8-byt
 torch does, p = 0 and eval mode return the input itself, and p = 1 multiplies by zero (NaN stays
 NaN). ``inplace=True`` writes into the input when autograd does not need it.
 """
+import math
 import warnings
 
 import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import as_rows, empty_rows_like, is_dense, rows_view, with_strides
+from .._layout import as_rows, dense_copy, elementwise_strides, empty_rows_like, rows_view, with_strides
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import aten_type_name
 from ..validation import check_index_range, check_kernel_dtype
@@ -36,13 +37,25 @@ def _kernels():
 
 
 # ----------------------------------------------------------------------------- checks
+def probability(op, p):
+    """``p`` as the float torch's dropout takes: a number (a bool is 0 or 1) or a 0-dim real
+    tensor (read on the host, as torch's binding reads it); anything else is torch's TypeError."""
+    if isinstance(p, torch.Tensor) and p.dim() == 0 and not p.is_complex():
+        return float(p.item())
+    if not isinstance(p, (int, float)):
+        raise TypeError(f"{op}: argument 'p' must be float, not {type(p).__name__}")
+    return float(p)
+
+
 def check_dropout(op, input, p, training, *, channelwise):
+    """Validate F.dropout's/F.dropout2d's arguments as torch does, in its order (Python's range
+    check, then ATen's, which also refuses NaN, in eval too); return whether to compute."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
-    if not isinstance(p, (int, float)) or isinstance(p, bool):
-        raise TypeError(f"{op}: argument 'p' must be a float, not {type(p).__name__}")
     if p < 0.0 or p > 1.0:
         raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+    if math.isnan(p):
+        raise RuntimeError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
     if channelwise:
         if input.dim() not in (3, 4):
             warnings.warn(f"dropout2d: Received a {input.dim()}-D input to dropout2d, which is deprecated and will "
@@ -138,19 +151,23 @@ _dropout_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ----------------------------------------------------------------------------- functional
 def _dropout(op, input, p, training, inplace, channelwise):
+    p = probability(f"fastcnn.{op}", p)
     if not check_dropout(f"fastcnn.{op}", input, p, training, channelwise=channelwise):
         return input
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(op, input.device)
         function = torch.nn.functional.dropout2d if channelwise else torch.nn.functional.dropout
         return function(input, p, training, inplace)
-    if not channelwise and not is_dense(input):  # a strided view: one copy, then the flat kernel
-        input, inplace = input.contiguous(), False
     seed = draw_seed(input.device)
-    if inplace and not (torch.is_grad_enabled() and input.requires_grad) and (not channelwise or rows_view(input) is not None):
-        _dropout_inplace_op(input, seed, float(p), channelwise)
-        return input
-    return _dropout_op(input, seed, float(p), channelwise)
+    # The flat kernel takes a dense tensor: a strided view is dropped out in a dense copy laid out
+    # in the dimension order torch's output would have (written back into the view when in place).
+    dense = input if channelwise else dense_copy(input)
+    if inplace and not (torch.is_grad_enabled() and input.requires_grad):
+        if channelwise and rows_view(input) is None:
+            dense = as_rows(input).view(input.shape)  # the channel kernel reads [N, C, S] rows
+        _dropout_inplace_op(dense, seed, float(p), channelwise)
+        return input if dense is input else input.copy_(dense)
+    return _dropout_op(dense, seed, float(p), channelwise)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -179,11 +196,16 @@ def stochastic_depth(input, p, mode, training=True):
     op = "fastcnn.stochastic_depth"
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0.0 or p > 1.0:
+    p = probability(op, p)
+    if p < 0.0 or p > 1.0:
         raise ValueError(f"{op}: drop probability has to be between 0 and 1, but got {p}")
     if mode not in ("batch", "row"):
         raise ValueError(f"{op}: mode has to be either 'batch' or 'row', but got {mode}")
-    if not training or p == 0.0 or input.numel() == 0:
+    if not training or p == 0.0:
+        return input
+    if math.isnan(p):  # torchvision's bernoulli_(1 - p) refuses it, even for an empty input
+        raise RuntimeError(f"{op}: bernoulli_ expects p to be in [0, 1], but got p={1.0 - p}")
+    if input.numel() == 0:
         return input
     if not input.is_floating_point():
         raise RuntimeError(f"{op}: stochastic depth takes floating-point input, got {input.dtype}")
@@ -201,7 +223,10 @@ def stochastic_depth(input, p, mode, training=True):
     # The mask of channel dropout depends only on the row: a row of [rows, 1, numel / rows] is one
     # sample (or, rows = 1, everything), its elements in memory order.
     dropped = _dropout_op(ordered.view(rows, 1, -1), draw_seed(input.device), float(p), True)
-    return dropped.view(ordered.shape).permute([order.index(dim) for dim in range(input.dim())])
+    dropped = dropped.view(ordered.shape).permute([order.index(dim) for dim in range(input.dim())])
+    # torchvision's input * noise is laid out in the input's dimension order; where the kernel
+    # needed another (a strided view, samples interleaved), the result is copied into that one.
+    return with_strides(dropped, elementwise_strides(input))
 
 
 # ----------------------------------------------------------------------------- benchmark cases

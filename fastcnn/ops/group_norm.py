@@ -96,7 +96,7 @@ def check_instance_norm(op, input, running_mean, running_var, weight, bias, use_
             raise RuntimeError(f"{op}: {name} should contain {batch * channels} elements not "
                                f"{batch * tensor.numel()}")
     if (running_mean is None) != (running_var is None):
-        raise RuntimeError(f"{op}: running_mean and running_var must be given together")
+        raise ValueError(f"{op}: running_mean and running_var must either both be None or neither be None")
     check_torch_implements(op, "batch_norm", input.dtype, TORCH_FLOAT_DTYPES)
     check_parameter_dtypes(op, input, {"weight": weight, "bias": bias, "running_mean": running_mean,
                                        "running_var": running_var})

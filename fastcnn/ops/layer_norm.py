@@ -37,13 +37,15 @@ def _kernels():
 
 # ----------------------------------------------------------------------------- checks
 def normalized_shape_of(op, normalized_shape):
-    """``normalized_shape`` as a tuple of ints (an int is a 1-tuple), as torch accepts it."""
-    if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
-        return (normalized_shape,)
-    if not isinstance(normalized_shape, (tuple, list, torch.Size)) or not all(
-            isinstance(size, int) and not isinstance(size, bool) for size in normalized_shape):
-        raise TypeError(f"{op}: argument 'normalized_shape' must be a tuple of ints, not "
+    """``normalized_shape`` as a tuple of ints: a tuple, list or torch.Size of ints, as
+    F.layer_norm's binding accepts it (an int alone is its TypeError, in its words)."""
+    if not isinstance(normalized_shape, (tuple, list, torch.Size)):
+        raise TypeError(f"{op}: argument 'normalized_shape' must be tuple of ints, not "
                         f"{type(normalized_shape).__name__}")
+    for position, size in enumerate(normalized_shape):
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"{op}: argument 'normalized_shape' must be tuple of ints, but found element of type "
+                            f"{type(size).__name__} at pos {position}")
     return tuple(normalized_shape)
 
 
