@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import fastcnn
 from fastcnn.ops.activation import KINDS, module_for, resolve_activation
 from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, count_launches, gpu_only,
-                             make_tensor, opinfo, record_aten_ops)
+                             make_tensor, opinfo, record_aten_ops, relative_error)
 
 PARAMETERS = {"leaky_relu": 0.2, "elu": 0.7}
 FUNCTIONS = {
@@ -120,6 +120,69 @@ def test_strided_input_and_gradient(seed, generator):
     assert_close(input.grad, leaf.grad, torch.float32, what="grad from strided views", seed=seed)
 
 
+# Strided views an in-place op must write through: a channel slice, a step, a sliced channels_last
+# tensor, a sliced permutation.
+# (The channels_last case slices a base that is itself channels_last: see ``base``.)
+VIEWS = {"channels": lambda t: t[:, 1:3], "step": lambda t: t[:, ::2], "channels_last": lambda t: t[..., ::2],
+         "permuted": lambda t: t.permute(2, 0, 3, 1)[:, :, ::2]}
+
+
+def base(values, view):
+    """A copy of ``values`` to take ``VIEWS[view]`` of."""
+    return values.clone(memory_format=torch.channels_last if view == "channels_last" else torch.contiguous_format)
+INPLACE_KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "hardswish", "hardsigmoid")
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+@pytest.mark.parametrize("kind", INPLACE_KINDS)
+def test_inplace_on_a_strided_view_writes_where_torch_writes(kind, view, generator):
+    """``fastcnn.<kind>(x[view], inplace=True)`` and ``nn.<Kind>(inplace=True)`` change the viewed
+    tensor as torch's do (values in the view, nothing outside it) and return the view."""
+    values = make_tensor((3, 5, 4, 6), generator=generator) * 4
+    module_type = next(m for m in fastcnn.nn.ACTIVATIONS if m.fastcnn_kind == kind)
+    for call in (lambda v: getattr(fastcnn, kind)(v, inplace=True), lambda v: module_type(inplace=True)(v)):
+        ours, theirs = base(values, view), base(values, view)
+        with count_launches() as launched:
+            returned = call(VIEWS[view](ours))
+        getattr(F, kind)(VIEWS[view](theirs), inplace=True)
+        assert launched["activation"] == 1
+        assert relative_error(ours, theirs) < 1e-6, (kind, view)
+        assert returned.data_ptr() == VIEWS[view](ours).data_ptr() and returned.stride() == VIEWS[view](ours).stride()
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_outputs_of_strided_views_have_torchs_strides(view, generator):
+    """torch lays an elementwise op's output out in its input's dimension order (dense): so do
+    the activations, forward and backward."""
+    input = VIEWS[view](base(make_tensor((3, 5, 4, 6), generator=generator), view)).detach().requires_grad_()
+    for kind in ("relu", "gelu", "sigmoid"):
+        out, expected = getattr(fastcnn, kind)(input), getattr(torch, kind)(input) if kind != "gelu" else F.gelu(input)
+        assert out.stride() == expected.stride(), (kind, out.stride(), expected.stride())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_integer_and_bool_input_get_torchs_answer(kind):
+    """torch computes relu/relu6 of integers (fastcnn's deliberate TypeError) and refuses their
+    bools (RuntimeError), promotes sigmoid/tanh to float, and has no integer kernel for the rest
+    (NotImplementedError)."""
+    function = (lambda x: fastcnn.gelu(x, approximate="tanh")) if kind == "gelu_tanh" else getattr(fastcnn, kind)
+    theirs = (lambda x: F.gelu(x, approximate="tanh")) if kind == "gelu_tanh" else module_for(kind, 0.01)
+    for dtype in (torch.int64, torch.uint8, torch.bool):
+        input = torch.ones(2, 3, dtype=dtype, device=DEVICE)
+        if kind in ("sigmoid", "tanh"):
+            out = function(input)
+            assert out.dtype == torch.float32 and relative_error(out, theirs(input.cpu())) < 1e-6
+            continue
+        if kind in ("relu", "relu6") and dtype != torch.bool:
+            with pytest.raises(TypeError, match="is not supported by fastcnn's kernels"):
+                function(input)
+            continue
+        error = RuntimeError if kind in ("relu", "relu6") else NotImplementedError
+        fragment = "not supported for" if kind in ("relu", "relu6") else "not implemented for"
+        assert_raises_like_torch(lambda: theirs(input.cpu()), lambda: function(input), op=kind.split("_tanh")[0],
+                                 fragment=fragment, error=error)
+
+
 @pytest.mark.parametrize("module_type", fastcnn.nn.ACTIVATIONS, ids=lambda m: m.__name__)
 def test_modules_are_drop_ins(module_type, seed, generator):
     torch_type = module_type.__mro__[1]
@@ -157,6 +220,16 @@ def test_resolve_activation_names_modules_and_refusals():
         resolve_activation("op", torch.nn.Softplus())
     with pytest.raises(ValueError, match="op: activation must be None or one of relu"):
         resolve_activation("op", "swish")
+    # The forms users write: F.gelu's approximate argument, a 1-tuple, a list.
+    assert resolve_activation("op", ("gelu", "tanh")) == ("gelu_tanh", 0.0)
+    assert resolve_activation("op", ("gelu", "none")) == ("gelu", 0.0)
+    assert resolve_activation("op", ("leaky_relu",)) == ("leaky_relu", 0.01)
+    assert resolve_activation("op", ["elu", 2]) == ("elu", 2.0)
+    # A parameter where the activation has none, or one that is not a number, is refused, and
+    # the message lists the valid forms.
+    for spec in (("relu", 0.5), ("gelu", "exact"), ("leaky_relu", "0.2"), ("elu", True), ("silu", 1, 2), ()):
+        with pytest.raises(ValueError, match="valid forms are"):
+            resolve_activation("op", spec)
 
 
 @gpu_only("fp16/bf16")

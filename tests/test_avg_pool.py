@@ -133,6 +133,18 @@ def test_tiles_across_and_within_images(shape, output_size, layout, seed, genera
         assert span == (shape[0] == 37) and pixel_blocks > 1
 
 
+@pytest.mark.parametrize("shape, output_size", [((0, 4, 4), 1), ((0, 4, 4), 2), ((3, 0, 4), 1), ((0, 4, 4), (0, 2)),
+                                                ((2, 0, 3, 5), (2, 2))], ids=str)
+def test_empty_unbatched_and_zero_channel_inputs_give_torchs_result(shape, output_size, generator):
+    """torch returns an empty tensor (or NaN, the mean of no pixels) for these; so must fastcnn."""
+    input = make_tensor(shape, generator=generator).requires_grad_()
+    out = fastcnn.adaptive_avg_pool2d(input, output_size)
+    expected = F.adaptive_avg_pool2d(input.detach(), output_size)
+    assert out.shape == expected.shape and torch.equal(out.isnan(), expected.isnan())
+    out.sum().backward()
+    assert input.grad.shape == input.shape
+
+
 def test_empty_inputs_and_zero_sized_outputs(generator):
     empty_batch = make_tensor((0, 3, 6, 6), generator=generator).requires_grad_()
     assert fastcnn.avg_pool2d(empty_batch, 2).shape == (0, 3, 3, 3)

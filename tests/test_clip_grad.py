@@ -179,6 +179,38 @@ def test_clip_grad_value_matches_torch(clip_value, generator, seed):
         assert_close(p.grad, r.grad, torch.float32, what=f"grad {index}", seed=seed)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf"), 0.0])
+def test_complex_gradients_are_clipped_as_torch_clips_them(norm_type, generator, seed):
+    """torch's norm of a complex gradient is that of its magnitudes; the clipping scales it."""
+    def values(shape, complex_values):
+        real = make_tensor(shape, generator=generator)
+        return torch.complex(real, make_tensor(shape, generator=generator)) if complex_values else real
+
+    parameters = [torch.nn.Parameter(values((7, 3), True)), torch.nn.Parameter(values((5,), False))]
+    for parameter in parameters:
+        parameter.grad = values(parameter.shape, parameter.is_complex()) * 3
+    theirs = [torch.nn.Parameter(p.detach().double() if not p.is_complex() else p.detach().to(torch.complex128))
+              for p in parameters]
+    for parameter, mine in zip(theirs, parameters):
+        parameter.grad = mine.grad.to(parameter.dtype)
+    with count_launches() as launched:
+        total = fastcnn.clip_grad_norm_(parameters, 0.5, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 0.5, norm_type)
+    assert launched["grad_norm"] >= 1 and total.dtype == torch.float32
+    assert_close(total, expected, torch.float32, what="total norm", seed=seed, reduction_length=26)
+    for mine, parameter in zip(parameters, theirs):
+        assert_close(mine.grad, parameter.grad, torch.float32, what="clipped grad", seed=seed, reduction_length=26)
+
+
+def test_an_empty_generator_warns_as_torch_does():
+    with pytest.warns(UserWarning) as ours:
+        assert fastcnn.clip_grad_norm_((p for p in []), 1.0).item() == 0.0
+    with pytest.warns(UserWarning) as theirs:
+        torch.nn.utils.clip_grad_norm_((p for p in []), 1.0)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+    assert "empty generator" in str(ours[0].message) and ours[0].filename == __file__
+
+
 def test_bad_gradients_are_refused_before_launch():
     param = torch.zeros(4, 3, requires_grad=True)
     param.grad = torch.ones(4, 3).to_sparse()

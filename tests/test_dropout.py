@@ -145,6 +145,73 @@ def test_bad_input_and_torchs_warnings():
         assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
 
 
+def test_p_nan_is_refused_and_bools_and_0_dim_tensors_are_taken(generator):
+    """torch refuses p = NaN (RuntimeError, in training and eval, even for an empty input) and takes
+    a bool or a 0-dim tensor as p; torchvision's stochastic_depth refuses NaN in training."""
+    input = make_tensor((4, 3, 5), generator=generator)
+    for function, op in ((F.dropout, "dropout"), (F.dropout2d, "dropout2d")):
+        ours = getattr(fastcnn, op)
+        for training in (True, False):
+            for tensor in (input, input[:0]):
+                with count_launches() as launched:
+                    assert_raises_like_torch(lambda: function(tensor.cpu(), float("nan"), training),
+                                             lambda: ours(tensor, float("nan"), training), op=op,
+                                             fragment="dropout probability has to be between 0 and 1, but got nan")
+                assert not launched
+        assert torch.equal(ours(input, False), function(input, False)) and ours(input, False) is input
+        assert torch.equal(ours(input, True), torch.zeros_like(input))
+        kept = ours(input, torch.tensor(0.25))
+        assert ((kept == 0) | torch.isclose(kept, input / 0.75)).all() and (kept == 0).any()
+        with pytest.raises(TypeError, match="argument 'p' must be float, not Tensor"):
+            ours(input, torch.tensor([0.25]))
+    with pytest.raises(RuntimeError, match="expects p to be in \\[0, 1\\], but got p=nan"):
+        fastcnn.stochastic_depth(input, float("nan"), "row")
+    assert fastcnn.stochastic_depth(input, float("nan"), "row", training=False) is input
+    assert torch.equal(fastcnn.stochastic_depth(input, True, "batch"), torch.zeros_like(input))
+
+
+# Strided views: a channel slice, a step, a sliced channels_last tensor and a sliced permutation
+# (the channels_last base is itself channels_last).
+VIEWS = {"channels": lambda t: t[:, 1:3], "step": lambda t: t[:, ::2], "channels_last": lambda t: t[..., ::2],
+         "permuted": lambda t: t.permute(2, 0, 3, 1)[:, :, ::2]}
+
+
+def _base(values, view):
+    return values.clone(memory_format=torch.channels_last if view == "channels_last" else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+@pytest.mark.parametrize("op", ["dropout", "dropout2d"])
+def test_inplace_on_a_strided_view_writes_into_it(op, view, generator):
+    """``fastcnn.dropout(x[view], inplace=True)`` and ``nn.Dropout(inplace=True)`` drop elements of
+    ``x`` inside the view (scaling the kept ones), nothing outside it, and return the view."""
+    values = make_tensor((3, 6, 4, 6), generator=generator)
+    module_type = fastcnn.nn.Dropout2d if op == "dropout2d" else fastcnn.nn.Dropout
+    for call in (lambda v: getattr(fastcnn, op)(v, 0.5, inplace=True), lambda v: module_type(0.5, inplace=True)(v)):
+        written = _base(values, view)
+        returned = call(VIEWS[view](written))
+        mask = torch.zeros_like(_base(values, view), dtype=torch.bool)
+        VIEWS[view](mask).fill_(True)
+        assert torch.equal(written[~mask], values[~mask]), "written outside the view"
+        dropped, kept = written[mask] == 0, torch.isclose(written[mask], values[mask] * 2)
+        assert (dropped | kept).all() and dropped.any() and kept.any(), "the view was not written"
+        assert returned.data_ptr() == VIEWS[view](written).data_ptr()
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS) + ["batch_interleaved"])
+def test_outputs_of_strided_views_have_torchs_strides(view, generator):
+    """torch's dropout, and torchvision's input * noise in stochastic_depth, keep their input's
+    dimension order for any permutation and slice."""
+    values = make_tensor((4, 6, 4, 6), generator=generator)
+    input = values.transpose(0, 1) if view == "batch_interleaved" else VIEWS[view](_base(values, view))
+    expected = F.dropout(input, 0.3).stride()
+    assert fastcnn.dropout(input, 0.3).stride() == expected
+    assert fastcnn.stochastic_depth(input, 0.3, "row").stride() == (input * torch.ones(
+        (input.shape[0], 1, 1, 1))).stride() == expected
+    if view != "permuted":  # dropout2d's [N, C, S] rows: a sliced permutation is copied to NCHW (see README)
+        assert fastcnn.dropout2d(input, 0.3).stride() == F.dropout2d(input, 0.3).stride()
+
+
 def test_empty_input():
     empty = torch.empty(0, 4, device=DEVICE)
     assert fastcnn.dropout(empty, 0.5) is empty and fastcnn.dropout2d(empty, 0.5) is empty

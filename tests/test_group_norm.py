@@ -278,13 +278,17 @@ BAD_INSTANCE = {
     "running_mean_size": ((torch.randn(2, 6, 3, 3), torch.zeros(5), torch.ones(5)), {}, RuntimeError,
                           "running_mean should contain 12 elements not 10"),
     "integer": ((torch.ones(2, 3, 4, dtype=torch.int64),), {}, NotImplementedError, "not implemented for 'Long'"),
+    "only_running_mean": ((torch.randn(2, 3, 4), torch.zeros(3)), {}, ValueError,
+                          "running_mean and running_var must either both be None or neither be None"),
+    "only_running_var": ((torch.randn(2, 3, 4), None, torch.ones(3)), {}, ValueError,
+                         "running_mean and running_var must either both be None or neither be None"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INSTANCE))
 def test_instance_norm_bad_input_raises_like_torch(name):
     args, kwargs, error, fragment = BAD_INSTANCE[name]
-    args = tuple(t.to(DEVICE) for t in args)
+    args = tuple(None if t is None else t.to(DEVICE) for t in args)
     kwargs = {k: v.to(DEVICE) for k, v in kwargs.items()} if kwargs.get("weight") is not None else kwargs
     assert_raises_like_torch(lambda: F.instance_norm(*args, **kwargs), lambda: fastcnn.instance_norm(*args, **kwargs),
                              op="instance_norm", fragment=fragment, error=error)

@@ -126,6 +126,9 @@ BAD_INPUTS = {
                      "Expected weight to be of same shape as normalized_shape, but got weight of shape [4] and "
                      "normalized_shape = [3]"),
     "empty_shape": ((torch.randn(2, 3), ()), RuntimeError, "Expected normalized_shape to be at least 1-dimensional"),
+    "int_shape": ((torch.randn(2, 3), 3), TypeError, "must be tuple of ints, not int"),
+    "float_in_shape": ((torch.randn(2, 3), (3.0,)), TypeError, "must be tuple of ints, but found element of type "
+                                                              "float at pos 0"),
     "integer": ((torch.ones(2, 3, dtype=torch.int64), (3,)), NotImplementedError, "not implemented for 'Long'"),
     "mixed_dtype": ((torch.randn(2, 3), (3,), torch.ones(3, dtype=torch.float16)), RuntimeError, "mixed dtype"),
 }

@@ -90,7 +90,7 @@ def check_adaptive_avg_pool2d(input, output_size):
         return (1, 1)
     if input.dim() not in (3, 4):
         raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
-    for axis in range(1, input.dim()):
+    for axis in range(input.dim() - 2, input.dim()):  # the spatial dims: zero channels pool to nothing
         if input.shape[axis] == 0:
             raise RuntimeError(f"{op}: adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
                                f"dimensions, but input has sizes {list(input.shape)} with dimension {axis} being "
