@@ -44,17 +44,25 @@ def reference_kwargs(kwargs):
     return {k: v for k, v in kwargs.items() if k not in ("capturable", "foreach", "fused")}
 
 
+# A step rounds a stored param up to twice (decoupled weight decay, then the update) and each
+# stored state tensor likewise: what one step's comparison allows (compare_states' ``steps``).
+ROUNDINGS_PER_STEP = 2
+
+
 def run_against_torch(ours_cls, torch_cls, kwargs, dtype, generator, seed, *, launches, specs=PARAM_SPECS,
                       steps=STEPS, skip_grad=lambda step, index: False, update_scale=0.0):
     """``steps`` steps of ours and of torch's optimizer in float64 on the same gradients; every
-    step must be exactly ``launches`` ({op: launches}), and params and state must match.
+    step must be exactly ``launches`` ({op: launches}), and params and state must match after
+    each step. Each step starts both from the same state (ours, widened to float64), so that what
+    is compared is one step's arithmetic: differences in rounding do not compound (a sign-like
+    update does not damp them, and a bound on several steps' drift failed CI by chance).
     ``update_scale`` bounds one step's update of an element (see compare_states)."""
     params = make_params(dtype, generator, specs)
-    initial = [p.detach().to(torch.float64).clone() for p in params]
-    reference = [p.clone().requires_grad_() for p in initial]
+    reference = [p.detach().to(torch.float64).clone().requires_grad_() for p in params]
     ours = ours_cls(params, **kwargs)
     theirs = torch_cls(reference, foreach=False, **reference_kwargs(kwargs))
     for step in range(steps):
+        initial = [p.detach().to(torch.float64).clone() for p in params]
         for index, ((shape, _, grad_layout), p, r) in enumerate(zip(specs, params, reference)):
             if skip_grad(step, index):
                 p.grad = r.grad = None
@@ -67,8 +75,21 @@ def run_against_torch(ours_cls, torch_cls, kwargs, dtype, generator, seed, *, la
         if dtype != torch.float32:
             round_to_storage(theirs, dtype)
         assert launched == launches, f"expected {launches} launches per step, got {dict(launched)}"
-    compare_states(ours, theirs, params, reference, initial, dtype, seed, steps, update_scale)
+        compare_states(ours, theirs, params, reference, initial, dtype, seed, ROUNDINGS_PER_STEP, update_scale)
+        start_from(theirs, reference, ours, params)
     return ours, params
+
+
+@torch.no_grad()
+def start_from(reference_optimizer, reference, optimizer, params):
+    """The float64 reference's params and state set to ours, widened: the next step starts both
+    from the same state."""
+    for r, p in zip(reference, params):
+        r.copy_(p)
+        if r in reference_optimizer.state and p in optimizer.state:
+            for key, value in reference_optimizer.state[r].items():
+                if key != "step" and torch.is_tensor(value) and value.numel():
+                    value.copy_(optimizer.state[p][key])
 
 
 @torch.no_grad()
