@@ -159,7 +159,7 @@ def _global_avg_pool_kernel(
 
 def _blocks(channel_stride):
     """(BLOCK_P, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
-    return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(16, 64), nchw=(256, 4))
+    return channel_blocks(channel_stride, interpreter=(4096, 16), channels_last=(16, 64), nchw=(256, 4))
 
 
 def _accumulator(dtype):

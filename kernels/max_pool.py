@@ -117,7 +117,7 @@ def _max_pool2d_backward_kernel(
 
 def _blocks(channel_stride):
     """(BLOCK_P, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
-    return channel_blocks(channel_stride, interpreter=(512, 16), channels_last=(16, 64), nchw=(256, 4))
+    return channel_blocks(channel_stride, interpreter=(4096, 16), channels_last=(16, 64), nchw=(256, 4))
 
 
 def _geometry(kernel_size, stride, padding, dilation):
