@@ -270,7 +270,7 @@ def _backward_apply_kernel(
 
 def _tiles(channel_stride):
     """(BLOCK_R, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
-    return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 8))
+    return channel_blocks(channel_stride, interpreter=(1024, 16), channels_last=(32, 64), nchw=(256, 8))
 
 
 def fold(x, folded, weight, bias, running_mean, running_var, *, training, momentum, eps):
