@@ -38,13 +38,14 @@ def _kernels():
 
 # ----------------------------------------------------------------------------- checks
 def probability(op, p):
-    """``p`` as the float torch's dropout takes: a number (a bool is 0 or 1) or a 0-dim real
-    tensor (read on the host, as torch's binding reads it); anything else is torch's TypeError."""
+    """``p`` as torch's dropout takes it: a number (a bool is 0 or 1; kept as given, so that
+    messages print it as torch's do) or a 0-dim real tensor (read on the host, as torch's binding
+    reads it); anything else is torch's TypeError."""
     if isinstance(p, torch.Tensor) and p.dim() == 0 and not p.is_complex():
         return float(p.item())
     if not isinstance(p, (int, float)):
         raise TypeError(f"{op}: argument 'p' must be float, not {type(p).__name__}")
-    return float(p)
+    return p
 
 
 def check_dropout(op, input, p, training, *, channelwise):
