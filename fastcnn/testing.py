@@ -100,11 +100,20 @@ def poisoned_like(tensor, dtype=None):
     return out.fill_(torch.iinfo(out.dtype).max)
 
 
+def _float64_pairs(tensor):
+    """``tensor`` in float64 on the CPU, a complex one as its (real, imaginary) pairs (a plain
+    cast to float64 would drop the imaginary parts)."""
+    tensor = tensor.detach()
+    if tensor.is_complex():
+        tensor = torch.view_as_real(tensor.resolve_conj())
+    return tensor.to(torch.float64).cpu()
+
+
 def relative_error(actual, expected):
     """||actual - expected|| / ||expected|| in float64 (absolute error when expected is all zero);
-    NaN anywhere in ``actual`` where ``expected`` is finite counts as infinite error."""
-    actual = actual.detach().to(torch.float64).cpu()
-    expected = expected.detach().to(torch.float64).cpu()
+    NaN anywhere in ``actual`` where ``expected`` is finite counts as infinite error. Complex
+    tensors are compared as their (real, imaginary) pairs."""
+    actual, expected = _float64_pairs(actual), _float64_pairs(expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
     if torch.isnan(actual).ne(torch.isnan(expected)).any():
@@ -129,7 +138,7 @@ def assert_close(actual, expected, dtype, *, what, seed, reduction_length=1, err
     ``error_floor`` is an absolute norm of error the caller can prove unavoidable (e.g. rounding
     of a stored value much larger than the quantity compared); it is added to the allowance."""
     error = relative_error(actual, expected)
-    scale = expected.detach().to(torch.float64).norm().item()
+    scale = _float64_pairs(expected).norm().item()
     limit = tolerance(dtype, reduction_length) + (error_floor / scale if scale > 0 else error_floor)
     if not error <= limit:
         raise AssertionError(f"{what}: relative error {error:.3e} > {limit:.1e} for {dtype}; "
@@ -142,8 +151,7 @@ def first_mismatch(actual, expected, limit):
     infinity that does not match, or a difference over ``limit`` times the reference's
     root-mean-square value (each element's share of a relative-error budget of ``limit``; when the
     relative error is over ``limit``, some element is), and where the largest difference is."""
-    actual = actual.detach().to(torch.float64).cpu()
-    expected = expected.detach().to(torch.float64).cpu()
+    actual, expected = _float64_pairs(actual), _float64_pairs(expected)
     if actual.numel() == 0:
         return "no elements"
     finite = torch.isfinite(expected)
