@@ -492,8 +492,9 @@ def _fuse_activations(name, module, graph, holders, result):
             result.left.append((_join(name, target), f"not fused: the {type(norm).__name__} is shared with another "
                                                      f"part of the model"))
         elif _has_hooks(norm) or any(user is not None and _hooked_call(user, module) for user in sole):
-            result.left.append((_join(name, target), f"not fused: {'the norm' if _has_hooks(norm) else 'the activation'}"
-                                                     f" has hooks, which would see the fused output or not run"))
+            hooked = "the norm" if _has_hooks(norm) else "the activation"
+            result.left.append((_join(name, target), f"not fused: {hooked} has hooks, which would see the fused output "
+                                                     f"or not run"))
         elif all(spec is not None for spec in specs) and len(set(specs)) == 1:
             fusable[target] = (specs[0], sole)
         elif all(user is not None and (spec is not None or _is_activation_like_node(user, module))

@@ -109,6 +109,29 @@ def _float64_pairs(tensor):
     return tensor.to(torch.float64).cpu()
 
 
+# Strided views an in-place or elementwise op must handle as torch does: a channel slice, a step,
+# a sliced channels_last tensor, a sliced permutation (of a base from ``strided_view_base``).
+STRIDED_VIEWS = {"channels": lambda t: t[:, 1:3], "step": lambda t: t[:, ::2], "channels_last": lambda t: t[..., ::2],
+                 "permuted": lambda t: t.permute(2, 0, 3, 1)[:, :, ::2]}
+
+
+def strided_view_base(values, view):
+    """A copy of the 4-d ``values`` to take ``STRIDED_VIEWS[view]`` of: channels_last for the
+    channels_last view (so that the view is of a channels_last tensor), contiguous otherwise."""
+    return values.clone(memory_format=torch.channels_last if view == "channels_last" else torch.contiguous_format)
+
+
+@torch.no_grad()
+def start_from(model, optimizer, reference, reference_optimizer):
+    """``model`` and ``optimizer`` set to ``reference``'s and ``reference_optimizer``'s state
+    (parameters, buffers, optimizer state), rounded to their dtypes (``load_state_dict`` casts
+    the optimizer's state to the parameters' dtype): a compared step then starts from the same
+    state as the reference's, so rounding differences of earlier steps do not compound."""
+    for mine, theirs in zip(model.state_dict().values(), reference.state_dict().values()):
+        mine.copy_(theirs)
+    optimizer.load_state_dict(reference_optimizer.state_dict())
+
+
 def relative_error(actual, expected):
     """||actual - expected|| / ||expected|| in float64 (absolute error when expected is all zero);
     NaN anywhere in ``actual`` where ``expected`` is finite counts as infinite error. Complex

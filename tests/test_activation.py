@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import fastcnn
 from fastcnn.ops.activation import KINDS, module_for, resolve_activation
 from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, count_launches, gpu_only,
-                             make_tensor, opinfo, record_aten_ops, relative_error)
+                             STRIDED_VIEWS, make_tensor, opinfo, record_aten_ops, relative_error, strided_view_base)
 
 PARAMETERS = {"leaky_relu": 0.2, "elu": 0.7}
 FUNCTIONS = {
@@ -120,20 +120,10 @@ def test_strided_input_and_gradient(seed, generator):
     assert_close(input.grad, leaf.grad, torch.float32, what="grad from strided views", seed=seed)
 
 
-# Strided views an in-place op must write through: a channel slice, a step, a sliced channels_last
-# tensor, a sliced permutation.
-# (The channels_last case slices a base that is itself channels_last: see ``base``.)
-VIEWS = {"channels": lambda t: t[:, 1:3], "step": lambda t: t[:, ::2], "channels_last": lambda t: t[..., ::2],
-         "permuted": lambda t: t.permute(2, 0, 3, 1)[:, :, ::2]}
-
-
-def base(values, view):
-    """A copy of ``values`` to take ``VIEWS[view]`` of."""
-    return values.clone(memory_format=torch.channels_last if view == "channels_last" else torch.contiguous_format)
 INPLACE_KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "hardswish", "hardsigmoid")
 
 
-@pytest.mark.parametrize("view", sorted(VIEWS))
+@pytest.mark.parametrize("view", sorted(STRIDED_VIEWS))
 @pytest.mark.parametrize("kind", INPLACE_KINDS)
 def test_inplace_on_a_strided_view_writes_where_torch_writes(kind, view, generator):
     """``fastcnn.<kind>(x[view], inplace=True)`` and ``nn.<Kind>(inplace=True)`` change the viewed
@@ -141,20 +131,22 @@ def test_inplace_on_a_strided_view_writes_where_torch_writes(kind, view, generat
     values = make_tensor((3, 5, 4, 6), generator=generator) * 4
     module_type = next(m for m in fastcnn.nn.ACTIVATIONS if m.fastcnn_kind == kind)
     for call in (lambda v: getattr(fastcnn, kind)(v, inplace=True), lambda v: module_type(inplace=True)(v)):
-        ours, theirs = base(values, view), base(values, view)
+        ours, theirs = strided_view_base(values, view), strided_view_base(values, view)
         with count_launches() as launched:
-            returned = call(VIEWS[view](ours))
-        getattr(F, kind)(VIEWS[view](theirs), inplace=True)
+            returned = call(STRIDED_VIEWS[view](ours))
+        getattr(F, kind)(STRIDED_VIEWS[view](theirs), inplace=True)
         assert launched["activation"] == 1
         assert relative_error(ours, theirs) < 1e-6, (kind, view)
-        assert returned.data_ptr() == VIEWS[view](ours).data_ptr() and returned.stride() == VIEWS[view](ours).stride()
+        view_of_ours = STRIDED_VIEWS[view](ours)
+        assert returned.data_ptr() == view_of_ours.data_ptr() and returned.stride() == view_of_ours.stride()
 
 
-@pytest.mark.parametrize("view", sorted(VIEWS))
+@pytest.mark.parametrize("view", sorted(STRIDED_VIEWS))
 def test_outputs_of_strided_views_have_torchs_strides(view, generator):
     """torch lays an elementwise op's output out in its input's dimension order (dense): so do
     the activations, forward and backward."""
-    input = VIEWS[view](base(make_tensor((3, 5, 4, 6), generator=generator), view)).detach().requires_grad_()
+    values = make_tensor((3, 5, 4, 6), generator=generator)
+    input = STRIDED_VIEWS[view](strided_view_base(values, view)).detach().requires_grad_()
     for kind in ("relu", "gelu", "sigmoid"):
         out, expected = getattr(fastcnn, kind)(input), getattr(torch, kind)(input) if kind != "gelu" else F.gelu(input)
         assert out.stride() == expected.stride(), (kind, out.stride(), expected.stride())

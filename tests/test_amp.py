@@ -8,7 +8,7 @@ import torch
 
 import fastcnn
 from fastcnn.models import TinyResNet
-from fastcnn.testing import DEVICE, count_launches, flat_parameters, make_tensor, relative_error
+from fastcnn.testing import DEVICE, count_launches, flat_parameters, make_tensor, relative_error, start_from
 
 
 LR = 1e-3
@@ -53,15 +53,6 @@ def _step(model, optimizer, scaler, loss_fn, input, target, dtype):
     return loss.item(), scaler.get_scale() < scale  # the scale backs off exactly when a step is skipped
 
 
-def _start_from(model, optimizer, reference, reference_optimizer):
-    """``model`` and ``optimizer`` set to the float64 run's state, rounded to their dtypes
-    (``load_state_dict`` casts Adam's moments to the parameters' dtype)."""
-    with torch.no_grad():
-        for mine, theirs in zip(model.state_dict().values(), reference.state_dict().values()):
-            mine.copy_(theirs)
-    optimizer.load_state_dict(reference_optimizer.state_dict())
-
-
 @pytest.mark.parametrize("dtype, scaled", [(torch.bfloat16, False), (torch.float16, True)])
 def test_amp_training_matches_torch(dtype, scaled, seed, generator):
     """Both AMP runs are compared with the same training in float64 without autocast, one step at
@@ -85,7 +76,7 @@ def test_amp_training_matches_torch(dtype, scaled, seed, generator):
             input = make_tensor((4, 3, 13, 11), generator=data_generator)
             target = torch.randint(0, 5, (4,), generator=data_generator).to(DEVICE)
             for model, optimizer, _, _ in runs:
-                _start_from(model, optimizer, reference, reference_optimizer)
+                start_from(model, optimizer, reference, reference_optimizer)
             before = flat_parameters(reference)
             (torch_loss, torch_skipped), (fastcnn_loss, fastcnn_skipped) = (
                 _step(*run, input, target, dtype) for run in runs)

@@ -15,7 +15,8 @@ from fastcnn.convert import REPLACEMENTS
 from fastcnn.dtypes import tolerance
 from fastcnn.models import (BasicBlock, GroupNormBlock, SmallCNN, TinyConvNeXt, TinyEfficientNet, TinyMobileNetV2,
                             TinyRegNet, TinyResNet)
-from fastcnn.testing import DEVICE, count_launches, flat_parameters, make_tensor, record_aten_ops, relative_error
+from fastcnn.testing import (DEVICE, count_launches, flat_parameters, make_tensor, record_aten_ops, relative_error,
+                             start_from)
 
 # fp32 against fp32 torch: the same math summed in different orders. The shared fp32 tolerance,
 # widened as for 4 terms for outputs and as for 100 for gradients and trajectories, which sum
@@ -468,10 +469,7 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
     for step in range(steps):
         batch = make_tensor(shape, generator=generator)
         for model, model_optimizer in zip(models[1:], optimizers[1:]):
-            with torch.no_grad():
-                for mine, theirs in zip(model.state_dict().values(), reference.state_dict().values()):
-                    mine.copy_(theirs)
-            model_optimizer.load_state_dict(optimizers[0].state_dict())
+            start_from(model, model_optimizer, reference, optimizers[0])
         before = flat_parameters(reference)
         losses, updates = [], []
         for model, model_optimizer, loss_fn in zip(models, optimizers, loss_fns):
@@ -601,7 +599,8 @@ class _SlicesItsFeatures(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.Conv2d(4, 4, 1))
 
     def forward(self, x):
         return self.features(x) + self.features[:2](x).mean()

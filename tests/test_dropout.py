@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.testing import (DEVICE, LAYOUTS, assert_raises_like_torch, count_launches, gpu_only, in_layout,
-                             make_tensor, record_aten_ops)
+                             STRIDED_VIEWS, make_tensor, record_aten_ops, strided_view_base)
 
 
 def _kept_fraction_bounds(p, trials):
@@ -170,17 +170,7 @@ def test_p_nan_is_refused_and_bools_and_0_dim_tensors_are_taken(generator):
     assert torch.equal(fastcnn.stochastic_depth(input, True, "batch"), torch.zeros_like(input))
 
 
-# Strided views: a channel slice, a step, a sliced channels_last tensor and a sliced permutation
-# (the channels_last base is itself channels_last).
-VIEWS = {"channels": lambda t: t[:, 1:3], "step": lambda t: t[:, ::2], "channels_last": lambda t: t[..., ::2],
-         "permuted": lambda t: t.permute(2, 0, 3, 1)[:, :, ::2]}
-
-
-def _base(values, view):
-    return values.clone(memory_format=torch.channels_last if view == "channels_last" else torch.contiguous_format)
-
-
-@pytest.mark.parametrize("view", sorted(VIEWS))
+@pytest.mark.parametrize("view", sorted(STRIDED_VIEWS))
 @pytest.mark.parametrize("op", ["dropout", "dropout2d"])
 def test_inplace_on_a_strided_view_writes_into_it(op, view, generator):
     """``fastcnn.dropout(x[view], inplace=True)`` and ``nn.Dropout(inplace=True)`` drop elements of
@@ -188,22 +178,25 @@ def test_inplace_on_a_strided_view_writes_into_it(op, view, generator):
     values = make_tensor((3, 6, 4, 6), generator=generator)
     module_type = fastcnn.nn.Dropout2d if op == "dropout2d" else fastcnn.nn.Dropout
     for call in (lambda v: getattr(fastcnn, op)(v, 0.5, inplace=True), lambda v: module_type(0.5, inplace=True)(v)):
-        written = _base(values, view)
-        returned = call(VIEWS[view](written))
-        mask = torch.zeros_like(_base(values, view), dtype=torch.bool)
-        VIEWS[view](mask).fill_(True)
+        written = strided_view_base(values, view)
+        returned = call(STRIDED_VIEWS[view](written))
+        mask = torch.zeros_like(strided_view_base(values, view), dtype=torch.bool)
+        STRIDED_VIEWS[view](mask).fill_(True)
         assert torch.equal(written[~mask], values[~mask]), "written outside the view"
         dropped, kept = written[mask] == 0, torch.isclose(written[mask], values[mask] * 2)
         assert (dropped | kept).all() and dropped.any() and kept.any(), "the view was not written"
-        assert returned.data_ptr() == VIEWS[view](written).data_ptr()
+        assert returned.data_ptr() == STRIDED_VIEWS[view](written).data_ptr()
 
 
-@pytest.mark.parametrize("view", sorted(VIEWS) + ["batch_interleaved"])
+@pytest.mark.parametrize("view", sorted(STRIDED_VIEWS) + ["batch_interleaved"])
 def test_outputs_of_strided_views_have_torchs_strides(view, generator):
     """torch's dropout, and torchvision's input * noise in stochastic_depth, keep their input's
     dimension order for any permutation and slice."""
     values = make_tensor((4, 6, 4, 6), generator=generator)
-    input = values.transpose(0, 1) if view == "batch_interleaved" else VIEWS[view](_base(values, view))
+    if view == "batch_interleaved":
+        input = values.transpose(0, 1)
+    else:
+        input = STRIDED_VIEWS[view](strided_view_base(values, view))
     expected = F.dropout(input, 0.3).stride()
     assert fastcnn.dropout(input, 0.3).stride() == expected
     assert fastcnn.stochastic_depth(input, 0.3, "row").stride() == (input * torch.ones(
