@@ -202,14 +202,11 @@ def check_state_dict_interchange(ours_cls, torch_cls, kwargs, direction, generat
     second.load_state_dict(checkpoint)
     run(second, params, range(5, 10))
     assert second.state_dict()["param_groups"] == expected.state_dict()["param_groups"]
-    for index, (p, r) in enumerate(zip(params, expected_params)):
-        assert_close(p, r, torch.float32, what=f"param {index}", seed=seed)
-        assert second.state[p].keys() == expected.state[r].keys()
-        for key, value in expected.state[r].items():
-            if key == "step":
-                assert float(second.state[p]["step"]) == float(value) == 10.0
-            else:
-                assert_close(second.state[p][key], value, torch.float32, what=key, seed=seed)
+    assert all(float(state["step"]) == 10.0 for state in second.state.values() if "step" in state)
+    # Ten float32 steps each side: the allowance for ten steps' rounding (an exp_avg of
+    # random-sign gradients may cancel to near zero, so its rounding is relative to the terms).
+    initial = [p.detach().to(torch.float64) for p in start]
+    compare_states(second, expected, params, expected_params, initial, torch.float32, seed, steps=10)
 
 
 def check_grad_scaler(ours_cls, torch_cls, kwargs, unscale_first, generator, seed, *, inf_steps=(0, 2, 4)):
