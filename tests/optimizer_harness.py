@@ -203,10 +203,12 @@ def check_state_dict_interchange(ours_cls, torch_cls, kwargs, direction, generat
     run(second, params, range(5, 10))
     assert second.state_dict()["param_groups"] == expected.state_dict()["param_groups"]
     assert all(float(state["step"]) == 10.0 for state in second.state.values() if "step" in state)
-    # Ten float32 steps each side: the allowance for ten steps' rounding (an exp_avg of
-    # random-sign gradients may cancel to near zero, so its rounding is relative to the terms).
+    # Both sides are float32 runs of ten steps: each side's roundings of each step are allowed
+    # (an exp_avg of random-sign gradients may cancel to near zero, so its rounding is relative
+    # to the terms; compare_states).
     initial = [p.detach().to(torch.float64) for p in start]
-    compare_states(second, expected, params, expected_params, initial, torch.float32, seed, steps=10)
+    compare_states(second, expected, params, expected_params, initial, torch.float32, seed,
+                   steps=2 * ROUNDINGS_PER_STEP * 10)
 
 
 def check_grad_scaler(ours_cls, torch_cls, kwargs, unscale_first, generator, seed, *, inf_steps=(0, 2, 4)):
