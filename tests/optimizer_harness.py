@@ -44,9 +44,11 @@ def reference_kwargs(kwargs):
     return {k: v for k, v in kwargs.items() if k not in ("capturable", "foreach", "fused")}
 
 
-# A step rounds a stored param up to twice (decoupled weight decay, then the update) and each
-# stored state tensor likewise: what one step's comparison allows (compare_states' ``steps``).
-ROUNDINGS_PER_STEP = 2
+# A step rounds a stored param up to three times (the decoupled weight decay's factor
+# 1 - lr·weight_decay, a float32 scalar in the kernel as in torch; the decayed param; then the
+# update) and each stored state tensor at most as often: what one step's comparison allows
+# (compare_states' ``steps``).
+ROUNDINGS_PER_STEP = 3
 
 
 def run_against_torch(ours_cls, torch_cls, kwargs, dtype, generator, seed, *, launches, specs=PARAM_SPECS,
