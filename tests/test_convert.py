@@ -580,7 +580,9 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     # gradients and the trajectory are compared in training mode from 8 values, below that the
     # outputs and gradients in eval mode (running statistics: well-conditioned).
     well_conditioned = batch * (size // 32) ** 2 >= 8
-    original.load_state_dict(converted.state_dict())  # the running statistics coverage's step moved
+    # converted's checkpoint into the original: the running statistics coverage's step moved (and
+    # one direction of "checkpoints load both ways")
+    original.load_state_dict(converted.state_dict())
     for model in (original, converted):
         model.train(well_conditioned)
     _check_against_float64(original, converted, input)
@@ -589,8 +591,7 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     if well_conditioned:
         _check_trajectory(original, converted, input.shape, target, generator, lr=0.002)
     else:
-        original.load_state_dict(converted.state_dict())
-        converted.load_state_dict(original.state_dict())
+        converted.load_state_dict(original.state_dict())  # the other direction
 
 
 # ----------------------------------------------------------------------------- what a parent reaches
