@@ -69,7 +69,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not _records:
         return
     from fastcnn.benchmarking import measure_peaks, write_results
-    from fastcnn.ops.conv2d import speedup_summary
+    from fastcnn.cases.conv2d import speedup_summary
 
     peaks = session.config.stash.get(_PEAKS, None) or (measure_peaks("cuda") if torch.cuda.is_available() else {})
     path = write_results(RESULTS_FOLDER, _records, peaks)

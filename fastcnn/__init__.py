@@ -4,12 +4,11 @@ See README.md and docs/architecture.md. ``fastcnn.info()`` tells where the kerne
 machine. The functionals (``fastcnn.conv2d``, ...) are each op module's public names
 (``fastcnn/ops/<op>.py``, its ``__all__``).
 """
-__version__ = "0.1.0"
-
-from . import nn, ops, optim  # noqa: E402
-from ._backend import FallbackWarning, info  # noqa: E402
-from .convert import ConversionReport, convert  # noqa: E402
-from .coverage import Coverage, coverage  # noqa: E402
+from . import nn, ops, optim
+from ._backend import FallbackWarning, info
+from ._version import __version__
+from .convert import ConversionReport, convert
+from .coverage import Coverage, coverage
 
 __all__ = ["ConversionReport", "Coverage", "FallbackWarning", "convert", "coverage", "info", "nn", "ops", "optim", "__version__"]
 for _module in ops.MODULES:

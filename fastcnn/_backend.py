@@ -117,7 +117,7 @@ def info():
     """Versions, the device, and where kernels run, as a dict (``python -m fastcnn`` prints it)."""
     import platform
 
-    from . import __version__
+    from ._version import __version__
 
     package = kernels()
     triton_version = None

@@ -1,6 +1,7 @@
 """Benchmark helpers shared by ``bench/``, the profiler and every op's benchmark cases: device
 peaks, CUDA-event timing, the case record, random inputs, TFLOP/s and GB/s, and machine-written
-result files. Each op's FLOP or byte formula and its cases live in its module (``fastcnn/ops``).
+result files. Each op's FLOP or byte formula lives in its op module (``fastcnn/ops``), its cases in
+``fastcnn/cases``.
 
 Timing: medians of CUDA-event intervals after warm-up, with L2 flushed (a 256 MiB write) before
 each timed call so that small working sets are not flattered by cache residency.
@@ -35,7 +36,7 @@ ACTIVATION_BATCHES = (64, 256)
 
 @dataclass
 class BenchmarkCase:
-    """One entry of the benchmark catalogue: every op module's ``profile_cases`` returns these,
+    """One entry of the benchmark catalogue: every case module's ``profile_cases`` returns these,
     and both ``fastcnn-profile`` and ``bench/test_ops_bench.py`` run them (``measure_case``) and
     record them (``fastcnn.reporting.figures``), so the two tools time the same things alike.
 
@@ -160,7 +161,7 @@ def gbps(bytes_moved, milliseconds):
 
 def environment():
     """Where a result was measured."""
-    from . import __version__
+    from ._version import __version__
 
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,5 +1,5 @@
 """``python -m fastcnn.profile`` (or ``fastcnn-profile``): kernel throughput of every fastcnn op on
-its benchmark cases (each op's ``profile_cases`` in ``fastcnn/ops``), against PyTorch eager and
+its benchmark cases (each op's ``profile_cases`` in ``fastcnn/cases``), against PyTorch eager and
 ``torch.compile``.
 
 For each op, shape, dtype and layout it times fastcnn, eager and torch.compile (median of CUDA
@@ -24,11 +24,11 @@ import time
 import torch
 
 from .benchmarking import DTYPES, LAYOUTS
-from .ops import MODULES
+from . import cases as case_modules
 from .reporting import figures, summary, table, write_charts, write_csv
 
-# Every profiled op name (conv2d's three passes are three) -> the op module that builds its cases.
-OPS = {name: module for module in MODULES for name in module.PROFILE_OPS}
+# Every profiled op name (conv2d's three passes are three) -> the case module that builds its cases.
+OPS = case_modules.by_profile_op()
 DEFAULT_OUT = os.path.join("bench", "results")  # where GPU results go unless --out says otherwise
 
 

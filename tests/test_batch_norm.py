@@ -344,12 +344,13 @@ def test_half_precision_with_fp32_parameters(dtype, case, seed, generator):
 
 
 def test_bytes_hand_counted_and_activation_shapes():
+    from fastcnn.cases import batch_norm as batch_norm_cases
     from fastcnn.ops import batch_norm as batch_norm_op
 
     assert batch_norm_op.bytes_moved(10, 4, backward=False) == 80  # read x, write y
     assert batch_norm_op.bytes_moved(10, 2, backward=True) == 100  # + read x, dy; write dx
     assert batch_norm_op.bytes_moved(10, 2, backward=True, residual=True) == 160  # + r twice, dr
-    shapes = batch_norm_op.resnet50_activation_shapes()
+    shapes = batch_norm_cases.resnet50_activation_shapes()
     assert shapes[0] == (64, 112) and (2048, 7) in shapes
 
 

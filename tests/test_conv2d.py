@@ -15,6 +15,7 @@ from fastcnn._layout import suggests_channels_last
 from fastcnn.dtypes import TF32_RELATIVE_TOLERANCE, aten_type_name
 from fastcnn.kernels import conv2d as conv2d_kernels
 from fastcnn.kernels import conv2d_gemm
+from fastcnn.cases import conv2d as conv2d_cases
 from fastcnn.ops import conv2d as conv2d_op
 from fastcnn.testing import (DEVICE, ON_GPU, assert_close, assert_raises_like_torch, case_random,
                              check_opinfo_error_inputs, count_launches, gpu_only, make_tensor, opinfo, poisoned_like,
@@ -553,35 +554,35 @@ def test_more_than_2_31_elements(seed):
 
 def test_flops_hand_counted():
     # 4x4 output, 3 output channels, 2 input channels, 3x3 taps: 16 * 3 * 2 * 9 multiply-adds.
-    assert conv2d_op.ConvLayer("t", 2, 3, 3, 1, 1, 1, 4).flops(1) == 2 * 16 * 3 * 2 * 9
+    assert conv2d_cases.ConvLayer("t", 2, 3, 3, 1, 1, 1, 4).flops(1) == 2 * 16 * 3 * 2 * 9
     # depthwise: each output channel reads one input channel; stride 2 halves the output side.
-    assert conv2d_op.ConvLayer("dw", 8, 8, 3, 2, 1, 8, 8).flops(2) == 2 * 2 * 4 * 4 * 8 * 1 * 9
+    assert conv2d_cases.ConvLayer("dw", 8, 8, 3, 2, 1, 8, 8).flops(2) == 2 * 2 * 4 * 4 * 8 * 1 * 9
     assert conv2d_op.flops(2, 6, 4, 3, (3, 2), (5, 7)) == 2 * 2 * 35 * 4 * 2 * 6
 
 
 def test_benchmark_layer_output_size_is_the_ops():
     """A suite layer's output size comes from the op's own formula, dilation included."""
-    layer = conv2d_op.ConvLayer("d", 4, 4, 3, 1, 1, 1, 10, dilation=2)
+    layer = conv2d_cases.ConvLayer("d", 4, 4, 3, 1, 1, 1, 10, dilation=2)
     assert layer.out_size == F.conv2d(torch.zeros(1, 4, 10, 10), torch.zeros(4, 4, 3, 3), padding=1,
                                       dilation=2).shape[-1] == 8
 
 
 def test_resnet_suites_match_the_architectures():
-    resnet18, resnet50 = conv2d_op.resnet_conv_layers(18), conv2d_op.resnet_conv_layers(50)
-    assert resnet18[0] == conv2d_op.ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224) and resnet18[0].out_size == 112
+    resnet18, resnet50 = conv2d_cases.resnet_conv_layers(18), conv2d_cases.resnet_conv_layers(50)
+    assert resnet18[0] == conv2d_cases.ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224) and resnet18[0].out_size == 112
     assert len(resnet18) == 11 and len(resnet50) == 23  # distinct shapes
     assert {layer.out_size for layer in resnet50} == {112, 56, 28, 14, 7}
     # ResNet-50 multiply-adds over its distinct layers can't exceed the whole network's 4.1 GMACs.
     assert sum(layer.flops(1) for layer in resnet50) / 2 < 4.1e9
-    assert conv2d_op.SUITES["mobilenet_v2_depthwise"]()[0].groups == 144
+    assert conv2d_cases.SUITES["mobilenet_v2_depthwise"]()[0].groups == 144
 
 
 def test_speedup_summary_is_a_geometric_mean():
     records = [dict(suite="bench", implementation="fastcnn", layer_kind=kind, op="conv2d_forward", dtype="bf16",
                     layout="channels_last", speedup_vs_eager=s) for kind, s in (("1x1", 2.0), ("spatial", 0.5))]
-    summary = conv2d_op.speedup_summary(records + [dict(records[0], implementation="eager")])
+    summary = conv2d_cases.speedup_summary(records + [dict(records[0], implementation="eager")])
     assert summary["conv2d_forward/bf16_channels_last/all"] == pytest.approx(1.0)
     assert summary["conv2d_forward/bf16_channels_last/1x1"] == pytest.approx(2.0)
-    layers = {layer.name: conv2d_op.layer_kind(layer) for suite in conv2d_op.SUITES.values() for layer in suite()}
+    layers = {layer.name: conv2d_cases.layer_kind(layer) for suite in conv2d_cases.SUITES.values() for layer in suite()}
     assert layers["conv1"] == "spatial" and layers["layer1.0.conv1"] == "1x1"
-    assert layers[conv2d_op.MOBILENET_V2_DEPTHWISE.name] == "depthwise"
+    assert layers[conv2d_cases.MOBILENET_V2_DEPTHWISE.name] == "depthwise"

@@ -1,7 +1,7 @@
 """Adadelta (weight decay): one fused multi-tensor step, the op behind ``fastcnn.optim.Adadelta``
 (fastcnn/optim.py), over ``kernels/adadelta.py``: the byte count, the in-place operator
-``torch.ops.fastcnn.adadelta_step_``, the functional ``adadelta_step`` that picks it or the
-PyTorch reference path, and the benchmark cases.
+``torch.ops.fastcnn.adadelta_step_`` and the functional ``adadelta_step`` that picks it or the
+PyTorch reference path.
 """
 from typing import Optional
 
@@ -9,10 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
-                            step_cases, step_input, write)
+from ..multi_tensor import count_step, run_step, step_input, write
 
 __all__ = []  # its public face is fastcnn.optim.Adadelta
 
@@ -80,23 +78,3 @@ def reference_adadelta_step(params, grads, square_avgs, acc_deltas, steps, *, lr
         write(square_avgs[index], square_avg, keep)
         write(acc_deltas[index], rho * acc_delta + (1.0 - rho) * delta * delta, keep)
         write(param, param.float() - lr * delta, keep)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("adadelta",)
-
-# Torch has no fused Adadelta: eager is its fastest, foreach=True; torch.compile compiles it.
-_RECIPE = dict(lr=1.0, rho=0.9, weight_decay=1e-4)
-BASELINES = {
-    "fastcnn": fastcnn_optimizer("Adadelta", **_RECIPE),
-    "eager": lambda params: torch.optim.Adadelta(params, foreach=True, **_RECIPE),
-    "torch_compile": lambda params: torch.optim.Adadelta(params, foreach=True, **_RECIPE),
-}
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: one Adadelta step over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
-    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

@@ -1,7 +1,7 @@
 """Adagrad (lr decay, weight decay): one fused multi-tensor step, the op behind
 ``fastcnn.optim.Adagrad`` (fastcnn/optim.py), over ``kernels/adagrad.py``: the byte count, the
-in-place operator ``torch.ops.fastcnn.adagrad_step_``, the functional ``adagrad_step`` that picks
-it or the PyTorch reference path, and the benchmark cases.
+in-place operator ``torch.ops.fastcnn.adagrad_step_`` and the functional ``adagrad_step`` that picks
+it or the PyTorch reference path.
 """
 from typing import Optional
 
@@ -9,10 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
-                            step_cases, step_input, write)
+from ..multi_tensor import count_step, run_step, step_input, write
 
 __all__ = []  # its public face is fastcnn.optim.Adagrad
 
@@ -76,25 +74,3 @@ def reference_adagrad_step(params, grads, state_sums, steps, *, lr, lr_decay, ep
         square_sum = state_sums[index].float() + grad * grad
         write(state_sums[index], square_sum, keep)
         write(param, param.float() - step_size * (grad / (square_sum.sqrt() + eps)), keep)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("adagrad",)
-
-# Eager is torch's fastest, fused=True (the goal is >= 1.0x of it); foreach=True beside it;
-# torch.compile compiles the foreach step.
-_RECIPE = dict(lr=0.01, lr_decay=1e-4, weight_decay=1e-4)
-BASELINES = {
-    "fastcnn": fastcnn_optimizer("Adagrad", **_RECIPE),
-    "eager": lambda params: torch.optim.Adagrad(params, fused=True, **_RECIPE),
-    "torch_foreach": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
-    "torch_compile": lambda params: torch.optim.Adagrad(params, foreach=True, **_RECIPE),
-}
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: one Adagrad step over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
-    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

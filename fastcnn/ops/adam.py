@@ -1,8 +1,8 @@
 """Adam / AdamW: one fused multi-tensor step, the op behind ``fastcnn.optim.Adam`` and
 ``fastcnn.optim.AdamW`` (fastcnn/optim.py holds those torch.optim subclasses, as nn.py holds the
 modules), over ``kernels/adam.py``: the byte count, the in-place PyTorch operator
-``torch.ops.fastcnn.adam_step_``, the functional ``adam_step`` that picks it or the PyTorch
-reference path, and the benchmark cases. The optimizers' argument checks are shared with the
+``torch.ops.fastcnn.adam_step_`` and the functional ``adam_step`` that picks it or the PyTorch
+reference path. The optimizers' argument checks are shared with the
 rest of the optimizer family in fastcnn/validation.py.
 """
 from typing import Optional
@@ -11,10 +11,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
-                            step_cases, step_input, write)
+from ..multi_tensor import count_step, run_step, step_input, write
 
 
 __all__ = []  # its public face is fastcnn.optim.Adam / AdamW
@@ -109,25 +107,3 @@ def reference_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
         write(param, p, keep)
         write(exp_avgs[index], exp_avg, keep)
         write(exp_avg_sqs[index], exp_avg_sq, keep)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("adam",)
-
-
-# The step each implementation times: eager is torch's fastest, fused=True (the README's goal
-# is >= 1.0x of it); foreach=True as well; torch.compile compiles the foreach step.
-BASELINES = {
-    "fastcnn": fastcnn_optimizer("Adam", lr=1e-3),
-    "eager": lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
-    "torch_foreach": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
-    "torch_compile": lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True),
-}
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: one optimizer step over each suite's parameters (the ResNet-50 one
-    with ``quick``; two small fp32 tensors for the smoke check); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
-    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

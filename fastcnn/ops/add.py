@@ -1,7 +1,7 @@
 """The residual add: ``fastcnn.add(input, other)`` (= ``input + other``) over ``kernels/add.py``,
 for the adds ``fastcnn.convert`` finds no batch norm to fuse into: the checks, the byte count,
 the operator ``fastcnn::add`` and its autograd (the gradient passes to both inputs unchanged, so
-the backward launches nothing), the functional and the benchmark cases.
+the backward launches nothing) and the functional.
 
 The kernel takes two tensors of one shape, dtype and dense layout (what a block's two branches
 produce); anything else (broadcasting, type promotion, differing layouts, Python numbers) is
@@ -12,7 +12,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import is_dense
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import KERNEL_DTYPES
 
 __all__ = ["add"]
@@ -73,29 +72,3 @@ def add(input, other):
     if not kernel_takes(input, other) or _backend.backend_for(input.device) == _backend.FALLBACK:
         return input + other
     return _add_op(input, other)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# (channels, height = width) of ResNet-50's first-stage block output, where the add sits.
-SUITES = {"resnet50_stage1": lambda: [(256, 56)]}
-PROFILE_OPS = ("add",)
-
-
-def _case(channels, size, batch, dtype, layout):
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        shape = (batch, channels, size, size)
-        input = random_input(shape, dtype, layout, device, generator).requires_grad_()
-        residual = random_input(shape, dtype, layout, device, generator)
-        return training_steps(lambda x: add(x, residual), lambda x: x + residual, input)
-
-    return BenchmarkCase("add", f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: the residual add forward + backward at the activation batches."""
-    shapes = [(3, 5)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
-    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    return [_case(channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
-            for dtype in dtypes for layout in layouts]

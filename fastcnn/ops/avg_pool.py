@@ -2,7 +2,7 @@
 ``torch.nn.functional``'s) over ``kernels/avg_pool.py``: argument checks and output sizes
 (torch's, in torch's order and words), the byte count, the PyTorch operators
 ``fastcnn::avg_pool2d`` / ``fastcnn::avg_pool2d_backward`` (adaptive pooling is the same pair
-with ``kernel_size`` empty), the functionals and the benchmark cases.
+with ``kernel_size`` empty) and the functionals.
 
 Nothing is saved for backward but the input's shape: the gradient of a window average is its
 output gradient spread over the window.
@@ -15,10 +15,9 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import suggests_channels_last
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_torch_implements
-from .max_pool import check_window, pool_output_size, window_pairs
+from .max_pool import check_window, window_pairs
 
 __all__ = ["avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -207,45 +206,3 @@ def adaptive_avg_pool2d(input, output_size):
         _backend.warn_fallback("adaptive_avg_pool2d", input.device)
         return torch.nn.functional.adaptive_avg_pool2d(input, output_size)
     return _pool(input, output_size, [], [], [], True, None)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# ResNet-50's global pool (2048 x 7² to 1x1) and an Inception-style 3x3 stride-1 average pool.
-SUITES = {"resnet50_head": dict(channels=2048, size=7, output_size=1),
-          "inception_3x3": dict(channels=192, size=35, kernel_size=3, stride=1, padding=1)}
-PROFILE_OPS = ("avg_pool2d", "adaptive_avg_pool2d")
-
-
-def _case(op, suite, batch, dtype, layout):
-    pool = dict(suite)
-    channels, size = pool.pop("channels"), pool.pop("size")
-    if op == "adaptive_avg_pool2d":
-        out_size = pool["output_size"]
-        ours = lambda x: adaptive_avg_pool2d(x, **pool)  # noqa: E731
-        eager = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, **pool)  # noqa: E731
-    else:
-        out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
-        ours = lambda x: avg_pool2d(x, **pool)  # noqa: E731
-        eager = lambda x: torch.nn.functional.avg_pool2d(x, **pool)  # noqa: E731
-    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
-
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
-        return training_steps(ours, eager, input)
-
-    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(numel_in, numel_out, element_size(dtype), True)}, build)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: forward + backward of the op's suites at the activation batches."""
-    adaptive = op == "adaptive_avg_pool2d"
-    if smoke:
-        suites = [dict(channels=3, size=9, output_size=1) if adaptive
-                  else dict(channels=3, size=9, kernel_size=3, stride=2, padding=1)]
-    else:
-        suites = [suite for suite in SUITES.values() if ("output_size" in suite) == adaptive]
-    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    return [_case(op, suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
-            for layout in layouts]

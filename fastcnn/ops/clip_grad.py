@@ -1,7 +1,7 @@
 """Gradient clipping, ``fastcnn.clip_grad_norm_`` and ``fastcnn.clip_grad_value_``, with
 ``torch.nn.utils``' arguments, semantics and return value, over ``kernels/clip_grad.py``: the
 checks, the byte count, the operators (``torch.ops.fastcnn.grad_norm``, ``scale_grads_``,
-``clamp_grads_``), the functionals and the benchmark cases.
+``clamp_grads_``) and the functionals.
 
 The norm is a multi-tensor reduction (one launch per (device, dtype) bucket, then one that merges
 the chunks in a fixed order: deterministic, fp32, scaled so that neither huge nor tiny gradients
@@ -17,9 +17,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import KERNEL_DTYPES, real_dtype, triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, flat_walkable, optimizer_profile_cases, step_cases)
+from ..multi_tensor import flat_walkable
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -218,40 +217,3 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         _clamp_grads_op(walkable, clip_value)
         for destination, staged in write_back:
             destination.copy_(staged)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("clip_grad_norm", "clip_grad_value")
-
-
-def _implementations(ours, theirs):
-    """fastcnn's clipping (``ours(params)``), torch's foreach path (eager, ``theirs(params,
-    foreach=True)``) and torch.compile of it."""
-    def torch_clip(params):
-        return lambda: theirs(params, foreach=True)
-
-    return {"fastcnn": lambda params: lambda: ours(params), "eager": torch_clip, "torch_compile": torch_clip}
-
-
-def _norm_cases(op, max_norm, clipped):
-    return step_cases(op, _implementations(lambda params: clip_grad_norm_(params, max_norm),
-                                           lambda params, **options: torch.nn.utils.clip_grad_norm_(
-                                               params, max_norm, **options)),
-                      lambda dtype: bytes_moved(1, element_size(dtype), clipped), f"max_norm={max_norm:g}")
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: clipping over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply. max_norm 1 clips every
-    call (the norm settles a hair under 1 + 1e-6, so the coefficient stays below 1); max_norm inf
-    never clips, where fastcnn only reads (torch also writes)."""
-    if op == "clip_grad_value":
-        cases = [step_cases(op, _implementations(lambda params: clip_grad_value_(params, 0.5),
-                                                 lambda params, **options: torch.nn.utils.clip_grad_value_(
-                                                     params, 0.5, **options)),
-                            lambda dtype: 2 * element_size(dtype))]
-    else:
-        cases = [_norm_cases(op, 1.0, clipped=True), _norm_cases(op, float("inf"), clipped=False)]
-    return optimizer_profile_cases(op, dtypes, lambda *suite: [make(*suite) for make in cases], quick=quick,
-                                   smoke=smoke)

@@ -5,7 +5,7 @@ Everything conv2d is on the PyTorch side lives here, in this order: its argument
 geometry (torch's contract, in torch's order), its cost formula, its PyTorch operators
 (``torch.ops.fastcnn.conv2d`` and its three gradient ops, with fake implementations and an
 autograd formula, so ``torch.compile`` sees one opaque node per launch instead of breaking the
-graph), the functional, and its benchmark cases.
+graph) and the functional.
 
 The output, grad-input and grad-weight take the memory format PyTorch's convolution gives them
 (channels_last when the input's or the weight's ``suggest_memory_format()`` is) and are written
@@ -21,7 +21,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import suggests_channels_last
-from ..benchmarking import BenchmarkCase, compiled, random_input
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_kernel_dtype, check_same_kind, check_torch_implements, int_pair
 
@@ -307,163 +306,3 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.dim() == 3:
         return _conv2d_op(input.unsqueeze(0), weight, bias, *arguments).squeeze(0)
     return _conv2d_op(input, weight, bias, *arguments)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-class ConvLayer(NamedTuple):
-    """One conv2d layer of a benchmark suite (square input and kernel); ``size`` is the input's
-    height = width."""
-    name: str
-    in_channels: int
-    out_channels: int
-    kernel: int
-    stride: int
-    padding: int
-    groups: int
-    size: int
-    dilation: int = 1
-
-    @property
-    def out_size(self):
-        return conv2d_output_size((self.size,), (self.kernel,), (2 * self.padding,), (self.dilation,),
-                                  (self.stride,))[0]
-
-    def flops(self, batch):
-        return flops(batch, self.in_channels, self.out_channels, self.groups, (self.kernel,) * 2,
-                     (self.out_size,) * 2)
-
-
-def resnet_conv_layers(depth):
-    """Every distinct conv layer shape of torchvision's ResNet-18 (``depth=18``) or ResNet-50
-    (``depth=50``, stride in the 3x3 conv as torchvision does), from the architecture."""
-    layers = [ConvLayer("conv1", 3, 64, 7, 2, 3, 1, 224)]
-    bottleneck = depth == 50
-    blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
-    in_channels, size = 64, 56
-    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
-        out_channels = 4 * width if bottleneck else width
-        for block in range(count):
-            stride = 2 if block == 0 and stage > 1 else 1
-            prefix = f"layer{stage}.{block}"
-            if bottleneck:
-                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 1, 1, 0, 1, size),
-                           ConvLayer(f"{prefix}.conv2", width, width, 3, stride, 1, 1, size),
-                           ConvLayer(f"{prefix}.conv3", width, out_channels, 1, 1, 0, 1, size // stride)]
-            else:
-                layers += [ConvLayer(f"{prefix}.conv1", in_channels, width, 3, stride, 1, 1, size),
-                           ConvLayer(f"{prefix}.conv2", width, width, 3, 1, 1, 1, size // stride)]
-            if block == 0 and (stride != 1 or in_channels != out_channels):
-                layers.append(ConvLayer(f"{prefix}.downsample", in_channels, out_channels, 1, stride, 0, 1, size))
-            in_channels, size = out_channels, size // stride
-    distinct = {}
-    for layer in layers:
-        distinct.setdefault(layer[1:], layer)
-    return list(distinct.values())
-
-
-# The 3x3 depthwise conv of MobileNetV2's second inverted-residual stage (144 channels, 56x56).
-MOBILENET_V2_DEPTHWISE = ConvLayer("mobilenet_v2.features.4.conv.1", 144, 144, 3, 1, 1, 144, 56)
-
-SUITES = {
-    "resnet18": lambda: resnet_conv_layers(18),
-    "resnet50": lambda: resnet_conv_layers(50),
-    "mobilenet_v2_depthwise": lambda: [MOBILENET_V2_DEPTHWISE],
-}
-BATCHES = (64, 256)
-PASSES = ("forward", "input_grad", "weight_grad")
-# The profiler's names for the three passes, each timed alone.
-PROFILE_OPS = tuple(f"conv2d_{conv_pass}" for conv_pass in PASSES)
-
-
-def layer_kind(layer):
-    """'depthwise', '1x1' or 'spatial': the kinds of conv layer the README sets goals for."""
-    return "depthwise" if layer.groups > 1 and layer.groups == layer.in_channels else (
-        "1x1" if layer.kernel == 1 else "spatial")
-
-
-def speedup_summary(records):
-    """Geometric-mean speedup of fastcnn over cuDNN (the conv cases' eager baseline) per (pass,
-    dtype/layout, layer kind), the figures the README sets goals for; ``records`` in the
-    catalogue's schema (fastcnn.reporting.figures), from the profiler or bench/."""
-    from ..benchmarking import geometric_mean
-
-    groups = {}
-    for record in records:
-        if not record["op"].startswith("conv2d_") or record.get("implementation") != "fastcnn":
-            continue
-        precision = f"{record['dtype']}_{record['layout']}"
-        for key in ((record["op"], precision, "all"), (record["op"], precision, record["layer_kind"])):
-            groups.setdefault(key, []).append(record["speedup_vs_eager"])
-    return {"/".join(key): geometric_mean(values) for key, values in sorted(groups.items())}
-
-
-def pass_launcher(conv_pass, layer, input, weight, grad_out):
-    """A zero-argument callable that launches fastcnn's kernels for one pass on preallocated
-    operands (no checks, no allocation: what the benchmarks time), and the tensor it writes."""
-    kernels = _kernels()
-    arguments = dict(stride=(layer.stride,) * 2, padding=(layer.padding,) * 2, dilation=(layer.dilation,) * 2,
-                     groups=layer.groups, dot_precision=dot_precision(input))
-    if conv_pass == "forward":
-        out = torch.empty_like(grad_out)
-        return (lambda: kernels.forward(input, weight, None, out, **arguments)), out
-    if conv_pass == "input_grad":
-        grad_input = torch.empty_like(input)
-        return (lambda: kernels.input_grad(grad_out, weight, grad_input, **arguments)), grad_input
-    grad_weight = torch.empty_like(weight)
-    return (lambda: kernels.weight_grad(input, grad_out, grad_weight, **arguments)), grad_weight
-
-
-def aten_pass(conv_pass, layer, input, weight, grad_out):
-    """The same pass through ATen's convolution (cuDNN on a GPU), one output requested."""
-    stride, padding, dilation = [layer.stride] * 2, [layer.padding] * 2, [layer.dilation] * 2
-    if conv_pass == "forward":
-        return lambda: torch.ops.aten.convolution(input, weight, None, stride, padding, dilation, False, [0, 0],
-                                                  layer.groups)
-    mask = [conv_pass == "input_grad", conv_pass == "weight_grad", False]
-    index = 0 if mask[0] else 1
-    return lambda: torch.ops.aten.convolution_backward(grad_out, input, weight, None, stride, padding, dilation,
-                                                       False, [0, 0], layer.groups, mask)[index]
-
-
-def operands(layer, batch, dtype, layout, device, generator):
-    """(input, weight, grad_out) of ``layer`` at ``batch``, random, in ``layout``."""
-    input = random_input((batch, layer.in_channels, layer.size, layer.size), dtype, layout, device, generator)
-    weight = random_input((layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel),
-                          dtype, layout, device, generator)
-    grad_out = random_input((batch, layer.out_channels, layer.out_size, layer.out_size), dtype, layout, device,
-                            generator)
-    return input, weight, grad_out
-
-
-def _case(conv_pass, layer, batch, dtype, layout):
-    def build(device):
-        # cuDNN runs the algorithm it finds fastest for the shape, as tuned models have it; its
-        # TF32 setting is left as it is, and fastcnn follows it (uses_tf32).
-        if torch.device(device).type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        generator = torch.Generator(device=device).manual_seed(0)
-        tensors = operands(layer, batch, dtype, layout, device, generator)
-        launch, target = pass_launcher(conv_pass, layer, *tensors)
-        theirs = aten_pass(conv_pass, layer, *tensors)
-
-        def ours():
-            launch()
-            return target
-        return {"fastcnn": ours, "eager": theirs, "torch_compile": compiled(theirs)}
-
-    return BenchmarkCase(f"conv2d_{conv_pass}", f"{layer.name}/n{batch}", dtype, layout, {"flops": layer.flops(batch)},
-                         build, labels={"layer_kind": layer_kind(layer), "batch": batch})
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases of ``op`` (one of PROFILE_OPS): every distinct layer of SUITES at
-    BATCHES (a few layers at batch 64 with ``quick``; two tiny layers for the CPU smoke check)."""
-    if smoke:
-        layers = [ConvLayer("smoke", 5, 6, 3, 2, 1, 1, 9), ConvLayer("smoke_dw", 4, 4, 3, 1, 1, 4, 7)]
-        batches = (2,)
-    else:
-        layers = [layer for suite in SUITES.values() for layer in suite()]
-        layers = layers[:4] if quick else list({layer[1:]: layer for layer in layers}.values())
-        batches = BATCHES[:1] if quick else BATCHES
-    return [_case(op[len("conv2d_"):], layer, batch, dtype, layout)
-            for layer in layers for batch in batches for dtype in dtypes for layout in layouts]

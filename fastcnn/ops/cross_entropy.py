@@ -1,6 +1,6 @@
 """Softmax cross-entropy: ``fastcnn.cross_entropy`` (as ``torch.nn.functional.cross_entropy``)
 over ``kernels/cross_entropy.py``: argument checks (torch's, in torch's order), the byte count,
-the operators and autograd, the functional and its benchmark cases. Registered as the PyTorch
+the operators and autograd and the functional. Registered as the PyTorch
 operators
 ``torch.ops.fastcnn.cross_entropy_forward`` and ``torch.ops.fastcnn.cross_entropy_backward_``
 (with fake implementations) so that ``torch.compile`` keeps them in its graph.
@@ -16,7 +16,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, empty_rows_like, rows_view
-from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name, autocast_runs_in_float32
 from ..validation import check_kernel_dtype, check_torch_implements
 
@@ -243,29 +242,3 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                                       probabilities, compute_grad,
                                       cross_entropy_loss_dtype(input, target, weight, probabilities))
     return loss.squeeze(0) if unbatched and reduction == "none" else loss
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# (rows N, classes C). N is 64k where the logits stay under 2**28 elements, fewer rows for the
-# largest vocabularies.
-SUITES = {f"C{classes}": (min(65536, 2**28 // classes), classes) for classes in (10, 100, 1000, 32000, 128000)}
-PROFILE_OPS = ("cross_entropy",)
-
-
-def _case(suite, rows, classes, dtype):
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        logits = random_input((rows, classes), dtype, "nchw", device, generator).requires_grad_()
-        target = torch.randint(0, classes, (rows,), device=device, generator=generator)
-        eager = torch.nn.functional.cross_entropy
-        return training_steps(cross_entropy, eager, logits, (target,))
-
-    return BenchmarkCase("cross_entropy", f"{suite}/N{rows}", dtype, "-",
-                         {"bytes": bytes_moved(rows, classes, element_size(dtype))}, build)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: loss and gradient of every suite (two with ``quick``); logits are 2-d,
-    so ``layouts`` does not apply."""
-    suites = {"C37": (11, 37)} if smoke else {k: v for k, v in SUITES.items() if not quick or k in ("C1000", "C32000")}
-    return [_case(name, rows, classes, dtype) for name, (rows, classes) in suites.items() for dtype in dtypes]

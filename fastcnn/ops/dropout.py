@@ -3,7 +3,7 @@
 ``fastcnn.stochastic_depth`` (= torchvision.ops.stochastic_depth: whole samples, or the whole
 batch, which is channel dropout of the input seen as [N, 1, rest] or [1, 1, all]), over
 ``kernels/dropout.py``: torch's checks and warnings, the byte count, the operator and autograd, the
-functionals and the benchmark cases.
+functionals.
 
 One operator, ``fastcnn::dropout(input, seed, p, channelwise)``, whose backward is the same
 operator applied to the output gradient: the seed (one int64 on the device, drawn from torch's
@@ -20,7 +20,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, dense_copy, elementwise_strides, empty_rows_like, rows_view, with_strides
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import aten_type_name
 from ..validation import check_index_range, check_kernel_dtype
 
@@ -228,40 +227,3 @@ def stochastic_depth(input, p, mode, training=True):
     # torchvision's input * noise is laid out in the input's dimension order; where the kernel
     # needed another (a strided view, samples interleaved), the result is copied into that one.
     return with_strides(dropped, elementwise_strides(input))
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# (channels, height = width) of activations dropout sees: a classifier head's features (1280,
-# EfficientNet-B0 / MobileNetV2) and a conv block's output for Dropout2d.
-SUITES = {"heads": lambda: [(1280, 1)], "blocks": lambda: [(256, 28)]}
-PROFILE_OPS = ("dropout", "dropout2d")
-
-
-def _case(op, channels, size, batch, dtype, layout):
-    from .. import nn as fastcnn_nn
-
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
-        theirs = torch.nn.Dropout2d(0.2) if op == "dropout2d" else torch.nn.Dropout(0.2)
-        ours = fastcnn_nn.Dropout2d(0.2) if op == "dropout2d" else fastcnn_nn.Dropout(0.2)
-        return training_steps(ours, theirs, input)
-
-    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build,
-                         smoke_view=_kept_scale)
-
-
-def _kept_scale(grad):
-    """What two dropouts' input gradients (ones through the mask) share whatever their random
-    masks: the kept elements' value, 1/(1-p)."""
-    return grad.amax().reshape(1)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """Forward + backward of dropout (p = 0.2) in training."""
-    shapes = [(5, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
-    shapes = shapes[:1] if quick and op == "dropout" else shapes[1:] if quick else shapes
-    batches = (2,) if smoke else ACTIVATION_BATCHES[-1:] if op == "dropout" else ACTIVATION_BATCHES[:1]
-    return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
-            for dtype in dtypes for layout in layouts]

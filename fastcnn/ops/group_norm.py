@@ -1,7 +1,7 @@
 """Group norm and instance norm with an optional fused activation: ``fastcnn.group_norm``
 (= act(F.group_norm)) and ``fastcnn.instance_norm`` (= act(F.instance_norm)), over
 ``kernels/group_norm.py``: torch's argument checks in torch's order, the byte count, the operators
-and autograd, the functionals and the benchmark cases. Instance norm is group norm with one
+and autograd and the functionals. Instance norm is group norm with one
 channel per group plus torch's running-statistics rules.
 
 Registered as three PyTorch operators, as batch norm is: ``fastcnn::group_norm_stats`` computes
@@ -18,7 +18,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import as_rows, empty_norm_grads, empty_rows_like, rows_view, split_parameter_grads, statistic_vectors
-from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation
@@ -245,33 +244,3 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         return out if kind is None else module_for(kind, parameter)(out)
     return _normalise(op, input, input.shape[1], _vector(weight), _vector(bias), running_mean, running_var, eps=eps,
                       batch_statistics=bool(use_input_stats), momentum=momentum, kind=kind, parameter=parameter)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# (channels, height = width) of a Stable-Diffusion-style U-Net's GroupNorm(32)+SiLU at 64² latents.
-SUITES = {"unet": lambda: [(320, 64), (640, 32), (1280, 16), (1280, 8)]}
-PROFILE_OPS = ("group_norm_silu",)
-UNET_BATCH = 8
-
-
-def _case(channels, size, batch, dtype, layout):
-    from ..nn import GroupNorm
-
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
-        pair = torch.nn.Sequential(torch.nn.GroupNorm(32, channels), torch.nn.SiLU()).to(device)
-        ours = GroupNorm(32, channels, activation="silu").to(device)
-        return training_steps(ours, pair, input)
-
-    return BenchmarkCase("group_norm_silu", f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """GroupNorm(32) + SiLU forward + backward on U-Net activations."""
-    shapes = [(64, 7)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
-    shapes = shapes[:2] if quick else shapes
-    batch = 2 if smoke else UNET_BATCH
-    return [_case(channels, size, batch, dtype, layout) for channels, size in shapes for dtype in dtypes
-            for layout in layouts]

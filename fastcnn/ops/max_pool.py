@@ -2,7 +2,7 @@
 ``kernels/max_pool.py``: argument checks and output-size math (torch's, in torch's order and
 words), the byte count, the PyTorch operators ``torch.ops.fastcnn.max_pool2d`` and
 ``torch.ops.fastcnn.max_pool2d_backward`` (fake implementations and an autograd formula, so
-``torch.compile`` keeps them in its graph), the functional and its benchmark cases.
+``torch.compile`` keeps them in its graph) and the functional.
 
 For backward the op keeps one byte per output element (the chosen tap of each window) instead of
 torch's int64 indices; PyTorch's indices are produced only for ``return_indices=True``.
@@ -14,7 +14,6 @@ from torch import Tensor
 
 from .. import _backend
 from .._layout import suggests_channels_last
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_torch_implements, int_pair
 
@@ -222,33 +221,3 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if unbatched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-# ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
-SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
-PROFILE_OPS = ("max_pool2d",)
-
-
-def _case(suite, batch, dtype, layout):
-    pool = dict(suite)
-    channels, size = pool.pop("channels"), pool.pop("size")
-    out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
-    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
-
-    def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
-        eager = lambda x: torch.nn.functional.max_pool2d(x, **pool)  # noqa: E731
-        return training_steps(lambda x: max_pool2d(x, **pool), eager, input)
-
-    return BenchmarkCase("max_pool2d", f"{channels}x{size}/n{batch}", dtype, layout,
-                         {"bytes": bytes_moved(numel_in, numel_out, element_size(dtype), True)}, build)
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: forward + backward of every suite at the activation batches."""
-    suites = [dict(channels=3, size=9, kernel_size=3, stride=2, padding=1)] if smoke else list(SUITES.values())
-    batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    return [_case(suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
-            for layout in layouts]

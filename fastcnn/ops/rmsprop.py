@@ -1,7 +1,7 @@
 """RMSprop (centered, momentum, weight decay): one fused multi-tensor step, the op behind
 ``fastcnn.optim.RMSprop`` (fastcnn/optim.py), over ``kernels/rmsprop.py``: the byte count, the
-in-place operator ``torch.ops.fastcnn.rmsprop_step_``, the functional ``rmsprop_step`` that picks
-it or the PyTorch reference path, and the benchmark cases.
+in-place operator ``torch.ops.fastcnn.rmsprop_step_`` and the functional ``rmsprop_step`` that picks
+it or the PyTorch reference path.
 """
 from typing import Optional
 
@@ -9,10 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, count_step, fastcnn_optimizer, optimizer_profile_cases, run_step,
-                            step_cases, step_input, write)
+from ..multi_tensor import count_step, run_step, step_input, write
 
 __all__ = []  # its public face is fastcnn.optim.RMSprop
 
@@ -93,24 +91,3 @@ def reference_rmsprop_step(params, grads, square_avgs, grad_avgs, momentum_buffe
             write(param, param.float() - lr * buffer, keep)
         else:
             write(param, param.float() - lr * (grad / denom), keep)
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("rmsprop",)
-
-# The MobileNet/EfficientNet recipe: alpha 0.9, eps 1e-3, momentum 0.9. Torch has no fused
-# RMSprop: eager is its fastest, foreach=True; torch.compile compiles that step.
-_RECIPE = dict(lr=0.016, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=1e-5)
-BASELINES = {
-    "fastcnn": fastcnn_optimizer("RMSprop", **_RECIPE),
-    "eager": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
-    "torch_compile": lambda params: torch.optim.RMSprop(params, foreach=True, **_RECIPE),
-}
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: one RMSprop step (momentum 0.9) over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype), momentum=True))
-    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

@@ -1,7 +1,7 @@
 """SGD with momentum, dampening, Nesterov and weight decay: one fused multi-tensor step, the op
 behind ``fastcnn.optim.SGD`` (fastcnn/optim.py), over ``kernels/sgd.py``: the byte count, the
-in-place operator ``torch.ops.fastcnn.sgd_step_``, the functional ``sgd_step`` that picks it or
-the PyTorch reference path, and the benchmark cases. The optimizer's argument checks are torch's
+in-place operator ``torch.ops.fastcnn.sgd_step_`` and the functional ``sgd_step`` that picks it or
+the PyTorch reference path. The optimizer's argument checks are torch's
 (its constructor) and fastcnn/validation.py's.
 """
 from typing import Optional
@@ -10,10 +10,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..benchmarking import element_size
 from ..dtypes import triton_dtype
-from ..multi_tensor import (PARAMETER_SUITES, fastcnn_optimizer, optimizer_profile_cases, run_step, step_cases,
-                            step_input, write)
+from ..multi_tensor import run_step, step_input, write
 
 __all__ = []  # its public face is fastcnn.optim.SGD
 
@@ -96,25 +94,3 @@ def reference_sgd_step(params, grads, momentum_buffers, first_step_flags, pendin
     for index in pending:
         flag = first_step_flags[index]
         flag.mul_(0.0 if keep is None else (~keep).to(flag.dtype))
-
-
-# ----------------------------------------------------------------------------- benchmark cases
-SUITES = PARAMETER_SUITES
-PROFILE_OPS = ("sgd",)
-
-# ResNet's recipe: momentum 0.9, weight decay 1e-4. Eager is torch's fastest, fused=True (the
-# goal is >= 1.0x of it); foreach=True beside it; torch.compile compiles the foreach step.
-_RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
-BASELINES = {
-    "fastcnn": fastcnn_optimizer("SGD", **_RECIPE),
-    "eager": lambda params: torch.optim.SGD(params, fused=True, **_RECIPE),
-    "torch_foreach": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
-    "torch_compile": lambda params: torch.optim.SGD(params, foreach=True, **_RECIPE),
-}
-
-
-def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
-    """The profiler's cases: one SGD step (momentum 0.9) over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply."""
-    cases = step_cases(op, BASELINES, lambda dtype: bytes_moved(1, element_size(dtype)))
-    return optimizer_profile_cases(op, dtypes, cases, quick=quick, smoke=smoke)

@@ -1,0 +1,11 @@
+"""Adadelta's benchmark cases: one step over each parameter suite against torch's ``foreach=True``
+step (torch has no fused Adadelta) and torch.compile."""
+import torch
+
+from ..ops.adadelta import bytes_moved
+from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
+
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("adadelta",)
+profile_cases = optimizer_step_cases(torch.optim.Adadelta, dict(lr=1.0, rho=0.9, weight_decay=1e-4), bytes_moved,
+                                     torch_fused=False)

@@ -1,0 +1,11 @@
+"""Adagrad's benchmark cases: one step over each parameter suite against torch's ``fused=True``
+and ``foreach=True`` steps and torch.compile."""
+import torch
+
+from ..ops.adagrad import bytes_moved
+from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
+
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("adagrad",)
+profile_cases = optimizer_step_cases(torch.optim.Adagrad, dict(lr=0.01, lr_decay=1e-4, weight_decay=1e-4),
+                                     bytes_moved, torch_fused=True)

@@ -1,0 +1,62 @@
+"""layer_norm's benchmark cases: LayerNorm2d and ConvNeXt blocks' LayerNorm, forward + backward, on ConvNeXt-T's activations."""
+import torch
+
+from .. import nn as fastcnn_nn
+from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
+from ..ops.layer_norm import bytes_moved
+
+# (channels, height = width) of ConvNeXt-T's LayerNorm2d inputs (stem and downsamples) and of its
+# blocks' LayerNorm (over C of the permuted NHWC view), one per stage.
+SUITES = {"convnext_tiny": lambda: [(96, 56), (192, 28), (384, 14), (768, 7)]}
+PROFILE_OPS = ("layer_norm2d", "layer_norm")
+CONVNEXT_BATCH = 64
+
+
+def _torchvision_style_layer_norm2d(channels):
+    """LayerNorm2d as torchvision writes it (permute, layer_norm, permute): the baseline."""
+    norm = torch.nn.LayerNorm(channels, eps=1e-6)
+
+    class LayerNorm2d(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = norm
+
+        @property
+        def weight(self):
+            return self.norm.weight
+
+        def forward(self, x):
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    return LayerNorm2d()
+
+
+def _case(op, channels, size, batch, dtype, layout):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator)
+        if op == "layer_norm":  # the block's norm sees the permuted NHWC view of the conv's output
+            input = input.permute(0, 2, 3, 1)
+            theirs, ours = torch.nn.LayerNorm(channels, eps=1e-6), fastcnn_nn.LayerNorm(channels, eps=1e-6)
+        else:
+            theirs, ours = _torchvision_style_layer_norm2d(channels), fastcnn_nn.LayerNorm2d(channels, eps=1e-6)
+        input.requires_grad_()
+        theirs, ours = theirs.to(device), ours.to(device)
+        # Random, equal weights: with unit ones the input gradient of a ones output gradient is 0.
+        weight = torch.randn(channels, device=device, generator=generator) * 0.5 + 1.0
+        with torch.no_grad():
+            for module in (theirs, ours):
+                module.weight.copy_(weight)
+        return training_steps(ours, theirs, input)
+
+    return BenchmarkCase(op, f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """LayerNorm2d and the blocks' LayerNorm, forward + backward, on ConvNeXt-T's activations."""
+    shapes = [(24, 5)] if smoke else [shape for suite in SUITES.values() for shape in suite()]
+    shapes = shapes[:2] if quick else shapes
+    batch = 2 if smoke else CONVNEXT_BATCH
+    return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for dtype in dtypes
+            for layout in layouts]

@@ -1,0 +1,13 @@
+"""RMSprop's benchmark cases: one step of the MobileNet/EfficientNet recipe (alpha 0.9, eps 1e-3,
+momentum 0.9) over each parameter suite against torch's ``foreach=True`` step (torch has no fused
+RMSprop) and torch.compile."""
+import torch
+
+from ..ops.rmsprop import bytes_moved
+from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
+
+SUITES = PARAMETER_SUITES
+PROFILE_OPS = ("rmsprop",)
+profile_cases = optimizer_step_cases(
+    torch.optim.RMSprop, dict(lr=0.016, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=1e-5),
+    lambda numel, element_size: bytes_moved(numel, element_size, momentum=True), torch_fused=False)
