@@ -13,6 +13,11 @@ import torch  # noqa: E402
 import fastcnn  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "every_triton: also run under the second Triton version that "
+                                       "scripts/triton_version_check.sh installs (the lent GPU machines' 3.6)")
+
+
 def pytest_report_header(config):
     where = fastcnn.info()
     return (f"fastcnn {where['fastcnn']}: torch {where['torch']}, triton {where['triton']}, "

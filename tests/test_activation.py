@@ -24,6 +24,7 @@ def reference(kind):
     return module_for(kind, PARAMETERS.get(kind, resolve_activation("test", kind)[1]))
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_forward_and_backward_match_float64_torch(kind, layout, seed, generator):
@@ -41,6 +42,7 @@ def test_forward_and_backward_match_float64_torch(kind, layout, seed, generator)
         assert out.stride() == input.stride()
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("kind", KINDS)
 def test_nan_and_infinities_follow_torch_forward_and_backward(kind):
     """Each special value gives torch's float32 result exactly where it is not rounding: NaN in

@@ -11,6 +11,7 @@ from optimizer_harness import (check_constructor_errors, check_grad_scaler, chec
 LAUNCHES = {"adadelta_step": 2}
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("Adadelta"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     run_against_torch(fastcnn.optim.Adadelta, torch.optim.Adadelta, kwargs, torch.float32, generator, seed,
@@ -26,6 +27,7 @@ def test_options_with_skipped_grads(kwargs, generator, seed):
                       launches=LAUNCHES, skip_grad=lambda step, index: index in (2, 5) and step % 3 == 1)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_params(dtype, generator, seed):
     """A one-unit difference in rounding the stored state (fp32 against float64 at a rounding
@@ -48,6 +50,7 @@ def test_state_dict_interchange(direction, generator, seed):
                                  direction, generator, seed)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
 def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
     check_grad_scaler(fastcnn.optim.Adadelta, torch.optim.Adadelta, dict(lr=1.0, eps=1e-4), unscale_first,

@@ -12,6 +12,7 @@ from optimizer_harness import (check_constructor_errors, check_grad_scaler, chec
 LAUNCHES = {"adagrad_step": 2}
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("Adagrad"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     run_against_torch(fastcnn.optim.Adagrad, torch.optim.Adagrad, kwargs, torch.float32, generator, seed,
@@ -28,6 +29,7 @@ def test_options_with_skipped_grads(kwargs, generator, seed):
                       launches=LAUNCHES, skip_grad=lambda step, index: index in (2, 5) and step % 3 == 1)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_params(dtype, generator, seed):
     """A one-unit difference in rounding the stored sum (fp32 against float64 at a rounding
@@ -49,6 +51,7 @@ def test_state_dict_interchange(direction, generator, seed):
                                  dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.2), direction, generator, seed)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
 def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
     check_grad_scaler(fastcnn.optim.Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.2), unscale_first,

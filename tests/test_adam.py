@@ -23,6 +23,7 @@ def run_against_torch(name, kwargs, dtype, generator, seed, **options):
     return run_optimizers(*PAIRS[name], kwargs, dtype, generator, seed, launches={"adam_step": 2}, **options)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("Adam") + opinfo_configs("AdamW"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     """Every configuration of PyTorch's own optimizer test inputs (common_optimizers)."""
@@ -42,6 +43,7 @@ def test_options_with_skipped_grads(name, kwargs, generator, seed):
                       skip_grad=lambda step, index: index in (2, 5) and step % 3 == 1)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 def test_low_precision_params(name, dtype, generator, seed):
@@ -160,6 +162,7 @@ def test_strided_optimizer_state_is_read_and_written_through_its_strides(name, g
             assert torch.isnan(state._base[..., 1:]).all()  # the elements between were never touched
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
 def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
     """torch.amp.GradScaler: the kernel unscales the grads and skips the step on inf/NaN."""

@@ -8,6 +8,7 @@ import fastcnn
 from fastcnn.testing import DEVICE, LAYOUTS, assert_close, count_launches, make_tensor, record_aten_ops
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sum_and_gradients(layout, dtype, seed, generator):

@@ -16,6 +16,8 @@ import fastcnn
 from fastcnn import cases, ops
 from fastcnn.testing import assert_close, in_layout
 
+pytestmark = pytest.mark.every_triton  # also run under the second Triton (scripts/triton_version_check.sh)
+
 
 @pytest.mark.parametrize("module", ops.MODULES, ids=lambda module: module.__name__.rsplit(".", 1)[1])
 def test_op_module_follows_the_layout(module):
@@ -45,6 +47,18 @@ def test_every_op_module_and_case_module_is_found():
     assert {module.__name__.rsplit(".", 1)[1] for module in ops.MODULES} == names("ops") == names("cases")
     assert [module.__name__ for module in cases.modules()] == [
         f"fastcnn.cases.{module.__name__.rsplit('.', 1)[1]}" for module in ops.MODULES]
+
+
+def test_every_op_runs_under_the_second_triton():
+    """scripts/triton_version_check.sh runs the tests marked every_triton: each op's test file has
+    some, as do the compile and architecture checks."""
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                                "-m", "every_triton"], capture_output=True, text=True,
+                               cwd=pathlib.Path(__file__).parent).stdout
+    files = {pathlib.Path(line.split("::")[0]).name for line in collected.splitlines() if "::" in line}
+    expected = {f"test_{module.__name__.rsplit('.', 1)[1]}.py" for module in ops.MODULES}
+    assert not expected - files, f"no test marked every_triton in {sorted(expected - files)}"
+    assert {"test_compile_for_gpu.py", "test_architecture.py"} <= files
 
 
 def import_graph():

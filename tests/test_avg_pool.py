@@ -41,6 +41,7 @@ def random_avg_pool_arguments(rng):
                 count_include_pad=rng.random() < 0.5, divisor_override=rng.choice([None, None, 3, 7]))
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(12))
 def test_avg_pool2d_random_arguments(case, seed, generator):
     rng = case_random(seed, case)
@@ -55,6 +56,7 @@ def test_avg_pool2d_random_arguments(case, seed, generator):
                window=arguments["kernel_size"][0] * arguments["kernel_size"][1])
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("output_size", [1, (1, 1), (3, 4), (5, None), (7, 13), (2, 1), (None, None)],
                          ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -171,6 +173,7 @@ def test_modules_are_drop_ins(seed, generator):
                  what="AdaptiveAvgPool2d", seed=seed, reduction_length=9)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, function", [("nn.functional.avg_pool2d", fastcnn.avg_pool2d),
                                             ("nn.functional.adaptive_avg_pool2d", fastcnn.adaptive_avg_pool2d)],
                          ids=["avg_pool2d", "adaptive_avg_pool2d"])
@@ -183,6 +186,7 @@ def test_opinfo_samples(name, function, seed):
                    lambda x: reference(x, *sample.args, **sample.kwargs), sample.input.detach(), seed, window=64)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, function, op", [
     ("nn.functional.avg_pool2d", fastcnn.avg_pool2d, "avg_pool2d"),
     ("nn.functional.adaptive_avg_pool2d", fastcnn.adaptive_avg_pool2d, "adaptive_avg_pool2d")],

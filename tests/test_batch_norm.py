@@ -92,6 +92,7 @@ def random_case(rng, generator):
     return input, running_mean, running_var, weight, bias, options, rng.random() < 0.7
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(14))
 def test_random_configurations(case, seed, generator):
     input, running_mean, running_var, weight, bias, options, relu = random_case(case_random(seed, case), generator)
@@ -359,6 +360,7 @@ ACTIVATIONS = {kind: (kind, {"leaky_relu": 0.2, "elu": 0.7}[kind]) if kind in ("
                for kind in KINDS}
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("residual", [False, True], ids=["bn_act", "bn_add_act"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_activation_with_and_without_residual(kind, residual, seed, generator):
@@ -383,6 +385,7 @@ def _strided(tensor):
     return torch.stack([tensor, torch.zeros_like(tensor)], dim=-1)[..., 0]
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("kind", KINDS)
 def test_nan_and_infinities_through_the_residual_follow_torch(kind, generator):
     """The residual carries NaN, ±inf and values at each activation's corners (±3, 6, 0), so

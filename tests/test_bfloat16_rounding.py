@@ -13,6 +13,8 @@ import fastcnn
 import fastcnn.kernels  # noqa: F401  (as fastcnn's first launch does: installs the correction when interpreted)
 from fastcnn.testing import DEVICE, count_launches, make_tensor
 
+pytestmark = pytest.mark.every_triton  # also run under the second Triton (scripts/triton_version_check.sh)
+
 
 @triton.jit
 def _casts_kernel(source_ptr, stored_ptr, converted_ptr, widened_ptr, count, BLOCK: tl.constexpr):

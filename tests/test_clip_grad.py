@@ -60,6 +60,7 @@ def _like(param):
     return copy
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("norm_type", NORM_TYPES)
 @pytest.mark.parametrize("max_norm", [0.5, 1e6], ids=["clips", "within"])
 def test_norm_and_clipping_match_torch(norm_type, max_norm, generator, seed):
@@ -67,6 +68,7 @@ def test_norm_and_clipping_match_torch(norm_type, max_norm, generator, seed):
     check_against_torch(params, norm_type, max_norm, torch.float32, seed, what=f"p={norm_type}")
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("norm_type", [2.0, float("inf")])
 def test_low_precision_grads(dtype, norm_type, generator, seed):
@@ -89,6 +91,7 @@ def test_mixed_dtypes_return_the_promoted_dtype(generator, seed):
         assert_close(p.grad, r.grad, p.grad.dtype, what=f"grad {index}", seed=seed)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("scale", [1e30, 1e-30], ids=["huge", "tiny"])
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.5, float("inf")])
 def test_huge_and_tiny_gradients_keep_their_norm(scale, norm_type, generator, seed):
@@ -165,6 +168,7 @@ def test_no_aten_math_runs(generator):
     assert ops.count("fastcnn::grad_norm") == 1 and ops.count("fastcnn::scale_grads_") == 1, ops
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("clip_value", [0.3, 2.0, -0.5, float("inf")])
 def test_clip_grad_value_matches_torch(clip_value, generator, seed):
     params = params_with_grads(generator)

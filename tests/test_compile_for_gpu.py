@@ -13,8 +13,9 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
-                                reason="on a GPU every test compiles and runs the kernels for real")
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(),
+                                 reason="on a GPU every test compiles and runs the kernels for real"),
+              pytest.mark.every_triton]
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compile_kernels.py")
 

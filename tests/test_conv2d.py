@@ -107,6 +107,7 @@ def random_case(rng, generator):
     return input, weight, bias, arguments
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(12))
 def test_random_configurations(case, seed, generator):
     rng = case_random(seed, case)
@@ -502,6 +503,7 @@ def test_tf32_choice_reaches_every_gemm_launch(allowed, monkeypatch, generator):
 
 
 
+@pytest.mark.every_triton
 @gpu_only("fp16/bf16 and large cases")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(6))

@@ -71,6 +71,7 @@ def random_case(rng, generator):
     return input, target, weight, options
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(14))
 def test_random_combinations(case, seed, generator):
     rng = case_random(seed, case)

@@ -18,6 +18,7 @@ def _kept_fraction_bounds(p, trials):
     return 1 - p - spread, 1 - p + spread
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
 def test_kept_fraction_scaling_and_gradient(p, generator):
     input = make_tensor((50, 41, 97), generator=generator).requires_grad_()
@@ -224,6 +225,7 @@ def test_half_precision_and_wide_counters(generator):
     assert low < tail.float().mean().item() < high
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_stochastic_depth_drops_whole_samples_or_the_batch(mode, generator):
     """torchvision.ops.stochastic_depth: "row" keeps or drops each sample, "batch" all of them,
@@ -252,6 +254,7 @@ def test_stochastic_depth_drops_whole_samples_or_the_batch(mode, generator):
     assert ((flat != 0).all(1) | (flat == 0).all(1)).all()
 
 
+@pytest.mark.every_triton
 def test_stochastic_depth_follows_torchvisions_contract(generator):
     input = make_tensor((5, 3, 4), generator=generator)
     assert fastcnn.stochastic_depth(input, 0.5, "row", training=False) is input

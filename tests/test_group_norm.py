@@ -75,6 +75,7 @@ def random_group_case(rng, generator):
     return input, groups, weight, bias, rng.choice(ACTIVATIONS), dict(eps=rng.choice([1e-5, 1e-3]))
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(16))
 def test_group_norm_random_configurations(case, seed, generator):
     input, groups, weight, bias, activation, options = random_group_case(case_random(seed, case), generator)
@@ -135,6 +136,7 @@ def random_instance_case(rng, generator):
     return input, running_mean, running_var, weight, bias, options, rng.choice(ACTIVATIONS)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(12))
 def test_instance_norm_random_configurations(case, seed, generator):
     input, running_mean, running_var, weight, bias, options, activation = random_instance_case(

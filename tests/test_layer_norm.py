@@ -33,6 +33,7 @@ def random_case(rng, generator):
     return input, normalized, weight, bias, rng.choice(ACTIVATIONS), rng.choice([1e-5, 1e-3])
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(16))
 def test_random_configurations(case, seed, generator):
     input, normalized, weight, bias, activation, eps = random_case(case_random(seed, case), generator)

@@ -47,6 +47,7 @@ def random_arguments(rng):
     return arguments
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("case", range(14))
 def test_random_configurations(case, seed, generator):
     rng = case_random(seed, case)

@@ -11,6 +11,7 @@ from optimizer_harness import (check_constructor_errors, check_grad_scaler, chec
 LAUNCHES = {"rmsprop_step": 2}
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("RMSprop"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     run_against_torch(fastcnn.optim.RMSprop, torch.optim.RMSprop, kwargs, torch.float32, generator, seed,
@@ -27,6 +28,7 @@ def test_options_with_skipped_grads(kwargs, generator, seed):
                       launches=LAUNCHES, skip_grad=lambda step, index: index in (2, 5) and step % 3 == 1)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_params(dtype, generator, seed):
     """The stored momentum buffer rounds each step, and a one-unit difference in that rounding
@@ -52,6 +54,7 @@ def test_state_dict_interchange(direction, generator, seed):
                                  seed)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
 def test_grad_scaler_unscales_and_skips_inf_steps(unscale_first, generator, seed):
     check_grad_scaler(fastcnn.optim.RMSprop, torch.optim.RMSprop, dict(lr=0.01, momentum=0.9), unscale_first,

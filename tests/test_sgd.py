@@ -16,6 +16,7 @@ from optimizer_harness import (check_constructor_errors, check_grad_scaler, chec
 ONE_LAUNCH = {"sgd_step": 1}
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("name, kwargs", opinfo_configs("SGD"))
 def test_pytorch_optimizer_inputs(name, kwargs, generator, seed):
     """Every configuration of PyTorch's own optimizer test inputs (common_optimizers)."""
@@ -35,6 +36,7 @@ def test_options_with_skipped_grads(kwargs, generator, seed):
                       launches=ONE_LAUNCH, skip_grad=lambda step, index: index in (2, 5) and step < 3)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_params(dtype, generator, seed):
     """The stored momentum buffer (up to 1 / (1 - momentum) = 10 gradients) rounds each step, and
@@ -61,6 +63,7 @@ def test_state_dict_interchange(direction, generator, seed):
                                                                          weight_decay=0.1), direction, generator, seed)
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("kwargs", [dict(lr=0.05, momentum=0.9, dampening=0.5), dict(lr=0.05)],
                          ids=["momentum-dampening", "plain"])
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-then-step"])
