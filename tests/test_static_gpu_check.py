@@ -5,8 +5,10 @@ spills, a memory-bound grid smaller than the GPU), and this test also holds the 
 the issue asked of their code: async copies of 128-bit rows in the conv main loops in both
 layouts, and 128-bit logits rows in cross-entropy. The committed full report is bench/static/.
 """
+import ast
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -30,6 +32,26 @@ def report(tmp_path_factory):
     assert finished.returncode == 0, "\n".join(violations) or finished.stderr[-4000:]
     (run,) = json.loads((folder / "report.json").read_text())
     return list(zip(run["jobs"], run["results"]))
+
+
+def launched_kernels():
+    """(kernel file, name) of every kernel in kernels/: each ``*_kernel`` function under a Triton
+    decorator (the ``@triton.jit`` helpers they call are compiled inside them)."""
+    found = set()
+    for path in pathlib.Path(REPO_ROOT, "kernels").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_kernel") and any(
+                    "triton" in ast.unparse(decorator) for decorator in node.decorator_list):
+                found.add((path.stem, node.name))
+    return found
+
+
+def test_every_kernel_is_compiled_by_some_op_scenario(report):
+    """The static check finds its launches in each op's case module (fastcnn/cases): a kernel no
+    scenario launches fails here."""
+    compiled = {(job["module"], job["kernel"]) for job, _ in report}
+    assert len(launched_kernels()) > 40
+    assert not launched_kernels() - compiled, sorted(launched_kernels() - compiled)
 
 
 def _select(report, kernel, scenario):

@@ -4,6 +4,7 @@ import torch
 from .. import nn as fastcnn_nn
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.activation import bytes_moved, module_for
+from ._static import DTYPES, empty
 
 # (channels, height = width) of activations that a standalone activation sees: EfficientNet-B0's
 # SiLU after its stem and in its middle stage, and a ConvNeXt-T MLP's GELU (4·96 channels at 56²).
@@ -30,3 +31,30 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1]
     return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
             for dtype in dtypes for layout in layouts]
+
+
+# ----------------------------------------------------------------------------- the static check's launches
+# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ('_forward_kernel', '_backward_kernel')
+
+
+def static_launches(kernel_module, options):
+    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
+    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape.
+    The GELU scenario also launches dropout's kernels, as a ConvNeXt/EfficientNet block runs them
+    one after another."""
+    out = []
+    for dtype_name in options.dtypes:
+        def elementwise(dtype_name=dtype_name):
+            import torch
+            activation, dropout = kernel_module("activation"), kernel_module("dropout")
+            dtype = DTYPES[dtype_name]
+            x, y, dy = (empty((64, 384, 56, 56), dtype, True) for _ in range(3))
+            activation.forward(x, y, kind="gelu", parameter=0.0)
+            activation.backward(dy, x, y, kind="gelu", parameter=0.0)
+            seed = torch.zeros(1, dtype=torch.int64)
+            dropout.dropout(x, y, seed, p=0.2)
+            dropout.channel_dropout(x.view(64, 384, -1), y.view(64, 384, -1), seed, p=0.2)
+        out.append((f"gelu + dropout + dropout2d N64 C384 56x56 channels_last {dtype_name}", elementwise))
+
+    return out

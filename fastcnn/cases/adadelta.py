@@ -4,8 +4,15 @@ import torch
 
 from ..ops.adadelta import bytes_moved
 from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
+from ._static import optimizer_step_launches
 
 SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("adadelta",)
 profile_cases = optimizer_step_cases(torch.optim.Adadelta, dict(lr=1.0, rho=0.9, weight_decay=1e-4), bytes_moved,
                                      torch_fused=False)
+
+
+def static_launches(kernel_module, options):
+    """scripts/static_gpu_check.py's launches: one step over ResNet-ish parameters."""
+    return optimizer_step_launches(kernel_module, options, "adadelta", "Adadelta", 5, dict(
+        lr=1.0, rho=0.9, eps=1e-6, weight_decay=1e-4, maximize=False))

@@ -3,6 +3,7 @@ import torch
 
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.add import add, bytes_moved
+from ._static import DTYPES, empty
 
 # (channels, height = width) of ResNet-50's first-stage block output, where the add sits.
 SUITES = {"resnet50_stage1": lambda: [(256, 56)]}
@@ -27,3 +28,22 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
     return [_case(channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
             for dtype in dtypes for layout in layouts]
+
+
+# ----------------------------------------------------------------------------- the static check's launches
+# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ('_add_kernel',)
+
+
+def static_launches(kernel_module, options):
+    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
+    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
+    out = []
+    for dtype_name in options.dtypes:
+        def residual_add(dtype_name=dtype_name):
+            add = kernel_module("add")
+            x, r, out_ = (empty((32, 256, 56, 56), DTYPES[dtype_name], True) for _ in range(3))
+            add.add(x, r, out_)
+        out.append((f"residual add N32 C256 56x56 channels_last {dtype_name}", residual_add))
+
+    return out

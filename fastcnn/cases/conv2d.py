@@ -7,6 +7,7 @@ import torch
 
 from ..benchmarking import BenchmarkCase, compiled, geometric_mean, random_input
 from ..ops.conv2d import _kernels, conv2d_output_size, dot_precision, flops
+from ._static import DTYPES, LAYOUTS, empty
 
 
 class ConvLayer(NamedTuple):
@@ -164,3 +165,56 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
         batches = BATCHES[:1] if quick else BATCHES
     return [_case(op[len("conv2d_"):], layer, batch, dtype, layout)
             for layer in layers for batch in batches for dtype in dtypes for layout in layouts]
+
+
+# ----------------------------------------------------------------------------- the static check's launches
+def static_launches(kernel_module, options):
+    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
+    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
+    out = []
+
+    def conv_case(label, dtype_name, precision, layout, n, c, k, h, w, r, s, stride, pad, groups=1, bias=False,
+                  passes=("forward", "input_grad", "weight_grad"), weight_layout=None):
+        def run():
+            conv2d = kernel_module("conv2d")
+            dtype = DTYPES[dtype_name]
+            cl = LAYOUTS[layout]
+            p = (h + 2 * pad - r) // stride + 1
+            q = (w + 2 * pad - s) // stride + 1
+            x = empty((n, c, h, w), dtype, cl)
+            weight = empty((k, c // groups, r, s), dtype, LAYOUTS[weight_layout or layout])
+            y = empty((n, k, p, q), dtype, cl)
+            b = empty((k,), dtype) if bias else None
+            geo = dict(stride=(stride, stride), padding=(pad, pad), dilation=(1, 1), groups=groups)
+            if "forward" in passes:
+                conv2d.forward(x, weight, b, y, dot_precision=precision, **geo)
+            if "input_grad" in passes:
+                conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision, **geo)
+            if "weight_grad" in passes:
+                conv2d.weight_grad(x, y, empty((k, c // groups, r, s), dtype, cl), dot_precision=precision, **geo)
+            if bias:
+                conv2d.bias_grad(y, empty((k,), dtype))
+        wl = f" (weights {weight_layout})" if weight_layout and weight_layout != layout else ""
+        return (f"{label} {layout}{wl} {dtype_name}{'/' + precision if dtype_name == 'fp32' else ''}", run)
+
+    conv_dtypes = [(name, precision) for name, precision in (("bf16", "ieee"), ("fp16", "ieee"), ("fp32", "tf32"))
+                   if name in options.dtypes]
+    if options.fp32_ieee:
+        conv_dtypes.append(("fp32", "ieee"))
+    for layout in options.layouts:
+        for dtype_name, precision in conv_dtypes:
+            out.append(conv_case("conv3x3 N32 C128 K128 28x28 s1 p1", dtype_name, precision, layout,
+                                 32, 128, 128, 28, 28, 3, 3, 1, 1, bias=True))
+    if options.conv1x1:
+        # Channels_last model, and channels_last activations with a contiguous (NCHW) weight, whose
+        # 1x1 strides are (C, 1, 1, 1): stride 1 in the unit dims turns them into constants.
+        out.append(conv_case("conv1x1 N32 C256 K64 56x56 s1", "bf16", "ieee", "channels_last",
+                             32, 256, 64, 56, 56, 1, 1, 1, 0))
+        out.append(conv_case("conv1x1 N32 C256 K64 56x56 s1", "bf16", "ieee", "channels_last",
+                             32, 256, 64, 56, 56, 1, 1, 1, 0, weight_layout="nchw"))
+    for layout in options.layouts:
+        for dtype_name in options.dtypes:
+            out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1", dtype_name, "ieee", layout,
+                                 32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128, bias=False))
+
+    return out

@@ -3,6 +3,7 @@ import torch
 
 from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..ops.cross_entropy import bytes_moved, cross_entropy
+from ._static import DTYPES
 
 # (rows N, classes C). N is 64k where the logits stay under 2**28 elements, fewer rows for the
 # largest vocabularies.
@@ -27,3 +28,33 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     so ``layouts`` does not apply."""
     suites = {"C37": (11, 37)} if smoke else {k: v for k, v in SUITES.items() if not quick or k in ("C1000", "C32000")}
     return [_case(name, rows, classes, dtype) for name, (rows, classes) in suites.items() for dtype in dtypes]
+
+
+# ----------------------------------------------------------------------------- the static check's launches
+# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ('_cross_entropy_kernel',)
+
+
+def static_launches(kernel_module, options):
+    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
+    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
+    out = []
+    for dtype_name in options.dtypes:
+        for rows, classes in ((256, 1000), (1024, 10)):
+            def ce(dtype_name=dtype_name, rows=rows, classes=classes):
+                import torch
+                cross_entropy = kernel_module("cross_entropy")
+                dtype = DTYPES[dtype_name]
+                x = torch.empty((rows, classes), dtype=dtype).unsqueeze(-1)
+                target = torch.zeros((rows,), dtype=torch.int64).unsqueeze(-1)
+                row_loss = torch.empty(rows, dtype=torch.float32)
+                row_weight = torch.empty(rows, dtype=torch.float32)
+                grad = torch.empty_like(x)
+                cross_entropy.forward(x, target, None, row_loss, row_weight, grad, cross_entropy.invalid_buffer("cpu"),
+                                      ignore_index=-100, smoothing=0.0, probabilities=False)
+                loss, denominator = torch.empty((), dtype=dtype), torch.empty((), dtype=torch.float32)
+                cross_entropy.reduce_rows(row_loss, row_weight, loss, denominator, mean=True)
+                cross_entropy.scale_grad(grad, torch.ones((), dtype=dtype), denominator, mean=True)
+            out.append((f"cross_entropy N{rows} C{classes} {dtype_name}", ce))
+
+    return out

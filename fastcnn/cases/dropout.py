@@ -37,3 +37,8 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     batches = (2,) if smoke else ACTIVATION_BATCHES[-1:] if op == "dropout" else ACTIVATION_BATCHES[:1]
     return [_case(op, channels, size, batch, dtype, layout) for channels, size in shapes for batch in batches
             for dtype in dtypes for layout in layouts]
+
+
+# Memory-bound kernels whose grid must fill an H100 (scripts/static_gpu_check.py --check); the
+# static check launches them in the activation scenario (cases/activation.py).
+MEMORY_BOUND_KERNELS = ('_dropout_kernel', '_channel_dropout_kernel')

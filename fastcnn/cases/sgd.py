@@ -4,8 +4,15 @@ import torch
 
 from ..ops.sgd import bytes_moved
 from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
+from ._static import optimizer_step_launches
 
 SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("sgd",)
 profile_cases = optimizer_step_cases(torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4), bytes_moved,
                                      torch_fused=True)
+
+
+def static_launches(kernel_module, options):
+    """scripts/static_gpu_check.py's launches: one step, every option on, over ResNet-ish parameters."""
+    return optimizer_step_launches(kernel_module, options, "sgd", "SGD momentum+Nesterov", 4, dict(
+        lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-4, nesterov=True, maximize=False))

@@ -1,0 +1,41 @@
+"""What the case modules' ``static_launches`` share: the dtypes and layouts the static check's
+options name, CPU tensors laid out as a model's, the optimizers' parameter shapes and their
+launches. Nothing here imports triton at import time (``import fastcnn.cases`` must not fix the
+kernels' mode before TRITON_INTERPRET is set)."""
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+LAYOUTS = {"nchw": False, "channels_last": True}
+
+# Parameter shapes of the optimizer scenarios: a ResNet's stem, BN vectors, 1x1 and 3x3 convs, fc.
+RESNET_ISH_SHAPES = [(64, 3, 7, 7), (64,), (256, 64, 1, 1), (512, 512, 3, 3), (1000, 2048), (1000,)]
+
+
+def empty(shape, dtype, channels_last=False):
+    """torch.empty in the layout; channels_last as model.to(memory_format=...) and fastcnn's own
+    allocations lay it out (a 1x1 weight gets strides (C, 1, C, C), not .contiguous()'s (C, 1, 1, 1))."""
+    if channels_last and len(shape) == 4:
+        return torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
+    return torch.empty(shape, dtype=dtype)
+
+
+def optimizer_step_launches(kernel_module, options, name, label, rows, hyperparameters):
+    """One step of optimizer ``name`` (its kernel module and ``<name>_step`` launcher) over the
+    ResNet-ish parameters in each of the options' dtypes but fp16: ``rows`` tensor lists (param,
+    grad, states) and the step counters."""
+    def step(dtype_name):
+        import triton.language as tl
+
+        kernels, multi_tensor = kernel_module(name), kernel_module("multi_tensor")
+        dtype = DTYPES[dtype_name]
+        tensors = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(rows - 1)]
+        counters = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
+        table = multi_tensor.build_table((*tensors, counters), [t.numel() for t in tensors[0]],
+                                         multi_tensor.CHUNK_SIZE, torch.device("cpu"))
+        tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
+        launch = getattr(kernels, f"{name}_step")
+        types = dict(element_type=tl_dtype) if name == "sgd" else dict(element_type=tl_dtype, state_type=tl_dtype)
+        arguments = (table, None) if name == "sgd" else (table,)
+        launch(*arguments, **types, **hyperparameters)
+    return [(f"{name} {label} ResNet-ish params {dtype_name}", lambda dtype_name=dtype_name: step(dtype_name))
+            for dtype_name in options.dtypes if dtype_name != "fp16"]
