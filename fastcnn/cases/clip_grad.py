@@ -30,7 +30,7 @@ def _norm_cases(op, max_norm, clipped):
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: clipping over each suite's parameters (see
-    multi_tensor.optimizer_profile_cases); ``layouts`` does not apply. max_norm 1 clips every
+    _optimizers.optimizer_profile_cases); ``layouts`` does not apply. max_norm 1 clips every
     call (the norm settles a hair under 1 + 1e-6, so the coefficient stays below 1); max_norm inf
     never clips, where fastcnn only reads (torch also writes)."""
     if op == "clip_grad_value":

@@ -2,12 +2,12 @@
 runs ``kernels/conv2d.py``). An op module holds everything the op is on the PyTorch side, in this
 order: a ``_kernels()`` handle that imports its kernel module on the first launch; its argument
 checks, geometry and output-size math; its cost formula (FLOPs or the least bytes it must move);
-its ``torch.library`` operators and autograd; its functional (public names in ``__all__``, which
-``fastcnn`` re-exports); and its benchmark cases (``SUITES``, ``PROFILE_OPS`` and
-``profile_cases(op, dtypes, layouts, quick=, smoke=)``, which the profiler and ``bench/`` run).
+its ``torch.library`` operators and autograd; and its functional (public names in ``__all__``,
+which ``fastcnn`` re-exports). Its benchmark cases and static launches are in
+``fastcnn/cases/<op>.py``, outside what ``import fastcnn`` loads.
 
 ``MODULES`` lists them, found in this folder: adding a file here adds the op to ``fastcnn``'s
-namespace and to the profiler. docs/architecture.md walks through adding one.
+namespace. docs/architecture.md walks through adding one.
 """
 import importlib
 import pkgutil
