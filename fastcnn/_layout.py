@@ -65,24 +65,6 @@ def empty_rows_like(tensor):
     return out if rows_view(out) is not None else torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
 
 
-def statistic_vectors(statistics):
-    """(vectors, write_back) for per-channel buffers a kernel updates in place (running
-    statistics; None entries stay None): each as a 1-d view of its C elements, read through its
-    stride; a buffer whose strides no 1-d view can express is updated in a copy, listed in
-    ``write_back`` as (buffer, copy) for the caller to copy back after the launch."""
-    vectors, write_back = [], []
-    for statistic in statistics:
-        vector = statistic
-        if statistic is not None and statistic.dim() != 1:
-            try:
-                vector = statistic.view(-1)
-            except RuntimeError:
-                vector = statistic.reshape(-1)  # a copy, as no view exists
-                write_back.append((statistic, vector))
-        vectors.append(vector)
-    return vectors, write_back
-
-
 def with_strides(tensor, strides):
     """``tensor`` itself when it has ``strides`` (wherever a dimension has more than one element),
     else a copy laid out with them: the flat kernels pair the elements of their operands by
@@ -92,26 +74,6 @@ def with_strides(tensor, strides):
     if all(a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides) if size > 1):
         return tensor
     return torch.empty_strided(tensor.shape, strides, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
-
-
-def empty_norm_grads(input, output_mask):
-    """(grad_input laid out as ``empty_rows_like``, parameter_grads) of a per-channel norm's
-    backward: parameter_grads is one fp32 [2, C] buffer (row 0 grad_bias, row 1 grad_weight), which
-    the kernels fill in one pass. Either has 0 elements when ``output_mask`` (grad_input,
-    grad_weight, grad_bias) asks for none of it."""
-    import torch
-
-    grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    sums = torch.empty((2, input.shape[1]) if any(output_mask[1:]) else (0,), dtype=torch.float32,
-                       device=input.device)
-    return grad_input, sums
-
-
-def split_parameter_grads(sums, weight, bias, mask):
-    """(grad_weight, grad_bias) from ``empty_norm_grads``' fp32 [2, ...] buffer after the backward,
-    in the parameters' dtypes and shapes; None where ``mask`` (input, weight, bias) does not ask."""
-    return (sums[1].to(weight.dtype).view(weight.shape) if mask[1] else None,
-            sums[0].to(bias.dtype).view(bias.shape) if mask[2] else None)
 
 
 def elementwise_strides(tensor):

@@ -28,7 +28,7 @@ DRY_RUN = os.environ.get("FASTCNN_BENCH_DRY_RUN") == "1"
 
 # The profiler's and the op cases' names for dtypes and layouts.
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 IMPLEMENTATIONS = ("fastcnn", "eager", "torch_compile")  # every case has these; some add baselines
 # Batch sizes of the activation-sized ops' suites (batch norm, pooling).
 ACTIVATION_BATCHES = (64, 256)
@@ -62,7 +62,7 @@ class BenchmarkCase:
 def random_input(shape, dtype, layout, device, generator):
     """Standard-normal values of dtype name ``dtype`` ('bf16', ...), 4-d tensors in ``layout``."""
     tensor = torch.randn(shape, device=device, generator=generator).to(DTYPES[dtype])
-    return tensor.contiguous(memory_format=LAYOUTS[layout]) if tensor.dim() == 4 else tensor
+    return tensor.contiguous(memory_format=MEMORY_FORMATS[layout]) if tensor.dim() == 4 else tensor
 
 
 def element_size(dtype):

@@ -27,9 +27,10 @@ Two passes over the module tree:
    the graph rewrite fuses each call into its own norm. A module that cannot be traced keeps
    its code, and its norm layers are replaced unfused.
 2. Replacement. Modules of exactly the types in ``REPLACEMENTS`` (convolution, max- and
-   average pools, the norms, dropout, the activations, the loss) and the ``LayerNorm2d`` classes of
-   ``LAYER_NORM2D_CLASSES`` (torchvision's ConvNeXt norm) take the fastcnn subclass as their
-   class, and torchvision's ``StochasticDepth`` (``STOCHASTIC_DEPTH_CLASSES``) fastcnn's.
+   average pools, the norms, dropout, the activations, the loss) and torchvision's ConvNeXt
+   ``LayerNorm2d`` (an ``nn.LayerNorm`` subclass of that name) take the fastcnn subclass as their
+   class, and torchvision's ``StochasticDepth`` (a module of that name with ``p`` and ``mode``)
+   fastcnn's.
    fastcnn's modules subclass torch's (``StochasticDepth`` keeps torchvision's attributes) and add
    no state, so parameters and buffers are the same tensors (an optimizer built before an
    in-place conversion keeps working) and ``state_dict`` keys are unchanged.
@@ -147,25 +148,27 @@ def _call_counts(model):
     return counts
 
 
-# The LayerNorm2d classes known to compute F.layer_norm over dim 1 by permuting (torchvision's
-# ConvNeXt norm and fastcnn.models' copy of it), named so that torchvision need not be imported.
-LAYER_NORM2D_CLASSES = {("torchvision.models.convnext", "LayerNorm2d"), ("fastcnn.models", "LayerNorm2d")}
-
-
-# torchvision's StochasticDepth (EfficientNet's, ConvNeXt's) and fastcnn.models' copy, named likewise.
-STOCHASTIC_DEPTH_CLASSES = {("torchvision.ops.stochastic_depth", "StochasticDepth"),
-                            ("fastcnn.models", "StochasticDepth")}
-
-
 def _is_layer_norm2d(module):
-    return (type(module).__module__, type(module).__name__) in LAYER_NORM2D_CLASSES
+    """torchvision's ConvNeXt ``LayerNorm2d`` or a copy of it (timm's too): an ``nn.LayerNorm``
+    subclass of that name, which normalises (N, C, H, W) over C by permuting to channels-last and
+    back. Recognised by what it is, so torchvision need not be imported."""
+    return (isinstance(module, torch.nn.LayerNorm) and type(module).__name__ == "LayerNorm2d"
+            and not isinstance(module, fastcnn_nn.LayerNorm2d))
+
+
+def _is_stochastic_depth(module):
+    """torchvision's ``StochasticDepth`` (EfficientNet's, ConvNeXt's) or a copy: a module of that
+    name with its probability ``p`` and its ``mode``, "row" or "batch"."""
+    return (type(module).__name__ == "StochasticDepth" and not isinstance(module, fastcnn_nn.StochasticDepth)
+            and isinstance(getattr(module, "p", None), (int, float))
+            and getattr(module, "mode", None) in ("row", "batch"))
 
 
 def _replacement(module):
     """The fastcnn class ``module`` becomes, or None."""
     if _is_layer_norm2d(module):
         return fastcnn_nn.LayerNorm2d
-    if (type(module).__module__, type(module).__name__) in STOCHASTIC_DEPTH_CLASSES:
+    if _is_stochastic_depth(module):
         return fastcnn_nn.StochasticDepth
     return REPLACEMENTS.get(type(module))
 

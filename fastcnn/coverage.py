@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 # ATen op names (without the "aten::" prefix and overload) by kind, in the order the report lists them.
-KINDS = {
+ATEN_OPS_BY_KIND = {
     "convolution": ("convolution", "convolution_backward", "conv2d", "_convolution", "cudnn_convolution",
                     "mkldnn_convolution", "_slow_conv2d_forward", "_slow_conv2d_backward"),
     "norm": ("native_batch_norm", "native_batch_norm_backward", "_native_batch_norm_legit",
@@ -48,10 +48,10 @@ BOOKKEEPING = ("view", "_unsafe_view", "reshape", "t", "transpose", "permute", "
 
 
 def kind_of(name):
-    """The KINDS entry of an ATen op name ("aten::relu_", "aten::add.Tensor"), "bookkeeping", or
+    """The ATEN_OPS_BY_KIND entry of an ATen op name ("aten::relu_", "aten::add.Tensor"), "bookkeeping", or
     "other"."""
     base = name.split("::", 1)[-1].split(".", 1)[0]
-    for kind, names in KINDS.items():
+    for kind, names in ATEN_OPS_BY_KIND.items():
         if base in names:
             return kind
     return "bookkeeping" if base in BOOKKEEPING else "other"
@@ -98,7 +98,7 @@ class Coverage:
         lines = [f"fastcnn.coverage: {sum(self.fastcnn.values())} fastcnn operator calls, {self.work_left} ATen "
                  f"calls left (besides bookkeeping)"]
         lines += [f"  fastcnn      {name}: {count}" for name, count in sorted(self.fastcnn.items())]
-        for kind in list(KINDS) + ["gradient sum", "other", "bookkeeping"]:
+        for kind in list(ATEN_OPS_BY_KIND) + ["gradient sum", "other", "bookkeeping"]:
             ops = self.left.get(kind)
             if ops:
                 listed = ", ".join(f"{name.split('::', 1)[-1]} x{count}" for name, count in sorted(ops.items()))

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from .benchmarking import DTYPES, LAYOUTS
+from .benchmarking import DTYPES, MEMORY_FORMATS
 from . import cases as case_modules
 from .reporting import figures, summary, table, write_charts, write_csv
 
@@ -102,7 +102,7 @@ def parse_arguments(argv=None):
     arguments.dtypes = [d.strip() for d in arguments.dtypes.split(",") if d.strip()]
     arguments.layouts = [layout.strip() for layout in arguments.layouts.split(",") if layout.strip()]
     for name, chosen, allowed in (("--ops", arguments.ops, OPS), ("--dtypes", arguments.dtypes, DTYPES),
-                                  ("--layouts", arguments.layouts, LAYOUTS)):
+                                  ("--layouts", arguments.layouts, MEMORY_FORMATS)):
         unknown = [value for value in chosen if value not in allowed]
         if unknown or not chosen:
             parser.error(f"{name}: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(allowed)}")

@@ -2,7 +2,7 @@
 ``activation_grad`` are the epilogues the normalisation kernels fuse in (given the
 pre-activation value z in fp32), and the flat kernels below run them on their own.
 
-The list (``KINDS``): relu, relu6 (hardtanh 0..6), leaky_relu (slope = ``parameter``), elu
+The kinds (``fastcnn/ops/activation.py``'s ``KINDS``, the one list): relu, relu6 (hardtanh 0..6), leaky_relu (slope = ``parameter``), elu
 (alpha = ``parameter``), silu, gelu (exact, erf), gelu_tanh (tanh approximation), hardswish,
 hardsigmoid, sigmoid, tanh. NaN and ±inf follow torch's formulas, forward and gradient: each
 ``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
@@ -19,8 +19,6 @@ import triton.language as tl
 
 from .tiles import by_backend
 
-KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "hardswish", "hardsigmoid", "sigmoid",
-         "tanh")
 BLOCK = by_backend(interpreter=1024, gpu=2048)
 NUM_WARPS = 8
 # The constants are literals in the code below (1/sqrt(2) = 0.7071067811865476, 1/sqrt(2 pi) =

@@ -301,7 +301,7 @@ def fold(x, folded, weight, bias, running_mean, running_var, *, training, moment
 
 def apply(x, residual, y, folded, *, kind, parameter):
     """y = act((x - shift - centred mean)·scale + beta [+ residual]) for x, residual (or None),
-    y [N, C, S]; ``kind`` one of kernels/activation.py's KINDS or None. One launch."""
+    y [N, C, S]; ``kind`` one of fastcnn/ops/activation.py's KINDS or None. One launch."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))

@@ -83,12 +83,12 @@ def collect(options):
                 run()
         except Exception as error:  # a launch helper whose signature changed, say
             scenario_errors.append(f"{name}: {type(error).__name__}: {error}")
-    jobs, target = make_jobs(launches, options.arch)
+    jobs, target = make_jobs(launches, options.arch, options.ptx_only)
     if options.kernel:
         jobs = [j for j in jobs if re.search(options.kernel, j.kernel)]
     print(f"Triton {triton.__version__}: {len(launches)} launches recorded, {len(jobs)} distinct compiles",
           file=sys.stderr)
-    results = run_jobs(jobs, target, options.jobs, options.timeout)
+    results = run_jobs(jobs, target, options.jobs, options.timeout, options.ptx_only)
     commit = subprocess.run(["git", "-C", options.project, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
     ptxas = next((r.get("ptxas") for r in results if r and r.get("ptxas")), "?")
@@ -96,7 +96,7 @@ def collect(options):
                 project=os.path.abspath(options.project), commit=commit, ptxas=ptxas,
                 scenario_errors=scenario_errors,
                 jobs=[dict(kernel=j.kernel, module=j.fn.__module__.rsplit(".", 1)[-1], scenario=j.scenario,
-                           config=j.config, dtype=j.dtype,
+                           config=j.config, dtype=j.dtype, constexprs=j.named,
                            num_warps=j.num_warps, programs=j.programs, autotuned=j.autotuned,
                            signature=j.signature) for j in jobs],
                 results=results)
@@ -124,6 +124,11 @@ def main():
     parser.add_argument("--output", help="write the markdown report here instead of standard output")
     parser.add_argument("--quick", action="store_true",
                         help="CI's representative subset: bf16 and fp32 only, no fp32 with TF32 disabled")
+    parser.add_argument("--variants", action="store_true",
+                        help="also each op's compile_variants (int64 indexing, unaligned tensors, every kind and dtype)")
+    parser.add_argument("--ptx-only", action="store_true",
+                        help="the compile check (tests/test_compile_for_gpu.py): each launch's first configuration, "
+                             "compiled and its PTX read; no ptxas -v, no SASS")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 on what is never acceptable (see the module's docstring)")
     parser.add_argument("--render", metavar="JSON", help="only render a report from a --json file written earlier")

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
-from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, check_opinfo_error_inputs,
-                             count_launches, make_tensor, opinfo, poisoned_like, record_aten_ops)
+from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, case_random,
+                             check_opinfo_error_inputs, count_launches, make_tensor, opinfo, poisoned_like,
+                             record_aten_ops)
 
-LAYOUTS = ["contiguous", "channels_last", "sliced"]
 
 
 def check_pool(function, reference, input, seed, *, window):

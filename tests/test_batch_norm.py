@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import tolerance as assert_tolerance
-from fastcnn.kernels.activation import KINDS
-from fastcnn.ops.activation import module_for, resolve_activation
+from fastcnn.ops.activation import KINDS, module_for, resolve_activation
 from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, count_launches, gpu_only,
                              make_tensor, opinfo, record_aten_ops, relative_error, strided_copy)
 

@@ -13,10 +13,10 @@ from torch import nn
 import fastcnn
 from fastcnn.convert import REPLACEMENTS
 from fastcnn.dtypes import tolerance
-from fastcnn.models import (BasicBlock, GroupNormBlock, SmallCNN, TinyConvNeXt, TinyEfficientNet, TinyMobileNetV2,
-                            TinyRegNet, TinyResNet)
+from fastcnn.models import BasicBlock, SmallCNN, TinyResNet
 from fastcnn.testing import (DEVICE, count_launches, flat_parameters, make_tensor, record_aten_ops, relative_error,
                              start_from)
+from replicas import GroupNormBlock, TinyConvNeXt, TinyEfficientNet, TinyMobileNetV2, TinyRegNet
 
 # fp32 against fp32 torch: the same math summed in different orders. The shared fp32 tolerance,
 # widened as for 4 terms for outputs and as for 100 for gradients and trajectories, which sum
@@ -357,7 +357,7 @@ def test_convnext_style_model_runs_its_norms_and_gelu_in_fastcnn(seed, generator
     assert type(converted.features[0][1]) is fastcnn.nn.LayerNorm2d
     assert type(converted.features[1].block[2]) is fastcnn.nn.LayerNorm
     assert type(converted.features[1].block[4]) is fastcnn.nn.GELU
-    assert "fastcnn.models.LayerNorm2d -> fastcnn.nn.LayerNorm2d" in str(report)
+    assert "replicas.LayerNorm2d -> fastcnn.nn.LayerNorm2d" in str(report)
     input = make_tensor((2, 3, 12, 12), generator=generator)
     names = _training_step_ops(converted, input)
     assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
@@ -495,7 +495,7 @@ MOVED_KINDS = ("convolution", "norm", "activation", "pooling", "residual add", "
 @pytest.mark.parametrize("model_type", [TinyResNet, TinyMobileNetV2, TinyRegNet, TinyEfficientNet, SmallCNN],
                          ids=lambda t: t.__name__)
 def test_block_replicas_train_in_fastcnn(model_type, seed, generator):
-    """torchvision's block types in plain PyTorch (fastcnn.models): converted, one training step
+    """torchvision's block types in plain PyTorch (tests/replicas.py): converted, one training step
     runs no convolution, norm, activation, pool, residual add or loss in ATen; outputs and
     gradients match float64 torch as closely as fp32 torch does; a 3-step SGD trajectory matches
     the torch model's; checkpoints load both ways."""

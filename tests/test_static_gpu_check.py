@@ -5,15 +5,14 @@ spills, a memory-bound grid smaller than the GPU), and this test also holds the 
 the issue asked of their code: async copies of 128-bit rows in the conv main loops in both
 layouts, and 128-bit logits rows in cross-entropy. The committed full report is bench/static/.
 """
-import ast
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 import torch
+from test_compile_for_gpu import launched_kernels
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "scripts", "static_gpu_check.py")
@@ -32,18 +31,6 @@ def report(tmp_path_factory):
     assert finished.returncode == 0, "\n".join(violations) or finished.stderr[-4000:]
     (run,) = json.loads((folder / "report.json").read_text())
     return list(zip(run["jobs"], run["results"]))
-
-
-def launched_kernels():
-    """(kernel file, name) of every kernel in kernels/: each ``*_kernel`` function under a Triton
-    decorator (the ``@triton.jit`` helpers they call are compiled inside them)."""
-    found = set()
-    for path in pathlib.Path(REPO_ROOT, "kernels").glob("*.py"):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name.endswith("_kernel") and any(
-                    "triton" in ast.unparse(decorator) for decorator in node.decorator_list):
-                found.add((path.stem, node.name))
-    return found
 
 
 def test_every_kernel_is_compiled_by_some_op_scenario(report):

@@ -3,7 +3,7 @@ import torch
 
 from .. import nn as fastcnn_nn
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
-from ..ops.activation import bytes_moved, module_for
+from ..ops.activation import KINDS, bytes_moved, module_for
 from ._static import DTYPES, empty
 
 # (channels, height = width) of activations that a standalone activation sees: EfficientNet-B0's
@@ -58,3 +58,14 @@ def static_launches(kernel_module, options):
         out.append((f"gelu + dropout + dropout2d N64 C384 56x56 channels_last {dtype_name}", elementwise))
 
     return out
+
+
+def compile_variants(kernel_module):
+    """Every kind's forward and backward in bf16 (the interpreter does not check that erf or a
+    kind's branch lowers)."""
+    def run(kind):
+        activation = kernel_module("activation")
+        x, y, dy = (empty((4, 8, 5, 5), DTYPES["bf16"], True) for _ in range(3))
+        activation.forward(x, y, kind=kind, parameter=0.1)
+        activation.backward(dy, x, y, kind=kind, parameter=0.1)
+    return [(f"activation {kind} bf16", lambda kind=kind: run(kind)) for kind in KINDS]

@@ -4,7 +4,7 @@ import torch
 
 from ..ops.adam import bytes_moved
 from ._optimizers import PARAMETER_SUITES, optimizer_step_cases
-from ._static import DTYPES, RESNET_ISH_SHAPES
+from ._static import DTYPES, RESNET_ISH_SHAPES, parameter_list, triton_type
 
 SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("adam",)
@@ -42,3 +42,23 @@ def static_launches(kernel_module, options):
         out.append((f"adam {label} ResNet-ish params {dtype_name}", adam))
 
     return out
+
+
+def compile_variants(kernel_module):
+    """Adam's step in fp32, bf16 and fp16: every option on (AMSGrad, maximize, decoupled decay,
+    GradScaler) over 16-byte aligned parameters, every option off over unaligned ones."""
+    def step(dtype_name, aligned):
+        adam_kernels, multi_tensor = kernel_module("adam"), kernel_module("multi_tensor")
+        dtype = DTYPES[dtype_name]
+        lists = [parameter_list(dtype, aligned) for _ in range(5)]
+        steps = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
+        table = multi_tensor.build_table((*lists, steps), [t.numel() for t in lists[0]], multi_tensor.CHUNK_SIZE,
+                                         torch.device("cpu"))
+        flag = torch.zeros((), dtype=torch.float32) if aligned else None
+        element_type = triton_type(dtype_name)
+        adam_kernels.adam_step(table, element_type=element_type, state_type=element_type, lr=1e-3, beta1=0.9,
+                               beta2=0.999, eps=1e-8, weight_decay=1e-2, decoupled_weight_decay=aligned,
+                               amsgrad=aligned, maximize=aligned, grad_scale=flag, found_inf=flag)
+    return [(f"adam {'every option, aligned' if aligned else 'no option, unaligned'} {dtype_name}",
+             lambda dtype_name=dtype_name, aligned=aligned: step(dtype_name, aligned))
+            for dtype_name in ("fp32", "bf16", "fp16") for aligned in (True, False)]

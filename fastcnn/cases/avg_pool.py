@@ -4,7 +4,7 @@ import torch
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.avg_pool import adaptive_avg_pool2d, avg_pool2d, bytes_moved
 from ..ops.max_pool import pool_output_size
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 # ResNet-50's global pool (2048 x 7² to 1x1) and an Inception-style 3x3 stride-1 average pool.
 SUITES = {"resnet50_head": dict(channels=2048, size=7, output_size=1),
@@ -60,7 +60,7 @@ def static_launches(kernel_module, options):
         for dtype_name in options.dtypes:
             def avg_pools(layout=layout, dtype_name=dtype_name):
                 avg_pool = kernel_module("avg_pool")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 head = empty((64, 2048, 7, 7), dtype, cl)  # ResNet-50's global pool
                 pooled = empty((64, 2048, 1, 1), dtype, cl)
                 avg_pool.forward(head, pooled)

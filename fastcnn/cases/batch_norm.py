@@ -5,7 +5,7 @@ from ..nn import BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 def resnet50_activation_shapes():
     """Distinct (channels, height = width) of the activations that ResNet-50's batch norms see
@@ -93,7 +93,7 @@ def static_launches(kernel_module, options):
             def bn(layout=layout, dtype_name=dtype_name):
                 import torch
                 batch_norm = kernel_module("batch_norm")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 128
                 x4 = empty((32, c, 28, 28), dtype, cl)
                 x = x4.view(32, c, -1)
@@ -114,7 +114,7 @@ def static_launches(kernel_module, options):
             def bn_add_relu(layout=layout, dtype_name=dtype_name):
                 import torch
                 batch_norm = kernel_module("batch_norm")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
                 x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, cl).view(32, c, -1) for _ in range(5))
                 folded = torch.empty((5, c), dtype=torch.float32)

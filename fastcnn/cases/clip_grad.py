@@ -6,7 +6,7 @@ import torch
 from ..benchmarking import element_size
 from ..ops.clip_grad import bytes_moved, clip_grad_norm_, clip_grad_value_
 from ._optimizers import PARAMETER_SUITES, optimizer_profile_cases, step_cases
-from ._static import DTYPES, RESNET_ISH_SHAPES
+from ._static import DTYPES, RESNET_ISH_SHAPES, parameter_list, triton_type
 
 SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("clip_grad_norm", "clip_grad_value")
@@ -70,3 +70,27 @@ def static_launches(kernel_module, options):
             clip_grad.clamp(table, 1.0, element_type=tl_dtype)
         out.append((f"clip_grad norm 2 + scale + clamp ResNet-ish grads {dtype_name}", clip))
     return out
+
+
+def compile_variants(kernel_module):
+    """Every norm type's partial norms and merge (2, 3.5, inf, -inf, 0, -1.5) in fp32; the 2-norm
+    in bf16; scaling and clamping in fp32 and bf16; each over aligned and unaligned gradients."""
+    def clip(dtype_name, norm_type, aligned):
+        clip_grad, multi_tensor = kernel_module("clip_grad"), kernel_module("multi_tensor")
+        dtype = DTYPES[dtype_name]
+        grads = parameter_list(dtype, aligned)
+        table = multi_tensor.build_table((grads,), [g.numel() for g in grads], multi_tensor.CHUNK_SIZE,
+                                         torch.device("cpu"))
+        element_type = triton_type(dtype_name)
+        partials = torch.empty((clip_grad.PARTIAL_ROWS, table.num_chunks), dtype=torch.float32)
+        total, coefficient = torch.empty((), dtype=dtype), torch.empty((), dtype=torch.float32)
+        clip_grad.partial_norms(table, partials, 0, 0, element_type=element_type, norm_type=norm_type)
+        clip_grad.total_norm(partials, total, coefficient, total_type=element_type, norm_type=norm_type,
+                             max_norm=1.0)
+        clip_grad.scale(table, coefficient, element_type=element_type)
+        clip_grad.clamp(table, 1.0, element_type=element_type)
+    cases = [("fp32", norm_type, True) for norm_type in (2.0, 3.5, float("inf"), float("-inf"), 0.0, -1.5)]
+    cases += [(dtype_name, 2.0, aligned) for dtype_name in ("fp32", "bf16") for aligned in (True, False)]
+    return [(f"clip_grad norm {norm_type:g} {'aligned' if aligned else 'unaligned'} {dtype_name}",
+             lambda dtype_name=dtype_name, norm_type=norm_type, aligned=aligned: clip(dtype_name, norm_type, aligned))
+            for dtype_name, norm_type, aligned in cases]

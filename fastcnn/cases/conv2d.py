@@ -7,7 +7,7 @@ import torch
 
 from ..benchmarking import BenchmarkCase, compiled, geometric_mean, random_input
 from ..ops.conv2d import _kernels, conv2d_output_size, dot_precision, flops
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 
 class ConvLayer(NamedTuple):
@@ -178,11 +178,11 @@ def static_launches(kernel_module, options):
         def run():
             conv2d = kernel_module("conv2d")
             dtype = DTYPES[dtype_name]
-            cl = LAYOUTS[layout]
+            cl = CHANNELS_LAST[layout]
             p = (h + 2 * pad - r) // stride + 1
             q = (w + 2 * pad - s) // stride + 1
             x = empty((n, c, h, w), dtype, cl)
-            weight = empty((k, c // groups, r, s), dtype, LAYOUTS[weight_layout or layout])
+            weight = empty((k, c // groups, r, s), dtype, CHANNELS_LAST[weight_layout or layout])
             y = empty((n, k, p, q), dtype, cl)
             b = empty((k,), dtype) if bias else None
             geo = dict(stride=(stride, stride), padding=(pad, pad), dilation=(1, 1), groups=groups)
@@ -218,3 +218,30 @@ def static_launches(kernel_module, options):
                                  32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128, bias=False))
 
     return out
+
+
+def compile_variants(kernel_module):
+    """The three passes in bf16, fp16 and fp32 (TF32) with int64 indexing (an input whose batch
+    stride puts its last element past 2**31: a view into an untouched 4 GiB allocation), and at
+    batch 1 on a 1x1 layer with unit strides (integers equal to 1 become constants at launch)."""
+    def passes(dtype_name, wide):
+        conv2d = kernel_module("conv2d")
+        dtype = DTYPES[dtype_name]
+        precision = "tf32" if dtype_name == "fp32" else "ieee"
+        if wide:
+            n, c, k, size, kernel = 2, 16, 16, 9, 3
+            buffer = torch.empty(2**31 + c * size * size, dtype=dtype)
+            x = buffer.as_strided((n, c, size, size), (2**31, 1, size * c, c))
+        else:
+            n, c, k, size, kernel = 1, 32, 16, 8, 1
+            x = empty((n, c, size, size), dtype, True)
+        padding = kernel // 2
+        weight = empty((k, c, kernel, kernel), dtype, True)
+        y = empty((n, k, size, size), dtype, True)
+        geometry = dict(stride=(1, 1), padding=(padding, padding), dilation=(1, 1), groups=1, dot_precision=precision)
+        conv2d.forward(x, weight, empty((k,), dtype), y, **geometry)
+        conv2d.input_grad(y, weight, x, **geometry)
+        conv2d.weight_grad(x, y, empty((k, c, kernel, kernel), dtype, True), **geometry)
+    return [(f"conv2d {'int64 indexing' if wide else 'batch 1 1x1'} {dtype_name}",
+             lambda dtype_name=dtype_name, wide=wide: passes(dtype_name, wide))
+            for dtype_name in ("bf16", "fp16", "fp32") for wide in (True, False)]

@@ -58,3 +58,25 @@ def static_launches(kernel_module, options):
             out.append((f"cross_entropy N{rows} C{classes} {dtype_name}", ce))
 
     return out
+
+
+def compile_variants(kernel_module):
+    """Class-index and probability targets, with class weights and label smoothing, in bf16 and
+    fp32, for 10 and 128,000 classes (one row tile, and a chunked row)."""
+    def loss(dtype_name, probabilities, classes):
+        cross_entropy = kernel_module("cross_entropy")
+        dtype, rows = DTYPES[dtype_name], 4
+        x = torch.empty((rows, classes), dtype=dtype).unsqueeze(-1)
+        target = torch.empty_like(x) if probabilities else torch.zeros((rows,), dtype=torch.int64).unsqueeze(-1)
+        row_loss, row_weight = torch.empty(rows, dtype=torch.float32), torch.empty(rows, dtype=torch.float32)
+        grad = torch.empty_like(x)
+        cross_entropy.forward(x, target, torch.ones(classes, dtype=dtype), row_loss, row_weight, grad,
+                              cross_entropy.invalid_buffer("cpu"), ignore_index=-100, smoothing=0.1,
+                              probabilities=probabilities)
+        loss, denominator = torch.empty((), dtype=dtype), torch.empty((), dtype=torch.float32)
+        cross_entropy.reduce_rows(row_loss, row_weight, loss, denominator, mean=True)
+        cross_entropy.scale_grad(grad, torch.ones((), dtype=dtype), denominator, mean=True)
+    return [(f"cross_entropy {'probabilities' if probabilities else 'indices'} C{classes} {dtype_name}",
+             lambda dtype_name=dtype_name, probabilities=probabilities, classes=classes: loss(
+                 dtype_name, probabilities, classes))
+            for dtype_name in ("bf16", "fp32") for probabilities in (False, True) for classes in (10, 128000)]

@@ -4,7 +4,7 @@ import torch
 from ..nn import GroupNorm
 from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..ops.group_norm import bytes_moved
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 # (channels, height = width) of a Stable-Diffusion-style U-Net's GroupNorm(32)+SiLU at 64² latents.
 SUITES = {"unet": lambda: [(320, 64), (640, 32), (1280, 16), (1280, 8)]}
@@ -47,7 +47,7 @@ def static_launches(kernel_module, options):
             def group_norm_silu(layout=layout, dtype_name=dtype_name):
                 import torch
                 group_norm = kernel_module("group_norm")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c, groups = 320, 32
                 x = empty((8, c, 64, 64), dtype, cl).view(8, c, -1)
                 y, dx = (empty((8, c, 64, 64), dtype, cl).view(8, c, -1) for _ in range(2))

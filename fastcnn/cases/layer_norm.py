@@ -4,7 +4,7 @@ import torch
 from .. import nn as fastcnn_nn
 from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..ops.layer_norm import bytes_moved
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 # (channels, height = width) of ConvNeXt-T's LayerNorm2d inputs (stem and downsamples) and of its
 # blocks' LayerNorm (over C of the permuted NHWC view), one per stage.
@@ -77,7 +77,7 @@ def static_launches(kernel_module, options):
             def layer_norm2d(layout=layout, dtype_name=dtype_name):
                 import torch
                 layer_norm = kernel_module("layer_norm")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 96
                 # ConvNeXt-T's first stage: the [N, H*W, C] view of its NCHW or channels_last activation.
                 x, y, dx = (empty((64, c, 56, 56), dtype, cl).permute(0, 2, 3, 1).reshape(64, 56 * 56, c)
@@ -88,3 +88,20 @@ def static_launches(kernel_module, options):
                 layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind=None, parameter=0.0)
             out.append((f"layernorm2d ConvNeXt N64 C96 56x56 {layout} {dtype_name}", layer_norm2d))
     return out
+
+
+def compile_variants(kernel_module):
+    """ConvNeXt's 768-channel norms with a fused GELU, in bf16 and fp32: a block's LayerNorm over
+    the permuted NHWC view (rows of one tile) and LayerNorm2d on NCHW (rows strided by H*W)."""
+    def norm(dtype_name, channels_last):
+        layer_norm = kernel_module("layer_norm")
+        c, n, size = 768, 4, 7
+        x, y, dx = (empty((n, c, size, size), DTYPES[dtype_name], channels_last).permute(0, 2, 3, 1)
+                    .reshape(n, size * size, c) for _ in range(3))
+        stats = torch.empty((3, n * size * size), dtype=torch.float32)
+        weight, bias = torch.ones(c), torch.zeros(c)
+        layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind="gelu", parameter=0.0)
+        layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind="gelu", parameter=0.0)
+    return [(f"layer_norm C768 gelu {'channels_last' if channels_last else 'nchw'} {dtype_name}",
+             lambda dtype_name=dtype_name, channels_last=channels_last: norm(dtype_name, channels_last))
+            for dtype_name in ("bf16", "fp32") for channels_last in (False, True)]

@@ -3,7 +3,7 @@ import torch
 
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.max_pool import bytes_moved, max_pool2d, pool_output_size
-from ._static import DTYPES, LAYOUTS, empty
+from ._static import DTYPES, CHANNELS_LAST, empty
 
 # ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
 SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
@@ -48,7 +48,7 @@ def static_launches(kernel_module, options):
             def pool(layout=layout, dtype_name=dtype_name):
                 import torch
                 max_pool = kernel_module("max_pool")
-                dtype, cl = DTYPES[dtype_name], LAYOUTS[layout]
+                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 x = empty((32, 64, 112, 112), dtype, cl)
                 out_ = empty((32, 64, 56, 56), dtype, cl)
                 taps = empty((32, 64, 56, 56), torch.uint8, cl)
@@ -58,3 +58,22 @@ def static_launches(kernel_module, options):
             out.append((f"maxpool3x3s2 N32 C64 112x112 {layout} {dtype_name}", pool))
 
     return out
+
+
+def compile_variants(kernel_module):
+    """max_pool2d compares in the input's own dtype: floats from -inf, integers from their minimum
+    (uint8 0, int64 -2**63), so float64, int64 and uint8 forwards (with torch's indices) are
+    compiled too, and float64's backward (summed in fp64), in both layouts."""
+    def pool(dtype, channels_last):
+        max_pool = kernel_module("max_pool")
+        x = empty((2, 8, 9, 9), dtype, channels_last)
+        out = empty((2, 8, 5, 5), dtype, channels_last)
+        taps = empty((2, 8, 5, 5), torch.uint8, channels_last)
+        indices = empty((2, 8, 5, 5), torch.int64, channels_last)
+        geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+        max_pool.forward(x, out, taps, indices, **geometry)
+        if dtype.is_floating_point:
+            max_pool.backward(out, taps, empty((2, 8, 9, 9), dtype, channels_last), **geometry)
+    return [(f"max_pool {str(dtype)[6:]} {'channels_last' if channels_last else 'nchw'}",
+             lambda dtype=dtype, channels_last=channels_last: pool(dtype, channels_last))
+            for dtype in (torch.float64, torch.int64, torch.uint8) for channels_last in (False, True)]

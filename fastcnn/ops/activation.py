@@ -22,8 +22,13 @@ __all__ = ["relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "hardswish", "h
 
 OP = "activation"
 
-# kind -> (torch module class, the module attribute holding the kernel's parameter, its default)
-MODULES = {
+# Every activation the kernels compute (kernels/activation.py's ``activate`` branches on these
+# names), each norm's fused epilogue included: the one list.
+KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "hardswish", "hardsigmoid", "sigmoid",
+         "tanh")
+# kind -> (torch module class, the module attribute holding the kernel's parameter, its default);
+# gelu_tanh is GELU(approximate="tanh").
+TORCH_MODULES = {
     "relu": (torch.nn.ReLU, None, 0.0),
     "relu6": (torch.nn.ReLU6, None, 0.0),
     "leaky_relu": (torch.nn.LeakyReLU, "negative_slope", 0.01),
@@ -35,7 +40,6 @@ MODULES = {
     "sigmoid": (torch.nn.Sigmoid, None, 0.0),
     "tanh": (torch.nn.Tanh, None, 0.0),
 }
-KINDS = tuple(MODULES) + ("gelu_tanh",)
 ACTIVATION_FORMS = ('the valid forms are a name ("relu", "gelu_tanh", ...), a 1-tuple of one, ("leaky_relu", '
                     'negative_slope), ("elu", alpha), ("gelu", "none" or "tanh"), or a torch activation module')
 
@@ -59,13 +63,13 @@ def resolve_activation(op, activation):
         given = type(activation)
         if "fastcnn_kind" in given.__dict__:  # fastcnn.nn's drop-in: the torch module it subclasses
             given = given.__mro__[1]
-        for kind, (module_type, attribute, _) in MODULES.items():
+        for kind, (module_type, attribute, _) in TORCH_MODULES.items():
             if given is module_type:
                 if kind == "gelu":
                     return ("gelu_tanh" if activation.approximate == "tanh" else "gelu"), 0.0
                 return kind, float(getattr(activation, attribute)) if attribute else 0.0
         raise ValueError(f"{op}: activation module {type(activation).__name__} is not supported; fastcnn fuses "
-                         f"{', '.join(module.__name__ for module, _, _ in MODULES.values())}")
+                         f"{', '.join(module.__name__ for module, _, _ in TORCH_MODULES.values())}")
     name, parameter = activation, None
     if isinstance(activation, (tuple, list)) and len(activation) in (1, 2):
         name, parameter = (*activation, None)[:2]
@@ -74,9 +78,9 @@ def resolve_activation(op, activation):
                          f"{ACTIVATION_FORMS}")
     if name == "gelu" and parameter in ("none", "tanh"):  # F.gelu's approximate argument
         return ("gelu_tanh" if parameter == "tanh" else "gelu"), 0.0
-    attribute = MODULES.get(name, (None, None, 0.0))[1]
+    attribute = TORCH_MODULES.get(name, (None, None, 0.0))[1]
     if parameter is None:
-        return name, MODULES.get(name, (None, None, 0.0))[2]
+        return name, TORCH_MODULES.get(name, (None, None, 0.0))[2]
     if attribute is None and parameter == 0.0 and not isinstance(parameter, (bool, str)):
         return name, 0.0  # the (kind, 0.0) pairs fastcnn itself stores, e.g. a fused norm's ``activation``
     if attribute is None or isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
@@ -90,7 +94,7 @@ def module_for(kind, parameter):
     """The torch module computing (kind, parameter): what the fallback and the references run."""
     if kind == "gelu_tanh":
         return torch.nn.GELU(approximate="tanh")
-    module_type, attribute, _ = MODULES[kind]
+    module_type, attribute, _ = TORCH_MODULES[kind]
     return module_type(**({attribute: parameter} if attribute else {}))
 
 

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import as_rows, empty_rows_like, rows_view, statistic_vectors
+from .._layout import as_rows, empty_rows_like, rows_view
+from .._norms import statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation

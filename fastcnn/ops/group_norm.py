@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import as_rows, empty_norm_grads, empty_rows_like, rows_view, split_parameter_grads, statistic_vectors
+from .._layout import as_rows, empty_rows_like, rows_view
+from .._norms import empty_norm_grads, split_parameter_grads, statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from .._layout import split_parameter_grads
+from .._norms import split_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import module_for, resolve_activation

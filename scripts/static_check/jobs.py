@@ -14,6 +14,8 @@ from .analysis import analyse_ptx, analyse_sass, analyse_ttgir, occupancy, run_p
 
 
 def _jsonable(value):
+    if type(value).__name__ == "constexpr":  # a module-level tl.constexpr passed as an argument
+        value = value.value
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     return str(value)
@@ -34,6 +36,7 @@ class Job:
     programs: int
     dtype: str
     autotuned: bool
+    named: dict  # the constexprs by parameter name (ALIGNED, WIDE_INDEX, ...)
 
 
 def _dtype_label(signature, constexprs_named):
@@ -58,7 +61,9 @@ def _config_label(fn, config, named, num_warps, num_stages):
     return f"{text} w{num_warps} s{num_stages}"
 
 
-def make_jobs(launches, arch):
+def make_jobs(launches, arch, one_config=False):
+    """Distinct compiles of ``launches`` for ``arch``: every configuration each launch may take
+    (autotune configs after pruning), or its first only with ``one_config``."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
@@ -68,7 +73,7 @@ def make_jobs(launches, arch):
     for launch in launches:
         fn = launch.fn
         binder = create_function_from_signature(fn.signature, fn.params, backend)
-        for config in launch.configs:
+        for config in launch.configs[:1] if one_config else launch.configs:
             kwargs = dict(launch.kwargs, **config)
             kwargs.setdefault("debug", False)
             try:
@@ -93,7 +98,8 @@ def make_jobs(launches, arch):
                 seen[key].scenario += f"; {launch.scenario}"
                 continue
             job = Job(key, fn.__name__, launch.scenario, label, fn, signature, constexprs, attrs, options.__dict__,
-                      num_warps, programs, _dtype_label(signature, named), launch.autotuned)
+                      num_warps, programs, _dtype_label(signature, named), launch.autotuned,
+                      {name: _jsonable(value) for name, value in named.items()})
             seen[key] = job
             jobs.append(job)
     return jobs, target
@@ -101,7 +107,9 @@ def make_jobs(launches, arch):
 
 
 
-def compile_and_analyse(job, target, workdir):
+def compile_and_analyse(job, target, workdir, ptx_only=False):
+    """Compile ``job`` and read what the compiler emitted; with ``ptx_only`` the PTX alone (no
+    ptxas -v, no SASS): what the compile harness checks."""
     import triton
     from triton.compiler import ASTSource
     t0 = time.time()
@@ -114,6 +122,8 @@ def compile_and_analyse(job, target, workdir):
     res["num_warps"] = getattr(md, "num_warps", job.num_warps)
     res["num_stages"] = getattr(md, "num_stages", None)
     res.update(analyse_ptx(asm["ptx"]))
+    if ptx_only:
+        return res
     res.update(analyse_ttgir(asm["ttgir"]))
     res.update(run_ptxas(asm["ptx"], target.arch, workdir))
     if "cubin" in asm:
@@ -122,7 +132,7 @@ def compile_and_analyse(job, target, workdir):
     return res
 
 
-def run_jobs(jobs, target, parallel, timeout):
+def run_jobs(jobs, target, parallel, timeout, ptx_only=False):
     """Each compile in a forked child: a crash (MLIR abort, ptxas SIGSEGV) becomes a reported failure."""
     results = [None] * len(jobs)
     pending = list(range(len(jobs)))
@@ -142,7 +152,7 @@ def run_jobs(jobs, target, parallel, timeout):
                     os.dup2(log, 2)
                     sys.stdout = os.fdopen(1, "w", buffering=1)
                     sys.stderr = os.fdopen(2, "w", buffering=1)
-                    res = compile_and_analyse(jobs[index], target, workdir)
+                    res = compile_and_analyse(jobs[index], target, workdir, ptx_only)
                     with open(os.path.join(workdir, "result.json"), "w") as f:
                         json.dump(res, f, default=str)
                 except BaseException:

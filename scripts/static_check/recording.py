@@ -95,9 +95,17 @@ def case_modules(project):
 
 
 def scenarios(options):
-    """(name, callable) pairs; each callable launches kernels through the project's helpers."""
-    return [scenario for module in case_modules(options.project) if hasattr(module, "static_launches")
-            for scenario in module.static_launches(kernel_module, options)]
+    """(name, callable) pairs; each callable launches kernels through the project's helpers: each
+    op's ``static_launches`` and, with ``options.variants``, its ``compile_variants`` (named
+    "variant ...": specialisations the report does not need but the compiler must accept, such as
+    int64 indexing, unaligned tensors, every activation kind, integer max-pool)."""
+    found = []
+    for module in case_modules(options.project):
+        if hasattr(module, "static_launches"):
+            found += module.static_launches(kernel_module, options)
+        if getattr(options, "variants", False) and hasattr(module, "compile_variants"):
+            found += [(f"variant {name}", run) for name, run in module.compile_variants(kernel_module)]
+    return found
 
 
 def memory_bound_kernels(project):

@@ -1,0 +1,41 @@
+"""Buffers the norms (batch, group, instance, layer) share: per-channel statistics a kernel updates
+in place, and the one fp32 buffer their backward fills with both parameter gradients."""
+from ._layout import empty_rows_like
+
+
+def statistic_vectors(statistics):
+    """(vectors, write_back) for per-channel buffers a kernel updates in place (running
+    statistics; None entries stay None): each as a 1-d view of its C elements, read through its
+    stride; a buffer whose strides no 1-d view can express is updated in a copy, listed in
+    ``write_back`` as (buffer, copy) for the caller to copy back after the launch."""
+    vectors, write_back = [], []
+    for statistic in statistics:
+        vector = statistic
+        if statistic is not None and statistic.dim() != 1:
+            try:
+                vector = statistic.view(-1)
+            except RuntimeError:
+                vector = statistic.reshape(-1)  # a copy, as no view exists
+                write_back.append((statistic, vector))
+        vectors.append(vector)
+    return vectors, write_back
+
+
+def empty_norm_grads(input, output_mask):
+    """(grad_input laid out as ``empty_rows_like``, parameter_grads) of a per-channel norm's
+    backward: parameter_grads is one fp32 [2, C] buffer (row 0 grad_bias, row 1 grad_weight), which
+    the kernels fill in one pass. Either has 0 elements when ``output_mask`` (grad_input,
+    grad_weight, grad_bias) asks for none of it."""
+    import torch
+
+    grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
+    sums = torch.empty((2, input.shape[1]) if any(output_mask[1:]) else (0,), dtype=torch.float32,
+                       device=input.device)
+    return grad_input, sums
+
+
+def split_parameter_grads(sums, weight, bias, mask):
+    """(grad_weight, grad_bias) from ``empty_norm_grads``' fp32 [2, ...] buffer after the backward,
+    in the parameters' dtypes and shapes; None where ``mask`` (input, weight, bias) does not ask."""
+    return (sums[1].to(weight.dtype).view(weight.shape) if mask[1] else None,
+            sums[0].to(bias.dtype).view(bias.shape) if mask[2] else None)
