@@ -5,7 +5,7 @@ One step = forward + cross-entropy + backward + Adam step on a synthetic 224x224
 autocast, channels_last model and input; fastcnn's variants use fastcnn.cross_entropy and
 fastcnn.optim.Adam, torch's use F.cross_entropy and torch.optim.Adam(fused=True). Figures:
 images/s (median step time over CUDA events), speedup over eager and over torch.compile, peak
-memory of a step, and the first step's cost (compile and autotune). Goal (issue 6): fastcnn
+memory of a step, and the first step's cost (compile and autotune). Goal (README): fastcnn
 >= 1.15x eager and >= 1.0x torch.compile with peak memory <= eager's.
 
 ``FASTCNN_BENCH_DRY_RUN=1`` (scripts/gpu_check.sh --dry-run) runs the same code on the CPU,

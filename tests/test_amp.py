@@ -60,7 +60,7 @@ def test_amp_training_matches_torch(dtype, scaled, seed, generator):
     parameter update of each step. Two low-precision runs are not compared with each other, nor
     after several steps of their own: Adam's first steps move each weight by about lr·sign(grad),
     so rounding flips of tiny gradients make any two runs drift apart, and a bound on one drifted
-    run fails by chance (CI did, at FASTCNN_TEST_SEED=2035478911)."""
+    run would fail by chance."""
     original, converted = _twins(generator)
     reference = copy.deepcopy(original).double()
     runs = []

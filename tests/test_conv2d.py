@@ -261,7 +261,7 @@ def test_layout_rule_is_atens_suggest_memory_format():
 
 
 def test_non_contiguous_bias_input_and_weight(seed, generator):
-    """The issue's case: a Conv2d(3, 8, 7, stride=2, padding=3) whose bias is a strided view,
+    """A Conv2d(3, 8, 7, stride=2, padding=3) whose bias is a strided view,
     and the functional with every operand non-contiguous (PyTorch's test_conv_backend cases);
     the GEMM and the depthwise kernels."""
     conv = fastcnn.nn.Conv2d(3, 8, 7, stride=2, padding=3)

@@ -487,7 +487,7 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
     converted.load_state_dict(trained.state_dict())
 
 
-# What must not be left in ATen in a converted model's training step (issue 16's "done"): linear
+# What must not be left in ATen in a converted model's training step: linear
 # layers, squeeze-excitation's broadcast multiply and the reductions of their gradients may stay.
 MOVED_KINDS = ("convolution", "norm", "activation", "pooling", "residual add", "loss", "dropout")
 
@@ -574,9 +574,8 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
     _randomness_off(original, converted)
     # The last batch norms see batch x (size / 32)² values per channel. With 2 of them x̂ is ±1,
     # flipping with any rounding of a near tie, so that one draw of fp32 torch's distance from
-    # float64 does not bound fastcnn's (resnet18 at FASTCNN_TEST_SEED=2071923632: torch 4.0e-4,
-    # fastcnn 1.3e-3, or 4e-4 with batch norm's statistics summed in other tiles), and a few SGD
-    # steps later the fp32 runs (torch's too, which once went NaN) leave the float64 one: outputs,
+    # float64 does not bound fastcnn's (a statistic summed in other tiles flips such a tie), and
+    # a few SGD steps later the fp32 runs (torch's too) may leave the float64 one: outputs,
     # gradients and the trajectory are compared in training mode from 8 values, below that the
     # outputs and gradients in eval mode (running statistics: well-conditioned).
     well_conditioned = batch * (size // 32) ** 2 >= 8

@@ -49,6 +49,7 @@ def test_wheel_installs_no_top_level_kernels_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "fastcnn/kernels/adam.py" in names and "fastcnn/kernels/__init__.py" in names
     assert "fastcnn/ops/adam.py" in names and "fastcnn/ops/__init__.py" in names  # a wheel without it cannot import
+    assert "fastcnn/cases/adam.py" in names  # nor profile
     top_level = {name.split("/")[0] for name in names}
     assert "kernels" not in top_level, top_level
 

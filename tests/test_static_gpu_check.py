@@ -2,8 +2,8 @@
 kernel in every configuration its launcher or autotuner may use, compiled for an H100 without a
 GPU. It fails on what is never acceptable (a compile failure, a config that cannot launch or that
 spills, a memory-bound grid smaller than the GPU), and this test also holds the kernels to what
-the issue asked of their code: async copies of 128-bit rows in the conv main loops in both
-layouts, and 128-bit logits rows in cross-entropy. The committed full report is bench/static/.
+their speed needs: async copies of 128-bit rows in the conv main loops in both layouts, and
+128-bit logits rows in cross-entropy. The committed full report is bench/static/.
 """
 import json
 import os
