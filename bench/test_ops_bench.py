@@ -1,12 +1,8 @@
-"""Every op of the benchmark catalogue under pytest-benchmark: the cases each op module's
-``profile_cases`` defines (conv2d's three passes on every distinct ResNet-18/50 layer and a
-MobileNetV2 depthwise layer, BN+ReLU on ResNet-50's activations, ResNet's stem max-pool,
-cross-entropy for 10 to 128k classes, Adam, SGD, RMSprop, Adagrad, Adadelta and gradient clipping over
-ResNet-50's and many small parameters, GroupNorm+SiLU on a U-Net's activations, ConvNeXt-T's
-LayerNorm2d and block LayerNorm, SiLU and GELU alone, dropout and dropout2d), the same
-cases ``fastcnn-profile`` runs, timed the same way (``fastcnn.benchmarking.measure_case``: fastcnn
-and every baseline of the case side by side in this process, L2 flushed between calls) and
-recorded in the same schema (``fastcnn.reporting.figures``), into the session's results file.
+"""Every op of the benchmark catalogue under pytest-benchmark: the cases each op's case module
+(``fastcnn/cases/<op>.py``) defines in its ``profile_cases``, the same cases ``fastcnn-profile``
+runs, timed the same way (``fastcnn.benchmarking.measure_case``: fastcnn and every baseline of
+the case side by side in this process, L2 flushed between calls) and recorded in the same schema
+(``fastcnn.reporting.figures``), into the session's results file.
 
 bf16 and fp32 (TF32 as PyTorch's own setting says, on both sides), channels_last and NCHW.
 ``FASTCNN_BENCH_QUICK=1`` keeps the profiler's quick subset (batch 64, a few shapes per op).

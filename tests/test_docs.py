@@ -78,3 +78,15 @@ def test_the_architecture_table_names_every_op_module_and_kernel_file():
     for path in (ROOT / "kernels").glob("*.py"):
         if path.stem != "__init__":
             assert f"{path.name}`" in architecture, path.name
+
+
+def test_the_reference_names_every_module_convert_replaces():
+    """docs/reference.md's list of what ``fastcnn.convert`` swaps (its first paragraph on it)."""
+    from fastcnn.convert import REPLACEMENTS
+
+    reference = text(ROOT / "docs" / "reference.md")
+    section = reference[reference.index("`fastcnn.convert.REPLACEMENTS`"):]
+    section = section[:section.index("\n\n")]
+    missing = [torch_type.__name__ for torch_type in REPLACEMENTS if not re.search(
+        rf"`(nn\.)?{torch_type.__name__}`|`nn\.{torch_type.__name__[:-2]}1d/2d/3d`", section)]
+    assert not missing, f"docs/reference.md does not say convert replaces {missing}"
