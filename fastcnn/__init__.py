@@ -10,7 +10,8 @@ from ._version import __version__
 from .convert import ConversionReport, convert
 from .coverage import Coverage, coverage
 
-__all__ = ["ConversionReport", "Coverage", "FallbackWarning", "convert", "coverage", "info", "nn", "ops", "optim", "__version__"]
+__all__ = ["ConversionReport", "Coverage", "FallbackWarning", "convert", "coverage", "info", "nn", "ops", "optim",
+           "__version__"]
 for _module in ops.MODULES:
     for _name in _module.__all__:
         globals()[_name] = getattr(_module, _name)

@@ -2,9 +2,9 @@
 ``activation_grad`` are the epilogues the normalisation kernels fuse in (given the
 pre-activation value z in fp32), and the flat kernels below run them on their own.
 
-The kinds (``fastcnn/ops/activation.py``'s ``KINDS``, the one list): relu, relu6 (hardtanh 0..6), leaky_relu (slope = ``parameter``), elu
-(alpha = ``parameter``), silu, gelu (exact, erf), gelu_tanh (tanh approximation), hardswish,
-hardsigmoid, sigmoid, tanh. NaN and ±inf follow torch's formulas, forward and gradient: each
+The kinds (``fastcnn/ops/activation.py``'s ``KINDS``, the one list): relu, relu6 (hardtanh
+0..6), leaky_relu (slope = ``parameter``), elu (alpha = ``parameter``), silu, gelu (exact, erf),
+gelu_tanh (tanh approximation), hardswish, hardsigmoid, sigmoid, tanh. NaN and ±inf follow torch's formulas, forward and gradient: each
 ``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
 the branch torch's kernel takes.
 

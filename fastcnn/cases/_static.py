@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from ..benchmarking import MEMORY_FORMATS
+from ..benchmarking import DTYPES, MEMORY_FORMATS
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+__all__ = ["CHANNELS_LAST", "DTYPES", "RESNET_ISH_SHAPES", "empty", "optimizer_step_launches", "parameter_list",
+           "triton_type", "VariantOptions"]
 # Whether each of the benchmark catalogue's memory formats is channels_last.
 CHANNELS_LAST = {name: memory_format is torch.channels_last for name, memory_format in MEMORY_FORMATS.items()}
 
@@ -63,8 +64,8 @@ def optimizer_step_launches(kernel_module, options, name, label, rows, hyperpara
         arguments = (table, pending) if name == "sgd" else (table,)
         launch(*arguments, **types, **hyperparameters)
     alignment = "" if aligned else " unaligned"
-    return [(f"{name} {label} ResNet-ish params{alignment} {dtype_name}", lambda dtype_name=dtype_name: step(dtype_name))
-            for dtype_name in options.dtypes if dtype_name != "fp16"]
+    return [(f"{name} {label} ResNet-ish params{alignment} {dtype_name}",
+             lambda dtype_name=dtype_name: step(dtype_name)) for dtype_name in options.dtypes if dtype_name != "fp16"]
 
 
 class VariantOptions:

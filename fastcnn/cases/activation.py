@@ -1,4 +1,5 @@
-"""activation's benchmark cases: SiLU and GELU alone, forward + backward, on EfficientNet-B0 and ConvNeXt-T activations."""
+"""activation's benchmark cases: SiLU and GELU alone, forward + backward, on EfficientNet-B0 and
+ConvNeXt-T activations."""
 import torch
 
 from .. import nn as fastcnn_nn
@@ -34,8 +35,9 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_forward_kernel', '_backward_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_forward_kernel", "_backward_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -46,7 +48,6 @@ def static_launches(kernel_module, options):
     out = []
     for dtype_name in options.dtypes:
         def elementwise(dtype_name=dtype_name):
-            import torch
             activation, dropout = kernel_module("activation"), kernel_module("dropout")
             dtype = DTYPES[dtype_name]
             x, y, dy = (empty((64, 384, 56, 56), dtype, True) for _ in range(3))
@@ -56,7 +57,6 @@ def static_launches(kernel_module, options):
             dropout.dropout(x, y, seed, p=0.2)
             dropout.channel_dropout(x.view(64, 384, -1), y.view(64, 384, -1), seed, p=0.2)
         out.append((f"gelu + dropout + dropout2d N64 C384 56x56 channels_last {dtype_name}", elementwise))
-
     return out
 
 

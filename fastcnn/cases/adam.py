@@ -24,7 +24,6 @@ def static_launches(kernel_module, options):
             continue
 
         def adam(dtype_name=dtype_name, label=label, scaler=scaler):
-            import torch
             adam_kernels, multi_tensor = kernel_module("adam"), kernel_module("multi_tensor")
             dtype = DTYPES[dtype_name]
             lists = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(4)]
@@ -40,7 +39,6 @@ def static_launches(kernel_module, options):
                                    decoupled_weight_decay=not scaler, amsgrad=False, maximize=False,
                                    grad_scale=scale, found_inf=found_inf)
         out.append((f"adam {label} ResNet-ish params {dtype_name}", adam))
-
     return out
 
 

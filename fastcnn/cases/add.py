@@ -1,4 +1,5 @@
-"""add's benchmark cases: The residual add no batch norm took, forward + backward, on ResNet-50's first-stage block output."""
+"""add's benchmark cases: The residual add no batch norm took, forward + backward, on ResNet-50's
+first-stage block output."""
 import torch
 
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
@@ -31,8 +32,9 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_add_kernel',)
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_add_kernel",)
 
 
 def static_launches(kernel_module, options):
@@ -45,5 +47,4 @@ def static_launches(kernel_module, options):
             x, r, out_ = (empty((32, 256, 56, 56), DTYPES[dtype_name], True) for _ in range(3))
             add.add(x, r, out_)
         out.append((f"residual add N32 C256 56x56 channels_last {dtype_name}", residual_add))
-
     return out

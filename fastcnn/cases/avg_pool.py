@@ -1,4 +1,5 @@
-"""avg_pool's benchmark cases: avg_pool2d and adaptive_avg_pool2d, forward + backward: ResNet-50's global pool and an Inception-style 3x3 pool."""
+"""avg_pool's benchmark cases: avg_pool2d and adaptive_avg_pool2d, forward + backward: ResNet-50's
+global pool and an Inception-style 3x3 pool."""
 import torch
 
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
@@ -48,8 +49,10 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_avg_pool_forward_kernel', '_avg_pool_backward_kernel', '_global_avg_pool_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_avg_pool_forward_kernel", "_avg_pool_backward_kernel",
+                        "_global_avg_pool_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -75,5 +78,4 @@ def static_launches(kernel_module, options):
                 avg_pool.backward(small, x)
             out.append((f"avgpool global 7x7 N64 C2048, 3x3s1 and adaptive 35->7 N32 C192 {layout} {dtype_name}",
                         avg_pools))
-
     return out

@@ -1,4 +1,5 @@
-"""batch_norm's benchmark cases: BN+ReLU forward + backward in training on ResNet-50's activations, and BN + identity → ReLU on its block outputs."""
+"""batch_norm's benchmark cases: BN+ReLU forward + backward in training on ResNet-50's activations,
+and BN + identity → ReLU on its block outputs."""
 import torch
 
 from ..nn import BatchNorm2dReLU
@@ -80,8 +81,10 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_partial_stats_kernel', '_backward_sums_kernel', '_apply_kernel', '_backward_apply_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_backward_sums_kernel",
+                        "_apply_kernel", "_backward_apply_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -91,7 +94,6 @@ def static_launches(kernel_module, options):
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def bn(layout=layout, dtype_name=dtype_name):
-                import torch
                 batch_norm = kernel_module("batch_norm")
                 dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 128
@@ -112,7 +114,6 @@ def static_launches(kernel_module, options):
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def bn_add_relu(layout=layout, dtype_name=dtype_name):
-                import torch
                 batch_norm = kernel_module("batch_norm")
                 dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
@@ -124,5 +125,4 @@ def static_launches(kernel_module, options):
                 batch_norm.backward(y, x, r, dx, dr, folded, torch.empty(c), torch.empty(c), training=True,
                                     kind="relu", parameter=0.0)
             out.append((f"batchnorm+add+relu N32 C256 56x56 {layout} {dtype_name}", bn_add_relu))
-
     return out

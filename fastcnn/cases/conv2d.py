@@ -216,7 +216,6 @@ def static_launches(kernel_module, options):
         for dtype_name in options.dtypes:
             out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1", dtype_name, "ieee", layout,
                                  32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128, bias=False))
-
     return out
 
 

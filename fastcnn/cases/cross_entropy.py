@@ -31,8 +31,9 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_cross_entropy_kernel',)
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_cross_entropy_kernel",)
 
 
 def static_launches(kernel_module, options):
@@ -42,7 +43,6 @@ def static_launches(kernel_module, options):
     for dtype_name in options.dtypes:
         for rows, classes in ((256, 1000), (1024, 10)):
             def ce(dtype_name=dtype_name, rows=rows, classes=classes):
-                import torch
                 cross_entropy = kernel_module("cross_entropy")
                 dtype = DTYPES[dtype_name]
                 x = torch.empty((rows, classes), dtype=dtype).unsqueeze(-1)
@@ -56,7 +56,6 @@ def static_launches(kernel_module, options):
                 cross_entropy.reduce_rows(row_loss, row_weight, loss, denominator, mean=True)
                 cross_entropy.scale_grad(grad, torch.ones((), dtype=dtype), denominator, mean=True)
             out.append((f"cross_entropy N{rows} C{classes} {dtype_name}", ce))
-
     return out
 
 

@@ -34,8 +34,10 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_partial_stats_kernel', '_partial_grad_sums_kernel', '_apply_kernel', '_backward_apply_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_partial_grad_sums_kernel",
+                        "_apply_kernel", "_backward_apply_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -45,7 +47,6 @@ def static_launches(kernel_module, options):
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def group_norm_silu(layout=layout, dtype_name=dtype_name):
-                import torch
                 group_norm = kernel_module("group_norm")
                 dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c, groups = 320, 32

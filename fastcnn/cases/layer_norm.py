@@ -1,4 +1,5 @@
-"""layer_norm's benchmark cases: LayerNorm2d and ConvNeXt blocks' LayerNorm, forward + backward, on ConvNeXt-T's activations."""
+"""layer_norm's benchmark cases: LayerNorm2d and ConvNeXt blocks' LayerNorm, forward + backward, on
+ConvNeXt-T's activations."""
 import torch
 
 from .. import nn as fastcnn_nn
@@ -64,8 +65,9 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_forward_kernel', '_backward_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_forward_kernel", "_backward_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -75,7 +77,6 @@ def static_launches(kernel_module, options):
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def layer_norm2d(layout=layout, dtype_name=dtype_name):
-                import torch
                 layer_norm = kernel_module("layer_norm")
                 dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 c = 96

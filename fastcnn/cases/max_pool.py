@@ -35,8 +35,9 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below (scripts/static_gpu_check.py --check).
-MEMORY_BOUND_KERNELS = ('_max_pool2d_forward_kernel', '_max_pool2d_backward_kernel')
+# Memory-bound kernels whose grid must fill an H100 on the launches below
+# (scripts/static_gpu_check.py --check).
+MEMORY_BOUND_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel")
 
 
 def static_launches(kernel_module, options):
@@ -46,7 +47,6 @@ def static_launches(kernel_module, options):
     for layout in options.layouts:
         for dtype_name in options.dtypes:
             def pool(layout=layout, dtype_name=dtype_name):
-                import torch
                 max_pool = kernel_module("max_pool")
                 dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
                 x = empty((32, 64, 112, 112), dtype, cl)
@@ -56,7 +56,6 @@ def static_launches(kernel_module, options):
                 max_pool.forward(x, out_, taps, None, **geo)
                 max_pool.backward(out_, taps, empty((32, 64, 112, 112), dtype, cl), **geo)
             out.append((f"maxpool3x3s2 N32 C64 112x112 {layout} {dtype_name}", pool))
-
     return out
 
 
