@@ -39,16 +39,22 @@ def launched_kernels():
     return found
 
 
-def compile_ptx(folder, arch, *selection):
+def run_static_check(folder, *options):
+    """scripts/static_gpu_check.py on this checkout with ``options`` (2 parallel compiles, without
+    the interpreter): its (job, result) pairs; fails with its violations or the end of its log."""
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    finished = subprocess.run([sys.executable, str(SCRIPT), str(REPO_ROOT), "--quick", "--variants", "--ptx-only",
-                               "--arch", str(arch), "--jobs", "2", *selection, "--json", str(folder / "ptx.json"),
-                               "--output", str(folder / "ptx.md")],
+    finished = subprocess.run([sys.executable, str(SCRIPT), str(REPO_ROOT), *options, "--jobs", "2",
+                               "--json", str(folder / "report.json"), "--output", str(folder / "report.md")],
                               capture_output=True, text=True, timeout=1800, env=environment)
-    assert finished.returncode == 0, finished.stderr[-4000:]
-    (run,) = json.loads((folder / "ptx.json").read_text())
+    violations = [line for line in finished.stderr.splitlines() if line.startswith("VIOLATION")]
+    assert finished.returncode == 0, "\n".join(violations) or finished.stderr[-4000:]
+    (run,) = json.loads((folder / "report.json").read_text())
     assert not run["scenario_errors"], run["scenario_errors"]
     return list(zip(run["jobs"], run["results"]))
+
+
+def compile_ptx(folder, arch, *selection):
+    return run_static_check(folder, "--quick", "--variants", "--ptx-only", "--arch", str(arch), *selection)
 
 
 @pytest.fixture(scope="module")

@@ -5,32 +5,16 @@ spills, a memory-bound grid smaller than the GPU), and this test also holds the 
 their speed needs: async copies of 128-bit rows in the conv main loops in both layouts, and
 128-bit logits rows in cross-entropy. The committed full report is bench/static/.
 """
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from test_compile_for_gpu import launched_kernels
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO_ROOT, "scripts", "static_gpu_check.py")
+from test_compile_for_gpu import launched_kernels, run_static_check
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run for real instead")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("static")
-    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    finished = subprocess.run([sys.executable, SCRIPT, REPO_ROOT, "--quick", "--check", "--jobs", "2",
-                               "--json", str(folder / "report.json"), "--output", str(folder / "report.md")],
-                              capture_output=True, text=True, timeout=1800, env=environment)
-    violations = [line for line in finished.stderr.splitlines() if line.startswith("VIOLATION")]
-    assert finished.returncode == 0, "\n".join(violations) or finished.stderr[-4000:]
-    (run,) = json.loads((folder / "report.json").read_text())
-    return list(zip(run["jobs"], run["results"]))
+    return run_static_check(tmp_path_factory.mktemp("static"), "--quick", "--check")
 
 
 def test_every_kernel_is_compiled_by_some_op_scenario(report):

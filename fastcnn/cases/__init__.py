@@ -2,7 +2,12 @@
 ``ops/conv2d.py``), holding ``SUITES`` (the shapes, from the networks that run them),
 ``PROFILE_OPS`` (the names the profiler knows the op by) and ``profile_cases(op, dtypes, layouts,
 quick=, smoke=)`` (``BenchmarkCase``s whose ``build(device)`` returns fastcnn's callable and every
-baseline's: at least ``eager`` and ``torch_compile``).
+baseline's: at least ``eager`` and ``torch_compile``); and for scripts/static_gpu_check.py
+``static_launches(kernel_module, options)`` ((scenario name, callable) pairs, each calling the
+kernels' launchers on CPU tensors of a representative shape), ``MEMORY_BOUND_KERNELS`` (kernels
+of the op's kernel module whose grid must fill an H100 on those launches) and, optionally,
+``compile_variants(kernel_module)`` (more launches, for specialisations only the compiler
+checks).
 
 Outside the runtime import graph: ``import fastcnn`` never imports this package (a case module
 may import anything in fastcnn: ``nn``, ``optim``, the ops, another op's cases). The profiler,

@@ -2,14 +2,13 @@
 options name, CPU tensors laid out as a model's, the optimizers' parameter shapes and their
 launches. Nothing here imports triton at import time (``import fastcnn.cases`` must not fix the
 kernels' mode before TRITON_INTERPRET is set)."""
+import functools
 import math
 
 import torch
 
 from ..benchmarking import DTYPES, MEMORY_FORMATS
 
-__all__ = ["CHANNELS_LAST", "DTYPES", "RESNET_ISH_SHAPES", "empty", "optimizer_step_launches", "parameter_list",
-           "triton_type", "VariantOptions"]
 # Whether each of the benchmark catalogue's memory formats is channels_last.
 CHANNELS_LAST = {name: memory_format is torch.channels_last for name, memory_format in MEMORY_FORMATS.items()}
 
@@ -23,6 +22,13 @@ def empty(shape, dtype, channels_last=False):
     if channels_last and len(shape) == 4:
         return torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
     return torch.empty(shape, dtype=dtype)
+
+
+def per_layout_and_dtype(options, name, launch):
+    """(f"{name} {layout} {dtype}", callable) for each of the options' layouts and, within each,
+    dtypes: the callable runs ``launch(dtype, channels_last)``."""
+    return [(f"{name} {layout} {dtype_name}", functools.partial(launch, DTYPES[dtype_name], CHANNELS_LAST[layout]))
+            for layout in options.layouts for dtype_name in options.dtypes]
 
 
 def parameter_list(dtype, aligned=True):
@@ -46,17 +52,16 @@ def optimizer_step_launches(kernel_module, options, name, label, rows, hyperpara
     grad, states) and the step counters; ``clear_flags``: SGD also clears its first-step flags.
     Without ``aligned`` the tensors start off a 16-byte boundary."""
     def step(dtype_name):
-        import triton.language as tl
-
         kernels, multi_tensor = kernel_module(name), kernel_module("multi_tensor")
         dtype = DTYPES[dtype_name]
         tensors = [parameter_list(dtype, aligned) for _ in range(rows - 1)]
         counters = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
         table = multi_tensor.build_table((*tensors, counters), [t.numel() for t in tensors[0]],
                                          multi_tensor.CHUNK_SIZE, torch.device("cpu"))
-        tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
+        element_type = triton_type(dtype_name)
         launch = getattr(kernels, f"{name}_step")
-        types = dict(element_type=tl_dtype) if name == "sgd" else dict(element_type=tl_dtype, state_type=tl_dtype)
+        types = dict(element_type=element_type) if name == "sgd" else dict(element_type=element_type,
+                                                                             state_type=element_type)
         pending = None
         if clear_flags:
             pending = multi_tensor.build_table((counters,), [1] * len(counters), multi_tensor.CHUNK_SIZE,

@@ -35,16 +35,12 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_forward_kernel", "_backward_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape.
-    The GELU scenario also launches dropout's kernels, as a ConvNeXt/EfficientNet block runs them
-    one after another."""
+    """GELU forward and backward, channels_last; the scenario also launches dropout's kernels, as a
+    ConvNeXt/EfficientNet block runs them one after another."""
     out = []
     for dtype_name in options.dtypes:
         def elementwise(dtype_name=dtype_name):

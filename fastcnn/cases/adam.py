@@ -13,10 +13,7 @@ profile_cases = optimizer_step_cases(torch.optim.Adam, dict(lr=1e-3), bytes_move
 
 # ----------------------------------------------------------------------------- the static check's launches
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    import triton.language as tl
-
+    """One step over ResNet-ish parameters: AdamW in fp32 and bf16, Adam with GradScaler in fp32."""
     out = []
     adam_cases = [("fp32", "AdamW", False), ("fp32", "Adam+GradScaler", True), ("bf16", "AdamW", False)]
     for dtype_name, label, scaler in adam_cases:
@@ -26,15 +23,15 @@ def static_launches(kernel_module, options):
         def adam(dtype_name=dtype_name, label=label, scaler=scaler):
             adam_kernels, multi_tensor = kernel_module("adam"), kernel_module("multi_tensor")
             dtype = DTYPES[dtype_name]
-            lists = [[torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES] for _ in range(4)]
+            lists = [parameter_list(dtype) for _ in range(4)]
             steps = [torch.zeros((), dtype=torch.float32) for _ in RESNET_ISH_SHAPES]
             tensor_lists = (*lists, lists[3], steps)
             numels = [t.numel() for t in lists[0]]
             table = multi_tensor.build_table(tensor_lists, numels, multi_tensor.CHUNK_SIZE, torch.device("cpu"))
             scale = torch.ones((), dtype=torch.float32) if scaler else None
             found_inf = torch.zeros((), dtype=torch.float32) if scaler else None
-            tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16, "fp16": tl.float16}[dtype_name]
-            adam_kernels.adam_step(table, element_type=tl_dtype, state_type=tl_dtype, lr=1e-3, beta1=0.9,
+            element_type = triton_type(dtype_name)
+            adam_kernels.adam_step(table, element_type=element_type, state_type=element_type, lr=1e-3, beta1=0.9,
                                    beta2=0.999, eps=1e-8, weight_decay=0.0 if scaler else 1e-2,
                                    decoupled_weight_decay=not scaler, amsgrad=False, maximize=False,
                                    grad_scale=scale, found_inf=found_inf)

@@ -32,14 +32,11 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_add_kernel",)
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
+    """The residual add on ResNet-50's first-stage block output, channels_last."""
     out = []
     for dtype_name in options.dtypes:
         def residual_add(dtype_name=dtype_name):

@@ -5,7 +5,7 @@ import torch
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.avg_pool import adaptive_avg_pool2d, avg_pool2d, bytes_moved
 from ..ops.max_pool import pool_output_size
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import empty, per_layout_and_dtype
 
 # ResNet-50's global pool (2048 x 7² to 1x1) and an Inception-style 3x3 stride-1 average pool.
 SUITES = {"resnet50_head": dict(channels=2048, size=7, output_size=1),
@@ -49,33 +49,25 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_avg_pool_forward_kernel", "_avg_pool_backward_kernel",
                         "_global_avg_pool_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    out = []
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def avg_pools(layout=layout, dtype_name=dtype_name):
-                avg_pool = kernel_module("avg_pool")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                head = empty((64, 2048, 7, 7), dtype, cl)  # ResNet-50's global pool
-                pooled = empty((64, 2048, 1, 1), dtype, cl)
-                avg_pool.forward(head, pooled)
-                avg_pool.backward(pooled, head)
-                x = empty((32, 192, 35, 35), dtype, cl)  # Inception's 3x3 stride-1 average pool
-                y = empty((32, 192, 35, 35), dtype, cl)
-                window = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), count_include_pad=False)
-                avg_pool.forward(x, y, **window)
-                avg_pool.backward(y, x, **window)
-                small = empty((32, 192, 7, 7), dtype, cl)  # an adaptive 35 -> 7
-                avg_pool.forward(x, small)
-                avg_pool.backward(small, x)
-            out.append((f"avgpool global 7x7 N64 C2048, 3x3s1 and adaptive 35->7 N32 C192 {layout} {dtype_name}",
-                        avg_pools))
-    return out
+    """ResNet-50's global pool, Inception's 3x3 stride-1 pool and an adaptive 35 -> 7 pool, forward and
+    backward."""
+    def avg_pools(dtype, channels_last):
+        avg_pool = kernel_module("avg_pool")
+        head = empty((64, 2048, 7, 7), dtype, channels_last)  # ResNet-50's global pool
+        pooled = empty((64, 2048, 1, 1), dtype, channels_last)
+        avg_pool.forward(head, pooled)
+        avg_pool.backward(pooled, head)
+        x = empty((32, 192, 35, 35), dtype, channels_last)  # Inception's 3x3 stride-1 average pool
+        y = empty((32, 192, 35, 35), dtype, channels_last)
+        window = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), count_include_pad=False)
+        avg_pool.forward(x, y, **window)
+        avg_pool.backward(y, x, **window)
+        small = empty((32, 192, 7, 7), dtype, channels_last)  # an adaptive 35 -> 7
+        avg_pool.forward(x, small)
+        avg_pool.backward(small, x)
+    return per_layout_and_dtype(options, "avgpool global 7x7 N64 C2048, 3x3s1 and adaptive 35->7 N32 C192", avg_pools)

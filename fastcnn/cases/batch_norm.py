@@ -6,7 +6,7 @@ from ..nn import BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import empty, per_layout_and_dtype
 
 def resnet50_activation_shapes():
     """Distinct (channels, height = width) of the activations that ResNet-50's batch norms see
@@ -81,48 +81,33 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_backward_sums_kernel",
                         "_apply_kernel", "_backward_apply_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    out = []
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def bn(layout=layout, dtype_name=dtype_name):
-                batch_norm = kernel_module("batch_norm")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                c = 128
-                x4 = empty((32, c, 28, 28), dtype, cl)
-                x = x4.view(32, c, -1)
-                y = empty((32, c, 28, 28), dtype, cl).view(32, c, -1)
-                folded = torch.empty((5, c), dtype=torch.float32)
-                weight, bias = torch.ones(c), torch.zeros(c)
-                running_mean, running_var = torch.zeros(c), torch.ones(c)
-                batch_norm.fold(x, folded, weight, bias, running_mean, running_var, training=True, momentum=0.1,
-                                eps=1e-5)
-                batch_norm.apply(x, None, y, folded, kind="relu", parameter=0.0)
-                dx = empty((32, c, 28, 28), dtype, cl).view(32, c, -1)
-                batch_norm.backward(y, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True,
-                                    kind="relu", parameter=0.0)
-            out.append((f"batchnorm+relu N32 C128 28x28 {layout} {dtype_name}", bn))
+    """BN+ReLU (C128 28x28) and a ResNet-50 block end, BN + identity → ReLU (C256 56x56), forward and
+    backward in training."""
+    def bn_relu(dtype, channels_last):
+        batch_norm = kernel_module("batch_norm")
+        c = 128
+        x, y, dx = (empty((32, c, 28, 28), dtype, channels_last).view(32, c, -1) for _ in range(3))
+        folded = torch.empty((5, c), dtype=torch.float32)
+        batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
+                        momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, None, y, folded, kind="relu", parameter=0.0)
+        batch_norm.backward(y, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True,
+                            kind="relu", parameter=0.0)
 
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def bn_add_relu(layout=layout, dtype_name=dtype_name):
-                batch_norm = kernel_module("batch_norm")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
-                x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, cl).view(32, c, -1) for _ in range(5))
-                folded = torch.empty((5, c), dtype=torch.float32)
-                batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
-                                momentum=0.1, eps=1e-5)
-                batch_norm.apply(x, r, y, folded, kind="relu", parameter=0.0)
-                batch_norm.backward(y, x, r, dx, dr, folded, torch.empty(c), torch.empty(c), training=True,
-                                    kind="relu", parameter=0.0)
-            out.append((f"batchnorm+add+relu N32 C256 56x56 {layout} {dtype_name}", bn_add_relu))
-    return out
+    def bn_add_relu(dtype, channels_last):
+        batch_norm = kernel_module("batch_norm")
+        c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
+        x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
+        folded = torch.empty((5, c), dtype=torch.float32)
+        batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
+                        momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, r, y, folded, kind="relu", parameter=0.0)
+        batch_norm.backward(y, x, r, dx, dr, folded, torch.empty(c), torch.empty(c), training=True,
+                            kind="relu", parameter=0.0)
+    return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
+            + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu))

@@ -6,7 +6,7 @@ import torch
 from ..benchmarking import element_size
 from ..ops.clip_grad import bytes_moved, clip_grad_norm_, clip_grad_value_
 from ._optimizers import PARAMETER_SUITES, optimizer_profile_cases, step_cases
-from ._static import DTYPES, RESNET_ISH_SHAPES, parameter_list, triton_type
+from ._static import DTYPES, parameter_list, triton_type
 
 SUITES = PARAMETER_SUITES
 PROFILE_OPS = ("clip_grad_norm", "clip_grad_value")
@@ -48,8 +48,6 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 def static_launches(kernel_module, options):
     """scripts/static_gpu_check.py's launches: the 2-norm, scaling and clamping over ResNet-ish
     gradients, in each of the options' dtypes but fp16."""
-    import triton.language as tl
-
     out = []
     for dtype_name in options.dtypes:
         if dtype_name == "fp16":
@@ -58,16 +56,16 @@ def static_launches(kernel_module, options):
         def clip(dtype_name=dtype_name):
             clip_grad, multi_tensor = kernel_module("clip_grad"), kernel_module("multi_tensor")
             dtype = DTYPES[dtype_name]
-            grads = [torch.empty(shape, dtype=dtype) for shape in RESNET_ISH_SHAPES]
+            grads = parameter_list(dtype)
             table = multi_tensor.build_table((grads,), [g.numel() for g in grads], multi_tensor.CHUNK_SIZE,
                                              torch.device("cpu"))
-            tl_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16}[dtype_name]
+            element_type = triton_type(dtype_name)
             partials = torch.empty((clip_grad.PARTIAL_ROWS, table.num_chunks), dtype=torch.float32)
             total, coefficient = torch.empty((), dtype=dtype), torch.empty((), dtype=torch.float32)
-            clip_grad.partial_norms(table, partials, 0, 0, element_type=tl_dtype, norm_type=2.0)
-            clip_grad.total_norm(partials, total, coefficient, total_type=tl_dtype, norm_type=2.0, max_norm=1.0)
-            clip_grad.scale(table, coefficient, element_type=tl_dtype)
-            clip_grad.clamp(table, 1.0, element_type=tl_dtype)
+            clip_grad.partial_norms(table, partials, 0, 0, element_type=element_type, norm_type=2.0)
+            clip_grad.total_norm(partials, total, coefficient, total_type=element_type, norm_type=2.0, max_norm=1.0)
+            clip_grad.scale(table, coefficient, element_type=element_type)
+            clip_grad.clamp(table, 1.0, element_type=element_type)
         out.append((f"clip_grad norm 2 + scale + clamp ResNet-ish grads {dtype_name}", clip))
     return out
 

@@ -169,8 +169,8 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 # ----------------------------------------------------------------------------- the static check's launches
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
+    """The three passes (and the bias gradient) of a 3x3 conv in each layout and dtype, a 1x1 conv with
+    channels_last and NCHW weights, and a depthwise 3x3."""
     out = []
 
     def conv_case(label, dtype_name, precision, layout, n, c, k, h, w, r, s, stride, pad, groups=1, bias=False,

@@ -39,6 +39,5 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
             for dtype in dtypes for layout in layouts]
 
 
-# Memory-bound kernels whose grid must fill an H100 (scripts/static_gpu_check.py --check); the
-# static check launches them in the activation scenario (cases/activation.py).
+# The static check launches them in the activation scenario (cases/activation.py).
 MEMORY_BOUND_KERNELS = ("_dropout_kernel", "_channel_dropout_kernel")

@@ -4,7 +4,7 @@ import torch
 from ..nn import GroupNorm
 from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..ops.group_norm import bytes_moved
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import empty, per_layout_and_dtype
 
 # (channels, height = width) of a Stable-Diffusion-style U-Net's GroupNorm(32)+SiLU at 64² latents.
 SUITES = {"unet": lambda: [(320, 64), (640, 32), (1280, 16), (1280, 8)]}
@@ -34,34 +34,26 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_partial_grad_sums_kernel",
                         "_apply_kernel", "_backward_apply_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    out = []
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def group_norm_silu(layout=layout, dtype_name=dtype_name):
-                group_norm = kernel_module("group_norm")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                c, groups = 320, 32
-                x = empty((8, c, 64, 64), dtype, cl).view(8, c, -1)
-                y, dx = (empty((8, c, 64, 64), dtype, cl).view(8, c, -1) for _ in range(2))
-                stats = torch.empty((4, 8 * groups), dtype=torch.float32)
-                weight, bias = torch.ones(c), torch.zeros(c)
-                group_norm.statistics(x, stats, None, None, groups=groups, eps=1e-5, use_running=False)
-                group_norm.apply(x, y, stats, weight, bias, groups=groups, kind="silu", parameter=0.0)
-                group_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), groups=groups,
-                                    batch_statistics=True, kind="silu", parameter=0.0)
-                # InstanceNorm2d(track_running_stats=True) in training: its statistics are per (sample,
-                # channel), averaged over the batch into the running ones.
-                instance_stats = torch.empty((4, 8 * c), dtype=torch.float32)
-                group_norm.update_running(instance_stats, torch.zeros(c), torch.ones(c), batch=8, momentum=0.1,
-                                          reduction_length=64 * 64)
-            out.append((f"groupnorm32+silu N8 C320 64x64 {layout} {dtype_name}", group_norm_silu))
-    return out
+    """GroupNorm(32) + SiLU on a U-Net's first level, forward and backward, and instance norm's
+    running statistics."""
+    def group_norm_silu(dtype, channels_last):
+        group_norm = kernel_module("group_norm")
+        c, groups = 320, 32
+        x, y, dx = (empty((8, c, 64, 64), dtype, channels_last).view(8, c, -1) for _ in range(3))
+        stats = torch.empty((4, 8 * groups), dtype=torch.float32)
+        weight, bias = torch.ones(c), torch.zeros(c)
+        group_norm.statistics(x, stats, None, None, groups=groups, eps=1e-5, use_running=False)
+        group_norm.apply(x, y, stats, weight, bias, groups=groups, kind="silu", parameter=0.0)
+        group_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), groups=groups,
+                            batch_statistics=True, kind="silu", parameter=0.0)
+        # InstanceNorm2d(track_running_stats=True) in training: its statistics are per (sample,
+        # channel), averaged over the batch into the running ones.
+        instance_stats = torch.empty((4, 8 * c), dtype=torch.float32)
+        group_norm.update_running(instance_stats, torch.zeros(c), torch.ones(c), batch=8, momentum=0.1,
+                                  reduction_length=64 * 64)
+    return per_layout_and_dtype(options, "groupnorm32+silu N8 C320 64x64", group_norm_silu)

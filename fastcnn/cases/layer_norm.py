@@ -5,7 +5,7 @@ import torch
 from .. import nn as fastcnn_nn
 from ..benchmarking import BenchmarkCase, element_size, random_input, training_steps
 from ..ops.layer_norm import bytes_moved
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import DTYPES, empty, per_layout_and_dtype
 
 # (channels, height = width) of ConvNeXt-T's LayerNorm2d inputs (stem and downsamples) and of its
 # blocks' LayerNorm (over C of the permuted NHWC view), one per stage.
@@ -65,30 +65,22 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_forward_kernel", "_backward_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    out = []
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def layer_norm2d(layout=layout, dtype_name=dtype_name):
-                layer_norm = kernel_module("layer_norm")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                c = 96
-                # ConvNeXt-T's first stage: the [N, H*W, C] view of its NCHW or channels_last activation.
-                x, y, dx = (empty((64, c, 56, 56), dtype, cl).permute(0, 2, 3, 1).reshape(64, 56 * 56, c)
-                            for _ in range(3))
-                stats = torch.empty((3, 64 * 56 * 56), dtype=torch.float32)
-                weight, bias = torch.ones(c), torch.zeros(c)
-                layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind=None, parameter=0.0)
-                layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind=None, parameter=0.0)
-            out.append((f"layernorm2d ConvNeXt N64 C96 56x56 {layout} {dtype_name}", layer_norm2d))
-    return out
+    """ConvNeXt-T's first-stage LayerNorm2d over the [N, H*W, C] view, forward and backward."""
+    def layer_norm2d(dtype, channels_last):
+        layer_norm = kernel_module("layer_norm")
+        c = 96
+        # ConvNeXt-T's first stage: the [N, H*W, C] view of its NCHW or channels_last activation.
+        x, y, dx = (empty((64, c, 56, 56), dtype, channels_last).permute(0, 2, 3, 1).reshape(64, 56 * 56, c)
+                    for _ in range(3))
+        stats = torch.empty((3, 64 * 56 * 56), dtype=torch.float32)
+        weight, bias = torch.ones(c), torch.zeros(c)
+        layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind=None, parameter=0.0)
+        layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind=None, parameter=0.0)
+    return per_layout_and_dtype(options, "layernorm2d ConvNeXt N64 C96 56x56", layer_norm2d)
 
 
 def compile_variants(kernel_module):

@@ -3,7 +3,7 @@ import torch
 
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.max_pool import bytes_moved, max_pool2d, pool_output_size
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import empty, per_layout_and_dtype
 
 # ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
 SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
@@ -35,28 +35,20 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-# Memory-bound kernels whose grid must fill an H100 on the launches below
-# (scripts/static_gpu_check.py --check).
 MEMORY_BOUND_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel")
 
 
 def static_launches(kernel_module, options):
-    """(scenario name, callable) pairs for scripts/static_gpu_check.py: each callable launches
-    kernels through ``kernel_module(name)``'s launchers on CPU tensors of a representative shape."""
-    out = []
-    for layout in options.layouts:
-        for dtype_name in options.dtypes:
-            def pool(layout=layout, dtype_name=dtype_name):
-                max_pool = kernel_module("max_pool")
-                dtype, cl = DTYPES[dtype_name], CHANNELS_LAST[layout]
-                x = empty((32, 64, 112, 112), dtype, cl)
-                out_ = empty((32, 64, 56, 56), dtype, cl)
-                taps = empty((32, 64, 56, 56), torch.uint8, cl)
-                geo = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
-                max_pool.forward(x, out_, taps, None, **geo)
-                max_pool.backward(out_, taps, empty((32, 64, 112, 112), dtype, cl), **geo)
-            out.append((f"maxpool3x3s2 N32 C64 112x112 {layout} {dtype_name}", pool))
-    return out
+    """ResNet's stem max-pool, forward and backward."""
+    def pool(dtype, channels_last):
+        max_pool = kernel_module("max_pool")
+        x = empty((32, 64, 112, 112), dtype, channels_last)
+        out = empty((32, 64, 56, 56), dtype, channels_last)
+        taps = empty((32, 64, 56, 56), torch.uint8, channels_last)
+        geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+        max_pool.forward(x, out, taps, None, **geometry)
+        max_pool.backward(out, taps, empty((32, 64, 112, 112), dtype, channels_last), **geometry)
+    return per_layout_and_dtype(options, "maxpool3x3s2 N32 C64 112x112", pool)
 
 
 def compile_variants(kernel_module):

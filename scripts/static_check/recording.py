@@ -89,7 +89,9 @@ def recording(sink, scenario):
 
 def case_modules(project):
     """The project's case modules (its fastcnn/cases, imported from the project's source)."""
-    sys.path.insert(0, os.path.abspath(project))
+    source = os.path.abspath(project)
+    if source not in sys.path:
+        sys.path.insert(0, source)
     from fastcnn import cases
     return cases.modules()
 
@@ -103,11 +105,13 @@ def scenarios(options):
     for module in case_modules(options.project):
         if hasattr(module, "static_launches"):
             found += module.static_launches(kernel_module, options)
-        if getattr(options, "variants", False) and hasattr(module, "compile_variants"):
+        if options.variants and hasattr(module, "compile_variants"):
             found += [(f"variant {name}", run) for name, run in module.compile_variants(kernel_module)]
     return found
 
 
 def memory_bound_kernels(project):
-    """Memory-bound kernels whose grid must fill the GPU on the scenarios' (large) shapes."""
-    return {kernel for module in case_modules(project) for kernel in getattr(module, "MEMORY_BOUND_KERNELS", ())}
+    """(kernel module, kernel) of the memory-bound kernels whose grid must fill the GPU on the
+    scenarios' (large) shapes: each case module names those of the op's kernel module."""
+    return {(module.__name__.rsplit(".", 1)[1], kernel) for module in case_modules(project)
+            for kernel in getattr(module, "MEMORY_BOUND_KERNELS", ())}

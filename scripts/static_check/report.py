@@ -362,6 +362,7 @@ def violations(run, memory_bound):
         spilled = (result.get("spill_st") or 0) + (result.get("spill_ld") or 0)
         if spilled:
             found.append(f"spills {result.get('spill_st')} B stored / {result.get('spill_ld')} B loaded: {where}")
-        if job["kernel"] in memory_bound and not job["scenario"].startswith("variant ") and job["programs"] < H100["sms"]:
+        memory_bound_kernel = (job.get("module"), job["kernel"]) in memory_bound
+        if memory_bound_kernel and not job["scenario"].startswith("variant ") and job["programs"] < H100["sms"]:
             found.append(f"{job['programs']} programs on {H100['sms']} SMs: {where}")
     return found
