@@ -176,8 +176,10 @@ def test_p_nan_is_refused_and_bools_and_0_dim_tensors_are_taken(generator):
 @pytest.mark.parametrize("op", ["dropout", "dropout2d"])
 def test_inplace_on_a_strided_view_writes_into_it(op, view, generator):
     """``fastcnn.dropout(x[view], inplace=True)`` and ``nn.Dropout(inplace=True)`` drop elements of
-    ``x`` inside the view (scaling the kept ones), nothing outside it, and return the view."""
-    values = make_tensor((3, 6, 4, 6), generator=generator)
+    ``x`` inside the view (scaling the kept ones), nothing outside it, and return the view. A batch
+    of 16 gives each view at least 32 (sample, channel) planes, so that dropout2d at p = 0.5 both
+    drops and keeps some but for a 2**-31 chance."""
+    values = make_tensor((16, 6, 4, 6), generator=generator)
     module_type = fastcnn.nn.Dropout2d if op == "dropout2d" else fastcnn.nn.Dropout
     for call in (lambda v: getattr(fastcnn, op)(v, 0.5, inplace=True), lambda v: module_type(0.5, inplace=True)(v)):
         written = strided_view_base(values, view)
