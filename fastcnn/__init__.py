@@ -9,9 +9,10 @@ from ._backend import FallbackWarning, info
 from ._version import __version__
 from .convert import ConversionReport, convert
 from .coverage import Coverage, coverage
+from .estimation import Estimate, estimate
 
-__all__ = ["ConversionReport", "Coverage", "FallbackWarning", "convert", "coverage", "info", "nn", "ops", "optim",
-           "__version__"]
+__all__ = ["ConversionReport", "Coverage", "Estimate", "FallbackWarning", "convert", "coverage", "estimate", "info", "nn",
+           "ops", "optim", "__version__"]
 for _module in ops.MODULES:
     for _name in _module.__all__:
         globals()[_name] = getattr(_module, _name)

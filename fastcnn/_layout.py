@@ -65,13 +65,18 @@ def empty_rows_like(tensor):
     return out if rows_view(out) is not None else torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
 
 
+def has_strides(tensor, strides):
+    """Whether ``tensor`` has ``strides`` wherever a dimension has more than one element."""
+    return all(a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides) if size > 1)
+
+
 def with_strides(tensor, strides):
-    """``tensor`` itself when it has ``strides`` (wherever a dimension has more than one element),
-    else a copy laid out with them: the flat kernels pair the elements of their operands by
-    memory position, so a gradient must be laid out as the output it belongs to."""
+    """``tensor`` itself when it has ``strides`` (``has_strides``), else a copy laid out with them:
+    the flat kernels pair the elements of their operands by memory position, so a gradient must
+    be laid out as the output it belongs to."""
     import torch
 
-    if all(a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides) if size > 1):
+    if has_strides(tensor, strides):
         return tensor
     return torch.empty_strided(tensor.shape, strides, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
 

@@ -11,6 +11,7 @@ Their benchmark cases are in ``fastcnn/cases/_optimizers.py``.
 import torch
 
 from . import _backend
+from ._cost import one_pass
 from ._layout import is_dense
 
 
@@ -74,3 +75,19 @@ def write(destination, value, keep):
 def count_step(step, keep):
     """step += 1, or += 0 when GradScaler found inf/NaN (``keep`` False)."""
     step.add_(1.0 if keep is None else keep.to(step.dtype))
+
+
+def counter_launches(counters):
+    """The one launch that advances (or clears) the device-side counters ``counters``, if any."""
+    return [one_pass("_advance_counters_kernel", [counters], [counters])] if counters else []
+
+
+def step_launches(kernel, reads, writes, counters=()):
+    """The launches of a multi-tensor step (fastcnn.estimate): the counters' advance when the step
+    keeps any (``counters``: the step counts), then ``kernel`` over every chunk, reading the lists
+    in ``reads`` and writing those in ``writes`` once each; no update launch when every tensor is
+    empty."""
+    launches = counter_launches(counters)
+    if any(tensor.numel() for tensor in reads[0]):
+        launches.append(one_pass(kernel, reads, writes))
+    return launches

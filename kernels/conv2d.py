@@ -72,6 +72,16 @@ def _planes(dy):
     return dy.shape[2], dy.shape[3], (n_stride, k_stride, h_stride, w_stride)
 
 
+def bias_grad_slices(dy, device, sms=None):
+    """(blocks of pixels per slice, slices) of the bias gradient's reduction."""
+    block_p, block_c = channel_blocks(dy.stride(1), **BIAS_BLOCKS)
+    lines, length, strides = _planes(dy)
+    blocks = dy.shape[0] * lines * triton.cdiv(length, block_p)
+    return reduction_slices(triton.cdiv(dy.shape[1], block_c), blocks, device,
+                            min_length=triton.cdiv(BIAS_MIN_PIXELS_PER_SLICE, block_p), max_slices=MAX_SLICES,
+                            granule=1, sms=sms)
+
+
 def bias_grad(dy, db):
     """db[k] = sum of dy over every dimension but the channels, into ``db`` (1-d, contiguous)."""
     channels = dy.shape[1]
@@ -80,9 +90,7 @@ def bias_grad(dy, db):
     blocks_per_line = triton.cdiv(length, block_p)
     blocks = dy.shape[0] * lines * blocks_per_line
     channel_tiles = triton.cdiv(channels, block_c)
-    blocks_per_split, splits = reduction_slices(channel_tiles, blocks, dy.device,
-                                                min_length=triton.cdiv(BIAS_MIN_PIXELS_PER_SLICE, block_p),
-                                                max_slices=MAX_SLICES, granule=1)
+    blocks_per_split, splits = bias_grad_slices(dy, dy.device)
     target = partials(db, splits)
     _bias_grad_kernel[(channel_tiles, splits)](
         dy, target, channels, lines, length, blocks_per_line, blocks, blocks_per_split, *strides,

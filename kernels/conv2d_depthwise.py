@@ -160,14 +160,19 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision=No
     return 1
 
 
+def weight_grad_slices(weight_shape, dy, device, sms=None):
+    """(pixels per slice, slices) of the weight gradient's reduction over dy's pixels."""
+    block_p, block_c = _blocks(dy.stride(1))
+    tiles = triton.cdiv(weight_shape[0], block_c) * weight_shape[2] * weight_shape[3]
+    return reduction_slices(tiles, dy.shape[0] * dy.shape[2] * dy.shape[3], device, min_length=MIN_PIXELS_PER_SLICE,
+                            max_slices=MAX_SLICES, sms=sms)
+
+
 def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision=None):
     """dw into the dense ``dw``: the sliced reduction and, with several slices, their sum."""
     block_p, block_c = _blocks(dy.stride(1))
-    pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     taps = dw.shape[2] * dw.shape[3]
-    tiles = triton.cdiv(dw.shape[0], block_c) * taps
-    pixels_per_split, splits = reduction_slices(tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SLICE,
-                                                   max_slices=MAX_SLICES)
+    pixels_per_split, splits = weight_grad_slices(dw.shape, dy, dy.device)
     target = partials(dw, splits)
     _depthwise_weight_grad_kernel[(triton.cdiv(dw.shape[0], block_c), taps, splits)](
         x, dy, target, *_geometry(x, dw, dy, stride, padding, dilation, groups, dw.shape[0]),

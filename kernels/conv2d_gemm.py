@@ -429,15 +429,21 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
     return launches
 
 
+def weight_grad_slices(weight_shape, groups, pixels, device, sms=None):
+    """(pixels per slice, slices) of the weight gradient's reduction over ``pixels`` output pixels."""
+    out_per_group, in_per_group, taps = weight_shape[0] // groups, weight_shape[1], weight_shape[2] * weight_shape[3]
+    nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
+    return reduction_slices(nominal_tiles, pixels, device, min_length=MIN_PIXELS_PER_SLICE, max_slices=MAX_SLICES,
+                            sms=sms)
+
+
 def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
     """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
     x, dy = channels_contiguous(x), channels_contiguous(dy)
     geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
     out_per_group, in_per_group, taps = dw.shape[0] // groups, dw.shape[1], dw.shape[2] * dw.shape[3]
-    nominal_tiles = triton.cdiv(out_per_group, 64) * triton.cdiv(in_per_group, 64) * taps * groups
-    pixels_per_split, splits = reduction_slices(nominal_tiles, pixels, dy.device, min_length=MIN_PIXELS_PER_SLICE,
-                                                   max_slices=MAX_SLICES)
+    pixels_per_split, splits = weight_grad_slices(dw.shape, groups, pixels, dy.device)
     target = partials(dw, splits)
 
     def grid(meta):

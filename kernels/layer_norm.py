@@ -223,6 +223,14 @@ def forward(x, y, stats, weight, bias, *, eps, kind, parameter):
     return 1
 
 
+def backward_programs(num_rows, length, length_stride, device, sms=None):
+    """Programs of the backward kernel: each walks rows and keeps its (dw, db) partial, so no more
+    than fill the GPU four times over or fit MAX_PARTIAL partial elements."""
+    block_r, _, _ = tiles(length, length_stride)
+    sms = sm_count(device) if sms is None else sms
+    return max(1, min(triton.cdiv(num_rows, block_r), 4 * sms, MAX_PARTIAL // (2 * length)))
+
+
 def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, kind, parameter):
     """Gradients of act(layer_norm(x)) into ``dx`` (may be None) and ``parameter_grads`` (fp32
     [2, L]: grad_bias, grad_weight; may be None). Returns the number of launches."""
@@ -230,7 +238,7 @@ def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, kind, parameter
     num_rows = x.shape[0] * inner_rows
     block_r, block_l, single = tiles(length, x.stride(2))
     (weight, bias), strides = _parameters_or(stats, weight, bias)
-    programs = max(1, min(triton.cdiv(num_rows, block_r), 4 * sm_count(x.device), MAX_PARTIAL // (2 * length)))
+    programs = backward_programs(num_rows, length, x.stride(2), x.device)
     # Each program's (dw, db) partial, [P, 2, L], summed over the programs in order by sum_partials.
     partial = partials(parameter_grads, programs) if parameter_grads is not None else stats
     _backward_kernel[(programs,)](

@@ -30,13 +30,15 @@ def sm_count(device):
     return _SM_COUNTS[index]
 
 
-def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_slices, granule=128):
+def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_slices, granule=128, sms=None):
     """(elements per slice, number of slices) for a reduction of ``reduction_length`` elements
     behind ``output_tiles`` output tiles: enough slices to keep about two programs per SM busy,
     each at least ``min_length`` long so that it pays for writing its partial, at most
-    ``max_slices``. Slices start on multiples of ``granule`` elements; none is empty."""
+    ``max_slices``. Slices start on multiples of ``granule`` elements; none is empty. ``sms``:
+    the SM count to size for instead of ``device``'s (fastcnn.estimate plans for a GPU it does
+    not have)."""
     length = max(reduction_length, 1)
-    occupancy = 2 * sm_count(device)
+    occupancy = 2 * (sm_count(device) if sms is None else sms)
     slices = 1
     if output_tiles < occupancy:
         slices = max(1, min(triton.cdiv(occupancy, output_tiles), length // min_length, max_slices))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass, restride
 from .._layout import dense_copy, with_strides
 from ..dtypes import aten_type_name
 from ..validation import check_kernel_dtype
@@ -188,6 +189,24 @@ def _backward(ctx, grad_out):
 
 
 _activation_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+@launches_of(_activation_op, "activation")
+def _activation_launches(out, input, kind, parameter):
+    return [one_pass("_forward_kernel", [input], [out])] if input.numel() else []
+
+
+@launches_of(_activation_inplace_op, "activation")
+def _activation_inplace_launches(_, input, kind, parameter):
+    return [one_pass("_forward_kernel", [input], [input])] if input.numel() else []
+
+
+@launches_of(_activation_backward_op, "activation")
+def _activation_backward_launches(grad_input, grad_out, input, kind, parameter):
+    if not input.numel():
+        return []
+    return restride(grad_out, input.stride()) + [one_pass("_backward_kernel", [grad_out, input], [grad_input])]
 
 
 # ----------------------------------------------------------------------------- functional

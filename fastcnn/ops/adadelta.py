@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of
+from ..multi_tensor import step_launches
 from ..dtypes import triton_dtype
 from ..multi_tensor import count_step, run_step, step_input, write
 
@@ -52,6 +54,15 @@ def _adadelta_step_op(params: list[Tensor], grads: list[Tensor], square_avgs: li
 @_adadelta_step_op.register_fake
 def _(params, grads, square_avgs, acc_deltas, steps, grad_scale, found_inf, **hyperparameters):
     return None
+
+
+@launches_of(_adadelta_step_op, "optimizer")
+def _adadelta_step_launches(_, params, grads, square_avgs, acc_deltas, steps, grad_scale, found_inf,
+                            **hyperparameters):
+    if not params:
+        return []
+    states = [square_avgs, acc_deltas]
+    return step_launches("_adadelta_step_kernel", [params, grads, *states, grad_scale], [params, *states], steps)
 
 
 def adadelta_step(op, params, grads, square_avgs, acc_deltas, steps, *, grad_scale=None, found_inf=None,

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of
+from ..multi_tensor import step_launches
 from ..dtypes import triton_dtype
 from ..multi_tensor import count_step, run_step, step_input, write
 
@@ -50,6 +52,13 @@ def _adagrad_step_op(params: list[Tensor], grads: list[Tensor], state_sums: list
 @_adagrad_step_op.register_fake
 def _(params, grads, state_sums, steps, grad_scale, found_inf, **hyperparameters):
     return None
+
+
+@launches_of(_adagrad_step_op, "optimizer")
+def _adagrad_step_launches(_, params, grads, state_sums, steps, grad_scale, found_inf, **hyperparameters):
+    if not params:
+        return []
+    return step_launches("_adagrad_step_kernel", [params, grads, state_sums, grad_scale], [params, state_sums], steps)
 
 
 def adagrad_step(op, params, grads, state_sums, steps, *, grad_scale=None, found_inf=None, **hyperparameters):

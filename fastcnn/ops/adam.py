@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of
+from ..multi_tensor import step_launches
 from ..dtypes import triton_dtype
 from ..multi_tensor import count_step, run_step, step_input, write
 
@@ -58,6 +60,15 @@ def _adam_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
 @_adam_step_op.register_fake
 def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale, found_inf, **hyperparameters):
     return None
+
+
+@launches_of(_adam_step_op, "optimizer")
+def _adam_step_launches(_, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, grad_scale, found_inf,
+                        **hyperparameters):
+    if not params:
+        return []
+    states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
+    return step_launches("_adam_step_kernel", [params, grads, *states, grad_scale], [params, *states], steps)
 
 
 def adam_step(op, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, grad_scale=None, found_inf=None,

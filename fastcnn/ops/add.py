@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import is_dense
 from ..dtypes import KERNEL_DTYPES
 
@@ -63,6 +64,12 @@ def _backward(ctx, grad_out):
 
 
 _add_op.register_autograd(_backward)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+@launches_of(_add_op, "residual add")
+def _add_launches(out, input, other):
+    return [one_pass("_add_kernel", [input, other], [out])] if input.numel() else []
 
 
 # ----------------------------------------------------------------------------- functional

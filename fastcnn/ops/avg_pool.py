@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_torch_implements
@@ -167,6 +168,25 @@ def _backward(ctx, grad_out):
 
 
 _avg_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+@launches_of(_avg_pool2d_op, "pooling")
+def _avg_pool2d_launches(out, input, out_size, kernel_size, stride, padding, count_include_pad, divisor_override):
+    if not out.numel():
+        return []
+    global_pool = not kernel_size and out.shape[2] == out.shape[3] == 1
+    return [one_pass("_global_avg_pool_kernel" if global_pool else "_avg_pool_forward_kernel", [input], [out])]
+
+
+@launches_of(_avg_pool2d_backward_op, "pooling")
+def _avg_pool2d_backward_launches(grad_input, grad_out, input_shape, kernel_size, stride, padding, count_include_pad,
+                                  divisor_override):
+    if not grad_input.numel():
+        return []
+    if not grad_out.numel():
+        return [one_pass("aten::zero_", [], [grad_input])]
+    return [one_pass("_avg_pool_backward_kernel", [grad_out], [grad_input])]
 
 
 # ----------------------------------------------------------------------------- functionals

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import as_rows, empty_rows_like, rows_view
 from .._norms import statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES
@@ -207,6 +208,35 @@ def _backward(ctx, grad_out):
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+# Per-channel vectors (statistics, partials, parameters) are a few KB; the passes over the input
+# are what cost.
+@launches_of(_fold_op, "norm")
+def _fold_launches(folded, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    if not input.numel():
+        return []
+    finalize = one_pass("_finalize_kernel", [weight, bias, running_mean, running_var], [folded])
+    return ([one_pass("_partial_stats_kernel", [input], [])] if training else []) + [finalize]
+
+
+@launches_of(_apply_op, "norm")
+def _apply_launches(out, input, folded, weight, bias, residual, training, kind, parameter):
+    return [one_pass("_apply_kernel", [input, residual], [out])] if input.numel() else []
+
+
+@launches_of(_backward_op, "norm")
+def _backward_launches(grads, grad_out, input, residual, folded, training, kind, parameter, output_mask):
+    if not input.numel():
+        return []
+    launches = []
+    if (training and output_mask[0]) or output_mask[2] or output_mask[3]:
+        launches += [one_pass("_backward_sums_kernel", [grad_out, input, residual], []),
+                     one_pass("_backward_finalize_kernel", [], grads[2:])]
+    if output_mask[0] or output_mask[1]:
+        launches.append(one_pass("_backward_apply_kernel", [grad_out, input, residual], grads[:2]))
+    return launches
 
 
 # ----------------------------------------------------------------------------- functional

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from ..dtypes import KERNEL_DTYPES, real_dtype, triton_dtype
 from ..multi_tensor import flat_walkable
 
@@ -145,6 +146,33 @@ def _clamp_grads_op(grads: list[Tensor], clip_value: float) -> None:
 @_clamp_grads_op.register_fake
 def _(grads, clip_value):
     return None
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+def _per_dtype(kernel, grads, written):
+    """One launch of ``kernel`` per dtype of ``grads`` with any element (one table each)."""
+    by_dtype = {}
+    for grad in grads:
+        by_dtype.setdefault(grad.dtype, []).append(grad)
+    return [one_pass(kernel, same, same if written else []) for same in by_dtype.values()
+            if any(grad.numel() for grad in same)]
+
+
+@launches_of(_grad_norm_op, "optimizer")
+def _grad_norm_launches(outputs, grads, norm_type, max_norm):
+    partials = _per_dtype("_partial_norms_kernel", grads, written=False)
+    fill = [one_pass("aten::zero_", [], [])] if norm_type == 0 or not partials else []
+    return fill + partials + [one_pass("_total_norm_kernel", [], outputs)]
+
+
+@launches_of(_scale_grads_op, "optimizer")
+def _scale_grads_launches(_, grads, coefficient):
+    return _per_dtype("_scale_kernel", grads, written=True)
+
+
+@launches_of(_clamp_grads_op, "optimizer")
+def _clamp_grads_launches(_, grads, clip_value):
+    return _per_dtype("_scale_kernel", grads, written=True)
 
 
 # ----------------------------------------------------------------------------- functionals

@@ -19,7 +19,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _backend, _cost
+from .._cost import Launch, launches_of, one_pass, tensor_bytes
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_kernel_dtype, check_same_kind, check_torch_implements, int_pair
@@ -271,6 +272,92 @@ def _backward(ctx, grad_out):
 
 
 _conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+def _direct(input_channels, groups):
+    """Whether kernels/conv2d.py takes the direct (depthwise) kernels: one input channel per group."""
+    return input_channels // groups == 1
+
+
+def _gemm_operands(*tensors):
+    """The channels_last copies kernels/conv2d_gemm.py makes of operands without contiguous
+    channels (``channels_contiguous``): one read and one write each, held during the GEMM."""
+    copies = [t for t in tensors if not (t.is_contiguous(memory_format=torch.channels_last) or t.stride(1) == 1)]
+    return [one_pass("aten::copy_ (to channels_last)", [t], [t]) for t in copies], sum(map(tensor_bytes, copies))
+
+
+def _split_reduction(kernel, reads, result, slices, flops=0, math=None, workspace=0):
+    """A reduction into ``result`` cut into ``slices`` (kernels/slicing.py): with several, each
+    writes an fp32 partial of ``result``'s size and a second kernel sums them in order."""
+    if slices == 1:
+        return [one_pass(kernel, reads, [result], flops=flops, math=math, workspace=workspace)]
+    partial_bytes = slices * result.numel() * 4
+    return [Launch(kernel, sum(map(tensor_bytes, reads)), partial_bytes, flops, math, workspace + partial_bytes),
+            Launch("_sum_slices_kernel", partial_bytes, tensor_bytes(result))]
+
+
+@launches_of(_conv2d_op, "convolution")
+def _conv2d_launches(out, input, weight, bias, stride, padding, total_padding, dilation, groups):
+    if not out.numel():
+        return []
+    cost = dict(flops=flops(input.shape[0], input.shape[1], out.shape[1], groups, weight.shape[2:], out.shape[2:]),
+                math=_cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda")))
+    if _direct(input.shape[1], groups):
+        return [one_pass("_depthwise_forward_kernel", [input, weight, bias], [out], **dict(cost, math="fp32"))]
+    copies, copied = _gemm_operands(input, weight)
+    return copies + [one_pass("_conv2d_forward_kernel", [input, weight, bias], [out], workspace=copied, **cost)]
+
+
+@launches_of(_conv2d_input_grad_op, "convolution")
+def _conv2d_input_grad_launches(grad_input, grad_out, weight, input_shape, channels_last, stride, padding, dilation,
+                                groups):
+    if not grad_input.numel():
+        return []
+    cost = dict(flops=flops(input_shape[0], input_shape[1], weight.shape[0], groups, weight.shape[2:],
+                            grad_out.shape[2:]), math=_cost.math_of(weight.dtype, uses_tf32(weight.dtype, "cuda")))
+    if _direct(input_shape[1], groups):
+        return [one_pass("_depthwise_input_grad_kernel", [grad_out, weight], [grad_input], **dict(cost, math="fp32"))]
+    copies, copied = _gemm_operands(grad_out, weight)
+    # One launch per stride phase holding input pixels; each reads dy and w, writes its share of dx.
+    gemm = _kernels().conv2d_gemm
+    rows = [gemm.stride_phase(input_shape[2], stride[0], padding[0], dilation[0], weight.shape[2], phase)[0]
+            for phase in range(stride[0])]
+    cols = [gemm.stride_phase(input_shape[3], stride[1], padding[1], dilation[1], weight.shape[3], phase)[0]
+            for phase in range(stride[1])]
+    shares = [r * c / (input_shape[2] * input_shape[3]) for r in rows for c in cols if r * c]
+    read = tensor_bytes(grad_out) + tensor_bytes(weight)
+    return copies + [Launch("_conv2d_input_grad_kernel", read, round(share * tensor_bytes(grad_input)),
+                            round(share * cost["flops"]), cost["math"], copied) for share in shares]
+
+
+@launches_of(_conv2d_weight_grad_op, "convolution")
+def _conv2d_weight_grad_launches(grad_weight, input, grad_out, weight_shape, channels_last, stride, padding, dilation,
+                                 groups):
+    if not grad_weight.numel():
+        return []
+    cost = dict(flops=flops(input.shape[0], input.shape[1], weight_shape[0], groups, weight_shape[2:],
+                            grad_out.shape[2:]), math=_cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda")))
+    kernels = _kernels()
+    if _direct(input.shape[1], groups):
+        _, slices = kernels.conv2d_depthwise.weight_grad_slices(weight_shape, grad_out, grad_out.device,
+                                                                _cost.target_sms())
+        return _split_reduction("_depthwise_weight_grad_kernel", [input, grad_out], grad_weight, slices,
+                                **dict(cost, math="fp32"))
+    copies, copied = _gemm_operands(input, grad_out)
+    pixels = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+    _, slices = kernels.conv2d_gemm.weight_grad_slices(weight_shape, groups, pixels, grad_out.device,
+                                                       _cost.target_sms())
+    return copies + _split_reduction("_conv2d_weight_grad_kernel", [input, grad_out], grad_weight, slices,
+                                     workspace=copied, **cost)
+
+
+@launches_of(_conv2d_bias_grad_op, "convolution")
+def _conv2d_bias_grad_launches(grad_bias, grad_out):
+    if not grad_bias.numel():
+        return []
+    _, slices = _kernels().bias_grad_slices(grad_out, grad_out.device, _cost.target_sms())
+    return _split_reduction("_bias_grad_kernel", [grad_out], grad_bias, slices)
 
 
 # ----------------------------------------------------------------------------- functional

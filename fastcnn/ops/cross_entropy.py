@@ -9,12 +9,14 @@ The forward kernel writes the loss and, when the logits need a gradient, the uns
 into one logits-sized buffer; backward scales that buffer in place by grad_output (and the
 'mean' denominator) and returns it. That buffer is the only logits-sized memory the op adds.
 """
+import dataclasses
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _backend, _cost
+from .._cost import launches_of, one_pass, tensor_bytes
 from .._layout import as_rows, empty_rows_like, rows_view
 from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name, autocast_runs_in_float32
 from ..validation import check_kernel_dtype, check_torch_implements
@@ -176,6 +178,30 @@ def _scale_grad_op(grad: Tensor, grad_out: Tensor, denominator: Tensor, reductio
 @_scale_grad_op.register_fake
 def _(grad, grad_out, denominator, reduction):
     return None
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+@launches_of(_forward_op, "loss")
+def _forward_launches(outputs, input, target, weight, ignore_index, reduction, label_smoothing, probabilities, grad,
+                      loss_dtype):
+    loss, denominator = outputs
+    if probabilities and input.shape[1] == 0:
+        return [one_pass("aten::fill_", [], [loss]), one_pass("aten::fill_", [], [denominator])]
+    rows = input.numel() // max(input.shape[1], 1)
+    row_bytes = 2 * rows * 4  # fp32 per-row losses and denominators
+    launches = []
+    if rows:
+        launches.append(one_pass("aten::zero_ (index check)", [], []))
+        forward = one_pass("_cross_entropy_kernel", [input, target, weight], [grad], workspace=row_bytes)
+        launches.append(dataclasses.replace(forward, bytes_written=forward.bytes_written + row_bytes))
+    if reduction != "none":
+        launches.append(_cost.Launch("_reduce_rows_kernel", row_bytes, tensor_bytes(loss) + tensor_bytes(denominator)))
+    return launches
+
+
+@launches_of(_scale_grad_op, "loss")
+def _scale_grad_launches(_, grad, grad_out, denominator, reduction):
+    return [one_pass("_scale_grad_kernel", [grad, grad_out], [grad])] if grad.numel() else []
 
 
 class CrossEntropyFunction(torch.autograd.Function):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import as_rows, dense_copy, elementwise_strides, empty_rows_like, rows_view, with_strides
 from ..dtypes import aten_type_name
 from ..validation import check_index_range, check_kernel_dtype
@@ -147,6 +148,23 @@ def _backward(ctx, grad_out):
 
 
 _dropout_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+def _dropout_launch(input, out, channelwise):
+    """The mask is drawn from the seed in the kernel: nothing but the input is read."""
+    kernel = "_channel_dropout_kernel" if channelwise else "_dropout_kernel"
+    return [one_pass(kernel, [input], [out])] if input.numel() else []
+
+
+@launches_of(_dropout_op, "dropout")
+def _dropout_launches(out, input, seed, p, channelwise):
+    return _dropout_launch(input, out, channelwise)
+
+
+@launches_of(_dropout_inplace_op, "dropout")
+def _dropout_inplace_launches(_, input, seed, p, channelwise):
+    return _dropout_launch(input, input, channelwise)
 
 
 # ----------------------------------------------------------------------------- functional

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import as_rows, empty_rows_like, rows_view
 from .._norms import empty_norm_grads, split_parameter_grads, statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
@@ -189,6 +190,42 @@ def _backward(ctx, grad_out):
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+# Per-(sample, group) and per-channel vectors are small; the passes over the input are what cost.
+@launches_of(_stats_op, "norm")
+def _stats_launches(stats, input, running_mean, running_var, groups, eps, use_running, momentum):
+    if not input.numel():
+        return []
+    launches = [] if use_running else [one_pass("_partial_stats_kernel", [input], [])]
+    launches.append(one_pass("_finalize_stats_kernel", [running_mean, running_var] if use_running else [], [stats]))
+    if running_mean is not None and not use_running:
+        launches.append(one_pass("_running_stats_kernel", [stats, running_mean, running_var],
+                                 [running_mean, running_var]))
+    return launches
+
+
+@launches_of(_apply_op, "norm")
+def _apply_launches(out, input, stats, weight, bias, groups, batch_statistics, kind, parameter):
+    return [one_pass("_apply_kernel", [input, stats, weight, bias], [out])] if input.numel() else []
+
+
+@launches_of(_backward_op, "norm")
+def _backward_launches(grads, grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter,
+                       output_mask):
+    grad_input, sums = grads
+    if not input.numel():
+        return [one_pass("aten::zero_", [], [sums])] if sums.numel() else []
+    launches = []
+    if batch_statistics and output_mask[0] or sums.numel():
+        launches += [one_pass("_partial_grad_sums_kernel", [grad_out, input], []),
+                     one_pass("_finalize_grad_sums_kernel", [], [sums])]
+        if sums.numel() and input.shape[0] > 1:  # per-sample channel sums, added in order
+            launches.append(one_pass("_sum_slices_kernel", [], []))
+    if output_mask[0]:
+        launches.append(one_pass("_backward_apply_kernel", [grad_out, input], [grad_input]))
+    return launches
 
 
 # ----------------------------------------------------------------------------- functional

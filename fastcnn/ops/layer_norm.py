@@ -16,7 +16,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _backend, _cost
+from .._cost import launches_of, one_pass
 from .._norms import split_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
@@ -188,6 +189,39 @@ def _backward(ctx, grad_out, grad_stats):
 
 
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+def _passes(x):
+    """Passes a kernel makes over each row of ``x`` [A, B, L]: one when a row fits its tile, else
+    two (the statistics, then the normalisation)."""
+    return 1 if _kernels().tiles(x.shape[2], x.stride(2))[2] else 2
+
+
+@launches_of(_layer_norm_op, "norm")
+def _layer_norm_launches(outputs, input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+    if not input.numel():
+        return []
+    x, _ = _rows(_moved(input, channels_first), normalized_ndim)
+    reads = [input] * _passes(x) + [weight, bias]
+    return [one_pass("_forward_kernel", reads, outputs)]
+
+
+@launches_of(_backward_op, "norm")
+def _backward_launches(grads, grad_out, input, stats, weight, bias, normalized_ndim, channels_first, kind, parameter,
+                       output_mask):
+    grad_input, sums = grads
+    if not input.numel():
+        return [one_pass("aten::zero_", [], [sums])] if sums.numel() else []
+    x, split = _rows(_moved(input, channels_first), normalized_ndim)
+    launches = []
+    if _rows(_moved(grad_out, channels_first), normalized_ndim, split)[0] is None:
+        launches.append(one_pass("aten::contiguous", [grad_out], [grad_out]))
+    launches.append(one_pass("_backward_kernel", [grad_out, input] * _passes(x) + [stats, weight], grads))
+    if sums.numel() and _kernels().backward_programs(x.shape[0] * x.shape[1], x.shape[2], x.stride(2), x.device,
+                                                     _cost.target_sms()) > 1:
+        launches.append(one_pass("_sum_slices_kernel", [], [sums]))
+    return launches
 
 
 # ----------------------------------------------------------------------------- functional

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of, one_pass
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_torch_implements, int_pair
@@ -203,6 +204,18 @@ def _backward(ctx, grad_out, _grad_taps, _grad_indices):
 
 
 _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+@launches_of(_max_pool2d_op, "pooling")
+def _max_pool2d_launches(outputs, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    # Writes the output and one byte per output element (the chosen tap), torch's int64 indices only when asked.
+    return [one_pass("_max_pool2d_forward_kernel", [input], outputs)] if outputs[0].numel() else []
+
+
+@launches_of(_max_pool2d_backward_op, "pooling")
+def _max_pool2d_backward_launches(grad_input, grad_out, taps, input_shape, kernel_size, stride, padding, dilation):
+    return [one_pass("_max_pool2d_backward_kernel", [grad_out, taps], [grad_input])] if grad_input.numel() else []
 
 
 # ----------------------------------------------------------------------------- functional

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of
+from ..multi_tensor import step_launches
 from ..dtypes import triton_dtype
 from ..multi_tensor import count_step, run_step, step_input, write
 
@@ -56,6 +58,15 @@ def _rmsprop_step_op(params: list[Tensor], grads: list[Tensor], square_avgs: lis
 @_rmsprop_step_op.register_fake
 def _(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, grad_scale, found_inf, **hyperparameters):
     return None
+
+
+@launches_of(_rmsprop_step_op, "optimizer")
+def _rmsprop_step_launches(_, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, grad_scale, found_inf,
+                           **hyperparameters):
+    if not params:
+        return []
+    states = [square_avgs, grad_avgs, momentum_buffers]
+    return step_launches("_rmsprop_step_kernel", [params, grads, *states, grad_scale], [params, *states], steps)
 
 
 def rmsprop_step(op, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, *, grad_scale=None,

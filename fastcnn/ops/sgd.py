@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from .._cost import launches_of
+from ..multi_tensor import counter_launches, step_launches
 from ..dtypes import triton_dtype
 from ..multi_tensor import run_step, step_input, write
 
@@ -62,6 +64,18 @@ def _sgd_step_op(params: list[Tensor], grads: list[Tensor], momentum_buffers: li
 @_sgd_step_op.register_fake
 def _(params, grads, momentum_buffers, first_step_flags, pending, grad_scale, found_inf, **hyperparameters):
     return None
+
+
+@launches_of(_sgd_step_op, "optimizer")
+def _sgd_step_launches(_, params, grads, momentum_buffers, first_step_flags, pending, grad_scale, found_inf,
+                       **hyperparameters):
+    if not params:
+        return []
+    state = [momentum_buffers, first_step_flags]
+    launches = step_launches("_sgd_step_kernel", [params, grads, *state, grad_scale], [params, *state])
+    if pending:  # the first-step flags the step cleared
+        launches += counter_launches([first_step_flags[index] for index in pending])
+    return launches
 
 
 def sgd_step(op, params, grads, momentum_buffers, first_step_flags, pending_flags, *, grad_scale=None,
