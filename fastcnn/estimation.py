@@ -64,6 +64,7 @@ DATASHEET = {
 # GPU (launch, ramp-up and drain), about 2 µs on a Hopper part when the CPU keeps ahead.
 LAUNCH_GAP_S = 2e-6
 
+PEAK_LARGEST = 8  # storages listed by name at the peak
 KINDS = ("parameters", "gradients", "optimizer state", "input batch", "saved activations", "temporaries")
 PHASES = ("forward", "backward", "optimizer")
 
@@ -93,6 +94,7 @@ class StepCost:
     peak_bytes: int
     peak_by_kind: dict
     peak_at: str
+    peak_largest: list  # [(bytes, kind, the operator that made it)] of the largest storages alive at the peak
 
     def launches(self):
         return [launch for call in self.calls for launch in call.launches]
@@ -117,6 +119,8 @@ class StepCost:
     def to_dict(self, machines):
         return {"totals": self.totals(), "by_family": self.by_family(), "peak_bytes": self.peak_bytes,
                 "peak_by_kind": self.peak_by_kind, "peak_at": self.peak_at,
+                "peak_largest": [{"bytes": size, "kind": kind, "made_by": made_by}
+                                 for size, kind, made_by in self.peak_largest],
                 "modelled_step_time_s": {name: self.step_time_s(peaks) for name, peaks in machines.items()},
                 "operators": [{"name": c.name, "family": c.family, "phase": c.phase, "saved_bytes": c.saved_bytes,
                                "launches": [dataclasses.asdict(l) for l in c.launches]} for c in self.calls]}
@@ -386,6 +390,22 @@ class _Memory:
             self.peak_at = where
 
 
+# ATen ops whose CUDA kernels keep the statistics of 16-bit input in fp32 (the accumulation
+# type) where the CPU kernels keep the input's dtype: op -> the outputs that are statistics.
+_STATISTICS_IN_FP32_ON_CUDA = {torch.ops.aten.native_layer_norm.default: (1, 2),
+                               torch.ops.aten.native_batch_norm.default: (1, 2),
+                               torch.ops.aten._native_batch_norm_legit.default: (1, 2)}
+
+
+def _as_on_cuda(func, args, output):
+    """``output`` as the op allocates it on CUDA, where its CPU kernel allocates otherwise: layer
+    and batch norm's saved statistics of 16-bit input in fp32 (autograd keeps them)."""
+    statistics = _STATISTICS_IN_FP32_ON_CUDA.get(func)
+    if statistics is None or args[0].dtype not in (torch.float16, torch.bfloat16):
+        return output
+    return tuple(t.float() if index in statistics else t for index, t in enumerate(output))
+
+
 class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
     """Records each dispatched operator's launches and tracks the storages it returns."""
 
@@ -395,11 +415,11 @@ class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
         self.calls = []
         self.phase = "forward"
         self.saved = {}  # serial -> the call that produced it, for storages saved for backward
-        self.producer = {}  # serial -> the call that returned it first
+        self.producer = dict.fromkeys(memory.size)  # serial -> the call that returned it first (None: before the step)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        output = func(*args, **kwargs)
+        output = _as_on_cuda(func, args, func(*args, **kwargs))
         name = func._schema.name
         if name.startswith("fastcnn::"):
             plan, family = _cost.PLANS[name]
@@ -520,13 +540,17 @@ def _run_step(model, example_input, target, loss_fn, optimizer_factory):
         for parameter in leaves:
             if parameter.grad is not None:
                 memory.track(parameter.grad, "gradients")
-        saved = set(recorder.saved)
-        by_kind = Counter()
+        by_kind, alive = Counter(), []
         for serial, size in memory.peak_sizes.items():
-            kind = memory.kind.get(serial) or ("saved activations" if serial in saved else "temporaries")
+            kind = memory.kind.get(serial) or ("saved activations" if serial in recorder.saved else "temporaries")
             by_kind[kind] += size
+            producer = recorder.producer.get(serial)
+            alive.append((size, kind, f"{producer.phase} {producer.name}" if producer else "before the step"))
         by_kind["temporaries"] += memory.peak_workspace
-        return StepCost(recorder.calls, memory.peak, {kind: by_kind.get(kind, 0) for kind in KINDS}, memory.peak_at)
+        if memory.peak_workspace:
+            alive.append((memory.peak_workspace, "temporaries", f"the workspace of {memory.peak_at}"))
+        return StepCost(recorder.calls, memory.peak, {kind: by_kind.get(kind, 0) for kind in KINDS}, memory.peak_at,
+                        sorted(alive, key=lambda entry: -entry[0])[:PEAK_LARGEST])
 
 
 def estimate(model, example_input, target=None, loss_fn=None, *, optimizer=None, baseline=True, device="cuda",

@@ -8,8 +8,11 @@ gelu_tanh (tanh approximation), hardswish, hardsigmoid, sigmoid, tanh. NaN and �
 ``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
 the branch torch's kernel takes.
 
-The backward is computed from the input z, never from a saved output: the activation after a
-norm is recomputed from the norm's saved input, so no pre- or post-activation tensor is kept.
+The backward is computed from the input z (``activation_grad``; after a norm, z is recomputed
+from the norm's saved input, so no pre-activation tensor is kept), or, for the kinds whose torch
+backward takes the result (relu, sigmoid, tanh: ``DERIVATIVE_FROM_OUTPUT`` in
+fastcnn/ops/activation.py), from the output y (``activation_grad_from_output``), which is then
+what autograd keeps, as torch keeps it.
 
 Bytes: forward reads x and writes y; backward reads x and dy and writes dx (the least: torch's
 own saves one tensor too). Launch grid: (cdiv(numel, BLOCK),) over the tensors' memory order.
@@ -104,6 +107,20 @@ def activation_grad(z, g, KIND: tl.constexpr, parameter):
 
 
 @triton.jit
+def activation_grad_from_output(y, g, KIND: tl.constexpr):
+    """d act(z)/dz · g from y = act(z) for fp32 y and g, as torch's backward formulas take the
+    result: threshold_backward(g, y, 0), sigmoid_backward(g, y), tanh_backward(g, y)."""
+    if KIND == "relu":
+        dz = tl.where(y <= 0.0, 0.0, g)
+    elif KIND == "sigmoid":
+        dz = g * y * (1.0 - y)
+    else:
+        tl.static_assert(KIND == "tanh", "the derivative from the output: relu, sigmoid or tanh")
+        dz = g * (1.0 - y * y)
+    return dz
+
+
+@triton.jit
 def _forward_kernel(x_ptr, y_ptr, numel, parameter, KIND: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < numel
@@ -112,12 +129,18 @@ def _forward_kernel(x_ptr, y_ptr, numel, parameter, KIND: tl.constexpr, BLOCK: t
 
 
 @triton.jit
-def _backward_kernel(dy_ptr, x_ptr, dx_ptr, numel, parameter, KIND: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(dy_ptr, saved_ptr, dx_ptr, numel, parameter, KIND: tl.constexpr, FROM_OUTPUT: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """dx = act'·dy from the saved input x, or from the saved output y when FROM_OUTPUT."""
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < numel
-    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    saved = tl.load(saved_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dx_ptr + offsets, activation_grad(x, g, KIND, parameter).to(dx_ptr.dtype.element_ty), mask=mask)
+    if FROM_OUTPUT:
+        dx = activation_grad_from_output(saved, g, KIND)
+    else:
+        dx = activation_grad(saved, g, KIND, parameter)
+    tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def forward(x, y, *, kind, parameter):
@@ -127,8 +150,9 @@ def forward(x, y, *, kind, parameter):
     return 1
 
 
-def backward(dy, x, dx, *, kind, parameter):
-    """dx = act'(x)·dy for dense tensors laid out alike. One launch."""
-    _backward_kernel[(triton.cdiv(x.numel(), BLOCK),)](dy, x, dx, x.numel(), float(parameter), KIND=kind,
-                                                       BLOCK=BLOCK, num_warps=NUM_WARPS)
+def backward(dy, saved, dx, *, kind, parameter, from_output=False):
+    """dx = act'(x)·dy for dense tensors laid out alike, ``saved`` the input x, or the output y
+    when ``from_output``. One launch."""
+    _backward_kernel[(triton.cdiv(saved.numel(), BLOCK),)](dy, saved, dx, saved.numel(), float(parameter), KIND=kind,
+                                                           FROM_OUTPUT=from_output, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return 1

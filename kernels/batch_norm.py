@@ -14,15 +14,20 @@ elementwise; subtracting the mean first keeps fp32 accuracy when |mean| >> std.
 
 Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (and residual),
 g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or
-post-activation tensor is kept), dr = g, and x̂ = (x - mean)·invstd:
+post-activation tensor is kept), dr = g, and x̂ = (x - mean)·invstd. With a residual and an
+activation whose torch backward takes the result (relu, sigmoid, tanh), g may be taken from the
+output instead (FROM_OUTPUT), as torch's bn → add → act keeps it. fastcnn/ops/batch_norm.py runs
+a residual's backward as two launches of ``backward``, g alone (WRITE_DR), then batch norm
+without activation on g, so that autograd frees dy in between.
     db = sum g,   dw = sum g·x̂,
     dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
     dx = scale · g                           (eval)
 Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
 
 Bytes: training forward reads x twice (statistics, then normalise), r once, and writes y;
-backward reads x, dy (and r) twice and writes dx (and dr). Saved for backward: x, r and five
-floats per channel (torch's bn → add → act saves bn's input and the activation's output).
+backward reads x, dy (and r or y) twice and writes dx (and dr). Saved for backward: x, five
+floats per channel, and with a residual either y (relu, sigmoid, tanh), nothing (no activation)
+or r (torch's bn → add → act saves bn's input and the activation's input or output).
 Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
 elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
 """
@@ -30,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .activation import activate, activation_grad
+from .activation import activate, activation_grad, activation_grad_from_output
 from .moments import chan_merge
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
@@ -176,15 +181,20 @@ def _apply_kernel(
 @triton.jit
 def _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels, spatial,
                  dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
-                 r_stride_s, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+                 r_stride_s, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr):
     """(g, centred x): dy through the activation's derivative at z (recomputed from x and r
-    exactly as the forward computed it) and x's deviation from the mean, both fp32."""
+    exactly as the forward computed it, or taken from the output y that ``r_ptr`` then points
+    at, FROM_OUTPUT) and x's deviation from the mean, both fp32."""
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
     centred = _centred(x, folded_ptr, c, channel_ok, channels)
     g = tl.load(dy_ptr + _row_offsets(rows, spatial, dy_stride_n, dy_stride_s)[:, None] + (c * dy_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
-    if KIND is not None:
+    if FROM_OUTPUT:
+        y = tl.load(r_ptr + _row_offsets(rows, spatial, r_stride_n, r_stride_s)[:, None] + (c * r_stride_c)[None, :],
+                    mask=mask, other=0.0).to(tl.float32)
+        g = activation_grad_from_output(y, g, KIND)
+    elif KIND is not None:
         z = _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
                             r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL)
         g = activation_grad(z, g, KIND, parameter)
@@ -195,7 +205,8 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, cha
 def _backward_sums_kernel(
         dy_ptr, x_ptr, r_ptr, folded_ptr, partial_ptr, parameter, num_rows, channels, spatial, rows_per_split,
         dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
-        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr):
     """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -210,7 +221,7 @@ def _backward_sums_kernel(
         mask = (rows < end)[:, None] & channel_ok[None, :]
         g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
                                   spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-                                  r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL)
+                                  r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL, FROM_OUTPUT)
         sum_g += g
         sum_gx += g * (centred * invstd[None, :])
     base = partial_ptr + split * 2 * channels + c
@@ -242,8 +253,8 @@ def _backward_apply_kernel(
         dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, folded_ptr, sums_ptr, parameter, num_rows, channels, spatial,
         dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
         dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c, dr_stride_s,
-        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, TRAINING: tl.constexpr, WRITE_DX: tl.constexpr,
-        WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr,
+        WRITE_DX: tl.constexpr, WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
@@ -251,7 +262,7 @@ def _backward_apply_kernel(
     scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
     g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
                               spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-                              r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL)
+                              r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL, FROM_OUTPUT)
     if WRITE_DR:  # d(act(bn(x) + r))/dr = g
         tl.store(dr_ptr + _row_offsets(rows, spatial, dr_stride_n, dr_stride_s)[:, None] + (c * dr_stride_c)[None, :],
                  g.to(dr_ptr.dtype.element_ty), mask=mask)
@@ -312,16 +323,19 @@ def apply(x, residual, y, folded, *, kind, parameter):
     return 1
 
 
-def backward(dy, x, residual, dx, dr, folded, grad_weight, grad_bias, *, training, kind, parameter):
+def backward(dy, x, residual, dx, dr, folded, grad_weight, grad_bias, *, training, kind, parameter, output=None):
     """Gradients of act(batch_norm(x) [+ residual]) into ``dx``, ``dr`` (the residual's),
-    ``grad_weight`` and ``grad_bias`` (each may be None). Returns the number of launches."""
+    ``grad_weight`` and ``grad_bias`` (each may be None). The activation's derivative is taken at
+    z recomputed from x and ``residual``, or from ``output`` = act(z) when it is given (then
+    ``residual`` is None, and a ``dr`` still receives the gradient). Returns the number of
+    launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     launches = 0
     sums = folded
-    r = x if residual is None else residual
-    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None)
+    r = output if output is not None else (x if residual is None else residual)
+    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None)
     if (training and dx is not None) or grad_weight is not None or grad_bias is not None:
         rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
                                                   min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)

@@ -18,7 +18,8 @@ The backward grid is persistent (P programs walk the row blocks p, p + P, ...), 
 are P·L floats, not one row of them per row block.
 
 Bytes: forward reads x once (twice when L > BLOCK_L) and writes y; backward reads x and dy once
-(twice) and writes dx. Saved: x and three floats per row. Launch grids: forward
+(twice) and writes dx. Saved: x and two floats per row (the mean and rstd, as torch saves; the
+shift K is read again from x). Launch grids: forward
 (cdiv(A·B, BLOCK_R),); backward (P,) and the parameter sums (slicing.sum_partials).
 """
 import triton
@@ -57,7 +58,7 @@ def _forward_kernel(
         x_stride_a, x_stride_b, x_stride_l, y_stride_a, y_stride_b, y_stride_l, weight_stride, bias_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, SINGLE: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-    """y = act(layer_norm(x)) and stats[0:3, r] = (shift K, mean of x - K, rstd)."""
+    """y = act(layer_norm(x)) and stats[0:2, r] = (mean of x - K, rstd), K = x[r, 0]."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < num_rows
     x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b, WIDE_INDEX)[:, None]
@@ -102,9 +103,8 @@ def _forward_kernel(
             y = activate(((x.to(tl.float32) - shift) - mean[:, None]) * rstd[:, None] * w + b, KIND, parameter)
             tl.store(y_ptr + y_rows + (widen(columns, WIDE_INDEX) * y_stride_l)[None, :], y.to(y_ptr.dtype.element_ty),
                      mask=mask)
-    tl.store(stats_ptr + rows, tl.reshape(shift, (BLOCK_R,)), mask=row_ok)
-    tl.store(stats_ptr + num_rows + rows, mean, mask=row_ok)
-    tl.store(stats_ptr + 2 * num_rows + rows, rstd, mask=row_ok)
+    tl.store(stats_ptr + rows, mean, mask=row_ok)
+    tl.store(stats_ptr + num_rows + rows, rstd, mask=row_ok)
 
 
 @triton.jit
@@ -140,9 +140,10 @@ def _backward_kernel(
         x_rows = _row_offsets(rows, inner_rows, x_stride_a, x_stride_b, WIDE_INDEX)[:, None]
         dy_rows = _row_offsets(rows, inner_rows, dy_stride_a, dy_stride_b, WIDE_INDEX)[:, None]
         dx_rows = _row_offsets(rows, inner_rows, dx_stride_a, dx_stride_b, WIDE_INDEX)[:, None]
-        shift = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)[:, None]
-        mean = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)[:, None]
-        rstd = tl.load(stats_ptr + 2 * num_rows + rows, mask=row_ok, other=0.0)[:, None]
+        # K, the row's first value, read again from the saved input: the same float the forward used.
+        shift = tl.load(x_ptr + x_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        mean = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)[:, None]
+        rstd = tl.load(stats_ptr + num_rows + rows, mask=row_ok, other=0.0)[:, None]
         if SINGLE:
             columns = tl.arange(0, BLOCK_L)
             column_ok = columns < length
@@ -211,7 +212,7 @@ def _parameters_or(fallback, weight, bias):
 
 
 def forward(x, y, stats, weight, bias, *, eps, kind, parameter):
-    """y = act(layer_norm(x)) over x, y [A, B, L] and stats fp32 [3, A·B]. One launch."""
+    """y = act(layer_norm(x)) over x, y [A, B, L] and stats fp32 [2, A·B]. One launch."""
     inner_rows, length = x.shape[1], x.shape[2]
     num_rows = x.shape[0] * inner_rows
     block_r, block_l, single = tiles(length, x.stride(2))

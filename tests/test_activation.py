@@ -112,6 +112,22 @@ def test_inplace_writes_the_input_only_when_autograd_does_not_need_it(generator)
     assert torch.equal(leaf.grad, ((values > 0) & (values < 6)).float())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_autograd_keeps_the_tensor_torch_keeps(kind, generator):
+    """relu, sigmoid and tanh keep their output (torch's backward takes the result), every other
+    kind its input; so modifying the kept tensor in place before backward fails as torch's does."""
+    leaf = make_tensor((3, 5, 4), generator=generator).requires_grad_()
+    input = leaf * 1.0
+    out = fastcnn.ops.activation.activation(input, kind)
+    (saved,) = out.grad_fn.saved_tensors
+    keeps_output = kind in ("relu", "sigmoid", "tanh")
+    assert saved.data_ptr() == (out if keeps_output else input).data_ptr() != (input if keeps_output else out).data_ptr()
+    if keeps_output:
+        out.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.backward(torch.ones_like(out))
+
+
 def test_strided_input_and_gradient(seed, generator):
     input = make_tensor((6, 10), generator=generator)[:, ::3].requires_grad_()
     out = fastcnn.elu(input)

@@ -115,6 +115,10 @@ def test_each_variant_family_compiles(compiled):
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]
     assert len(kinds) == 11, kinds
+    assert seen[("activation", "_backward_kernel", "FROM_OUTPUT")] == {True, False}
+    # batch norm's apply backward: the input's gradient, and the residual's from the output or the residual
+    assert seen[("batch_norm", "_backward_apply_kernel", "FROM_OUTPUT")] == {True, False}
+    assert seen[("batch_norm", "_backward_apply_kernel", "HAS_RESIDUAL")] == {True, False}
     pooled = {job["dtype"] for job, _ in compiled if job["kernel"] == "_max_pool2d_forward_kernel"}
     assert {"fp64", "i64", "u8"} <= pooled, pooled
 

@@ -4,7 +4,7 @@ import torch
 
 from .. import nn as fastcnn_nn
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
-from ..ops.activation import KINDS, bytes_moved, module_for
+from ..ops.activation import DERIVATIVE_FROM_OUTPUT, KINDS, bytes_moved, module_for
 from ._static import DTYPES, empty
 
 # (channels, height = width) of activations that a standalone activation sees: EfficientNet-B0's
@@ -61,7 +61,9 @@ def compile_variants(kernel_module):
     kind's branch lowers)."""
     def run(kind):
         activation = kernel_module("activation")
-        x, y, dy = (empty((4, 8, 5, 5), DTYPES["bf16"], True) for _ in range(3))
+        x, y, dy, dx = (empty((4, 8, 5, 5), DTYPES["bf16"], True) for _ in range(4))
         activation.forward(x, y, kind=kind, parameter=0.1)
-        activation.backward(dy, x, y, kind=kind, parameter=0.1)
+        activation.backward(dy, x, dx, kind=kind, parameter=0.1)
+        if kind in DERIVATIVE_FROM_OUTPUT:  # the backward autograd runs: from the saved output
+            activation.backward(dy, y, dx, kind=kind, parameter=0.1, from_output=True)
     return [(f"activation {kind} bf16", lambda kind=kind: run(kind)) for kind in KINDS]

@@ -6,7 +6,7 @@ from ..nn import BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
-from ._static import empty, per_layout_and_dtype
+from ._static import DTYPES, empty, per_layout_and_dtype
 
 def resnet50_activation_shapes():
     """Distinct (channels, height = width) of the activations that ResNet-50's batch norms see
@@ -107,7 +107,27 @@ def static_launches(kernel_module, options):
         batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
                         momentum=0.1, eps=1e-5)
         batch_norm.apply(x, r, y, folded, kind="relu", parameter=0.0)
-        batch_norm.backward(y, x, r, dx, dr, folded, torch.empty(c), torch.empty(c), training=True,
-                            kind="relu", parameter=0.0)
+        # As ops/batch_norm.py runs it: g = relu'·dy from the saved output, then batch norm's backward of g.
+        batch_norm.backward(dr, y, None, None, dr, folded, None, None, training=False, kind="relu", parameter=0.0,
+                            output=y)
+        batch_norm.backward(dr, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True, kind=None,
+                            parameter=0.0)
     return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
             + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu))
+
+
+def compile_variants(kernel_module):
+    """The residual's gradient g = act'(z)·dy by its other paths, bf16 channels_last: taken from
+    the saved output (ReLU: the static launches compile it for sm_90 only) and recomputed from the
+    saved input and residual (SiLU)."""
+    def residual_grad(kind):
+        batch_norm = kernel_module("batch_norm")
+        c = 64
+        x, r, y, dy, g = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(5))
+        folded = torch.empty((5, c), dtype=torch.float32)
+        batch_norm.apply(x, r, y, folded, kind=kind, parameter=0.0)
+        from_output = kind == "relu"
+        batch_norm.backward(dy, y if from_output else x, None if from_output else r, None, g, folded, None, None,
+                            training=False, kind=kind, parameter=0.0, output=y if from_output else None)
+    return [(f"batchnorm+add+{kind} residual grad bf16 channels_last", lambda kind=kind: residual_grad(kind))
+            for kind in ("relu", "silu")]

@@ -27,6 +27,10 @@ OP = "activation"
 # names), each norm's fused epilogue included: the one list.
 KINDS = ("relu", "relu6", "leaky_relu", "elu", "silu", "gelu", "gelu_tanh", "hardswish", "hardsigmoid", "sigmoid",
          "tanh")
+# The kinds whose backward torch computes from the result (threshold_backward, sigmoid_backward,
+# tanh_backward): for these autograd keeps the output, as torch keeps it, and every other kind
+# keeps the input; a norm fused with a residual add and one of these keeps its output too.
+DERIVATIVE_FROM_OUTPUT = ("relu", "sigmoid", "tanh")
 # kind -> (torch module class, the module attribute holding the kernel's parameter, its default);
 # gelu_tanh is GELU(approximate="tanh").
 TORCH_MODULES = {
@@ -162,30 +166,33 @@ def _(input, kind, parameter):
 
 
 @torch.library.custom_op("fastcnn::activation_backward", mutates_args=())
-def _activation_backward_op(grad_out: Tensor, input: Tensor, kind: str, parameter: float) -> Tensor:
-    grad_out = with_strides(grad_out, input.stride())
-    grad_input = torch.empty_like(input)
-    if input.numel():
+def _activation_backward_op(grad_out: Tensor, saved: Tensor, kind: str, parameter: float,
+                            from_output: bool) -> Tensor:
+    """The input's gradient from the saved input, or (``from_output``) the saved output."""
+    grad_out = with_strides(grad_out, saved.stride())
+    grad_input = torch.empty_like(saved)
+    if saved.numel():
         with torch.profiler.record_function(f"fastcnn::{kind} backward"):
-            _backend.record_launch(OP, _kernels().backward(grad_out, input, grad_input, kind=kind,
-                                                           parameter=parameter))
+            _backend.record_launch(OP, _kernels().backward(grad_out, saved, grad_input, kind=kind,
+                                                           parameter=parameter, from_output=from_output))
     return grad_input
 
 
 @_activation_backward_op.register_fake
-def _(grad_out, input, kind, parameter):
-    return torch.empty_like(input)
+def _(grad_out, saved, kind, parameter, from_output):
+    return torch.empty_like(saved)
 
 
 def _setup_context(ctx, inputs, output):
     input, kind, parameter = inputs
-    ctx.save_for_backward(input)
-    ctx.options = (kind, parameter)
+    from_output = kind in DERIVATIVE_FROM_OUTPUT
+    ctx.save_for_backward(output if from_output else input)
+    ctx.options = (kind, parameter, from_output)
 
 
 def _backward(ctx, grad_out):
-    (input,) = ctx.saved_tensors
-    return _activation_backward_op(grad_out, input, *ctx.options), None, None
+    (saved,) = ctx.saved_tensors
+    return _activation_backward_op(grad_out, saved, *ctx.options), None, None
 
 
 _activation_op.register_autograd(_backward, setup_context=_setup_context)
@@ -203,10 +210,10 @@ def _activation_inplace_launches(_, input, kind, parameter):
 
 
 @launches_of(_activation_backward_op, "activation")
-def _activation_backward_launches(grad_input, grad_out, input, kind, parameter):
-    if not input.numel():
+def _activation_backward_launches(grad_input, grad_out, saved, kind, parameter, from_output):
+    if not saved.numel():
         return []
-    return restride(grad_out, input.stride()) + [one_pass("_backward_kernel", [grad_out, input], [grad_input])]
+    return restride(grad_out, saved.stride()) + [one_pass("_backward_kernel", [grad_out, saved], [grad_input])]
 
 
 # ----------------------------------------------------------------------------- functional

@@ -4,17 +4,23 @@ activation=None, residual=None)`` (= act(F.batch_norm(...) + residual)) and
 the argument checks (torch's, in torch's order), the byte count, the operators and autograd, the
 functionals.
 
-Registered as three PyTorch operators so that ``torch.compile`` keeps them in its graph:
+Registered as PyTorch operators so that ``torch.compile`` keeps them in its graph:
 ``fastcnn::batch_norm_fold`` computes the per-channel statistics, updates the running statistics
 in place (the one mutation, declared in its schema) and folds them into five floats per channel;
-``fastcnn::batch_norm_apply`` normalises (adds the residual, applies the activation), with an
-autograd formula whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input,
-the residual, the weight and the bias in the same two passes). The statistics are not differentiated through the
-fold: the backward formula accounts for them (see kernels/batch_norm.py).
+``fastcnn::batch_norm_apply`` normalises and applies the activation, with an autograd formula
+whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input, the weight and
+the bias in two passes). With a residual, ``fastcnn::batch_norm_residual_apply`` computes
+act(bn(x) + r) in the same one pass, as two autograd nodes (``_Normalized`` below):
+``fastcnn::batch_norm_residual_grad`` turns dy into g = act'(z)·dy, the gradient of r and of
+bn(x), then ``fastcnn::batch_norm_backward`` without activation turns g into x's, w's and b's.
+The statistics are not differentiated through the fold: the backward formula accounts for them
+(see kernels/batch_norm.py).
 
-Saved for backward: the input, the residual and five floats per channel; the activation's
-derivative is recomputed from them, so no pre- or post-activation tensor is ever kept. (A ResNet
-block's residual is its input, which its first convolution saves anyway.)
+Saved for backward: the input and five floats per channel, from which the activation's
+derivative is recomputed, so no pre-activation tensor is ever kept; with a residual, the output
+too when the activation is relu, sigmoid or tanh (their torch backward takes the result; a ResNet
+block's output is kept by the next block's first convolution anyway), nothing more without an
+activation, else the residual (see ``_setup_residual_context``).
 """
 from typing import Optional
 
@@ -27,7 +33,7 @@ from .._layout import as_rows, empty_rows_like, rows_view
 from .._norms import statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
-from .activation import module_for, resolve_activation
+from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
 
 __all__ = ["batch_norm", "batch_norm_relu"]
 
@@ -136,11 +142,14 @@ def _(input, running_mean, running_var, weight, bias, training, momentum, eps):
 
 
 @torch.library.custom_op("fastcnn::batch_norm_apply", mutates_args=())
-def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-              residual: Optional[Tensor], training: bool, kind: Optional[str], parameter: float) -> Tensor:
-    """act(batch_norm(input) [+ residual]) from the folded statistics (``residual`` shaped as the
-    input). ``weight`` and ``bias`` are already folded in; they are arguments so that autograd
-    routes their gradients here."""
+def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
+              kind: Optional[str], parameter: float) -> Tensor:
+    """act(batch_norm(input)) from the folded statistics. ``weight`` and ``bias`` are already
+    folded in; they are arguments so that autograd routes their gradients here."""
+    return _apply(input, None, folded, kind, parameter)
+
+
+def _apply(input, residual, folded, kind, parameter):
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
@@ -151,63 +160,157 @@ def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Opt
 
 
 @_apply_op.register_fake
-def _(input, folded, weight, bias, residual, training, kind, parameter):
+def _(input, folded, weight, bias, training, kind, parameter):
     return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_backward", mutates_args=())
-def _backward_op(grad_out: Tensor, input: Tensor, residual: Optional[Tensor], folded: Tensor, training: bool,
-                 kind: Optional[str], parameter: float,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(grad_input, grad_residual, grad_weight, grad_bias); the last two in fp32; each empty when
-    its ``output_mask`` entry is False."""
+def _backward_op(grad_out: Tensor, input: Tensor, folded: Tensor, training: bool, kind: Optional[str],
+                 parameter: float, output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of act(batch_norm(input)), the activation's derivative
+    at z recomputed from the input; the last two in fp32; each empty when its ``output_mask``
+    entry is False."""
     grads = _empty_grads(input, output_mask)
     wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
-                as_rows(grad_out), rows_view(input), None if residual is None else as_rows(residual),
-                *(None if grad is None else rows_view(grad) for grad in wanted[:2]), folded, wanted[2], wanted[3],
-                training=training, kind=kind, parameter=parameter))
+                as_rows(grad_out), rows_view(input), None, None if wanted[0] is None else rows_view(wanted[0]), None,
+                folded, wanted[1], wanted[2], training=training, kind=kind, parameter=parameter))
     else:
+        grads[1].zero_()
         grads[2].zero_()
-        grads[3].zero_()
     return grads
 
 
 def _empty_grads(input, output_mask):
     channels = input.shape[1]
-    grad_input, grad_residual = (empty_rows_like(input) if needed else input.new_empty(0) for needed in output_mask[:2])
+    grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
     grad_weight, grad_bias = (torch.empty(channels if needed else 0, dtype=torch.float32, device=input.device)
-                              for needed in output_mask[2:])
-    return grad_input, grad_residual, grad_weight, grad_bias
+                              for needed in output_mask[1:])
+    return grad_input, grad_weight, grad_bias
 
 
 @_backward_op.register_fake
-def _(grad_out, input, residual, folded, training, kind, parameter, output_mask):
+def _(grad_out, input, folded, training, kind, parameter, output_mask):
     return _empty_grads(input, output_mask)
 
 
-def _setup_context(ctx, inputs, output):
-    input, folded, weight, bias, residual, training, kind, parameter = inputs
-    ctx.save_for_backward(input, folded, *(() if residual is None else (residual,)))
-    ctx.options = (training, kind, parameter)
+def _normalization_grads(ctx, grad, input, folded, kind, parameter, needs):
+    """(grad_input, grad_weight, grad_bias) from the gradient ``grad`` of act(batch_norm(input)),
+    the parameters' in their own dtypes; ``needs``: ctx.needs_input_grad of (input, weight, bias)."""
+    training = ctx.training
+    grad_input, grad_weight, grad_bias = _backward_op(grad, input, folded, training, kind, parameter, list(needs))
+    weight_dtype, bias_dtype = ctx.parameter_dtypes
+    return (grad_input if needs[0] else None, grad_weight.to(weight_dtype) if needs[1] else None,
+            grad_bias.to(bias_dtype) if needs[2] else None)
+
+
+def _remember_parameters(ctx, weight, bias, training):
+    ctx.training = training
     ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
 
 
+def _setup_context(ctx, inputs, output):
+    """Saved: the input and the folded statistics; the activation's derivative is recomputed
+    from them."""
+    input, folded, weight, bias, training, kind, parameter = inputs
+    ctx.save_for_backward(input, folded)
+    ctx.activation = (kind, parameter)
+    _remember_parameters(ctx, weight, bias, training)
+
+
 def _backward(ctx, grad_out):
-    input, folded, *residual = ctx.saved_tensors
-    residual = residual[0] if residual else None
+    input, folded = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    mask = [needs[0], residual is not None and needs[4], needs[2], needs[3]]
-    grad_input, grad_residual, grad_weight, grad_bias = _backward_op(grad_out, input, residual, folded, *ctx.options,
-                                                                     mask)
-    weight_dtype, bias_dtype = ctx.parameter_dtypes
-    return (grad_input if mask[0] else None, None, grad_weight.to(weight_dtype) if mask[2] else None,
-            grad_bias.to(bias_dtype) if mask[3] else None, grad_residual if mask[1] else None, None, None, None)
+    grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad_out, input, folded, *ctx.activation,
+                                                              (needs[0], needs[2], needs[3]))
+    return grad_input, None, grad_weight, grad_bias, None, None, None
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# With a residual, act(bn(x) + r) is one kernel forward but two autograd nodes, as torch's bn → add
+# → act is: the residual apply (below) takes ``_Normalized``'s view of x and turns dy into
+# g = act'(z)·dy, the gradient of both x's branch and r; ``_Normalized`` turns g into the
+# gradients of x, the weight and the bias. Autograd frees dy between the two, so at most two
+# activation-sized gradients live at once (one fused node would hold dy, dx and dr together).
+class _Normalized(torch.autograd.Function):
+    """A view of the input whose backward is batch norm's: (grad-input, grad-weight, grad-bias)
+    of the normalisation from the gradient of its output, no activation."""
+
+    @staticmethod
+    def forward(ctx, input, folded, weight, bias, training):
+        ctx.save_for_backward(input, folded)
+        _remember_parameters(ctx, weight, bias, training)
+        return input.view_as(input)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, folded = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad, input, folded, None, 0.0,
+                                                                  (needs[0], needs[2], needs[3]))
+        return grad_input, None, grad_weight, grad_bias, None
+
+
+@torch.library.custom_op("fastcnn::batch_norm_residual_apply", mutates_args=())
+def _residual_apply_op(normalized: Tensor, folded: Tensor, residual: Tensor, kind: Optional[str],
+                       parameter: float) -> Tensor:
+    """act(batch_norm(x) + residual) from the folded statistics, ``normalized`` being
+    ``_Normalized``'s view of x (``residual`` shaped as x)."""
+    return _apply(normalized, residual, folded, kind, parameter)
+
+
+@_residual_apply_op.register_fake
+def _(normalized, folded, residual, kind, parameter):
+    return empty_rows_like(normalized)
+
+
+@torch.library.custom_op("fastcnn::batch_norm_residual_grad", mutates_args=())
+def _residual_grad_op(grad_out: Tensor, input: Optional[Tensor], residual: Optional[Tensor], output: Optional[Tensor],
+                      folded: Tensor, kind: str, parameter: float) -> Tensor:
+    """g = act'(z)·grad_out for z = batch_norm(input) + residual, taken from ``output`` = act(z)
+    when it is given, else recomputed from ``input`` and ``residual``."""
+    like = output if output is not None else input
+    grad = empty_rows_like(like)
+    if like.numel():
+        with torch.profiler.record_function("fastcnn::batch_norm residual backward"):
+            _backend.record_launch(OP, _kernels().backward(
+                as_rows(grad_out), rows_view(like), None if residual is None else as_rows(residual), None,
+                rows_view(grad), folded, None, None, training=False, kind=kind, parameter=parameter,
+                output=None if output is None else rows_view(output)))
+    return grad
+
+
+@_residual_grad_op.register_fake
+def _(grad_out, input, residual, output, folded, kind, parameter):
+    return empty_rows_like(output if output is not None else input)
+
+
+def _setup_residual_context(ctx, inputs, output):
+    """Saved, besides what ``_Normalized`` saves (the input and the statistics), what act'(z)
+    needs, as torch's bn → add → act keeps it: the output for an activation whose torch backward
+    takes the result (relu, sigmoid, tanh; a ResNet block's output is kept anyway, by the next
+    block's first convolution), nothing without an activation, else the residual."""
+    normalized, folded, residual, kind, parameter = inputs
+    ctx.activation = (kind, parameter)
+    if kind is None:
+        ctx.save_for_backward()
+    elif kind in DERIVATIVE_FROM_OUTPUT:
+        ctx.save_for_backward(None, None, output, folded)
+    else:
+        ctx.save_for_backward(normalized, residual, None, folded)
+
+
+def _residual_backward(ctx, grad_out):
+    kind, parameter = ctx.activation
+    grad = grad_out if kind is None else _residual_grad_op(grad_out, *ctx.saved_tensors, kind, parameter)
+    return grad, None, grad, None, None
+
+
+_residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_residual_context)
 
 
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
@@ -222,21 +325,33 @@ def _fold_launches(folded, input, running_mean, running_var, weight, bias, train
 
 
 @launches_of(_apply_op, "norm")
-def _apply_launches(out, input, folded, weight, bias, residual, training, kind, parameter):
-    return [one_pass("_apply_kernel", [input, residual], [out])] if input.numel() else []
+def _apply_launches(out, input, folded, weight, bias, training, kind, parameter):
+    return [one_pass("_apply_kernel", [input], [out])] if input.numel() else []
+
+
+@launches_of(_residual_apply_op, "norm")
+def _residual_apply_launches(out, normalized, folded, residual, kind, parameter):
+    return [one_pass("_apply_kernel", [normalized, residual], [out])] if normalized.numel() else []
 
 
 @launches_of(_backward_op, "norm")
-def _backward_launches(grads, grad_out, input, residual, folded, training, kind, parameter, output_mask):
+def _backward_launches(grads, grad_out, input, folded, training, kind, parameter, output_mask):
     if not input.numel():
-        return []
+        return [one_pass("aten::zero_", [], grads[1:])]
     launches = []
-    if (training and output_mask[0]) or output_mask[2] or output_mask[3]:
-        launches += [one_pass("_backward_sums_kernel", [grad_out, input, residual], []),
-                     one_pass("_backward_finalize_kernel", [], grads[2:])]
-    if output_mask[0] or output_mask[1]:
-        launches.append(one_pass("_backward_apply_kernel", [grad_out, input, residual], grads[:2]))
+    if (training and output_mask[0]) or output_mask[1] or output_mask[2]:
+        launches += [one_pass("_backward_sums_kernel", [grad_out, input], []),
+                     one_pass("_backward_finalize_kernel", [], grads[1:])]
+    if output_mask[0]:
+        launches.append(one_pass("_backward_apply_kernel", [grad_out, input], grads[:1]))
     return launches
+
+
+@launches_of(_residual_grad_op, "norm")
+def _residual_grad_launches(grad, grad_out, input, residual, output, folded, kind, parameter):
+    # From the output the kernel reads dy and y (it never uses x); else dy, x and r.
+    reads = [grad_out, output] if output is not None else [grad_out, input, residual]
+    return [one_pass("_backward_apply_kernel", reads, [grad])] if grad.numel() else []
 
 
 # ----------------------------------------------------------------------------- functional
@@ -264,9 +379,12 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
                       float(eps))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
-    if residual is not None and residual.shape != input.shape:
+    if residual is None:
+        return _apply_op(input, folded, weight, bias, bool(training), kind, parameter)
+    if residual.shape != input.shape:
         residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
-    return _apply_op(input, folded, weight, bias, residual, bool(training), kind, parameter)
+    normalized = _Normalized.apply(input, folded, weight, bias, bool(training))
+    return _residual_apply_op(normalized, folded, residual, kind, parameter)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,

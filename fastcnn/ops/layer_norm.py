@@ -8,7 +8,7 @@ Both are one operator, ``fastcnn::layer_norm`` (output and per-row statistics), 
 is ``fastcnn::layer_norm_backward``. The input is read through its strides as [A, B, L] (see the
 kernel file), so neither a permuted NHWC view nor LayerNorm2d's channel axis is ever copied. The
 output is laid out as torch's: contiguous (layer_norm), channels-last order (layer_norm2d, as
-torchvision's permute back leaves it). Saved for backward: the input and three floats per row.
+torchvision's permute back leaves it). Saved for backward: the input and two floats per row.
 """
 import math
 from typing import Optional
@@ -119,10 +119,10 @@ def _flat(parameter):
 @torch.library.custom_op("fastcnn::layer_norm", mutates_args=())
 def _layer_norm_op(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], normalized_ndim: int,
                    channels_first: bool, eps: float, kind: Optional[str], parameter: float) -> tuple[Tensor, Tensor]:
-    """(act(layer_norm(input)), fp32 [3, rows] statistics); ``input``'s strides admit an [A, B, L]
+    """(act(layer_norm(input)), fp32 [2, rows] statistics (mean, rstd)); ``input``'s strides admit an [A, B, L]
     view (the functional makes sure)."""
     out = _output(input, normalized_ndim, channels_first)
-    stats = torch.empty((3, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32,
+    stats = torch.empty((2, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32,
                         device=input.device)
     if input.numel():
         x, split = _rows(_moved(input, channels_first), normalized_ndim)
@@ -136,7 +136,7 @@ def _layer_norm_op(input: Tensor, weight: Optional[Tensor], bias: Optional[Tenso
 @_layer_norm_op.register_fake
 def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
     return (_output(input, normalized_ndim, channels_first),
-            input.new_empty((3, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32))
+            input.new_empty((2, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32))
 
 
 @torch.library.custom_op("fastcnn::layer_norm_backward", mutates_args=())
