@@ -38,16 +38,22 @@ def suggests_channels_last(tensor):
     return True
 
 
+def view_or_none(tensor, shape):
+    """``tensor.view(shape)``, or None where its strides admit no such view (real tensors raise
+    RuntimeError, fake ones, under torch.compile or fastcnn.estimate, ValueError)."""
+    try:
+        return tensor.view(shape)
+    except (RuntimeError, ValueError):
+        return None
+
+
 def rows_view(tensor, batched_dims=2):
     """``tensor`` viewed as [N, C, S] (``batched_dims`` = 2) or [N, S] (1), S the flattened trailing
     (spatial) dims, 1 when there are none; None when its strides cannot be merged into one."""
-    try:
-        if tensor.dim() > batched_dims:
-            # The trailing size spelled out, not -1: view cannot infer it when the tensor is empty.
-            return tensor.view(tensor.shape[:batched_dims] + (math.prod(tensor.shape[batched_dims:]),))
-        return tensor.unsqueeze(-1)
-    except RuntimeError:
-        return None
+    if tensor.dim() > batched_dims:
+        # The trailing size spelled out, not -1: view cannot infer it when the tensor is empty.
+        return view_or_none(tensor, tensor.shape[:batched_dims] + (math.prod(tensor.shape[batched_dims:]),))
+    return tensor.unsqueeze(-1)
 
 
 def as_rows(tensor, batched_dims=2):

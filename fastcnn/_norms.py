@@ -1,6 +1,6 @@
 """Buffers the norms (batch, group, instance, layer) share: per-channel statistics a kernel updates
 in place, and the one fp32 buffer their backward fills with both parameter gradients."""
-from ._layout import empty_rows_like
+from ._layout import empty_rows_like, view_or_none
 
 
 def statistic_vectors(statistics):
@@ -12,9 +12,8 @@ def statistic_vectors(statistics):
     for statistic in statistics:
         vector = statistic
         if statistic is not None and statistic.dim() != 1:
-            try:
-                vector = statistic.view(-1)
-            except RuntimeError:
+            vector = view_or_none(statistic, (-1,))
+            if vector is None:
                 vector = statistic.reshape(-1)  # a copy, as no view exists
                 write_back.append((statistic, vector))
         vectors.append(vector)

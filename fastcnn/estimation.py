@@ -34,7 +34,6 @@ fixed gap per launch; the peaks are those measured under ``bench/results/`` when
 them, else the data sheet's.
 """
 import contextlib
-import copy
 import dataclasses
 import functools
 import glob
@@ -143,9 +142,17 @@ class Estimate:
     machines: dict
 
     def to_dict(self):
+        """Everything, every launch of every operator included."""
         return {"description": self.description, "modelled": True, "machines": self.machines,
                 "fastcnn": self.fastcnn.to_dict(self.machines),
                 "eager": None if self.eager is None else self.eager.to_dict(self.machines)}
+
+    def summary(self):
+        """The totals, families, peaks and modelled times of each side, without the launches."""
+        sides = {"fastcnn": self.fastcnn, "eager": self.eager}
+        return {"description": self.description, "modelled": True,
+                **{name: {key: value for key, value in side.to_dict(self.machines).items() if key != "operators"}
+                   for name, side in sides.items() if side is not None}}
 
     def __str__(self):
         return format_estimate(self)
@@ -600,3 +607,86 @@ def estimate(model, example_input, target=None, loss_fn=None, *, optimizer=None,
                    f"{list(example_input.shape)} {str(example_input.dtype).replace('torch.', '')} {layout}, for "
                    f"{device}")
     return Estimate(description, ours, eager, machine_peaks())
+
+
+# ----------------------------------------------------------------------------- the command line
+OPTIMIZERS = {"none": None, "sgd": functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+              "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_model(spec):
+    """A model by name: "torchvision:resnet50" (weights=None), "fastcnn:TinyResNet"
+    (fastcnn.models), or a bare name, looked up in torchvision when it imports, else in
+    fastcnn.models."""
+    from . import models
+
+    source, _, name = spec.rpartition(":")
+    if source not in ("", "torchvision", "fastcnn"):
+        raise ValueError(f"fastcnn.estimate: unknown model source {source!r} in {spec!r}; use torchvision:NAME or "
+                         f"fastcnn:NAME")
+    if source in ("", "torchvision"):
+        try:
+            import torchvision
+        except ImportError as error:
+            if source:
+                raise ValueError(f"fastcnn.estimate: {spec!r} needs torchvision, which does not import here "
+                                 f"({error})") from error
+        else:
+            if source or name in torchvision.models.list_models():
+                return torchvision.models.get_model(name, weights=None)
+    model = getattr(models, name, None)
+    if not (isinstance(model, type) and issubclass(model, torch.nn.Module)):
+        known = [n for n, value in vars(models).items() if isinstance(value, type) and issubclass(value, torch.nn.Module)]
+        raise ValueError(f"fastcnn.estimate: no model {name!r} in fastcnn.models ({', '.join(known)}) or torchvision")
+    return model()
+
+
+def input_channels(model):
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
+def estimate_model(spec, *, batch, dtype="bf16", channels_last=False, image_size=224, optimizer="sgd",
+                   baseline=True):
+    """``fastcnn.estimate`` of a named model (``load_model``) on a batch of random-size-only
+    images with class targets, the model in ``dtype`` (and channels_last)."""
+    model = load_model(spec).to(DTYPES[dtype])
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    images = torch.empty((batch, input_channels(model), image_size, image_size), dtype=DTYPES[dtype],
+                         device="meta").contiguous(memory_format=memory_format)
+    labels = torch.empty((batch,), dtype=torch.int64, device="meta")
+    result = estimate(model, images, labels, optimizer=OPTIMIZERS[optimizer], baseline=baseline)
+    result.description = f"{spec}: {result.description}"
+    return result
+
+
+def add_arguments(parser):
+    """The estimate's options of ``fastcnn-profile --estimate``."""
+    group = parser.add_argument_group("--estimate: one training step counted on fake tensors (modelled, no GPU)")
+    group.add_argument("--estimate", action="store_true",
+                       help="count what one training step of --model costs (launches, bytes, FLOPs, peak memory), "
+                            "fastcnn beside eager, and print it; runs no kernel and needs no GPU")
+    group.add_argument("--model", default="torchvision:resnet50",
+                       help="torchvision:NAME, fastcnn:NAME (fastcnn.models) or NAME (default %(default)s)")
+    group.add_argument("--batch", type=int, default=256)
+    group.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    group.add_argument("--channels-last", action="store_true")
+    group.add_argument("--image-size", type=int, default=224)
+    group.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
+    group.add_argument("--no-baseline", action="store_true", help="count fastcnn's step only")
+    group.add_argument("--json", metavar="FILE", help="also write the estimate, every launch, as JSON")
+
+
+def run_from_arguments(arguments):
+    result = estimate_model(arguments.model, batch=arguments.batch, dtype=arguments.dtype,
+                            channels_last=arguments.channels_last, image_size=arguments.image_size,
+                            optimizer=arguments.optimizer, baseline=not arguments.no_baseline)
+    print(result)
+    if arguments.json:
+        with open(arguments.json, "w", encoding="utf-8") as handle:
+            json.dump(result.to_dict(), handle, indent=1)
+            handle.write("\n")
+        print(f"written: {arguments.json}")
+    return 0

@@ -18,6 +18,7 @@ NaN was found — no ``.item()``.
 from dataclasses import dataclass, field
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from . import validation
 from .multi_tensor import flat_walkable
@@ -196,7 +197,9 @@ _FIRST_STEP_CONSTANTS = {}
 def _first_step_constant(device, fresh):
     constants = _FIRST_STEP_CONSTANTS.get(device)
     if constants is None:
-        constants = _FIRST_STEP_CONSTANTS[device] = torch.tensor([0.0, 1.0], device=device)
+        constants = torch.tensor([0.0, 1.0], device=device)
+        if not isinstance(constants, FakeTensor):  # fake ones (fastcnn.estimate) belong to their mode only
+            _FIRST_STEP_CONSTANTS[device] = constants
     return constants[1 if fresh else 0]
 
 

@@ -23,8 +23,8 @@ import time
 
 import torch
 
+from . import cases as case_modules, estimation
 from .benchmarking import DTYPES, MEMORY_FORMATS
-from . import cases as case_modules
 from .reporting import figures, summary, table, write_charts, write_csv
 
 # Every profiled op name (conv2d's three passes are three) -> the case module that builds its cases.
@@ -97,6 +97,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no case after this many seconds (the cases left are listed as not run), so "
                              "that a run fits a time limit and still writes what it measured")
+    estimation.add_arguments(parser)
     arguments = parser.parse_args(argv)
     arguments.ops = [op.strip() for op in arguments.ops.split(",") if op.strip()]
     arguments.dtypes = [d.strip() for d in arguments.dtypes.split(",") if d.strip()]
@@ -111,6 +112,8 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    if arguments.estimate:  # counts on fake tensors: no kernel runs, no GPU is needed
+        return estimation.run_from_arguments(arguments)
     gpu = torch.cuda.is_available()
     if not gpu:
         # Before anything imports triton: the smoke check runs the kernels through the interpreter.

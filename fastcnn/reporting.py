@@ -201,3 +201,117 @@ def write_charts(records, stem):
     figure.savefig(paths[-1], dpi=110)
     plt.close(figure)
     return paths
+
+
+# ----------------------------------------------------------------------------- fastcnn.estimate's zoo
+ESTIMATES_BEGIN = "<!-- estimate-table:begin (written by scripts/render_perf_table.py) -->"
+ESTIMATES_END = "<!-- estimate-table:end -->"
+ZOO_FILE = "zoo.json"
+
+
+def load_estimates(folder):
+    """(environment, records) of bench/results/estimates/zoo.json (bench/estimate_zoo.py writes
+    it), or (None, []) when there is none."""
+    path = os.path.join(folder, ZOO_FILE)
+    if not os.path.exists(path):
+        return None, []
+    with open(path, encoding="utf-8") as handle:
+        zoo = json.load(handle)
+    return zoo["environment"], zoo["records"]
+
+
+def _moved(side):
+    return side["totals"]["bytes_read"] + side["totals"]["bytes_written"]
+
+
+def estimates_table(folder, batch=256):
+    """The README's table of the zoo's modelled steps at ``batch``, one row per model and
+    configuration, or a line saying there is none."""
+    environment, records = load_estimates(folder)
+    rows = [r for r in records if r["batch"] == batch]
+    if not rows:
+        return "**No estimate recorded**: run `python bench/estimate_zoo.py` (needs torchvision)."
+    lines = [f"Modelled by `fastcnn.estimate` (fake tensors, no GPU; torch {environment['torch']}, torchvision "
+             f"{environment['torchvision']}, {environment['date'][:10]}): one training step with SGD at batch {batch}, "
+             f"224x224, fastcnn-converted beside eager. Eager's ATen ops count one read of each input and one "
+             f"write of each output where their passes are not known: a lower bound that favours eager. Step "
+             f"times are roofline lower bounds on an H100 ({records[0]['machines']['H100']['source']} peaks), "
+             f"not measurements.",
+             "",
+             "| model | dtype, layout | peak memory GiB, fastcnn / eager | GB moved, fastcnn / eager | launches, "
+             "fastcnn / eager | H100 step lower bound ms, fastcnn / eager |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ours, theirs = r["fastcnn"], r["eager"]
+        times = ours["modelled_step_time_s"]["H100"], theirs["modelled_step_time_s"]["H100"]
+        lines.append(
+            f"| {r['model']} | {r['dtype']} {r['layout']} "
+            f"| {ours['peak_bytes'] / 2**30:.2f} / {theirs['peak_bytes'] / 2**30:.2f} "
+            f"(**{ours['peak_bytes'] / theirs['peak_bytes']:.2f}**) "
+            f"| {_moved(ours) / 1e9:.1f} / {_moved(theirs) / 1e9:.1f} (**{_moved(ours) / _moved(theirs):.2f}**) "
+            f"| {ours['totals']['launches']} / {theirs['totals']['launches']} "
+            f"| {1e3 * times[0]:.1f} / {1e3 * times[1]:.1f} (**{times[1] / times[0]:.2f}x**) |")
+    return "\n".join(lines)
+
+
+def render_readme_estimates(readme_path, folder):
+    """Replace the text between the estimate-table markers of ``readme_path`` with
+    ``estimates_table(folder)``. Returns whether estimates were found."""
+    with open(readme_path, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = text.find(ESTIMATES_BEGIN), text.find(ESTIMATES_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{readme_path} has no '{ESTIMATES_BEGIN}' ... '{ESTIMATES_END}' block")
+    table_text = estimates_table(folder)
+    text = text[:begin + len(ESTIMATES_BEGIN)] + "\n" + table_text + "\n" + text[end:]
+    with open(readme_path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return bool(load_estimates(folder)[1])
+
+
+def write_estimate_charts(records, folder):
+    """One PNG per (dtype and layout, batch): per model, the peak memory and the bytes moved per
+    op family, fastcnn beside eager. Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    configurations = sorted({(r["dtype"], r["layout"], r["batch"]) for r in records})
+    for dtype, layout, batch in configurations:
+        rows = [r for r in records if (r["dtype"], r["layout"], r["batch"]) == (dtype, layout, batch)]
+        models = [r["model"] for r in rows]
+        families = sorted({family for r in rows for side in ("fastcnn", "eager") for family in r[side]["by_family"]},
+                          key=lambda f: -sum(_family_bytes(r[side], f) for r in rows for side in ("fastcnn", "eager")))
+        figure, (memory_axes, bytes_axes) = plt.subplots(1, 2, figsize=(14, 5))
+        positions = range(len(models))
+        for offset, side in ((-0.2, "fastcnn"), (0.2, "eager")):
+            memory_axes.bar([p + offset for p in positions], [r[side]["peak_bytes"] / 2**30 for r in rows], width=0.4,
+                            label=side)
+            bottoms = [0.0] * len(rows)
+            for index, family in enumerate(families):
+                heights = [_family_bytes(r[side], family) / 1e9 for r in rows]
+                bytes_axes.bar([p + offset for p in positions], heights, width=0.4, bottom=bottoms,
+                               color=plt.cm.tab20(index % 20), edgecolor="black" if side == "fastcnn" else "white",
+                               linewidth=0.3, label=family if side == "fastcnn" else None)
+                bottoms = [b + h for b, h in zip(bottoms, heights)]
+        memory_axes.set(xticks=list(positions), ylabel="GiB", title="peak memory (left bar fastcnn, right eager)")
+        bytes_axes.set(xticks=list(positions), ylabel="GB read + written",
+                       title="bytes moved per op family (left bar fastcnn, right eager)")
+        for axes in (memory_axes, bytes_axes):
+            axes.set_xticklabels(models, rotation=30, ha="right")
+        memory_axes.legend()
+        bytes_axes.legend(fontsize=7, ncol=2)
+        figure.suptitle(f"fastcnn.estimate, MODELLED (fake tensors, no GPU): one training step, batch {batch}, "
+                        f"{dtype} {layout}")
+        figure.tight_layout()
+        paths.append(os.path.join(folder, f"zoo-{dtype}-{layout}-batch{batch}.png"))
+        figure.savefig(paths[-1], dpi=100)
+        plt.close(figure)
+    return paths
+
+
+def _family_bytes(side, family):
+    totals = side["by_family"].get(family)
+    return totals["bytes_read"] + totals["bytes_written"] if totals else 0

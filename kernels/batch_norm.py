@@ -7,10 +7,11 @@ each program reduces a [rows x channels] tile two-pass in registers (tile mean, 
 squared deviations from it) and merges tiles with Chan's parallel formula, so an input with
 mean 3000 and std 0.5 keeps fp32 accuracy. Slices of the rows (split for parallelism) are
 merged in a fixed order by the finalize kernel, which also updates the running statistics as
-torch does (unbiased variance M/(M-1), momentum) and folds everything into a per-channel
-scale = w / sqrt(var + eps). Eval: the same from the running statistics. Then
-y = act((x - mean)·scale + b [+ r]) with act any of kernels/activation.py's kinds (or none),
-elementwise; subtracting the mean first keeps fp32 accuracy when |mean| >> std.
+torch does (unbiased variance M/(M-1), momentum) and keeps two floats per channel, the mean (of
+x - K, K = x[0, c, 0], which every pass reads again from x) and invstd = 1/sqrt(var + eps): what
+torch saves. Eval: the running statistics (K = 0). Then y = act((x - mean)·scale + b [+ r]),
+scale = w·invstd, with act any of kernels/activation.py's kinds (or none), elementwise;
+subtracting the mean first keeps fp32 accuracy when |mean| >> std.
 
 Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (and residual),
 g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or
@@ -25,9 +26,10 @@ without activation on g, so that autograd frees dy in between.
 Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
 
 Bytes: training forward reads x twice (statistics, then normalise), r once, and writes y;
-backward reads x, dy (and r or y) twice and writes dx (and dr). Saved for backward: x, five
+backward reads x, dy (and r or y) twice and writes dx (and dr). Saved for backward: x, two
 floats per channel, and with a residual either y (relu, sigmoid, tanh), nothing (no activation)
-or r (torch's bn → add → act saves bn's input and the activation's input or output).
+or r (torch's bn → add → act saves bn's input, its two floats per channel and the activation's
+input or output).
 Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
 elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
 """
@@ -51,29 +53,19 @@ def _row_offsets(rows, spatial, stride_n, stride_s):
 
 
 @triton.jit
-def _centred(x, folded_ptr, c, channel_ok, channels):
-    """(x - K) - mean per channel: x's deviation from the batch (or running) mean, in fp32."""
-    shift = tl.load(folded_ptr + 2 * channels + c, mask=channel_ok, other=0.0)
-    mean = tl.load(folded_ptr + 3 * channels + c, mask=channel_ok, other=0.0)
-    return (x - shift[None, :]) - mean[None, :]
-
-
-@triton.jit
 def _partial_stats_kernel(
-        x_ptr, partial_ptr, folded_ptr, num_rows, channels, spatial, rows_per_split,
+        x_ptr, partial_ptr, num_rows, channels, spatial, rows_per_split,
         x_stride_n, x_stride_c, x_stride_s,
         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """partial[split, 0:3, c] = (count, mean, sum of squared deviations) of this slice of rows,
-    for x - K with K the channel's first value (written to folded[2] by slice 0)."""
+    for x - K with K the channel's first value x[0, c, 0]."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     # Statistics of x - K, K one of the channel's own values: for data far from 0 relative to
     # their spread the subtraction is exact, so the mean keeps the digits that a mean of x (3000
-    # +- 0.5, say) would round away.
+    # +- 0.5, say) would round away. Every later pass reads K from x again (``_centred``).
     shift = tl.load(x_ptr + c * x_stride_c, mask=channel_ok, other=0.0).to(tl.float32)
-    if split == 0:
-        tl.store(folded_ptr + 2 * channels + c, shift, mask=channel_ok)
     start = split.to(tl.int64) * rows_per_split
     end = tl.minimum(start + rows_per_split, num_rows)
     count = tl.zeros((BLOCK_C,), tl.float32)
@@ -98,12 +90,11 @@ def _partial_stats_kernel(
 
 @triton.jit
 def _finalize_kernel(
-        partial_ptr, num_splits, weight_ptr, bias_ptr, running_mean_ptr, running_var_ptr,
-        folded_ptr, channels, momentum, eps, weight_stride, bias_stride, running_mean_stride, running_var_stride,
-        TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BLOCK: tl.constexpr):
-    """folded[0:5, c] = (scale, beta, shift K, centred mean, invstd): y = ((x - K) - mean)·scale
-    + beta, with mean the mean of x - K (K = the running mean in eval, centred mean 0)."""
+        partial_ptr, num_splits, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, channels, momentum, eps,
+        x_stride_c, running_mean_stride, running_var_stride,
+        TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, BLOCK: tl.constexpr):
+    """stats[0:2, c] = (mean, invstd): in training the batch's, the mean that of x - K (K =
+    x[0, c, 0]); in eval the running mean and 1 / sqrt(running var + eps)."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = c < channels
     if TRAINING:
@@ -118,8 +109,8 @@ def _finalize_kernel(
             count, mean, m2 = chan_merge(count, mean, m2, split_count, split_mean, split_m2)
         # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
         variance = m2 / tl.maximum(count, 1.0)
-        shift = tl.load(folded_ptr + 2 * channels + c, mask=ok, other=0.0)
         if UPDATE_RUNNING:
+            shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
             running_mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
             running_var = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=0.0).to(tl.float32)
             unbiased = m2 / tl.maximum(count - 1.0, 1.0)
@@ -129,31 +120,40 @@ def _finalize_kernel(
             tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
                      .to(running_var_ptr.dtype.element_ty), mask=ok)
     else:
-        shift = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
-        mean = tl.zeros((BLOCK,), tl.float32)
+        mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
         variance = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=1.0).to(tl.float32)
-    invstd = 1.0 / tl.sqrt(variance + eps)
-    scale = invstd
-    if HAS_WEIGHT:
-        scale = scale * tl.load(weight_ptr + c * weight_stride, mask=ok, other=1.0).to(tl.float32)
-    if HAS_BIAS:
-        beta = tl.load(bias_ptr + c * bias_stride, mask=ok, other=0.0).to(tl.float32)
-    else:
-        beta = tl.zeros((BLOCK,), tl.float32)
-    tl.store(folded_ptr + c, scale, mask=ok)
-    tl.store(folded_ptr + channels + c, beta, mask=ok)
-    tl.store(folded_ptr + 2 * channels + c, shift, mask=ok)
-    tl.store(folded_ptr + 3 * channels + c, mean, mask=ok)
-    tl.store(folded_ptr + 4 * channels + c, invstd, mask=ok)
+    tl.store(stats_ptr + c, mean, mask=ok)
+    tl.store(stats_ptr + channels + c, 1.0 / tl.sqrt(variance + eps), mask=ok)
 
 
 @triton.jit
-def _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
-                    r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL: tl.constexpr):
-    """z = centred·scale + beta [+ r] in fp32: the value the activation sees."""
-    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
-    beta = tl.load(folded_ptr + channels + c, mask=channel_ok, other=0.0)
-    z = centred * scale[None, :] + beta[None, :]
+def _centred(x, x_ptr, stats_ptr, c, channel_ok, x_stride_c, SHIFTED: tl.constexpr):
+    """x's deviation from the mean in fp32: (x - K) - mean, with K the channel's first value when
+    the statistics are the batch's (SHIFTED: the mean is that of x - K), none for the running ones."""
+    mean = tl.load(stats_ptr + c, mask=channel_ok, other=0.0)
+    if SHIFTED:
+        shift = tl.load(x_ptr + c * x_stride_c, mask=channel_ok, other=0.0).to(tl.float32)
+        return (x - shift[None, :]) - mean[None, :]
+    return x - mean[None, :]
+
+
+@triton.jit
+def _scale(stats_ptr, weight_ptr, c, channel_ok, channels, weight_stride, HAS_WEIGHT: tl.constexpr):
+    """w / sqrt(var + eps) per channel, fp32."""
+    scale = tl.load(stats_ptr + channels + c, mask=channel_ok, other=0.0)
+    if HAS_WEIGHT:
+        scale = scale * tl.load(weight_ptr + c * weight_stride, mask=channel_ok, other=1.0).to(tl.float32)
+    return scale
+
+
+@triton.jit
+def _pre_activation(centred, r_ptr, stats_ptr, weight_ptr, bias_ptr, rows, c, mask, channel_ok, channels, spatial,
+                    r_stride_n, r_stride_c, r_stride_s, weight_stride, bias_stride, HAS_RESIDUAL: tl.constexpr,
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """z = centred·scale + b [+ r] in fp32: the value the activation sees."""
+    z = centred * _scale(stats_ptr, weight_ptr, c, channel_ok, channels, weight_stride, HAS_WEIGHT)[None, :]
+    if HAS_BIAS:
+        z += tl.load(bias_ptr + c * bias_stride, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
     if HAS_RESIDUAL:
         z += tl.load(r_ptr + _row_offsets(rows, spatial, r_stride_n, r_stride_s)[:, None] + (c * r_stride_c)[None, :],
                      mask=mask, other=0.0).to(tl.float32)
@@ -162,32 +162,36 @@ def _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, chann
 
 @triton.jit
 def _apply_kernel(
-        x_ptr, r_ptr, y_ptr, folded_ptr, parameter, num_rows, channels, spatial,
+        x_ptr, r_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, num_rows, channels, spatial,
         x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, y_stride_n, y_stride_c, y_stride_s,
-        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+        HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     mask = (rows < num_rows)[:, None] & channel_ok[None, :]
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
-    z = _pre_activation(_centred(x, folded_ptr, c, channel_ok, channels), r_ptr, folded_ptr, rows, c, mask,
-                        channel_ok, channels, spatial, r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL)
+    z = _pre_activation(_centred(x, x_ptr, stats_ptr, c, channel_ok, x_stride_c, SHIFTED), r_ptr, stats_ptr,
+                        weight_ptr, bias_ptr, rows, c, mask, channel_ok, channels, spatial, r_stride_n, r_stride_c,
+                        r_stride_s, weight_stride, bias_stride, HAS_RESIDUAL, HAS_WEIGHT, HAS_BIAS)
     y = activate(z, KIND, parameter)
     tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels, spatial,
-                 dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
-                 r_stride_s, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr):
+def _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask, channel_ok, channels,
+                 spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
+                 r_stride_c, r_stride_s, weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                 FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 SHIFTED: tl.constexpr):
     """(g, centred x): dy through the activation's derivative at z (recomputed from x and r
     exactly as the forward computed it, or taken from the output y that ``r_ptr`` then points
     at, FROM_OUTPUT) and x's deviation from the mean, both fp32."""
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
-    centred = _centred(x, folded_ptr, c, channel_ok, channels)
+    centred = _centred(x, x_ptr, stats_ptr, c, channel_ok, x_stride_c, SHIFTED)
     g = tl.load(dy_ptr + _row_offsets(rows, spatial, dy_stride_n, dy_stride_s)[:, None] + (c * dy_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
     if FROM_OUTPUT:
@@ -195,23 +199,25 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, cha
                     mask=mask, other=0.0).to(tl.float32)
         g = activation_grad_from_output(y, g, KIND)
     elif KIND is not None:
-        z = _pre_activation(centred, r_ptr, folded_ptr, rows, c, mask, channel_ok, channels, spatial,
-                            r_stride_n, r_stride_c, r_stride_s, HAS_RESIDUAL)
+        z = _pre_activation(centred, r_ptr, stats_ptr, weight_ptr, bias_ptr, rows, c, mask, channel_ok, channels,
+                            spatial, r_stride_n, r_stride_c, r_stride_s, weight_stride, bias_stride, HAS_RESIDUAL,
+                            HAS_WEIGHT, HAS_BIAS)
         g = activation_grad(z, g, KIND, parameter)
     return g, centred
 
 
 @triton.jit
 def _backward_sums_kernel(
-        dy_ptr, x_ptr, r_ptr, folded_ptr, partial_ptr, parameter, num_rows, channels, spatial, rows_per_split,
-        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
-        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, BLOCK_R: tl.constexpr,
-        BLOCK_C: tl.constexpr):
+        dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, parameter, num_rows, channels, spatial,
+        rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
+        r_stride_c, r_stride_s, weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+        FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
-    invstd = tl.load(folded_ptr + 4 * channels + c, mask=channel_ok, other=0.0)
+    invstd = tl.load(stats_ptr + channels + c, mask=channel_ok, other=0.0)
     start = split.to(tl.int64) * rows_per_split
     end = tl.minimum(start + rows_per_split, num_rows)
     sum_g = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
@@ -219,9 +225,10 @@ def _backward_sums_kernel(
     for first in range(start, end, BLOCK_R):
         rows = first + tl.arange(0, BLOCK_R)
         mask = (rows < end)[:, None] & channel_ok[None, :]
-        g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
-                                  spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-                                  r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL, FROM_OUTPUT)
+        g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask,
+                                  channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
+                                  x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride,
+                                  bias_stride, KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
         sum_g += g
         sum_gx += g * (centred * invstd[None, :])
     base = partial_ptr + split * 2 * channels + c
@@ -250,31 +257,33 @@ def _backward_finalize_kernel(
 
 @triton.jit
 def _backward_apply_kernel(
-        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, folded_ptr, sums_ptr, parameter, num_rows, channels, spatial,
-        dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
-        dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c, dr_stride_s,
-        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr,
+        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, stats_ptr, weight_ptr, bias_ptr, sums_ptr, parameter, num_rows, channels,
+        spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
+        r_stride_s, dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c, dr_stride_s, weight_stride,
+        bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr,
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr, TRAINING: tl.constexpr,
         WRITE_DX: tl.constexpr, WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     mask = (rows < num_rows)[:, None] & channel_ok[None, :]
-    scale = tl.load(folded_ptr + c, mask=channel_ok, other=0.0)
-    g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, folded_ptr, parameter, rows, c, mask, channel_ok, channels,
-                              spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-                              r_stride_n, r_stride_c, r_stride_s, KIND, HAS_RESIDUAL, FROM_OUTPUT)
+    g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask,
+                              channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
+                              x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride, bias_stride,
+                              KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
     if WRITE_DR:  # d(act(bn(x) + r))/dr = g
         tl.store(dr_ptr + _row_offsets(rows, spatial, dr_stride_n, dr_stride_s)[:, None] + (c * dr_stride_c)[None, :],
                  g.to(dr_ptr.dtype.element_ty), mask=mask)
-    if TRAINING:
-        invstd = tl.load(folded_ptr + 4 * channels + c, mask=channel_ok, other=0.0)
-        mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
-        mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / num_rows
-        x_hat = centred * invstd[None, :]
-        dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
-    else:
-        dx = scale[None, :] * g
     if WRITE_DX:
+        scale = _scale(stats_ptr, weight_ptr, c, channel_ok, channels, weight_stride, HAS_WEIGHT)
+        if TRAINING:
+            invstd = tl.load(stats_ptr + channels + c, mask=channel_ok, other=0.0)
+            mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
+            mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / num_rows
+            x_hat = centred * invstd[None, :]
+            dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
+        else:
+            dx = scale[None, :] * g
         tl.store(dx_ptr + _row_offsets(rows, spatial, dx_stride_n, dx_stride_s)[:, None] + (c * dx_stride_c)[None, :],
                  dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -284,65 +293,77 @@ def _tiles(channel_stride):
     return channel_blocks(channel_stride, interpreter=(1024, 16), channels_last=(32, 64), nchw=(256, 8))
 
 
-def fold(x, folded, weight, bias, running_mean, running_var, *, training, momentum, eps):
-    """The per-channel statistics of x [N, C, S] (training: the batch's, and the running statistics
-    updated in place when given; eval: the running statistics) folded into ``folded``, fp32 [5, C]:
-    (scale, beta, shift, centred mean, invstd). ``weight``, ``bias`` and the running statistics
-    are 1-d (any stride) or None. Returns the number of launches."""
+def _affine(weight, bias, fallback):
+    """The kernels' (weight, bias) pointers, their strides and flags; a missing one points at ``fallback``."""
+    tensors = [t if t is not None else fallback for t in (weight, bias)]
+    return tensors, [t.stride(0) for t in tensors], dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
+
+
+def statistics(x, stats, running_mean, running_var, *, training, momentum, eps):
+    """The per-channel statistics of x [N, C, S] into ``stats``, fp32 [2, C] (mean, invstd):
+    training, the batch's (the mean that of x - x[0, c, 0]) and the running statistics updated in
+    place when given; eval, the running statistics. The running statistics are 1-d (any stride)
+    or None. Returns the number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     launches = 0
-    partial, splits = folded, 0
+    partial, splits = stats, 0
     if training:
         rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
                                                   min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
         partial = torch.empty((splits, 3, channels), dtype=torch.float32, device=x.device)
         _partial_stats_kernel[(triton.cdiv(channels, block_c), splits)](
-            x, partial, folded, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
+            x, partial, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
         launches += 1
-    update = training and running_mean is not None
-    per_channel = [tensor if tensor is not None else folded for tensor in (weight, bias, running_mean, running_var)]
+    running = [tensor if tensor is not None else stats for tensor in (running_mean, running_var)]
     _finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
-        partial, splits, *per_channel, folded, channels, float(momentum), float(eps),
-        *(tensor.stride(0) for tensor in per_channel), TRAINING=training, UPDATE_RUNNING=update,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=FINAL_BLOCK)
+        partial, splits, x, *running, stats, channels, float(momentum), float(eps), x.stride(1),
+        *(tensor.stride(0) for tensor in running), TRAINING=training,
+        UPDATE_RUNNING=training and running_mean is not None, BLOCK=FINAL_BLOCK)
     return launches + 1
 
 
-def apply(x, residual, y, folded, *, kind, parameter):
-    """y = act((x - shift - centred mean)·scale + beta [+ residual]) for x, residual (or None),
-    y [N, C, S]; ``kind`` one of fastcnn/ops/activation.py's KINDS or None. One launch."""
+def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter):
+    """y = act((x - mean)·w·invstd + b [+ residual]) for x, residual (or None) and y [N, C, S],
+    from ``statistics``' ``stats`` (``training``: the batch's) and the affine ``weight`` and
+    ``bias`` (1-d or None); ``kind`` one of fastcnn/ops/activation.py's KINDS or None. One launch."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     r = x if residual is None else residual
+    affine, affine_strides, flags = _affine(weight, bias, stats)
     _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-        x, r, y, folded, float(parameter), num_rows, channels, x.shape[2], *x.stride(), *r.stride(), *y.stride(),
-        KIND=kind, HAS_RESIDUAL=residual is not None, BLOCK_R=block_r, BLOCK_C=block_c)
+        x, r, y, stats, *affine, float(parameter), num_rows, channels, x.shape[2], *x.stride(), *r.stride(),
+        *y.stride(), *affine_strides, KIND=kind, HAS_RESIDUAL=residual is not None, SHIFTED=training, **flags,
+        BLOCK_R=block_r, BLOCK_C=block_c)
     return 1
 
 
-def backward(dy, x, residual, dx, dr, folded, grad_weight, grad_bias, *, training, kind, parameter, output=None):
+def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bias, *, training, kind, parameter,
+             output=None):
     """Gradients of act(batch_norm(x) [+ residual]) into ``dx``, ``dr`` (the residual's),
-    ``grad_weight`` and ``grad_bias`` (each may be None). The activation's derivative is taken at
-    z recomputed from x and ``residual``, or from ``output`` = act(z) when it is given (then
+    ``grad_weight`` and ``grad_bias`` (each may be None), from ``statistics``' ``stats`` and the
+    affine ``weight`` and ``bias`` (or None). The activation's derivative is taken at z
+    recomputed from x and ``residual``, or from ``output`` = act(z) when it is given (then
     ``residual`` is None, and a ``dr`` still receives the gradient). Returns the number of
     launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     launches = 0
-    sums = folded
+    sums = stats
     r = output if output is not None else (x if residual is None else residual)
-    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None)
+    affine, affine_strides, flags = _affine(weight, bias, stats)
+    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None, SHIFTED=training,
+                      **flags)
     if (training and dx is not None) or grad_weight is not None or grad_bias is not None:
         rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
                                                   min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
         partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, r, folded, partial, float(parameter), num_rows, channels, x.shape[2], rows_per_split, *dy.stride(),
-            *x.stride(), *r.stride(), **activation, BLOCK_R=block_r, BLOCK_C=block_c)
+            dy, x, r, stats, *affine, partial, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
+            *dy.stride(), *x.stride(), *r.stride(), *affine_strides, **activation, BLOCK_R=block_r, BLOCK_C=block_c)
         sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
         _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
             partial, splits, sums, grad_weight if grad_weight is not None else sums,
@@ -352,9 +373,9 @@ def backward(dy, x, residual, dx, dr, folded, grad_weight, grad_bias, *, trainin
     if dx is not None or dr is not None:
         dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))
         _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-            dy, x, r, dx_or_x, dr_or_x, folded, sums, float(parameter), num_rows, channels, x.shape[2], *dy.stride(),
-            *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), **activation,
-            TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None, BLOCK_R=block_r,
-            BLOCK_C=block_c)
+            dy, x, r, dx_or_x, dr_or_x, stats, *affine, sums, float(parameter), num_rows, channels, x.shape[2],
+            *dy.stride(), *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), *affine_strides,
+            **activation, TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None,
+            BLOCK_R=block_r, BLOCK_C=block_c)
         launches += 1
     return launches

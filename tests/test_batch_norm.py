@@ -191,11 +191,13 @@ def test_deterministic_and_saves_only_input_and_per_channel_statistics(generator
         results.append((out, input.grad))
     assert launched["batch_norm"] == 6  # statistics, finalize, normalise; two sums, finalize, grad-input
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    assert [tuple(t.shape) for t in saved if t is not None] == [tuple(input.shape), (5, 7)]
+    # the input, two floats per channel (mean and invstd, as torch saves), and the parameters themselves
+    assert [tuple(t.shape) for t in saved if t is not None] == [tuple(input.shape), (2, 7), (7,), (7,)]
+    assert saved[2].data_ptr() == weight.data_ptr() and saved[3].data_ptr() == bias.data_ptr()
     aten = [name for name in names if name.startswith("aten::")]
     assert not [name for name in aten if "batch_norm" in name or "relu" in name or "threshold" in name], names
     assert [name for name in names if name.startswith("fastcnn::")] == [
-        "fastcnn::batch_norm_fold", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward"], names
+        "fastcnn::batch_norm_statistics", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward"], names
 
 
 def saved_activations(out):

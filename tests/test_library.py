@@ -49,24 +49,25 @@ def test_opcheck_batch_norm(training, generator):
     weight, bias = make_tensor((5,), generator=generator), make_tensor((5,), generator=generator)
     running_mean = make_tensor((5,), generator=generator)
     running_var = make_tensor((5,), generator=generator).abs() + 0.5
-    _opcheck(OPS.batch_norm_fold.default, (input, running_mean, running_var, weight, bias, training, 0.1, 1e-5))
-    _opcheck(OPS.batch_norm_fold.default, (input, None, None, None, None, True, 0.1, 1e-5))
-    folded = OPS.batch_norm_fold(input, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1, 1e-5)
+    _opcheck(OPS.batch_norm_statistics.default, (input, running_mean, running_var, training, 0.1, 1e-5))
+    _opcheck(OPS.batch_norm_statistics.default, (input, None, None, True, 0.1, 1e-5))
+    stats = OPS.batch_norm_statistics(input, running_mean.clone(), running_var.clone(), training, 0.1, 1e-5)
     residual = make_tensor((4, 5, 3, 7), generator=generator)
     for kind in (None, "relu"):
-        _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), folded, weight.clone().requires_grad_(),
+        _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), stats, weight.clone().requires_grad_(),
                                                 bias.clone().requires_grad_(), training, kind, 0.1))
     for kind in (None, "relu", "silu", "leaky_relu"):
-        _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), folded,
-                                                         residual.clone().requires_grad_(), kind, 0.1))
-    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, folded, training, "relu", 0.0,
-                                               [True, True, False]))
-    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, folded, training, None, 0.0,
+        _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), stats, weight, bias,
+                                                         residual.clone().requires_grad_(), training, kind, 0.1))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, training, "relu",
+                                               0.0, [True, True, False]))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, None, None, training, None, 0.0,
                                                [True, True, True]))
-    output = OPS.batch_norm_residual_apply(input, folded, residual, "relu", 0.0)
-    _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), None, None, output, folded, "relu", 0.0))
-    _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), input, residual, None, folded, "gelu",
-                                                    0.0))
+    output = OPS.batch_norm_residual_apply(input, stats, weight, bias, residual, training, "relu", 0.0)
+    _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), None, None, output, stats, None, None,
+                                                    training, "relu", 0.0))
+    _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), input, residual, None, stats, weight,
+                                                    bias, training, "gelu", 0.0))
 
 
 def test_opcheck_avg_pool(generator):
@@ -159,7 +160,7 @@ def test_profiler_shows_each_op_by_name(generator):
         loss.backward()
     names = {event.key for event in profile.key_averages()}
     for name in ("fastcnn::conv2d", "fastcnn::conv2d_input_grad", "fastcnn::conv2d_weight_grad",
-                 "fastcnn::batch_norm_fold", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
+                 "fastcnn::batch_norm_statistics", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
                  "fastcnn::max_pool2d", "fastcnn::max_pool2d_backward", "fastcnn::cross_entropy_forward",
                  "fastcnn::cross_entropy_backward_", "fastcnn::conv2d forward", "fastcnn::batch_norm backward"):
         assert name in names, sorted(n for n in names if "fastcnn" in n)

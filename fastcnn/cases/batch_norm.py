@@ -87,47 +87,55 @@ MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_backward_sums_kernel",
 
 def static_launches(kernel_module, options):
     """BN+ReLU (C128 28x28) and a ResNet-50 block end, BN + identity → ReLU (C256 56x56), forward and
-    backward in training."""
+    backward in training, as fastcnn/ops/batch_norm.py launches them."""
     def bn_relu(dtype, channels_last):
         batch_norm = kernel_module("batch_norm")
         c = 128
         x, y, dx = (empty((32, c, 28, 28), dtype, channels_last).view(32, c, -1) for _ in range(3))
-        folded = torch.empty((5, c), dtype=torch.float32)
-        batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
-                        momentum=0.1, eps=1e-5)
-        batch_norm.apply(x, None, y, folded, kind="relu", parameter=0.0)
-        batch_norm.backward(y, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True,
+        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=True, momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, None, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
+        batch_norm.backward(y, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
                             kind="relu", parameter=0.0)
 
     def bn_add_relu(dtype, channels_last):
         batch_norm = kernel_module("batch_norm")
         c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
         x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
-        folded = torch.empty((5, c), dtype=torch.float32)
-        batch_norm.fold(x, folded, torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c), training=True,
-                        momentum=0.1, eps=1e-5)
-        batch_norm.apply(x, r, y, folded, kind="relu", parameter=0.0)
-        # As ops/batch_norm.py runs it: g = relu'·dy from the saved output, then batch norm's backward of g.
-        batch_norm.backward(dr, y, None, None, dr, folded, None, None, training=False, kind="relu", parameter=0.0,
-                            output=y)
-        batch_norm.backward(dr, x, None, dx, None, folded, torch.empty(c), torch.empty(c), training=True, kind=None,
-                            parameter=0.0)
+        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=True, momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
+        # g = relu'·dy from the saved output, then batch norm's backward of g
+        batch_norm.backward(dr, y, None, None, dr, stats, None, None, None, None, training=True, kind="relu",
+                            parameter=0.0, output=y)
+        batch_norm.backward(dr, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
+                            kind=None, parameter=0.0)
     return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
             + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu))
 
 
 def compile_variants(kernel_module):
-    """The residual's gradient g = act'(z)·dy by its other paths, bf16 channels_last: taken from
-    the saved output (ReLU: the static launches compile it for sm_90 only) and recomputed from the
-    saved input and residual (SiLU)."""
+    """bf16 channels_last: the residual's gradient g = act'(z)·dy taken from the saved output
+    (ReLU: the static launches compile it for sm_90 only) and recomputed from the saved input and
+    residual (SiLU); eval (the running statistics, no shift) without weight or bias."""
     def residual_grad(kind):
         batch_norm = kernel_module("batch_norm")
         c = 64
         x, r, y, dy, g = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(5))
-        folded = torch.empty((5, c), dtype=torch.float32)
-        batch_norm.apply(x, r, y, folded, kind=kind, parameter=0.0)
+        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind=kind, parameter=0.0)
         from_output = kind == "relu"
-        batch_norm.backward(dy, y if from_output else x, None if from_output else r, None, g, folded, None, None,
-                            training=False, kind=kind, parameter=0.0, output=y if from_output else None)
+        batch_norm.backward(dy, y if from_output else x, None if from_output else r, None, g, stats, weight, bias,
+                            None, None, training=True, kind=kind, parameter=0.0, output=y if from_output else None)
+
+    def evaluation():
+        batch_norm = kernel_module("batch_norm")
+        c = 64
+        x, y, dy, dx = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(4))
+        stats = torch.empty((2, c))
+        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=False, momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, None, y, stats, None, None, training=False, kind="relu", parameter=0.0)
+        batch_norm.backward(dy, x, None, dx, None, stats, None, None, None, None, training=False, kind="relu",
+                            parameter=0.0)
     return [(f"batchnorm+add+{kind} residual grad bf16 channels_last", lambda kind=kind: residual_grad(kind))
-            for kind in ("relu", "silu")]
+            for kind in ("relu", "silu")] + [("batchnorm+relu eval, no affine, bf16 channels_last", evaluation)]

@@ -5,18 +5,19 @@ the argument checks (torch's, in torch's order), the byte count, the operators a
 functionals.
 
 Registered as PyTorch operators so that ``torch.compile`` keeps them in its graph:
-``fastcnn::batch_norm_fold`` computes the per-channel statistics, updates the running statistics
-in place (the one mutation, declared in its schema) and folds them into five floats per channel;
+``fastcnn::batch_norm_statistics`` computes the per-channel statistics (two floats per channel,
+what torch saves) and updates the running statistics in place (the one mutation, declared in its
+schema);
 ``fastcnn::batch_norm_apply`` normalises and applies the activation, with an autograd formula
 whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input, the weight and
 the bias in two passes). With a residual, ``fastcnn::batch_norm_residual_apply`` computes
 act(bn(x) + r) in the same one pass, as two autograd nodes (``_Normalized`` below):
 ``fastcnn::batch_norm_residual_grad`` turns dy into g = act'(z)·dy, the gradient of r and of
 bn(x), then ``fastcnn::batch_norm_backward`` without activation turns g into x's, w's and b's.
-The statistics are not differentiated through the fold: the backward formula accounts for them
+The statistics are not differentiated through: the backward formula accounts for them
 (see kernels/batch_norm.py).
 
-Saved for backward: the input and five floats per channel, from which the activation's
+Saved for backward: the input and two floats per channel, from which the activation's
 derivative is recomputed, so no pre-activation tensor is ever kept; with a residual, the output
 too when the activation is relu, sigmoid or tanh (their torch backward takes the result; a ResNet
 block's output is kept by the next block's first convolution anyway), nothing more without an
@@ -118,55 +119,60 @@ def bytes_moved(numel, element_size, backward, residual=False):
 
 
 # ----------------------------------------------------------------------------- operators and autograd
-def _empty_folded(input):
-    return torch.empty((5, input.shape[1]), dtype=torch.float32, device=input.device)
+def _empty_statistics(input):
+    return torch.empty((2, input.shape[1]), dtype=torch.float32, device=input.device)
 
 
-@torch.library.custom_op("fastcnn::batch_norm_fold", mutates_args=("running_mean", "running_var"))
-def _fold_op(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor], weight: Optional[Tensor],
-             bias: Optional[Tensor], training: bool, momentum: float, eps: float) -> Tensor:
-    """fp32 [5, C]: (scale, beta, shift, centred mean, invstd) from the batch (training) or the
+def _vector(tensor):
+    """A per-channel tensor as the 1-d vector the kernels read through its stride (any C-element
+    tensor torch accepts: a strided view, a (C, 1) buffer), or None."""
+    return None if tensor is None else tensor.reshape(-1)
+
+
+@torch.library.custom_op("fastcnn::batch_norm_statistics", mutates_args=("running_mean", "running_var"))
+def _statistics_op(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+                   momentum: float, eps: float) -> Tensor:
+    """fp32 [2, C]: (mean, invstd) of the batch (training; the mean that of x - x[0, c, 0]) or the
     running statistics (eval); in training the running statistics are updated in place."""
-    folded = _empty_folded(input)
+    stats = _empty_statistics(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm statistics"):
-            _backend.record_launch(OP, _kernels().fold(
-                rows_view(input), folded, weight, bias, running_mean, running_var, training=training,
-                momentum=momentum, eps=eps))
-    return folded
+            _backend.record_launch(OP, _kernels().statistics(
+                rows_view(input), stats, running_mean, running_var, training=training, momentum=momentum, eps=eps))
+    return stats
 
 
-@_fold_op.register_fake
-def _(input, running_mean, running_var, weight, bias, training, momentum, eps):
-    return _empty_folded(input)
+@_statistics_op.register_fake
+def _(input, running_mean, running_var, training, momentum, eps):
+    return _empty_statistics(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_apply", mutates_args=())
-def _apply_op(input: Tensor, folded: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
+def _apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
               kind: Optional[str], parameter: float) -> Tensor:
-    """act(batch_norm(input)) from the folded statistics. ``weight`` and ``bias`` are already
-    folded in; they are arguments so that autograd routes their gradients here."""
-    return _apply(input, None, folded, kind, parameter)
+    """act(batch_norm(input)) from the statistics, the weight and the bias."""
+    return _apply(input, None, stats, weight, bias, training, kind, parameter)
 
 
-def _apply(input, residual, folded, kind, parameter):
+def _apply(input, residual, stats, weight, bias, training, kind, parameter):
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
             _backend.record_launch(OP, _kernels().apply(
-                rows_view(input), None if residual is None else as_rows(residual), rows_view(out), folded, kind=kind,
-                parameter=parameter))
+                rows_view(input), None if residual is None else as_rows(residual), rows_view(out), stats,
+                _vector(weight), _vector(bias), training=training, kind=kind, parameter=parameter))
     return out
 
 
 @_apply_op.register_fake
-def _(input, folded, weight, bias, training, kind, parameter):
+def _(input, stats, weight, bias, training, kind, parameter):
     return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_backward", mutates_args=())
-def _backward_op(grad_out: Tensor, input: Tensor, folded: Tensor, training: bool, kind: Optional[str],
-                 parameter: float, output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                 training: bool, kind: Optional[str], parameter: float,
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     """(grad_input, grad_weight, grad_bias) of act(batch_norm(input)), the activation's derivative
     at z recomputed from the input; the last two in fp32; each empty when its ``output_mask``
     entry is False."""
@@ -176,7 +182,8 @@ def _backward_op(grad_out: Tensor, input: Tensor, folded: Tensor, training: bool
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(input), None, None if wanted[0] is None else rows_view(wanted[0]), None,
-                folded, wanted[1], wanted[2], training=training, kind=kind, parameter=parameter))
+                stats, _vector(weight), _vector(bias), wanted[1], wanted[2], training=training, kind=kind,
+                parameter=parameter))
     else:
         grads[1].zero_()
         grads[2].zero_()
@@ -192,38 +199,39 @@ def _empty_grads(input, output_mask):
 
 
 @_backward_op.register_fake
-def _(grad_out, input, folded, training, kind, parameter, output_mask):
+def _(grad_out, input, stats, weight, bias, training, kind, parameter, output_mask):
     return _empty_grads(input, output_mask)
 
 
-def _normalization_grads(ctx, grad, input, folded, kind, parameter, needs):
+def _save(ctx, input, stats, weight, bias, training):
+    """What batch norm's backward reads: the input, its two floats per channel (the weight and
+    the bias are the parameters themselves: no memory of their own)."""
+    ctx.save_for_backward(input, stats, weight, bias)
+    ctx.training = training
+    ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+
+
+def _normalization_grads(ctx, grad, kind, parameter, needs):
     """(grad_input, grad_weight, grad_bias) from the gradient ``grad`` of act(batch_norm(input)),
     the parameters' in their own dtypes; ``needs``: ctx.needs_input_grad of (input, weight, bias)."""
-    training = ctx.training
-    grad_input, grad_weight, grad_bias = _backward_op(grad, input, folded, training, kind, parameter, list(needs))
+    input, stats, weight, bias = ctx.saved_tensors
+    grad_input, grad_weight, grad_bias = _backward_op(grad, input, stats, weight, bias, ctx.training, kind, parameter,
+                                                      list(needs))
     weight_dtype, bias_dtype = ctx.parameter_dtypes
     return (grad_input if needs[0] else None, grad_weight.to(weight_dtype) if needs[1] else None,
             grad_bias.to(bias_dtype) if needs[2] else None)
 
 
-def _remember_parameters(ctx, weight, bias, training):
-    ctx.training = training
-    ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-
-
 def _setup_context(ctx, inputs, output):
-    """Saved: the input and the folded statistics; the activation's derivative is recomputed
-    from them."""
-    input, folded, weight, bias, training, kind, parameter = inputs
-    ctx.save_for_backward(input, folded)
+    """Saved: the input and the statistics; the activation's derivative is recomputed from them."""
+    input, stats, weight, bias, training, kind, parameter = inputs
+    _save(ctx, input, stats, weight, bias, training)
     ctx.activation = (kind, parameter)
-    _remember_parameters(ctx, weight, bias, training)
 
 
 def _backward(ctx, grad_out):
-    input, folded = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad_out, input, folded, *ctx.activation,
+    grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad_out, *ctx.activation,
                                                               (needs[0], needs[2], needs[3]))
     return grad_input, None, grad_weight, grad_bias, None, None, None
 
@@ -241,36 +249,34 @@ class _Normalized(torch.autograd.Function):
     of the normalisation from the gradient of its output, no activation."""
 
     @staticmethod
-    def forward(ctx, input, folded, weight, bias, training):
-        ctx.save_for_backward(input, folded)
-        _remember_parameters(ctx, weight, bias, training)
+    def forward(ctx, input, stats, weight, bias, training):
+        _save(ctx, input, stats, weight, bias, training)
         return input.view_as(input)
 
     @staticmethod
     def backward(ctx, grad):
-        input, folded = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad, input, folded, None, 0.0,
-                                                                  (needs[0], needs[2], needs[3]))
+        grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad, None, 0.0, (needs[0], needs[2], needs[3]))
         return grad_input, None, grad_weight, grad_bias, None
 
 
 @torch.library.custom_op("fastcnn::batch_norm_residual_apply", mutates_args=())
-def _residual_apply_op(normalized: Tensor, folded: Tensor, residual: Tensor, kind: Optional[str],
-                       parameter: float) -> Tensor:
-    """act(batch_norm(x) + residual) from the folded statistics, ``normalized`` being
-    ``_Normalized``'s view of x (``residual`` shaped as x)."""
-    return _apply(normalized, residual, folded, kind, parameter)
+def _residual_apply_op(normalized: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       residual: Tensor, training: bool, kind: Optional[str], parameter: float) -> Tensor:
+    """act(batch_norm(x) + residual), ``normalized`` being ``_Normalized``'s view of x
+    (``residual`` shaped as x). The weight's and the bias's gradients are ``_Normalized``'s."""
+    return _apply(normalized, residual, stats, weight, bias, training, kind, parameter)
 
 
 @_residual_apply_op.register_fake
-def _(normalized, folded, residual, kind, parameter):
+def _(normalized, stats, weight, bias, residual, training, kind, parameter):
     return empty_rows_like(normalized)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_residual_grad", mutates_args=())
 def _residual_grad_op(grad_out: Tensor, input: Optional[Tensor], residual: Optional[Tensor], output: Optional[Tensor],
-                      folded: Tensor, kind: str, parameter: float) -> Tensor:
+                      stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool, kind: str,
+                      parameter: float) -> Tensor:
     """g = act'(z)·grad_out for z = batch_norm(input) + residual, taken from ``output`` = act(z)
     when it is given, else recomputed from ``input`` and ``residual``."""
     like = output if output is not None else input
@@ -279,13 +285,13 @@ def _residual_grad_op(grad_out: Tensor, input: Optional[Tensor], residual: Optio
         with torch.profiler.record_function("fastcnn::batch_norm residual backward"):
             _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(like), None if residual is None else as_rows(residual), None,
-                rows_view(grad), folded, None, None, training=False, kind=kind, parameter=parameter,
-                output=None if output is None else rows_view(output)))
+                rows_view(grad), stats, _vector(weight), _vector(bias), None, None, training=training, kind=kind,
+                parameter=parameter, output=None if output is None else rows_view(output)))
     return grad
 
 
 @_residual_grad_op.register_fake
-def _(grad_out, input, residual, output, folded, kind, parameter):
+def _(grad_out, input, residual, output, stats, weight, bias, training, kind, parameter):
     return empty_rows_like(output if output is not None else input)
 
 
@@ -294,20 +300,20 @@ def _setup_residual_context(ctx, inputs, output):
     needs, as torch's bn → add → act keeps it: the output for an activation whose torch backward
     takes the result (relu, sigmoid, tanh; a ResNet block's output is kept anyway, by the next
     block's first convolution), nothing without an activation, else the residual."""
-    normalized, folded, residual, kind, parameter = inputs
-    ctx.activation = (kind, parameter)
+    normalized, stats, weight, bias, residual, training, kind, parameter = inputs
+    ctx.activation = (training, kind, parameter)
     if kind is None:
         ctx.save_for_backward()
     elif kind in DERIVATIVE_FROM_OUTPUT:
-        ctx.save_for_backward(None, None, output, folded)
+        ctx.save_for_backward(None, None, output, stats, None, None)
     else:
-        ctx.save_for_backward(normalized, residual, None, folded)
+        ctx.save_for_backward(normalized, residual, None, stats, weight, bias)
 
 
 def _residual_backward(ctx, grad_out):
-    kind, parameter = ctx.activation
-    grad = grad_out if kind is None else _residual_grad_op(grad_out, *ctx.saved_tensors, kind, parameter)
-    return grad, None, grad, None, None
+    training, kind, parameter = ctx.activation
+    grad = grad_out if kind is None else _residual_grad_op(grad_out, *ctx.saved_tensors, training, kind, parameter)
+    return grad, None, None, None, grad, None, None, None
 
 
 _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_residual_context)
@@ -316,26 +322,26 @@ _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_re
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
 # Per-channel vectors (statistics, partials, parameters) are a few KB; the passes over the input
 # are what cost.
-@launches_of(_fold_op, "norm")
-def _fold_launches(folded, input, running_mean, running_var, weight, bias, training, momentum, eps):
+@launches_of(_statistics_op, "norm")
+def _statistics_launches(stats, input, running_mean, running_var, training, momentum, eps):
     if not input.numel():
         return []
-    finalize = one_pass("_finalize_kernel", [weight, bias, running_mean, running_var], [folded])
+    finalize = one_pass("_finalize_kernel", [running_mean, running_var], [stats, running_mean, running_var])
     return ([one_pass("_partial_stats_kernel", [input], [])] if training else []) + [finalize]
 
 
 @launches_of(_apply_op, "norm")
-def _apply_launches(out, input, folded, weight, bias, training, kind, parameter):
+def _apply_launches(out, input, stats, weight, bias, training, kind, parameter):
     return [one_pass("_apply_kernel", [input], [out])] if input.numel() else []
 
 
 @launches_of(_residual_apply_op, "norm")
-def _residual_apply_launches(out, normalized, folded, residual, kind, parameter):
+def _residual_apply_launches(out, normalized, stats, weight, bias, residual, training, kind, parameter):
     return [one_pass("_apply_kernel", [normalized, residual], [out])] if normalized.numel() else []
 
 
 @launches_of(_backward_op, "norm")
-def _backward_launches(grads, grad_out, input, folded, training, kind, parameter, output_mask):
+def _backward_launches(grads, grad_out, input, stats, weight, bias, training, kind, parameter, output_mask):
     if not input.numel():
         return [one_pass("aten::zero_", [], grads[1:])]
     launches = []
@@ -348,7 +354,7 @@ def _backward_launches(grads, grad_out, input, folded, training, kind, parameter
 
 
 @launches_of(_residual_grad_op, "norm")
-def _residual_grad_launches(grad, grad_out, input, residual, output, folded, kind, parameter):
+def _residual_grad_launches(grad, grad_out, input, residual, output, stats, weight, bias, training, kind, parameter):
     # From the output the kernel reads dy and y (it never uses x); else dy, x and r.
     reads = [grad_out, output] if output is not None else [grad_out, input, residual]
     return [one_pass("_backward_apply_kernel", reads, [grad])] if grad.numel() else []
@@ -370,21 +376,16 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
         return out if kind is None else module_for(kind, parameter)(out)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
-    input_values, weight_values, bias_values = (None if t is None else t.detach() for t in (input, weight, bias))
-    # The kernels read each per-channel tensor as a vector through its stride (any C-element
-    # tensor torch accepts: a strided view, a (C, 1) buffer).
-    weight_values, bias_values = (None if t is None else t.reshape(-1) for t in (weight_values, bias_values))
-    statistics, write_back = statistic_vectors((running_mean, running_var))
-    folded = _fold_op(input_values, *statistics, weight_values, bias_values, bool(training), float(momentum),
-                      float(eps))
+    running, write_back = statistic_vectors((running_mean, running_var))
+    stats = _statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
     if residual is None:
-        return _apply_op(input, folded, weight, bias, bool(training), kind, parameter)
+        return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
     if residual.shape != input.shape:
         residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
-    normalized = _Normalized.apply(input, folded, weight, bias, bool(training))
-    return _residual_apply_op(normalized, folded, residual, kind, parameter)
+    normalized = _Normalized.apply(input, stats, weight, bias, bool(training))
+    return _residual_apply_op(normalized, stats, weight, bias, residual, bool(training), kind, parameter)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,

@@ -259,10 +259,17 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     input, weight = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = _conv2d_input_grad_op(grad_out, weight, list(input.shape), ctx.channels_last, *ctx.geometry)
+    groups = ctx.geometry[3]
+    if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and not _direct(input.shape[1], groups):
+        # Both GEMMs read dy with contiguous channels: an NCHW gradient is copied once for the two
+        # (kernels/conv2d_gemm.py's channels_contiguous), not once in each.
+        grad_out = _kernels().conv2d_gemm.channels_contiguous(grad_out)
+    # The weight's gradient first: the layout copy of the input it may make is freed before the
+    # input's gradient is allocated.
     if ctx.needs_input_grad[1]:
         grad_weight = _conv2d_weight_grad_op(input, grad_out, list(weight.shape), ctx.channels_last, *ctx.geometry)
+    if ctx.needs_input_grad[0]:
+        grad_input = _conv2d_input_grad_op(grad_out, weight, list(input.shape), ctx.channels_last, *ctx.geometry)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         if grad_out.shape[1] == weight.shape[0]:
             grad_bias = _conv2d_bias_grad_op(grad_out)

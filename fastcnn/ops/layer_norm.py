@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .. import _backend, _cost
 from .._cost import launches_of, one_pass
+from .._layout import view_or_none
 from .._norms import split_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
@@ -94,10 +95,9 @@ def _rows(tensor, normalized_ndim, split=None):
     lead = tensor.shape[:tensor.dim() - normalized_ndim]
     length = math.prod(tensor.shape[tensor.dim() - normalized_ndim:])
     for candidate in ([split] if split is not None else range(len(lead) + 1)):
-        try:
-            return tensor.view(math.prod(lead[:candidate]), math.prod(lead[candidate:]), length), candidate
-        except RuntimeError:
-            continue
+        view = view_or_none(tensor, (math.prod(lead[:candidate]), math.prod(lead[candidate:]), length))
+        if view is not None:
+            return view, candidate
     return None, None
 
 
