@@ -352,6 +352,11 @@ def aten_family(name, phase, launches):
 
 
 # ----------------------------------------------------------------------------- the step's memory
+def _allocated(size):
+    """What the CUDA caching allocator counts for a block of ``size`` bytes."""
+    return -(-size // ALLOCATION_GRANULE) * ALLOCATION_GRANULE
+
+
 class _Memory:
     """Live storages, from the operator that returned each until it is freed."""
 
@@ -367,13 +372,14 @@ class _Memory:
         self.peak_at = "start"
 
     def track(self, tensor, kind=None):
+        """The serial of ``tensor``'s storage, tracked from now until it is freed."""
         storage = tensor.untyped_storage()
         key = id(storage)
         serial = self.serial_of.get(key)
         if serial is None:
             serial = self.next_serial
             self.next_serial += 1
-            size = -(-storage.nbytes() // ALLOCATION_GRANULE) * ALLOCATION_GRANULE
+            size = _allocated(storage.nbytes())
             self.serial_of[key], self.size[serial] = serial, size
             self.live += size
             weakref.finalize(storage, self._free, key, serial)
@@ -443,7 +449,7 @@ class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
         if launches or allocated:  # views and metadata queries are not listed
             self.calls.append(call)
         where = f"{self.phase} {name} (operator {len(self.calls)})"
-        self.memory.note_peak(where, max((l.workspace for l in launches), default=0))
+        self.memory.note_peak(where, _allocated(max((l.workspace for l in launches), default=0)))
         return output
 
     def pack(self, tensor):
@@ -511,7 +517,7 @@ def _run_step(model, example_input, target, loss_fn, optimizer_factory):
     with FakeTensorMode(allow_non_fake_inputs=False), _kernel_path():
         parameters = {name: _fake_like(p, p.requires_grad) for name, p in model.named_parameters()}
         buffers = {name: _fake_like(b) for name, b in model.named_buffers()}
-        batch = _fake_like(example_input)
+        batch = _fake_like(example_input, example_input.requires_grad)
         labels = _fake_like(target) if target is not None else None
         leaves = [p for p in parameters.values() if p.requires_grad]
         optimizer = optimizer_factory(leaves) if optimizer_factory is not None else None

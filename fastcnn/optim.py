@@ -194,12 +194,12 @@ class AdamW(Adam, torch.optim.AdamW):
 _FIRST_STEP_CONSTANTS = {}
 
 
-def _first_step_constant(device, fresh):
-    constants = _FIRST_STEP_CONSTANTS.get(device)
+def _first_step_constant(param, fresh):
+    if isinstance(param, FakeTensor):  # fastcnn.estimate: a fake constant of the param's own mode, never cached
+        return torch.tensor([0.0, 1.0], device=param.device)[1 if fresh else 0]
+    constants = _FIRST_STEP_CONSTANTS.get(param.device)
     if constants is None:
-        constants = torch.tensor([0.0, 1.0], device=device)
-        if not isinstance(constants, FakeTensor):  # fake ones (fastcnn.estimate) belong to their mode only
-            _FIRST_STEP_CONSTANTS[device] = constants
+        constants = _FIRST_STEP_CONSTANTS[param.device] = torch.tensor([0.0, 1.0], device=param.device)
     return constants[1 if fresh else 0]
 
 
@@ -248,7 +248,7 @@ class SGD(_FusedStep, torch.optim.SGD):
             self._first_step_flags[param] = pending
         if pending is not None:
             return [buffer], pending[1], pending[1]
-        return [buffer], _first_step_constant(param.device, fresh), None
+        return [buffer], _first_step_constant(param, fresh), None
 
     def _launch(self, op, bucket, hyperparameters, grad_scale, found_inf):
         momentum_buffers = bucket.states[0] if bucket.states else []
