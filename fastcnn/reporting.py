@@ -284,7 +284,7 @@ def write_estimate_charts(records, folder):
         models = [r["model"] for r in rows]
         families = sorted({family for r in rows for side in ("fastcnn", "eager") for family in r[side]["by_family"]},
                           key=lambda f: -sum(_family_bytes(r[side], f) for r in rows for side in ("fastcnn", "eager")))
-        figure, (memory_axes, bytes_axes) = plt.subplots(1, 2, figsize=(14, 5))
+        figure, (memory_axes, bytes_axes) = plt.subplots(1, 2, figsize=(15, 5), width_ratios=(2, 3))
         positions = range(len(models))
         for offset, side in ((-0.2, "fastcnn"), (0.2, "eager")):
             memory_axes.bar([p + offset for p in positions], [r[side]["peak_bytes"] / 2**30 for r in rows], width=0.4,
@@ -302,7 +302,7 @@ def write_estimate_charts(records, folder):
         for axes in (memory_axes, bytes_axes):
             axes.set_xticklabels(models, rotation=30, ha="right")
         memory_axes.legend()
-        bytes_axes.legend(fontsize=7, ncol=2)
+        bytes_axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="op family")
         figure.suptitle(f"fastcnn.estimate, MODELLED (fake tensors, no GPU): one training step, batch {batch}, "
                         f"{dtype} {layout}")
         figure.tight_layout()

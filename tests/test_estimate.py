@@ -8,6 +8,7 @@ indices, the peak of a one-layer step); the command line and the peaks it models
 """
 import json
 import math
+import pathlib
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastcnn
 import fastcnn.profile
-from fastcnn import _backend, _cost, estimation
+from fastcnn import _backend, _cost, estimation, reporting
 from fastcnn.models import TinyResNet
 from fastcnn.testing import DEVICE, gpu_only, make_tensor
 
@@ -319,3 +320,32 @@ def test_the_peak_is_what_cuda_allocates():
     estimated = fastcnn.estimate(model, images, labels, fastcnn.nn.CrossEntropyLoss(),
                                  optimizer=torch.optim.SGD, baseline=False, convert=False).fastcnn.peak_bytes
     assert abs(estimated - measured) <= 0.1 * measured, (estimated, measured)
+
+
+def test_the_zoo_table_and_charts_are_written_from_the_records(tmp_path):
+    result = estimation.estimate_model("fastcnn:TinyResNet", batch=256, dtype="fp32", channels_last=True,
+                                       image_size=32)
+    summary = result.summary()
+    record = {"model": "TinyResNet", "batch": 256, "dtype": "fp32", "layout": "channels_last",
+              "machines": result.machines, "fastcnn": summary["fastcnn"], "eager": summary["eager"]}
+    environment = {"date": "2026-12-05T00:00:00+00:00", "torch": torch.__version__, "torchvision": "none"}
+    (tmp_path / reporting.ZOO_FILE).write_text(json.dumps({"environment": environment, "records": [record]}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{reporting.ESTIMATES_BEGIN}\nold\n{reporting.ESTIMATES_END}\nafter\n")
+    assert reporting.render_readme_estimates(str(readme), str(tmp_path))
+    text = readme.read_text()
+    ratio = summary["fastcnn"]["peak_bytes"] / summary["eager"]["peak_bytes"]
+    assert "old" not in text and "| TinyResNet | fp32 channels_last |" in text and f"(**{ratio:.2f}**)" in text
+    assert "lower bound" in text and text.startswith("before") and text.endswith("after\n")
+    charts = reporting.write_estimate_charts([record], str(tmp_path))
+    assert [path.rsplit("/", 1)[-1] for path in charts] == ["zoo-fp32-channels_last-batch256.png"]
+
+
+def test_the_readme_shows_the_committed_estimates(tmp_path):
+    """The README's modelled table is what scripts/render_perf_table.py makes of the committed
+    bench/results/estimates/zoo.json, not a figure typed by hand."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    readme = tmp_path / "README.md"
+    readme.write_text((root / "README.md").read_text())
+    assert reporting.render_readme_estimates(str(readme), str(root / "bench" / "results" / "estimates"))
+    assert readme.read_text() == (root / "README.md").read_text()

@@ -137,5 +137,17 @@ def compile_variants(kernel_module):
         batch_norm.apply(x, None, y, stats, None, None, training=False, kind="relu", parameter=0.0)
         batch_norm.backward(dy, x, None, dx, None, stats, None, None, None, None, training=False, kind="relu",
                             parameter=0.0)
+
+    def bf16_parameters():  # a model cast to bf16: the parameters' gradients written in bf16
+        batch_norm = kernel_module("batch_norm")
+        c = 64
+        x, y, dy, dx = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(4))
+        stats = torch.empty((2, c))
+        weight, bias, grad_weight, grad_bias = (torch.empty(c, dtype=DTYPES["bf16"]) for _ in range(4))
+        batch_norm.statistics(x, stats, None, None, training=True, momentum=0.1, eps=1e-5)
+        batch_norm.apply(x, None, y, stats, weight, bias, training=True, kind=None, parameter=0.0)
+        batch_norm.backward(dy, x, None, dx, None, stats, weight, bias, grad_weight, grad_bias, training=True,
+                            kind=None, parameter=0.0)
     return [(f"batchnorm+add+{kind} residual grad bf16 channels_last", lambda kind=kind: residual_grad(kind))
-            for kind in ("relu", "silu")] + [("batchnorm+relu eval, no affine, bf16 channels_last", evaluation)]
+            for kind in ("relu", "silu")] + [("batchnorm+relu eval, no affine, bf16 channels_last", evaluation),
+                                             ("batchnorm bf16 parameters channels_last", bf16_parameters)]

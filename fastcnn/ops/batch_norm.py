@@ -174,9 +174,9 @@ def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optiona
                  training: bool, kind: Optional[str], parameter: float,
                  output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     """(grad_input, grad_weight, grad_bias) of act(batch_norm(input)), the activation's derivative
-    at z recomputed from the input; the last two in fp32; each empty when its ``output_mask``
-    entry is False."""
-    grads = _empty_grads(input, output_mask)
+    at z recomputed from the input; the last two in the weight's and the bias's dtypes (summed in
+    fp32); each empty when its ``output_mask`` entry is False."""
+    grads = _empty_grads(input, weight, bias, output_mask)
     wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
@@ -190,17 +190,18 @@ def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optiona
     return grads
 
 
-def _empty_grads(input, output_mask):
+def _empty_grads(input, weight, bias, output_mask):
     channels = input.shape[1]
     grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    grad_weight, grad_bias = (torch.empty(channels if needed else 0, dtype=torch.float32, device=input.device)
-                              for needed in output_mask[1:])
+    grad_weight, grad_bias = (
+        torch.empty(channels if needed else 0, dtype=torch.float32 if parameter is None else parameter.dtype,
+                    device=input.device) for parameter, needed in zip((weight, bias), output_mask[1:]))
     return grad_input, grad_weight, grad_bias
 
 
 @_backward_op.register_fake
 def _(grad_out, input, stats, weight, bias, training, kind, parameter, output_mask):
-    return _empty_grads(input, output_mask)
+    return _empty_grads(input, weight, bias, output_mask)
 
 
 def _save(ctx, input, stats, weight, bias, training):
@@ -208,18 +209,14 @@ def _save(ctx, input, stats, weight, bias, training):
     the bias are the parameters themselves: no memory of their own)."""
     ctx.save_for_backward(input, stats, weight, bias)
     ctx.training = training
-    ctx.parameter_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
 
 
 def _normalization_grads(ctx, grad, kind, parameter, needs):
-    """(grad_input, grad_weight, grad_bias) from the gradient ``grad`` of act(batch_norm(input)),
-    the parameters' in their own dtypes; ``needs``: ctx.needs_input_grad of (input, weight, bias)."""
+    """(grad_input, grad_weight, grad_bias) from the gradient ``grad`` of act(batch_norm(input));
+    ``needs``: ctx.needs_input_grad of (input, weight, bias)."""
     input, stats, weight, bias = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = _backward_op(grad, input, stats, weight, bias, ctx.training, kind, parameter,
-                                                      list(needs))
-    weight_dtype, bias_dtype = ctx.parameter_dtypes
-    return (grad_input if needs[0] else None, grad_weight.to(weight_dtype) if needs[1] else None,
-            grad_bias.to(bias_dtype) if needs[2] else None)
+    grads = _backward_op(grad, input, stats, weight, bias, ctx.training, kind, parameter, list(needs))
+    return tuple(grad if needed else None for grad, needed in zip(grads, needs))
 
 
 def _setup_context(ctx, inputs, output):
