@@ -65,7 +65,6 @@ LAUNCH_GAP_S = 2e-6
 
 PEAK_LARGEST = 8  # storages listed by name at the peak
 KINDS = ("parameters", "gradients", "optimizer state", "input batch", "saved activations", "temporaries")
-PHASES = ("forward", "backward", "optimizer")
 
 # ATen ops that launch nothing: views, allocations, metadata.
 _NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach", "alias",
@@ -199,6 +198,8 @@ def format_estimate(estimate):
             continue
         kinds = ", ".join(f"{kind} {side.peak_by_kind.get(kind, 0) / 2**30:.2f}" for kind in KINDS)
         lines.append(f"peak memory, {name}: {side.peak_bytes / 2**30:.2f} GiB at {side.peak_at} ({kinds} GiB)")
+        largest = "; ".join(f"{size / 2**20:.0f} MiB {kind} from {made_by}" for size, kind, made_by in side.peak_largest[:3])
+        lines.append(f"  largest then: {largest}")
     if theirs is not None and theirs.peak_bytes:
         lines.append(f"peak memory, fastcnn / eager: {ours.peak_bytes / theirs.peak_bytes:.2f}")
     for machine, peaks in estimate.machines.items():

@@ -148,18 +148,23 @@ def performance_table(results_path):
     return "\n".join(lines)
 
 
+def _replace_block(readme_path, begin_marker, end_marker, block):
+    """Write ``block`` between the two markers of ``readme_path`` (a file a script renders)."""
+    with open(readme_path, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = text.find(begin_marker), text.find(end_marker)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{readme_path} has no '{begin_marker}' ... '{end_marker}' block")
+    text = text[:begin + len(begin_marker)] + "\n" + block + "\n" + text[end:]
+    with open(readme_path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def render_readme_table(readme_path, results_folder):
     """Replace the text between the performance-table markers of ``readme_path`` with the table of
     the newest results file in ``results_folder``. Returns the results file used (or None)."""
-    with open(readme_path, encoding="utf-8") as handle:
-        text = handle.read()
-    begin, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{readme_path} has no '{TABLE_BEGIN}' ... '{TABLE_END}' block")
     source = newest_results(results_folder)
-    text = text[:begin + len(TABLE_BEGIN)] + "\n" + performance_table(source) + "\n" + text[end:]
-    with open(readme_path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    _replace_block(readme_path, TABLE_BEGIN, TABLE_END, performance_table(source))
     return source
 
 
@@ -257,15 +262,7 @@ def estimates_table(folder, batch=256):
 def render_readme_estimates(readme_path, folder):
     """Replace the text between the estimate-table markers of ``readme_path`` with
     ``estimates_table(folder)``. Returns whether estimates were found."""
-    with open(readme_path, encoding="utf-8") as handle:
-        text = handle.read()
-    begin, end = text.find(ESTIMATES_BEGIN), text.find(ESTIMATES_END)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{readme_path} has no '{ESTIMATES_BEGIN}' ... '{ESTIMATES_END}' block")
-    table_text = estimates_table(folder)
-    text = text[:begin + len(ESTIMATES_BEGIN)] + "\n" + table_text + "\n" + text[end:]
-    with open(readme_path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    _replace_block(readme_path, ESTIMATES_BEGIN, ESTIMATES_END, estimates_table(folder))
     return bool(load_estimates(folder)[1])
 
 
