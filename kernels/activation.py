@@ -14,8 +14,8 @@ backward takes the result (relu, sigmoid, tanh: ``DERIVATIVE_FROM_OUTPUT`` in
 fastcnn/ops/activation.py), from the output y (``activation_grad_from_output``), which is then
 what autograd keeps, as torch keeps it.
 
-Bytes: forward reads x and writes y; backward reads x and dy and writes dx (the least: torch's
-own saves one tensor too). Launch grid: (cdiv(numel, BLOCK),) over the tensors' memory order.
+Bytes: forward reads x and writes y; backward reads the saved x or y and dy and writes dx (the
+least: torch's own saves one tensor too). Launch grid: (cdiv(numel, BLOCK),) over the tensors' memory order.
 """
 import triton
 import triton.language as tl

@@ -40,9 +40,14 @@ BIAS_BLOCKS = dict(interpreter=(512, 32), channels_last=(64, 32), nchw=(128, 16)
 BIAS_MIN_PIXELS_PER_SLICE = by_backend(interpreter=32, gpu=256)
 
 
+def is_direct(input_channels, groups):
+    """Whether a layer takes the direct kernels: one input channel per group (depthwise)."""
+    return input_channels // groups == 1
+
+
 def _path(input_channels, groups):
-    """The kernel module for a layer: the direct kernels when each group has one input channel."""
-    return conv2d_depthwise if input_channels // groups == 1 else conv2d_gemm
+    """The kernel module for a layer: the direct kernels or the GEMMs (``is_direct``)."""
+    return conv2d_depthwise if is_direct(input_channels, groups) else conv2d_gemm
 
 
 # Each pass takes stride, padding (top, left), dilation, groups and dot_precision ('tf32' or

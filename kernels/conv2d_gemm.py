@@ -367,9 +367,14 @@ def channels_contiguous(tensor):
     if tensor.is_contiguous(memory_format=torch.channels_last):
         n, c, h, w = tensor.shape
         return tensor.as_strided(tensor.shape, (h * w * c, 1, w * c, c))
-    if tensor.stride(1) == 1:
+    if not needs_channels_last_copy(tensor):
         return tensor
     return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def needs_channels_last_copy(tensor):
+    """Whether ``channels_contiguous`` copies ``tensor``: its channels are not contiguous."""
+    return not (tensor.is_contiguous(memory_format=torch.channels_last) or tensor.stride(1) == 1)
 
 
 def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):

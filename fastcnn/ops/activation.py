@@ -5,8 +5,8 @@ user passes as ``activation=`` (a name, or a torch activation module) into the k
 
 One operator, ``fastcnn::activation``, with an autograd formula whose backward is
 ``fastcnn::activation_backward``; both walk dense tensors (any dimension order) as flat arrays,
-so the output is laid out as the input. Saved for backward: the input alone (sigmoid and tanh
-recompute their output from it). ``inplace=True`` writes into the input when autograd does not
+so the output is laid out as the input. Saved for backward: one tensor, the one torch keeps: the
+output for relu, sigmoid and tanh (``DERIVATIVE_FROM_OUTPUT``), the input for the others. ``inplace=True`` writes into the input when autograd does not
 need it; when it does, the result is computed out of place (torch would save the output and
 write the input; fastcnn never writes into a tensor autograd may have saved).
 """

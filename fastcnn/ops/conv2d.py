@@ -260,7 +260,7 @@ def _backward(ctx, grad_out):
     input, weight = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
     groups = ctx.geometry[3]
-    if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and not _direct(input.shape[1], groups):
+    if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and not _kernels().is_direct(input.shape[1], groups):
         # Both GEMMs read dy with contiguous channels: an NCHW gradient is copied once for the two
         # (kernels/conv2d_gemm.py's channels_contiguous), not once in each.
         grad_out = _kernels().conv2d_gemm.channels_contiguous(grad_out)
@@ -282,15 +282,10 @@ _conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
-def _direct(input_channels, groups):
-    """Whether kernels/conv2d.py takes the direct (depthwise) kernels: one input channel per group."""
-    return input_channels // groups == 1
-
-
 def _gemm_operands(*tensors):
     """The channels_last copies kernels/conv2d_gemm.py makes of operands without contiguous
     channels (``channels_contiguous``): one read and one write each, held during the GEMM."""
-    copies = [t for t in tensors if not (t.is_contiguous(memory_format=torch.channels_last) or t.stride(1) == 1)]
+    copies = [t for t in tensors if _kernels().conv2d_gemm.needs_channels_last_copy(t)]
     return [one_pass("aten::copy_ (to channels_last)", [t], [t]) for t in copies], sum(map(tensor_bytes, copies))
 
 
@@ -310,7 +305,7 @@ def _conv2d_launches(out, input, weight, bias, stride, padding, total_padding, d
         return []
     cost = dict(flops=flops(input.shape[0], input.shape[1], out.shape[1], groups, weight.shape[2:], out.shape[2:]),
                 math=_cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda")))
-    if _direct(input.shape[1], groups):
+    if _kernels().is_direct(input.shape[1], groups):
         return [one_pass("_depthwise_forward_kernel", [input, weight, bias], [out], **dict(cost, math="fp32"))]
     copies, copied = _gemm_operands(input, weight)
     return copies + [one_pass("_conv2d_forward_kernel", [input, weight, bias], [out], workspace=copied, **cost)]
@@ -323,7 +318,7 @@ def _conv2d_input_grad_launches(grad_input, grad_out, weight, input_shape, chann
         return []
     cost = dict(flops=flops(input_shape[0], input_shape[1], weight.shape[0], groups, weight.shape[2:],
                             grad_out.shape[2:]), math=_cost.math_of(weight.dtype, uses_tf32(weight.dtype, "cuda")))
-    if _direct(input_shape[1], groups):
+    if _kernels().is_direct(input_shape[1], groups):
         return [one_pass("_depthwise_input_grad_kernel", [grad_out, weight], [grad_input], **dict(cost, math="fp32"))]
     copies, copied = _gemm_operands(grad_out, weight)
     # One launch per stride phase holding input pixels; each reads dy and w, writes its share of dx.
@@ -346,7 +341,7 @@ def _conv2d_weight_grad_launches(grad_weight, input, grad_out, weight_shape, cha
     cost = dict(flops=flops(input.shape[0], input.shape[1], weight_shape[0], groups, weight_shape[2:],
                             grad_out.shape[2:]), math=_cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda")))
     kernels = _kernels()
-    if _direct(input.shape[1], groups):
+    if _kernels().is_direct(input.shape[1], groups):
         _, slices = kernels.conv2d_depthwise.weight_grad_slices(weight_shape, grad_out, grad_out.device,
                                                                 _cost.target_sms())
         return _split_reduction("_depthwise_weight_grad_kernel", [input, grad_out], grad_weight, slices,
