@@ -124,6 +124,25 @@ def flags_for(job, r):
     return flags
 
 
+GEMM_COLUMNS = ("kernel", "scenario", "dtype", "config", "tensor-core instr", "operand staging", "regs",
+                "spills st/ld B", "smem KB", "CTAs/SM (limit)", "occupancy", "global ld/st widths",
+                "main loop SASS instr", "issue:MMA", "programs", "flags")
+OTHER_COLUMNS = ("kernel", "scenario", "dtype", "config", "tensor-core instr", "regs", "spills st/ld B", "smem KB",
+                 "CTAs/SM (limit)", "occupancy", "global ld widths", "global st widths", "vectorized ld",
+                 "loop: i64 mul / div", "instr/16B (issue ceiling, % HBM)", "programs", "flags")
+
+
+def _table(title, columns, rows, gemm, out):
+    """A markdown table of ``rows`` (job, result) under ``title``; nothing when there are none."""
+    if not rows:
+        return
+    print(title, file=out)
+    print("| " + " | ".join(columns) + " |", file=out)
+    print("|" + "---|" * len(columns), file=out)
+    for j, r in rows:
+        print(_row(j, r, gemm=gemm), file=out)
+
+
 def render(runs, out):
     """``runs``: list of dicts {triton, torch, arch, jobs: [...], results: [...]}."""
     print("# Static GPU report: fastcnn Triton kernels\n", file=out)
@@ -143,22 +162,8 @@ def render(runs, out):
         summarise_run(rows, out)
         gemm = [(j, r) for j, r in rows if family(j["kernel"]) == "gemm"]
         other = [(j, r) for j, r in rows if family(j["kernel"]) != "gemm"]
-        if gemm:
-            print("### Implicit-GEMM conv kernels (every autotune config)\n", file=out)
-            print("| kernel | scenario | dtype | config | tensor-core instr | operand staging | regs | spills st/ld B "
-                  "| smem KB | CTAs/SM (limit) | occupancy | global ld/st widths | main loop SASS instr | issue:MMA "
-                  "| programs | flags |", file=out)
-            print("|" + "---|" * 16, file=out)
-            for j, r in gemm:
-                print(_row(j, r, gemm=True), file=out)
-        if other:
-            print("\n### Memory-bound / direct kernels\n", file=out)
-            print("| kernel | scenario | dtype | config | tensor-core instr | regs | spills st/ld B | smem KB "
-                  "| CTAs/SM (limit) | occupancy | global ld widths | global st widths | vectorized ld | loop: i64 "
-                  "mul / div | instr/16B (issue ceiling, % HBM) | programs | flags |", file=out)
-            print("|" + "---|" * 17, file=out)
-            for j, r in other:
-                print(_row(j, r, gemm=False), file=out)
+        _table("### Implicit-GEMM conv kernels (every autotune config)\n", GEMM_COLUMNS, gemm, True, out)
+        _table("\n### Memory-bound / direct kernels\n", OTHER_COLUMNS, other, False, out)
         failures = [(j, r) for j, r in rows if "error" in r]
         if failures:
             print(f"\n### Compile failures under Triton {run['triton']}\n", file=out)
