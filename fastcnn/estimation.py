@@ -47,6 +47,7 @@ import torch
 
 from . import _backend, _cost
 from .coverage import kind_of
+from .ops.conv2d import uses_tf32
 
 # The CUDA caching allocator hands out blocks in multiples of 512 bytes; max_memory_allocated
 # counts those blocks.
@@ -114,14 +115,18 @@ class StepCost:
         """The modelled roofline lower bound of the step on a device with ``peaks``."""
         return sum(launch_time_s(launch, peaks) for launch in self.launches())
 
-    def to_dict(self, machines):
-        return {"totals": self.totals(), "by_family": self.by_family(), "peak_bytes": self.peak_bytes,
-                "peak_by_kind": self.peak_by_kind, "peak_at": self.peak_at,
-                "peak_largest": [{"bytes": size, "kind": kind, "made_by": made_by}
-                                 for size, kind, made_by in self.peak_largest],
-                "modelled_step_time_s": {name: self.step_time_s(peaks) for name, peaks in machines.items()},
-                "operators": [{"name": c.name, "family": c.family, "phase": c.phase, "saved_bytes": c.saved_bytes,
-                               "launches": [dataclasses.asdict(l) for l in c.launches]} for c in self.calls]}
+    def to_dict(self, machines, operators=True):
+        """Totals, families, peaks and modelled times; with ``operators``, every call's launches."""
+        figures = {"totals": self.totals(), "by_family": self.by_family(), "peak_bytes": self.peak_bytes,
+                   "peak_by_kind": self.peak_by_kind, "peak_at": self.peak_at,
+                   "peak_largest": [{"bytes": size, "kind": kind, "made_by": made_by}
+                                    for size, kind, made_by in self.peak_largest],
+                   "modelled_step_time_s": {name: self.step_time_s(peaks) for name, peaks in machines.items()}}
+        if operators:
+            figures["operators"] = [{"name": c.name, "family": c.family, "phase": c.phase,
+                                     "saved_bytes": c.saved_bytes,
+                                     "launches": [dataclasses.asdict(l) for l in c.launches]} for c in self.calls]
+        return figures
 
 
 def launch_time_s(launch, peaks):
@@ -150,8 +155,8 @@ class Estimate:
         """The totals, families, peaks and modelled times of each side, without the launches."""
         sides = {"fastcnn": self.fastcnn, "eager": self.eager}
         return {"description": self.description, "modelled": True,
-                **{name: {key: value for key, value in side.to_dict(self.machines).items() if key != "operators"}
-                   for name, side in sides.items() if side is not None}}
+                **{name: side.to_dict(self.machines, operators=False) for name, side in sides.items()
+                   if side is not None}}
 
     def __str__(self):
         return format_estimate(self)
@@ -290,15 +295,11 @@ def aten_launches(func, args, kwargs, output):
         return [_cost.Launch(f"aten::{name}", read // count, written // count)] * count
     if name == "convolution":
         input, weight = args[0], args[1]
-        from .ops.conv2d import uses_tf32
-
         return [_cost.one_pass("aten::convolution", inputs, outputs, flops=_conv_flops(output, weight, args[8]),
                                math=_cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda")))]
     if name == "convolution_backward":
         grad_out, input, weight = args[0], args[1], args[2]
         mask = args[10]
-        from .ops.conv2d import uses_tf32
-
         math_name = _cost.math_of(input.dtype, uses_tf32(input.dtype, "cuda"))
         flops = _conv_flops(grad_out, weight, args[9])
         launches = []
@@ -338,9 +339,8 @@ def aten_launches(func, args, kwargs, output):
 
 
 def aten_family(name, phase, launches):
-    """The op family an ATen op's work is listed under (fastcnn.coverage's kinds)."""
-    if phase == "optimizer":
-        return "optimizer"
+    """The op family an ATen op's work is listed under (fastcnn.coverage's kinds); the recorder
+    lists everything of the optimizer's step under "optimizer"."""
     kind = kind_of(name)
     moved = sum(l.bytes_read + l.bytes_written for l in launches)
     if kind == "residual add" and moved <= 64:
