@@ -14,6 +14,8 @@ import triton.language as tl
 
 from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, tap_input_pixel, widen, window_through_tap
+from .prologue import arguments as prologue_arguments
+from .prologue import prologue_vectors, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import channel_blocks
 
@@ -31,6 +33,9 @@ def _depthwise_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     pixels = block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
@@ -39,15 +44,20 @@ def _depthwise_forward_kernel(
     channels = block_indices(tl.program_id(1), BLOCK_C, WIDE_INDEX)
     channel_ok = channels < out_channels
     x_base = x_ptr + (n * x_stride_n)[:, None] + ((channels // multiplier) * x_stride_c)[None, :]
+    if PROLOGUE:  # kernels/prologue.py; the program's channels are fixed: vectors loaded once
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels // multiplier, channel_ok, stats_stride,
+            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for tap in range(kernel_h * kernel_w):
         r = tap // kernel_w
         s = tap - r * kernel_w
         ih, iw, inside = tap_input_pixel(oh, ow, r, s, in_height, in_width, stride_h, stride_w, pad_h, pad_w,
                                          dilation_h, dilation_w)
-        ok = pixel_ok & inside
-        x = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None], mask=ok[:, None] & channel_ok[None, :],
-                    other=0.0)
+        x_ok = (pixel_ok & inside)[:, None] & channel_ok[None, :]
+        x = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None], mask=x_ok, other=0.0)
+        if PROLOGUE:
+            x = transform(x, x_ok, centre, scale, shift, KIND, norm_parameter)
         w = tl.load(w_ptr + channels * w_stride_k + r * w_stride_h + s * w_stride_w, mask=channel_ok, other=0.0)
         acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
     if HAS_BIAS:
@@ -99,6 +109,9 @@ def _depthwise_weight_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         dw_stride_k, dw_stride_h, dw_stride_w,
         pixels_per_split, split_stride,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """One program per (channel block, tap, slice of the N*P*Q reduction)."""
     tap = tl.program_id(1)
@@ -109,6 +122,10 @@ def _depthwise_weight_grad_kernel(
     channel_ok = channels < out_channels
     x_channels = x_ptr + ((channels // multiplier) * x_stride_c)[None, :]
     dy_channels = dy_ptr + (channels * dy_stride_k)[None, :]
+    if PROLOGUE:  # act(bn(x)) recomputed as x is loaded, with the program's fixed channels' vectors
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels // multiplier, channel_ok, stats_stride,
+            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -118,9 +135,10 @@ def _depthwise_weight_grad_kernel(
         n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
         ih, iw, inside = tap_input_pixel(oh, ow, r, s, in_height, in_width, stride_h, stride_w, pad_h, pad_w,
                                          dilation_h, dilation_w)
-        x_ok = pixel_ok & inside
-        x = tl.load(x_channels + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
-                    mask=x_ok[:, None] & channel_ok[None, :], other=0.0)
+        x_ok = (pixel_ok & inside)[:, None] & channel_ok[None, :]
+        x = tl.load(x_channels + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None], mask=x_ok, other=0.0)
+        if PROLOGUE:
+            x = transform(x, x_ok, centre, scale, shift, KIND, norm_parameter)
         dy = tl.load(dy_channels + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None],
                      mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0)
         acc += x.to(tl.float32) * dy.to(tl.float32)
@@ -137,15 +155,16 @@ def _geometry(x, w, y, stride, padding, dilation, groups, channels):
             w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
 
 
-def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision=None):
-    """y = depthwise conv2d(x, w, bias) into ``y``: one launch."""
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision=None, prologue=None):
+    """y = depthwise conv2d(x, w, bias) into ``y`` (of act(bn(x)) with a ``prologue``): one launch."""
     block_p, block_c = _blocks(y.stride(1))
     grid = (triton.cdiv(y.shape[0] * y.shape[2] * y.shape[3], block_p), triton.cdiv(y.shape[1], block_c))
+    normalise, prologue_flags = prologue_arguments(prologue, x)
     _depthwise_forward_kernel[grid](
         x, w, bias if bias is not None else y, y,
         *_geometry(x, w, y, stride, padding, dilation, groups, y.shape[1]),
         *x.stride(), w.stride(0), w.stride(2), w.stride(3), *y.stride(), bias.stride(0) if bias is not None else 0,
-        HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
+        *normalise, **prologue_flags, HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 
@@ -168,14 +187,16 @@ def weight_grad_slices(weight_shape, dy, device, sms=None):
                             max_slices=MAX_SLICES, sms=sms)
 
 
-def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision=None):
-    """dw into the dense ``dw``: the sliced reduction and, with several slices, their sum."""
+def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision=None, prologue=None):
+    """dw into the dense ``dw`` (of act(bn(x)) with a ``prologue``): the sliced reduction and,
+    with several slices, their sum."""
     block_p, block_c = _blocks(dy.stride(1))
     taps = dw.shape[2] * dw.shape[3]
     pixels_per_split, splits = weight_grad_slices(dw.shape, dy, dy.device)
     target = partials(dw, splits)
+    normalise, prologue_flags = prologue_arguments(prologue, x)
     _depthwise_weight_grad_kernel[(triton.cdiv(dw.shape[0], block_c), taps, splits)](
         x, dy, target, *_geometry(x, dw, dy, stride, padding, dilation, groups, dw.shape[0]),
         *x.stride(), *dy.stride(), dw.stride(0), dw.stride(2), dw.stride(3), pixels_per_split, dw.numel(),
-        WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()), BLOCK_P=block_p, BLOCK_C=block_c)
+        *normalise, **prologue_flags, WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1 + sum_partials(target, dw, splits)

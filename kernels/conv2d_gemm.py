@@ -35,7 +35,9 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from . import prologue as input_prologue
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
+from .prologue import prologue_vectors, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import autotune_enabled, by_backend, fit_to_extents
 
@@ -157,6 +159,9 @@ def _conv2d_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_c, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
@@ -188,8 +193,15 @@ def _conv2d_forward_kernel(
         iw = left + s * dilation_w
         row_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
         channel_ok = channels < in_per_group
+        a_ok = row_ok[:, None] & channel_ok[None, :]
         a = tl.load(x_rows[:, None] + (ih * x_stride_h + iw * x_stride_w)[:, None] + channels[None, :] * x_stride_c,
-                    mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
+                    mask=a_ok, other=0.0)
+        if PROLOGUE:  # kernels/prologue.py: act(bn(x)) of the tile, zero in the padding
+            centre, scale, shift = prologue_vectors(
+                stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, group * in_per_group + channels, channel_ok,
+                stats_stride, x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT,
+                HAS_NORM_BIAS)
+            a = transform(a, a_ok, centre, scale, shift, KIND, norm_parameter)
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
@@ -265,6 +277,9 @@ def _conv2d_weight_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         dw_stride_k, dw_stride_c, dw_stride_h, dw_stride_w,
         pixels_per_split, split_stride,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
@@ -285,6 +300,11 @@ def _conv2d_weight_grad_kernel(
     row_offset = r * dilation_h - pad_h
     col_offset = s * dilation_w - pad_w
 
+    if PROLOGUE:  # the program's input channels are fixed: their vectors are loaded once
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, group * in_per_group + in_channels, in_ok, stats_stride,
+            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -297,8 +317,11 @@ def _conv2d_weight_grad_kernel(
         x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
         a = tl.load(dy_rows[:, None] + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[None, :],
                     mask=out_ok[:, None] & pixel_ok[None, :], other=0.0)
+        b_ok = x_ok[:, None] & in_ok[None, :]
         b = tl.load(x_cols[None, :] + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
-                    mask=x_ok[:, None] & in_ok[None, :], other=0.0)
+                    mask=b_ok, other=0.0)
+        if PROLOGUE:  # recompute act(bn(x)) rather than keep it from the forward
+            b = transform(b, b_ok, centre, scale, shift, KIND, norm_parameter)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
 
     dw_offsets = (out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :] + (r * dw_stride_h + s * dw_stride_w)
@@ -307,7 +330,8 @@ def _conv2d_weight_grad_kernel(
 
 
 
-_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k"],
+_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k",
+                                                                     "PROLOGUE", "KIND"],
                                      prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k")))(
                                          _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
@@ -315,7 +339,7 @@ _input_grad_autotuned = triton.autotune(
                           "taps_w"],
     prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split"],
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND"],
     prune_configs_by=dict(early_config_prune=_prune("x_ptr")))(_conv2d_weight_grad_kernel)
 
 
@@ -377,8 +401,9 @@ def needs_channels_last_copy(tensor):
     return not (tensor.is_contiguous(memory_format=torch.channels_last) or tensor.stride(1) == 1)
 
 
-def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
-    """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left)."""
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, prologue=None):
+    """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left); with a
+    ``prologue`` (kernels/prologue.py) of x, conv2d(act(bn(x)), w, bias)."""
     x, w = channels_contiguous(x), channels_contiguous(w)
     geometry = _geometry(x, w, y, stride, padding, dilation, groups)
     pixels = x.shape[0] * y.shape[2] * y.shape[3]
@@ -387,10 +412,12 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision):
     def grid(meta):
         return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(out_per_group, meta["BLOCK_N"]), groups)
 
+    normalise, prologue_flags = input_prologue.arguments(prologue, x)
     args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride(),
-            bias.stride(0) if bias is not None else 0)
+            bias.stride(0) if bias is not None else 0, *normalise)
     _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
-            dict(HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision,
+            dict(HAS_BIAS=bias is not None, **prologue_flags, WIDE_INDEX=needs_wide_index(x, w, y),
+                 DOT_PRECISION=dot_precision,
                  UPCAST=INTERPRETED), dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups))
     return 1
 
@@ -442,8 +469,9 @@ def weight_grad_slices(weight_shape, groups, pixels, device, sms=None):
                             sms=sms)
 
 
-def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
-    """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
+def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision, prologue=None):
+    """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``; with a
+    ``prologue`` of x, that of conv2d(act(bn(x)), w), act(bn(x)) recomputed as x is loaded."""
     x, dy = channels_contiguous(x), channels_contiguous(dy)
     geometry = _geometry(x, dw, dy, stride, padding, dilation, groups)
     pixels = dy.shape[0] * dy.shape[2] * dy.shape[3]
@@ -455,8 +483,11 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision):
         return (triton.cdiv(out_per_group, meta["BLOCK_M"]) * taps * triton.cdiv(in_per_group, meta["BLOCK_N"]),
                 groups, splits)
 
-    args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel())
+    normalise, prologue_flags = input_prologue.arguments(prologue, x)
+    args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel(),
+            *normalise)
     _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
-            dict(WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()), DOT_PRECISION=dot_precision,
+            dict(**prologue_flags, WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()),
+                 DOT_PRECISION=dot_precision,
                  UPCAST=INTERPRETED), dict(BLOCK_M=out_per_group, BLOCK_N=in_per_group, BLOCK_K=pixels_per_split))
     return 1 + sum_partials(target, dw, splits)

@@ -12,6 +12,13 @@ The output, grad-input and grad-weight take the memory format PyTorch's convolut
 through their strides. The implicit GEMMs read operands whose channels are contiguous; an NCHW
 operand is copied to channels_last first (kernels/conv2d_gemm.py, ``channels_contiguous``, says
 why and what it costs). The depthwise kernels and the bias read every layout as it is.
+
+The input prologue (kernels/prologue.py): ``conv2d(..., input_scale=, input_shift=,
+input_activation=)`` and ``batch_norm_conv2d`` (a batch norm, its activation and the convolution
+after it) normalise each input tile as the kernels load it, so act(bn(x)) is never written, read
+back or kept: ``fastcnn::conv2d_normalized`` saves x and two floats per channel, its backward
+recomputes act(bn(x)) inside the weight gradient's loads and runs batch norm's own backward
+(ops/batch_norm.py) on the gradient of act(bn(x)) that grad-input produces.
 """
 import math
 from typing import NamedTuple, Optional
@@ -23,9 +30,11 @@ from .. import _backend, _cost
 from .._cost import Launch, launches_of, one_pass, tensor_bytes
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
-from ..validation import check_kernel_dtype, check_same_kind, check_torch_implements, int_pair
+from ..validation import check_kernel_dtype, check_parameter_dtypes, check_same_kind, check_torch_implements, int_pair
+from . import batch_norm as _batch_norm
+from .activation import module_for, resolve_activation
 
-__all__ = ["conv2d"]
+__all__ = ["conv2d", "batch_norm_conv2d"]
 
 OP = "conv2d"
 # What torch's own convolution computes in (it raises NotImplementedError for the rest).
@@ -281,6 +290,103 @@ def _backward(ctx, grad_out):
 _conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- the input prologue
+# conv2d(act(bn(x)), w, b) as one node: the statistics (``fastcnn::batch_norm_statistics``, or (0, 1)
+# for a plain affine) are its input, the normalised tensor never exists.
+def _prologue(stats, norm_weight, norm_bias, training, kind, parameter):
+    return _kernels().conv2d_gemm.input_prologue.Prologue(stats, _batch_norm._vector(norm_weight),
+                                                          _batch_norm._vector(norm_bias), training, kind, parameter)
+
+
+@torch.library.custom_op("fastcnn::conv2d_normalized", mutates_args=())
+def _conv2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optional[Tensor], norm_bias: Optional[Tensor],
+                          training: bool, kind: Optional[str], parameter: float, weight: Tensor, bias: Optional[Tensor],
+                          stride: list[int], padding: list[int], total_padding: list[int], dilation: list[int],
+                          groups: int) -> Tensor:
+    """conv2d(act(batch_norm(input)), weight, bias): batch norm from ``stats`` (fp32 [2, C] mean,
+    invstd as ``fastcnn::batch_norm_statistics`` gives them; ``training``: the batch's), its
+    affine ``norm_weight`` and ``norm_bias``, the activation ``kind`` (None for none)."""
+    out = _empty_output(input, weight, total_padding, stride, dilation)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::conv2d forward (normalised input)"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, weight, bias, out, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=dot_precision(input),
+                prologue=_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+    return out
+
+
+@_conv2d_normalized_op.register_fake
+def _(input, stats, norm_weight, norm_bias, training, kind, parameter, weight, bias, stride, padding, total_padding,
+      dilation, groups):
+    return _empty_output(input, weight, total_padding, stride, dilation)
+
+
+@torch.library.custom_op("fastcnn::conv2d_normalized_weight_grad", mutates_args=())
+def _conv2d_normalized_weight_grad_op(input: Tensor, stats: Tensor, norm_weight: Optional[Tensor],
+                                      norm_bias: Optional[Tensor], training: bool, kind: Optional[str],
+                                      parameter: float, grad_out: Tensor, weight_shape: list[int],
+                                      channels_last: bool, stride: list[int], padding: list[int],
+                                      dilation: list[int], groups: int) -> Tensor:
+    """The weight gradient of conv2d(act(batch_norm(input)), w), act(batch_norm(input))
+    recomputed as input is loaded."""
+    result = _empty_gradient(weight_shape, input, channels_last)
+    if result.numel():
+        with torch.profiler.record_function("fastcnn::conv2d grad_weight (normalised input)"):
+            _backend.record_launch(OP, _kernels().weight_grad(
+                input, grad_out, result, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=dot_precision(input),
+                prologue=_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+    return result
+
+
+@_conv2d_normalized_weight_grad_op.register_fake
+def _(input, stats, norm_weight, norm_bias, training, kind, parameter, grad_out, weight_shape, channels_last, stride,
+      padding, dilation, groups):
+    return _empty_gradient(weight_shape, input, channels_last)
+
+
+def _setup_normalized_context(ctx, inputs, output):
+    """Saved: the input, its statistics, the norm's affine parameters and the weight (the
+    parameters are the module's own tensors: no memory of their own); act(bn(x)) is not saved."""
+    (input, stats, norm_weight, norm_bias, training, kind, parameter, weight, bias, stride, padding, total_padding,
+     dilation, groups) = inputs
+    ctx.save_for_backward(input, stats, norm_weight, norm_bias, weight)
+    ctx.normalization = (training, kind, parameter)
+    ctx.geometry = (list(stride), list(padding), list(dilation), groups)
+    ctx.channels_last = _channels_last(input, weight)
+    ctx.has_bias = bias is not None
+
+
+def _normalized_backward(ctx, grad_out):
+    input, stats, norm_weight, norm_bias, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    norm_needs = [needs[0], needs[2], needs[3]]
+    grad_input = grad_norm_weight = grad_norm_bias = grad_weight = grad_bias = None
+    groups = ctx.geometry[3]
+    if any(norm_needs) and needs[7] and not _kernels().is_direct(input.shape[1], groups):
+        grad_out = _kernels().conv2d_gemm.channels_contiguous(grad_out)  # one copy for both GEMMs (see _backward)
+    if needs[7]:
+        grad_weight = _conv2d_normalized_weight_grad_op(input, stats, norm_weight, norm_bias, *ctx.normalization,
+                                                        grad_out, list(weight.shape), ctx.channels_last, *ctx.geometry)
+    if any(norm_needs):
+        # The gradient of act(bn(x)), then batch norm's backward through the activation: the
+        # gradients of x, the norm's weight and its bias (ops/batch_norm.py).
+        grad_normalized = _conv2d_input_grad_op(grad_out, weight, list(input.shape), ctx.channels_last, *ctx.geometry)
+        grads = _batch_norm._backward_op(grad_normalized, input, stats, norm_weight, norm_bias, *ctx.normalization,
+                                         norm_needs)
+        grad_input, grad_norm_weight, grad_norm_bias = (grad if needed else None
+                                                        for grad, needed in zip(grads, norm_needs))
+    if ctx.has_bias and needs[8]:
+        grad_bias = (_conv2d_bias_grad_op(grad_out) if grad_out.shape[1] == weight.shape[0]
+                     else weight.new_zeros(weight.shape[0]))
+    return (grad_input, None, grad_norm_weight, grad_norm_bias, None, None, None, grad_weight, grad_bias,
+            None, None, None, None, None)
+
+
+_conv2d_normalized_op.register_autograd(_normalized_backward, setup_context=_setup_normalized_context)
+
+
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
 def _gemm_operands(*tensors):
     """The channels_last copies kernels/conv2d_gemm.py makes of operands without contiguous
@@ -362,6 +468,21 @@ def _conv2d_bias_grad_launches(grad_bias, grad_out):
     return _split_reduction("_bias_grad_kernel", [grad_out], grad_bias, slices)
 
 
+@launches_of(_conv2d_normalized_op, "convolution")
+def _conv2d_normalized_launches(out, input, stats, norm_weight, norm_bias, training, kind, parameter, weight, bias,
+                                stride, padding, total_padding, dilation, groups):
+    # The forward kernel with its prologue: the same passes; the per-channel vectors are noise.
+    return _conv2d_launches(out, input, weight, bias, stride, padding, total_padding, dilation, groups)
+
+
+@launches_of(_conv2d_normalized_weight_grad_op, "convolution")
+def _conv2d_normalized_weight_grad_launches(grad_weight, input, stats, norm_weight, norm_bias, training, kind,
+                                            parameter, grad_out, weight_shape, channels_last, stride, padding,
+                                            dilation, groups):
+    return _conv2d_weight_grad_launches(grad_weight, input, grad_out, weight_shape, channels_last, stride, padding,
+                                        dilation, groups)
+
+
 # ----------------------------------------------------------------------------- functional
 def _autocast_dtype(device_type, input):
     """The dtype torch.autocast would run F.conv2d in here, or None when autocast does not apply."""
@@ -372,26 +493,126 @@ def _autocast_dtype(device_type, input):
     return torch.get_autocast_dtype(device_type)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def check_input_affine(op, input, input_scale, input_shift):
+    """``input_scale`` and ``input_shift``: None or tensors of C elements (the input's channels) on
+    its device, of its dtype or fp32 beside fp16/bf16 input, as a batch norm's weight and bias."""
+    channels = input.shape[1] if input.dim() == 4 else input.shape[0]
+    for name, tensor in (("input_scale", input_scale), ("input_shift", input_shift)):
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, not {type(tensor).__name__}")
+        if tensor.numel() != channels:
+            raise RuntimeError(f"{op}: {name} should contain {channels} elements (one per input channel) not "
+                               f"{tensor.numel()}")
+    check_parameter_dtypes(op, input, {"input_scale": input_scale, "input_shift": input_shift})
+
+
+def _identity_statistics(input):
+    """fp32 [2, C] (mean 0, invstd 1): batch norm's statistics under which it is the plain affine."""
+    stats = torch.ones((2, input.shape[1]), dtype=torch.float32, device=input.device)
+    stats[0].zero_()
+    return stats
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, input_scale=None, input_shift=None,
+           input_activation=None):
     """``torch.nn.functional.conv2d`` on fastcnn's Triton kernels; same arguments, same result.
 
     Input ``(N, C, H, W)`` or unbatched ``(C, H, W)``, weight ``(K, C/groups, R, S)``; ``stride``,
     ``padding``, ``dilation`` an int or a pair; ``padding`` also ``'valid'`` or ``'same'``.
     fp32, fp16 and bf16, accumulated in fp32; fp32 uses TF32 exactly when cuDNN would. Under
     ``torch.autocast`` the operands are cast to the autocast dtype, as F.conv2d's are.
+
+    The input prologue: with ``input_scale``, ``input_shift`` (C elements each, the input's dtype
+    or fp32) or ``input_activation`` (anything ``fastcnn.batch_norm``'s ``activation=`` takes),
+    the result is ``F.conv2d(act(input * scale[c] + shift[c]), weight, ...)``, computed on each
+    input tile as the kernels load it (the padding is zeros of the transformed input); that
+    tensor is never stored, and backward recomputes it. All three are differentiable.
     """
+    if input_scale is None and input_shift is None and input_activation is None:
+        return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+    op = "fastcnn.conv2d"
+    kind, parameter = resolve_activation(op, input_activation)
+    if isinstance(input, torch.Tensor) and input.dim() in (3, 4):
+        check_input_affine(op, input, input_scale, input_shift)
+    cast = _autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
+    if cast is not None:
+        with torch.autocast(input.device.type, enabled=False):
+            return conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
+                          stride, padding, dilation, groups, input_scale=input_scale, input_shift=input_shift,
+                          input_activation=input_activation)
+    geometry = check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        shape = (-1, 1, 1) if input.dim() == 3 else (1, -1, 1, 1)
+        transformed = input * input_scale.reshape(shape) if input_scale is not None else input
+        transformed = transformed + input_shift.reshape(shape) if input_shift is not None else transformed
+        transformed = module_for(kind, parameter)(transformed) if kind is not None else transformed
+        return torch.nn.functional.conv2d(transformed.to(input.dtype), weight, bias, stride, padding, dilation,
+                                          groups)
+    batched = input if input.dim() == 4 else input.unsqueeze(0)
+    out = _conv2d_normalized_op(batched, _identity_statistics(batched), input_scale, input_shift, False, kind,
+                                parameter, weight, bias, *_arguments(geometry))
+    return out if input.dim() == 4 else out.squeeze(0)
+
+
+def _arguments(geometry):
+    return (list(geometry.stride), list(geometry.padding), list(geometry.total_padding), list(geometry.dilation),
+            geometry.groups)
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     if isinstance(input, torch.Tensor):
         cast = _autocast_dtype(input.device.type, input)
         if cast is not None:
             with torch.autocast(input.device.type, enabled=False):
-                return conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
-                              stride, padding, dilation, groups)
+                return _conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
+                               stride, padding, dilation, groups)
     geometry = check_conv2d(input, weight, bias, stride, padding, dilation, groups)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
         return torch.nn.functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    arguments = (list(geometry.stride), list(geometry.padding), list(geometry.total_padding), list(geometry.dilation),
-                 geometry.groups)
     if input.dim() == 3:
-        return _conv2d_op(input.unsqueeze(0), weight, bias, *arguments).squeeze(0)
-    return _conv2d_op(input, weight, bias, *arguments)
+        return _conv2d_op(input.unsqueeze(0), weight, bias, *_arguments(geometry)).squeeze(0)
+    return _conv2d_op(input, weight, bias, *_arguments(geometry))
+
+
+def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, training, momentum, eps, weight,
+                      bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None):
+    """``F.conv2d(act(F.batch_norm(input, running_mean, running_var, norm_weight, norm_bias,
+    training, momentum, eps)), weight, bias, stride, padding, dilation, groups)`` with the batch
+    norm in the convolution's prologue: its statistics in one pass over the input (training; in
+    eval the running statistics, folded into the prologue's scale and shift), then one
+    convolution that normalises and activates each input tile as it loads it. act(bn(x)) is
+    never written nor kept: backward saves the input and two floats per channel, as batch norm
+    alone does. Batch norm's arguments and checks are ``fastcnn.batch_norm``'s (the running
+    statistics updated in place in training), the convolution's ``fastcnn.conv2d``'s; input
+    ``(N, C, H, W)``."""
+    op = "fastcnn.batch_norm_conv2d"
+    _batch_norm.check_batch_norm(op, input, running_mean, running_var, norm_weight, norm_bias, training, momentum,
+                                 eps)
+    kind, parameter = resolve_activation(op, activation)
+    if input.dim() != 4:
+        raise RuntimeError(f"{op}: expected 4D input (got {input.dim()}D input)")
+    cast = _autocast_dtype(input.device.type, input)
+    unfused = _backend.backend_for(input.device) == _backend.FALLBACK or (cast is not None and cast != input.dtype)
+    if cast is not None and not unfused:  # autocast casts only the convolution's weight and bias here
+        weight, bias = (t.to(cast) if isinstance(t, torch.Tensor) else t for t in (weight, bias))
+    geometry = check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if unfused:
+        # Without the kernels, or under autocast with an input it would cast: batch norm runs in
+        # the input's dtype and the convolution casts its result, as the unfused layers would.
+        if _backend.backend_for(input.device) == _backend.FALLBACK:
+            _backend.warn_fallback(op, input.device)
+        normalized = _batch_norm.batch_norm(input, running_mean, running_var, norm_weight, norm_bias, training,
+                                            momentum, eps, activation=activation)
+        return conv2d(normalized, weight, bias, stride, padding, dilation, groups)
+    if _batch_norm.rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
+        input = input.contiguous()
+    running, write_back = _batch_norm.statistic_vectors((running_mean, running_var))
+    stats = _batch_norm._statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
+    for statistic, vector in write_back:
+        statistic.copy_(vector.view(statistic.shape))
+    return _conv2d_normalized_op(input, stats, norm_weight, norm_bias, bool(training), kind, parameter, weight, bias,
+                                 *_arguments(geometry))
