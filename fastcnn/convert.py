@@ -395,6 +395,7 @@ def _fuse_traced(name, module, holders, result):
         return
     changed = _fuse_residuals(name, module, graph, holders, result)
     changed |= _fuse_activations(name, module, graph, holders, result)
+    changed |= _fuse_into_convolutions(name, module, graph, holders, result)
     changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return
@@ -519,6 +520,79 @@ def _fuse_activations(name, module, graph, holders, result):
             graph.erase_node(node)
             result.fused.append((_join(name, target), f"its output fed only {_describe(node)}; that call was removed"))
     return bool(fusable)
+
+
+CONVOLUTIONS = (torch.nn.Conv2d, fastcnn_nn.Conv2d)
+BATCH_NORMS = (torch.nn.BatchNorm2d, fastcnn_nn.BatchNorm2d, fastcnn_nn.BatchNorm2dAct, fastcnn_nn.BatchNorm2dReLU)
+
+
+def _through_identities(node, root):
+    """The one node that consumes ``node``'s value past any ``nn.Identity`` calls (the slots a
+    Sequential's fused activations left), with the Identity nodes passed; (None, []) when the
+    value goes anywhere else or to more than one place."""
+    passed = []
+    while len(node.users) == 1:
+        (user,) = node.users
+        if not (user.op == "call_module" and type(root.get_submodule(user.target)) is torch.nn.Identity
+                and not _has_hooks(root.get_submodule(user.target))):
+            return user, passed
+        passed.append(user)
+        node = user
+    return None, passed
+
+
+def _fuse_into_convolutions(name, module, graph, holders, result):
+    """bn [→ activation, already its epilogue] → conv becomes one ``batch_norm_into_conv2d`` call:
+    the batch norm runs in the convolution's prologue (ops/conv2d.py), so act(bn(x)) is never
+    stored. Batch norms that end a residual block keep their own fused pass (bn + add + act)."""
+    changed = False
+    calls_of = {}
+    for node in graph.nodes:  # the batch norms, whether or not an activation fused into them already
+        if node.op == "call_module":
+            norm = module.get_submodule(node.target)
+            if type(norm) in BATCH_NORMS and _kernel_dtypes(norm):
+                calls_of.setdefault(node.target, []).append(node)
+    for target, calls in calls_of.items():
+        norm = module.get_submodule(target)
+        qualified = _join(name, target)
+        if len(calls) != 1 or holders[id(norm)] > 1 or _has_hooks(norm):
+            continue  # reported by the activation fusion already
+        call = calls[0]
+        if len(call.args) != 1 or call.kwargs:
+            result.left.append((qualified, "normalised in its own pass: it ends a residual block, fused with the add "
+                                           "and activation after it"))
+            continue
+        user, identities = _through_identities(call, module)
+        conv = module.get_submodule(user.target) if user is not None and user.op == "call_module" else None
+        why = None
+        if conv is None or type(conv) not in CONVOLUTIONS:
+            consumers = sorted({_describe(node) for node in (list(call.users) if user is None else [user])})
+            why = f"its output feeds {', '.join(consumers) or 'nothing'}, not a convolution alone"
+        elif len(user.args) != 1 or user.kwargs:
+            why = f"module '{user.target}' is called with more than its input"
+        elif _has_hooks(conv):
+            why = f"module '{user.target}' has hooks, which would not see act(bn(x))"
+        elif conv.padding_mode != "zeros":
+            why = f"module '{user.target}' pads with mode {conv.padding_mode!r}, which the prologue does not"
+        elif not _kernel_dtypes(conv):
+            why = f"module '{user.target}' holds float64 tensors"
+        if why is not None:
+            if not any(entry == qualified for entry, _ in result.left):  # one reason per norm is enough
+                result.left.append((qualified, f"normalised in its own pass: {why}"))
+            continue
+        if type(norm) is torch.nn.BatchNorm2d:
+            _fuse_into(norm, None, 0.0)
+        with graph.inserting_before(user):
+            fused = graph.call_function(fastcnn_nn.batch_norm_into_conv2d,
+                                        (call.args[0], graph.get_attr(target), graph.get_attr(user.target)))
+        user.replace_all_uses_with(fused)
+        for node in [user, *reversed(identities), call]:
+            graph.erase_node(node)
+        activation = "" if norm.activation is None else f" and its {norm.activation[0]}"
+        result.fused.append((qualified, f"into module '{_join(name, user.target)}': the batch norm{activation} run in "
+                                        f"the convolution's prologue (act(bn(x)) is never stored)"))
+        changed = True
+    return changed
 
 
 def _swappable_add(node, root):

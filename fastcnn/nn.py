@@ -6,7 +6,7 @@ from .dtypes import KERNEL_DTYPES
 from .ops import activation as _activation
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.batch_norm import batch_norm
-from .ops.conv2d import conv2d
+from .ops.conv2d import batch_norm_conv2d, conv2d
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d, stochastic_depth
 from .ops.group_norm import group_norm, instance_norm
@@ -85,16 +85,20 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
         super().__init__(*args, **kwargs)
         self._set_activation(activation)
 
-    def forward(self, input, residual=None):
+    def _batch_norm_arguments(self, input):
+        """(running statistics or Nones, whether to use the batch's, averaging factor) for one
+        call on ``input``: torch's _BatchNorm.forward, step for step (it counts the batch)."""
         self._check_input_dim(input)
-        # torch's _BatchNorm.forward, step for step: count the batch, pick the averaging factor.
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        statistics = (self.running_mean if track else None, self.running_var if track else None)
+        return (self.running_mean if track else None, self.running_var if track else None), batch_statistics, factor
+
+    def forward(self, input, residual=None):
+        statistics, batch_statistics, factor = self._batch_norm_arguments(input)
         if residual is not None and not _fits_output(input, residual):
             # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
             # would broadcast the output up or promote its dtype (or raise): as the original ran it.
@@ -106,6 +110,20 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
             return _activation.module_for(*self.activation)(out)
         return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
                           activation=self.activation, residual=residual)
+
+
+def batch_norm_into_conv2d(input, norm, conv):
+    """``conv(norm(input))`` for a fastcnn ``BatchNorm2d`` ``norm`` (with its fused activation, if
+    any) and a ``Conv2d`` ``conv`` as one ``fastcnn.batch_norm_conv2d`` call: the batch norm in the
+    convolution's prologue, with both modules' parameters and ``norm``'s buffers, training or
+    eval as ``norm`` is. What ``fastcnn.convert`` puts where a traced forward runs a batch norm
+    (and its activation) whose output only feeds a convolution."""
+    if conv.padding_mode != "zeros":  # the padding would be of act(bn(x)) as torch pads it: unfused
+        return conv(norm(input))
+    statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
+    return batch_norm_conv2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
+                             conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                             activation=norm.activation)
 
 
 def _fits_output(input, residual):

@@ -588,3 +588,194 @@ def test_speedup_summary_is_a_geometric_mean():
     layers = {layer.name: conv2d_cases.layer_kind(layer) for suite in conv2d_cases.SUITES.values() for layer in suite()}
     assert layers["conv1"] == "spatial" and layers["layer1.0.conv1"] == "1x1"
     assert layers[conv2d_cases.MOBILENET_V2_DEPTHWISE.name] == "depthwise"
+
+
+# ----------------------------------------------------------------------------- the input prologue
+def _prologue_reference(input, scale, shift, kind, parameter, weight, bias, arguments, dtype, norm=None):
+    """float64 conv2d(act(input·scale + shift)) (or of act(batch_norm(input)) with ``norm`` =
+    (running_mean, running_var, training, momentum, eps), running statistics updated in float64
+    copies) as the unfused layers compute it: act(...) stored in ``dtype`` before the convolution."""
+    leaves = [t.detach().to(torch.float64).requires_grad_() if t is not None else None
+              for t in (input, scale, shift, weight, bias)]
+    x, s, t, w, b = leaves
+    running = None
+    if norm is not None:
+        running_mean, running_var, training, momentum, eps = norm
+        running = [None if r is None else r.to(torch.float64) for r in (running_mean, running_var)]
+        transformed = F.batch_norm(x, *running, s, t, training, momentum, eps)
+    else:
+        shape = (1, -1, 1, 1)
+        transformed = x * s.reshape(shape) if s is not None else x
+        transformed = transformed + t.reshape(shape) if t is not None else transformed
+    if kind is not None:
+        transformed = fastcnn.ops.activation.module_for(kind, parameter).double()(transformed)
+    # The unfused layers store act(...) in the input's dtype; its rounding is not the kernels' error.
+    stored = transformed + (transformed.detach().to(dtype).to(torch.float64) - transformed.detach())
+    out = F.conv2d(stored, w, b, **arguments)
+    return out, leaves, running
+
+
+def _prologue_case(rng, generator, dtype):
+    input, weight, bias, arguments = random_case(rng, generator)
+    channels = input.shape[1]
+    scale = make_tensor((channels,), generator=generator, low=0.5, high=2.0) if rng.random() < 0.8 else None
+    shift = make_tensor((channels,), generator=generator) if rng.random() < 0.8 else None
+    kind = rng.choice((None,) + fastcnn.ops.activation.KINDS)
+    cast = (lambda t: None if t is None else t.to(dtype))
+    return cast(input), cast(scale), cast(shift), kind, cast(weight), cast(bias), arguments
+
+
+def _check_against(out, expected, pairs, dtype, seed, weight, groups):
+    taps = weight.shape[2] * weight.shape[3]
+    pixels = out.numel() // max(out.shape[1], 1)
+    assert_close(out, expected, dtype, what="output", seed=seed, reduction_length=weight.shape[1] * taps)
+    for what, actual, wanted in pairs:
+        if wanted is None:
+            continue
+        assert actual is not None, what
+        length = pixels * (weight.shape[0] // groups) * taps if what != "grad_weight" else pixels
+        assert_close(actual, wanted, dtype, what=what, seed=seed, reduction_length=length)
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", range(6))
+def test_input_prologue_random_configurations(dtype, case, seed, generator):
+    """conv2d(input_scale=, input_shift=, input_activation=) against float64 F.conv2d of
+    act(x·scale + shift): every layout, groups and depthwise, stride, dilation and the padding of
+    the transformed input ('same' included), every activation, each of scale and shift optional;
+    the output and the gradients of x, scale, shift, weight and bias."""
+    rng = case_random(seed, case)
+    input, scale, shift, kind, weight, bias, arguments = _prologue_case(rng, generator, dtype)
+    print(f"input {tuple(input.shape)} stride {input.stride()}, weight {tuple(weight.shape)}, {arguments}, "
+          f"scale {scale is not None}, shift {shift is not None}, activation {kind}")
+    parameter = fastcnn.ops.activation.resolve_activation("test", kind)[1]
+    leaves = [t.detach().requires_grad_() if t is not None else None for t in (input, scale, shift, weight, bias)]
+    with count_launches() as launched:
+        out = fastcnn.conv2d(leaves[0], leaves[3], leaves[4], **arguments, input_scale=leaves[1],
+                             input_shift=leaves[2], input_activation=kind)
+    assert launched["conv2d"] == 1 and out.dtype == dtype
+    expected, references, _ = _prologue_reference(input, scale, shift, kind, parameter, weight, bias, arguments, dtype)
+    grad_out = make_tensor(out.shape, dtype, generator=generator)
+    out.backward(grad_out)
+    expected.backward(grad_out.to(torch.float64))
+    names = ("grad_input", "grad_input_scale", "grad_input_shift", "grad_weight", "grad_bias")
+    _check_against(out, expected, [(name, leaf.grad if leaf is not None else None,
+                                    reference.grad if reference is not None else None)
+                                   for name, leaf, reference in zip(names, leaves, references)],
+                   dtype, seed, weight, arguments["groups"])
+
+
+def _batch_norm_case(rng, generator, dtype):
+    input, scale, shift, kind, weight, bias, arguments = _prologue_case(rng, generator, dtype)
+    if input.shape[0] * input.shape[2] * input.shape[3] < 2:  # training needs two values per channel
+        input = torch.cat([input, input.flip(0) * 0.5 + 0.25])
+    channels = input.shape[1]
+    running = (make_tensor((channels,), generator=generator), make_tensor((channels,), generator=generator).abs())
+    return input, scale, shift, kind, weight, bias, arguments, running
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+@pytest.mark.parametrize("case", range(4))
+def test_batch_norm_conv2d_random_configurations(dtype, training, case, seed, generator):
+    """fastcnn.batch_norm_conv2d against float64 F.conv2d(act(F.batch_norm(...))): output, the
+    gradients of x, the norm's weight and bias, the conv's weight and bias, and the running
+    statistics (updated in training, folded into the prologue in eval; affine optional)."""
+    rng = case_random(seed, case)
+    input, norm_weight, norm_bias, kind, weight, bias, arguments, running = _batch_norm_case(rng, generator, dtype)
+    running = [r.to(torch.float32) for r in running]
+    norm_weight, norm_bias = (None if t is None else t.to(torch.float32) for t in (norm_weight, norm_bias))
+    print(f"input {tuple(input.shape)} stride {input.stride()}, weight {tuple(weight.shape)}, {arguments}, "
+          f"affine {norm_weight is not None}/{norm_bias is not None}, activation {kind}")
+    parameter = fastcnn.ops.activation.resolve_activation("test", kind)[1]
+    momentum, eps = rng.choice([0.1, 0.5]), rng.choice([1e-5, 1e-3])
+    ours = [r.clone() for r in running]
+    leaves = [t.detach().requires_grad_() if t is not None else None
+              for t in (input, norm_weight, norm_bias, weight, bias)]
+    with record_aten_ops() as names, count_launches() as launched:
+        out = fastcnn.batch_norm_conv2d(leaves[0], *ours, leaves[1], leaves[2], training, momentum, eps, leaves[3],
+                                        leaves[4], **arguments, activation=kind)
+    assert launched["conv2d"] == 1 and launched["batch_norm"] == (2 if training else 1), launched
+    assert "fastcnn::conv2d_normalized" in names and not _uses_forbidden(names), names
+    assert not [name for name in names if "batch_norm" in name and name.startswith("aten::")], names
+    expected, references, running64 = _prologue_reference(input, norm_weight, norm_bias, kind, parameter, weight, bias,
+                                                           arguments, dtype, norm=(*running, training, momentum, eps))
+    grad_out = make_tensor(out.shape, dtype, generator=generator)
+    out.backward(grad_out)
+    expected.backward(grad_out.to(torch.float64))
+    names = ("grad_input", "grad_norm_weight", "grad_norm_bias", "grad_weight", "grad_bias")
+    _check_against(out, expected, [(name, leaf.grad if leaf is not None else None,
+                                    reference.grad if reference is not None else None)
+                                   for name, leaf, reference in zip(names, leaves, references)],
+                   dtype, seed, weight, arguments["groups"])
+    for what, actual, wanted in zip(("running_mean", "running_var"), ours, running64):
+        assert_close(actual, wanted, torch.float32, what=what, seed=seed,
+                     reduction_length=input.numel() // input.shape[1])
+
+
+def test_batch_norm_conv2d_saves_the_input_not_the_normalized_tensor(seed, generator):
+    """What autograd keeps of the fused unit: the input, the statistics and the parameters, and no
+    tensor the size of act(bn(x)) (the unfused layers keep bn's input and relu's output)."""
+    input = make_tensor((2, 6, 9, 7), layout="channels_last", generator=generator).requires_grad_()
+    weight = make_tensor((5, 6, 3, 3), generator=generator).requires_grad_()
+    norm_weight = make_tensor((6,), generator=generator).requires_grad_()
+    norm_bias = make_tensor((6,), generator=generator).requires_grad_()
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fastcnn.batch_norm_conv2d(input, None, None, norm_weight, norm_bias, True, 0.1, 1e-5, weight,
+                                        padding=1, activation="relu")
+    activation_sized = [t for t in saved if t.numel() == input.numel()]
+    assert len(activation_sized) == 1 and activation_sized[0].data_ptr() == input.data_ptr(), \
+        [tuple(t.shape) for t in saved]
+    out.sum().backward()
+    assert input.grad is not None and norm_weight.grad is not None and weight.grad is not None
+
+
+def test_input_prologue_padding_is_zero_after_the_transform(seed, generator):
+    """A shift that moves every value far from zero: the border of the output sees zeros where
+    the window leaves the input (as a padded act(x·s + t) has them), not act(0·s + t)."""
+    input = make_tensor((1, 3, 5, 5), generator=generator)
+    weight = torch.ones((1, 3, 3, 3))
+    shift = torch.full((3,), 10.0)
+    out = fastcnn.conv2d(input, weight, padding=1, input_shift=shift, input_activation="relu")
+    expected = F.conv2d(F.relu(input + 10.0), weight, padding=1)
+    assert_close(out, expected, torch.float32, what="output", seed=seed, reduction_length=27)
+    assert out[0, 0, 0, 0] < out[0, 0, 2, 2] * 0.6  # the corner sums 4 of 9 taps
+
+
+def test_input_prologue_bad_arguments_raise_naming_them(generator):
+    input = make_tensor((2, 4, 5, 5), generator=generator)
+    weight = make_tensor((3, 4, 3, 3), generator=generator)
+    with pytest.raises(RuntimeError, match="input_scale should contain 4 elements"):
+        fastcnn.conv2d(input, weight, input_scale=torch.ones(3))
+    with pytest.raises(RuntimeError, match="expected input_shift to have dtype"):
+        fastcnn.conv2d(input, weight, input_shift=torch.ones(4, dtype=torch.float16))
+    with pytest.raises(TypeError, match="'input_scale' must be a Tensor"):
+        fastcnn.conv2d(input, weight, input_scale=2.0)
+    with pytest.raises(ValueError, match="activation"):
+        fastcnn.conv2d(input, weight, input_activation="softplus")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        fastcnn.batch_norm_conv2d(input[:1, :, :1, :1], None, None, None, None, True, 0.1, 1e-5, weight[:, :, :1, :1])
+    with pytest.raises(RuntimeError, match="running_mean should contain 4 elements"):
+        fastcnn.batch_norm_conv2d(input, torch.zeros(3), torch.ones(3), None, None, False, 0.1, 1e-5, weight)
+    with pytest.raises(RuntimeError, match="expected input"):
+        fastcnn.batch_norm_conv2d(input, None, None, None, None, True, 0.1, 1e-5, weight[:, :3])
+
+
+def test_input_prologue_unbatched_and_empty(seed, generator):
+    input = make_tensor((4, 6, 5), generator=generator)
+    weight = make_tensor((3, 4, 3, 3), generator=generator)
+    scale = make_tensor((4,), generator=generator)
+    out = fastcnn.conv2d(input, weight, padding=1, input_scale=scale, input_activation="silu")
+    expected = F.conv2d(F.silu(input * scale[:, None, None]), weight, padding=1)
+    assert out.shape == expected.shape
+    assert_close(out, expected, torch.float32, what="output", seed=seed, reduction_length=36)
+    empty = fastcnn.conv2d(input.new_empty((0, 4, 6, 5)), weight, input_scale=scale)
+    assert empty.shape == (0, 3, 4, 3)
