@@ -17,6 +17,13 @@ Two passes over the module tree:
      computing act(bn(x) + residual) (the end of torchvision's BasicBlock, Bottleneck, RegNet's
      ResBottleneckBlock, MobileNetV2's InvertedResidual); the add and activation calls go;
    - a norm whose output feeds only an activation fuses it, as in a Sequential;
+   - then a ``BatchNorm2d`` (with the activation it took, if any) whose output feeds only a
+     ``Conv2d`` (zero padding, no hooks; past the ``nn.Identity`` slots a Sequential's fusion
+     left) runs in that convolution's prologue: the two calls become one
+     ``fastcnn.nn.batch_norm_into_conv2d(x, bn, conv)`` (``fastcnn.batch_norm_conv2d``), so
+     act(bn(x)) is never stored (the interior of torchvision's BasicBlock and Bottleneck, VGG's
+     consecutive convs, MobileNetV2's expand → depthwise → project). The report lists each as
+     fused "into module ..." and says why any other batch norm kept its own pass;
    - ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.max_pool2d``, ``F.dropout`` and the
      activation functions called there become fastcnn's functionals, and the adds no batch norm
      took become ``fastcnn.add`` (an in-place ``a += b`` only where nothing else reads ``a``).

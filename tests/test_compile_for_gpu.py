@@ -111,6 +111,12 @@ def test_each_variant_family_compiles(compiled):
             seen.setdefault((job["module"], job["kernel"], name), set()).add(value)
     for kernel in ("_conv2d_forward_kernel", "_conv2d_input_grad_kernel", "_conv2d_weight_grad_kernel"):
         assert seen[("conv2d_gemm", kernel, "WIDE_INDEX")] == {True, False}, kernel
+    # the input prologue (kernels/prologue.py) in the kernels that load x, with and without the shift
+    for module, kernel in (("conv2d_gemm", "_conv2d_forward_kernel"), ("conv2d_gemm", "_conv2d_weight_grad_kernel"),
+                           ("conv2d_depthwise", "_depthwise_forward_kernel"),
+                           ("conv2d_depthwise", "_depthwise_weight_grad_kernel")):
+        assert seen[(module, kernel, "PROLOGUE")] == {True, False}, kernel
+    assert seen[("conv2d_gemm", "_conv2d_forward_kernel", "SHIFTED")] == {True, False}
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

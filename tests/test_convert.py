@@ -54,6 +54,12 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
                      "layer3.bn2", "layer3.bn3"}, report
     left = dict(report.left)
     assert "residual" in left["layer2.bn2"] and "residual" in left["layer3.downsample.1"], report
+    # conv → bn → relu → conv: the interior of each block runs its batch norm in the next
+    # convolution's prologue; the stem's (before the max-pool) and the residual ones keep theirs.
+    into_conv = {name: detail for name, detail in report.fused if "into module" in detail}
+    assert into_conv.keys() == {"layer1.bn1", "layer2.bn1", "layer3.bn1", "layer3.bn2"}, report
+    assert "'layer3.conv3'" in into_conv["layer3.bn2"] and "prologue" in into_conv["layer3.bn2"], report
+    assert "maxpool" in left["bn1"] and "residual block" in left["layer1.bn2"], report
     # The functional head pool is swapped in the traced top-level forward.
     assert "fastcnn.adaptive_avg_pool2d()" in dict(report.replaced)["adaptive_avg_pool2d"], report
     assert len(report.replaced) == sum(1 for m in original.modules() if type(m) in REPLACEMENTS) + 1
@@ -285,7 +291,12 @@ def test_torchvision_models(name, generator):
     # The stem; every basic block's bn1 (ReLU) and bn2 (+ identity, ReLU), every bottleneck's bn1,
     # bn2 and bn3 (+ identity); mobilenet_v2's 35 BN → ReLU6 and its 10 residual blocks.
     expected_fused = {"resnet18": 1 + 8 * 2, "resnet50": 1 + 16 * 3, "mobilenet_v2": 35 + 10}[name]
-    assert len(report.fused) == expected_fused, report
+    into_conv = [entry for entry in report.fused if "into module" in entry[1]]
+    assert len(report.fused) - len(into_conv) == expected_fused, report
+    # Batch norms run in the next convolution's prologue: each basic block's bn1, each
+    # bottleneck's bn1 and bn2, mobilenet_v2's expand and depthwise BNs (16 blocks, and the
+    # first block's depthwise one).
+    assert len(into_conv) == {"resnet18": 8, "resnet50": 32, "mobilenet_v2": 33}[name], report
     assert sum("residual" in detail for _, detail in report.fused) == {"resnet18": 8, "resnet50": 16,
                                                                         "mobilenet_v2": 10}[name], report
     # Small late feature maps make batch norm ill-conditioned (few values per channel), so both
@@ -591,3 +602,61 @@ def test_torchvision_training_step_runs_in_fastcnn(name, generator):
         _check_trajectory(original, converted, input.shape, target, generator, lr=0.002)
     else:
         converted.load_state_dict(original.state_dict())  # the other direction
+
+
+class _ConvNormConv(nn.Module):
+    """conv → bn → relu → conv, the batch norm built with ``norm_options``: the fused unit."""
+
+    def __init__(self, **norm_options):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(5, **norm_options)
+        self.conv2 = nn.Conv2d(5, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+
+@pytest.mark.parametrize("norm_options", [{}, {"momentum": None}, {"affine": False}, {"track_running_stats": False}],
+                         ids=["default", "momentum_none", "no_affine", "no_running_stats"])
+def test_batch_norm_in_the_convolution_keeps_every_batch_norm_option(norm_options, seed, generator):
+    """The fused unit behaves as nn.BatchNorm2d does with each option, in training, in eval and
+    switching between them: outputs, gradients and buffers (num_batches_tracked included) as
+    torch's, the same state_dict keys, and torch.compile(fullgraph=True) runs it."""
+    original = _ConvNormConv(**norm_options).to(DEVICE)
+    converted, report = fastcnn.convert(original, report=True)
+    assert [name for name, detail in report.fused if "into module 'conv2'" in detail] == ["bn"], report
+    assert list(converted.state_dict()) == list(original.state_dict())
+    for training in (True, False, True):
+        for model in (original, converted):
+            model.train(training)
+        input = make_tensor((3, 3, 7, 9), generator=generator)
+        with record_aten_ops() as names:
+            out = converted(input)
+            out.square().sum().backward()
+        assert "fastcnn::conv2d_normalized" in names and "fastcnn::batch_norm_apply" not in names, names
+        expected = original(input)
+        expected.square().sum().backward()
+        assert relative_error(out, expected) < TOLERANCE, (training, seed)
+        for (name, p), q in zip(converted.named_parameters(), original.parameters()):
+            assert relative_error(p.grad, q.grad) < SUM_TOLERANCE, (name, training, seed)
+        for (name, b), c in zip(converted.named_buffers(), original.buffers()):
+            assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
+    torch._dynamo.reset()
+    compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
+    converted.eval()
+    compiled.eval()
+    assert relative_error(compiled(input), original.eval()(input)) < TOLERANCE
+
+
+def test_a_convolution_with_another_padding_mode_or_hooks_keeps_the_batch_norm_apart(generator):
+    reflect = _ConvNormConv().to(DEVICE)
+    reflect.conv2.padding_mode = "reflect"
+    hooked = _ConvNormConv().to(DEVICE)
+    hooked.conv2.register_forward_hook(lambda module, args, out: None)
+    for model, why in ((reflect, "'reflect'"), (hooked, "hooks")):
+        converted, report = fastcnn.convert(model, report=True)
+        assert not [entry for entry in report.fused if "into module" in entry[1]], report
+        assert why in dict(report.left)["bn"], report
+        input = make_tensor((2, 3, 7, 9), generator=generator)
+        assert relative_error(converted(input), model(input)) < TOLERANCE

@@ -174,7 +174,7 @@ def static_launches(kernel_module, options):
     out = []
 
     def conv_case(label, dtype_name, precision, layout, n, c, k, h, w, r, s, stride, pad, groups=1, bias=False,
-                  passes=("forward", "input_grad", "weight_grad"), weight_layout=None):
+                  passes=("forward", "input_grad", "weight_grad"), weight_layout=None, activation=False):
         def run():
             conv2d = kernel_module("conv2d")
             dtype = DTYPES[dtype_name]
@@ -186,12 +186,17 @@ def static_launches(kernel_module, options):
             y = empty((n, k, p, q), dtype, cl)
             b = empty((k,), dtype) if bias else None
             geo = dict(stride=(stride, stride), padding=(pad, pad), dilation=(1, 1), groups=groups)
+            # A batch norm (batch statistics, affine) and ``activation`` in the input prologue.
+            prologue = None if not activation else conv2d.conv2d_gemm.input_prologue.Prologue(
+                empty((2, c), torch.float32), empty((c,), torch.float32), empty((c,), torch.float32), True,
+                activation, 0.0)
             if "forward" in passes:
-                conv2d.forward(x, weight, b, y, dot_precision=precision, **geo)
+                conv2d.forward(x, weight, b, y, dot_precision=precision, prologue=prologue, **geo)
             if "input_grad" in passes:
                 conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision, **geo)
             if "weight_grad" in passes:
-                conv2d.weight_grad(x, y, empty((k, c // groups, r, s), dtype, cl), dot_precision=precision, **geo)
+                conv2d.weight_grad(x, y, empty((k, c // groups, r, s), dtype, cl), dot_precision=precision,
+                                   prologue=prologue, **geo)
             if bias:
                 conv2d.bias_grad(y, empty((k,), dtype))
         wl = f" (weights {weight_layout})" if weight_layout and weight_layout != layout else ""
@@ -216,6 +221,18 @@ def static_launches(kernel_module, options):
         for dtype_name in options.dtypes:
             out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1", dtype_name, "ieee", layout,
                                  32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128, bias=False))
+    # The input prologue (batch norm + activation as the input is loaded): forward and the
+    # recomputing grad-weight of the layers convert fuses it into, beside the plain ones above.
+    if "bf16" in options.dtypes and "channels_last" in options.layouts:
+        prologue_passes = ("forward", "weight_grad")
+        out.append(conv_case("conv3x3 N32 C128 K128 28x28 s1 p1 +bn+relu prologue", "bf16", "ieee", "channels_last",
+                             32, 128, 128, 28, 28, 3, 3, 1, 1, passes=prologue_passes, activation="relu"))
+        if options.conv1x1:
+            out.append(conv_case("conv1x1 N32 C256 K64 56x56 s1 +bn+relu prologue", "bf16", "ieee", "channels_last",
+                                 32, 256, 64, 56, 56, 1, 1, 1, 0, passes=prologue_passes, activation="relu"))
+        out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1 +bn+relu6 prologue", "bf16", "ieee",
+                             "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128,
+                             passes=prologue_passes, activation="relu6"))
     return out
 
 
@@ -241,6 +258,27 @@ def compile_variants(kernel_module):
         conv2d.forward(x, weight, empty((k,), dtype), y, **geometry)
         conv2d.input_grad(y, weight, x, **geometry)
         conv2d.weight_grad(x, y, empty((k, c, kernel, kernel), dtype, True), **geometry)
+    def prologue_passes(dtype_name, kind, shifted, groups):
+        conv2d = kernel_module("conv2d")
+        dtype = DTYPES[dtype_name]
+        n, c, k, size = 2, 32, 32, 8
+        x = empty((n, c, size, size), dtype, True)
+        weight = empty((k, c // groups, 3, 3), dtype, True)
+        y = empty((n, k, size, size), dtype, True)
+        prologue = None if shifted is None else conv2d.conv2d_gemm.input_prologue.Prologue(
+            empty((2, c), torch.float32), empty((c,), dtype), None, shifted, kind, 0.1)
+        geometry = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=groups,
+                        dot_precision="tf32" if dtype_name == "fp32" else "ieee")
+        conv2d.forward(x, weight, None, y, prologue=prologue, **geometry)
+        conv2d.weight_grad(x, y, empty((k, c // groups, 3, 3), dtype, True), prologue=prologue, **geometry)
+    # shifted None: the depthwise kernels without a prologue (the variants' other launches are GEMMs).
+    prologues = [(f"conv2d prologue {kind if shifted is not None else 'off'} {dtype_name}"
+                  f"{' depthwise' if groups > 1 else ''}",
+                  lambda dtype_name=dtype_name, kind=kind, shifted=shifted, groups=groups:
+                  prologue_passes(dtype_name, kind, shifted, groups))
+                 for dtype_name, kind, shifted, groups in (("fp16", None, False, 1), ("fp32", "silu", True, 1),
+                                                           ("bf16", "gelu", True, 1), ("fp16", "hardswish", True, 32),
+                                                           ("bf16", None, None, 32))]
     return [(f"conv2d {'int64 indexing' if wide else 'batch 1 1x1'} {dtype_name}",
              lambda dtype_name=dtype_name, wide=wide: passes(dtype_name, wide))
-            for dtype_name in ("bf16", "fp16", "fp32") for wide in (True, False)]
+            for dtype_name in ("bf16", "fp16", "fp32") for wide in (True, False)] + prologues
