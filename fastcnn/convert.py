@@ -126,12 +126,15 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def convert(model, inplace=False, *, fuse_relu=True, report=False):
+def convert(model, inplace=False, *, fuse_relu=True, batch_norm_in_conv=True, report=False):
     """Return ``model`` with fastcnn's modules swapped in (a deep copy unless ``inplace``).
 
     ``fuse_relu``: fuse each norm whose output feeds only an activation (any of fastcnn's), and
     each BatchNorm2d whose output feeds only a residual add (and the activation after it); swap
     the pools', dropout's and the activations' functions in traced forwards.
+    ``batch_norm_in_conv``: run each batch norm (and the activation it fused) whose output feeds
+    only a convolution in that convolution's prologue (with ``fuse_relu``; off, it keeps its own
+    pass, for comparison).
     ``report``: also return a :class:`ConversionReport` (``(model, report)``). The report is
     always logged at INFO level on the ``fastcnn.convert`` logger.
     """
@@ -141,7 +144,7 @@ def convert(model, inplace=False, *, fuse_relu=True, report=False):
         model = copy.deepcopy(model)
     result = ConversionReport()
     if fuse_relu:
-        _fuse(model, result)
+        _fuse(model, result, batch_norm_in_conv)
     _replace(model, result)
     logger.info("%s", result)
     return (model, result) if report else model
@@ -230,7 +233,7 @@ def _traceable_parent(module):
             and not type(module).__module__.startswith("torch.nn."))
 
 
-def _fuse(model, result):
+def _fuse(model, result, batch_norm_in_conv):
     holders = _call_counts(model)
     modules = list(model.named_modules())
     owners = _code_owners(model)
@@ -240,7 +243,7 @@ def _fuse(model, result):
             _fuse_sequential(name, module, holders, owners, traces, result)
     for name, module in modules:
         if _traceable_parent(module):
-            _fuse_traced(name, module, holders, result)
+            _fuse_traced(name, module, holders, result, batch_norm_in_conv)
 
 
 def _has_hooks(module):
@@ -388,7 +391,7 @@ def _activation(node, root):
     return resolve_activation("convert", kind if value is None else (kind, value))
 
 
-def _fuse_traced(name, module, holders, result):
+def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
     """Fuse residual adds and activations into the norms of ``module``'s traced forward, and swap
     the functions fastcnn computes; rewrite its forward when anything changed."""
     try:
@@ -402,7 +405,8 @@ def _fuse_traced(name, module, holders, result):
         return
     changed = _fuse_residuals(name, module, graph, holders, result)
     changed |= _fuse_activations(name, module, graph, holders, result)
-    changed |= _fuse_into_convolutions(name, module, graph, holders, result)
+    if batch_norm_in_conv:
+        changed |= _fuse_into_convolutions(name, module, graph, holders, result)
     changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return

@@ -649,6 +649,18 @@ def test_batch_norm_in_the_convolution_keeps_every_batch_norm_option(norm_option
     assert relative_error(compiled(input), original.eval()(input)) < TOLERANCE
 
 
+def test_batch_norm_in_conv_off_keeps_every_batch_norm_in_its_own_pass(generator):
+    original = _ConvNormConv().to(DEVICE)
+    converted, report = fastcnn.convert(original, batch_norm_in_conv=False, report=True)
+    assert not [entry for entry in report.fused if "into module" in entry[1]], report
+    assert type(converted.bn) is fastcnn.nn.BatchNorm2dReLU
+    input = make_tensor((2, 3, 7, 9), generator=generator)
+    with record_aten_ops() as names:
+        out = converted(input)
+    assert "fastcnn::batch_norm_apply" in names and "fastcnn::conv2d_normalized" not in names, names
+    assert relative_error(out, original(input)) < TOLERANCE
+
+
 def test_a_convolution_with_another_padding_mode_or_hooks_keeps_the_batch_norm_apart(generator):
     reflect = _ConvNormConv().to(DEVICE)
     reflect.conv2.padding_mode = "reflect"

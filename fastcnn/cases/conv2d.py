@@ -5,7 +5,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..benchmarking import BenchmarkCase, compiled, geometric_mean, random_input
+from ..benchmarking import MEMORY_FORMATS, BenchmarkCase, compiled, geometric_mean, random_input, training_steps
+from ..nn import BatchNorm2dReLU, batch_norm_into_conv2d
 from ..ops.conv2d import _kernels, conv2d_output_size, dot_precision, flops
 from ._static import DTYPES, CHANNELS_LAST, empty
 
@@ -71,8 +72,58 @@ SUITES = {
 }
 BATCHES = (64, 256)
 PASSES = ("forward", "input_grad", "weight_grad")
-# The profiler's names for the three passes, each timed alone.
-PROFILE_OPS = tuple(f"conv2d_{conv_pass}" for conv_pass in PASSES)
+# The profiler's names for the three passes, each timed alone, and for batch norm + ReLU inside the
+# convolution (``fastcnn.batch_norm_conv2d``, what convert makes of bn → relu → conv) against
+# torch's three layers: forward alone, and forward + backward.
+UNIT_OPS = ("batch_norm_relu_conv2d_forward", "batch_norm_relu_conv2d")
+PROFILE_OPS = tuple(f"conv2d_{conv_pass}" for conv_pass in PASSES) + UNIT_OPS
+
+
+def unit_layers():
+    """The convolutions convert runs a batch norm inside: ResNet-50's bottleneck 3x3 and 1x1
+    convs after bn1 and bn2, and MobileNetV2's depthwise conv after the expansion's BN+ReLU6."""
+    return [layer for layer in resnet_conv_layers(50) if layer.name.endswith((".conv2", ".conv3"))] + [
+        MOBILENET_V2_DEPTHWISE]
+
+
+class _UnitOfTorch(torch.nn.Module):
+    """bn → relu → conv as eager torch runs it."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(layer.in_channels)
+        self.conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                                    layer.dilation, layer.groups, bias=False)
+
+    def forward(self, input):
+        return self.conv(torch.relu(self.bn(input)))
+
+
+class _UnitOfFastcnn(_UnitOfTorch):
+    """The same modules converted: the batch norm and its ReLU in the convolution's prologue."""
+
+    def forward(self, input):
+        return batch_norm_into_conv2d(input, self.bn, self.conv)
+
+
+def _unit_case(op, layer, batch, dtype, layout):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, layer.in_channels, layer.size, layer.size), dtype, layout, device, generator)
+        theirs = _UnitOfTorch(layer).to(device=device, memory_format=MEMORY_FORMATS[layout])
+        ours = _UnitOfFastcnn(layer).to(device=device, memory_format=MEMORY_FORMATS[layout])
+        ours.load_state_dict(theirs.state_dict())
+        ours.bn.__class__, ours.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
+        if dtype != "fp32":  # the network's parameters in the activations' dtype, the norm's kept fp32
+            for model in (ours, theirs):
+                model.conv.to(DTYPES[dtype])
+        if op == "batch_norm_relu_conv2d":
+            return training_steps(ours, theirs, input.requires_grad_())
+        return {"fastcnn": ours, "eager": theirs, "torch_compile": compiled(theirs)}
+
+    return BenchmarkCase(op, f"{layer.name}/n{batch}", dtype, layout,
+                         {"flops": layer.flops(batch) * (3 if op == "batch_norm_relu_conv2d" else 1)}, build,
+                         labels={"layer_kind": layer_kind(layer), "batch": batch})
 
 
 def layer_kind(layer):
@@ -155,7 +206,14 @@ def _case(conv_pass, layer, batch, dtype, layout):
 
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases of ``op`` (one of PROFILE_OPS): every distinct layer of SUITES at
-    BATCHES (a few layers at batch 64 with ``quick``; two tiny layers for the CPU smoke check)."""
+    BATCHES (a few layers at batch 64 with ``quick``; two tiny layers for the CPU smoke check);
+    the batch-norm units on ``unit_layers``."""
+    if op in UNIT_OPS:
+        layers = ([ConvLayer("smoke", 5, 6, 3, 2, 1, 1, 9), ConvLayer("smoke_dw", 4, 4, 3, 1, 1, 4, 7)] if smoke
+                  else unit_layers()[:3] if quick else unit_layers())
+        batches = (2,) if smoke else BATCHES[:1] if quick else BATCHES
+        return [_unit_case(op, layer, batch, dtype, layout)
+                for layer in layers for batch in batches for dtype in dtypes for layout in layouts]
     if smoke:
         layers = [ConvLayer("smoke", 5, 6, 3, 2, 1, 1, 9), ConvLayer("smoke_dw", 4, 4, 3, 1, 1, 4, 7)]
         batches = (2,)
