@@ -91,15 +91,26 @@ MAX_FMA_FRAGMENT_REGISTERS = 96
 MIN_FMA_BLOCK_N = 32
 
 
-def fits(config, element_size, output_channels_contiguous=True, fma=False):
+# With the input prologue (kernels/prologue.py) the transformed operand block passes through
+# registers on its way to the tensor cores: ptxas spills every 16-bit tile that keeps 128
+# accumulator registers per thread (256x128 and 128x256 on 8 warps, bench/static/), so such
+# launches keep at most this many.
+MAX_PROLOGUE_ACCUMULATOR_REGISTERS = 64
+
+
+def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
-    bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not."""
+    bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not, with
+    or without the input prologue."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
     fragments = (blocks["BLOCK_M"] + blocks["BLOCK_N"]) * blocks["BLOCK_K"] + tile
+    accumulator_limit = MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
+    if prologue:
+        accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
-            and tile // threads <= MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
+            and tile // threads <= accumulator_limit
             and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE)
             and (not fma or (fragments // threads <= MAX_FMA_FRAGMENT_REGISTERS
                              and blocks["BLOCK_N"] >= MIN_FMA_BLOCK_N)))
@@ -114,7 +125,8 @@ def _prune(operand, output_channel_stride=None):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
-        return [config for config in configs if fits(config, element_size, contiguous, fma)] or configs[-1:]
+        prologue = bool(kwargs.get("PROLOGUE"))
+        return [config for config in configs if fits(config, element_size, contiguous, fma, prologue)] or configs[-1:]
     return prune
 
 

@@ -371,6 +371,10 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     assert conv2d_gemm.fits(config(128, 64, 32, 4, 4), 2, output_channels_contiguous=False)
     assert not conv2d_gemm.fits(config(64, 16, 32, 4, 4), 4, fma=True)
     assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 4, fma=True)
+    # the input prologue's operand in registers: 128 accumulator registers per thread spill
+    assert not conv2d_gemm.fits(large, 2, prologue=True)
+    assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, prologue=True)
+    assert conv2d_gemm.fits(config(128, 128, 64, 8, 3), 2, prologue=True)
 
 
 # (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.
