@@ -629,16 +629,23 @@ def _prologue_case(rng, generator, dtype):
     return cast(input), cast(scale), cast(shift), kind, cast(weight), cast(bias), arguments
 
 
-def _check_against(out, expected, pairs, dtype, seed, weight, groups):
+def _backward_and_compare(out, expected, leaves, references, names, *, dtype, seed, weight, groups, generator):
+    """Backward of ``out`` and of the float64 ``expected`` with one random output gradient; then
+    the output and each named leaf's gradient against its reference's, tolerances scaled by the
+    length of the sum that produced each."""
+    grad_out = make_tensor(out.shape, dtype, generator=generator)
+    out.backward(grad_out)
+    expected.backward(grad_out.to(torch.float64))
     taps = weight.shape[2] * weight.shape[3]
     pixels = out.numel() // max(out.shape[1], 1)
+    lengths = {"grad_weight": pixels, "grad_bias": pixels}
     assert_close(out, expected, dtype, what="output", seed=seed, reduction_length=weight.shape[1] * taps)
-    for what, actual, wanted in pairs:
-        if wanted is None:
+    for what, leaf, reference in zip(names, leaves, references):
+        if reference is None:
             continue
-        assert actual is not None, what
-        length = pixels * (weight.shape[0] // groups) * taps if what != "grad_weight" else pixels
-        assert_close(actual, wanted, dtype, what=what, seed=seed, reduction_length=length)
+        assert leaf.grad is not None, what
+        length = lengths.get(what, pixels * (weight.shape[0] // groups) * taps)
+        assert_close(leaf.grad, reference.grad, dtype, what=what, seed=seed, reduction_length=length)
 
 
 @pytest.mark.every_triton
@@ -660,14 +667,9 @@ def test_input_prologue_random_configurations(dtype, case, seed, generator):
                              input_shift=leaves[2], input_activation=kind)
     assert launched["conv2d"] == 1 and out.dtype == dtype
     expected, references, _ = _prologue_reference(input, scale, shift, kind, parameter, weight, bias, arguments, dtype)
-    grad_out = make_tensor(out.shape, dtype, generator=generator)
-    out.backward(grad_out)
-    expected.backward(grad_out.to(torch.float64))
-    names = ("grad_input", "grad_input_scale", "grad_input_shift", "grad_weight", "grad_bias")
-    _check_against(out, expected, [(name, leaf.grad if leaf is not None else None,
-                                    reference.grad if reference is not None else None)
-                                   for name, leaf, reference in zip(names, leaves, references)],
-                   dtype, seed, weight, arguments["groups"])
+    _backward_and_compare(out, expected, leaves, references,
+                          ("grad_input", "grad_input_scale", "grad_input_shift", "grad_weight", "grad_bias"),
+                          dtype=dtype, seed=seed, weight=weight, groups=arguments["groups"], generator=generator)
 
 
 def _batch_norm_case(rng, generator, dtype):
@@ -706,14 +708,9 @@ def test_batch_norm_conv2d_random_configurations(dtype, training, case, seed, ge
     assert not [name for name in names if "batch_norm" in name and name.startswith("aten::")], names
     expected, references, running64 = _prologue_reference(input, norm_weight, norm_bias, kind, parameter, weight, bias,
                                                            arguments, dtype, norm=(*running, training, momentum, eps))
-    grad_out = make_tensor(out.shape, dtype, generator=generator)
-    out.backward(grad_out)
-    expected.backward(grad_out.to(torch.float64))
-    names = ("grad_input", "grad_norm_weight", "grad_norm_bias", "grad_weight", "grad_bias")
-    _check_against(out, expected, [(name, leaf.grad if leaf is not None else None,
-                                    reference.grad if reference is not None else None)
-                                   for name, leaf, reference in zip(names, leaves, references)],
-                   dtype, seed, weight, arguments["groups"])
+    _backward_and_compare(out, expected, leaves, references,
+                          ("grad_input", "grad_norm_weight", "grad_norm_bias", "grad_weight", "grad_bias"),
+                          dtype=dtype, seed=seed, weight=weight, groups=arguments["groups"], generator=generator)
     for what, actual, wanted in zip(("running_mean", "running_var"), ours, running64):
         assert_close(actual, wanted, torch.float32, what=what, seed=seed,
                      reduction_length=input.numel() // input.shape[1])
