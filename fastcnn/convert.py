@@ -407,6 +407,7 @@ def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
     changed |= _fuse_activations(name, module, graph, holders, result)
     if batch_norm_in_conv:
         changed |= _fuse_into_convolutions(name, module, graph, holders, result)
+        changed |= _statistics_from_convolutions(name, module, graph, result)
     changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return
@@ -602,6 +603,76 @@ def _fuse_into_convolutions(name, module, graph, holders, result):
         activation = "" if norm.activation is None else f" and its {norm.activation[0]}"
         result.fused.append((qualified, f"into module '{_join(name, user.target)}': the batch norm{activation} run in "
                                         f"the convolution's prologue (act(bn(x)) is never stored)"))
+        changed = True
+    return changed
+
+
+
+def _producing_convolution(node, root):
+    """The Conv2d module of ``node`` when it computes a convolution's output the moments epilogue
+    can summarise: a plain call of a zero-padded, unhooked Conv2d, or a ``batch_norm_into_conv2d``
+    call; else None."""
+    if node.op == "call_module":
+        conv = root.get_submodule(node.target)
+        if (type(conv) in CONVOLUTIONS and len(node.args) == 1 and not node.kwargs and not _has_hooks(conv)
+                and conv.padding_mode == "zeros" and _kernel_dtypes(conv)):
+            return conv
+        return None
+    if node.op == "call_function" and node.target is fastcnn_nn.batch_norm_into_conv2d:
+        return root.get_submodule(node.args[2].target)
+    return None
+
+
+def _consuming_norm(node, root):
+    """(target, the fastcnn BatchNorm2d) of the batch norm that ``node`` calls on its first
+    argument (a module call, or ``batch_norm_into_conv2d``), else None."""
+    if node.op == "call_module":
+        norm = root.get_submodule(node.target)
+        if type(norm) in BATCH_NORMS and _kernel_dtypes(norm) and not _has_hooks(norm) and "moments" not in node.kwargs:
+            return node.target, norm
+    elif node.op == "call_function" and node.target is fastcnn_nn.batch_norm_into_conv2d:
+        return node.args[1].target, root.get_submodule(node.args[1].target)
+    return None
+
+
+def _statistics_from_convolutions(name, module, graph, result):
+    """conv → bn: the convolution also emits its output's moments (kernels/moments.py) and the
+    batch norm takes its training statistics from them (``conv2d_for_batch_norm``, ``moments=``),
+    so no statistics pass reads the convolution's output again."""
+    changed = False
+    for node in list(graph.nodes):
+        if _producing_convolution(node, module) is None:
+            continue
+        consumer, identities = _through_identities(node, module)
+        found = None if consumer is None else _consuming_norm(consumer, module)
+        if found is None or consumer.args[0] is not (identities or [node])[-1]:
+            continue  # the output goes elsewhere, or is not what the batch norm normalises
+        norm_target, norm = found
+        if type(norm) is torch.nn.BatchNorm2d:  # fastcnn's class (which takes the moments) now, not in _replace
+            _fuse_into(norm, None, 0.0)
+        with graph.inserting_before(node):
+            norm_attribute = graph.get_attr(norm_target)
+            if node.op == "call_module":
+                pair = graph.call_function(fastcnn_nn.conv2d_for_batch_norm,
+                                           (node.args[0], graph.get_attr(node.target), norm_attribute))
+            else:
+                x, bn, conv_attribute = node.args[:3]
+                pair = graph.call_function(fastcnn_nn.batch_norm_into_conv2d,
+                                           (x, bn, conv_attribute, node.args[3] if len(node.args) > 3 else None,
+                                            norm_attribute))
+        with graph.inserting_after(pair):
+            out = graph.call_function(operator.getitem, (pair, 0))
+        with graph.inserting_after(out):
+            moments = graph.call_function(operator.getitem, (pair, 1))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        if consumer.op == "call_module":
+            consumer.kwargs = {**consumer.kwargs, "moments": moments}
+        else:
+            consumer.args = (*consumer.args[:3], moments, *consumer.args[4:])
+        producer = _join(name, node.target if node.op == "call_module" else conv_attribute.target)
+        result.fused.append((_join(name, norm_target), f"statistics from the epilogue of module '{producer}' "
+                                                       f"(no pass over its output)"))
         changed = True
     return changed
 

@@ -6,7 +6,7 @@ from .dtypes import KERNEL_DTYPES
 from .ops import activation as _activation
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.batch_norm import batch_norm
-from .ops.conv2d import batch_norm_conv2d, conv2d
+from .ops.conv2d import batch_norm_conv2d, conv2d, conv2d_with_moments
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d, stochastic_depth
 from .ops.group_norm import group_norm, instance_norm
@@ -97,33 +97,56 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
         track = not self.training or self.track_running_stats
         return (self.running_mean if track else None, self.running_var if track else None), batch_statistics, factor
 
-    def forward(self, input, residual=None):
+    def forward(self, input, residual=None, moments=None):
+        """act(bn(input) [+ residual]); ``moments``: those the convolution that computed ``input``
+        emitted for it (``conv2d_for_batch_norm``), which spare the statistics pass in training."""
         statistics, batch_statistics, factor = self._batch_norm_arguments(input)
         if residual is not None and not _fits_output(input, residual):
             # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
             # would broadcast the output up or promote its dtype (or raise): as the original ran it.
-            out = batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps) + residual
+            out = batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
+                             moments=moments) + residual
             if self.activation is None:
                 return out
             if out.dtype in KERNEL_DTYPES:
                 return _activation.activation(out, *self.activation)
             return _activation.module_for(*self.activation)(out)
         return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
-                          activation=self.activation, residual=residual)
+                          activation=self.activation, residual=residual, moments=moments)
+
+    def uses_batch_statistics(self):
+        """Whether the next call normalises with the batch's statistics (training, or no running
+        statistics), which the moments of a convolution's epilogue can give."""
+        return self.training or (self.running_mean is None and self.running_var is None)
 
 
-def batch_norm_into_conv2d(input, norm, conv):
+def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
     """``conv(norm(input))`` for a fastcnn ``BatchNorm2d`` ``norm`` (with its fused activation, if
     any) and a ``Conv2d`` ``conv`` as one ``fastcnn.batch_norm_conv2d`` call: the batch norm in the
     convolution's prologue, with both modules' parameters and ``norm``'s buffers, training or
     eval as ``norm`` is. What ``fastcnn.convert`` puts where a traced forward runs a batch norm
-    (and its activation) whose output only feeds a convolution."""
+    (and its activation) whose output only feeds a convolution. ``moments``: the input's, from the
+    convolution that computed it; ``then``: the batch norm the output goes to, for which this
+    returns (output, its moments or None) as ``conv2d_for_batch_norm`` does."""
     if conv.padding_mode != "zeros":  # the padding would be of act(bn(x)) as torch pads it: unfused
-        return conv(norm(input))
+        out = conv(norm(input, moments=moments))
+        return out if then is None else (out, None)
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
-    return batch_norm_conv2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
-                             conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
-                             activation=norm.activation)
+    emit = then is not None and then.uses_batch_statistics()
+    out = batch_norm_conv2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
+                            conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                            activation=norm.activation, moments=moments, emit_moments=emit)
+    return out if then is None or emit else (out, None)
+
+
+def conv2d_for_batch_norm(input, conv, norm):
+    """(``conv(input)``, the moments of its output for the fastcnn ``BatchNorm2d`` ``norm`` that
+    reads it next, or None when ``norm`` will not use batch statistics): the convolution's
+    moments epilogue (``fastcnn.conv2d_with_moments``) spares ``norm`` its statistics pass. What
+    ``fastcnn.convert`` puts where a traced forward's convolution feeds only a batch norm."""
+    if conv.padding_mode != "zeros" or not norm.uses_batch_statistics():
+        return conv(input), None
+    return conv2d_with_moments(input, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _fits_output(input, residual):

@@ -30,6 +30,9 @@ backward reads x, dy (and r or y) twice and writes dx (and dr). Saved for backwa
 floats per channel, and with a residual either y (relu, sigmoid, tanh), nothing (no activation)
 or r (torch's bn → add → act saves bn's input, its two floats per channel and the activation's
 input or output).
+Training statistics may also come without a pass over x, from the moments the convolution that
+wrote x emitted in its epilogue (kernels/moments.py): ``statistics_from_moments`` merges them in
+one launch (grid (cdiv(C, MOMENTS_BLOCK),)), reading 16 bytes per channel per 64 pixels.
 Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
 elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
 """
@@ -43,6 +46,9 @@ from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
 FINAL_BLOCK = 128
+# The moments finalize: channels per program and moment slots merged per step (a tree).
+MOMENTS_BLOCK = 32
+MOMENTS_BLOCK_SLOTS = 64
 MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=256)  # 256 rows x 64 channels: 16 K values a slice
 MAX_SPLITS = 256
 
@@ -107,23 +113,65 @@ def _finalize_kernel(
             split_mean = tl.load(base + channels, mask=ok, other=0.0)
             split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
             count, mean, m2 = chan_merge(count, mean, m2, split_count, split_mean, split_m2)
-        # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
-        variance = m2 / tl.maximum(count, 1.0)
-        if UPDATE_RUNNING:
-            shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
-            running_mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
-            running_var = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=0.0).to(tl.float32)
-            unbiased = m2 / tl.maximum(count - 1.0, 1.0)
-            tl.store(running_mean_ptr + c * running_mean_stride,
-                     ((1.0 - momentum) * running_mean + momentum * (shift + mean))
-                     .to(running_mean_ptr.dtype.element_ty), mask=ok)
-            tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
-                     .to(running_var_ptr.dtype.element_ty), mask=ok)
+        shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
+        _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr,
+                                channels, momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING)
     else:
         mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
         variance = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=1.0).to(tl.float32)
+        tl.store(stats_ptr + c, mean, mask=ok)
+        tl.store(stats_ptr + channels + c, 1.0 / tl.sqrt(variance + eps), mask=ok)
+
+
+@triton.jit
+def _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr, channels,
+                            momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING: tl.constexpr):
+    """stats[0:2, c] = (mean, invstd) of the batch from its merged (count, mean of x - K, sum of
+    squared deviations), K = ``shift``; the running statistics updated as torch does."""
+    # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
+    variance = m2 / tl.maximum(count, 1.0)
+    if UPDATE_RUNNING:
+        running_mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
+        running_var = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=0.0).to(tl.float32)
+        unbiased = m2 / tl.maximum(count - 1.0, 1.0)
+        tl.store(running_mean_ptr + c * running_mean_stride,
+                 ((1.0 - momentum) * running_mean + momentum * (shift + mean))
+                 .to(running_mean_ptr.dtype.element_ty), mask=ok)
+        tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
+                 .to(running_var_ptr.dtype.element_ty), mask=ok)
     tl.store(stats_ptr + c, mean, mask=ok)
     tl.store(stats_ptr + channels + c, 1.0 / tl.sqrt(variance + eps), mask=ok)
+
+
+@triton.jit
+def _moments_finalize_kernel(
+        moments_ptr, num_slots, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, channels, momentum, eps,
+        x_stride_c, running_mean_stride, running_var_stride,
+        UPDATE_RUNNING: tl.constexpr, BLOCK_SLOTS: tl.constexpr, BLOCK: tl.constexpr):
+    """stats[0:2, c] = (mean of x - K, invstd) of the batch, K = x[0, c, 0], from the moments a
+    convolution's epilogue wrote as it produced x (kernels/moments.py): each slot's summary is
+    moved from its own first value to K (the difference of two of the channel's values, exact
+    when they are close), BLOCK_SLOTS of them merged as a tree, the blocks in order: the same
+    bits every run. The running statistics are updated as ``_finalize_kernel`` does."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = c < channels
+    shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
+    count = tl.zeros((BLOCK,), tl.float32)
+    mean = tl.zeros((BLOCK,), tl.float32)
+    m2 = tl.zeros((BLOCK,), tl.float32)
+    for first in range(0, num_slots, BLOCK_SLOTS):
+        slots = first + tl.arange(0, BLOCK_SLOTS).to(tl.int64)
+        mask = (slots < num_slots)[:, None] & ok[None, :]
+        base = moments_ptr + (slots * 4 * channels)[:, None] + c[None, :]
+        slot_count = tl.load(base, mask=mask, other=0.0)
+        slot_first = tl.load(base + channels, mask=mask, other=0.0)
+        slot_mean = tl.load(base + 2 * channels, mask=mask, other=0.0)
+        slot_m2 = tl.load(base + 3 * channels, mask=mask, other=0.0)
+        slot_mean = tl.where(slot_count > 0.0, (slot_first - shift[None, :]) + slot_mean, 0.0)
+        block_count, block_mean, block_m2 = tl.reduce((slot_count, slot_mean, slot_m2), 0, chan_merge)
+        count, mean, m2 = chan_merge(count, mean, m2, block_count, block_mean, block_m2)
+    _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr, channels,
+                            momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING)
 
 
 @triton.jit
@@ -322,6 +370,18 @@ def statistics(x, stats, running_mean, running_var, *, training, momentum, eps):
         *(tensor.stride(0) for tensor in running), TRAINING=training,
         UPDATE_RUNNING=training and running_mean is not None, BLOCK=FINAL_BLOCK)
     return launches + 1
+
+
+def statistics_from_moments(x, moments, stats, running_mean, running_var, *, momentum, eps):
+    """``statistics`` in training, from the ``moments`` (kernels/moments.py) the convolution that
+    wrote x [N, C, S] emitted, instead of a pass over x: one launch."""
+    channels = x.shape[1]
+    running = [tensor if tensor is not None else stats for tensor in (running_mean, running_var)]
+    _moments_finalize_kernel[(triton.cdiv(channels, MOMENTS_BLOCK),)](
+        moments, moments.shape[0], x, *running, stats, channels, float(momentum), float(eps), x.stride(1),
+        *(tensor.stride(0) for tensor in running), UPDATE_RUNNING=running_mean is not None,
+        BLOCK_SLOTS=MOMENTS_BLOCK_SLOTS, BLOCK=MOMENTS_BLOCK)
+    return 1
 
 
 def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter):

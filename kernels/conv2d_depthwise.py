@@ -14,6 +14,7 @@ import triton.language as tl
 
 from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, tap_input_pixel, widen, window_through_tap
+from .moments import MOMENT_ROWS, store_tile_moments
 from .prologue import arguments as prologue_arguments
 from .prologue import prologue_vectors, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
@@ -34,8 +35,9 @@ def _depthwise_forward_kernel(
         w_stride_k, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
         stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        moments_ptr, moment_slots,
         PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
-        KIND: tl.constexpr,
+        KIND: tl.constexpr, MOMENTS: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     pixels = block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
@@ -62,8 +64,12 @@ def _depthwise_forward_kernel(
         acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + channels * bias_stride, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
+    y = acc.to(y_ptr.dtype.element_ty)
+    if MOMENTS:  # kernels/moments.py: y's per-channel summaries, for the batch norm that reads y next
+        store_tile_moments(y.to(tl.float32), pixel_ok, channel_ok, channels, tl.program_id(0), moments_ptr,
+                           moment_slots, out_channels, BLOCK_P)
     y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + (channels * y_stride_k)[None, :]
-    tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & channel_ok[None, :])
+    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & channel_ok[None, :])
 
 
 @triton.jit
@@ -155,16 +161,20 @@ def _geometry(x, w, y, stride, padding, dilation, groups, channels):
             w.shape[2], w.shape[3], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
 
 
-def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision=None, prologue=None):
-    """y = depthwise conv2d(x, w, bias) into ``y`` (of act(bn(x)) with a ``prologue``): one launch."""
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision=None, prologue=None, moments=None):
+    """y = depthwise conv2d(x, w, bias) into ``y`` (of act(bn(x)) with a ``prologue``; y's
+    summaries into ``moments`` when given, see kernels/moments.py): one launch."""
     block_p, block_c = _blocks(y.stride(1))
+    if moments is not None and block_p < MOMENT_ROWS:  # a tile covers whole moment slots
+        block_p, block_c = MOMENT_ROWS, max(16, block_p * block_c // MOMENT_ROWS)
     grid = (triton.cdiv(y.shape[0] * y.shape[2] * y.shape[3], block_p), triton.cdiv(y.shape[1], block_c))
     normalise, prologue_flags = prologue_arguments(prologue, x)
     _depthwise_forward_kernel[grid](
         x, w, bias if bias is not None else y, y,
         *_geometry(x, w, y, stride, padding, dilation, groups, y.shape[1]),
         *x.stride(), w.stride(0), w.stride(2), w.stride(3), *y.stride(), bias.stride(0) if bias is not None else 0,
-        *normalise, **prologue_flags, HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
+        *normalise, y if moments is None else moments, 0 if moments is None else moments.shape[0],
+        **prologue_flags, MOMENTS=moments is not None, HAS_BIAS=bias is not None, WIDE_INDEX=needs_wide_index(x, w, y), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 

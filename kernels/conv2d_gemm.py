@@ -37,6 +37,7 @@ import triton.language as tl
 from . import INTERPRETED
 from . import prologue as input_prologue
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
+from .moments import MOMENT_ROWS, store_tile_moments
 from .prologue import prologue_vectors, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import autotune_enabled, by_backend, fit_to_extents
@@ -172,8 +173,9 @@ def _conv2d_forward_kernel(
         w_stride_k, w_stride_c, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
         stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        moments_ptr, moment_slots, moment_channels,
         PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
-        KIND: tl.constexpr,
+        KIND: tl.constexpr, MOMENTS: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
@@ -220,8 +222,12 @@ def _conv2d_forward_kernel(
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
+    y = acc.to(y_ptr.dtype.element_ty)
+    if MOMENTS:  # kernels/moments.py: y's per-channel summaries, for the batch norm that reads y next
+        store_tile_moments(y.to(tl.float32), pixel_ok, out_ok, out_channels, tile_m, moments_ptr, moment_slots,
+                           moment_channels, BLOCK_M)
     y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
-    tl.store(y_ptr + y_offsets, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & out_ok[None, :])
+    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & out_ok[None, :])
 
 
 @triton.jit
@@ -343,7 +349,7 @@ def _conv2d_weight_grad_kernel(
 
 
 _forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k",
-                                                                     "PROLOGUE", "KIND"],
+                                                                     "PROLOGUE", "KIND", "MOMENTS"],
                                      prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k")))(
                                          _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
@@ -370,14 +376,18 @@ def fixed_config(autotuned, kernel, args, constexprs):
     return autotuned.early_config_prune([default] + _configs(), dict(zip(kernel.arg_names, args)), **constexprs)[0]
 
 
-def _launch(autotuned, kernel, grid, args, constexprs, extents):
+def _launch(autotuned, kernel, grid, args, constexprs, extents, min_block_m=1):
     """Launch with the autotuner, or with ``fixed_config``. ``extents`` are the GEMM's sizes along
-    BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents)."""
+    BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents),
+    never below ``min_block_m`` rows unless one tile holds them all (the moments epilogue's
+    granule; every autotuned config has BLOCK_M >= 64)."""
     if autotune_enabled():
         autotuned[grid](*args, **constexprs)
         return
     config = fixed_config(autotuned, kernel, args, constexprs)
     blocks = fit_to_extents(config.kwargs, extents, minimum=16)  # tl.dot needs blocks of at least 16
+    if blocks["BLOCK_M"] < min_block_m:
+        blocks["BLOCK_M"] = min(min_block_m, max(16, triton.next_power_of_2(extents["BLOCK_M"])))
     kernel[grid(blocks)](*args, **constexprs, **blocks, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
@@ -413,9 +423,10 @@ def needs_channels_last_copy(tensor):
     return not (tensor.is_contiguous(memory_format=torch.channels_last) or tensor.stride(1) == 1)
 
 
-def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, prologue=None):
+def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, prologue=None, moments=None):
     """y = conv2d(x, w, bias) into the preallocated ``y``; ``padding`` is (top, left); with a
-    ``prologue`` (kernels/prologue.py) of x, conv2d(act(bn(x)), w, bias)."""
+    ``prologue`` (kernels/prologue.py) of x, conv2d(act(bn(x)), w, bias); with ``moments`` (fp32
+    [moment_slots(N·P·Q), 4, K], kernels/moments.py), y's per-channel summaries into it too."""
     x, w = channels_contiguous(x), channels_contiguous(w)
     geometry = _geometry(x, w, y, stride, padding, dilation, groups)
     pixels = x.shape[0] * y.shape[2] * y.shape[3]
@@ -426,11 +437,13 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, 
 
     normalise, prologue_flags = input_prologue.arguments(prologue, x)
     args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride(),
-            bias.stride(0) if bias is not None else 0, *normalise)
+            bias.stride(0) if bias is not None else 0, *normalise,
+            y if moments is None else moments, 0 if moments is None else moments.shape[0], y.shape[1])
     _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
-            dict(HAS_BIAS=bias is not None, **prologue_flags, WIDE_INDEX=needs_wide_index(x, w, y),
-                 DOT_PRECISION=dot_precision,
-                 UPCAST=INTERPRETED), dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups))
+            dict(HAS_BIAS=bias is not None, **prologue_flags, MOMENTS=moments is not None,
+                 WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
+            dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups),
+            min_block_m=MOMENT_ROWS if moments is not None else 1)
     return 1
 
 

@@ -29,3 +29,46 @@ def affine_parameters(weight_ptr, bias_ptr, index, mask, weight_stride, bias_str
     else:
         b = tl.zeros(index.shape, tl.float32)
     return w, b
+
+
+# The moments a convolution's epilogue emits for the batch norm after it (``store_tile_moments``):
+# one summary of each output channel per MOMENT_ROWS output pixels, four fp32 rows each
+# (count, the chunk's first value, the mean of the values less it, their sum of squared
+# deviations), in a [cdiv(pixels, MOMENT_ROWS), 4, channels] buffer. A tile of BLOCK_M >
+# MOMENT_ROWS pixels writes its summary in its first slot and empty ones (count 0) in the rest,
+# so the buffer's shape does not depend on the tile size the autotuner picks.
+MOMENT_ROWS = 64
+MOMENT_FIELDS = 4
+_MOMENT_ROWS = tl.constexpr(MOMENT_ROWS)  # the same, as the kernels may read a global
+_MOMENT_FIELDS = tl.constexpr(MOMENT_FIELDS)
+
+
+def moment_slots(pixels):
+    """Rows of the moments buffer of an output with ``pixels`` pixels (N·P·Q)."""
+    return triton.cdiv(pixels, MOMENT_ROWS)
+
+
+@triton.jit
+def store_tile_moments(values, row_ok, col_ok, columns, tile, moments_ptr, num_slots, channels,
+                       BLOCK_ROWS: tl.constexpr):
+    """Summarise each column of the fp32 [BLOCK_ROWS x columns] tile ``values`` (rows where
+    ``row_ok``, its first row always among them) into the moments buffer at the slots of tile
+    number ``tile``. The deviations are taken from the column's first value, then from the
+    tile's mean, in registers: exact for data far from 0 relative to their spread."""
+    valid = row_ok[:, None] & col_ok[None, :]
+    count = tl.sum(valid.to(tl.float32), axis=0)
+    first_row = (tl.arange(0, BLOCK_ROWS) == 0)[:, None] & valid
+    first = tl.sum(tl.where(first_row, values, 0.0), axis=0)
+    centred = tl.where(valid, values - first[None, :], 0.0)
+    mean = tl.sum(centred, axis=0) / tl.maximum(count, 1.0)
+    deviation = tl.where(valid, centred - mean[None, :], 0.0)
+    m2 = tl.sum(deviation * deviation, axis=0)
+    SLOTS: tl.constexpr = BLOCK_ROWS // _MOMENT_ROWS if BLOCK_ROWS > _MOMENT_ROWS else 1
+    slots = tile.to(tl.int64) * SLOTS + tl.arange(0, SLOTS)
+    first_slot = (tl.arange(0, SLOTS) == 0)[:, None]
+    mask = (slots < num_slots)[:, None] & col_ok[None, :]
+    base = moments_ptr + (slots * (_MOMENT_FIELDS * channels))[:, None] + columns[None, :]
+    tl.store(base, tl.where(first_slot, count[None, :], 0.0), mask=mask)
+    tl.store(base + channels, tl.where(first_slot, first[None, :], 0.0), mask=mask)
+    tl.store(base + 2 * channels, tl.where(first_slot, mean[None, :], 0.0), mask=mask)
+    tl.store(base + 3 * channels, tl.where(first_slot, m2[None, :], 0.0), mask=mask)

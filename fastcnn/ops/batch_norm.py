@@ -147,6 +147,53 @@ def _(input, running_mean, running_var, training, momentum, eps):
     return _empty_statistics(input)
 
 
+@torch.library.custom_op("fastcnn::batch_norm_statistics_from_moments", mutates_args=("running_mean", "running_var"))
+def _moments_statistics_op(input: Tensor, moments: Tensor, running_mean: Optional[Tensor],
+                           running_var: Optional[Tensor], momentum: float, eps: float) -> Tensor:
+    """``fastcnn::batch_norm_statistics`` in training, from the moments the convolution that wrote
+    ``input`` emitted (kernels/moments.py) rather than from a pass over ``input``."""
+    stats = _empty_statistics(input)
+    if input.numel():
+        with torch.profiler.record_function("fastcnn::batch_norm statistics (from moments)"):
+            _backend.record_launch(OP, _kernels().statistics_from_moments(
+                rows_view(input), moments, stats, running_mean, running_var, momentum=momentum, eps=eps))
+    return stats
+
+
+@_moments_statistics_op.register_fake
+def _(input, moments, running_mean, running_var, momentum, eps):
+    return _empty_statistics(input)
+
+
+def check_moments(op, input, moments):
+    """``moments``: what a fastcnn convolution's moments epilogue wrote for ``input`` (fp32, one
+    4 x C summary per 64 of its N·H·W pixels), else a ValueError."""
+    from ..kernels.moments import MOMENT_FIELDS, moment_slots
+
+    pixels = input.numel() // max(input.shape[1], 1)
+    shape = (moment_slots(pixels), MOMENT_FIELDS, input.shape[1])
+    if not isinstance(moments, torch.Tensor) or moments.dtype != torch.float32 or tuple(moments.shape) != shape \
+            or not moments.is_contiguous() or moments.device != input.device:
+        described = (f"{moments.dtype} {list(moments.shape)} on {moments.device}" if isinstance(moments, torch.Tensor)
+                     else type(moments).__name__)
+        raise ValueError(f"{op}: moments must be the contiguous float32 {list(shape)} tensor on {input.device} that "
+                         f"a fastcnn convolution wrote with this input, got {described}")
+
+
+def batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments=None):
+    """fp32 [2, C] statistics of ``input`` for batch norm (the batch's in training, from
+    ``moments`` when given, else the running ones), running statistics updated in training."""
+    running, write_back = statistic_vectors((running_mean, running_var))
+    if moments is not None and training:
+        check_moments(op, input, moments)
+        stats = _moments_statistics_op(input.detach(), moments, *running, float(momentum), float(eps))
+    else:
+        stats = _statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
+    for statistic, vector in write_back:
+        statistic.copy_(vector.view(statistic.shape))
+    return stats
+
+
 @torch.library.custom_op("fastcnn::batch_norm_apply", mutates_args=())
 def _apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
               kind: Optional[str], parameter: float) -> Tensor:
@@ -327,6 +374,14 @@ def _statistics_launches(stats, input, running_mean, running_var, training, mome
     return ([one_pass("_partial_stats_kernel", [input], [])] if training else []) + [finalize]
 
 
+@launches_of(_moments_statistics_op, "norm")
+def _moments_statistics_launches(stats, input, moments, running_mean, running_var, momentum, eps):
+    if not input.numel():
+        return []
+    return [one_pass("_moments_finalize_kernel", [moments, running_mean, running_var],
+                     [stats, running_mean, running_var])]
+
+
 @launches_of(_apply_op, "norm")
 def _apply_launches(out, input, stats, weight, bias, training, kind, parameter):
     return [one_pass("_apply_kernel", [input], [out])] if input.numel() else []
@@ -358,7 +413,8 @@ def _residual_grad_launches(grad, grad_out, input, residual, output, stats, weig
 
 
 # ----------------------------------------------------------------------------- functional
-def _batch_norm(op, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps):
+def _batch_norm(op, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps,
+                moments=None):
     op = f"fastcnn.{op}"
     check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
     check_residual(op, input, residual)
@@ -373,10 +429,7 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
         return out if kind is None else module_for(kind, parameter)(out)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
-    running, write_back = statistic_vectors((running_mean, running_var))
-    stats = _statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
-    for statistic, vector in write_back:
-        statistic.copy_(vector.view(statistic.shape))
+    stats = batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
     if residual is None:
         return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
     if residual.shape != input.shape:
@@ -386,7 +439,7 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
-               activation=None, residual=None):
+               activation=None, residual=None, moments=None):
     """``act(F.batch_norm(input, ...) + residual)`` in one pass forward and one fused backward
     (the gradients of input, residual, weight and bias together); without ``residual`` and
     ``activation`` it is ``F.batch_norm``. ``activation``: None or anything
@@ -395,9 +448,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     shape (a ResNet block's identity). Input (N, C), (N, C, L) or (N, C, H, W), NCHW or
     channels_last; in training the batch statistics are computed in fp32 and the running
     statistics (when given) are updated in the kernel with the unbiased variance, as torch does.
-    fp16/bf16 input keeps fp32 parameters and statistics."""
+    fp16/bf16 input keeps fp32 parameters and statistics. ``moments``: what the fastcnn
+    convolution that computed ``input`` emitted for it (``fastcnn.nn.conv2d_with_moments``); in
+    training the batch statistics come from them instead of a pass over ``input``."""
     return _batch_norm("batch_norm", activation, residual, input, running_mean, running_var, weight, bias, training,
-                       momentum, eps)
+                       momentum, eps, moments)
 
 
 def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

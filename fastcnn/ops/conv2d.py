@@ -20,6 +20,7 @@ back or kept: ``fastcnn::conv2d_normalized`` saves x and two floats per channel,
 recomputes act(bn(x)) inside the weight gradient's loads and runs batch norm's own backward
 (ops/batch_norm.py) on the gradient of act(bn(x)) that grad-input produces.
 """
+import dataclasses
 import math
 from typing import NamedTuple, Optional
 
@@ -387,6 +388,74 @@ def _normalized_backward(ctx, grad_out):
 _conv2d_normalized_op.register_autograd(_normalized_backward, setup_context=_setup_normalized_context)
 
 
+# The same two forwards with the moments epilogue (kernels/moments.py): the output's per-channel
+# summaries for the batch norm that reads it next (``fastcnn::batch_norm_statistics_from_moments``),
+# so that batch norm needs no statistics pass. The moments are not differentiable; backward is
+# the forward's own.
+def _empty_moments(out):
+    from ..kernels.moments import MOMENT_FIELDS, moment_slots
+
+    pixels = out.shape[0] * out.shape[2] * out.shape[3]
+    return torch.empty((moment_slots(pixels), MOMENT_FIELDS, out.shape[1]), dtype=torch.float32, device=out.device)
+
+
+def _forward_with_moments(input, weight, bias, stride, padding, total_padding, dilation, groups, prologue):
+    out = _empty_output(input, weight, total_padding, stride, dilation)
+    moments = _empty_moments(out)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::conv2d forward (and moments)"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, weight, bias, out, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                groups=groups, dot_precision=dot_precision(input), prologue=prologue, moments=moments))
+    return out, moments
+
+
+@torch.library.custom_op("fastcnn::conv2d_moments", mutates_args=())
+def _conv2d_moments_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+                       total_padding: list[int], dilation: list[int], groups: int) -> tuple[Tensor, Tensor]:
+    """(conv2d, its output's moments)."""
+    return _forward_with_moments(input, weight, bias, stride, padding, total_padding, dilation, groups, None)
+
+
+@_conv2d_moments_op.register_fake
+def _(input, weight, bias, stride, padding, total_padding, dilation, groups):
+    out = _empty_output(input, weight, total_padding, stride, dilation)
+    return out, _empty_moments(out)
+
+
+@torch.library.custom_op("fastcnn::conv2d_normalized_moments", mutates_args=())
+def _conv2d_normalized_moments_op(input: Tensor, stats: Tensor, norm_weight: Optional[Tensor],
+                                  norm_bias: Optional[Tensor], training: bool, kind: Optional[str], parameter: float,
+                                  weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+                                  total_padding: list[int], dilation: list[int],
+                                  groups: int) -> tuple[Tensor, Tensor]:
+    """(conv2d(act(batch_norm(input))), its output's moments)."""
+    return _forward_with_moments(input, weight, bias, stride, padding, total_padding, dilation, groups,
+                                 _prologue(stats, norm_weight, norm_bias, training, kind, parameter))
+
+
+@_conv2d_normalized_moments_op.register_fake
+def _(input, stats, norm_weight, norm_bias, training, kind, parameter, weight, bias, stride, padding, total_padding,
+      dilation, groups):
+    out = _empty_output(input, weight, total_padding, stride, dilation)
+    return out, _empty_moments(out)
+
+
+def _with_moments(setup_context, backward):
+    """The autograd formula of a forward, for its variant that also returns moments."""
+    def setup(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        setup_context(ctx, inputs, output[0])
+
+    return setup, (lambda ctx, grad_out, grad_moments: backward(ctx, grad_out))
+
+
+for _operator, _setup, _formula in ((_conv2d_moments_op, _setup_context, _backward),
+                                    (_conv2d_normalized_moments_op, _setup_normalized_context, _normalized_backward)):
+    _setup, _formula = _with_moments(_setup, _formula)
+    _operator.register_autograd(_formula, setup_context=_setup)
+
+
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
 def _gemm_operands(*tensors):
     """The channels_last copies kernels/conv2d_gemm.py makes of operands without contiguous
@@ -481,6 +550,27 @@ def _conv2d_normalized_weight_grad_launches(grad_weight, input, stats, norm_weig
                                             dilation, groups):
     return _conv2d_weight_grad_launches(grad_weight, input, grad_out, weight_shape, channels_last, stride, padding,
                                         dilation, groups)
+
+
+
+def _moments_write(outputs):
+    """The moments epilogue's extra write: the moments buffer, once."""
+    return tensor_bytes(outputs[1])
+
+
+@launches_of(_conv2d_moments_op, "convolution")
+def _conv2d_moments_launches(outputs, input, weight, bias, stride, padding, total_padding, dilation, groups):
+    launches = _conv2d_launches(outputs[0], input, weight, bias, stride, padding, total_padding, dilation, groups)
+    if launches:  # the forward kernel is the last launch; it writes the moments too
+        launches[-1] = dataclasses.replace(launches[-1], bytes_written=launches[-1].bytes_written
+                                           + _moments_write(outputs))
+    return launches
+
+
+@launches_of(_conv2d_normalized_moments_op, "convolution")
+def _conv2d_normalized_moments_launches(outputs, input, stats, norm_weight, norm_bias, training, kind, parameter,
+                                        weight, bias, stride, padding, total_padding, dilation, groups):
+    return _conv2d_moments_launches(outputs, input, weight, bias, stride, padding, total_padding, dilation, groups)
 
 
 # ----------------------------------------------------------------------------- functional
@@ -578,8 +668,28 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     return _conv2d_op(input, weight, bias, *_arguments(geometry))
 
 
+def conv2d_with_moments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """(``fastcnn.conv2d(input, weight, ...)``, the moments of its output): the per-channel
+    summaries the forward kernel's epilogue writes as it stores the output (kernels/moments.py),
+    from which ``fastcnn.batch_norm(..., moments=)`` takes its training statistics without a pass
+    over the output. Input ``(N, C, H, W)``; the moments are None where the kernels do not run
+    (PyTorch's path, no Triton)."""
+    cast = _autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
+    if cast is not None:
+        with torch.autocast(input.device.type, enabled=False):
+            return conv2d_with_moments(*(t.to(cast) if isinstance(t, torch.Tensor) else t
+                                         for t in (input, weight, bias)), stride, padding, dilation, groups)
+    geometry = check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if input.dim() != 4:
+        raise RuntimeError(f"fastcnn.conv2d_with_moments: expected 4D input (got {input.dim()}D input)")
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        return conv2d(input, weight, bias, stride, padding, dilation, groups), None
+    return _conv2d_moments_op(input, weight, bias, *_arguments(geometry))
+
+
 def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, training, momentum, eps, weight,
-                      bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None):
+                      bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, moments=None,
+                      emit_moments=False):
     """``F.conv2d(act(F.batch_norm(input, running_mean, running_var, norm_weight, norm_bias,
     training, momentum, eps)), weight, bias, stride, padding, dilation, groups)`` with the batch
     norm in the convolution's prologue: its statistics in one pass over the input (training; in
@@ -588,7 +698,9 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
     never written nor kept: backward saves the input and two floats per channel, as batch norm
     alone does. Batch norm's arguments and checks are ``fastcnn.batch_norm``'s (the running
     statistics updated in place in training), the convolution's ``fastcnn.conv2d``'s; input
-    ``(N, C, H, W)``."""
+    ``(N, C, H, W)``. ``moments``: the input's, from the convolution that computed it
+    (``conv2d_with_moments``): the training statistics without the pass over the input.
+    ``emit_moments``: return (output, the output's moments or None), as ``conv2d_with_moments``."""
     op = "fastcnn.batch_norm_conv2d"
     _batch_norm.check_batch_norm(op, input, running_mean, running_var, norm_weight, norm_bias, training, momentum,
                                  eps)
@@ -606,13 +718,13 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
         if _backend.backend_for(input.device) == _backend.FALLBACK:
             _backend.warn_fallback(op, input.device)
         normalized = _batch_norm.batch_norm(input, running_mean, running_var, norm_weight, norm_bias, training,
-                                            momentum, eps, activation=activation)
+                                            momentum, eps, activation=activation, moments=moments)
+        if emit_moments:
+            return conv2d_with_moments(normalized, weight, bias, stride, padding, dilation, groups)
         return conv2d(normalized, weight, bias, stride, padding, dilation, groups)
     if _batch_norm.rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
-    running, write_back = _batch_norm.statistic_vectors((running_mean, running_var))
-    stats = _batch_norm._statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
-    for statistic, vector in write_back:
-        statistic.copy_(vector.view(statistic.shape))
-    return _conv2d_normalized_op(input, stats, norm_weight, norm_bias, bool(training), kind, parameter, weight, bias,
-                                 *_arguments(geometry))
+    stats = _batch_norm.batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    arguments = (input, stats, norm_weight, norm_bias, bool(training), kind, parameter, weight, bias,
+                 *_arguments(geometry))
+    return _conv2d_normalized_moments_op(*arguments) if emit_moments else _conv2d_normalized_op(*arguments)
