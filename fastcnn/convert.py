@@ -118,8 +118,9 @@ class ConversionReport:
     rewritten: list = field(default_factory=list)  # (name, "forward rewritten as an fx graph")
 
     def __str__(self):
-        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {len(self.fused)} norms fused with "
-                 f"what follows them, {len(self.left)} left"]
+        fused = len({name for name, _ in self.fused})  # a norm may fuse several things (an activation, a conv)
+        lines = [f"fastcnn.convert: {len(self.replaced)} modules replaced, {fused} norms fused with "
+                 f"what precedes or follows them, {len(self.left)} left"]
         for title, entries in (("replaced", self.replaced), ("fused", self.fused), ("left", self.left),
                                ("rewritten", self.rewritten)):
             lines += [f"  {title:9s} {name or '(model)'}: {detail}" for name, detail in entries]
@@ -407,7 +408,7 @@ def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
     changed |= _fuse_activations(name, module, graph, holders, result)
     if batch_norm_in_conv:
         changed |= _fuse_into_convolutions(name, module, graph, holders, result)
-        changed |= _statistics_from_convolutions(name, module, graph, result)
+        changed |= _statistics_from_convolutions(name, module, graph, holders, result)
     changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return
@@ -635,7 +636,7 @@ def _consuming_norm(node, root):
     return None
 
 
-def _statistics_from_convolutions(name, module, graph, result):
+def _statistics_from_convolutions(name, module, graph, holders, result):
     """conv → bn: the convolution also emits its output's moments (kernels/moments.py) and the
     batch norm takes its training statistics from them (``conv2d_for_batch_norm``, ``moments=``),
     so no statistics pass reads the convolution's output again."""
@@ -648,6 +649,8 @@ def _statistics_from_convolutions(name, module, graph, result):
         if found is None or consumer.args[0] is not (identities or [node])[-1]:
             continue  # the output goes elsewhere, or is not what the batch norm normalises
         norm_target, norm = found
+        if holders[id(norm)] > 1:
+            continue  # shared with another part of the model: left as it is, as by the other fusions
         if type(norm) is torch.nn.BatchNorm2d:  # fastcnn's class (which takes the moments) now, not in _replace
             _fuse_into(norm, None, 0.0)
         with graph.inserting_before(node):

@@ -780,3 +780,65 @@ def test_input_prologue_unbatched_and_empty(seed, generator):
     assert_close(out, expected, torch.float32, what="output", seed=seed, reduction_length=36)
     empty = fastcnn.conv2d(input.new_empty((0, 4, 6, 5)), weight, input_scale=scale)
     assert empty.shape == (0, 3, 4, 3)
+
+
+# ----------------------------------------------------------------------------- the moments epilogue
+@pytest.mark.every_triton
+@pytest.mark.parametrize("block_m", [16, 128, None], ids=["tiles16", "tiles128", "default"])
+@pytest.mark.parametrize("path", ["gemm", "depthwise"])
+def test_moments_give_batch_norm_the_statistics_without_a_pass(path, block_m, monkeypatch, seed, generator):
+    """conv2d_with_moments, then batch norm from its moments: the output, the gradients and the
+    running statistics as float64 torch's, for channels far from zero relative to their spread
+    (mean 3000, std about 0.5: fp32 accuracy kept); no statistics pass runs, and the moments are
+    the same bits every run. Tiles of 16 rows are raised to the moments' 64-row granule, tiles of
+    128 rows write one summary and an empty one per 64 rows."""
+    if block_m is not None:
+        monkeypatch.setitem(conv2d_gemm.DEFAULT_CONFIG[0], "BLOCK_M", block_m)
+        monkeypatch.setattr(conv2d_gemm, "autotune_enabled", lambda: False)
+    groups, channels, out_channels = (1, 5, 7) if path == "gemm" else (6, 6, 12)
+    layout = case_random(seed, 0).choice(["contiguous", "channels_last"])
+    input = make_tensor((3, channels, 11, 13), layout=layout, generator=generator)
+    weight = make_tensor((out_channels, channels // groups, 3, 3), generator=generator) * 0.1
+    bias = torch.full((out_channels,), 3000.0) + make_tensor((out_channels,), generator=generator)
+    running = (torch.zeros(out_channels), torch.ones(out_channels))
+    norm_weight, norm_bias = make_tensor((out_channels,), generator=generator), make_tensor((out_channels,),
+                                                                                         generator=generator)
+    leaves = [t.detach().requires_grad_() for t in (input, weight, norm_weight, norm_bias)]
+    ours = [r.clone() for r in running]
+    with record_aten_ops() as names, count_launches() as launched:
+        out, moments = fastcnn.conv2d_with_moments(leaves[0], leaves[1], bias, padding=1, groups=groups)
+        result = fastcnn.batch_norm(out, *ours, leaves[2], leaves[3], True, 0.1, 1e-5, activation="relu",
+                                    moments=moments)
+    assert launched["batch_norm"] == 2 and "fastcnn::batch_norm_statistics" not in names, names
+    again = fastcnn.conv2d_with_moments(input, weight, bias, padding=1, groups=groups)[1]
+    assert torch.equal(moments, again)
+    references = [t.detach().double().requires_grad_() for t in (input, weight, norm_weight, norm_bias)]
+    running64 = [r.double() for r in running]
+    conv64 = F.conv2d(references[0], references[1], bias.double(), padding=1, groups=groups)
+    # fastcnn's and torch's batch norm both read the stored fp32 output: round the reference's too
+    conv64 = conv64 + (conv64.detach().float().double() - conv64.detach())
+    expected = F.relu(F.batch_norm(conv64, *running64, references[2], references[3], True, 0.1, 1e-5))
+    grad = make_tensor(result.shape, generator=generator)
+    result.backward(grad)
+    expected.backward(grad.double())
+    pixels = out.numel() // out_channels
+    assert_close(result, expected, torch.float32, what="output", seed=seed, reduction_length=pixels)
+    for what, leaf, reference in zip(("grad_input", "grad_weight", "grad_norm_weight", "grad_norm_bias"), leaves,
+                                     references):
+        assert_close(leaf.grad, reference.grad, torch.float32, what=what, seed=seed, reduction_length=pixels * 9)
+    for what, actual, wanted in zip(("running_mean", "running_var"), ours, running64):
+        assert_close(actual, wanted, torch.float32, what=what, seed=seed, reduction_length=pixels)
+
+
+def test_moments_of_another_tensor_are_refused(generator):
+    input = make_tensor((2, 4, 9, 9), generator=generator)  # 162 pixels: 3 summaries of 64; half of it 2
+    weight = make_tensor((3, 4, 3, 3), generator=generator)
+    out, moments = fastcnn.conv2d_with_moments(input, weight, padding=1)
+    with pytest.raises(ValueError, match="moments must be the contiguous float32"):
+        fastcnn.batch_norm(out[:1], None, None, training=True, moments=moments)
+    with pytest.raises(ValueError, match="moments must be"):
+        fastcnn.batch_norm(out, None, None, training=True, moments=moments.double())
+    # in eval the running statistics are used: the moments are not needed and not read
+    evaluated = fastcnn.batch_norm(out, torch.zeros(3), torch.ones(3), training=False, moments=moments)
+    assert_close(evaluated, F.batch_norm(out, torch.zeros(3), torch.ones(3)), torch.float32, what="eval",
+                 seed=0)

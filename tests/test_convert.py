@@ -49,9 +49,15 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
     assert type(converted.layer3.bn1) is type(converted.layer3.bn2) is fastcnn.nn.BatchNorm2dReLU
     assert type(converted.layer3.bn3) is fastcnn.nn.BatchNorm2dReLU
     assert type(converted.layer3.downsample[1]) is fastcnn.nn.BatchNorm2d
-    fused = {name for name, _ in report.fused}
+    fused = {name for name, detail in report.fused if "statistics from" not in detail}
     assert fused == {"bn1", "layer1.bn1", "layer1.bn2", "layer2.bn1", "layer2.downsample.1", "layer3.bn1",
                      "layer3.bn2", "layer3.bn3"}, report
+    # Every batch norm here reads a convolution's output: it takes its statistics from the moments
+    # that convolution's epilogue emits, with no pass of its own.
+    from_moments = {name: detail for name, detail in report.fused if "statistics from" in detail}
+    assert from_moments.keys() == {name for name, module in converted.named_modules()
+                                   if isinstance(module, nn.BatchNorm2d)}, report
+    assert "'layer3.conv2'" in from_moments["layer3.bn2"] and "'conv1'" in from_moments["bn1"], report
     left = dict(report.left)
     assert "residual" in left["layer2.bn2"] and "residual" in left["layer3.downsample.1"], report
     # conv → bn → relu → conv: the interior of each block runs its batch norm in the next
@@ -93,6 +99,24 @@ def _input_with_clear_maxima(model, shape, generator):
     raise AssertionError("no input with clear max-pool maxima in 100 draws")
 
 
+def _assert_same_buffers(converted, original, seed):
+    """Batch counts equal; running statistics within fp32's tolerance of torch's, a running mean
+    also within fp32's rounding of the spread it was computed over: a batch mean near zero
+    (a convolution of zero-mean input) is the difference of values of the data's size, so both
+    sides round it at about 1e-7 of the running variance's square root, which is much of the
+    mean itself (torch's fp32 mean carries the same error against float64)."""
+    buffers = dict(original.named_buffers())
+    for name, ours in converted.named_buffers():
+        theirs = buffers[name]
+        if ours.dtype == torch.int64:
+            assert torch.equal(ours, theirs), (name, seed)
+        elif name.endswith("running_mean"):
+            spread = buffers[name[:-len("mean")] + "var"].sqrt()
+            assert ((ours - theirs).abs() <= TOLERANCE * (theirs.abs() + spread)).all(), (name, seed)
+        else:
+            assert relative_error(ours, theirs) < TOLERANCE, (name, seed)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator):
     original, (converted, _) = _models(generator)
@@ -107,8 +131,7 @@ def test_same_outputs_and_gradients_in_train_and_eval(training, seed, generator)
     assert relative_error(out, expected) < TOLERANCE, seed
     for (name, p), q in zip(converted.named_parameters(), original.parameters()):
         assert relative_error(p.grad, q.grad) < SUM_TOLERANCE, (name, seed)
-    for (name, b), c in zip(converted.named_buffers(), original.buffers()):
-        assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
+    _assert_same_buffers(converted, original, seed)
     assert launched["conv2d"] and launched["batch_norm"] and launched["max_pool2d"]
 
 
@@ -227,7 +250,7 @@ def test_sequential_fusion_and_report_logging(caplog, generator):
         converted = fastcnn.convert(model)
     features = converted.features
     assert [type(m).__name__ for m in features] == ["Conv2d", "BatchNorm2dReLU", "Identity", "MaxPool2d"] * 2
-    assert "2 norms fused with what follows them" in caplog.text
+    assert "2 norms fused with what precedes or follows them" in caplog.text
     model.train()
     converted.train()
     input = make_tensor((5, 1, 8, 8), generator=generator)
@@ -292,7 +315,10 @@ def test_torchvision_models(name, generator):
     # bn2 and bn3 (+ identity); mobilenet_v2's 35 BN → ReLU6 and its 10 residual blocks.
     expected_fused = {"resnet18": 1 + 8 * 2, "resnet50": 1 + 16 * 3, "mobilenet_v2": 35 + 10}[name]
     into_conv = [entry for entry in report.fused if "into module" in entry[1]]
-    assert len(report.fused) - len(into_conv) == expected_fused, report
+    from_moments = [entry for entry in report.fused if "statistics from" in entry[1]]
+    assert len(report.fused) - len(into_conv) - len(from_moments) == expected_fused, report
+    # Each batch norm after a convolution (all of them here) takes its statistics from its moments.
+    assert len(from_moments) == sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()), report
     # Batch norms run in the next convolution's prologue: each basic block's bn1, each
     # bottleneck's bn1 and bn2, mobilenet_v2's expand and depthwise BNs (16 blocks, and the
     # first block's depthwise one).
@@ -518,7 +544,8 @@ def test_block_replicas_train_in_fastcnn(model_type, seed, generator):
     converted = fastcnn.convert(original)
     coverage = fastcnn.coverage(converted, input, target, loss_fn=fastcnn.cross_entropy)
     assert not coverage.left_in(*MOVED_KINDS), coverage
-    assert coverage.fastcnn["fastcnn::conv2d"] and any("cross_entropy" in op for op in coverage.fastcnn), coverage
+    assert any(op.startswith("fastcnn::conv2d") for op in coverage.fastcnn), coverage
+    assert any("cross_entropy" in op for op in coverage.fastcnn), coverage
     _randomness_off(original, converted)
     _check_against_float64(original, converted, input)
     _check_trajectory(original, converted, shape, target, generator)
@@ -640,8 +667,7 @@ def test_batch_norm_in_the_convolution_keeps_every_batch_norm_option(norm_option
         assert relative_error(out, expected) < TOLERANCE, (training, seed)
         for (name, p), q in zip(converted.named_parameters(), original.parameters()):
             assert relative_error(p.grad, q.grad) < SUM_TOLERANCE, (name, training, seed)
-        for (name, b), c in zip(converted.named_buffers(), original.buffers()):
-            assert torch.equal(b, c) if b.dtype == torch.int64 else relative_error(b, c) < TOLERANCE, (name, seed)
+        _assert_same_buffers(converted, original, seed)
     torch._dynamo.reset()
     compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
     converted.eval()

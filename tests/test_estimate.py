@@ -99,8 +99,10 @@ def test_declared_launches_are_the_kernels_launches_on_a_resnet_step(seed):
                 + [b.clone() for b in buffers])
 
     seen = _compare(step, tensors)
-    assert {"fastcnn::conv2d", "fastcnn::conv2d_input_grad", "fastcnn::conv2d_weight_grad",
-            "fastcnn::batch_norm_statistics", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
+    # every convolution emits moments for its batch norm; bn → relu → conv runs in the conv's prologue
+    assert {"fastcnn::conv2d_moments", "fastcnn::conv2d_normalized_moments", "fastcnn::conv2d_input_grad",
+            "fastcnn::conv2d_weight_grad", "fastcnn::conv2d_normalized_weight_grad",
+            "fastcnn::batch_norm_statistics_from_moments", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
             "fastcnn::batch_norm_residual_apply", "fastcnn::batch_norm_residual_grad", "fastcnn::max_pool2d",
             "fastcnn::max_pool2d_backward", "fastcnn::avg_pool2d", "fastcnn::avg_pool2d_backward",
             "fastcnn::cross_entropy_forward", "fastcnn::cross_entropy_backward_", "fastcnn::sgd_step_"} <= seen
@@ -116,6 +118,13 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
     def step(x, depthwise, pointwise, bias, norm_weight, norm_bias, residual, *rest):
         y = fastcnn.conv2d(x, depthwise, padding=1, groups=6, stride=2)
         y = fastcnn.conv2d(y, pointwise, bias)
+        # the input prologue alone, batch norm in the prologue after a convolution's moments, in eval
+        y = fastcnn.conv2d(y, pointwise, input_scale=norm_weight, input_shift=norm_bias, input_activation="relu6")
+        y, moments = fastcnn.conv2d_with_moments(y, depthwise, padding=1, groups=6)
+        y = fastcnn.batch_norm_conv2d(y, None, None, norm_weight, norm_bias, True, 0.1, 1e-5, pointwise,
+                                      activation="silu", moments=moments)
+        y = fastcnn.batch_norm_conv2d(y, torch.zeros(6), torch.ones(6), norm_weight, None, False, 0.1, 1e-5,
+                                      depthwise, padding=1, groups=6)
         y = fastcnn.group_norm(y, 3, norm_weight, norm_bias, activation="silu")
         y = fastcnn.instance_norm(y, weight=norm_weight, bias=norm_bias)
         y = fastcnn.layer_norm2d(y, norm_weight, norm_bias, activation="gelu")
@@ -145,7 +154,9 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
                 make((6,)).requires_grad_(), make((2, 6, 7, 5), "channels_last").requires_grad_()]
 
     seen = _compare(step, tensors)
-    assert {"fastcnn::group_norm_stats", "fastcnn::group_norm_apply", "fastcnn::group_norm_backward",
+    assert {"fastcnn::conv2d", "fastcnn::conv2d_normalized", "fastcnn::conv2d_moments",
+            "fastcnn::batch_norm_statistics", "fastcnn::batch_norm_statistics_from_moments",
+            "fastcnn::group_norm_stats", "fastcnn::group_norm_apply", "fastcnn::group_norm_backward",
             "fastcnn::layer_norm", "fastcnn::layer_norm_backward", "fastcnn::activation",
             "fastcnn::activation_backward", "fastcnn::activation_", "fastcnn::dropout", "fastcnn::dropout_",
             "fastcnn::add", "fastcnn::conv2d_bias_grad", "fastcnn::grad_norm", "fastcnn::scale_grads_",

@@ -35,7 +35,7 @@ from ..validation import check_kernel_dtype, check_parameter_dtypes, check_same_
 from . import batch_norm as _batch_norm
 from .activation import module_for, resolve_activation
 
-__all__ = ["conv2d", "batch_norm_conv2d"]
+__all__ = ["conv2d", "batch_norm_conv2d", "conv2d_with_moments"]
 
 OP = "conv2d"
 # What torch's own convolution computes in (it raises NotImplementedError for the rest).
