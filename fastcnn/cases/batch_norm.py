@@ -86,8 +86,9 @@ MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_backward_sums_kernel",
 
 
 def static_launches(kernel_module, options):
-    """BN+ReLU (C128 28x28) and a ResNet-50 block end, BN + identity → ReLU (C256 56x56), forward and
-    backward in training, as fastcnn/ops/batch_norm.py launches them."""
+    """BN+ReLU (C128 28x28) and a ResNet-50 block end, BN + identity → ReLU (C256 56x56, its
+    statistics from a convolution's moments), forward and backward in training, as
+    fastcnn/ops/batch_norm.py launches them."""
     def bn_relu(dtype, channels_last):
         batch_norm = kernel_module("batch_norm")
         c = 128
@@ -103,7 +104,9 @@ def static_launches(kernel_module, options):
         c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
         x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
         stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
-        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=True, momentum=0.1, eps=1e-5)
+        # the statistics from the moments conv3's epilogue emitted (kernels/moments.py), as convert runs it
+        moments = torch.empty((kernel_module("moments").moment_slots(32 * 56 * 56), 4, c))
+        batch_norm.statistics_from_moments(x, moments, stats, torch.zeros(c), torch.ones(c), momentum=0.1, eps=1e-5)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
         # g = relu'·dy from the saved output, then batch norm's backward of g
         batch_norm.backward(dr, y, None, None, dr, stats, None, None, None, None, training=True, kind="relu",

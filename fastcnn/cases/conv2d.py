@@ -232,7 +232,8 @@ def static_launches(kernel_module, options):
     out = []
 
     def conv_case(label, dtype_name, precision, layout, n, c, k, h, w, r, s, stride, pad, groups=1, bias=False,
-                  passes=("forward", "input_grad", "weight_grad"), weight_layout=None, activation=False):
+                  passes=("forward", "input_grad", "weight_grad"), weight_layout=None, activation=False,
+                  moments=False):
         def run():
             conv2d = kernel_module("conv2d")
             dtype = DTYPES[dtype_name]
@@ -248,8 +249,10 @@ def static_launches(kernel_module, options):
             prologue = None if not activation else conv2d.conv2d_gemm.input_prologue.Prologue(
                 empty((2, c), torch.float32), empty((c,), torch.float32), empty((c,), torch.float32), True,
                 activation, 0.0)
+            # ``moments``: the output's summaries for the batch norm after it (kernels/moments.py)
+            summaries = torch.empty((kernel_module("moments").moment_slots(n * p * q), 4, k)) if moments else None
             if "forward" in passes:
-                conv2d.forward(x, weight, b, y, dot_precision=precision, prologue=prologue, **geo)
+                conv2d.forward(x, weight, b, y, dot_precision=precision, prologue=prologue, moments=summaries, **geo)
             if "input_grad" in passes:
                 conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision, **geo)
             if "weight_grad" in passes:
@@ -279,18 +282,24 @@ def static_launches(kernel_module, options):
         for dtype_name in options.dtypes:
             out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1", dtype_name, "ieee", layout,
                                  32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128, bias=False))
-    # The input prologue (batch norm + activation as the input is loaded): forward and the
-    # recomputing grad-weight of the layers convert fuses it into, beside the plain ones above.
+    # The input prologue (batch norm + activation as the input is loaded) and the moments epilogue
+    # (the output's summaries for the next batch norm): forward and the recomputing grad-weight of
+    # the layers convert fuses them into, beside the plain ones above; as a bottleneck runs them,
+    # conv1 (moments), conv2 and conv3 (prologue and moments), and MobileNetV2's depthwise.
     if "bf16" in options.dtypes and "channels_last" in options.layouts:
         prologue_passes = ("forward", "weight_grad")
-        out.append(conv_case("conv3x3 N32 C128 K128 28x28 s1 p1 +bn+relu prologue", "bf16", "ieee", "channels_last",
-                             32, 128, 128, 28, 28, 3, 3, 1, 1, passes=prologue_passes, activation="relu"))
+        out.append(conv_case("conv3x3 N32 C128 K128 28x28 s1 p1 +bn+relu prologue +moments", "bf16", "ieee",
+                             "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, passes=prologue_passes,
+                             activation="relu", moments=True))
         if options.conv1x1:
-            out.append(conv_case("conv1x1 N32 C256 K64 56x56 s1 +bn+relu prologue", "bf16", "ieee", "channels_last",
-                                 32, 256, 64, 56, 56, 1, 1, 1, 0, passes=prologue_passes, activation="relu"))
-        out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1 +bn+relu6 prologue", "bf16", "ieee",
+            out.append(conv_case("conv1x1 N32 C256 K64 56x56 s1 +moments", "bf16", "ieee", "channels_last",
+                                 32, 256, 64, 56, 56, 1, 1, 1, 0, passes=("forward",), moments=True))
+            out.append(conv_case("conv1x1 N32 C64 K256 56x56 s1 +bn+relu prologue +moments", "bf16", "ieee",
+                                 "channels_last", 32, 64, 256, 56, 56, 1, 1, 1, 0, passes=prologue_passes,
+                                 activation="relu", moments=True))
+        out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1 +bn+relu6 prologue +moments", "bf16", "ieee",
                              "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128,
-                             passes=prologue_passes, activation="relu6"))
+                             passes=prologue_passes, activation="relu6", moments=True))
     return out
 
 
@@ -327,9 +336,12 @@ def compile_variants(kernel_module):
             empty((2, c), torch.float32), empty((c,), dtype), None, shifted, kind, 0.1)
         geometry = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=groups,
                         dot_precision="tf32" if dtype_name == "fp32" else "ieee")
-        conv2d.forward(x, weight, None, y, prologue=prologue, **geometry)
+        moments = None if shifted is None else torch.empty((kernel_module("moments").moment_slots(n * size * size),
+                                                             4, k))
+        conv2d.forward(x, weight, None, y, prologue=prologue, moments=moments, **geometry)
         conv2d.weight_grad(x, y, empty((k, c // groups, 3, 3), dtype, True), prologue=prologue, **geometry)
-    # shifted None: the depthwise kernels without a prologue (the variants' other launches are GEMMs).
+    # shifted None: the depthwise kernels without a prologue or moments (the variants' other
+    # launches are GEMMs); the rest with both.
     prologues = [(f"conv2d prologue {kind if shifted is not None else 'off'} {dtype_name}"
                   f"{' depthwise' if groups > 1 else ''}",
                   lambda dtype_name=dtype_name, kind=kind, shifted=shifted, groups=groups:
