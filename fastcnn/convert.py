@@ -24,6 +24,11 @@ Two passes over the module tree:
      act(bn(x)) is never stored (the interior of torchvision's BasicBlock and Bottleneck, VGG's
      consecutive convs, MobileNetV2's expand → depthwise → project). The report lists each as
      fused "into module ..." and says why any other batch norm kept its own pass;
+   - then each convolution (plain, or one that took a batch norm) whose output feeds only a
+     ``BatchNorm2d`` call (alone, with a residual, or into the next convolution) also emits its
+     output's moments (``fastcnn.nn.conv2d_for_batch_norm``, kernels/moments.py), which the batch
+     norm takes as ``moments=``: its training statistics come without a pass over its input
+     (reported as "statistics from the epilogue of module ...");
    - ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.max_pool2d``, ``F.dropout`` and the
      activation functions called there become fastcnn's functionals, and the adds no batch norm
      took become ``fastcnn.add`` (an in-place ``a += b`` only where nothing else reads ``a``).

@@ -764,6 +764,8 @@ def test_input_prologue_bad_arguments_raise_naming_them(generator):
         fastcnn.conv2d(input, weight, input_activation="softplus")
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         fastcnn.batch_norm_conv2d(input[:1, :, :1, :1], None, None, None, None, True, 0.1, 1e-5, weight[:, :, :1, :1])
+    with pytest.raises(ValueError, match="eps must be positive during training"):
+        fastcnn.batch_norm_conv2d(input, None, None, None, None, True, 0.1, 0.0, weight)
     with pytest.raises(RuntimeError, match="running_mean should contain 4 elements"):
         fastcnn.batch_norm_conv2d(input, torch.zeros(3), torch.ones(3), None, None, False, 0.1, 1e-5, weight)
     with pytest.raises(RuntimeError, match="expected input"):

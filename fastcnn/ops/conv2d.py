@@ -19,6 +19,11 @@ after it) normalise each input tile as the kernels load it, so act(bn(x)) is nev
 back or kept: ``fastcnn::conv2d_normalized`` saves x and two floats per channel, its backward
 recomputes act(bn(x)) inside the weight gradient's loads and runs batch norm's own backward
 (ops/batch_norm.py) on the gradient of act(bn(x)) that grad-input produces.
+
+The moments epilogue (kernels/moments.py): ``conv2d_with_moments`` (``fastcnn::conv2d_moments``,
+and ``fastcnn::conv2d_normalized_moments`` under ``batch_norm_conv2d(emit_moments=True)``) also
+returns the output's per-channel summaries, from which the batch norm that reads the output
+takes its training statistics (``fastcnn.batch_norm(..., moments=)``) without a pass over it.
 """
 import dataclasses
 import math
