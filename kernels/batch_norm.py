@@ -46,6 +46,7 @@ from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
 FINAL_BLOCK = 128
+FINAL_BLOCK_SPLITS = 16  # partial sums per step of the backward finalize (a tree)
 # The moments finalize: channels per program and moment slots merged per step (a tree).
 MOMENTS_BLOCK = 32
 MOMENTS_BLOCK_SLOTS = 64
@@ -287,14 +288,20 @@ def _backward_sums_kernel(
 @triton.jit
 def _backward_finalize_kernel(
         partial_ptr, num_splits, sums_ptr, grad_weight_ptr, grad_bias_ptr, channels,
-        HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+        HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
+        BLOCK: tl.constexpr):
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = c < channels
     sum_g = tl.zeros((BLOCK,), tl.float32)
     sum_gx = tl.zeros((BLOCK,), tl.float32)
-    for split in range(num_splits):
-        sum_g += tl.load(partial_ptr + split * 2 * channels + c, mask=ok, other=0.0)
-        sum_gx += tl.load(partial_ptr + split * 2 * channels + channels + c, mask=ok, other=0.0)
+    # BLOCK_SPLITS partials summed as a tree, the blocks in order: the same bits every run, and few
+    # steps for the thousands of partials the grad-input epilogue writes (kernels/moments.py).
+    for first in range(0, num_splits, BLOCK_SPLITS):
+        splits = first + tl.arange(0, BLOCK_SPLITS).to(tl.int64)
+        mask = (splits < num_splits)[:, None] & ok[None, :]
+        base = partial_ptr + (splits * 2 * channels)[:, None] + c[None, :]
+        sum_g += tl.sum(tl.load(base, mask=mask, other=0.0), axis=0)
+        sum_gx += tl.sum(tl.load(base + channels, mask=mask, other=0.0), axis=0)
     tl.store(sums_ptr + c, sum_g, mask=ok)
     tl.store(sums_ptr + channels + c, sum_gx, mask=ok)
     if HAS_GRAD_WEIGHT:
@@ -334,6 +341,30 @@ def _backward_apply_kernel(
             dx = scale[None, :] * g
         tl.store(dx_ptr + _row_offsets(rows, spatial, dx_stride_n, dx_stride_s)[:, None] + (c * dx_stride_c)[None, :],
                  dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad_bias, *, training):
+    """Batch norm's backward when g (the gradient through the activation) and the partial sums of
+    g and g·x̂ (fp32 [slots, 2, C]) came from the grad-input epilogue of the convolution that read
+    act(bn(x)) (kernels/conv2d_gemm.py): the finalize of those sums (the weight's and the bias's
+    gradients) and the apply into ``dx`` (may be None) alone. Returns the number of launches."""
+    channels = x.shape[1]
+    num_rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
+    sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
+    _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
+        partial, partial.shape[0], sums, grad_weight if grad_weight is not None else sums,
+        grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
+        HAS_GRAD_BIAS=grad_bias is not None, BLOCK_SPLITS=FINAL_BLOCK_SPLITS, BLOCK=FINAL_BLOCK)
+    if dx is None:
+        return 1
+    affine, affine_strides, flags = _affine(weight, bias, stats)
+    _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
+        g, x, x, dx, x, stats, *affine, sums, 0.0, num_rows, channels, x.shape[2], *g.stride(), *x.stride(),
+        *x.stride(), *dx.stride(), *x.stride(), *affine_strides, KIND=None, HAS_RESIDUAL=False, FROM_OUTPUT=False,
+        SHIFTED=training, **flags, TRAINING=training, WRITE_DX=True, WRITE_DR=False, BLOCK_R=block_r,
+        BLOCK_C=block_c)
+    return 2
 
 
 def _tiles(channel_stride):
@@ -428,7 +459,7 @@ def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bia
         _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
             partial, splits, sums, grad_weight if grad_weight is not None else sums,
             grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
-            HAS_GRAD_BIAS=grad_bias is not None, BLOCK=FINAL_BLOCK)
+            HAS_GRAD_BIAS=grad_bias is not None, BLOCK_SPLITS=FINAL_BLOCK_SPLITS, BLOCK=FINAL_BLOCK)
         launches += 2
     if dx is not None or dr is not None:
         dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))

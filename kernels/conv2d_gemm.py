@@ -37,7 +37,8 @@ import triton.language as tl
 from . import INTERPRETED
 from . import prologue as input_prologue
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
-from .moments import MOMENT_ROWS, store_tile_moments
+from .activation import activation_grad
+from .moments import MOMENT_ROWS, moment_slots, store_tile_moments, store_tile_sums
 from .prologue import prologue_vectors, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import autotune_enabled, by_backend, fit_to_extents
@@ -126,7 +127,7 @@ def _prune(operand, output_channel_stride=None):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
-        prologue = bool(kwargs.get("PROLOGUE"))
+        prologue = bool(kwargs.get("PROLOGUE") or kwargs.get("EPILOGUE"))
         return [config for config in configs if fits(config, element_size, contiguous, fma, prologue)] or configs[-1:]
     return prune
 
@@ -240,6 +241,11 @@ def _conv2d_input_grad_kernel(
         dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
         phase_row, phase_col, phase_rows, phase_cols,
         first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w,
+        x_ptr, x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        sums_ptr, first_slot, last_slot, num_in_channels,
+        EPILOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """grad-input for the input pixels of one stride phase: rows phase_row + i*sh, columns
@@ -282,6 +288,23 @@ def _conv2d_input_grad_kernel(
                     mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
 
+    if EPILOGUE:
+        # This is the gradient of act(bn(x)), the input of a convolution with the input prologue:
+        # take it through the activation's derivative at u = bn(x) recomputed from x where it is
+        # in registers, and sum g and g·x̂ per channel for batch norm's backward (kernels/moments.py),
+        # so that the backward reads neither this gradient nor x once more for those sums.
+        valid = pixel_ok[:, None] & in_ok[None, :]
+        x = tl.load(x_ptr + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None]
+                    + in_channels[None, :] * x_stride_c, mask=valid, other=0.0).to(tl.float32)
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, in_channels, in_ok, stats_stride, x_stride_c,
+            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        invstd = tl.load(stats_ptr + stats_stride + in_channels, mask=in_ok, other=0.0)
+        centred = x - centre[None, :]
+        acc = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], acc, KIND, norm_parameter),
+                       0.0)
+        store_tile_sums(acc, acc * (centred * invstd[None, :]), in_ok, in_channels, tile_m, sums_ptr, first_slot,
+                        last_slot, num_in_channels, BLOCK_M)
     dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + in_channels[None, :] * dx_stride_c
     tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & in_ok[None, :])
 
@@ -354,7 +377,7 @@ _forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_
                                          _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
     _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
-                          "taps_w"],
+                          "taps_w", "EPILOGUE", "KIND"],
     prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
     _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND"],
@@ -457,13 +480,30 @@ def stride_phase(size, stride, padding, dilation, kernel, phase):
     return rows, (taps[0] if taps else 0), step, len(taps)
 
 
-def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
+def input_grad_sum_slots(input_shape, stride):
+    """Rows of the [slots, 2, C] sums buffer the grad-input epilogue fills: per stride phase, one
+    per 64 of its input pixels (``stride_phase``'s rows x cols x N), in phase order."""
+    height, width = input_shape[2], input_shape[3]
+    rows = [triton.cdiv(height - phase, stride[0]) if phase < height else 0 for phase in range(stride[0])]
+    cols = [triton.cdiv(width - phase, stride[1]) if phase < width else 0 for phase in range(stride[1])]
+    return sum(moment_slots(input_shape[0] * r * c) for r in rows for c in cols)
+
+
+def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, epilogue=None):
     """dx = grad of conv2d w.r.t. its input, into the preallocated ``dx``: one launch per stride
-    phase (stride_h x stride_w of them) that holds input pixels."""
+    phase (stride_h x stride_w of them) that holds input pixels. With ``epilogue`` = (x, prologue,
+    sums): the convolution's input was act(bn(x)) (``prologue``, kernels/prologue.py); dx receives
+    g = act'(bn(x))·(that gradient) instead, and ``sums`` (fp32 [input_grad_sum_slots, 2, C]) the
+    per-channel sums of g and g·x̂ over each 64 of a phase's pixels."""
     dy, w = channels_contiguous(dy), channels_contiguous(w)
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
     in_per_group = dx.shape[1] // groups
-    constexprs = dict(WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED)
+    x, prologue, sums = epilogue if epilogue is not None else (dx, None, dx)
+    normalise, prologue_flags = input_prologue.arguments(prologue, x)
+    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
+    constexprs = dict(WIDE_INDEX=needs_wide_index(dy, w, dx, x), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED,
+                      **prologue_flags)
+    first_slot = 0
     launches = 0
     for phase_row in range(stride[0]):
         rows, first_tap_h, tap_step_h, taps_h = stride_phase(
@@ -479,9 +519,12 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision):
                 return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
 
             args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
-                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w)
+                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w, x, *x.stride(), *normalise,
+                    sums, first_slot, first_slot + moment_slots(pixels), dx.shape[1])
             _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs,
-                    dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups))
+                    dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups),
+                    min_block_m=MOMENT_ROWS if epilogue is not None else 1)
+            first_slot += moment_slots(pixels)
             launches += 1
     return launches
 

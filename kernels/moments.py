@@ -76,3 +76,22 @@ def store_tile_moments(values, row_ok, col_ok, columns, tile, moments_ptr, num_s
     tl.store(base + channels, tl.where(first_slot, first[None, :], 0.0), mask=mask)
     tl.store(base + 2 * channels, tl.where(first_slot, mean[None, :], 0.0), mask=mask)
     tl.store(base + 3 * channels, tl.where(first_slot, m2[None, :], 0.0), mask=mask)
+
+
+@triton.jit
+def store_tile_sums(first, second, col_ok, columns, tile, sums_ptr, slot_begin, slot_end, channels,
+                    BLOCK_ROWS: tl.constexpr):
+    """The column sums of two fp32 [BLOCK_ROWS x columns] tiles (zero where not valid) into a
+    [slots, 2, channels] buffer at the slots of tile number ``tile`` of the range [slot_begin,
+    slot_end) (one stride phase's), as ``store_tile_moments`` places its summaries (the first slot
+    holds the tile's, the rest zeros): batch norm's backward sums, sum g and sum g·x̂, from the
+    grad-input epilogue (kernels/conv2d_gemm.py)."""
+    sum_first = tl.sum(first, axis=0)
+    sum_second = tl.sum(second, axis=0)
+    SLOTS: tl.constexpr = BLOCK_ROWS // _MOMENT_ROWS if BLOCK_ROWS > _MOMENT_ROWS else 1
+    slots = slot_begin + tile.to(tl.int64) * SLOTS + tl.arange(0, SLOTS)
+    first_slot = (tl.arange(0, SLOTS) == 0)[:, None]
+    mask = (slots < slot_end)[:, None] & col_ok[None, :]
+    base = sums_ptr + (slots * (2 * channels))[:, None] + columns[None, :]
+    tl.store(base, tl.where(first_slot, sum_first[None, :], 0.0), mask=mask)
+    tl.store(base + channels, tl.where(first_slot, sum_second[None, :], 0.0), mask=mask)

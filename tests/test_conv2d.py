@@ -844,3 +844,32 @@ def test_moments_of_another_tensor_are_refused(generator):
     evaluated = fastcnn.batch_norm(out, torch.zeros(3), torch.ones(3), training=False, moments=moments)
     assert_close(evaluated, F.batch_norm(out, torch.zeros(3), torch.ones(3)), torch.float32, what="eval",
                  seed=0)
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("block_m", [16, 128], ids=["tiles16", "tiles128"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_batch_norm_backward_in_the_grad_input_epilogue(block_m, training, monkeypatch, seed, generator):
+    """The GEMM grad-input of a batch norm inside a convolution takes its result through the
+    activation's derivative and sums batch norm's two per-channel terms in its epilogue, per
+    stride phase (stride 2: four), with tiles smaller and larger than the 64-row granule of the
+    sums; batch norm's backward then only applies them. Gradients as float64 torch's; no pass
+    of batch norm's backward sums runs."""
+    monkeypatch.setitem(conv2d_gemm.DEFAULT_CONFIG[0], "BLOCK_M", block_m)
+    monkeypatch.setattr(conv2d_gemm, "autotune_enabled", lambda: False)
+    input = make_tensor((3, 6, 13, 11), layout="channels_last", generator=generator)
+    weight = make_tensor((5, 6, 3, 3), generator=generator)
+    norm_weight, norm_bias = make_tensor((6,), generator=generator), make_tensor((6,), generator=generator)
+    running = [make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs()]
+    leaves = [t.detach().requires_grad_() for t in (input, norm_weight, norm_bias, weight)]
+    out = fastcnn.batch_norm_conv2d(leaves[0], *[r.clone() for r in running], leaves[1], leaves[2], training, 0.1,
+                                    1e-5, leaves[3], None, 2, 1, activation="silu")
+    expected, references, _ = _prologue_reference(input, norm_weight, norm_bias, "silu", 0.0, weight, None,
+                                                  dict(stride=2, padding=1), torch.float32,
+                                                  norm=(*running, training, 0.1, 1e-5))
+    with record_aten_ops() as names:
+        _backward_and_compare(out, expected, leaves + [None], references,
+                              ("grad_input", "grad_norm_weight", "grad_norm_bias", "grad_weight", "grad_bias"),
+                              dtype=torch.float32, seed=seed, weight=weight, groups=1, generator=generator)
+    assert {"fastcnn::conv2d_normalized_input_grad", "fastcnn::batch_norm_backward_from_sums"} <= set(names), names
+    assert "fastcnn::batch_norm_backward" not in names, names

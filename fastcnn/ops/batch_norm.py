@@ -252,6 +252,32 @@ def _(grad_out, input, stats, weight, bias, training, kind, parameter, output_ma
     return _empty_grads(input, weight, bias, output_mask)
 
 
+@torch.library.custom_op("fastcnn::batch_norm_backward_from_sums", mutates_args=())
+def _backward_from_sums_op(grad: Tensor, input: Tensor, partial_sums: Tensor, stats: Tensor, weight: Optional[Tensor],
+                           bias: Optional[Tensor], training: bool,
+                           output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """``fastcnn::batch_norm_backward`` when ``grad`` is already g = act'·dy and ``partial_sums``
+    hold the sums of g and g·x̂ (fp32 [slots, 2, C]), as the grad-input epilogue of the
+    convolution that read act(batch_norm(input)) writes them (ops/conv2d.py): no pass over
+    ``grad`` and ``input`` for the sums, only the apply."""
+    grads = _empty_grads(input, weight, bias, output_mask)
+    wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
+    if input.numel():
+        with torch.profiler.record_function("fastcnn::batch_norm backward (from sums)"):
+            _backend.record_launch(OP, _kernels().backward_from_sums(
+                as_rows(grad), rows_view(input), None if wanted[0] is None else rows_view(wanted[0]), partial_sums,
+                stats, _vector(weight), _vector(bias), wanted[1], wanted[2], training=training))
+    else:
+        grads[1].zero_()
+        grads[2].zero_()
+    return grads
+
+
+@_backward_from_sums_op.register_fake
+def _(grad, input, partial_sums, stats, weight, bias, training, output_mask):
+    return _empty_grads(input, weight, bias, output_mask)
+
+
 def _save(ctx, input, stats, weight, bias, training):
     """What batch norm's backward reads: the input, its two floats per channel (the weight and
     the bias are the parameters themselves: no memory of their own)."""
@@ -403,6 +429,16 @@ def _backward_launches(grads, grad_out, input, stats, weight, bias, training, ki
                      one_pass("_backward_finalize_kernel", [], grads[1:])]
     if output_mask[0]:
         launches.append(one_pass("_backward_apply_kernel", [grad_out, input], grads[:1]))
+    return launches
+
+
+@launches_of(_backward_from_sums_op, "norm")
+def _backward_from_sums_launches(grads, grad, input, partial_sums, stats, weight, bias, training, output_mask):
+    if not input.numel():
+        return [one_pass("aten::zero_", [], grads[1:])]
+    launches = [one_pass("_backward_finalize_kernel", [partial_sums], grads[1:])]
+    if output_mask[0]:
+        launches.append(one_pass("_backward_apply_kernel", [grad, input], grads[:1]))
     return launches
 
 
