@@ -65,11 +65,11 @@ def _depthwise_forward_kernel(
     if HAS_BIAS:
         acc += tl.load(bias_ptr + channels * bias_stride, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
     y = acc.to(y_ptr.dtype.element_ty)
+    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + (channels * y_stride_k)[None, :]
+    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & channel_ok[None, :])
     if MOMENTS:  # kernels/moments.py: y's per-channel summaries, for the batch norm that reads y next
         store_tile_moments(y.to(tl.float32), pixel_ok, channel_ok, channels, tl.program_id(0), moments_ptr,
                            moment_slots, out_channels, BLOCK_P)
-    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + (channels * y_stride_k)[None, :]
-    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & channel_ok[None, :])
 
 
 @triton.jit

@@ -94,16 +94,19 @@ MIN_FMA_BLOCK_N = 32
 
 
 # With the input prologue (kernels/prologue.py) the transformed operand block passes through
-# registers on its way to the tensor cores: ptxas spills every 16-bit tile that keeps 128
-# accumulator registers per thread (256x128 and 128x256 on 8 warps, bench/static/), so such
-# launches keep at most this many.
+# registers on its way to the tensor cores, and with the grad-input epilogue x's tile joins the
+# accumulator: ptxas spills every 16-bit tile that keeps 128 accumulator registers per thread
+# (256x128 and 128x256 on 8 warps, bench/static/), so such launches keep at most this many.
 MAX_PROLOGUE_ACCUMULATOR_REGISTERS = 64
+# The moments epilogue (kernels/moments.py) spills only beside 128 accumulator registers per
+# thread on 4 warps (128x128x32: 4 B, bench/static/); 8-warp tiles of that size do not.
+MOMENTS_MIN_WARPS_AT_128_REGISTERS = 8
 
 
-def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False):
+def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False, moments=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
     bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not, with
-    or without the input prologue."""
+    or without the input prologue (or grad-input epilogue) and the moments epilogue."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
@@ -111,6 +114,8 @@ def fits(config, element_size, output_channels_contiguous=True, fma=False, prolo
     accumulator_limit = MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
     if prologue:
         accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
+    if moments and tile // threads >= 128 and config.num_warps < MOMENTS_MIN_WARPS_AT_128_REGISTERS:
+        return False
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
             and tile // threads <= accumulator_limit
             and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE)
@@ -128,7 +133,9 @@ def _prune(operand, output_channel_stride=None):
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
         prologue = bool(kwargs.get("PROLOGUE") or kwargs.get("EPILOGUE"))
-        return [config for config in configs if fits(config, element_size, contiguous, fma, prologue)] or configs[-1:]
+        moments = bool(kwargs.get("MOMENTS"))
+        return [config for config in configs
+                if fits(config, element_size, contiguous, fma, prologue, moments)] or configs[-1:]
     return prune
 
 
@@ -224,11 +231,11 @@ def _conv2d_forward_kernel(
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
     y = acc.to(y_ptr.dtype.element_ty)
+    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
+    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & out_ok[None, :])
     if MOMENTS:  # kernels/moments.py: y's per-channel summaries, for the batch norm that reads y next
         store_tile_moments(y.to(tl.float32), pixel_ok, out_ok, out_channels, tile_m, moments_ptr, moment_slots,
                            moment_channels, BLOCK_M)
-    y_offsets = (n * y_stride_n + oh * y_stride_h + ow * y_stride_w)[:, None] + out_channels[None, :] * y_stride_k
-    tl.store(y_ptr + y_offsets, y, mask=pixel_ok[:, None] & out_ok[None, :])
 
 
 @triton.jit

@@ -375,6 +375,9 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     assert not conv2d_gemm.fits(large, 2, prologue=True)
     assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, prologue=True)
     assert conv2d_gemm.fits(config(128, 128, 64, 8, 3), 2, prologue=True)
+    # the moments epilogue beside 128 accumulator registers per thread spills on 4 warps only
+    assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, moments=True)
+    assert conv2d_gemm.fits(large, 2, moments=True) and conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2)
 
 
 # (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.

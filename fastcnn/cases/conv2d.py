@@ -254,7 +254,12 @@ def static_launches(kernel_module, options):
             if "forward" in passes:
                 conv2d.forward(x, weight, b, y, dot_precision=precision, prologue=prologue, moments=summaries, **geo)
             if "input_grad" in passes:
-                conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision, **geo)
+                # with a prologue (a GEMM's), batch norm's backward sums in the epilogue, as convert runs it
+                epilogue = None if prologue is None else (
+                    x, prologue, torch.empty((conv2d.conv2d_gemm.input_grad_sum_slots(x.shape, (stride, stride)), 2,
+                                              c)))
+                conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision,
+                                  **({} if epilogue is None else dict(epilogue=epilogue)), **geo)
             if "weight_grad" in passes:
                 conv2d.weight_grad(x, y, empty((k, c // groups, r, s), dtype, cl), dot_precision=precision,
                                    prologue=prologue, **geo)
@@ -287,7 +292,7 @@ def static_launches(kernel_module, options):
     # the layers convert fuses them into, beside the plain ones above; as a bottleneck runs them,
     # conv1 (moments), conv2 and conv3 (prologue and moments), and MobileNetV2's depthwise.
     if "bf16" in options.dtypes and "channels_last" in options.layouts:
-        prologue_passes = ("forward", "weight_grad")
+        prologue_passes = ("forward", "input_grad", "weight_grad")
         out.append(conv_case("conv3x3 N32 C128 K128 28x28 s1 p1 +bn+relu prologue +moments", "bf16", "ieee",
                              "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, passes=prologue_passes,
                              activation="relu", moments=True))
@@ -299,7 +304,7 @@ def static_launches(kernel_module, options):
                                  activation="relu", moments=True))
         out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1 +bn+relu6 prologue +moments", "bf16", "ieee",
                              "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128,
-                             passes=prologue_passes, activation="relu6", moments=True))
+                             passes=("forward", "weight_grad"), activation="relu6", moments=True))
     return out
 
 
@@ -340,6 +345,10 @@ def compile_variants(kernel_module):
                                                              4, k))
         conv2d.forward(x, weight, None, y, prologue=prologue, moments=moments, **geometry)
         conv2d.weight_grad(x, y, empty((k, c // groups, 3, 3), dtype, True), prologue=prologue, **geometry)
+        if groups == 1 and prologue is not None:  # the GEMM grad-input with batch norm's backward sums
+            sums = torch.empty((conv2d.conv2d_gemm.input_grad_sum_slots(x.shape, (1, 1)), 2, c))
+            conv2d.input_grad(y, weight, empty((n, c, size, size), dtype, True), epilogue=(x, prologue, sums),
+                              **geometry)
     # shifted None: the depthwise kernels without a prologue or moments (the variants' other
     # launches are GEMMs); the rest with both.
     prologues = [(f"conv2d prologue {kind if shifted is not None else 'off'} {dtype_name}"
