@@ -32,7 +32,7 @@ or r (torch's bn → add → act saves bn's input, its two floats per channel an
 input or output).
 Training statistics may also come without a pass over x, from the moments the convolution that
 wrote x emitted in its epilogue (kernels/moments.py): ``statistics_from_moments`` merges them in
-one launch (grid (cdiv(C, MOMENTS_BLOCK),)), reading 16 bytes per channel per 64 pixels.
+one launch (grid (cdiv(C, MOMENTS_BLOCK),)), reading 16 bytes per channel per 128 pixels.
 Launch grids: reductions (cdiv(C, BLOCK_C), splits); finalize (cdiv(C, FINAL_BLOCK),);
 elementwise (cdiv(M, BLOCK_R), cdiv(C, BLOCK_C)).
 """

@@ -106,7 +106,8 @@ MOMENTS_MIN_WARPS_AT_128_REGISTERS = 8
 def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False, moments=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
     bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not, with
-    or without the input prologue (or grad-input epilogue) and the moments epilogue."""
+    or without the input prologue (or, ``prologue="epilogue"``, the grad-input epilogue) and the
+    moments epilogue, whose tiles cover whole summaries of MOMENT_ROWS rows."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
@@ -116,6 +117,8 @@ def fits(config, element_size, output_channels_contiguous=True, fma=False, prolo
         accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
     if moments and tile // threads >= 128 and config.num_warps < MOMENTS_MIN_WARPS_AT_128_REGISTERS:
         return False
+    if (moments or prologue == "epilogue") and blocks["BLOCK_M"] < MOMENT_ROWS:
+        return False  # a tile must cover whole summaries (kernels/moments.py)
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
             and tile // threads <= accumulator_limit
             and (output_channels_contiguous or tile <= MAX_SCATTERED_TILE)
@@ -132,7 +135,7 @@ def _prune(operand, output_channel_stride=None):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
-        prologue = bool(kwargs.get("PROLOGUE") or kwargs.get("EPILOGUE"))
+        prologue = "epilogue" if kwargs.get("EPILOGUE") else bool(kwargs.get("PROLOGUE"))
         moments = bool(kwargs.get("MOMENTS"))
         return [config for config in configs
                 if fits(config, element_size, contiguous, fma, prologue, moments)] or configs[-1:]
@@ -489,7 +492,7 @@ def stride_phase(size, stride, padding, dilation, kernel, phase):
 
 def input_grad_sum_slots(input_shape, stride):
     """Rows of the [slots, 2, C] sums buffer the grad-input epilogue fills: per stride phase, one
-    per 64 of its input pixels (``stride_phase``'s rows x cols x N), in phase order."""
+    per MOMENT_ROWS of its input pixels (``stride_phase``'s rows x cols x N), in phase order."""
     height, width = input_shape[2], input_shape[3]
     rows = [triton.cdiv(height - phase, stride[0]) if phase < height else 0 for phase in range(stride[0])]
     cols = [triton.cdiv(width - phase, stride[1]) if phase < width else 0 for phase in range(stride[1])]

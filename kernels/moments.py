@@ -6,7 +6,9 @@ affine parameters' load; and the moments epilogue of conv2d's forward kernels
 (``store_tile_moments``): the summaries of each output channel, written as the output tile is
 stored, from which batch norm takes its training statistics (kernels/batch_norm.py,
 ``statistics_from_moments``) instead of reading the convolution's output once more. They cost
-16 bytes per channel per 64 output pixels (1/8 of a byte per bf16 value written)."""
+16 bytes per channel per 128 output pixels, written and read once: 1/16 of the bf16 output's
+bytes each way, against the whole output that a statistics pass reads (a smaller granule costs
+proportionally more: fastcnn.estimate shows it)."""
 import triton
 import triton.language as tl
 
@@ -40,8 +42,9 @@ def affine_parameters(weight_ptr, bias_ptr, index, mask, weight_stride, bias_str
 # (count, the chunk's first value, the mean of the values less it, their sum of squared
 # deviations), in a [cdiv(pixels, MOMENT_ROWS), 4, channels] buffer. A tile of BLOCK_M >
 # MOMENT_ROWS pixels writes its summary in its first slot and empty ones (count 0) in the rest,
-# so the buffer's shape does not depend on the tile size the autotuner picks.
-MOMENT_ROWS = 64
+# so the buffer's shape does not depend on the tile size the autotuner picks (which is at least
+# MOMENT_ROWS for these launches: ``conv2d_gemm.fits``).
+MOMENT_ROWS = 128
 MOMENT_FIELDS = 4
 _MOMENT_ROWS = tl.constexpr(MOMENT_ROWS)  # the same, as the kernels may read a global
 _MOMENT_FIELDS = tl.constexpr(MOMENT_FIELDS)

@@ -378,6 +378,10 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     # the moments epilogue beside 128 accumulator registers per thread spills on 4 warps only
     assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, moments=True)
     assert conv2d_gemm.fits(large, 2, moments=True) and conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2)
+    # and its tiles, as the grad-input epilogue's, cover whole 128-row summaries
+    assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, moments=True)
+    assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue="epilogue")
+    assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue=True)
 
 
 # (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.
@@ -789,14 +793,14 @@ def test_input_prologue_unbatched_and_empty(seed, generator):
 
 # ----------------------------------------------------------------------------- the moments epilogue
 @pytest.mark.every_triton
-@pytest.mark.parametrize("block_m", [16, 128, None], ids=["tiles16", "tiles128", "default"])
+@pytest.mark.parametrize("block_m", [16, 256, None], ids=["tiles16", "tiles256", "default"])
 @pytest.mark.parametrize("path", ["gemm", "depthwise"])
 def test_moments_give_batch_norm_the_statistics_without_a_pass(path, block_m, monkeypatch, seed, generator):
     """conv2d_with_moments, then batch norm from its moments: the output, the gradients and the
     running statistics as float64 torch's, for channels far from zero relative to their spread
     (mean 3000, std about 0.5: fp32 accuracy kept); no statistics pass runs, and the moments are
-    the same bits every run. Tiles of 16 rows are raised to the moments' 64-row granule, tiles of
-    128 rows write one summary and an empty one per 64 rows."""
+    the same bits every run. Tiles of 16 rows are raised to the moments' 128-row granule, tiles of
+    256 rows write one summary and an empty one per 128 rows."""
     if block_m is not None:
         monkeypatch.setitem(conv2d_gemm.DEFAULT_CONFIG[0], "BLOCK_M", block_m)
         monkeypatch.setattr(conv2d_gemm, "autotune_enabled", lambda: False)
@@ -836,7 +840,7 @@ def test_moments_give_batch_norm_the_statistics_without_a_pass(path, block_m, mo
 
 
 def test_moments_of_another_tensor_are_refused(generator):
-    input = make_tensor((2, 4, 9, 9), generator=generator)  # 162 pixels: 3 summaries of 64; half of it 2
+    input = make_tensor((2, 4, 13, 13), generator=generator)  # 338 pixels: 3 summaries of 128; half of it 2
     weight = make_tensor((3, 4, 3, 3), generator=generator)
     out, moments = fastcnn.conv2d_with_moments(input, weight, padding=1)
     with pytest.raises(ValueError, match="moments must be the contiguous float32"):
@@ -850,17 +854,17 @@ def test_moments_of_another_tensor_are_refused(generator):
 
 
 @pytest.mark.every_triton
-@pytest.mark.parametrize("block_m", [16, 128], ids=["tiles16", "tiles128"])
+@pytest.mark.parametrize("block_m", [16, 256], ids=["tiles16", "tiles256"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
 def test_batch_norm_backward_in_the_grad_input_epilogue(block_m, training, monkeypatch, seed, generator):
     """The GEMM grad-input of a batch norm inside a convolution takes its result through the
     activation's derivative and sums batch norm's two per-channel terms in its epilogue, per
-    stride phase (stride 2: four), with tiles smaller and larger than the 64-row granule of the
+    stride phase (stride 2: four), with tiles smaller and larger than the 128-row granule of the
     sums; batch norm's backward then only applies them. Gradients as float64 torch's; no pass
     of batch norm's backward sums runs."""
     monkeypatch.setitem(conv2d_gemm.DEFAULT_CONFIG[0], "BLOCK_M", block_m)
     monkeypatch.setattr(conv2d_gemm, "autotune_enabled", lambda: False)
-    input = make_tensor((3, 6, 13, 11), layout="channels_last", generator=generator)
+    input = make_tensor((3, 6, 23, 21), layout="channels_last", generator=generator)  # phases of ~400 pixels
     weight = make_tensor((5, 6, 3, 3), generator=generator)
     norm_weight, norm_bias = make_tensor((6,), generator=generator), make_tensor((6,), generator=generator)
     running = [make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs()]

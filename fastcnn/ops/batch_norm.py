@@ -168,7 +168,7 @@ def _(input, moments, running_mean, running_var, momentum, eps):
 
 def check_moments(op, input, moments):
     """``moments``: what a fastcnn convolution's moments epilogue wrote for ``input`` (fp32, one
-    4 x C summary per 64 of its N·H·W pixels), else a ValueError."""
+    4 x C summary per 128 of its N·H·W pixels), else a ValueError."""
     from ..kernels.moments import MOMENT_FIELDS, moment_slots
 
     pixels = input.numel() // max(input.shape[1], 1)
