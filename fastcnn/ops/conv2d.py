@@ -485,19 +485,18 @@ def _(input, stats, norm_weight, norm_bias, training, kind, parameter, weight, b
     return out, _empty_moments(out)
 
 
-def _with_moments(setup_context, backward):
-    """The autograd formula of a forward, for its variant that also returns moments."""
+def _register_autograd_with_moments(operator, setup_context, backward):
+    """Give ``operator``, a forward's variant that also returns moments, that forward's autograd
+    formula (the moments are not differentiable)."""
     def setup(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         setup_context(ctx, inputs, output[0])
 
-    return setup, (lambda ctx, grad_out, grad_moments: backward(ctx, grad_out))
+    operator.register_autograd(lambda ctx, grad_out, grad_moments: backward(ctx, grad_out), setup_context=setup)
 
 
-for _operator, _setup, _formula in ((_conv2d_moments_op, _setup_context, _backward),
-                                    (_conv2d_normalized_moments_op, _setup_normalized_context, _normalized_backward)):
-    _setup, _formula = _with_moments(_setup, _formula)
-    _operator.register_autograd(_formula, setup_context=_setup)
+_register_autograd_with_moments(_conv2d_moments_op, _setup_context, _backward)
+_register_autograd_with_moments(_conv2d_normalized_moments_op, _setup_normalized_context, _normalized_backward)
 
 
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
@@ -594,7 +593,6 @@ def _conv2d_normalized_weight_grad_launches(grad_weight, input, stats, norm_weig
                                             dilation, groups):
     return _conv2d_weight_grad_launches(grad_weight, input, grad_out, weight_shape, channels_last, stride, padding,
                                         dilation, groups)
-
 
 
 @launches_of(_conv2d_normalized_input_grad_op, "convolution")
