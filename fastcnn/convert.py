@@ -613,7 +613,6 @@ def _fuse_into_convolutions(name, module, graph, holders, result):
     return changed
 
 
-
 def _producing_convolution(node, root):
     """The Conv2d module of ``node`` when it computes a convolution's output the moments epilogue
     can summarise: a plain call of a zero-padded, unhooked Conv2d, or a ``batch_norm_into_conv2d``
