@@ -41,7 +41,7 @@ import triton
 import triton.language as tl
 
 from .activation import activate, activation_grad, activation_grad_from_output
-from .moments import chan_merge
+from .moments import MOMENT_FIELDS_CONSTEXPR, chan_merge
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
@@ -163,7 +163,7 @@ def _moments_finalize_kernel(
     for first in range(0, num_slots, BLOCK_SLOTS):
         slots = first + tl.arange(0, BLOCK_SLOTS).to(tl.int64)
         mask = (slots < num_slots)[:, None] & ok[None, :]
-        base = moments_ptr + (slots * 4 * channels)[:, None] + c[None, :]
+        base = moments_ptr + (slots * MOMENT_FIELDS_CONSTEXPR * channels)[:, None] + c[None, :]
         slot_count = tl.load(base, mask=mask, other=0.0)
         slot_first = tl.load(base + channels, mask=mask, other=0.0)
         slot_mean = tl.load(base + 2 * channels, mask=mask, other=0.0)

@@ -46,8 +46,8 @@ def affine_parameters(weight_ptr, bias_ptr, index, mask, weight_stride, bias_str
 # MOMENT_ROWS for these launches: ``conv2d_gemm.fits``).
 MOMENT_ROWS = 128
 MOMENT_FIELDS = 4
-_MOMENT_ROWS = tl.constexpr(MOMENT_ROWS)  # the same, as the kernels may read a global
-_MOMENT_FIELDS = tl.constexpr(MOMENT_FIELDS)
+MOMENT_ROWS_CONSTEXPR = tl.constexpr(MOMENT_ROWS)  # the same, as the kernels may read a global
+MOMENT_FIELDS_CONSTEXPR = tl.constexpr(MOMENT_FIELDS)
 
 
 def moment_slots(pixels):
@@ -71,11 +71,11 @@ def store_tile_moments(values, row_ok, col_ok, columns, tile, moments_ptr, num_s
     mean = tl.sum(deviation, axis=0) / count
     spread = tl.where(row_ok[:, None], deviation - mean[None, :], 0.0)
     m2 = tl.sum(spread * spread, axis=0)
-    SLOTS: tl.constexpr = BLOCK_ROWS // _MOMENT_ROWS if BLOCK_ROWS > _MOMENT_ROWS else 1
+    SLOTS: tl.constexpr = BLOCK_ROWS // MOMENT_ROWS_CONSTEXPR if BLOCK_ROWS > MOMENT_ROWS_CONSTEXPR else 1
     slots = tile.to(tl.int64) * SLOTS + tl.arange(0, SLOTS)
     first_slot = (tl.arange(0, SLOTS) == 0)[:, None]
     mask = (slots < num_slots)[:, None] & col_ok[None, :]
-    base = moments_ptr + (slots * (_MOMENT_FIELDS * channels))[:, None] + columns[None, :]
+    base = moments_ptr + (slots * (MOMENT_FIELDS_CONSTEXPR * channels))[:, None] + columns[None, :]
     tl.store(base, tl.where(first_slot, count, 0.0), mask=mask)
     tl.store(base + channels, tl.where(first_slot, first[None, :], 0.0), mask=mask)
     tl.store(base + 2 * channels, tl.where(first_slot, mean[None, :], 0.0), mask=mask)
@@ -92,7 +92,7 @@ def store_tile_sums(first, second, col_ok, columns, tile, sums_ptr, slot_begin, 
     grad-input epilogue (kernels/conv2d_gemm.py)."""
     sum_first = tl.sum(first, axis=0)
     sum_second = tl.sum(second, axis=0)
-    SLOTS: tl.constexpr = BLOCK_ROWS // _MOMENT_ROWS if BLOCK_ROWS > _MOMENT_ROWS else 1
+    SLOTS: tl.constexpr = BLOCK_ROWS // MOMENT_ROWS_CONSTEXPR if BLOCK_ROWS > MOMENT_ROWS_CONSTEXPR else 1
     slots = slot_begin + tile.to(tl.int64) * SLOTS + tl.arange(0, SLOTS)
     first_slot = (tl.arange(0, SLOTS) == 0)[:, None]
     mask = (slots < slot_end)[:, None] & col_ok[None, :]
