@@ -490,9 +490,15 @@ def _register_autograd_with_moments(operator, setup_context, backward):
     formula (the moments are not differentiable)."""
     def setup(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zero-filled gradient of the moments, which nothing reads
         setup_context(ctx, inputs, output[0])
 
-    operator.register_autograd(lambda ctx, grad_out, grad_moments: backward(ctx, grad_out), setup_context=setup)
+    def formula(ctx, grad_out, grad_moments):
+        if grad_out is None:  # the output itself took no part in the loss
+            return (None,) * len(ctx.needs_input_grad)
+        return backward(ctx, grad_out)
+
+    operator.register_autograd(formula, setup_context=setup)
 
 
 _register_autograd_with_moments(_conv2d_moments_op, _setup_context, _backward)
