@@ -497,9 +497,9 @@ def test_tf32_choice_reaches_every_gemm_launch(allowed, monkeypatch, generator):
     precisions = []
     launch = kernels._launch
 
-    def recording_launch(autotuned, kernel, grid, args, constexprs, extents):
+    def recording_launch(autotuned, kernel, grid, args, constexprs, extents, **options):
         precisions.append((kernel.__name__, constexprs["DOT_PRECISION"]))
-        return launch(autotuned, kernel, grid, args, constexprs, extents)
+        return launch(autotuned, kernel, grid, args, constexprs, extents, **options)
 
     monkeypatch.setattr(kernels, "_launch", recording_launch)
     input = make_tensor((2, 4, 6, 5), generator=generator).requires_grad_()
