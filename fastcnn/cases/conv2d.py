@@ -119,7 +119,9 @@ def _unit_case(op, layer, batch, dtype, layout):
                 model.conv.to(DTYPES[dtype])
         if op == "batch_norm_relu_conv2d":
             return training_steps(ours, theirs, input.requires_grad_())
-        return {"fastcnn": ours, "eager": theirs, "torch_compile": compiled(theirs)}
+        theirs_compiled = compiled(theirs)
+        return {"fastcnn": lambda: ours(input), "eager": lambda: theirs(input),
+                "torch_compile": lambda: theirs_compiled(input)}
 
     return BenchmarkCase(op, f"{layer.name}/n{batch}", dtype, layout,
                          {"flops": layer.flops(batch) * (3 if op == "batch_norm_relu_conv2d" else 1)}, build,
