@@ -103,21 +103,22 @@ MAX_PROLOGUE_ACCUMULATOR_REGISTERS = 64
 MOMENTS_MIN_WARPS_AT_128_REGISTERS = 8
 
 
-def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False, moments=False):
+def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False, moments=False,
+         epilogue=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
     bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not, with
-    or without the input prologue (or, ``prologue="epilogue"``, the grad-input epilogue) and the
-    moments epilogue, whose tiles cover whole summaries of MOMENT_ROWS rows."""
+    or without the input prologue, the moments epilogue and the grad-input's batch-norm epilogue
+    (which loads the prologue's vectors and, like the moments, sums whole MOMENT_ROWS rows)."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
     fragments = (blocks["BLOCK_M"] + blocks["BLOCK_N"]) * blocks["BLOCK_K"] + tile
     accumulator_limit = MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
-    if prologue:
+    if prologue or epilogue:
         accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
     if moments and tile // threads >= 128 and config.num_warps < MOMENTS_MIN_WARPS_AT_128_REGISTERS:
         return False
-    if (moments or prologue == "epilogue") and blocks["BLOCK_M"] < MOMENT_ROWS:
+    if (moments or epilogue) and blocks["BLOCK_M"] < MOMENT_ROWS:
         return False  # a tile must cover whole summaries (kernels/moments.py)
     return (shared_bytes(config, element_size) <= MAX_SHARED_BYTES
             and tile // threads <= accumulator_limit
@@ -135,10 +136,10 @@ def _prune(operand, output_channel_stride=None):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
-        prologue = "epilogue" if kwargs.get("EPILOGUE") else bool(kwargs.get("PROLOGUE"))
-        moments = bool(kwargs.get("MOMENTS"))
+        flags = dict(prologue=bool(kwargs.get("PROLOGUE")), moments=bool(kwargs.get("MOMENTS")),
+                     epilogue=bool(kwargs.get("EPILOGUE")))
         return [config for config in configs
-                if fits(config, element_size, contiguous, fma, prologue, moments)] or configs[-1:]
+                if fits(config, element_size, contiguous, fma, **flags)] or configs[-1:]
     return prune
 
 
@@ -413,7 +414,7 @@ def _launch(autotuned, kernel, grid, args, constexprs, extents, min_block_m=1):
     """Launch with the autotuner, or with ``fixed_config``. ``extents`` are the GEMM's sizes along
     BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents),
     never below ``min_block_m`` rows unless one tile holds them all (the moments epilogue's
-    granule; every autotuned config has BLOCK_M >= 64)."""
+    granule; the autotuner's pruning, ``fits``, keeps BLOCK_M >= MOMENT_ROWS for it)."""
     if autotune_enabled():
         autotuned[grid](*args, **constexprs)
         return
@@ -480,11 +481,16 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, 
     return 1
 
 
+def phase_size(size, stride, phase):
+    """How many of the rows 0..size-1 are phase, phase + stride, ...: one stride phase's extent."""
+    return triton.cdiv(size - phase, stride) if phase < size else 0
+
+
 def stride_phase(size, stride, padding, dilation, kernel, phase):
     """For the input rows h = phase, phase + stride, ... (< size): how many there are and the taps
     that reach them, as (rows, first tap, tap step, taps). Tap r reaches row h when
     h + padding - r*dilation is a multiple of the stride; those r form an arithmetic progression."""
-    rows = triton.cdiv(size - phase, stride) if phase < size else 0
+    rows = phase_size(size, stride, phase)
     taps = [r for r in range(kernel) if (phase + padding - r * dilation) % stride == 0]
     step = taps[1] - taps[0] if len(taps) > 1 else 1
     return rows, (taps[0] if taps else 0), step, len(taps)
@@ -494,8 +500,8 @@ def input_grad_sum_slots(input_shape, stride):
     """Rows of the [slots, 2, C] sums buffer the grad-input epilogue fills: per stride phase, one
     per MOMENT_ROWS of its input pixels (``stride_phase``'s rows x cols x N), in phase order."""
     height, width = input_shape[2], input_shape[3]
-    rows = [triton.cdiv(height - phase, stride[0]) if phase < height else 0 for phase in range(stride[0])]
-    cols = [triton.cdiv(width - phase, stride[1]) if phase < width else 0 for phase in range(stride[1])]
+    rows = [phase_size(height, stride[0], phase) for phase in range(stride[0])]
+    cols = [phase_size(width, stride[1], phase) for phase in range(stride[1])]
     return sum(moment_slots(input_shape[0] * r * c) for r in rows for c in cols)
 
 
@@ -504,7 +510,7 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, e
     phase (stride_h x stride_w of them) that holds input pixels. With ``epilogue`` = (x, prologue,
     sums): the convolution's input was act(bn(x)) (``prologue``, kernels/prologue.py); dx receives
     g = act'(bn(x))·(that gradient) instead, and ``sums`` (fp32 [input_grad_sum_slots, 2, C]) the
-    per-channel sums of g and g·x̂ over each 64 of a phase's pixels."""
+    per-channel sums of g and g·x̂ over each MOMENT_ROWS of a phase's pixels."""
     dy, w = channels_contiguous(dy), channels_contiguous(w)
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
     in_per_group = dx.shape[1] // groups

@@ -380,7 +380,8 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     assert conv2d_gemm.fits(large, 2, moments=True) and conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2)
     # and its tiles, as the grad-input epilogue's, cover whole 128-row summaries
     assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, moments=True)
-    assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue="epilogue")
+    assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, epilogue=True)
+    assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, epilogue=True)  # the prologue's registers too
     assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue=True)
 
 

@@ -547,10 +547,8 @@ def _conv2d_input_grad_launches(grad_input, grad_out, weight, input_shape, chann
     copies, copied = _gemm_operands(grad_out, weight)
     # One launch per stride phase holding input pixels; each reads dy and w, writes its share of dx.
     gemm = _kernels().conv2d_gemm
-    rows = [gemm.stride_phase(input_shape[2], stride[0], padding[0], dilation[0], weight.shape[2], phase)[0]
-            for phase in range(stride[0])]
-    cols = [gemm.stride_phase(input_shape[3], stride[1], padding[1], dilation[1], weight.shape[3], phase)[0]
-            for phase in range(stride[1])]
+    rows = [gemm.phase_size(input_shape[2], stride[0], phase) for phase in range(stride[0])]
+    cols = [gemm.phase_size(input_shape[3], stride[1], phase) for phase in range(stride[1])]
     shares = [r * c / (input_shape[2] * input_shape[3]) for r in rows for c in cols if r * c]
     read = tensor_bytes(grad_out) + tensor_bytes(weight)
     return copies + [Launch("_conv2d_input_grad_kernel", read, round(share * tensor_bytes(grad_input)),
