@@ -17,16 +17,18 @@ Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (
 g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or
 post-activation tensor is kept), dr = g, and x̂ = (x - mean)·invstd. With a residual and an
 activation whose torch backward takes the result (relu, sigmoid, tanh), g may be taken from the
-output instead (FROM_OUTPUT), as torch's bn → add → act keeps it. fastcnn/ops/batch_norm.py runs
-a residual's backward as two launches of ``backward``, g alone (WRITE_DR), then batch norm
-without activation on g, so that autograd frees dy in between.
+output instead (FROM_OUTPUT), as torch's bn → add → act keeps it. With a residual in training,
+``grad_with_sums`` writes g (the residual's gradient) in the pass that sums it, and
+``backward_from_sums`` finishes: no second read of dy and y for the apply, no pass over g for
+the sums.
     db = sum g,   dw = sum g·x̂,
     dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
     dx = scale · g                           (eval)
 Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
 
 Bytes: training forward reads x twice (statistics, then normalise), r once, and writes y;
-backward reads x, dy (and r or y) twice and writes dx (and dr). Saved for backward: x, two
+backward reads x, dy (and r or y) twice and writes dx; with a residual, dy and y (or r) once,
+x and g twice, and writes g and dx. Saved for backward: x, two
 floats per channel, and with a residual either y (relu, sigmoid, tanh), nothing (no activation)
 or r (torch's bn → add → act saves bn's input, its two floats per channel and the activation's
 input or output).
@@ -257,12 +259,13 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, paramete
 
 @triton.jit
 def _backward_sums_kernel(
-        dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, parameter, num_rows, channels, spatial,
-        rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
-        r_stride_c, r_stride_s, weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-        FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows."""
+        dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, g_ptr, parameter, num_rows, channels,
+        spatial, rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
+        r_stride_c, r_stride_s, g_stride_n, g_stride_c, g_stride_s, weight_stride, bias_stride, KIND: tl.constexpr,
+        HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SHIFTED: tl.constexpr, WRITE_G: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows; with WRITE_G, g itself
+    too (the residual's gradient, which the apply then reads instead of dy and the output)."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
@@ -278,6 +281,9 @@ def _backward_sums_kernel(
                                   channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
                                   x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride,
                                   bias_stride, KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
+        if WRITE_G:
+            tl.store(g_ptr + _row_offsets(rows, spatial, g_stride_n, g_stride_s)[:, None] + (c * g_stride_c)[None, :],
+                     g.to(g_ptr.dtype.element_ty), mask=mask)
         sum_g += g
         sum_gx += g * (centred * invstd[None, :])
     base = partial_ptr + split * 2 * channels + c
@@ -367,6 +373,39 @@ def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad
     return 2
 
 
+def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, parameter, output=None):
+    """One pass of the backward of act(batch_norm(x) + residual) in training: g = act'(z)·dy into
+    ``g`` (the residual's gradient; z recomputed from x and ``residual``, or the derivative taken
+    from ``output`` = act(z)) and into ``partial`` (fp32 [backward_sum_slices(x), 2, C]) the
+    partial sums of g and g·x̂ that ``backward_from_sums`` finishes. Reads dy, x and the output
+    (or the residual) and writes g: the pass over g and x for the sums that ``backward`` makes is
+    saved. Returns the number of launches (1)."""
+    channels = x.shape[1]
+    num_rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
+    r = output if output is not None else residual
+    affine, affine_strides, flags = _affine(weight, bias, stats)
+    rows_per_split, splits = _backward_slices(x, block_c)
+    assert partial.shape == (splits, 2, channels), (partial.shape, splits)
+    _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
+        dy, x, r, stats, *affine, partial, g, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
+        *dy.stride(), *x.stride(), *r.stride(), *g.stride(), *affine_strides, KIND=kind,
+        HAS_RESIDUAL=output is None, FROM_OUTPUT=output is not None, SHIFTED=True, **flags, WRITE_G=True,
+        BLOCK_R=block_r, BLOCK_C=block_c)
+    return 1
+
+
+def _backward_slices(x, block_c):
+    """(rows per slice, slices) of the backward's per-channel sums over x [N, C, S]."""
+    return reduction_slices(triton.cdiv(x.shape[1], block_c), x.shape[0] * x.shape[2], x.device,
+                            min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
+
+
+def backward_sum_slices(x):
+    """How many partial sums ``grad_with_sums`` writes for x [N, C, S] (its result's first dim)."""
+    return _backward_slices(x, _tiles(x.stride(1))[1])[1]
+
+
 def _tiles(channel_stride):
     """(BLOCK_R, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
     return channel_blocks(channel_stride, interpreter=(1024, 16), channels_last=(32, 64), nchw=(256, 8))
@@ -449,12 +488,12 @@ def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bia
     activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None, SHIFTED=training,
                       **flags)
     if (training and dx is not None) or grad_weight is not None or grad_bias is not None:
-        rows_per_split, splits = reduction_slices(triton.cdiv(channels, block_c), num_rows, x.device,
-                                                  min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
+        rows_per_split, splits = _backward_slices(x, block_c)
         partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, r, stats, *affine, partial, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
-            *dy.stride(), *x.stride(), *r.stride(), *affine_strides, **activation, BLOCK_R=block_r, BLOCK_C=block_c)
+            dy, x, r, stats, *affine, partial, x, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
+            *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *affine_strides, **activation, WRITE_G=False,
+            BLOCK_R=block_r, BLOCK_C=block_c)
         sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
         _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
             partial, splits, sums, grad_weight if grad_weight is not None else sums,

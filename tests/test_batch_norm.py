@@ -485,8 +485,11 @@ def test_residual_fusion_runs_no_aten_math_and_saves_input_and_residual(generato
         out = fastcnn.batch_norm(input, None, None, weight, bias, True, activation="silu", residual=residual)
         saved = saved_activations(out)
         out.backward(torch.ones_like(out))
-    # statistics, finalize, normalise; g = silu'(z)·dy; two sums, finalize, grad-input
-    assert launched["batch_norm"] == 7
+    # statistics, finalize, normalise; g = silu'(z)·dy with its sums in one pass, finalize, grad-input
+    assert launched["batch_norm"] == 6
+    assert [name for name in names if name.startswith("fastcnn::")] == [
+        "fastcnn::batch_norm_statistics", "fastcnn::batch_norm_residual_apply",
+        "fastcnn::batch_norm_residual_grad_with_sums", "fastcnn::batch_norm_backward_from_sums"], names
     assert saved == {input.data_ptr(), residual.data_ptr()}
     assert not [name for name in names if name.startswith("aten::") and any(
         word in name for word in ("batch_norm", "add", "silu", "sigmoid", "mul"))], names

@@ -129,6 +129,9 @@ def test_each_variant_family_compiles(compiled):
     # batch norm's apply backward: the input's gradient, and the residual's from the output or the residual
     assert seen[("batch_norm", "_backward_apply_kernel", "FROM_OUTPUT")] == {True, False}
     assert seen[("batch_norm", "_backward_apply_kernel", "HAS_RESIDUAL")] == {True, False}
+    # and the residual's gradient written with the sums (training) or not (the plain backward)
+    assert seen[("batch_norm", "_backward_sums_kernel", "WRITE_G")] == {True, False}
+    assert seen[("batch_norm", "_backward_sums_kernel", "FROM_OUTPUT")] == {True, False}
     pooled = {job["dtype"] for job, _ in compiled if job["kernel"] == "_max_pool2d_forward_kernel"}
     assert {"fp64", "i64", "u8"} <= pooled, pooled
 

@@ -103,14 +103,14 @@ def test_declared_launches_are_the_kernels_launches_on_a_resnet_step(seed):
     assert {"fastcnn::conv2d_moments", "fastcnn::conv2d_normalized_moments", "fastcnn::conv2d_input_grad",
             "fastcnn::conv2d_weight_grad", "fastcnn::conv2d_normalized_weight_grad",
             "fastcnn::batch_norm_statistics_from_moments", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
-            "fastcnn::batch_norm_residual_apply", "fastcnn::batch_norm_residual_grad", "fastcnn::max_pool2d",
+            "fastcnn::batch_norm_residual_apply", "fastcnn::batch_norm_residual_grad_with_sums", "fastcnn::max_pool2d",
             "fastcnn::max_pool2d_backward", "fastcnn::avg_pool2d", "fastcnn::avg_pool2d_backward",
             "fastcnn::cross_entropy_forward", "fastcnn::cross_entropy_backward_", "fastcnn::sgd_step_"} <= seen
 
 
 def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
     """Every other operator, in odd shapes: depthwise and biased convs, group, instance and layer
-    norm, a residual batch norm with SiLU and without activation, the activations (from the
+    norm, a residual batch norm with SiLU, without activation and in eval, the activations (from the
     output and from the input, in place), dropout, pools, the residual add, the optimizers and
     clipping."""
     generator = torch.Generator().manual_seed(seed)
@@ -131,6 +131,8 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
         y = fastcnn.batch_norm(y, None, None, norm_weight, norm_bias, True, activation="silu",
                                residual=residual[:, :, :y.shape[2], :y.shape[3]])
         y = fastcnn.batch_norm(y, None, None, None, None, True, residual=y * 0.5)
+        y = fastcnn.batch_norm(y, torch.zeros(6), torch.ones(6), norm_weight, None, False, activation="relu",
+                               residual=y * 0.25)  # eval: the residual's gradient alone, then batch norm's
         y = fastcnn.add(fastcnn.sigmoid(y), fastcnn.gelu(y))
         y = fastcnn.dropout2d(fastcnn.dropout(y, 0.3), 0.2)
         y = fastcnn.avg_pool2d(fastcnn.max_pool2d(y, 2, 1), 3, 1, 1)

@@ -68,6 +68,11 @@ def test_opcheck_batch_norm(training, generator):
                                                     training, "relu", 0.0))
     _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), input, residual, None, stats, weight,
                                                     bias, training, "gelu", 0.0))
+    if training:
+        _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, None, output, stats,
+                                                                  None, None, "relu", 0.0))
+        _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, None,
+                                                                  stats, weight, bias, "gelu", 0.0))
 
 
 def test_opcheck_avg_pool(generator):

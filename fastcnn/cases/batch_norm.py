@@ -108,11 +108,11 @@ def static_launches(kernel_module, options):
         moments = torch.empty((kernel_module("moments").moment_slots(32 * 56 * 56), 4, c))
         batch_norm.statistics_from_moments(x, moments, stats, torch.zeros(c), torch.ones(c), momentum=0.1, eps=1e-5)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
-        # g = relu'·dy from the saved output, then batch norm's backward of g
-        batch_norm.backward(dr, y, None, None, dr, stats, None, None, None, None, training=True, kind="relu",
-                            parameter=0.0, output=y)
-        batch_norm.backward(dr, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
-                            kind=None, parameter=0.0)
+        # g = relu'·dy from the saved output with its per-channel sums, then batch norm's backward of g
+        partial = torch.empty((batch_norm.backward_sum_slices(x), 2, c))
+        batch_norm.grad_with_sums(dr, x, None, dr, partial, stats, weight, bias, kind="relu", parameter=0.0, output=y)
+        batch_norm.backward_from_sums(dr, x, dx, partial, stats, weight, bias, torch.empty(c), torch.empty(c),
+                                      training=True)
     return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
             + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu))
 
@@ -120,7 +120,8 @@ def static_launches(kernel_module, options):
 def compile_variants(kernel_module):
     """bf16 channels_last: the residual's gradient g = act'(z)·dy taken from the saved output
     (ReLU: the static launches compile it for sm_90 only) and recomputed from the saved input and
-    residual (SiLU); eval (the running statistics, no shift) without weight or bias."""
+    residual (SiLU), with its sums in training and alone in eval; eval (the running statistics,
+    no shift) without weight or bias."""
     def residual_grad(kind):
         batch_norm = kernel_module("batch_norm")
         c = 64
@@ -128,8 +129,11 @@ def compile_variants(kernel_module):
         stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind=kind, parameter=0.0)
         from_output = kind == "relu"
+        partial = torch.empty((batch_norm.backward_sum_slices(x), 2, c))
+        batch_norm.grad_with_sums(dy, x, None if from_output else r, g, partial, stats, weight, bias, kind=kind,
+                                  parameter=0.0, output=y if from_output else None)
         batch_norm.backward(dy, y if from_output else x, None if from_output else r, None, g, stats, weight, bias,
-                            None, None, training=True, kind=kind, parameter=0.0, output=y if from_output else None)
+                            None, None, training=False, kind=kind, parameter=0.0, output=y if from_output else None)
 
     def evaluation():
         batch_norm = kernel_module("batch_norm")

@@ -12,9 +12,11 @@ convolution that wrote the input emitted (``moments=``, ops/conv2d.py), without 
 ``fastcnn::batch_norm_apply`` normalises and applies the activation, with an autograd formula
 whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input, the weight and
 the bias in two passes). With a residual, ``fastcnn::batch_norm_residual_apply`` computes
-act(bn(x) + r) in the same one pass, as two autograd nodes (``_Normalized`` below):
-``fastcnn::batch_norm_residual_grad`` turns dy into g = act'(z)·dy, the gradient of r and of
-bn(x), then ``fastcnn::batch_norm_backward`` without activation turns g into x's, w's and b's.
+act(bn(x) + r) in the same one pass; in training its backward is
+``fastcnn::batch_norm_residual_grad_with_sums`` (g = act'(z)·dy, the gradient of r and of bn(x),
+and its per-channel sums, in one pass), then ``fastcnn::batch_norm_backward_from_sums`` (x's, w's
+and b's gradients from them); in eval ``fastcnn::batch_norm_residual_grad`` (g alone), then
+``fastcnn::batch_norm_backward`` without activation.
 The statistics are not differentiated through: the backward formula accounts for them
 (see kernels/batch_norm.py).
 
@@ -310,38 +312,23 @@ def _backward(ctx, grad_out):
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# With a residual, act(bn(x) + r) is one kernel forward but two autograd nodes, as torch's bn → add
-# → act is: the residual apply (below) takes ``_Normalized``'s view of x and turns dy into
-# g = act'(z)·dy, the gradient of both x's branch and r; ``_Normalized`` turns g into the
-# gradients of x, the weight and the bias. Autograd frees dy between the two, so at most two
-# activation-sized gradients live at once (one fused node would hold dy, dx and dr together).
-class _Normalized(torch.autograd.Function):
-    """A view of the input whose backward is batch norm's: (grad-input, grad-weight, grad-bias)
-    of the normalisation from the gradient of its output, no activation."""
-
-    @staticmethod
-    def forward(ctx, input, stats, weight, bias, training):
-        _save(ctx, input, stats, weight, bias, training)
-        return input.view_as(input)
-
-    @staticmethod
-    def backward(ctx, grad):
-        needs = ctx.needs_input_grad
-        grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad, None, 0.0, (needs[0], needs[2], needs[3]))
-        return grad_input, None, grad_weight, grad_bias, None
-
-
+# With a residual, act(bn(x) + r) is one kernel forward and one autograd node whose backward, in
+# training, is two passes over the activation-sized tensors: ``fastcnn::batch_norm_residual_grad_with_sums``
+# turns dy into g = act'(z)·dy (the gradient of r and of bn(x)) while it sums g and g·x̂ per
+# channel, then ``fastcnn::batch_norm_backward_from_sums`` finishes the sums (the weight's and the
+# bias's gradients) and applies them to g (x's). Torch's bn → add → act runs the sums as a pass of
+# their own over g and x: one read of x more than it needs. The price is memory for the length of
+# the node: dy, g and x's gradient live together (torch's two nodes hold two of them at a time).
 @torch.library.custom_op("fastcnn::batch_norm_residual_apply", mutates_args=())
-def _residual_apply_op(normalized: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+def _residual_apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                        residual: Tensor, training: bool, kind: Optional[str], parameter: float) -> Tensor:
-    """act(batch_norm(x) + residual), ``normalized`` being ``_Normalized``'s view of x
-    (``residual`` shaped as x). The weight's and the bias's gradients are ``_Normalized``'s."""
-    return _apply(normalized, residual, stats, weight, bias, training, kind, parameter)
+    """act(batch_norm(input) + residual) (``residual`` shaped as the input)."""
+    return _apply(input, residual, stats, weight, bias, training, kind, parameter)
 
 
 @_residual_apply_op.register_fake
-def _(normalized, stats, weight, bias, residual, training, kind, parameter):
-    return empty_rows_like(normalized)
+def _(input, stats, weight, bias, residual, training, kind, parameter):
+    return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_residual_grad", mutates_args=())
@@ -366,25 +353,66 @@ def _(grad_out, input, residual, output, stats, weight, bias, training, kind, pa
     return empty_rows_like(output if output is not None else input)
 
 
+def _empty_partial_sums(input):
+    return torch.empty((_kernels().backward_sum_slices(rows_view(input)), 2, input.shape[1]), dtype=torch.float32,
+                       device=input.device)
+
+
+@torch.library.custom_op("fastcnn::batch_norm_residual_grad_with_sums", mutates_args=())
+def _residual_grad_with_sums_op(grad_out: Tensor, input: Tensor, residual: Optional[Tensor],
+                                output: Optional[Tensor], stats: Tensor, weight: Optional[Tensor],
+                                bias: Optional[Tensor], kind: str, parameter: float) -> tuple[Tensor, Tensor]:
+    """Training: (g, the partial sums of g and g·x̂, fp32 [slices, 2, C]) in one pass, g =
+    act'(z)·grad_out for z = batch_norm(input) + residual taken from ``output`` = act(z) when it
+    is given, else recomputed from ``input`` and ``residual``; the sums are what
+    ``fastcnn::batch_norm_backward_from_sums`` takes."""
+    grad = empty_rows_like(input)
+    partial = _empty_partial_sums(input)
+    if input.numel():
+        with torch.profiler.record_function("fastcnn::batch_norm residual backward (with sums)"):
+            _backend.record_launch(OP, _kernels().grad_with_sums(
+                as_rows(grad_out), rows_view(input), None if residual is None else as_rows(residual), rows_view(grad),
+                partial, stats, _vector(weight), _vector(bias), kind=kind, parameter=parameter,
+                output=None if output is None else rows_view(output)))
+    return grad, partial
+
+
+@_residual_grad_with_sums_op.register_fake
+def _(grad_out, input, residual, output, stats, weight, bias, kind, parameter):
+    return empty_rows_like(input), _empty_partial_sums(input)
+
+
 def _setup_residual_context(ctx, inputs, output):
-    """Saved, besides what ``_Normalized`` saves (the input and the statistics), what act'(z)
-    needs, as torch's bn → add → act keeps it: the output for an activation whose torch backward
-    takes the result (relu, sigmoid, tanh; a ResNet block's output is kept anyway, by the next
-    block's first convolution), nothing without an activation, else the residual."""
-    normalized, stats, weight, bias, residual, training, kind, parameter = inputs
+    """Saved: the input and the statistics, and what act'(z) needs, as torch's bn → add → act keeps
+    it: the output for an activation whose torch backward takes the result (relu, sigmoid, tanh;
+    a ResNet block's output is kept by the next block's first convolution anyway), nothing more
+    without an activation, else the residual."""
+    input, stats, weight, bias, residual, training, kind, parameter = inputs
     ctx.activation = (training, kind, parameter)
-    if kind is None:
-        ctx.save_for_backward()
-    elif kind in DERIVATIVE_FROM_OUTPUT:
-        ctx.save_for_backward(None, None, output, stats, None, None)
-    else:
-        ctx.save_for_backward(normalized, residual, None, stats, weight, bias)
+    from_output = kind in DERIVATIVE_FROM_OUTPUT
+    ctx.save_for_backward(input, residual if kind is not None and not from_output else None,
+                          output if from_output else None, stats, weight, bias)
 
 
 def _residual_backward(ctx, grad_out):
     training, kind, parameter = ctx.activation
-    grad = grad_out if kind is None else _residual_grad_op(grad_out, *ctx.saved_tensors, training, kind, parameter)
-    return grad, None, None, None, grad, None, None, None
+    input, residual, output, stats, weight, bias = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    wanted = [needs[0], needs[2], needs[3]]  # input, weight, bias
+    grads = (None, None, None)
+    if kind is None:
+        grad = grad_out
+    elif training and any(wanted):
+        grad, partial = _residual_grad_with_sums_op(grad_out, input, residual, output, stats, weight, bias, kind,
+                                                    parameter)
+        grads = _backward_from_sums_op(grad, input, partial, stats, weight, bias, True, wanted)
+    else:
+        grad = _residual_grad_op(grad_out, None if output is not None else input, residual, output, stats, weight,
+                                 bias, training, kind, parameter)
+    if any(wanted) and grads[0] is None and grads[1] is None and grads[2] is None:
+        grads = _backward_op(grad, input, stats, weight, bias, training, None, 0.0, wanted)
+    grads = [value if needed else None for value, needed in zip(grads, wanted)]
+    return grads[0], None, grads[1], grads[2], grad if needs[4] else None, None, None, None
 
 
 _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_residual_context)
@@ -415,8 +443,8 @@ def _apply_launches(out, input, stats, weight, bias, training, kind, parameter):
 
 
 @launches_of(_residual_apply_op, "norm")
-def _residual_apply_launches(out, normalized, stats, weight, bias, residual, training, kind, parameter):
-    return [one_pass("_apply_kernel", [normalized, residual], [out])] if normalized.numel() else []
+def _residual_apply_launches(out, input, stats, weight, bias, residual, training, kind, parameter):
+    return [one_pass("_apply_kernel", [input, residual], [out])] if input.numel() else []
 
 
 @launches_of(_backward_op, "norm")
@@ -449,6 +477,14 @@ def _residual_grad_launches(grad, grad_out, input, residual, output, stats, weig
     return [one_pass("_backward_apply_kernel", reads, [grad])] if grad.numel() else []
 
 
+@launches_of(_residual_grad_with_sums_op, "norm")
+def _residual_grad_with_sums_launches(outputs, grad_out, input, residual, output, stats, weight, bias, kind,
+                                      parameter):
+    # dy, x (for x̂) and the output (or the residual, to recompute z); writes g and the partials.
+    reads = [grad_out, input, output if output is not None else residual]
+    return [one_pass("_backward_sums_kernel", reads, list(outputs))] if input.numel() else []
+
+
 # ----------------------------------------------------------------------------- functional
 def _batch_norm(op, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps,
                 moments=None):
@@ -471,8 +507,7 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
         return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
     if residual.shape != input.shape:
         residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
-    normalized = _Normalized.apply(input, stats, weight, bias, bool(training))
-    return _residual_apply_op(normalized, stats, weight, bias, residual, bool(training), kind, parameter)
+    return _residual_apply_op(input, stats, weight, bias, residual, bool(training), kind, parameter)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
