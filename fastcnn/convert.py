@@ -412,6 +412,7 @@ def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
     changed = _fuse_residuals(name, module, graph, holders, result)
     changed |= _fuse_activations(name, module, graph, holders, result)
     if batch_norm_in_conv:
+        changed |= _fuse_into_max_pools(name, module, graph, holders, result)
         changed |= _fuse_into_convolutions(name, module, graph, holders, result)
         changed |= _statistics_from_convolutions(name, module, graph, holders, result)
     changed |= _swap_functions(name, module, graph, result)
@@ -559,6 +560,44 @@ def _through_identities(node, root):
     return None, passed
 
 
+MAX_POOLS = (torch.nn.MaxPool2d, fastcnn_nn.MaxPool2d)
+
+
+def _fuse_into_max_pools(name, module, graph, holders, result):
+    """bn [→ activation, already its epilogue] → max-pool (a ResNet stem) becomes one
+    ``batch_norm_into_max_pool2d`` call: the batch norm runs in the pool's prologue and its
+    backward sums in the pool's backward (ops/max_pool.py), so act(bn(x)) is never stored. Norms
+    that feed anything else are left to the fusions after this one, which report them."""
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_module":
+            continue
+        norm = module.get_submodule(node.target)
+        if (type(norm) not in BATCH_NORMS or not _kernel_dtypes(norm) or holders[id(norm)] > 1 or _has_hooks(norm)
+                or len(node.args) != 1 or node.kwargs
+                or sum(other.op == "call_module" and other.target == node.target for other in graph.nodes) != 1):
+            continue
+        user, identities = _through_identities(node, module)
+        pool = module.get_submodule(user.target) if user is not None and user.op == "call_module" else None
+        if (type(pool) not in MAX_POOLS or len(user.args) != 1 or user.kwargs or _has_hooks(pool)
+                or pool.return_indices):
+            continue
+        if type(norm) is torch.nn.BatchNorm2d:
+            _fuse_into(norm, None, 0.0)
+        with graph.inserting_before(user):
+            fused = graph.call_function(fastcnn_nn.batch_norm_into_max_pool2d,
+                                        (node.args[0], graph.get_attr(node.target), graph.get_attr(user.target)))
+        user.replace_all_uses_with(fused)
+        for erased in [user, *reversed(identities), node]:
+            graph.erase_node(erased)
+        activation = "" if norm.activation is None else f" and its {norm.activation[0]}"
+        result.fused.append((_join(name, node.target), f"into module '{_join(name, user.target)}': the batch "
+                                                        f"norm{activation} run in the max-pool's prologue (act(bn(x)) "
+                                                        f"is never stored)"))
+        changed = True
+    return changed
+
+
 def _fuse_into_convolutions(name, module, graph, holders, result):
     """bn [→ activation, already its epilogue] → conv becomes one ``batch_norm_into_conv2d`` call:
     the batch norm runs in the convolution's prologue (ops/conv2d.py), so act(bn(x)) is never
@@ -630,12 +669,13 @@ def _producing_convolution(node, root):
 
 def _consuming_norm(node, root):
     """(target, the fastcnn BatchNorm2d) of the batch norm that ``node`` calls on its first
-    argument (a module call, or ``batch_norm_into_conv2d``), else None."""
+    argument (a module call, ``batch_norm_into_conv2d`` or ``batch_norm_into_max_pool2d``), else None."""
     if node.op == "call_module":
         norm = root.get_submodule(node.target)
         if type(norm) in BATCH_NORMS and _kernel_dtypes(norm) and not _has_hooks(norm) and "moments" not in node.kwargs:
             return node.target, norm
-    elif node.op == "call_function" and node.target is fastcnn_nn.batch_norm_into_conv2d:
+    elif node.op == "call_function" and node.target in (fastcnn_nn.batch_norm_into_conv2d,
+                                                        fastcnn_nn.batch_norm_into_max_pool2d):
         return node.args[1].target, root.get_submodule(node.args[1].target)
     return None
 

@@ -11,7 +11,7 @@ from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d, stochastic_depth
 from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
-from .ops.max_pool import max_pool2d
+from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -137,6 +137,22 @@ def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
                             conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
                             activation=norm.activation, moments=moments, emit_moments=emit)
     return out if then is None or emit else (out, None)
+
+
+def batch_norm_into_max_pool2d(input, norm, pool, moments=None):
+    """``pool(norm(input))`` for a fastcnn ``BatchNorm2d`` ``norm`` (with its fused activation, if
+    any) and a ``MaxPool2d`` ``pool`` as one ``fastcnn.batch_norm_max_pool2d`` call: the batch
+    norm in the pool's prologue, training or eval as ``norm`` is. What ``fastcnn.convert`` puts
+    where a traced forward runs a batch norm (and its activation) whose output only feeds a
+    max-pool, as a ResNet's stem does. ``moments``: the input's, from the convolution that
+    computed it."""
+    if pool.return_indices or input.dim() != 4:  # what the fused op does not return or take: unfused
+        return pool(norm(input, moments=moments))
+    statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
+    return batch_norm_max_pool2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
+                                 kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
+                                 dilation=pool.dilation, ceil_mode=pool.ceil_mode, activation=norm.activation,
+                                 moments=moments)
 
 
 def conv2d_for_batch_norm(input, conv, norm):

@@ -12,6 +12,12 @@ Backward (deterministic gather, no atomics; sums in fp32, fp64 for float64): dx[
 the sum of dy[n, c, p, q] over the windows (p, q) whose chosen tap lands on (h, w): for tap
 (r, s), p = (h + ph - r*dh) / sh when exact and in range.
 
+With batch norm in the prologue (kernels/prologue.py: a ResNet stem's conv → bn → relu →
+max-pool), the forward pools act(bn(x)) computed from x as it loads it, rounded to x's dtype as
+a stored act(bn(x)) would be, and the backward (EPILOGUE) takes the gathered gradient through
+act'(bn(x)) and sums g and g·x̂ per channel for batch norm's backward (kernels/moments.py): the
+normalised tensor is neither written, read back, nor read for the sums.
+
 Bytes: forward reads x once (taps overlap in cache) and writes out plus one byte per output
 (plus 8 with indices); backward reads dy and the taps byte per tap per input element (mostly
 cache hits) and writes dx. FLOPs: none to speak of.
@@ -27,7 +33,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import prologue as input_prologue
+from .activation import activation_grad
 from .indexing import dense_planes, image_tile, needs_wide_index, per_pixel, pixel_tiles, plane_offsets, window_through_tap
+from .moments import MOMENT_ROWS, store_tile_sums
+from .prologue import prologue_vectors, transform
 from .tiles import channel_blocks
 
 
@@ -39,9 +49,12 @@ def _max_pool2d_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         out_stride_n, out_stride_c, out_stride_h, out_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
-        SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
+        BLOCK_C: tl.constexpr):
     image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
                                                          WIDE_INDEX, BLOCK_P, BLOCK_C)
     oh = pixels // out_width
@@ -49,6 +62,10 @@ def _max_pool2d_forward_kernel(
     x_base = x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (c * x_stride_c)[None, :]
     top = oh * STRIDE_H - pad_h
     left = ow * STRIDE_W - pad_w
+    if PROLOGUE:  # a tile's channels are fixed: the batch norm's vectors load once
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
+            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
 
     # Values are compared in COMPARE_TYPE: fp32 for fp16/bf16/fp32 (exact widening), the input's
     # own dtype otherwise, so float64 and integers (int64 included) pool without rounding.
@@ -59,8 +76,11 @@ def _max_pool2d_forward_kernel(
         ih = top + r * dilation_h
         iw = left + (tap - r * KERNEL_W) * dilation_w
         inside = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
-        value = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None],
-                        mask=inside[:, None] & channel_ok[None, :], other=LOWEST).to(COMPARE_TYPE)
+        loaded = inside[:, None] & channel_ok[None, :]
+        value = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None], mask=loaded, other=LOWEST)
+        if PROLOGUE:  # pool act(bn(x)), rounded to x's dtype as a stored act(bn(x)) would be
+            value = transform(value, loaded, centre, scale, shift, KIND, norm_parameter)
+        value = value.to(COMPARE_TYPE)
         # PyTorch's rule: strictly greater, or NaN; the first tap inside the input starts the scan.
         take = inside[:, None] & ((value > best) | (value != value) | (best_tap < 0))
         best = tl.where(take, value, best)
@@ -89,9 +109,13 @@ def _max_pool2d_backward_kernel(
         go_stride_n, go_stride_c, go_stride_h, go_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
         gi_stride_n, gi_stride_c, gi_stride_h, gi_stride_w,
+        x_ptr, x_stride_n, x_stride_c, x_stride_h, x_stride_w,
+        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        sums_ptr, sum_slots,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr,
-        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, EPILOGUE: tl.constexpr, SHIFTED: tl.constexpr,
+        HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr, KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
                                                          WIDE_INDEX, BLOCK_P, BLOCK_C)
     ih = pixels // in_width
@@ -109,15 +133,50 @@ def _max_pool2d_backward_kernel(
         chosen = tl.load(taps_base + (oh * taps_stride_h + ow * taps_stride_w)[:, None], mask=mask, other=-1)
         hit = mask & (chosen.to(tl.int32) == tap)
         acc += tl.load(go_base + offsets, mask=hit, other=0.0).to(ACCUMULATOR)
+    if EPILOGUE:
+        # This is the gradient of act(bn(x)), the pool's input with the prologue: take it through
+        # the activation's derivative at u = bn(x) recomputed from x, and sum g and g·x̂ per channel
+        # for batch norm's backward (kernels/moments.py), as conv2d's grad-input epilogue does.
+        valid = pixel_ok[:, None] & channel_ok[None, :]
+        x = tl.load(x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (ih * x_stride_h + iw * x_stride_w)[:, None]
+                    + (c * x_stride_c)[None, :], mask=valid, other=0.0).to(tl.float32)
+        centre, scale, shift = prologue_vectors(
+            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
+            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        invstd = tl.load(stats_ptr + stats_stride + c, mask=channel_ok, other=0.0)
+        centred = x - centre[None, :]
+        acc = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], acc, KIND, norm_parameter),
+                       0.0)
+        store_tile_sums(acc, acc * (centred * invstd[None, :]), channel_ok, c, tl.program_id(0), sums_ptr, 0,
+                        sum_slots, channels, BLOCK_P)
     gi_offsets = (image * gi_stride_n + plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
                   )[:, None] + (c * gi_stride_c)[None, :]
     tl.store(grad_in_ptr + gi_offsets, acc.to(grad_in_ptr.dtype.element_ty),
              mask=pixel_ok[:, None] & channel_ok[None, :])
 
 
-def _blocks(channel_stride):
-    """(BLOCK_P, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
+def _blocks(channel_stride, epilogue=False):
+    """(BLOCK_P, BLOCK_C) for a tensor whose channel stride is ``channel_stride``; the backward's
+    batch-norm epilogue writes a partial sum per MOMENT_ROWS pixels of a tile (at least one per
+    tile), so its tiles are taller: 128 pixels, not 16, keep those partials to 1/64 of the
+    gradient's bytes (fp32 pairs over 128 bf16 values)."""
+    if epilogue:
+        return channel_blocks(channel_stride, interpreter=(4096, 16), channels_last=(128, 32), nchw=(256, 4))
     return channel_blocks(channel_stride, interpreter=(4096, 16), channels_last=(16, 64), nchw=(256, 4))
+
+
+def _backward_tiles(input_shape, channel_stride, epilogue):
+    """``pixel_tiles`` of the backward over an input gradient of ``input_shape``."""
+    return pixel_tiles(input_shape[0], input_shape[2] * input_shape[3], input_shape[1],
+                       _blocks(channel_stride, epilogue))
+
+
+def backward_sum_slots(input_shape, channel_stride):
+    """Rows of the [slots, 2, C] sums the backward's epilogue fills for an input of
+    ``input_shape`` whose channel stride is ``channel_stride``: per pixel tile, one per
+    MOMENT_ROWS of its pixels (at least one), tiles in launch order."""
+    grid, _, _, block_p, _ = _backward_tiles(input_shape, channel_stride, True)
+    return grid[0] * max(1, block_p // MOMENT_ROWS)
 
 
 def _geometry(kernel_size, stride, padding, dilation):
@@ -141,35 +200,43 @@ def comparison(dtype):
     return names[dtype], torch.iinfo(dtype).min
 
 
-def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation):
+def forward(x, out, taps, indices, *, kernel_size, stride, padding, dilation, prologue=None):
     """Pool ``x`` [N, C, H, W] into ``out``; the chosen tap of each window into ``taps`` (laid out
-    like ``out``); PyTorch's flat indices into ``indices`` (likewise) when it is not None. Returns
-    the number of launches."""
+    like ``out``); PyTorch's flat indices into ``indices`` (likewise) when it is not None. With a
+    ``prologue`` (kernels/prologue.py), pool act(bn(x)) instead. Returns the number of launches."""
     plane_pixels = out.shape[2] * out.shape[3]
     grid, pixel_blocks, span, block_p, block_c = pixel_tiles(out.shape[0], plane_pixels, out.shape[1],
                                                              _blocks(out.stride(1)))
     compare_type, lowest = comparison(x.dtype)
     geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
+    normalise, prologue_flags = input_prologue.arguments(prologue, x)
     _max_pool2d_forward_kernel[grid](
         x, out, taps, indices if indices is not None else taps,
         pixel_blocks, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[2], out.shape[3], plane_pixels,
-        *geometry, *x.stride(), *out.stride(), *taps.stride(), **constexprs,
+        *geometry, *x.stride(), *out.stride(), *taps.stride(), *normalise, **constexprs, **prologue_flags,
         COMPARE_TYPE=compare_type, LOWEST=lowest, WRITE_INDICES=indices is not None,
         DENSE_OUT=dense_planes(out) and dense_planes(taps), SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(x, out, taps),
         BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 
-def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation):
-    """grad_in [N, C, H, W] gathers grad_out from every window that chose each element."""
+def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation, epilogue=None):
+    """grad_in [N, C, H, W] gathers grad_out from every window that chose each element. With
+    ``epilogue`` = (x, prologue, sums): the pool's input was act(bn(x)) (``prologue``,
+    kernels/prologue.py); grad_in receives g = act'(bn(x))·(that gradient) instead, and ``sums``
+    (fp32 [backward_sum_slots, 2, C]) the per-channel sums of g and g·x̂ of each tile."""
     plane_pixels = grad_in.shape[2] * grad_in.shape[3]
-    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(grad_in.shape[0], plane_pixels, grad_in.shape[1],
-                                                             _blocks(grad_in.stride(1)))
+    grid, pixel_blocks, span, block_p, block_c = _backward_tiles(grad_in.shape, grad_in.stride(1),
+                                                                 epilogue is not None)
     geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
+    x, prologue, sums = epilogue if epilogue is not None else (grad_in, None, grad_in)
+    normalise, prologue_flags = input_prologue.arguments(prologue, x)
+    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
     _max_pool2d_backward_kernel[grid](
         grad_out, taps, grad_in, pixel_blocks, grad_in.shape[0], grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
         grad_out.shape[2], grad_out.shape[3], plane_pixels, *geometry,
-        *grad_out.stride(), *taps.stride(), *grad_in.stride(), **constexprs,
+        *grad_out.stride(), *taps.stride(), *grad_in.stride(), x, *x.stride(), *normalise, sums,
+        sums.shape[0] if epilogue is not None else 0, **constexprs, **prologue_flags,
         ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=dense_planes(grad_in),
-        SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in), BLOCK_P=block_p, BLOCK_C=block_c)
+        SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in, x), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

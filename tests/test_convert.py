@@ -61,11 +61,12 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
     left = dict(report.left)
     assert "residual" in left["layer2.bn2"] and "residual" in left["layer3.downsample.1"], report
     # conv → bn → relu → conv: the interior of each block runs its batch norm in the next
-    # convolution's prologue; the stem's (before the max-pool) and the residual ones keep theirs.
-    into_conv = {name: detail for name, detail in report.fused if "into module" in detail}
-    assert into_conv.keys() == {"layer1.bn1", "layer2.bn1", "layer3.bn1", "layer3.bn2"}, report
-    assert "'layer3.conv3'" in into_conv["layer3.bn2"] and "prologue" in into_conv["layer3.bn2"], report
-    assert "maxpool" in left["bn1"] and "residual block" in left["layer1.bn2"], report
+    # convolution's prologue, the stem's in the max-pool's; the residual ones keep theirs.
+    into = {name: detail for name, detail in report.fused if "into module" in detail}
+    assert into.keys() == {"bn1", "layer1.bn1", "layer2.bn1", "layer3.bn1", "layer3.bn2"}, report
+    assert "'layer3.conv3'" in into["layer3.bn2"] and "convolution's prologue" in into["layer3.bn2"], report
+    assert "'maxpool'" in into["bn1"] and "max-pool's prologue" in into["bn1"], report
+    assert "bn1" not in left and "residual block" in left["layer1.bn2"], report
     # The functional head pool is swapped in the traced top-level forward.
     assert "fastcnn.adaptive_avg_pool2d()" in dict(report.replaced)["adaptive_avg_pool2d"], report
     assert len(report.replaced) == sum(1 for m in original.modules() if type(m) in REPLACEMENTS) + 1
@@ -487,6 +488,33 @@ def _assert_as_near_float64_as_torch(ours, fp32_torch, float64, floor, what):
     assert relative_error(ours, float64) <= 2 * torch_error + floor, (what, torch_error)
 
 
+# Where the activations' derivatives jump (ReLU/ReLU6/leaky 0, ReLU6 6, hard-sigmoid/-swish ±3).
+ACTIVATION_KINKS = (0.0, 3.0, -3.0, 6.0)
+
+
+def _batch_clear_of_kinks(model, shape, generator, margin=1e-5):
+    """A random batch on which no batch norm output of a float64 copy of ``model`` (in its mode)
+    lies within ``margin`` of a kink of the activations: there fastcnn's and torch's fp32
+    roundings may put a value on either side, so the activation's derivative (0 or 1) routes
+    that element's gradient differently, both correctly, and the comparison with float64 fails
+    by one element's gradient (a ReLU6 of TinyMobileNetV2, one seed in a few hundred). Redraws
+    until so, without touching ``model``'s state or the random streams it uses."""
+    probe = copy.deepcopy(model).double()
+    outputs = []
+    for module in probe.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            # a copy: an in-place activation after the norm overwrites its output
+            module.register_forward_hook(lambda module, inputs, output: outputs.append(output.clone()))
+    for _ in range(100):
+        batch = make_tensor(shape, generator=generator)
+        outputs.clear()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            probe(batch.double())
+        if all((output - kink).abs().min() > margin for output in outputs for kink in ACTIVATION_KINKS):
+            return batch
+    raise AssertionError("no batch clear of the activations' kinks in 100 draws")
+
+
 def _check_trajectory(original, converted, shape, target, generator, steps=3, lr=0.05,
                       optimizer=torch.optim.SGD, fastcnn_optimizer=None, fastcnn_loss=None):
     """``steps`` steps of ``optimizer`` along the trajectory of a float64 copy of the original, on
@@ -504,7 +532,7 @@ def _check_trajectory(original, converted, shape, target, generator, steps=3, lr
     loss_fns = (nn.functional.cross_entropy,) * 2 + (fastcnn_loss or nn.functional.cross_entropy,)
     optimizers = [kind(model.parameters(), lr=lr) for kind, model in zip(optimizer_types, models)]
     for step in range(steps):
-        batch = make_tensor(shape, generator=generator)
+        batch = _batch_clear_of_kinks(reference, shape, generator)
         for model, model_optimizer in zip(models[1:], optimizers[1:]):
             start_from(model, model_optimizer, reference, optimizers[0])
         before = flat_parameters(reference)
@@ -539,7 +567,7 @@ def test_block_replicas_train_in_fastcnn(model_type, seed, generator):
     torch.manual_seed(seed)
     original = model_type().to(DEVICE)
     shape = (3, 1, 8, 8) if model_type is SmallCNN else (3, 3, 16, 16)  # SmallCNN (VGG-BN style): digits
-    input = make_tensor(shape, generator=generator)
+    input = _batch_clear_of_kinks(original, shape, generator)
     target = torch.randint(0, 5, (3,), generator=generator).to(DEVICE)
     converted = fastcnn.convert(original)
     coverage = fastcnn.coverage(converted, input, target, loss_fn=fastcnn.cross_entropy)

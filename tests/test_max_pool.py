@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.dtypes import aten_type_name
-from fastcnn.testing import (DEVICE, assert_raises_like_torch, case_random, check_opinfo_error_inputs, count_launches,
-                             gpu_only, in_layout, make_tensor, opinfo, record_aten_ops)
+from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, case_random, check_opinfo_error_inputs,
+                             count_launches, gpu_only, in_layout, make_tensor, opinfo, record_aten_ops)
 
 
 
@@ -211,7 +211,7 @@ def test_tiles_across_and_within_images(name, layout, generator, monkeypatch):
     from fastcnn.kernels import max_pool
     from fastcnn.kernels.indexing import pixel_tiles
 
-    monkeypatch.setattr(max_pool, "_blocks", lambda channel_stride: (256, 4))
+    monkeypatch.setattr(max_pool, "_blocks", lambda channel_stride, epilogue=False: (256, 4))
     shape, arguments = TILE_CASES[name]
     input = tie_heavy(shape, generator, layout)
     out = check_pool(input, generator, **arguments)
@@ -255,3 +255,52 @@ def test_bytes_hand_counted():
     # 16 inputs and 4 outputs of 4 bytes: forward reads 64 and writes 16, backward the same again.
     assert max_pool_op.bytes_moved(16, 4, 4, backward=True) == 160
     assert max_pool_op.bytes_moved(16, 4, 4, backward=False) == 80
+
+
+def well_separated(shape, generator, layout, dtype):
+    """Values whose windows never nearly tie after any per-channel affine: each channel a
+    shuffled ladder of steps 1/16 (exact in fp16) around a mean of 3, so that the argmax of
+    act(bn(x)) is the same in float64 and in the input's dtype (ReLU's zeros tie exactly)."""
+    n, c, h, w = shape
+    ladder = torch.stack([torch.randperm(n * h * w, generator=generator) for _ in range(c)]).to(torch.float64)
+    values = (ladder / 16 - n * h * w / 32 + 3).reshape(c, n, h, w).transpose(0, 1)
+    return in_layout(values.to(DEVICE, dtype).contiguous(), layout)
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("training, activation", [(True, "relu"), (True, None), (True, "silu"), (False, "relu")])
+def test_batch_norm_in_the_prologue_matches_float64(dtype, layout, training, activation, seed, generator):
+    """fastcnn.batch_norm_max_pool2d = F.max_pool2d(act(F.batch_norm(...))) in float64: the output,
+    the gradients of the input and of the norm's weight and bias, the running statistics; one
+    pool launch each way and no pass of batch norm's own over act(bn(x))."""
+    shape = (3, 5, 13, 11)
+    x = well_separated(shape, generator, layout, dtype).requires_grad_()
+    weight, bias = (make_tensor((5,), generator=generator).requires_grad_() for _ in range(2))
+    running = [make_tensor((5,), generator=generator), make_tensor((5,), generator=generator).abs() + 0.5]
+    ours_running = [t.clone() for t in running]
+    pool = dict(kernel_size=3, stride=2, padding=1)
+    with count_launches() as launched, record_aten_ops() as names:
+        out = fastcnn.batch_norm_max_pool2d(x, *ours_running, weight, bias, training, 0.1, 1e-5, activation=activation,
+                                            **pool)
+        grad = make_tensor(out.shape, dtype, generator=generator)
+        out.backward(grad)
+    double = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    reference_running = [t.double() for t in running]
+    normalized = F.batch_norm(double[0], *reference_running, double[1], double[2], training, 0.1, 1e-5)
+    if activation is not None:
+        normalized = getattr(F, activation)(normalized)
+    reference = F.max_pool2d(normalized, **pool)
+    reference.backward(grad.double())
+    assert out.dtype == dtype and out.shape == reference.shape
+    assert launched["max_pool2d"] == 2, launched  # forward and the backward with batch norm's sums
+    assert "fastcnn::max_pool2d_normalized" in names and "fastcnn::batch_norm_apply" not in names, names
+    assert "fastcnn::batch_norm_backward_from_sums" in names and "fastcnn::batch_norm_backward" not in names, names
+    assert_close(out, reference, dtype, what="output", seed=seed)
+    for name, mine, expected in zip(("input", "weight", "bias"), (x.grad, weight.grad, bias.grad),
+                                    (t.grad for t in double)):
+        assert_close(mine, expected, dtype, what=f"grad {name}", seed=seed, reduction_length=3 * 13 * 11)
+    for mine, expected in zip(ours_running, reference_running):
+        assert_close(mine, expected, torch.float32, what="running statistics", seed=seed,
+                     reduction_length=3 * 13 * 11)

@@ -1,13 +1,58 @@
-"""max_pool's benchmark cases: ResNet's stem max-pool, forward + backward."""
+"""max_pool's benchmark cases: ResNet's stem max-pool, forward + backward, alone and with the
+stem's batch norm and ReLU in its prologue (the unit ``convert`` runs) against eager bn → relu →
+max-pool and its torch.compile."""
 import torch
 
-from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
+from ..benchmarking import (ACTIVATION_BATCHES, MEMORY_FORMATS, BenchmarkCase, element_size, random_input,
+                            training_steps)
+from ..nn import BatchNorm2dReLU, batch_norm_into_max_pool2d
 from ..ops.max_pool import bytes_moved, max_pool2d, pool_output_size
 from ._static import empty, per_layout_and_dtype
 
 # ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
 SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
-PROFILE_OPS = ("max_pool2d",)
+UNIT_OPS = ("batch_norm_relu_max_pool2d",)
+PROFILE_OPS = ("max_pool2d",) + UNIT_OPS
+
+
+class _StemOfTorch(torch.nn.Module):
+    """bn → relu → max-pool as eager torch runs it (a ResNet stem after conv1)."""
+
+    def __init__(self, channels, pool):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(channels)
+        self.maxpool = torch.nn.MaxPool2d(**pool)
+
+    def forward(self, input):
+        return self.maxpool(torch.relu(self.bn(input)))
+
+
+class _StemOfFastcnn(_StemOfTorch):
+    """The same modules converted: the batch norm and its ReLU in the max-pool's prologue."""
+
+    def forward(self, input):
+        return batch_norm_into_max_pool2d(input, self.bn, self.maxpool)
+
+
+def _unit_case(suite, batch, dtype, layout):
+    pool = dict(suite)
+    channels, size = pool.pop("channels"), pool.pop("size")
+    out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
+    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
+
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        theirs = _StemOfTorch(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
+        ours = _StemOfFastcnn(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
+        ours.load_state_dict(theirs.state_dict())
+        ours.bn.__class__, ours.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
+        return training_steps(ours, theirs, input)
+
+    # The least a fused unit moves: forward reads x and writes the output; backward reads the
+    # output's gradient and x and writes x's gradient.
+    return BenchmarkCase("batch_norm_relu_max_pool2d", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": (3 * numel_in + 2 * numel_out) * element_size(dtype)}, build)
 
 
 def _case(suite, batch, dtype, layout):
@@ -30,7 +75,8 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: forward + backward of every suite at the activation batches."""
     suites = [dict(channels=3, size=9, kernel_size=3, stride=2, padding=1)] if smoke else list(SUITES.values())
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    return [_case(suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
+    case = _unit_case if op in UNIT_OPS else _case
+    return [case(suite, batch, dtype, layout) for suite in suites for batch in batches for dtype in dtypes
             for layout in layouts]
 
 
@@ -39,16 +85,24 @@ MEMORY_BOUND_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kern
 
 
 def static_launches(kernel_module, options):
-    """ResNet's stem max-pool, forward and backward."""
-    def pool(dtype, channels_last):
+    """ResNet's stem max-pool, forward and backward, alone and with the stem's batch norm and
+    ReLU in its prologue (and their backward sums in its backward), as convert runs it."""
+    def pool(dtype, channels_last, normalized=False):
         max_pool = kernel_module("max_pool")
         x = empty((32, 64, 112, 112), dtype, channels_last)
         out = empty((32, 64, 56, 56), dtype, channels_last)
         taps = empty((32, 64, 56, 56), torch.uint8, channels_last)
         geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
-        max_pool.forward(x, out, taps, None, **geometry)
-        max_pool.backward(out, taps, empty((32, 64, 112, 112), dtype, channels_last), **geometry)
-    return per_layout_and_dtype(options, "maxpool3x3s2 N32 C64 112x112", pool)
+        prologue = kernel_module("prologue").Prologue(torch.empty((2, 64)), torch.ones(64), torch.zeros(64), True,
+                                                      "relu", 0.0) if normalized else None
+        max_pool.forward(x, out, taps, None, **geometry, prologue=prologue)
+        grad_in = empty((32, 64, 112, 112), dtype, channels_last)
+        sums = torch.empty((max_pool.backward_sum_slots(grad_in.shape, grad_in.stride(1)), 2, 64))
+        max_pool.backward(out, taps, grad_in, **geometry,
+                          epilogue=(x, prologue, sums) if normalized else None)
+    return (per_layout_and_dtype(options, "maxpool3x3s2 N32 C64 112x112", pool)
+            + per_layout_and_dtype(options, "batchnorm+relu → maxpool3x3s2 N32 C64 112x112",
+                                   lambda dtype, channels_last: pool(dtype, channels_last, True)))
 
 
 def compile_variants(kernel_module):

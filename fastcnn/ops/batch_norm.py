@@ -126,6 +126,15 @@ def _empty_statistics(input):
     return torch.empty((2, input.shape[1]), dtype=torch.float32, device=input.device)
 
 
+def input_prologue(stats, weight, bias, training, kind, parameter):
+    """The ``kernels/prologue.py`` Prologue of act(batch_norm(x)) for a kernel that normalises x as
+    it loads it (conv2d's, max-pool's): ``stats`` from ``batch_statistics``, batch statistics
+    (shifted) when ``training``."""
+    from ..kernels.prologue import Prologue
+
+    return Prologue(stats, _vector(weight), _vector(bias), training, kind, parameter)
+
+
 def _vector(tensor):
     """A per-channel tensor as the 1-d vector the kernels read through its stride (any C-element
     tensor torch accepts: a strided view, a (C, 1) buffer), or None."""

@@ -299,11 +299,6 @@ _conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------- the input prologue
 # conv2d(act(bn(x)), w, b) as one node: the statistics (``fastcnn::batch_norm_statistics``, or (0, 1)
 # for a plain affine) are its input, the normalised tensor never exists.
-def _prologue(stats, norm_weight, norm_bias, training, kind, parameter):
-    return _kernels().conv2d_gemm.input_prologue.Prologue(stats, _batch_norm._vector(norm_weight),
-                                                          _batch_norm._vector(norm_bias), training, kind, parameter)
-
-
 @torch.library.custom_op("fastcnn::conv2d_normalized", mutates_args=())
 def _conv2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optional[Tensor], norm_bias: Optional[Tensor],
                           training: bool, kind: Optional[str], parameter: float, weight: Tensor, bias: Optional[Tensor],
@@ -318,7 +313,7 @@ def _conv2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optional[Te
             _backend.record_launch(OP, _kernels().forward(
                 input, weight, bias, out, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(input),
-                prologue=_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
     return out
 
 
@@ -342,7 +337,7 @@ def _conv2d_normalized_weight_grad_op(input: Tensor, stats: Tensor, norm_weight:
             _backend.record_launch(OP, _kernels().weight_grad(
                 input, grad_out, result, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(input),
-                prologue=_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
     return result
 
 
@@ -370,7 +365,8 @@ def _conv2d_normalized_input_grad_op(grad_out: Tensor, weight: Tensor, input: Te
             _backend.record_launch(OP, gemm.input_grad(
                 grad_out, weight, grad, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(weight),
-                epilogue=(input, _prologue(stats, norm_weight, norm_bias, training, kind, parameter), sums)))
+                epilogue=(input, _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter),
+                          sums)))
     return grad, sums
 
 
@@ -475,7 +471,7 @@ def _conv2d_normalized_moments_op(input: Tensor, stats: Tensor, norm_weight: Opt
                                   groups: int) -> tuple[Tensor, Tensor]:
     """(conv2d(act(batch_norm(input))), its output's moments)."""
     return _forward_with_moments(input, weight, bias, stride, padding, total_padding, dilation, groups,
-                                 _prologue(stats, norm_weight, norm_bias, training, kind, parameter))
+                                 _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter))
 
 
 @_conv2d_normalized_moments_op.register_fake

@@ -7,7 +7,7 @@ words), the byte count, the PyTorch operators ``torch.ops.fastcnn.max_pool2d`` a
 For backward the op keeps one byte per output element (the chosen tap of each window) instead of
 torch's int64 indices; PyTorch's indices are produced only for ``return_indices=True``.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -17,8 +17,10 @@ from .._cost import launches_of, one_pass
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_torch_implements, int_pair
+from . import batch_norm as _batch_norm
+from .activation import resolve_activation
 
-__all__ = ["max_pool2d"]
+__all__ = ["max_pool2d", "batch_norm_max_pool2d"]
 
 OP = "max_pool2d"
 # What torch pools (it raises NotImplementedError for the rest); comparisons need no arithmetic,
@@ -206,6 +208,92 @@ def _backward(ctx, grad_out, _grad_taps, _grad_indices):
 _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- batch norm in the prologue
+# max_pool2d(act(bn(x))) as one node, a ResNet stem's bn → relu → max-pool: the pool normalises
+# what it loads, and its backward takes the gathered gradient through act' and sums what batch
+# norm's backward needs (kernels/max_pool.py); then only batch norm's finalize and apply run.
+@torch.library.custom_op("fastcnn::max_pool2d_normalized", mutates_args=())
+def _max_pool2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optional[Tensor],
+                              norm_bias: Optional[Tensor], training: bool, kind: Optional[str], parameter: float,
+                              kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                              ceil_mode: bool) -> tuple[Tensor, Tensor]:
+    """(max_pool2d(act(batch_norm(input))), the chosen tap of each window), from the batch norm's
+    statistics ``stats`` (``training``: the batch's) and its affine parameters."""
+    out, taps, _ = _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, False)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::max_pool2d forward (batch norm in the prologue)"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, out, taps, None, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+                dilation=tuple(dilation),
+                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+    return out, taps
+
+
+@_max_pool2d_normalized_op.register_fake
+def _(input, stats, norm_weight, norm_bias, training, kind, parameter, kernel_size, stride, padding, dilation,
+      ceil_mode):
+    return _empty_outputs(input, kernel_size, stride, padding, dilation, ceil_mode, False)[:2]
+
+
+def _empty_sums(input):
+    slots = _kernels().backward_sum_slots(input.shape, input.stride(1))
+    return torch.empty((slots, 2, input.shape[1]), dtype=torch.float32, device=input.device)
+
+
+@torch.library.custom_op("fastcnn::max_pool2d_normalized_backward", mutates_args=())
+def _max_pool2d_normalized_backward_op(grad_out: Tensor, taps: Tensor, input: Tensor, stats: Tensor,
+                                       norm_weight: Optional[Tensor], norm_bias: Optional[Tensor], training: bool,
+                                       kind: Optional[str], parameter: float, kernel_size: list[int],
+                                       stride: list[int], padding: list[int],
+                                       dilation: list[int]) -> tuple[Tensor, Tensor]:
+    """(g = act'(bn(input))·(the pool's input gradient), the partial sums of g and g·x̂, fp32
+    [slots, 2, C]): what ``fastcnn::batch_norm_backward_from_sums`` takes."""
+    grad = torch.empty(input.shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=_memory_format(taps))
+    sums = _empty_sums(grad)
+    if grad.numel():
+        with torch.profiler.record_function("fastcnn::max_pool2d backward (and batch norm's sums)"):
+            _backend.record_launch(OP, _kernels().backward(
+                grad_out, taps, grad, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+                dilation=tuple(dilation),
+                epilogue=(input, _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter),
+                          sums)))
+    return grad, sums
+
+
+@_max_pool2d_normalized_backward_op.register_fake
+def _(grad_out, taps, input, stats, norm_weight, norm_bias, training, kind, parameter, kernel_size, stride, padding,
+      dilation):
+    grad = torch.empty(input.shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=_memory_format(taps))
+    return grad, _empty_sums(grad)
+
+
+def _setup_normalized_context(ctx, inputs, output):
+    """Saved: the input, the statistics and the chosen taps; act(bn(x)) is never kept."""
+    input, stats, norm_weight, norm_bias, training, kind, parameter, kernel_size, stride, padding, dilation, _ = inputs
+    _, taps = output
+    ctx.mark_non_differentiable(taps)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(input, stats, norm_weight, norm_bias, taps)
+    ctx.arguments = (training, kind, parameter, kernel_size, stride, padding, dilation)
+
+
+def _normalized_backward(ctx, grad_out, _grad_taps):
+    input, stats, norm_weight, norm_bias, taps = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    wanted = [needs[0], needs[2], needs[3]]  # input, norm weight, norm bias
+    if grad_out is None or not any(wanted):
+        return (None,) * 12
+    grad, sums = _max_pool2d_normalized_backward_op(grad_out, taps, input, stats, norm_weight, norm_bias,
+                                                    *ctx.arguments)
+    grads = _batch_norm._backward_from_sums_op(grad, input, sums, stats, norm_weight, norm_bias, ctx.arguments[0],
+                                               wanted)
+    grads = [value if needed else None for value, needed in zip(grads, wanted)]
+    return grads[0], None, grads[1], grads[2], None, None, None, None, None, None, None, None
+
+
+_max_pool2d_normalized_op.register_autograd(_normalized_backward, setup_context=_setup_normalized_context)
+
+
 # ----------------------------------------------------------------------------- launches (fastcnn.estimate)
 @launches_of(_max_pool2d_op, "pooling")
 def _max_pool2d_launches(outputs, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
@@ -216,6 +304,19 @@ def _max_pool2d_launches(outputs, input, kernel_size, stride, padding, dilation,
 @launches_of(_max_pool2d_backward_op, "pooling")
 def _max_pool2d_backward_launches(grad_input, grad_out, taps, input_shape, kernel_size, stride, padding, dilation):
     return [one_pass("_max_pool2d_backward_kernel", [grad_out, taps], [grad_input])] if grad_input.numel() else []
+
+
+@launches_of(_max_pool2d_normalized_op, "pooling")
+def _max_pool2d_normalized_launches(outputs, input, stats, norm_weight, norm_bias, training, kind, parameter,
+                                    kernel_size, stride, padding, dilation, ceil_mode):
+    return [one_pass("_max_pool2d_forward_kernel", [input], outputs)] if outputs[0].numel() else []
+
+
+@launches_of(_max_pool2d_normalized_backward_op, "pooling")
+def _max_pool2d_normalized_backward_launches(outputs, grad_out, taps, input, stats, norm_weight, norm_bias, training,
+                                             kind, parameter, kernel_size, stride, padding, dilation):
+    # Gathers dy through the taps, reads x for act' and x̂; writes g and the partial sums.
+    return [one_pass("_max_pool2d_backward_kernel", [grad_out, taps, input], list(outputs))] if input.numel() else []
 
 
 # ----------------------------------------------------------------------------- functional
@@ -234,3 +335,35 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if unbatched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
+
+
+def batch_norm_max_pool2d(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                          eps=1e-5, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                          activation=None, moments=None):
+    """``F.max_pool2d(act(F.batch_norm(input, running_mean, running_var, weight, bias, training,
+    momentum, eps)), kernel_size, stride, padding, dilation, ceil_mode)`` with the batch norm in
+    the pool's prologue (a ResNet stem's bn → relu → max-pool): its statistics in one pass over
+    the input in training (none with ``moments``, the input's from the convolution that computed
+    it), then one pool that normalises and activates what it loads. act(bn(x)) is never written
+    nor kept: backward saves the input, two floats per channel and one byte per output, and the
+    pool's backward sums what batch norm's backward needs. Batch norm's arguments and checks are
+    ``fastcnn.batch_norm``'s (the running statistics updated in place in training), the pool's
+    ``fastcnn.max_pool2d``'s (no ``return_indices``); input ``(N, C, H, W)``."""
+    op = "fastcnn.batch_norm_max_pool2d"
+    _batch_norm.check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    kind, parameter = resolve_activation(op, activation)
+    if input.dim() != 4:
+        raise RuntimeError(f"{op}: expected 4D input (got {input.dim()}D input)")
+    geometry = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(op, input.device)
+        normalized = _batch_norm.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                                            activation=activation, moments=moments)
+        return max_pool2d(normalized, kernel_size, stride, padding, dilation, ceil_mode)
+    if _batch_norm.rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
+        input = input.contiguous()
+    stats = _batch_norm.batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    out, _ = _max_pool2d_normalized_op(input, stats, weight, bias, bool(training), kind, parameter,
+                                       list(geometry.kernel_size), list(geometry.stride), list(geometry.padding),
+                                       list(geometry.dilation), geometry.ceil_mode)
+    return out
