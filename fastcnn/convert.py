@@ -62,7 +62,7 @@ import torch.fx
 
 from . import nn as fastcnn_nn
 from .ops import activation as fastcnn_activation
-from .ops.activation import resolve_activation
+from .ops.activation import DERIVATIVE_FROM_OUTPUT, resolve_activation
 from .ops.add import add
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.dropout import dropout
@@ -412,6 +412,8 @@ def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
     changed = _fuse_residuals(name, module, graph, holders, result)
     changed |= _fuse_activations(name, module, graph, holders, result)
     if batch_norm_in_conv:
+        changed |= _fuse_residual_norms(name, module, graph, holders, result)
+    if batch_norm_in_conv:
         changed |= _fuse_into_max_pools(name, module, graph, holders, result)
         changed |= _fuse_into_convolutions(name, module, graph, holders, result)
         changed |= _statistics_from_convolutions(name, module, graph, holders, result)
@@ -560,6 +562,43 @@ def _through_identities(node, root):
     return None, passed
 
 
+def _fuse_residual_norms(name, module, graph, holders, result):
+    """bn(x, residual) whose residual is a plain batch norm's output that goes nowhere else (a
+    ResNet downsample's): that batch norm runs inside the first one's pass, act(bn(x) +
+    bn_r(r)) (``BatchNorm2d.forward``'s ``residual_norm``), so bn_r(r) is never stored and its
+    backward sums come from the pass that computes the gradient of both outputs."""
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_module" or len(node.args) != 2 or node.kwargs:
+            continue
+        norm = module.get_submodule(node.target)
+        residual = node.args[1]
+        if (type(norm) not in BATCH_NORMS or getattr(norm, "activation", None) not in (None,) and
+                norm.activation[0] not in DERIVATIVE_FROM_OUTPUT or not isinstance(residual, torch.fx.Node)
+                or residual.op != "call_module" or len(residual.users) != 1 or len(residual.args) != 1
+                or residual.kwargs):
+            continue
+        residual_norm = module.get_submodule(residual.target)
+        if (type(residual_norm) not in (torch.nn.BatchNorm2d, fastcnn_nn.BatchNorm2d)
+                or getattr(residual_norm, "activation", None) is not None or holders[id(residual_norm)] > 1
+                or _has_hooks(residual_norm) or not _kernel_dtypes(residual_norm)
+                or sum(other.op == "call_module" and other.target == residual.target for other in graph.nodes) != 1):
+            continue
+        if type(residual_norm) is torch.nn.BatchNorm2d:
+            _fuse_into(residual_norm, None, 0.0)
+        with graph.inserting_before(node):
+            attribute = graph.get_attr(residual.target)
+        node.args = (node.args[0], residual.args[0])
+        node.kwargs = {"residual_norm": attribute}
+        graph.erase_node(residual)
+        qualified = _join(name, residual.target)
+        result.left[:] = [(entry, why) for entry, why in result.left if entry != qualified]
+        result.fused.append((qualified, f"inside module '{_join(name, node.target)}''s pass: normalised as the "
+                                        f"residual it adds, bn(x) + bn(r) in one pass (bn(r) is never stored)"))
+        changed = True
+    return changed
+
+
 MAX_POOLS = (torch.nn.MaxPool2d, fastcnn_nn.MaxPool2d)
 
 
@@ -680,6 +719,15 @@ def _consuming_norm(node, root):
     return None
 
 
+def _consuming_residual_norm(consumer, value):
+    """The ``residual_norm`` get_attr node of ``consumer`` when it is a batch norm call that
+    normalises ``value`` as its residual (``_fuse_residual_norms``) without moments yet, else None."""
+    if (consumer is None or consumer.op != "call_module" or "residual_norm" not in consumer.kwargs
+            or "residual_moments" in consumer.kwargs or len(consumer.args) < 2 or consumer.args[1] is not value):
+        return None
+    return consumer.kwargs["residual_norm"]
+
+
 def _statistics_from_convolutions(name, module, graph, holders, result):
     """conv → bn: the convolution also emits its output's moments (kernels/moments.py) and the
     batch norm takes its training statistics from them (``conv2d_for_batch_norm``, ``moments=``),
@@ -689,10 +737,12 @@ def _statistics_from_convolutions(name, module, graph, holders, result):
         if _producing_convolution(node, module) is None:
             continue
         consumer, identities = _through_identities(node, module)
-        found = None if consumer is None else _consuming_norm(consumer, module)
-        if found is None or consumer.args[0] is not (identities or [node])[-1]:
+        value = (identities or [node])[-1]
+        residual_norm = _consuming_residual_norm(consumer, value)
+        found = None if consumer is None else residual_norm or _consuming_norm(consumer, module)
+        if found is None or (residual_norm is None and consumer.args[0] is not value):
             continue  # the output goes elsewhere, or is not what the batch norm normalises
-        norm_target, norm = found
+        norm_target, norm = (found.target, module.get_submodule(found.target)) if residual_norm else found
         if holders[id(norm)] > 1:
             continue  # shared with another part of the model: left as it is, as by the other fusions
         if type(norm) is torch.nn.BatchNorm2d:  # fastcnn's class (which takes the moments) now, not in _replace
@@ -713,7 +763,9 @@ def _statistics_from_convolutions(name, module, graph, holders, result):
             moments = graph.call_function(operator.getitem, (pair, 1))
         node.replace_all_uses_with(out)
         graph.erase_node(node)
-        if consumer.op == "call_module":
+        if residual_norm is not None:
+            consumer.kwargs = {**consumer.kwargs, "residual_moments": moments}
+        elif consumer.op == "call_module":
             consumer.kwargs = {**consumer.kwargs, "moments": moments}
         else:
             consumer.args = (*consumer.args[:3], moments, *consumer.args[4:])

@@ -5,7 +5,7 @@ import torch
 from .dtypes import KERNEL_DTYPES
 from .ops import activation as _activation
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
-from .ops.batch_norm import batch_norm
+from .ops.batch_norm import batch_norm, batch_norm_add_batch_norm
 from .ops.conv2d import batch_norm_conv2d, conv2d, conv2d_with_moments
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d, stochastic_depth
@@ -97,10 +97,25 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
         track = not self.training or self.track_running_stats
         return (self.running_mean if track else None, self.running_var if track else None), batch_statistics, factor
 
-    def forward(self, input, residual=None, moments=None):
+    def forward(self, input, residual=None, moments=None, residual_norm=None, residual_moments=None):
         """act(bn(input) [+ residual]); ``moments``: those the convolution that computed ``input``
-        emitted for it (``conv2d_for_batch_norm``), which spare the statistics pass in training."""
+        emitted for it (``conv2d_for_batch_norm``), which spare the statistics pass in training.
+        ``residual_norm``: a fastcnn ``BatchNorm2d`` (no activation) whose output the residual is,
+        ``residual`` then being its input (and ``residual_moments`` that input's moments):
+        act(bn(input) + residual_norm(residual)) in one pass (``fastcnn.batch_norm_add_batch_norm``;
+        what ``convert`` puts where a ResNet block adds its downsample's batch norm)."""
         statistics, batch_statistics, factor = self._batch_norm_arguments(input)
+        if residual_norm is not None:
+            residual_statistics, residual_batch, residual_factor = residual_norm._batch_norm_arguments(residual)
+            if residual_batch == batch_statistics and residual_norm.activation is None:
+                return batch_norm_add_batch_norm(
+                    input, *statistics, self.weight, self.bias, residual, *residual_statistics, residual_norm.weight,
+                    residual_norm.bias, batch_statistics, factor, self.eps, residual_factor, residual_norm.eps,
+                    activation=self.activation, moments=moments, residual_moments=residual_moments)
+            # one norm in training and one in eval (or an activation): the residual's batch norm alone first
+            residual = batch_norm(residual, *residual_statistics, residual_norm.weight, residual_norm.bias,
+                                  residual_batch, residual_factor, residual_norm.eps,
+                                  activation=residual_norm.activation, moments=residual_moments)
         if residual is not None and not _fits_output(input, residual):
             # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
             # would broadcast the output up or promote its dtype (or raise): as the original ran it.

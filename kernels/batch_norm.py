@@ -54,6 +54,9 @@ MOMENTS_BLOCK = 32
 MOMENTS_BLOCK_SLOTS = 64
 MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=256)  # 256 rows x 64 channels: 16 K values a slice
 MAX_SPLITS = 256
+# The rows each program of ``grad_with_sums`` sums: 4096 x 64 channels of a ResNet-50 stage-1
+# activation keep ~800 programs busy; the interpreter's few keep CI's small tests sliced.
+GRAD_ROWS_PER_SLICE = by_backend(interpreter=128, gpu=4096)
 
 
 @triton.jit
@@ -213,10 +216,12 @@ def _pre_activation(centred, r_ptr, stats_ptr, weight_ptr, bias_ptr, rows, c, ma
 
 @triton.jit
 def _apply_kernel(
-        x_ptr, r_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, num_rows, channels, spatial,
-        x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, y_stride_n, y_stride_c, y_stride_s,
-        weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-        HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        x_ptr, r_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, r_stats_ptr, r_weight_ptr, r_bias_ptr, parameter,
+        num_rows, channels, spatial, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
+        y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride, r_weight_stride, r_bias_stride,
+        KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SHIFTED: tl.constexpr, RESIDUAL_NORMALIZED: tl.constexpr, HAS_RESIDUAL_WEIGHT: tl.constexpr,
+        HAS_RESIDUAL_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
@@ -226,6 +231,13 @@ def _apply_kernel(
     z = _pre_activation(_centred(x, x_ptr, stats_ptr, c, channel_ok, x_stride_c, SHIFTED), r_ptr, stats_ptr,
                         weight_ptr, bias_ptr, rows, c, mask, channel_ok, channels, spatial, r_stride_n, r_stride_c,
                         r_stride_s, weight_stride, bias_stride, HAS_RESIDUAL, HAS_WEIGHT, HAS_BIAS)
+    if RESIDUAL_NORMALIZED:  # the residual is a second batch norm's input: z = bn(x) + bn_r(r)
+        r = tl.load(r_ptr + _row_offsets(rows, spatial, r_stride_n, r_stride_s)[:, None] + (c * r_stride_c)[None, :],
+                    mask=mask, other=0.0).to(tl.float32)
+        z += _pre_activation(_centred(r, r_ptr, r_stats_ptr, c, channel_ok, r_stride_c, SHIFTED), r_ptr,
+                             r_stats_ptr, r_weight_ptr, r_bias_ptr, rows, c, mask, channel_ok, channels, spatial,
+                             r_stride_n, r_stride_c, r_stride_s, r_weight_stride, r_bias_stride, False,
+                             HAS_RESIDUAL_WEIGHT, HAS_RESIDUAL_BIAS)
     y = activate(z, KIND, parameter)
     tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
              y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -259,13 +271,17 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, paramete
 
 @triton.jit
 def _backward_sums_kernel(
-        dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, g_ptr, parameter, num_rows, channels,
-        spatial, rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
-        r_stride_c, r_stride_s, g_stride_n, g_stride_c, g_stride_s, weight_stride, bias_stride, KIND: tl.constexpr,
+        dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, g_ptr, rx_ptr, r_stats_ptr,
+        r_partial_ptr, parameter, num_rows, channels, spatial, rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s,
+        x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, g_stride_n, g_stride_c, g_stride_s,
+        rx_stride_n, rx_stride_c, rx_stride_s, weight_stride, bias_stride, KIND: tl.constexpr,
         HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SHIFTED: tl.constexpr, WRITE_G: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        SHIFTED: tl.constexpr, WRITE_G: tl.constexpr, RESIDUAL_SUMS: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr):
     """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows; with WRITE_G, g itself
-    too (the residual's gradient, which the apply then reads instead of dy and the output)."""
+    too (the residual's gradient, which the apply then reads instead of dy and the output); with
+    RESIDUAL_SUMS, r_partial the same sums for the batch norm whose input ``rx`` the residual
+    normalised (sum g, sum g·r̂): g is the gradient of both norms' outputs."""
     split = tl.program_id(1)
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
@@ -274,6 +290,9 @@ def _backward_sums_kernel(
     end = tl.minimum(start + rows_per_split, num_rows)
     sum_g = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
     sum_gx = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    sum_gr = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    if RESIDUAL_SUMS:
+        r_invstd = tl.load(r_stats_ptr + channels + c, mask=channel_ok, other=0.0)
     for first in range(start, end, BLOCK_R):
         rows = first + tl.arange(0, BLOCK_R)
         mask = (rows < end)[:, None] & channel_ok[None, :]
@@ -286,9 +305,19 @@ def _backward_sums_kernel(
                      g.to(g_ptr.dtype.element_ty), mask=mask)
         sum_g += g
         sum_gx += g * (centred * invstd[None, :])
+        if RESIDUAL_SUMS:
+            rx = tl.load(rx_ptr + _row_offsets(rows, spatial, rx_stride_n, rx_stride_s)[:, None]
+                         + (c * rx_stride_c)[None, :], mask=mask, other=0.0).to(tl.float32)
+            r_centred = _centred(rx, rx_ptr, r_stats_ptr, c, channel_ok, rx_stride_c, SHIFTED)
+            sum_gr += g * (r_centred * r_invstd[None, :])
     base = partial_ptr + split * 2 * channels + c
-    tl.store(base, tl.sum(sum_g, axis=0), mask=channel_ok)
+    total_g = tl.sum(sum_g, axis=0)
+    tl.store(base, total_g, mask=channel_ok)
     tl.store(base + channels, tl.sum(sum_gx, axis=0), mask=channel_ok)
+    if RESIDUAL_SUMS:
+        r_base = r_partial_ptr + split * 2 * channels + c
+        tl.store(r_base, total_g, mask=channel_ok)
+        tl.store(r_base + channels, tl.sum(sum_gr, axis=0), mask=channel_ok)
 
 
 @triton.jit
@@ -373,25 +402,31 @@ def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad
     return 2
 
 
-def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, parameter, output=None):
+def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, parameter, output=None,
+                   residual_norm=None):
     """One pass of the backward of act(batch_norm(x) + residual) in training: g = act'(z)·dy into
     ``g`` (the residual's gradient; z recomputed from x and ``residual``, or the derivative taken
     from ``output`` = act(z)) and into ``partial`` (fp32 [backward_sum_slices(x), 2, C]) the
     partial sums of g and g·x̂ that ``backward_from_sums`` finishes. Reads dy, x and the output
     (or the residual) and writes g: the pass over g and x for the sums that ``backward`` makes is
-    saved. Returns the number of launches (1)."""
+    saved. With ``residual_norm`` = (stats, partial) the residual was the input of a second batch
+    norm (``apply``'s ``residual_norm``; the derivative then from ``output``): its sums of g and
+    g·r̂ go to that partial in the same pass. Returns the number of launches (1)."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
+    normalized = residual_norm is not None
+    assert output is not None or not normalized, "a normalised residual's backward takes act' from the output"
     r = output if output is not None else residual
     affine, affine_strides, flags = _affine(weight, bias, stats)
-    rows_per_split, splits = _backward_slices(x, block_c)
+    rows_per_split, splits = GRAD_ROWS_PER_SLICE, backward_sum_slices(x)
     assert partial.shape == (splits, 2, channels), (partial.shape, splits)
+    rx, r_stats, r_partial = (residual, *residual_norm) if normalized else (x, stats, partial)
     _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-        dy, x, r, stats, *affine, partial, g, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
-        *dy.stride(), *x.stride(), *r.stride(), *g.stride(), *affine_strides, KIND=kind,
-        HAS_RESIDUAL=output is None, FROM_OUTPUT=output is not None, SHIFTED=True, **flags, WRITE_G=True,
-        BLOCK_R=block_r, BLOCK_C=block_c)
+        dy, x, r, stats, *affine, partial, g, rx, r_stats, r_partial, float(parameter), num_rows, channels, x.shape[2],
+        rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *g.stride(), *rx.stride(), *affine_strides,
+        KIND=kind, HAS_RESIDUAL=output is None, FROM_OUTPUT=output is not None, SHIFTED=True, **flags, WRITE_G=True,
+        RESIDUAL_SUMS=normalized, BLOCK_R=block_r, BLOCK_C=block_c)
     return 1
 
 
@@ -402,8 +437,10 @@ def _backward_slices(x, block_c):
 
 
 def backward_sum_slices(x):
-    """How many partial sums ``grad_with_sums`` writes for x [N, C, S] (its result's first dim)."""
-    return _backward_slices(x, _tiles(x.stride(1))[1])[1]
+    """How many partial sums ``grad_with_sums`` writes for x [N, C, S] (its result's first dim):
+    one per GRAD_ROWS_PER_SLICE rows, a count that needs no device (the partials are an output
+    of an operator, whose shape fake tensors and torch.compile must know without a GPU)."""
+    return max(1, triton.cdiv(x.shape[0] * x.shape[2], GRAD_ROWS_PER_SLICE))
 
 
 def _tiles(channel_stride):
@@ -454,19 +491,26 @@ def statistics_from_moments(x, moments, stats, running_mean, running_var, *, mom
     return 1
 
 
-def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter):
+def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, residual_norm=None):
     """y = act((x - mean)·w·invstd + b [+ residual]) for x, residual (or None) and y [N, C, S],
     from ``statistics``' ``stats`` (``training``: the batch's) and the affine ``weight`` and
-    ``bias`` (1-d or None); ``kind`` one of fastcnn/ops/activation.py's KINDS or None. One launch."""
+    ``bias`` (1-d or None); ``kind`` one of fastcnn/ops/activation.py's KINDS or None. With
+    ``residual_norm`` = (stats, weight, bias) of a second batch norm, the residual is that norm's
+    input and bn_r(residual) is added instead (a ResNet downsample's batch norm: its output is
+    never stored). One launch."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
     r = x if residual is None else residual
     affine, affine_strides, flags = _affine(weight, bias, stats)
+    r_stats, r_weight, r_bias = residual_norm if residual_norm is not None else (stats, None, None)
+    r_affine, r_affine_strides, r_flags = _affine(r_weight, r_bias, r_stats)
     _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-        x, r, y, stats, *affine, float(parameter), num_rows, channels, x.shape[2], *x.stride(), *r.stride(),
-        *y.stride(), *affine_strides, KIND=kind, HAS_RESIDUAL=residual is not None, SHIFTED=training, **flags,
-        BLOCK_R=block_r, BLOCK_C=block_c)
+        x, r, y, stats, *affine, r_stats, *r_affine, float(parameter), num_rows, channels, x.shape[2], *x.stride(),
+        *r.stride(), *y.stride(), *affine_strides, *r_affine_strides, KIND=kind,
+        HAS_RESIDUAL=residual is not None and residual_norm is None, SHIFTED=training, **flags,
+        RESIDUAL_NORMALIZED=residual_norm is not None, HAS_RESIDUAL_WEIGHT=r_flags["HAS_WEIGHT"],
+        HAS_RESIDUAL_BIAS=r_flags["HAS_BIAS"], BLOCK_R=block_r, BLOCK_C=block_c)
     return 1
 
 
@@ -491,9 +535,9 @@ def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bia
         rows_per_split, splits = _backward_slices(x, block_c)
         partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, r, stats, *affine, partial, x, float(parameter), num_rows, channels, x.shape[2], rows_per_split,
-            *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *affine_strides, **activation, WRITE_G=False,
-            BLOCK_R=block_r, BLOCK_C=block_c)
+            dy, x, r, stats, *affine, partial, x, x, stats, partial, float(parameter), num_rows, channels, x.shape[2],
+            rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *x.stride(), *affine_strides,
+            **activation, WRITE_G=False, RESIDUAL_SUMS=False, BLOCK_R=block_r, BLOCK_C=block_c)
         sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
         _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
             partial, splits, sums, grad_weight if grad_weight is not None else sums,

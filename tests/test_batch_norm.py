@@ -512,3 +512,43 @@ def test_batch_norm_act_module(seed, generator):
     assert_close(ours.running_var, theirs.running_var, torch.float32, what="running_var", seed=seed)
     assert fastcnn.nn.BatchNorm2dReLU(3).activation == ("relu", 0.0)
     assert fastcnn.nn.BatchNorm2d(3).activation is None
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("training, activation, layout", [(True, "relu", "channels_last"), (True, None, "contiguous"),
+                                                          (True, "sigmoid", "channels_last"),
+                                                          (False, "relu", "contiguous"), (True, "silu", "contiguous")])
+def test_batch_norm_add_batch_norm_matches_float64(training, activation, layout, seed, generator):
+    """act(bn(x) + bn_r(r)) (a ResNet downsample block's end) in one pass: the output, the six
+    gradients and both norms' running statistics as float64 torch; in training with ReLU, no pass
+    of its own for the residual's batch norm forward or for either norm's backward sums."""
+    x, r = (make_tensor((4, 6, 5, 3), layout=layout, generator=generator).requires_grad_() for _ in range(2))
+    parameters = [make_tensor((6,), generator=generator).requires_grad_() for _ in range(4)]
+    running = [make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs() + 0.5,
+               make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs() + 0.5]
+    ours_running = [t.clone() for t in running]
+    with record_aten_ops() as names:
+        out = fastcnn.batch_norm_add_batch_norm(x, *ours_running[:2], *parameters[:2], r, *ours_running[2:],
+                                                *parameters[2:], training, 0.1, 1e-5, 0.3, 1e-3, activation=activation)
+        grad = make_tensor(out.shape, generator=generator)
+        out.backward(grad)
+    double = [t.detach().double().requires_grad_() for t in (x, r, *parameters)]
+    reference_running = [t.double() for t in running]
+    reference = (F.batch_norm(double[0], *reference_running[:2], double[2], double[3], training, 0.1, 1e-5)
+                 + F.batch_norm(double[1], *reference_running[2:], double[4], double[5], training, 0.3, 1e-3))
+    if activation is not None:
+        reference = getattr(torch, activation)(reference) if activation != "silu" else F.silu(reference)
+    reference.backward(grad.double())
+    assert_close(out, reference, torch.float32, what="output", seed=seed)
+    for name, mine, expected in zip(("x", "r", "weight", "bias", "residual weight", "residual bias"),
+                                    (x.grad, r.grad, *(p.grad for p in parameters)), (t.grad for t in double)):
+        assert_close(mine, expected, torch.float32, what=f"grad {name}", seed=seed, reduction_length=4 * 5 * 3)
+    for mine, expected in zip(ours_running, reference_running):
+        assert_close(mine, expected, torch.float32, what="running statistics", seed=seed, reduction_length=60)
+    ops = [name for name in names if name.startswith("fastcnn::")]
+    if activation == "silu":  # not from the output: the residual's batch norm runs on its own
+        assert "fastcnn::batch_norm_apply" in ops, ops
+    else:
+        assert "fastcnn::batch_norm_apply" not in ops and ops.count("fastcnn::batch_norm_residual_apply") == 1, ops
+    if training and activation == "relu":
+        assert ops.count("fastcnn::batch_norm_backward_from_sums") == 2 and "fastcnn::batch_norm_backward" not in ops, ops

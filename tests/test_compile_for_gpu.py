@@ -132,6 +132,9 @@ def test_each_variant_family_compiles(compiled):
     # and the residual's gradient written with the sums (training) or not (the plain backward)
     assert seen[("batch_norm", "_backward_sums_kernel", "WRITE_G")] == {True, False}
     assert seen[("batch_norm", "_backward_sums_kernel", "FROM_OUTPUT")] == {True, False}
+    # and with the residual a second batch norm's input (a ResNet downsample's), forward and sums
+    assert seen[("batch_norm", "_apply_kernel", "RESIDUAL_NORMALIZED")] == {True, False}
+    assert seen[("batch_norm", "_backward_sums_kernel", "RESIDUAL_SUMS")] == {True, False}
     # the stem's batch norm in the max-pool's prologue, its backward sums in the pool's backward
     assert seen[("max_pool", "_max_pool2d_forward_kernel", "PROLOGUE")] == {True, False}
     assert seen[("max_pool", "_max_pool2d_backward_kernel", "EPILOGUE")] == {True, False}

@@ -50,8 +50,8 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
     assert type(converted.layer3.bn3) is fastcnn.nn.BatchNorm2dReLU
     assert type(converted.layer3.downsample[1]) is fastcnn.nn.BatchNorm2d
     fused = {name for name, detail in report.fused if "statistics from" not in detail}
-    assert fused == {"bn1", "layer1.bn1", "layer1.bn2", "layer2.bn1", "layer2.downsample.1", "layer3.bn1",
-                     "layer3.bn2", "layer3.bn3"}, report
+    assert fused == {"bn1", "layer1.bn1", "layer1.bn2", "layer2.bn1", "layer2.bn2", "layer2.downsample.1",
+                     "layer3.bn1", "layer3.bn2", "layer3.bn3", "layer3.downsample.1"}, report
     # Every batch norm here reads a convolution's output: it takes its statistics from the moments
     # that convolution's epilogue emits, with no pass of its own.
     from_moments = {name: detail for name, detail in report.fused if "statistics from" in detail}
@@ -59,7 +59,10 @@ def test_resnet_style_model_is_converted_and_fused_where_expected(generator):
                                    if isinstance(module, nn.BatchNorm2d)}, report
     assert "'layer3.conv2'" in from_moments["layer3.bn2"] and "'conv1'" in from_moments["bn1"], report
     left = dict(report.left)
-    assert "residual" in left["layer2.bn2"] and "residual" in left["layer3.downsample.1"], report
+    # The norm whose output is the other one's residual runs inside that one's pass: bn(x) + bn(r).
+    inside = {name: detail for name, detail in report.fused if "residual it adds" in detail}
+    assert inside.keys() == {"layer2.bn2", "layer3.downsample.1"} and not inside.keys() & left.keys(), report
+    assert "'layer3.bn3'" in inside["layer3.downsample.1"] and "'layer2.downsample.1'" in inside["layer2.bn2"], report
     # conv → bn → relu → conv: the interior of each block runs its batch norm in the next
     # convolution's prologue, the stem's in the max-pool's; the residual ones keep theirs.
     into = {name: detail for name, detail in report.fused if "into module" in detail}

@@ -103,7 +103,7 @@ def test_declared_launches_are_the_kernels_launches_on_a_resnet_step(seed):
     # the stem's bn → relu → max-pool in the pool's
     assert {"fastcnn::conv2d_moments", "fastcnn::conv2d_normalized_moments", "fastcnn::conv2d_input_grad",
             "fastcnn::conv2d_weight_grad", "fastcnn::conv2d_normalized_weight_grad",
-            "fastcnn::batch_norm_statistics_from_moments", "fastcnn::batch_norm_apply", "fastcnn::batch_norm_backward",
+            "fastcnn::batch_norm_statistics_from_moments", "fastcnn::batch_norm_backward_from_sums",
             "fastcnn::batch_norm_residual_apply", "fastcnn::batch_norm_residual_grad_with_sums",
             "fastcnn::max_pool2d_normalized", "fastcnn::max_pool2d_normalized_backward", "fastcnn::avg_pool2d",
             "fastcnn::avg_pool2d_backward", "fastcnn::cross_entropy_forward", "fastcnn::cross_entropy_backward_", "fastcnn::sgd_step_"} <= seen
@@ -132,6 +132,7 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
         y = fastcnn.batch_norm(y, None, None, norm_weight, norm_bias, True, activation="silu",
                                residual=residual[:, :, :y.shape[2], :y.shape[3]])
         y = fastcnn.batch_norm(y, None, None, None, None, True, residual=y * 0.5)
+        y = fastcnn.batch_norm(y, None, None, norm_weight, norm_bias, True, activation="relu")
         y = fastcnn.batch_norm(y, torch.zeros(6), torch.ones(6), norm_weight, None, False, activation="relu",
                                residual=y * 0.25)  # eval: the residual's gradient alone, then batch norm's
         y = fastcnn.add(fastcnn.sigmoid(y), fastcnn.gelu(y))

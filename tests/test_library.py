@@ -58,21 +58,30 @@ def test_opcheck_batch_norm(training, generator):
                                                 bias.clone().requires_grad_(), training, kind, 0.1))
     for kind in (None, "relu", "silu", "leaky_relu"):
         _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), stats, weight, bias,
-                                                         residual.clone().requires_grad_(), training, kind, 0.1))
+                                                         residual.clone().requires_grad_(), None, None, None,
+                                                         training, kind, 0.1))
+    for kind in (None, "relu"):  # the residual a second batch norm's input (a ResNet downsample's)
+        _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), stats,
+                                                         weight.clone().requires_grad_(), bias,
+                                                         residual.clone().requires_grad_(), stats,
+                                                         bias.clone().requires_grad_(), weight, training, kind, 0.1))
     _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, training, "relu",
                                                0.0, [True, True, False]))
     _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, None, None, training, None, 0.0,
                                                [True, True, True]))
-    output = OPS.batch_norm_residual_apply(input, stats, weight, bias, residual, training, "relu", 0.0)
+    output = OPS.batch_norm_residual_apply(input, stats, weight, bias, residual, None, None, None, training, "relu",
+                                           0.0)
     _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), None, None, output, stats, None, None,
                                                     training, "relu", 0.0))
     _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), input, residual, None, stats, weight,
                                                     bias, training, "gelu", 0.0))
     if training:
         _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, None, output, stats,
-                                                                  None, None, "relu", 0.0))
+                                                                  None, None, "relu", 0.0, None))
         _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, None,
-                                                                  stats, weight, bias, "gelu", 0.0))
+                                                                  stats, weight, bias, "gelu", 0.0, None))
+        _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, output,
+                                                                  stats, weight, bias, "relu", 0.0, stats))
 
 
 def test_opcheck_avg_pool(generator):

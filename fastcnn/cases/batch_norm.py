@@ -2,7 +2,7 @@
 and BN + identity → ReLU on its block outputs."""
 import torch
 
-from ..nn import BatchNorm2dReLU
+from ..nn import BatchNorm2d, BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
@@ -24,7 +24,7 @@ def resnet50_block_outputs():
 # Activation shapes (channels, height = width) of a network's batch norms; "resnet50_blocks" are
 # the residual cases.
 SUITES = {"resnet50": resnet50_activation_shapes, "resnet50_blocks": resnet50_block_outputs}
-PROFILE_OPS = ("batch_norm_relu", "batch_norm_add_relu")
+PROFILE_OPS = ("batch_norm_relu", "batch_norm_add_relu", "batch_norm_add_batch_norm_relu")
 
 
 def benchmark_shapes():
@@ -68,14 +68,54 @@ def _residual_case(channels, size, batch, dtype, layout):
                                                residual=True)}, build)
 
 
+class _BatchNormAddBatchNormReLU(torch.nn.Module):
+    """A ResNet downsample block's end: relu(bn3(x) + downsample's bn(r)), eager torch's modules."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.bn, self.residual_bn = torch.nn.BatchNorm2d(channels), torch.nn.BatchNorm2d(channels)
+
+    def forward(self, input, residual):
+        return torch.relu(self.bn(input) + self.residual_bn(residual))
+
+
+class _FastcnnBatchNormAddBatchNormReLU(_BatchNormAddBatchNormReLU):
+    """The same converted: the downsample's batch norm inside bn3's pass (``residual_norm``)."""
+
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.bn.__class__, self.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
+        self.residual_bn.__class__, self.residual_bn.activation = BatchNorm2d, None
+
+    def forward(self, input, residual):
+        return self.bn(input, residual, residual_norm=self.residual_bn)
+
+
+def _residual_norm_case(channels, size, batch, dtype, layout):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        shape = (batch, channels, size, size)
+        input = random_input(shape, dtype, layout, device, generator).requires_grad_()
+        residual = random_input(shape, dtype, layout, device, generator).requires_grad_()
+        return training_steps(_FastcnnBatchNormAddBatchNormReLU(channels).to(device),
+                              _BatchNormAddBatchNormReLU(channels).to(device), input, (residual,))
+
+    # The least it moves: forward reads x and r and writes y; backward reads dy, y, x and r and
+    # writes both inputs' gradients.
+    numel = batch * channels * size * size
+    return BenchmarkCase("batch_norm_add_batch_norm_relu", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": 9 * numel * element_size(dtype)}, build)
+
+
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: BN+ReLU forward + backward in training on ResNet-50's activations
-    (batch_norm_relu), and BN + identity → ReLU on its block outputs (batch_norm_add_relu)."""
-    residual = op == "batch_norm_add_relu"
+    (batch_norm_relu), and BN + identity → ReLU on its block outputs (batch_norm_add_relu), or
+    with the identity a downsample's batch norm (batch_norm_add_batch_norm_relu)."""
+    residual = op in ("batch_norm_add_relu", "batch_norm_add_batch_norm_relu")
     activations = [(5, 7)] if smoke else resnet50_block_outputs() if residual else benchmark_shapes()
     activations = activations[:3] if quick else activations
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    case = _residual_case if residual else _case
+    case = {"batch_norm_add_relu": _residual_case, "batch_norm_add_batch_norm_relu": _residual_norm_case}.get(op, _case)
     return [case(channels, size, batch, dtype, layout) for channels, size in activations for batch in batches
             for dtype in dtypes for layout in layouts]
 
@@ -99,6 +139,17 @@ def static_launches(kernel_module, options):
         batch_norm.backward(y, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
                             kind="relu", parameter=0.0)
 
+    def bn_add_bn_relu(dtype, channels_last):
+        batch_norm = kernel_module("batch_norm")
+        c = 256  # the end of ResNet-50's first bottleneck: bn3 + the downsample's batch norm, ReLU
+        x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
+        stats, residual_stats, weight, bias = torch.empty((2, c)), torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0,
+                         residual_norm=(residual_stats, weight, bias))
+        partial, residual_partial = (torch.empty((batch_norm.backward_sum_slices(x), 2, c)) for _ in range(2))
+        batch_norm.grad_with_sums(dr, x, r, dx, partial, stats, weight, bias, kind="relu", parameter=0.0, output=y,
+                                  residual_norm=(residual_stats, residual_partial))
+
     def bn_add_relu(dtype, channels_last):
         batch_norm = kernel_module("batch_norm")
         c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
@@ -114,7 +165,8 @@ def static_launches(kernel_module, options):
         batch_norm.backward_from_sums(dr, x, dx, partial, stats, weight, bias, torch.empty(c), torch.empty(c),
                                       training=True)
     return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
-            + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu))
+            + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu)
+            + per_layout_and_dtype(options, "batchnorm+add+batchnorm+relu N32 C256 56x56", bn_add_bn_relu))
 
 
 def compile_variants(kernel_module):

@@ -39,7 +39,7 @@ from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
 
-__all__ = ["batch_norm", "batch_norm_relu"]
+__all__ = ["batch_norm", "batch_norm_add_batch_norm", "batch_norm_relu"]
 
 OP = "batch_norm"
 
@@ -213,13 +213,14 @@ def _apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Opti
     return _apply(input, None, stats, weight, bias, training, kind, parameter)
 
 
-def _apply(input, residual, stats, weight, bias, training, kind, parameter):
+def _apply(input, residual, stats, weight, bias, training, kind, parameter, residual_norm=None):
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
             _backend.record_launch(OP, _kernels().apply(
                 rows_view(input), None if residual is None else as_rows(residual), rows_view(out), stats,
-                _vector(weight), _vector(bias), training=training, kind=kind, parameter=parameter))
+                _vector(weight), _vector(bias), training=training, kind=kind, parameter=parameter,
+                residual_norm=None if residual_norm is None else (residual_norm[0], *map(_vector, residual_norm[1:]))))
     return out
 
 
@@ -328,15 +329,27 @@ _apply_op.register_autograd(_backward, setup_context=_setup_context)
 # bias's gradients) and applies them to g (x's). Torch's bn → add → act runs the sums as a pass of
 # their own over g and x: one read of x more than it needs. The price is memory for the length of
 # the node: dy, g and x's gradient live together (torch's two nodes hold two of them at a time).
+# The residual may itself be a batch norm's input (``residual_stats``, a ResNet downsample's
+# batch norm): z = bn(x) + bn_r(r), bn_r(r) never stored, its sums taken in the same pass.
 @torch.library.custom_op("fastcnn::batch_norm_residual_apply", mutates_args=())
 def _residual_apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                       residual: Tensor, training: bool, kind: Optional[str], parameter: float) -> Tensor:
-    """act(batch_norm(input) + residual) (``residual`` shaped as the input)."""
-    return _apply(input, residual, stats, weight, bias, training, kind, parameter)
+                       residual: Tensor, residual_stats: Optional[Tensor], residual_weight: Optional[Tensor],
+                       residual_bias: Optional[Tensor], training: bool, kind: Optional[str],
+                       parameter: float) -> Tensor:
+    """act(batch_norm(input) + residual) (``residual`` shaped as the input); with
+    ``residual_stats``, act(batch_norm(input) + batch_norm_r(residual)), the second norm's
+    statistics and affine parameters those given (its activation's derivative must be one taken
+    from the output, or there must be no activation)."""
+    normalized = residual_stats is not None
+    if normalized and kind is not None and kind not in DERIVATIVE_FROM_OUTPUT:
+        raise ValueError(f"fastcnn::batch_norm_residual_apply: a normalised residual takes no activation {kind!r}")
+    return _apply(input, residual, stats, weight, bias, training, kind, parameter,
+                  (residual_stats, residual_weight, residual_bias) if normalized else None)
 
 
 @_residual_apply_op.register_fake
-def _(input, stats, weight, bias, residual, training, kind, parameter):
+def _(input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias, training, kind,
+      parameter):
     return empty_rows_like(input)
 
 
@@ -362,66 +375,87 @@ def _(grad_out, input, residual, output, stats, weight, bias, training, kind, pa
     return empty_rows_like(output if output is not None else input)
 
 
-def _empty_partial_sums(input):
-    return torch.empty((_kernels().backward_sum_slices(rows_view(input)), 2, input.shape[1]), dtype=torch.float32,
-                       device=input.device)
+def _empty_partial_sums(input, wanted=True):
+    slots = _kernels().backward_sum_slices(rows_view(input)) if wanted else 0
+    return torch.empty((slots, 2, input.shape[1]), dtype=torch.float32, device=input.device)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_residual_grad_with_sums", mutates_args=())
 def _residual_grad_with_sums_op(grad_out: Tensor, input: Tensor, residual: Optional[Tensor],
                                 output: Optional[Tensor], stats: Tensor, weight: Optional[Tensor],
-                                bias: Optional[Tensor], kind: str, parameter: float) -> tuple[Tensor, Tensor]:
-    """Training: (g, the partial sums of g and g·x̂, fp32 [slices, 2, C]) in one pass, g =
-    act'(z)·grad_out for z = batch_norm(input) + residual taken from ``output`` = act(z) when it
-    is given, else recomputed from ``input`` and ``residual``; the sums are what
-    ``fastcnn::batch_norm_backward_from_sums`` takes."""
+                                bias: Optional[Tensor], kind: str, parameter: float,
+                                residual_stats: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Training: (g, the partial sums of g and g·x̂, fp32 [slices, 2, C], and with
+    ``residual_stats`` those of g and g·r̂ for the batch norm whose input ``residual`` is, else an
+    empty [0, 2, C]) in one pass, g = act'(z)·grad_out for z = batch_norm(input) + residual taken
+    from ``output`` = act(z) when it is given, else recomputed from ``input`` and ``residual``;
+    the sums are what ``fastcnn::batch_norm_backward_from_sums`` takes."""
     grad = empty_rows_like(input)
     partial = _empty_partial_sums(input)
+    residual_partial = _empty_partial_sums(input, residual_stats is not None)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm residual backward (with sums)"):
             _backend.record_launch(OP, _kernels().grad_with_sums(
                 as_rows(grad_out), rows_view(input), None if residual is None else as_rows(residual), rows_view(grad),
                 partial, stats, _vector(weight), _vector(bias), kind=kind, parameter=parameter,
-                output=None if output is None else rows_view(output)))
-    return grad, partial
+                output=None if output is None else rows_view(output),
+                residual_norm=None if residual_stats is None else (residual_stats, residual_partial)))
+    return grad, partial, residual_partial
 
 
 @_residual_grad_with_sums_op.register_fake
-def _(grad_out, input, residual, output, stats, weight, bias, kind, parameter):
-    return empty_rows_like(input), _empty_partial_sums(input)
+def _(grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats):
+    return empty_rows_like(input), _empty_partial_sums(input), _empty_partial_sums(input, residual_stats is not None)
 
 
 def _setup_residual_context(ctx, inputs, output):
     """Saved: the input and the statistics, and what act'(z) needs, as torch's bn → add → act keeps
     it: the output for an activation whose torch backward takes the result (relu, sigmoid, tanh;
     a ResNet block's output is kept by the next block's first convolution anyway), nothing more
-    without an activation, else the residual."""
-    input, stats, weight, bias, residual, training, kind, parameter = inputs
+    without an activation, else the residual; a normalised residual's input and statistics."""
+    (input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias, training, kind,
+     parameter) = inputs
     ctx.activation = (training, kind, parameter)
     from_output = kind in DERIVATIVE_FROM_OUTPUT
-    ctx.save_for_backward(input, residual if kind is not None and not from_output else None,
-                          output if from_output else None, stats, weight, bias)
+    keep_residual = residual_stats is not None or (kind is not None and not from_output)
+    ctx.save_for_backward(input, residual if keep_residual else None, output if from_output else None, stats, weight,
+                          bias, residual_stats, residual_weight, residual_bias)
 
 
 def _residual_backward(ctx, grad_out):
     training, kind, parameter = ctx.activation
-    input, residual, output, stats, weight, bias = ctx.saved_tensors
+    input, residual, output, stats, weight, bias, residual_stats, residual_weight, residual_bias = ctx.saved_tensors
     needs = ctx.needs_input_grad
     wanted = [needs[0], needs[2], needs[3]]  # input, weight, bias
-    grads = (None, None, None)
+    normalized = residual_stats is not None
+    residual_wanted = [needs[4], needs[6], needs[7]] if normalized else [False] * 3
+    grads = residual_grads = None
     if kind is None:
         grad = grad_out
-    elif training and any(wanted):
-        grad, partial = _residual_grad_with_sums_op(grad_out, input, residual, output, stats, weight, bias, kind,
-                                                    parameter)
-        grads = _backward_from_sums_op(grad, input, partial, stats, weight, bias, True, wanted)
+    elif training and (any(wanted) or any(residual_wanted)):
+        grad, partial, residual_partial = _residual_grad_with_sums_op(
+            grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats)
+        if any(wanted):
+            grads = _backward_from_sums_op(grad, input, partial, stats, weight, bias, True, wanted)
+        if any(residual_wanted):
+            residual_grads = _backward_from_sums_op(grad, residual, residual_partial, residual_stats, residual_weight,
+                                                    residual_bias, True, residual_wanted)
     else:
-        grad = _residual_grad_op(grad_out, None if output is not None else input, residual, output, stats, weight,
-                                 bias, training, kind, parameter)
-    if any(wanted) and grads[0] is None and grads[1] is None and grads[2] is None:
+        grad = _residual_grad_op(grad_out, None if output is not None else input, None if normalized else residual,
+                                 output, stats, weight, bias, training, kind, parameter)
+    if any(wanted) and grads is None:
         grads = _backward_op(grad, input, stats, weight, bias, training, None, 0.0, wanted)
-    grads = [value if needed else None for value, needed in zip(grads, wanted)]
-    return grads[0], None, grads[1], grads[2], grad if needs[4] else None, None, None, None
+    if any(residual_wanted) and residual_grads is None:
+        residual_grads = _backward_op(grad, residual, residual_stats, residual_weight, residual_bias, training, None,
+                                      0.0, residual_wanted)
+    grads = [None] * 3 if grads is None else [value if needed else None for value, needed in zip(grads, wanted)]
+    if normalized:
+        residual_grads = [None] * 3 if residual_grads is None else [
+            value if needed else None for value, needed in zip(residual_grads, residual_wanted)]
+    else:
+        residual_grads = [grad if needs[4] else None, None, None]
+    return (grads[0], None, grads[1], grads[2], residual_grads[0], None, residual_grads[1], residual_grads[2], None,
+            None, None)
 
 
 _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_residual_context)
@@ -452,7 +486,8 @@ def _apply_launches(out, input, stats, weight, bias, training, kind, parameter):
 
 
 @launches_of(_residual_apply_op, "norm")
-def _residual_apply_launches(out, input, stats, weight, bias, residual, training, kind, parameter):
+def _residual_apply_launches(out, input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias,
+                             training, kind, parameter):
     return [one_pass("_apply_kernel", [input, residual], [out])] if input.numel() else []
 
 
@@ -488,9 +523,12 @@ def _residual_grad_launches(grad, grad_out, input, residual, output, stats, weig
 
 @launches_of(_residual_grad_with_sums_op, "norm")
 def _residual_grad_with_sums_launches(outputs, grad_out, input, residual, output, stats, weight, bias, kind,
-                                      parameter):
-    # dy, x (for x̂) and the output (or the residual, to recompute z); writes g and the partials.
+                                      parameter, residual_stats):
+    # dy, x (for x̂) and the output (or the residual, to recompute z), and a normalised residual's
+    # input (for r̂); writes g and the partials.
     reads = [grad_out, input, output if output is not None else residual]
+    if residual_stats is not None:
+        reads.append(residual)
     return [one_pass("_backward_sums_kernel", reads, list(outputs))] if input.numel() else []
 
 
@@ -516,7 +554,7 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
         return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
     if residual.shape != input.shape:
         residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
-    return _residual_apply_op(input, stats, weight, bias, residual, bool(training), kind, parameter)
+    return _residual_apply_op(input, stats, weight, bias, residual, None, None, None, bool(training), kind, parameter)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
@@ -541,3 +579,38 @@ def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, tr
     """``relu(F.batch_norm(input, ...) [+ residual])``: ``batch_norm`` with activation="relu"."""
     return _batch_norm("batch_norm_relu", "relu", residual, input, running_mean, running_var, weight, bias, training,
                        momentum, eps)
+
+
+def batch_norm_add_batch_norm(input, running_mean, running_var, weight, bias, residual_input, residual_running_mean,
+                              residual_running_var, residual_weight=None, residual_bias=None, training=False,
+                              momentum=0.1, eps=1e-5, residual_momentum=0.1, residual_eps=1e-5, *, activation=None,
+                              moments=None, residual_moments=None):
+    """``act(F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    + F.batch_norm(residual_input, residual_running_mean, residual_running_var, residual_weight,
+    residual_bias, training, residual_momentum, residual_eps))``: the end of a ResNet block whose
+    identity is a downsample's batch norm, in one pass, the residual's normalised tensor never
+    stored; in training its backward takes both norms' sums in the pass that computes the
+    gradient of their outputs. ``activation``: None, or one whose torch backward takes the result
+    (relu, sigmoid, tanh); others run the residual's batch norm on its own first. Each norm's
+    arguments, checks and running statistics are ``fastcnn.batch_norm``'s; both inputs (N, C, H, W)
+    of one shape and dtype; ``moments``, ``residual_moments``: each input's, from the convolution
+    that computed it (``fastcnn.conv2d_with_moments``)."""
+    op = "fastcnn.batch_norm_add_batch_norm"
+    check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    check_batch_norm(op, residual_input, residual_running_mean, residual_running_var, residual_weight, residual_bias,
+                     training, residual_momentum, residual_eps)
+    kind, parameter = resolve_activation(op, activation)
+    fusable = (_backend.backend_for(input.device) != _backend.FALLBACK and input.dim() == 4
+               and residual_input.shape == input.shape and residual_input.dtype == input.dtype
+               and residual_input.device == input.device and (kind is None or kind in DERIVATIVE_FROM_OUTPUT))
+    if not fusable:  # as the unfused layers: the residual's batch norm, then batch norm with the residual
+        residual = batch_norm(residual_input, residual_running_mean, residual_running_var, residual_weight,
+                              residual_bias, training, residual_momentum, residual_eps, moments=residual_moments)
+        return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                          activation=activation, residual=residual, moments=moments)
+    input, residual_input = (t if rows_view(t) is not None else t.contiguous() for t in (input, residual_input))
+    stats = batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    residual_stats = batch_statistics(op, residual_input, residual_running_mean, residual_running_var, training,
+                                      residual_momentum, residual_eps, residual_moments)
+    return _residual_apply_op(input, stats, weight, bias, residual_input, residual_stats, residual_weight,
+                              residual_bias, bool(training), kind, parameter)
