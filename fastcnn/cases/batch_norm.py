@@ -172,8 +172,8 @@ def static_launches(kernel_module, options):
 def compile_variants(kernel_module):
     """bf16 channels_last: the residual's gradient g = act'(z)·dy taken from the saved output
     (ReLU: the static launches compile it for sm_90 only) and recomputed from the saved input and
-    residual (SiLU), with its sums in training and alone in eval; eval (the running statistics,
-    no shift) without weight or bias."""
+    residual (SiLU), with its sums in training and alone in eval, and (ReLU) with the residual a
+    second batch norm's input; eval (the running statistics, no shift) without weight or bias."""
     def residual_grad(kind):
         batch_norm = kernel_module("batch_norm")
         c = 64
@@ -186,6 +186,11 @@ def compile_variants(kernel_module):
                                   parameter=0.0, output=y if from_output else None)
         batch_norm.backward(dy, y if from_output else x, None if from_output else r, None, g, stats, weight, bias,
                             None, None, training=False, kind=kind, parameter=0.0, output=y if from_output else None)
+        if from_output:  # the residual a downsample's batch norm input: bn(x) + bn_r(r), and both norms' sums
+            batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind=kind, parameter=0.0,
+                             residual_norm=(stats, weight, bias))
+            batch_norm.grad_with_sums(dy, x, r, g, partial, stats, weight, bias, kind=kind, parameter=0.0, output=y,
+                                      residual_norm=(stats, torch.empty_like(partial)))
 
     def evaluation():
         batch_norm = kernel_module("batch_norm")

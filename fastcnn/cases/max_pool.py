@@ -7,7 +7,7 @@ from ..benchmarking import (ACTIVATION_BATCHES, MEMORY_FORMATS, BenchmarkCase, e
                             training_steps)
 from ..nn import BatchNorm2dReLU, batch_norm_into_max_pool2d
 from ..ops.max_pool import bytes_moved, max_pool2d, pool_output_size
-from ._static import empty, per_layout_and_dtype
+from ._static import DTYPES, empty, per_layout_and_dtype
 
 # ResNet's stem max-pool: 3x3, stride 2, padding 1 on the 64 x 112² output of conv1.
 SUITES = {"resnet_stem": dict(channels=64, size=112, kernel_size=3, stride=2, padding=1)}
@@ -119,6 +119,18 @@ def compile_variants(kernel_module):
         max_pool.forward(x, out, taps, indices, **geometry)
         if dtype.is_floating_point:
             max_pool.backward(out, taps, empty((2, 8, 9, 9), dtype, channels_last), **geometry)
+    def normalized():  # the stem's batch norm and ReLU in the prologue, its sums in the backward
+        max_pool = kernel_module("max_pool")
+        x, grad_in = (empty((2, 8, 9, 9), DTYPES["bf16"], True) for _ in range(2))
+        out = empty((2, 8, 5, 5), DTYPES["bf16"], True)
+        taps = empty((2, 8, 5, 5), torch.uint8, True)
+        geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+        prologue = kernel_module("prologue").Prologue(torch.empty((2, 8)), torch.ones(8), torch.zeros(8), True,
+                                                      "relu", 0.0)
+        max_pool.forward(x, out, taps, None, **geometry, prologue=prologue)
+        sums = torch.empty((max_pool.backward_sum_slots(grad_in.shape, grad_in.stride(1)), 2, 8))
+        max_pool.backward(out, taps, grad_in, **geometry, epilogue=(x, prologue, sums))
     return [(f"max_pool {str(dtype)[6:]} {'channels_last' if channels_last else 'nchw'}",
              lambda dtype=dtype, channels_last=channels_last: pool(dtype, channels_last))
-            for dtype in (torch.float64, torch.int64, torch.uint8) for channels_last in (False, True)]
+            for dtype in (torch.float64, torch.int64, torch.uint8) for channels_last in (False, True)] + [
+        ("max_pool bf16 channels_last, batch norm + relu in the prologue", normalized)]
