@@ -17,6 +17,13 @@ Two passes over the module tree:
      computing act(bn(x) + residual) (the end of torchvision's BasicBlock, Bottleneck, RegNet's
      ResBottleneckBlock, MobileNetV2's InvertedResidual); the add and activation calls go;
    - a norm whose output feeds only an activation fuses it, as in a Sequential;
+   - a plain ``BatchNorm2d`` whose output is only such a call's residual (a ResNet downsample's)
+     runs inside that call's pass, ``bn(x, r_input, residual_norm=bn_r)`` computing
+     act(bn(x) + bn_r(r_input)) (``fastcnn.batch_norm_add_batch_norm``): bn_r's output is never
+     stored (reported as fused "inside module ...'s pass");
+   - a ``BatchNorm2d`` (with the activation it took, if any) whose output feeds only a
+     ``MaxPool2d`` (a ResNet stem) runs in the pool's prologue:
+     ``fastcnn.nn.batch_norm_into_max_pool2d(x, bn, pool)`` (``fastcnn.batch_norm_max_pool2d``);
    - then a ``BatchNorm2d`` (with the activation it took, if any) whose output feeds only a
      ``Conv2d`` (zero padding, no hooks; past the ``nn.Identity`` slots a Sequential's fusion
      left) runs in that convolution's prologue: the two calls become one
@@ -139,8 +146,9 @@ def convert(model, inplace=False, *, fuse_relu=True, batch_norm_in_conv=True, re
     each BatchNorm2d whose output feeds only a residual add (and the activation after it); swap
     the pools', dropout's and the activations' functions in traced forwards.
     ``batch_norm_in_conv``: run each batch norm (and the activation it fused) whose output feeds
-    only a convolution in that convolution's prologue (with ``fuse_relu``; off, it keeps its own
-    pass, for comparison).
+    only a convolution or a max-pool in that kernel's prologue, each convolution that feeds a
+    batch norm with its moments epilogue, and a batch norm whose output is another's residual
+    inside that one's pass (with ``fuse_relu``; off, each keeps its own pass, for comparison).
     ``report``: also return a :class:`ConversionReport` (``(model, report)``). The report is
     always logged at INFO level on the ``fastcnn.convert`` logger.
     """
@@ -913,8 +921,10 @@ def _replace(model, result):
         elif isinstance(module, FASTCNN_MODULES):
             if name in fused:
                 activation = getattr(module, "activation", None)
-                residual = any(entry == name and "residual" in how for entry, how in result.fused)
-                detail = (" + residual" if residual else "") + (f" + {activation[0]}" if activation else "")
+                residual = any(entry == name and "with a residual" in how for entry, how in result.fused)
+                inside = any(entry == name and "residual it adds" in how for entry, how in result.fused)
+                detail = (" + residual" if residual else "") + (f" + {activation[0]}" if activation else "") + (
+                    " (run inside the pass of the norm it is the residual of)" if inside else "")
                 result.replaced.append((name, f"torch.nn.{_torch_base(kind)} -> fastcnn.nn.{kind.__name__}{detail}"))
         elif isinstance(module, torch.nn.SyncBatchNorm):
             result.left.append((name, "nn.SyncBatchNorm all-reduces its statistics across processes; "

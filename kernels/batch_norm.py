@@ -54,9 +54,10 @@ MOMENTS_BLOCK = 32
 MOMENTS_BLOCK_SLOTS = 64
 MIN_ROWS_PER_SPLIT = by_backend(interpreter=64, gpu=256)  # 256 rows x 64 channels: 16 K values a slice
 MAX_SPLITS = 256
-# The rows each program of ``grad_with_sums`` sums: 4096 x 64 channels of a ResNet-50 stage-1
-# activation keep ~800 programs busy; the interpreter's few keep CI's small tests sliced.
-GRAD_ROWS_PER_SLICE = by_backend(interpreter=128, gpu=4096)
+# The rows each program of ``grad_with_sums`` sums: slices of 1024 rows x 64 channels of a
+# ResNet-50 stage-1 block output are ~400 programs at batch 32 (3 a SM), ~3100 at 256, and their
+# partials 1/256 of the gradient's bytes; the interpreter's few keep CI's small tests sliced.
+GRAD_ROWS_PER_SLICE = by_backend(interpreter=128, gpu=1024)
 
 
 @triton.jit

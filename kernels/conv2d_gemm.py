@@ -37,9 +37,8 @@ import triton.language as tl
 from . import INTERPRETED
 from . import prologue as input_prologue
 from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
-from .activation import activation_grad
 from .moments import MOMENT_ROWS, moment_slots, store_tile_moments, store_tile_sums
-from .prologue import prologue_vectors, transform
+from .prologue import prologue_vectors, through_activation, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import autotune_enabled, by_backend, fit_to_extents
 
@@ -307,15 +306,12 @@ def _conv2d_input_grad_kernel(
         valid = pixel_ok[:, None] & in_ok[None, :]
         x = tl.load(x_ptr + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None]
                     + in_channels[None, :] * x_stride_c, mask=valid, other=0.0).to(tl.float32)
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, in_channels, in_ok, stats_stride, x_stride_c,
-            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
-        invstd = tl.load(stats_ptr + stats_stride + in_channels, mask=in_ok, other=0.0)
-        centred = x - centre[None, :]
-        acc = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], acc, KIND, norm_parameter),
-                       0.0)
-        store_tile_sums(acc, acc * (centred * invstd[None, :]), in_ok, in_channels, tile_m, sums_ptr, first_slot,
-                        last_slot, num_in_channels, BLOCK_M)
+        acc, acc_x_hat = through_activation(
+            acc, x, valid, stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, in_channels, in_ok, stats_stride,
+            x_stride_c, norm_weight_stride, norm_bias_stride, norm_parameter, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS,
+            KIND)
+        store_tile_sums(acc, acc_x_hat, in_ok, in_channels, tile_m, sums_ptr, first_slot, last_slot, num_in_channels,
+                        BLOCK_M)
     dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + in_channels[None, :] * dx_stride_c
     tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & in_ok[None, :])
 

@@ -34,10 +34,9 @@ import triton
 import triton.language as tl
 
 from . import prologue as input_prologue
-from .activation import activation_grad
 from .indexing import dense_planes, image_tile, needs_wide_index, per_pixel, pixel_tiles, plane_offsets, window_through_tap
 from .moments import MOMENT_ROWS, store_tile_sums
-from .prologue import prologue_vectors, transform
+from .prologue import prologue_vectors, through_activation, transform
 from .tiles import channel_blocks
 
 
@@ -140,15 +139,10 @@ def _max_pool2d_backward_kernel(
         valid = pixel_ok[:, None] & channel_ok[None, :]
         x = tl.load(x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (ih * x_stride_h + iw * x_stride_w)[:, None]
                     + (c * x_stride_c)[None, :], mask=valid, other=0.0).to(tl.float32)
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
-            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
-        invstd = tl.load(stats_ptr + stats_stride + c, mask=channel_ok, other=0.0)
-        centred = x - centre[None, :]
-        acc = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], acc, KIND, norm_parameter),
-                       0.0)
-        store_tile_sums(acc, acc * (centred * invstd[None, :]), channel_ok, c, tl.program_id(0), sums_ptr, 0,
-                        sum_slots, channels, BLOCK_P)
+        acc, acc_x_hat = through_activation(
+            acc, x, valid, stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
+            norm_weight_stride, norm_bias_stride, norm_parameter, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS, KIND)
+        store_tile_sums(acc, acc_x_hat, channel_ok, c, tl.program_id(0), sums_ptr, 0, sum_slots, channels, BLOCK_P)
     gi_offsets = (image * gi_stride_n + plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
                   )[:, None] + (c * gi_stride_c)[None, :]
     tl.store(grad_in_ptr + gi_offsets, acc.to(grad_in_ptr.dtype.element_ty),

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .activation import activate
+from .activation import activate, activation_grad
 
 
 class Prologue(NamedTuple):
@@ -78,3 +78,21 @@ def transform(x, mask, centre, scale, shift, KIND: tl.constexpr, parameter):
     zero where ``mask`` is False (the padding), in x's dtype."""
     u = (x.to(tl.float32) - centre[None, :]) * scale[None, :] + shift[None, :]
     return tl.where(mask, activate(u, KIND, parameter), 0.0).to(x.dtype)
+
+
+@triton.jit
+def through_activation(grad, x, valid, stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels, channel_ok,
+                       stats_stride, x_stride_c, norm_weight_stride, norm_bias_stride, norm_parameter,
+                       SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+                       KIND: tl.constexpr):
+    """The epilogue of a kernel whose result ``grad`` is the gradient of act(bn(x)) (the input
+    the prologue made): (g, g·x̂) with g = act'(u)·grad at u = bn(x) recomputed from the fp32 tile
+    ``x`` of those pixels and channels, zero where not ``valid``: batch norm's backward terms,
+    which the kernel sums per channel (kernels/moments.py ``store_tile_sums``)."""
+    centre, scale, shift = prologue_vectors(stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels, channel_ok,
+                                            stats_stride, x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED,
+                                            HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+    invstd = tl.load(stats_ptr + stats_stride + channels, mask=channel_ok, other=0.0)
+    centred = x - centre[None, :]
+    g = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], grad, KIND, norm_parameter), 0.0)
+    return g, g * (centred * invstd[None, :])

@@ -316,8 +316,9 @@ def test_torchvision_models(name, generator):
     reference = copy.deepcopy(original).double()
     converted, report = fastcnn.convert(original, report=True)
     # The stem; every basic block's bn1 (ReLU) and bn2 (+ identity, ReLU), every bottleneck's bn1,
-    # bn2 and bn3 (+ identity); mobilenet_v2's 35 BN → ReLU6 and its 10 residual blocks.
-    expected_fused = {"resnet18": 1 + 8 * 2, "resnet50": 1 + 16 * 3, "mobilenet_v2": 35 + 10}[name]
+    # bn2 and bn3 (+ identity), each downsample's batch norm inside the pass of the norm whose
+    # residual it is; mobilenet_v2's 35 BN → ReLU6 and its 10 residual blocks.
+    expected_fused = {"resnet18": 1 + 8 * 2 + 3, "resnet50": 1 + 16 * 3 + 4, "mobilenet_v2": 35 + 10}[name]
     into_conv = [entry for entry in report.fused if "into module" in entry[1]]
     from_moments = [entry for entry in report.fused if "statistics from" in entry[1]]
     assert len(report.fused) - len(into_conv) - len(from_moments) == expected_fused, report
@@ -325,9 +326,9 @@ def test_torchvision_models(name, generator):
     assert len(from_moments) == sum(isinstance(m, nn.BatchNorm2d) for m in converted.modules()), report
     # Batch norms run in the next convolution's prologue: each basic block's bn1, each
     # bottleneck's bn1 and bn2, mobilenet_v2's expand and depthwise BNs (16 blocks, and the
-    # first block's depthwise one).
-    assert len(into_conv) == {"resnet18": 8, "resnet50": 32, "mobilenet_v2": 33}[name], report
-    assert sum("residual" in detail for _, detail in report.fused) == {"resnet18": 8, "resnet50": 16,
+    # first block's depthwise one); a ResNet's stem batch norm in the max-pool's.
+    assert len(into_conv) == {"resnet18": 8 + 1, "resnet50": 32 + 1, "mobilenet_v2": 33}[name], report
+    assert sum("residual" in detail for _, detail in report.fused) == {"resnet18": 8 + 3, "resnet50": 16 + 4,
                                                                         "mobilenet_v2": 10}[name], report
     # Small late feature maps make batch norm ill-conditioned (few values per channel), so both
     # fp32 models are compared with float64: fastcnn within twice torch's own error.

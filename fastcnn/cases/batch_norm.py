@@ -54,12 +54,16 @@ class _BatchNormAddReLU(torch.nn.Module):
         return torch.relu(self.bn(input) + residual)
 
 
+def _input_and_residual(channels, size, batch, dtype, layout, device):
+    """Two inputs of a block's end, requiring their gradients."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    return [random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+            for _ in range(2)]
+
+
 def _residual_case(channels, size, batch, dtype, layout):
     def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        shape = (batch, channels, size, size)
-        input = random_input(shape, dtype, layout, device, generator).requires_grad_()
-        residual = random_input(shape, dtype, layout, device, generator).requires_grad_()
+        input, residual = _input_and_residual(channels, size, batch, dtype, layout, device)
         return training_steps(BatchNorm2dReLU(channels).to(device), _BatchNormAddReLU(channels).to(device), input,
                               (residual,))
 
@@ -93,10 +97,7 @@ class _FastcnnBatchNormAddBatchNormReLU(_BatchNormAddBatchNormReLU):
 
 def _residual_norm_case(channels, size, batch, dtype, layout):
     def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        shape = (batch, channels, size, size)
-        input = random_input(shape, dtype, layout, device, generator).requires_grad_()
-        residual = random_input(shape, dtype, layout, device, generator).requires_grad_()
+        input, residual = _input_and_residual(channels, size, batch, dtype, layout, device)
         return training_steps(_FastcnnBatchNormAddBatchNormReLU(channels).to(device),
                               _BatchNormAddBatchNormReLU(channels).to(device), input, (residual,))
 

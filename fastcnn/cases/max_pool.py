@@ -34,15 +34,24 @@ class _StemOfFastcnn(_StemOfTorch):
         return batch_norm_into_max_pool2d(input, self.bn, self.maxpool)
 
 
-def _unit_case(suite, batch, dtype, layout):
+def _geometry(suite, batch):
+    """(the pool's arguments, channels, size, input elements, output elements) of a suite's case."""
     pool = dict(suite)
     channels, size = pool.pop("channels"), pool.pop("size")
     out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
-    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
+    return pool, channels, size, batch * channels * size * size, batch * channels * out_size * out_size
+
+
+def _input(batch, channels, size, dtype, layout, device):
+    generator = torch.Generator(device=device).manual_seed(0)
+    return random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+
+
+def _unit_case(suite, batch, dtype, layout):
+    pool, channels, size, numel_in, numel_out = _geometry(suite, batch)
 
     def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        input = _input(batch, channels, size, dtype, layout, device)
         theirs = _StemOfTorch(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours = _StemOfFastcnn(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours.load_state_dict(theirs.state_dict())
@@ -56,14 +65,10 @@ def _unit_case(suite, batch, dtype, layout):
 
 
 def _case(suite, batch, dtype, layout):
-    pool = dict(suite)
-    channels, size = pool.pop("channels"), pool.pop("size")
-    out_size = pool_output_size(size, pool["kernel_size"], pool["padding"], pool["stride"], 1, False)
-    numel_in, numel_out = batch * channels * size * size, batch * channels * out_size * out_size
+    pool, channels, size, numel_in, numel_out = _geometry(suite, batch)
 
     def build(device):
-        generator = torch.Generator(device=device).manual_seed(0)
-        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        input = _input(batch, channels, size, dtype, layout, device)
         eager = lambda x: torch.nn.functional.max_pool2d(x, **pool)  # noqa: E731
         return training_steps(lambda x: max_pool2d(x, **pool), eager, input)
 
