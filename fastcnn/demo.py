@@ -142,10 +142,12 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     torch_model = SmallCNN().to(device)
     fastcnn_model, report = fastcnn.convert(torch_model, report=True)
-    with_relu = [name for name, detail in report.fused if "statistics from" not in detail]
+    with_relu = list(dict.fromkeys(name for name, detail in report.fused if "statistics from" not in detail))
+    in_pool = sum("max-pool's prologue" in detail for _, detail in report.fused)
     from_moments = sum("statistics from" in detail for _, detail in report.fused)
     print(f"fastcnn.convert: {len(report.replaced)} modules replaced, {len(with_relu)} BatchNorm2d+ReLU fused "
-          f"({', '.join(with_relu)}), {from_moments} taking their statistics from their convolution's moments; "
+          f"({', '.join(with_relu)}), {in_pool} of them in the next max-pool's prologue, {from_moments} taking "
+          f"their statistics from their convolution's moments; "
           f"loss: fastcnn.cross_entropy; optimizer: "
           f"fastcnn.optim.{optimizer_name} (lr {lr:g})")
     runs = [Run("PyTorch", torch_model, getattr(torch.optim, optimizer_name)(torch_model.parameters(), lr=lr,
