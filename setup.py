@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         "demo": DEMO,
-        "test": ["pytest>=7", "pytest-benchmark>=4", "expecttest", "setuptools>=64", "wheel"] + DEMO,
+        "test": ["pytest>=7", "pytest-benchmark>=4", "pytest-xdist>=3", "expecttest", "setuptools>=64", "wheel"] + DEMO,
     },
     entry_points={"console_scripts": ["fastcnn-info=fastcnn.__main__:main",
                                       "fastcnn-profile=fastcnn.profile:_console"]},

@@ -19,3 +19,10 @@ extras="${1:-}"
 # that needs no build isolation and no downloads.
 pip_install -e ".${extras:+[$extras]}" || pip_install --no-build-isolation --no-deps -e .
 export PATH="$repo_root/.venv/bin:$PATH"
+# pytest's options to spread the tests over the cores (at most 4 worker processes) with
+# pytest-xdist, which the test extra installs (an offline install without it runs them in one
+# process). Tests that must share one worker say so with @pytest.mark.xdist_group.
+pytest_workers=()
+if python -c "import xdist" >/dev/null 2>&1; then
+    pytest_workers=(-n "$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')" --dist loadgroup)
+fi

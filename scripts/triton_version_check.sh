@@ -21,4 +21,4 @@ cd tests
 # The tests marked every_triton: every kernel compiled for sm_90 and sm_80, and each op's
 # interpreter tests of its random shapes and special values (tests/test_architecture.py checks that
 # every op's test file has some).
-python -m pytest -q -p no:cacheprovider -m every_triton
+python -m pytest -q -p no:cacheprovider "${pytest_workers[@]}" -m every_triton

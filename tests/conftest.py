@@ -7,15 +7,43 @@ from fastcnn.testing import fresh_seed, use_interpreter_without_gpu
 
 INTERPRETING = use_interpreter_without_gpu()
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import fastcnn  # noqa: E402
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # pytest-xdist workers (scripts/test.sh) share the cores: one worker's torch takes its share
+    # of them, not all of them each.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--first-per-file", type=int, default=None, metavar="N",
+                     help="run only the first N selected tests of each file (scripts/gpu_check.py --dry-run's sample)")
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
+def pytest_collection_modifyitems(config, items):
+    limit = config.getoption("--first-per-file")
+    if limit is None:
+        return
+    kept, dropped, per_file = [], [], {}
+    for item in items:
+        count = per_file[item.path] = per_file.get(item.path, 0) + 1
+        (kept if count <= limit else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "every_triton: also run under the second Triton version that "
                                        "scripts/triton_version_check.sh installs (the lent GPU machines' 3.6)")
+    config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker with the other tests "
+                                       "of that group (scripts/test.sh runs with --dist loadgroup)")
 
 
 def pytest_report_header(config):

@@ -21,7 +21,8 @@ import torch
 
 pytestmark = [pytest.mark.skipif(torch.cuda.is_available(),
                                  reason="on a GPU every test compiles and runs the kernels for real"),
-              pytest.mark.every_triton]
+              pytest.mark.every_triton,
+              pytest.mark.xdist_group("sm90_compiles")]  # with test_static_gpu_check.py: one Triton cache
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "static_gpu_check.py"

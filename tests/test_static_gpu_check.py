@@ -9,7 +9,10 @@ import pytest
 import torch
 from test_compile_for_gpu import launched_kernels, run_static_check
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run for real instead")
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run for real instead"),
+              # One worker runs both compile harnesses, one after the other: the sm_90 compiles they
+              # share are then hits in the static check's Triton cache, not compiled twice at once.
+              pytest.mark.xdist_group("sm90_compiles")]
 
 
 @pytest.fixture(scope="module")
