@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
-from .indexing import block_indices, needs_wide_index, pixel_coordinates, tap_input_pixel, widen, window_through_tap
+from .indexing import (advance_pixels, block_indices, needs_wide_index, pixel_coordinates, pixel_step, tap_input_pixel,
+                       widen, window_through_tap)
 from .moments import MOMENT_ROWS, store_tile_moments
 from .prologue import arguments as prologue_arguments
 from .prologue import prologue_vectors, transform
@@ -134,11 +135,12 @@ def _depthwise_weight_grad_kernel(
             x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
+    pixel_offsets = widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+    n, oh, ow = pixel_coordinates(start + pixel_offsets, out_height, out_width)  # then advance_pixels
+    step_n, step_h, step_w = pixel_step(BLOCK_P, out_height, out_width)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(start, end, BLOCK_P):
-        pixels = first + widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
-        pixel_ok = pixels < end
-        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
+        pixel_ok = first + pixel_offsets < end
         ih, iw, inside = tap_input_pixel(oh, ow, r, s, in_height, in_width, stride_h, stride_w, pad_h, pad_w,
                                          dilation_h, dilation_w)
         x_ok = (pixel_ok & inside)[:, None] & channel_ok[None, :]
@@ -148,6 +150,7 @@ def _depthwise_weight_grad_kernel(
         dy = tl.load(dy_channels + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[:, None],
                      mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0)
         acc += x.to(tl.float32) * dy.to(tl.float32)
+        n, oh, ow = advance_pixels(n, oh, ow, step_n, step_h, step_w, out_height, out_width)
     dw_offsets = channels * dw_stride_k + r * dw_stride_h + s * dw_stride_w
     tl.store(dw_ptr + split * split_stride + dw_offsets, tl.sum(acc, axis=0).to(dw_ptr.dtype.element_ty),
              mask=channel_ok)

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from . import INTERPRETED
 from . import prologue as input_prologue
-from .indexing import block_indices, needs_wide_index, pixel_coordinates, widen
+from .indexing import advance_pixels, block_indices, needs_wide_index, pixel_coordinates, pixel_step, widen
 from .moments import MOMENT_ROWS, moment_slots, store_tile_moments, store_tile_sums
 from .prologue import prologue_vectors, through_activation, transform
 from .slicing import partials, reduction_slices, slice_range, sum_partials
@@ -355,11 +355,13 @@ def _conv2d_weight_grad_kernel(
 
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
+    # The block's pixel coordinates, advanced by BLOCK_K pixels a step without dividing (indexing.py).
+    pixel_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+    n, oh, ow = pixel_coordinates(start + pixel_offsets, out_height, out_width)
+    step_n, step_h, step_w = pixel_step(BLOCK_K, out_height, out_width)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for first in range(start, end, BLOCK_K):
-        pixels = first + widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
-        pixel_ok = pixels < end
-        n, oh, ow = pixel_coordinates(pixels, out_height, out_width)
+        pixel_ok = first + pixel_offsets < end
         ih = oh * stride_h + row_offset
         iw = ow * stride_w + col_offset
         x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
@@ -371,6 +373,7 @@ def _conv2d_weight_grad_kernel(
         if PROLOGUE:  # recompute act(bn(x)) rather than keep it from the forward
             b = transform(b, b_ok, centre, scale, shift, KIND, norm_parameter)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        n, oh, ow = advance_pixels(n, oh, ow, step_n, step_h, step_w, out_height, out_width)
 
     dw_offsets = (out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :] + (r * dw_stride_h + s * dw_stride_w)
     tl.store(dw_ptr + split * split_stride + dw_offsets, acc.to(dw_ptr.dtype.element_ty),

@@ -15,6 +15,32 @@ def pixel_coordinates(pixels, height, width):
 
 
 @triton.jit
+def pixel_step(step, height, width):
+    """``step`` flat pixels as (images, rows, columns) of an [N, height, width] grid, the split
+    ``advance_pixels`` takes: step = images·height·width + rows·width + columns, with rows < height
+    and columns < width."""
+    images = step // (height * width)
+    rest = step - images * (height * width)
+    rows = rest // width
+    return images, rows, rest - rows * width
+
+
+@triton.jit
+def advance_pixels(n, row, col, step_images, step_rows, step_cols, height, width):
+    """``pixel_coordinates(pixels + step)`` from ``pixel_coordinates(pixels)`` and ``pixel_step(step)``,
+    without a division. A loop over blocks of flat pixels would otherwise pay two integer divisions
+    per pixel and step, most of its index arithmetic (grad-weight's reduction): here the column,
+    then the row, carries at most once (each part of the step is below its extent)."""
+    col += step_cols
+    carry = col >= width
+    col = tl.where(carry, col - width, col)
+    row += step_rows + carry.to(row.dtype)
+    carry = row >= height
+    row = tl.where(carry, row - height, row)
+    return n + step_images + carry.to(n.dtype), row, col
+
+
+@triton.jit
 def widen(value, WIDE_INDEX: tl.constexpr):
     """``value`` in int64 when some tensor spans 2**31 elements or more, else unchanged (int32)."""
     if WIDE_INDEX:
