@@ -192,6 +192,26 @@ def check_moments(op, input, moments):
                          f"a fastcnn convolution wrote with this input, got {described}")
 
 
+def check_inside(op, input, running_mean, running_var, weight, bias, training, momentum, eps, activation):
+    """The checks of a batch norm (+ ``activation``) that runs inside the op reading its output
+    (a convolution's or a max-pool's prologue): batch norm's own, the activation's, and the 4-D
+    input both take. Returns the activation's (kind, parameter)."""
+    check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    kind, parameter = resolve_activation(op, activation)
+    if input.dim() != 4:
+        raise RuntimeError(f"{op}: expected 4D input (got {input.dim()}D input)")
+    return kind, parameter
+
+
+def prologue_statistics(op, input, running_mean, running_var, training, momentum, eps, moments):
+    """(input, stats) for a kernel that normalises ``input`` as it loads it: the input itself, or
+    one contiguous copy of a strided view whose spatial dims cannot be merged into rows; and
+    ``batch_statistics`` of it."""
+    if rows_view(input) is None:
+        input = input.contiguous()
+    return input, batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+
+
 def batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments=None):
     """fp32 [2, C] statistics of ``input`` for batch norm (the batch's in training, from
     ``moments`` when given, else the running ones), running statistics updated in training."""
@@ -429,25 +449,28 @@ def _residual_backward(ctx, grad_out):
     wanted = [needs[0], needs[2], needs[3]]  # input, weight, bias
     normalized = residual_stats is not None
     residual_wanted = [needs[4], needs[6], needs[7]] if normalized else [False] * 3
-    grads = residual_grads = None
-    if kind is None:
-        grad = grad_out
-    elif training and (any(wanted) or any(residual_wanted)):
+    if training and kind is not None and (any(wanted) or any(residual_wanted)):
+        # One pass writes g = act'(z)·dy and both norms' sums of g and g·x̂; each norm finishes from its sums.
         grad, partial, residual_partial = _residual_grad_with_sums_op(
             grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats)
-        if any(wanted):
-            grads = _backward_from_sums_op(grad, input, partial, stats, weight, bias, True, wanted)
-        if any(residual_wanted):
-            residual_grads = _backward_from_sums_op(grad, residual, residual_partial, residual_stats, residual_weight,
-                                                    residual_bias, True, residual_wanted)
+
+        def norm_grads(x, sums, norm_stats, norm_weight, norm_bias, needed):
+            return (_backward_from_sums_op(grad, x, sums, norm_stats, norm_weight, norm_bias, True, needed)
+                    if any(needed) else None)
+        grads = norm_grads(input, partial, stats, weight, bias, wanted)
+        residual_grads = norm_grads(residual, residual_partial, residual_stats, residual_weight, residual_bias,
+                                    residual_wanted)
     else:
-        grad = _residual_grad_op(grad_out, None if output is not None else input, None if normalized else residual,
-                                 output, stats, weight, bias, training, kind, parameter)
-    if any(wanted) and grads is None:
-        grads = _backward_op(grad, input, stats, weight, bias, training, None, 0.0, wanted)
-    if any(residual_wanted) and residual_grads is None:
-        residual_grads = _backward_op(grad, residual, residual_stats, residual_weight, residual_bias, training, None,
-                                      0.0, residual_wanted)
+        # g = dy without an activation, else one pass for it; each norm's backward then sums from g.
+        grad = grad_out if kind is None else _residual_grad_op(
+            grad_out, None if output is not None else input, None if normalized else residual, output, stats, weight,
+            bias, training, kind, parameter)
+
+        def norm_grads(x, norm_stats, norm_weight, norm_bias, needed):
+            return (_backward_op(grad, x, norm_stats, norm_weight, norm_bias, training, None, 0.0, needed)
+                    if any(needed) else None)
+        grads = norm_grads(input, stats, weight, bias, wanted)
+        residual_grads = norm_grads(residual, residual_stats, residual_weight, residual_bias, residual_wanted)
     grads = [None] * 3 if grads is None else [value if needed else None for value, needed in zip(grads, wanted)]
     if normalized:
         residual_grads = [None] * 3 if residual_grads is None else [

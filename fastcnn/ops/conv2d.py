@@ -758,11 +758,8 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
     (``conv2d_with_moments``): the training statistics without the pass over the input.
     ``emit_moments``: return (output, the output's moments or None), as ``conv2d_with_moments``."""
     op = "fastcnn.batch_norm_conv2d"
-    _batch_norm.check_batch_norm(op, input, running_mean, running_var, norm_weight, norm_bias, training, momentum,
-                                 eps)
-    kind, parameter = resolve_activation(op, activation)
-    if input.dim() != 4:
-        raise RuntimeError(f"{op}: expected 4D input (got {input.dim()}D input)")
+    kind, parameter = _batch_norm.check_inside(op, input, running_mean, running_var, norm_weight, norm_bias, training,
+                                               momentum, eps, activation)
     cast = _autocast_dtype(input.device.type, input)
     unfused = _backend.backend_for(input.device) == _backend.FALLBACK or (cast is not None and cast != input.dtype)
     if cast is not None and not unfused:  # autocast casts only the convolution's weight and bias here
@@ -778,9 +775,8 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
         if emit_moments:
             return conv2d_with_moments(normalized, weight, bias, stride, padding, dilation, groups)
         return conv2d(normalized, weight, bias, stride, padding, dilation, groups)
-    if _batch_norm.rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
-        input = input.contiguous()
-    stats = _batch_norm.batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, training, momentum, eps,
+                                                   moments)
     arguments = (input, stats, norm_weight, norm_bias, bool(training), kind, parameter, weight, bias,
                  *_arguments(geometry))
     return _conv2d_normalized_moments_op(*arguments) if emit_moments else _conv2d_normalized_op(*arguments)

@@ -18,7 +18,6 @@ from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
 from ..validation import check_torch_implements, int_pair
 from . import batch_norm as _batch_norm
-from .activation import resolve_activation
 
 __all__ = ["max_pool2d", "batch_norm_max_pool2d"]
 
@@ -350,19 +349,16 @@ def batch_norm_max_pool2d(input, running_mean, running_var, weight=None, bias=No
     ``fastcnn.batch_norm``'s (the running statistics updated in place in training), the pool's
     ``fastcnn.max_pool2d``'s (no ``return_indices``); input ``(N, C, H, W)``."""
     op = "fastcnn.batch_norm_max_pool2d"
-    _batch_norm.check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
-    kind, parameter = resolve_activation(op, activation)
-    if input.dim() != 4:
-        raise RuntimeError(f"{op}: expected 4D input (got {input.dim()}D input)")
+    kind, parameter = _batch_norm.check_inside(op, input, running_mean, running_var, weight, bias, training, momentum,
+                                               eps, activation)
     geometry = check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(op, input.device)
         normalized = _batch_norm.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                                             activation=activation, moments=moments)
         return max_pool2d(normalized, kernel_size, stride, padding, dilation, ceil_mode)
-    if _batch_norm.rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
-        input = input.contiguous()
-    stats = _batch_norm.batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, training, momentum, eps,
+                                                   moments)
     out, _ = _max_pool2d_normalized_op(input, stats, weight, bias, bool(training), kind, parameter,
                                        list(geometry.kernel_size), list(geometry.stride), list(geometry.padding),
                                        list(geometry.dilation), geometry.ceil_mode)
