@@ -204,8 +204,9 @@ def _fusable_norm(module):
             and _kernel_dtypes(module))
 
 
-def _fuse_into(norm, kind, parameter):
-    """Give ``norm`` its fastcnn class with the activation (kind None: none) as its epilogue."""
+def fuse_activation_into(norm, kind, parameter):
+    """Give ``norm`` its fastcnn class with the activation (kind None: none) as its epilogue (in
+    place: its parameters and buffers stay; the benchmark cases build their fused units this way)."""
     if type(norm) is torch.nn.BatchNorm2d:
         norm.__class__ = (fastcnn_nn.BatchNorm2d if kind is None else fastcnn_nn.BatchNorm2dReLU if kind == "relu"
                           else fastcnn_nn.BatchNorm2dAct)
@@ -363,7 +364,7 @@ def _fuse_sequential(name, sequential, holders, owners, traces, result):
         elif spec is None:
             result.left.append((qualified, _unsupported(norm, type(activation).__name__)))
         else:
-            _fuse_into(norm, *spec)
+            fuse_activation_into(norm, *spec)
             setattr(sequential, activation_name, torch.nn.Identity())
             result.fused.append((qualified, f"followed by {type(activation).__name__} {_join(name, activation_name)} "
                                             f"in a Sequential (that slot is now nn.Identity)"))
@@ -505,7 +506,7 @@ def _fuse_residuals(name, module, graph, holders, result):
         last.replace_all_uses_with(fused)
         for node in ([last, add] if last is not add else [add]) + [calls[0]]:
             graph.erase_node(node)
-        _fuse_into(norm, *spec)
+        fuse_activation_into(norm, *spec)
         then = "" if last is add else f" then {_describe(last)}"
         result.fused.append((_join(name, target), f"its output fed only {_describe(add)} with a residual{then}: "
                                                   f"now one call with the residual"))
@@ -543,7 +544,7 @@ def _fuse_activations(name, module, graph, holders, result):
             result.left.append((_join(name, target), f"not fused: its output goes to {', '.join(consumers)}, "
                                                      f"not to one activation alone"))
     for target, (spec, activation_nodes) in fusable.items():
-        _fuse_into(module.get_submodule(target), *spec)
+        fuse_activation_into(module.get_submodule(target), *spec)
         for node in activation_nodes:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
@@ -593,7 +594,7 @@ def _fuse_residual_norms(name, module, graph, holders, result):
                 or sum(other.op == "call_module" and other.target == residual.target for other in graph.nodes) != 1):
             continue
         if type(residual_norm) is torch.nn.BatchNorm2d:
-            _fuse_into(residual_norm, None, 0.0)
+            fuse_activation_into(residual_norm, None, 0.0)
         with graph.inserting_before(node):
             attribute = graph.get_attr(residual.target)
         node.args = (node.args[0], residual.args[0])
@@ -630,7 +631,7 @@ def _fuse_into_max_pools(name, module, graph, holders, result):
                 or pool.return_indices):
             continue
         if type(norm) is torch.nn.BatchNorm2d:
-            _fuse_into(norm, None, 0.0)
+            fuse_activation_into(norm, None, 0.0)
         with graph.inserting_before(user):
             fused = graph.call_function(fastcnn_nn.batch_norm_into_max_pool2d,
                                         (node.args[0], graph.get_attr(node.target), graph.get_attr(user.target)))
@@ -685,7 +686,7 @@ def _fuse_into_convolutions(name, module, graph, holders, result):
                 result.left.append((qualified, f"normalised in its own pass: {why}"))
             continue
         if type(norm) is torch.nn.BatchNorm2d:
-            _fuse_into(norm, None, 0.0)
+            fuse_activation_into(norm, None, 0.0)
         with graph.inserting_before(user):
             fused = graph.call_function(fastcnn_nn.batch_norm_into_conv2d,
                                         (call.args[0], graph.get_attr(target), graph.get_attr(user.target)))
@@ -754,7 +755,7 @@ def _statistics_from_convolutions(name, module, graph, holders, result):
         if holders[id(norm)] > 1:
             continue  # shared with another part of the model: left as it is, as by the other fusions
         if type(norm) is torch.nn.BatchNorm2d:  # fastcnn's class (which takes the moments) now, not in _replace
-            _fuse_into(norm, None, 0.0)
+            fuse_activation_into(norm, None, 0.0)
         with graph.inserting_before(node):
             norm_attribute = graph.get_attr(norm_target)
             if node.op == "call_module":

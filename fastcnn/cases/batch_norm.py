@@ -2,7 +2,8 @@
 and BN + identity → ReLU on its block outputs."""
 import torch
 
-from ..nn import BatchNorm2d, BatchNorm2dReLU
+from ..convert import fuse_activation_into
+from ..nn import BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
@@ -88,8 +89,8 @@ class _FastcnnBatchNormAddBatchNormReLU(_BatchNormAddBatchNormReLU):
 
     def __init__(self, channels):
         super().__init__(channels)
-        self.bn.__class__, self.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
-        self.residual_bn.__class__, self.residual_bn.activation = BatchNorm2d, None
+        fuse_activation_into(self.bn, "relu", 0.0)
+        fuse_activation_into(self.residual_bn, None, 0.0)
 
     def forward(self, input, residual):
         return self.bn(input, residual, residual_norm=self.residual_bn)

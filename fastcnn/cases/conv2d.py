@@ -6,7 +6,8 @@ from typing import NamedTuple
 import torch
 
 from ..benchmarking import MEMORY_FORMATS, BenchmarkCase, compiled, geometric_mean, random_input, training_steps
-from ..nn import BatchNorm2dReLU, batch_norm_into_conv2d
+from ..convert import fuse_activation_into
+from ..nn import batch_norm_into_conv2d
 from ..ops.conv2d import _kernels, conv2d_output_size, dot_precision, flops
 from ._static import DTYPES, CHANNELS_LAST, empty
 
@@ -113,7 +114,7 @@ def _unit_case(op, layer, batch, dtype, layout):
         theirs = _UnitOfTorch(layer).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours = _UnitOfFastcnn(layer).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours.load_state_dict(theirs.state_dict())
-        ours.bn.__class__, ours.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
+        fuse_activation_into(ours.bn, "relu", 0.0)
         if dtype != "fp32":  # the network's parameters in the activations' dtype, the norm's kept fp32
             for model in (ours, theirs):
                 model.conv.to(DTYPES[dtype])

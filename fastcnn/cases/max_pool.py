@@ -5,7 +5,8 @@ import torch
 
 from ..benchmarking import (ACTIVATION_BATCHES, MEMORY_FORMATS, BenchmarkCase, element_size, random_input,
                             training_steps)
-from ..nn import BatchNorm2dReLU, batch_norm_into_max_pool2d
+from ..convert import fuse_activation_into
+from ..nn import batch_norm_into_max_pool2d
 from ..ops.max_pool import bytes_moved, max_pool2d, pool_output_size
 from ._static import DTYPES, empty, per_layout_and_dtype
 
@@ -55,7 +56,7 @@ def _unit_case(suite, batch, dtype, layout):
         theirs = _StemOfTorch(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours = _StemOfFastcnn(channels, pool).to(device=device, memory_format=MEMORY_FORMATS[layout])
         ours.load_state_dict(theirs.state_dict())
-        ours.bn.__class__, ours.bn.activation = BatchNorm2dReLU, ("relu", 0.0)
+        fuse_activation_into(ours.bn, "relu", 0.0)
         return training_steps(ours, theirs, input)
 
     # The least a fused unit moves: forward reads x and writes the output; backward reads the
