@@ -65,6 +65,19 @@ from static_check.recording import load_kernels, memory_bound_kernels, pin_sm_co
 from static_check.report import compare, render, violations  # noqa: E402
 
 
+def lean(jobs):
+    """The compile variants, and the first launch of each kernel that no variant launches."""
+    is_variant = lambda job: any(name.startswith("variant ") for name in job.scenario.split("; "))  # noqa: E731
+    kernel = lambda job: (job.fn.__module__, job.kernel)  # noqa: E731  (names repeat across kernel files)
+    covered = {kernel(job) for job in jobs if is_variant(job)}
+    kept, first = [], set()
+    for job in jobs:
+        if is_variant(job) or (kernel(job) not in covered and kernel(job) not in first):
+            kept.append(job)
+            first.add(kernel(job))
+    return kept
+
+
 def collect(options):
     """Run in the interpreter that has the Triton to audit; returns the JSON-able run record."""
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
@@ -86,9 +99,11 @@ def collect(options):
     jobs, target = make_jobs(launches, options.arch, options.ptx_only)
     if options.kernel:
         jobs = [j for j in jobs if re.search(options.kernel, j.kernel)]
+    if options.lean:
+        jobs = lean(jobs)
     print(f"Triton {triton.__version__}: {len(launches)} launches recorded, {len(jobs)} distinct compiles",
           file=sys.stderr)
-    results = run_jobs(jobs, target, options.jobs, options.timeout, options.ptx_only)
+    results = run_jobs(jobs, target, options.jobs, options.timeout, options.ptx_only, sass=options.sass)
     commit = subprocess.run(["git", "-C", options.project, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
     ptxas = next((r.get("ptxas") for r in results if r and r.get("ptxas")), "?")
@@ -129,6 +144,12 @@ def main():
     parser.add_argument("--ptx-only", action="store_true",
                         help="the compile check (tests/test_compile_for_gpu.py): each launch's first configuration, "
                              "compiled and its PTX read; no ptxas -v, no SASS")
+    parser.add_argument("--no-sass", dest="sass", action="store_false",
+                        help="skip each compile's SASS (cuobjdump: main-loop instructions, issue:MMA, instr/16B); "
+                             "--check needs none of it (CI's quick check)")
+    parser.add_argument("--lean", action="store_true",
+                        help="with --variants: only the compile variants and the first launch of each kernel no "
+                             "variant launches (the second Triton's compile check, scripts/triton_version_check.sh)")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 on what is never acceptable (see the module's docstring)")
     parser.add_argument("--render", metavar="JSON", help="only render a report from a --json file written earlier")
@@ -164,6 +185,8 @@ def main():
                     "--cache-dir", options.cache_dir]
             argv += [] if options.conv1x1 else ["--no-conv1x1"]
             argv += [] if options.fp32_ieee else ["--no-fp32-ieee"]
+            argv += [] if options.sass else ["--no-sass"]
+            argv += ["--lean"] if options.lean else []
             argv += ["--only", options.only] if options.only else []
             argv += ["--kernel", options.kernel] if options.kernel else []
             proc = subprocess.run(argv)

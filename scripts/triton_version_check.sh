@@ -16,6 +16,9 @@ if [ ! -f "$target/.complete" ]; then
     touch "$target/.complete"
 fi
 export PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}"
+# tests/test_compile_for_gpu.py compiles each kernel and compile variant once here (--lean), not
+# every representative launch again.
+export FASTCNN_LEAN_COMPILE_CHECK=1
 python -c "import sys, triton; print('triton', triton.__version__, 'from', triton.__file__); sys.exit(triton.__version__ != '$version')"
 cd tests
 # The tests marked every_triton: every kernel compiled for sm_90 and sm_80, and each op's

@@ -60,8 +60,12 @@ def compile_ptx(folder, arch, *selection):
 
 @pytest.fixture(scope="module")
 def hopper(tmp_path_factory):
-    """sm_90: every op's launches and compile variants."""
-    return compile_ptx(tmp_path_factory.mktemp("sm90"), 90)
+    """sm_90: every op's launches and compile variants. Under the second Triton
+    (scripts/triton_version_check.sh sets FASTCNN_LEAN_COMPILE_CHECK) the variants and each
+    kernel's first launch where no variant launches it: every kernel and variant family once, the
+    representative shapes' other launches being the main Triton's (and the static check's) to compile."""
+    lean = ["--lean"] if os.environ.get("FASTCNN_LEAN_COMPILE_CHECK") else []
+    return compile_ptx(tmp_path_factory.mktemp("sm90"), 90, *lean)
 
 
 @pytest.fixture(scope="module")

@@ -107,9 +107,9 @@ def make_jobs(launches, arch, one_config=False):
 
 
 
-def compile_and_analyse(job, target, workdir, ptx_only=False):
+def compile_and_analyse(job, target, workdir, ptx_only=False, sass=True):
     """Compile ``job`` and read what the compiler emitted; with ``ptx_only`` the PTX alone (no
-    ptxas -v, no SASS): what the compile harness checks."""
+    ptxas -v, no SASS): what the compile harness checks; without ``sass`` all but the SASS."""
     import triton
     from triton.compiler import ASTSource
     t0 = time.time()
@@ -126,13 +126,13 @@ def compile_and_analyse(job, target, workdir, ptx_only=False):
         return res
     res.update(analyse_ttgir(asm["ttgir"]))
     res.update(run_ptxas(asm["ptx"], target.arch, workdir))
-    if "cubin" in asm:
+    if sass and "cubin" in asm:
         res.update(analyse_sass(asm["cubin"], workdir))
     res["occupancy"] = occupancy(res.get("regs"), res.get("shared"), res["num_warps"])
     return res
 
 
-def run_jobs(jobs, target, parallel, timeout, ptx_only=False):
+def run_jobs(jobs, target, parallel, timeout, ptx_only=False, sass=True):
     """Each compile in a forked child: a crash (MLIR abort, ptxas SIGSEGV) becomes a reported failure."""
     results = [None] * len(jobs)
     pending = list(range(len(jobs)))
@@ -152,7 +152,7 @@ def run_jobs(jobs, target, parallel, timeout, ptx_only=False):
                     os.dup2(log, 2)
                     sys.stdout = os.fdopen(1, "w", buffering=1)
                     sys.stderr = os.fdopen(2, "w", buffering=1)
-                    res = compile_and_analyse(jobs[index], target, workdir, ptx_only)
+                    res = compile_and_analyse(jobs[index], target, workdir, ptx_only, sass)
                     with open(os.path.join(workdir, "result.json"), "w") as f:
                         json.dump(res, f, default=str)
                 except BaseException:
