@@ -40,10 +40,10 @@ def _tanh(z):
 @triton.jit
 def activate(z, KIND: tl.constexpr, parameter):
     """act(z) for fp32 z; KIND None returns z."""
-    if KIND == "relu":
-        y = tl.where(z < 0.0, 0.0, z)  # tl.maximum would turn NaN into 0
+    if KIND == "relu":  # NaN-propagating max (one instruction); the default max turns NaN into 0
+        y = tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif KIND == "relu6":
-        y = tl.where(z < 0.0, 0.0, tl.where(z > 6.0, 6.0, z))
+        y = tl.minimum(tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL), 6.0, propagate_nan=tl.PropagateNan.ALL)
     elif KIND == "leaky_relu":
         y = tl.where(z > 0.0, z, z * parameter)
     elif KIND == "elu":

@@ -9,7 +9,8 @@ mean 3000 and std 0.5 keeps fp32 accuracy. Slices of the rows (split for paralle
 merged in a fixed order by the finalize kernel, which also updates the running statistics as
 torch does (unbiased variance M/(M-1), momentum) and keeps two floats per channel, the mean (of
 x - K, K = x[0, c, 0], which every pass reads again from x) and invstd = 1/sqrt(var + eps): what
-torch saves. Eval: the running statistics (K = 0). Then y = act((x - mean)·scale + b [+ r]),
+torch saves. Eval: the running statistics (K = 0). The same launch writes four more rows, the
+coefficients a kernel that normalises x as it loads it takes (kernels/prologue.py). Then y = act((x - mean)·scale + b [+ r]),
 scale = w·invstd, with act any of kernels/activation.py's kinds (or none), elementwise;
 subtracting the mean first keeps fp32 accuracy when |mean| >> std.
 
@@ -44,6 +45,7 @@ import triton.language as tl
 
 from .activation import activate, activation_grad, activation_grad_from_output
 from .moments import MOMENT_FIELDS_CONSTEXPR, chan_merge
+from .prologue import store_coefficients
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
@@ -103,11 +105,13 @@ def _partial_stats_kernel(
 
 @triton.jit
 def _finalize_kernel(
-        partial_ptr, num_splits, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, channels, momentum, eps,
-        x_stride_c, running_mean_stride, running_var_stride,
-        TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, BLOCK: tl.constexpr):
+        partial_ptr, num_splits, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, weight_ptr, bias_ptr, channels,
+        momentum, eps, x_stride_c, running_mean_stride, running_var_stride, weight_stride, bias_stride,
+        TRAINING: tl.constexpr, UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK: tl.constexpr):
     """stats[0:2, c] = (mean, invstd): in training the batch's, the mean that of x - K (K =
-    x[0, c, 0]); in eval the running mean and 1 / sqrt(running var + eps)."""
+    x[0, c, 0]); in eval the running mean and 1 / sqrt(running var + eps); and rows 2 to 5, the
+    input prologue's coefficients (kernels/prologue.py) from the weight and the bias."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = c < channels
     if TRAINING:
@@ -121,20 +125,25 @@ def _finalize_kernel(
             split_m2 = tl.load(base + 2 * channels, mask=ok, other=0.0)
             count, mean, m2 = chan_merge(count, mean, m2, split_count, split_mean, split_m2)
         shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
-        _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr,
-                                channels, momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING)
+        centre, invstd = _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr,
+                                                 stats_ptr, channels, momentum, eps, running_mean_stride,
+                                                 running_var_stride, UPDATE_RUNNING)
     else:
-        mean = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
+        centre = tl.load(running_mean_ptr + c * running_mean_stride, mask=ok, other=0.0).to(tl.float32)
         variance = tl.load(running_var_ptr + c * running_var_stride, mask=ok, other=1.0).to(tl.float32)
-        tl.store(stats_ptr + c, mean, mask=ok)
-        tl.store(stats_ptr + channels + c, 1.0 / tl.sqrt(variance + eps), mask=ok)
+        invstd = 1.0 / tl.sqrt(variance + eps)
+        tl.store(stats_ptr + c, centre, mask=ok)
+        tl.store(stats_ptr + channels + c, invstd, mask=ok)
+    store_coefficients(stats_ptr, c, ok, channels, centre, invstd, weight_ptr, bias_ptr, weight_stride, bias_stride,
+                       HAS_WEIGHT, HAS_BIAS)
 
 
 @triton.jit
 def _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr, channels,
                             momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING: tl.constexpr):
     """stats[0:2, c] = (mean, invstd) of the batch from its merged (count, mean of x - K, sum of
-    squared deviations), K = ``shift``; the running statistics updated as torch does."""
+    squared deviations), K = ``shift``; the running statistics updated as torch does. Returns
+    the mean of x itself and invstd."""
     # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
     variance = m2 / tl.maximum(count, 1.0)
     if UPDATE_RUNNING:
@@ -146,15 +155,18 @@ def _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, run
                  .to(running_mean_ptr.dtype.element_ty), mask=ok)
         tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
                  .to(running_var_ptr.dtype.element_ty), mask=ok)
+    invstd = 1.0 / tl.sqrt(variance + eps)
     tl.store(stats_ptr + c, mean, mask=ok)
-    tl.store(stats_ptr + channels + c, 1.0 / tl.sqrt(variance + eps), mask=ok)
+    tl.store(stats_ptr + channels + c, invstd, mask=ok)
+    return shift + mean, invstd
 
 
 @triton.jit
 def _moments_finalize_kernel(
-        moments_ptr, num_slots, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, channels, momentum, eps,
-        x_stride_c, running_mean_stride, running_var_stride,
-        UPDATE_RUNNING: tl.constexpr, BLOCK_SLOTS: tl.constexpr, BLOCK: tl.constexpr):
+        moments_ptr, num_slots, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, weight_ptr, bias_ptr, channels,
+        momentum, eps, x_stride_c, running_mean_stride, running_var_stride, weight_stride, bias_stride,
+        UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_SLOTS: tl.constexpr,
+        BLOCK: tl.constexpr):
     """stats[0:2, c] = (mean of x - K, invstd) of the batch, K = x[0, c, 0], from the moments a
     convolution's epilogue wrote as it produced x (kernels/moments.py): each slot's summary is
     moved from its own first value to K (the difference of two of the channel's values, exact
@@ -177,8 +189,11 @@ def _moments_finalize_kernel(
         slot_mean = tl.where(slot_count > 0.0, (slot_first - shift[None, :]) + slot_mean, 0.0)
         block_count, block_mean, block_m2 = tl.reduce((slot_count, slot_mean, slot_m2), 0, chan_merge)
         count, mean, m2 = chan_merge(count, mean, m2, block_count, block_mean, block_m2)
-    _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr, channels,
-                            momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING)
+    centre, invstd = _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr,
+                                             stats_ptr, channels, momentum, eps, running_mean_stride,
+                                             running_var_stride, UPDATE_RUNNING)
+    store_coefficients(stats_ptr, c, ok, channels, centre, invstd, weight_ptr, bias_ptr, weight_stride, bias_stride,
+                       HAS_WEIGHT, HAS_BIAS)
 
 
 @triton.jit
@@ -455,11 +470,13 @@ def _affine(weight, bias, fallback):
     return tensors, [t.stride(0) for t in tensors], dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
 
 
-def statistics(x, stats, running_mean, running_var, *, training, momentum, eps):
-    """The per-channel statistics of x [N, C, S] into ``stats``, fp32 [2, C] (mean, invstd):
-    training, the batch's (the mean that of x - x[0, c, 0]) and the running statistics updated in
-    place when given; eval, the running statistics. The running statistics are 1-d (any stride)
-    or None. Returns the number of launches."""
+def statistics(x, stats, running_mean, running_var, weight, bias, *, training, momentum, eps):
+    """The per-channel statistics of x [N, C, S] into ``stats``, fp32 [STATISTICS_ROWS, C]
+    contiguous: (mean, invstd) in training the batch's (the mean that of x - x[0, c, 0]) and the
+    running statistics updated in place when given, in eval the running statistics; then the
+    input prologue's coefficients from the affine ``weight`` and ``bias`` (kernels/prologue.py).
+    The running statistics, weight and bias are 1-d (any stride) or None. Returns the number of
+    launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -473,22 +490,24 @@ def statistics(x, stats, running_mean, running_var, *, training, momentum, eps):
             x, partial, num_rows, channels, x.shape[2], rows_per_split, *x.stride(), BLOCK_R=block_r, BLOCK_C=block_c)
         launches += 1
     running = [tensor if tensor is not None else stats for tensor in (running_mean, running_var)]
+    affine, affine_strides, affine_flags = _affine(weight, bias, stats)
     _finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
-        partial, splits, x, *running, stats, channels, float(momentum), float(eps), x.stride(1),
-        *(tensor.stride(0) for tensor in running), TRAINING=training,
-        UPDATE_RUNNING=training and running_mean is not None, BLOCK=FINAL_BLOCK)
+        partial, splits, x, *running, stats, *affine, channels, float(momentum), float(eps), x.stride(1),
+        *(tensor.stride(0) for tensor in running), *affine_strides, TRAINING=training,
+        UPDATE_RUNNING=training and running_mean is not None, **affine_flags, BLOCK=FINAL_BLOCK)
     return launches + 1
 
 
-def statistics_from_moments(x, moments, stats, running_mean, running_var, *, momentum, eps):
+def statistics_from_moments(x, moments, stats, running_mean, running_var, weight, bias, *, momentum, eps):
     """``statistics`` in training, from the ``moments`` (kernels/moments.py) the convolution that
     wrote x [N, C, S] emitted, instead of a pass over x: one launch."""
     channels = x.shape[1]
     running = [tensor if tensor is not None else stats for tensor in (running_mean, running_var)]
+    affine, affine_strides, affine_flags = _affine(weight, bias, stats)
     _moments_finalize_kernel[(triton.cdiv(channels, MOMENTS_BLOCK),)](
-        moments, moments.shape[0], x, *running, stats, channels, float(momentum), float(eps), x.stride(1),
-        *(tensor.stride(0) for tensor in running), UPDATE_RUNNING=running_mean is not None,
-        BLOCK_SLOTS=MOMENTS_BLOCK_SLOTS, BLOCK=MOMENTS_BLOCK)
+        moments, moments.shape[0], x, *running, stats, *affine, channels, float(momentum), float(eps), x.stride(1),
+        *(tensor.stride(0) for tensor in running), *affine_strides, UPDATE_RUNNING=running_mean is not None,
+        **affine_flags, BLOCK_SLOTS=MOMENTS_BLOCK_SLOTS, BLOCK=MOMENTS_BLOCK)
     return 1
 
 

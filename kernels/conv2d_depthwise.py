@@ -17,7 +17,7 @@ from .indexing import (advance_pixels, block_indices, needs_wide_index, pixel_co
                        widen, window_through_tap)
 from .moments import MOMENT_ROWS, store_tile_moments
 from .prologue import arguments as prologue_arguments
-from .prologue import prologue_vectors, transform
+from .prologue import transform, transform_vectors
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import channel_blocks
 
@@ -35,9 +35,9 @@ def _depthwise_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        stats_ptr, norm_parameter, stats_stride,
         moments_ptr, moment_slots,
-        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        PROLOGUE: tl.constexpr,
         KIND: tl.constexpr, MOMENTS: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
@@ -48,9 +48,7 @@ def _depthwise_forward_kernel(
     channel_ok = channels < out_channels
     x_base = x_ptr + (n * x_stride_n)[:, None] + ((channels // multiplier) * x_stride_c)[None, :]
     if PROLOGUE:  # kernels/prologue.py; the program's channels are fixed: vectors loaded once
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels // multiplier, channel_ok, stats_stride,
-            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        centre, scale, shift = transform_vectors(stats_ptr, stats_stride, channels // multiplier, channel_ok, x_ptr)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for tap in range(kernel_h * kernel_w):
         r = tap // kernel_w
@@ -116,8 +114,8 @@ def _depthwise_weight_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         dw_stride_k, dw_stride_h, dw_stride_w,
         pixels_per_split, split_stride,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
-        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        stats_ptr, norm_parameter, stats_stride,
+        PROLOGUE: tl.constexpr,
         KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """One program per (channel block, tap, slice of the N*P*Q reduction)."""
@@ -130,9 +128,7 @@ def _depthwise_weight_grad_kernel(
     x_channels = x_ptr + ((channels // multiplier) * x_stride_c)[None, :]
     dy_channels = dy_ptr + (channels * dy_stride_k)[None, :]
     if PROLOGUE:  # act(bn(x)) recomputed as x is loaded, with the program's fixed channels' vectors
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, channels // multiplier, channel_ok, stats_stride,
-            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        centre, scale, shift = transform_vectors(stats_ptr, stats_stride, channels // multiplier, channel_ok, x_ptr)
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
     pixel_offsets = widen(tl.arange(0, BLOCK_P), WIDE_INDEX)

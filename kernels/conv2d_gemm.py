@@ -36,9 +36,10 @@ import triton.language as tl
 
 from . import INTERPRETED
 from . import prologue as input_prologue
-from .indexing import advance_pixels, block_indices, needs_wide_index, pixel_coordinates, pixel_step, widen
+from .indexing import (advance_pixels, block_indices, dense_pixels, needs_wide_index, next_tap_step, pixel_coordinates,
+                       pixel_step, widen)
 from .moments import MOMENT_ROWS, moment_slots, store_tile_moments, store_tile_sums
-from .prologue import prologue_vectors, through_activation, transform
+from .prologue import through_activation, transform, transform_vectors
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import autotune_enabled, by_backend, fit_to_extents
 
@@ -93,27 +94,38 @@ MIN_FMA_BLOCK_N = 32
 
 
 # With the input prologue (kernels/prologue.py) the transformed operand block passes through
-# registers on its way to the tensor cores, and with the grad-input epilogue x's tile joins the
-# accumulator: ptxas spills every 16-bit tile that keeps 128 accumulator registers per thread
-# (256x128 and 128x256 on 8 warps, bench/static/), so such launches keep at most this many.
+# registers on its way to the tensor cores. Beside 128 accumulator registers per thread (16-bit
+# operands) that fits on 8 warps with at most 32 of its elements per thread: the 128x256 forward
+# (A: 128x64) and the 256x128 grad-weight (B: 64x128) do not spill, the 256x128 forward (64 per
+# thread) spills 56 B and the 128x128x32 forward on 4 warps 4 B (bench/static/). Other prologue
+# launches keep at most 64. With the grad-input's epilogue x's tile joins the accumulator: ptxas
+# spills every 16-bit tile that keeps 128 (256x128 and 128x256 on 8 warps), so it keeps 64.
 MAX_PROLOGUE_ACCUMULATOR_REGISTERS = 64
+MAX_PROLOGUE_ELEMENTS_AT_128_REGISTERS = 32
+PROLOGUE_MIN_WARPS_AT_128_REGISTERS = 8
 # The moments epilogue (kernels/moments.py) spills only beside 128 accumulator registers per
 # thread on 4 warps (128x128x32: 4 B, bench/static/); 8-warp tiles of that size do not.
 MOMENTS_MIN_WARPS_AT_128_REGISTERS = 8
 
 
-def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=False, moments=False,
+def fits(config, element_size, output_channels_contiguous=True, fma=False, prologue=None, moments=False,
          epilogue=False):
     """Whether a config can launch on an H100 without spilling, for operands of ``element_size``
     bytes, an output with or without contiguous channels, on tensor cores or (``fma``) not, with
-    or without the input prologue, the moments epilogue and the grad-input's batch-norm epilogue
-    (which loads the prologue's vectors and, like the moments, sums whole MOMENT_ROWS rows)."""
+    or without the input prologue (``prologue``: the operand it transforms, "A" in the forward,
+    "B" in grad-weight), the moments epilogue and the grad-input's batch-norm epilogue (which
+    loads the prologue's vectors and, like the moments, sums whole MOMENT_ROWS rows)."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     tile = blocks["BLOCK_M"] * blocks["BLOCK_N"]
     fragments = (blocks["BLOCK_M"] + blocks["BLOCK_N"]) * blocks["BLOCK_K"] + tile
     accumulator_limit = MAX_ACCUMULATOR_REGISTERS.get(element_size, 64)
-    if prologue or epilogue:
+    if prologue:
+        transformed = blocks["BLOCK_K"] * (blocks["BLOCK_M"] if prologue == "A" else blocks["BLOCK_N"])
+        if (transformed // threads > MAX_PROLOGUE_ELEMENTS_AT_128_REGISTERS
+                or config.num_warps < PROLOGUE_MIN_WARPS_AT_128_REGISTERS):
+            accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
+    if epilogue:
         accumulator_limit = min(accumulator_limit, MAX_PROLOGUE_ACCUMULATOR_REGISTERS)
     if moments and tile // threads >= 128 and config.num_warps < MOMENTS_MIN_WARPS_AT_128_REGISTERS:
         return False
@@ -126,16 +138,16 @@ def fits(config, element_size, output_channels_contiguous=True, fma=False, prolo
                              and blocks["BLOCK_N"] >= MIN_FMA_BLOCK_N)))
 
 
-def _prune(operand, output_channel_stride=None):
+def _prune(operand, output_channel_stride=None, prologue_operand=None):
     """The autotuner's early pruning: only the configs that ``fits`` for the dtype of the kernel
-    argument named ``operand`` and the output channel stride named ``output_channel_stride``
-    (grad-weight's [K x C·R·S] tiles store without spilling in either layout); never none (the
-    smallest config always fits)."""
+    argument named ``operand``, the output channel stride named ``output_channel_stride``
+    (grad-weight's [K x C·R·S] tiles store without spilling in either layout) and, with the
+    prologue, the GEMM operand it transforms; never none (the smallest config always fits)."""
     def prune(configs, named_args, **kwargs):
         element_size = named_args[operand].element_size()
         contiguous = output_channel_stride is None or named_args[output_channel_stride] == 1
         fma = element_size == 4 and kwargs.get("DOT_PRECISION") == "ieee"
-        flags = dict(prologue=bool(kwargs.get("PROLOGUE")), moments=bool(kwargs.get("MOMENTS")),
+        flags = dict(prologue=prologue_operand if kwargs.get("PROLOGUE") else None, moments=bool(kwargs.get("MOMENTS")),
                      epilogue=bool(kwargs.get("EPILOGUE")))
         return [config for config in configs
                 if fits(config, element_size, contiguous, fma, **flags)] or configs[-1:]
@@ -183,9 +195,9 @@ def _conv2d_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         w_stride_k, w_stride_c, w_stride_h, w_stride_w,
         y_stride_n, y_stride_k, y_stride_h, y_stride_w, bias_stride,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        stats_ptr, norm_parameter, stats_stride,
         moments_ptr, moment_slots, moment_channels,
-        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        PROLOGUE: tl.constexpr,
         KIND: tl.constexpr, MOMENTS: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -208,12 +220,12 @@ def _conv2d_forward_kernel(
     # One loop over (tap, channel block) rather than nested loops, so the compiler pipelines the
     # loads of the next step across taps even when C/G fits in one block.
     channel_blocks = tl.cdiv(in_per_group, BLOCK_K)
+    block = 0
+    r = 0
+    s = 0
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for step in range(kernel_h * kernel_w * channel_blocks):
-        tap = step // channel_blocks
-        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
-        r = tap // kernel_w
-        s = tap - r * kernel_w
+        channels = block * BLOCK_K + channel_offsets
         ih = top + r * dilation_h
         iw = left + s * dilation_w
         row_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
@@ -222,14 +234,13 @@ def _conv2d_forward_kernel(
         a = tl.load(x_rows[:, None] + (ih * x_stride_h + iw * x_stride_w)[:, None] + channels[None, :] * x_stride_c,
                     mask=a_ok, other=0.0)
         if PROLOGUE:  # kernels/prologue.py: act(bn(x)) of the tile, zero in the padding
-            centre, scale, shift = prologue_vectors(
-                stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, group * in_per_group + channels, channel_ok,
-                stats_stride, x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT,
-                HAS_NORM_BIAS)
+            centre, scale, shift = transform_vectors(stats_ptr, stats_stride, group * in_per_group + channels,
+                                                     channel_ok, x_ptr)
             a = transform(a, a_ok, centre, scale, shift, KIND, norm_parameter)
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        block, s, r = next_tap_step(block, s, r, channel_blocks, kernel_w)
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
@@ -252,9 +263,9 @@ def _conv2d_input_grad_kernel(
         phase_row, phase_col, phase_rows, phase_cols,
         first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w,
         x_ptr, x_stride_n, x_stride_c, x_stride_h, x_stride_w,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        stats_ptr, norm_parameter, stats_stride,
         sums_ptr, first_slot, last_slot, num_in_channels,
-        EPILOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        EPILOGUE: tl.constexpr,
         KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -282,14 +293,23 @@ def _conv2d_input_grad_kernel(
     padded_left = iw + pad_w
 
     channel_blocks = tl.cdiv(out_per_group, BLOCK_K)
+    # The output pixel each input pixel takes from the phase's first tap, and the step to the next
+    # tap's: exact divisions (the phase's taps are those for which they are), made once here
+    # rather than per row and step.
+    first_oh = (padded_top - first_tap_h * dilation_h) // stride_h
+    first_ow = (padded_left - first_tap_w * dilation_w) // stride_w
+    oh_step = (tap_step_h * dilation_h) // stride_h
+    ow_step = (tap_step_w * dilation_w) // stride_w
+    block = 0
+    tap_col = 0
+    tap_row = 0
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for step in range(taps_h * taps_w * channel_blocks):
-        tap = step // channel_blocks
-        channels = (step - tap * channel_blocks) * BLOCK_K + channel_offsets
-        r = first_tap_h + (tap // taps_w) * tap_step_h
-        s = first_tap_w + (tap % taps_w) * tap_step_w
-        oh = (padded_top - r * dilation_h) // stride_h  # exact: the phase guarantees divisibility
-        ow = (padded_left - s * dilation_w) // stride_w
+        channels = block * BLOCK_K + channel_offsets
+        r = first_tap_h + tap_row * tap_step_h
+        s = first_tap_w + tap_col * tap_step_w
+        oh = first_oh - tap_row * oh_step
+        ow = first_ow - tap_col * ow_step
         row_ok = pixel_ok & (oh >= 0) & (ow >= 0) & (oh < out_height) & (ow < out_width)
         channel_ok = channels < out_per_group
         a = tl.load(dy_rows[:, None] + (oh * dy_stride_h + ow * dy_stride_w)[:, None] + channels[None, :] * dy_stride_k,
@@ -297,6 +317,7 @@ def _conv2d_input_grad_kernel(
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_k + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        block, tap_col, tap_row = next_tap_step(block, tap_col, tap_row, channel_blocks, taps_w)
 
     if EPILOGUE:
         # This is the gradient of act(bn(x)), the input of a convolution with the input prologue:
@@ -306,10 +327,8 @@ def _conv2d_input_grad_kernel(
         valid = pixel_ok[:, None] & in_ok[None, :]
         x = tl.load(x_ptr + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None]
                     + in_channels[None, :] * x_stride_c, mask=valid, other=0.0).to(tl.float32)
-        acc, acc_x_hat = through_activation(
-            acc, x, valid, stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, in_channels, in_ok, stats_stride,
-            x_stride_c, norm_weight_stride, norm_bias_stride, norm_parameter, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS,
-            KIND)
+        acc, acc_x_hat = through_activation(acc, x, valid, stats_ptr, stats_stride, in_channels, in_ok, norm_parameter,
+                                            KIND)
         store_tile_sums(acc, acc_x_hat, in_ok, in_channels, tile_m, sums_ptr, first_slot, last_slot, num_in_channels,
                         BLOCK_M)
     dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + in_channels[None, :] * dx_stride_c
@@ -325,11 +344,15 @@ def _conv2d_weight_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         dw_stride_k, dw_stride_c, dw_stride_h, dw_stride_w,
         pixels_per_split, split_stride,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
-        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
-        KIND: tl.constexpr,
+        stats_ptr, norm_parameter, stats_stride,
+        PROLOGUE: tl.constexpr,
+        KIND: tl.constexpr, DENSE_DY: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """grad-weight of one (output-channel block, tap, input-channel block) tile over one slice of
+    the N·P·Q pixels. With DENSE_DY (dy's pixels one run: indexing.dense_pixels) dy's block is
+    addressed from the flat pixel index alone; only x's, shifted by the tap and masked by the
+    padding, needs the pixels' coordinates."""
     group = tl.program_id(1)
     split = tl.program_id(2)
     channel_tiles = tl.cdiv(in_per_group, BLOCK_N)
@@ -349,9 +372,8 @@ def _conv2d_weight_grad_kernel(
     col_offset = s * dilation_w - pad_w
 
     if PROLOGUE:  # the program's input channels are fixed: their vectors are loaded once
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, group * in_per_group + in_channels, in_ok, stats_stride,
-            x_stride_c, norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        centre, scale, shift = transform_vectors(stats_ptr, stats_stride, group * in_per_group + in_channels, in_ok,
+                                                 x_ptr)
 
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
     start, end = slice_range(split, pixels_per_split, num_pixels, WIDE_INDEX)
@@ -365,8 +387,11 @@ def _conv2d_weight_grad_kernel(
         ih = oh * stride_h + row_offset
         iw = ow * stride_w + col_offset
         x_ok = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
-        a = tl.load(dy_rows[:, None] + (n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w)[None, :],
-                    mask=out_ok[:, None] & pixel_ok[None, :], other=0.0)
+        if DENSE_DY:
+            dy_pixels = (first + pixel_offsets) * dy_stride_w
+        else:
+            dy_pixels = n * dy_stride_n + oh * dy_stride_h + ow * dy_stride_w
+        a = tl.load(dy_rows[:, None] + dy_pixels[None, :], mask=out_ok[:, None] & pixel_ok[None, :], other=0.0)
         b_ok = x_ok[:, None] & in_ok[None, :]
         b = tl.load(x_cols[None, :] + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None],
                     mask=b_ok, other=0.0)
@@ -383,15 +408,15 @@ def _conv2d_weight_grad_kernel(
 
 _forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k",
                                                                      "PROLOGUE", "KIND", "MOMENTS"],
-                                     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k")))(
+                                     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k", prologue_operand="A")))(
                                          _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
     _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
                           "taps_w", "EPILOGUE", "KIND"],
     prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND"],
-    prune_configs_by=dict(early_config_prune=_prune("x_ptr")))(_conv2d_weight_grad_kernel)
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND", "DENSE_DY"],
+    prune_configs_by=dict(early_config_prune=_prune("x_ptr", prologue_operand="B")))(_conv2d_weight_grad_kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,7 +595,8 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision, 
     args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel(),
             *normalise)
     _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
-            dict(**prologue_flags, WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()),
+            dict(**prologue_flags, DENSE_DY=dense_pixels(dy),
+                 WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()),
                  DOT_PRECISION=dot_precision,
                  UPCAST=INTERPRETED), dict(BLOCK_M=out_per_group, BLOCK_N=in_per_group, BLOCK_K=pixels_per_split))
     return 1 + sum_partials(target, dw, splits)

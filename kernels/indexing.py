@@ -41,6 +41,22 @@ def advance_pixels(n, row, col, step_images, step_rows, step_cols, height, width
 
 
 @triton.jit
+def next_tap_step(block, tap_col, tap_row, blocks, tap_cols):
+    """The reduction step after (tap_row, tap_col, channel block ``block``) of the loops
+    ``for tap_row: for tap_col: for block < blocks``, which a GEMM walks as one counter so that the
+    compiler pipelines its loads across taps: counted on, never recovered from the step by two
+    integer divisions (some sixty instructions a step, a quarter of a 128x128 forward's loop)."""
+    block += 1
+    tap_done = block == blocks
+    block = tl.where(tap_done, 0, block)
+    tap_col = tl.where(tap_done, tap_col + 1, tap_col)
+    row_done = tap_col == tap_cols
+    tap_col = tl.where(row_done, 0, tap_col)
+    tap_row = tl.where(row_done, tap_row + 1, tap_row)
+    return block, tap_col, tap_row
+
+
+@triton.jit
 def widen(value, WIDE_INDEX: tl.constexpr):
     """``value`` in int64 when some tensor spans 2**31 elements or more, else unchanged (int32)."""
     if WIDE_INDEX:
@@ -162,6 +178,14 @@ def dense_planes(tensor):
     """Whether each [H, W] plane of the 4-d ``tensor`` has its rows one after another (NCHW and
     channels_last both do), so that a plane's H·W pixels are one run of stride ``stride(3)``."""
     return tensor.shape[2] == 1 or tensor.stride(2) == tensor.shape[3] * tensor.stride(3)
+
+
+def dense_pixels(tensor):
+    """Whether all N·H·W pixels of the 4-d ``tensor`` lie one after another, a run of stride
+    ``stride(3)`` (a dense channels_last tensor; NCHW only with one image or one channel): pixel
+    p is then at p·stride(3), with no (image, row, column) to compute."""
+    n, _, h, w = tensor.shape
+    return dense_planes(tensor) and (n == 1 or tensor.stride(0) == h * w * tensor.stride(3))
 
 
 def vector_elements(element_size, *values):

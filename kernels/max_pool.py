@@ -36,7 +36,7 @@ import triton.language as tl
 from . import prologue as input_prologue
 from .indexing import dense_planes, image_tile, needs_wide_index, per_pixel, pixel_tiles, plane_offsets, window_through_tap
 from .moments import MOMENT_ROWS, store_tile_sums
-from .prologue import prologue_vectors, through_activation, transform
+from .prologue import through_activation, transform, transform_vectors
 from .tiles import channel_blocks
 
 
@@ -48,10 +48,10 @@ def _max_pool2d_forward_kernel(
         x_stride_n, x_stride_c, x_stride_h, x_stride_w,
         out_stride_n, out_stride_c, out_stride_h, out_stride_w,
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        stats_ptr, norm_parameter, stats_stride,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
         COMPARE_TYPE: tl.constexpr, LOWEST: tl.constexpr, WRITE_INDICES: tl.constexpr, DENSE_OUT: tl.constexpr,
-        PROLOGUE: tl.constexpr, SHIFTED: tl.constexpr, HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr,
+        PROLOGUE: tl.constexpr,
         KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
         BLOCK_C: tl.constexpr):
     image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
@@ -62,9 +62,7 @@ def _max_pool2d_forward_kernel(
     top = oh * STRIDE_H - pad_h
     left = ow * STRIDE_W - pad_w
     if PROLOGUE:  # a tile's channels are fixed: the batch norm's vectors load once
-        centre, scale, shift = prologue_vectors(
-            stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
-            norm_weight_stride, norm_bias_stride, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS)
+        centre, scale, shift = transform_vectors(stats_ptr, stats_stride, c, channel_ok, x_ptr)
 
     # Values are compared in COMPARE_TYPE: fp32 for fp16/bf16/fp32 (exact widening), the input's
     # own dtype otherwise, so float64 and integers (int64 included) pool without rounding.
@@ -77,7 +75,8 @@ def _max_pool2d_forward_kernel(
         inside = pixel_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
         loaded = inside[:, None] & channel_ok[None, :]
         value = tl.load(x_base + (ih * x_stride_h + iw * x_stride_w)[:, None], mask=loaded, other=LOWEST)
-        if PROLOGUE:  # pool act(bn(x)), rounded to x's dtype as a stored act(bn(x)) would be
+        if PROLOGUE:  # pool act(bn(x)), rounded to x's dtype as a stored act(bn(x)) would be (lanes
+            # outside the input, loaded as LOWEST, come out unspecified: ``take`` never picks them)
             value = transform(value, loaded, centre, scale, shift, KIND, norm_parameter)
         value = value.to(COMPARE_TYPE)
         # PyTorch's rule: strictly greater, or NaN; the first tap inside the input starts the scan.
@@ -109,11 +108,10 @@ def _max_pool2d_backward_kernel(
         taps_stride_n, taps_stride_c, taps_stride_h, taps_stride_w,
         gi_stride_n, gi_stride_c, gi_stride_h, gi_stride_w,
         x_ptr, x_stride_n, x_stride_c, x_stride_h, x_stride_w,
-        stats_ptr, norm_weight_ptr, norm_bias_ptr, norm_parameter, stats_stride, norm_weight_stride, norm_bias_stride,
+        stats_ptr, norm_parameter, stats_stride,
         sums_ptr, sum_slots,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, EPILOGUE: tl.constexpr, SHIFTED: tl.constexpr,
-        HAS_NORM_WEIGHT: tl.constexpr, HAS_NORM_BIAS: tl.constexpr, KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr,
+        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, EPILOGUE: tl.constexpr, KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
                                                          WIDE_INDEX, BLOCK_P, BLOCK_C)
@@ -139,9 +137,8 @@ def _max_pool2d_backward_kernel(
         valid = pixel_ok[:, None] & channel_ok[None, :]
         x = tl.load(x_ptr + per_pixel(image * x_stride_n, SPAN_IMAGES) + (ih * x_stride_h + iw * x_stride_w)[:, None]
                     + (c * x_stride_c)[None, :], mask=valid, other=0.0).to(tl.float32)
-        acc, acc_x_hat = through_activation(
-            acc, x, valid, stats_ptr, norm_weight_ptr, norm_bias_ptr, x_ptr, c, channel_ok, stats_stride, x_stride_c,
-            norm_weight_stride, norm_bias_stride, norm_parameter, SHIFTED, HAS_NORM_WEIGHT, HAS_NORM_BIAS, KIND)
+        acc, acc_x_hat = through_activation(acc, x, valid, stats_ptr, stats_stride, c, channel_ok, norm_parameter,
+                                            KIND)
         store_tile_sums(acc, acc_x_hat, channel_ok, c, tl.program_id(0), sums_ptr, 0, sum_slots, channels, BLOCK_P)
     gi_offsets = (image * gi_stride_n + plane_offsets(pixels, in_width, gi_stride_h, gi_stride_w, DENSE_IN)
                   )[:, None] + (c * gi_stride_c)[None, :]

@@ -371,10 +371,13 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     assert conv2d_gemm.fits(config(128, 64, 32, 4, 4), 2, output_channels_contiguous=False)
     assert not conv2d_gemm.fits(config(64, 16, 32, 4, 4), 4, fma=True)
     assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 4, fma=True)
-    # the input prologue's operand in registers: 128 accumulator registers per thread spill
-    assert not conv2d_gemm.fits(large, 2, prologue=True)
-    assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, prologue=True)
-    assert conv2d_gemm.fits(config(128, 128, 64, 8, 3), 2, prologue=True)
+    # the input prologue's operand in registers: beside 128 accumulator registers per thread only
+    # on 8 warps with at most 32 of its elements per thread (the forward's A, grad-weight's B)
+    assert conv2d_gemm.fits(large, 2, prologue="A") and not conv2d_gemm.fits(large, 2, prologue="B")
+    wide = config(256, 128, 64, 8, 3)
+    assert conv2d_gemm.fits(wide, 2, prologue="B") and not conv2d_gemm.fits(wide, 2, prologue="A")
+    assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, prologue="B")
+    assert conv2d_gemm.fits(config(128, 128, 64, 8, 3), 2, prologue="A")
     # the moments epilogue beside 128 accumulator registers per thread spills on 4 warps only
     assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, moments=True)
     assert conv2d_gemm.fits(large, 2, moments=True) and conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2)
@@ -382,7 +385,7 @@ def test_autotune_configs_that_cannot_launch_or_spill_are_pruned():
     assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, moments=True)
     assert not conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, epilogue=True)
     assert not conv2d_gemm.fits(config(128, 128, 32, 4, 4), 2, epilogue=True)  # the prologue's registers too
-    assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue=True)
+    assert conv2d_gemm.fits(config(64, 64, 64, 4, 4), 2, prologue="A")
 
 
 # (input, weight, grad_out shapes, groups): the implicit GEMM and the direct depthwise kernels.
@@ -407,6 +410,24 @@ def test_split_weight_grad_is_deterministic(path, seed, generator):
     assert torch.equal(results[0], results[1])
     _, grads = reference(input, weight, None, grad_out, padding=(0, 1), groups=groups)
     assert_close(results[0], grads[1], torch.float32, what="grad_weight", seed=seed,
+                 reduction_length=grad_out[:, 0].numel())
+
+
+def test_weight_grad_of_a_gradient_whose_pixels_are_not_one_run(seed, generator):
+    """dy a channels_last view sliced along W: channel stride 1, so no copy, but its pixels are
+    not one run, so grad-weight must address them by (image, row, column) rather than by the
+    flat index it uses for a dense dy (kernels/conv2d_gemm.py, DENSE_DY)."""
+    from fastcnn.kernels.indexing import dense_pixels
+
+    input = make_tensor((3, 5, 7, 6), layout="channels_last", generator=generator)
+    weight = make_tensor((4, 5, 3, 2), generator=generator)
+    grad_out = make_tensor((3, 4, 7, 9), layout="channels_last", generator=generator)[..., 1:8]
+    assert grad_out.stride(1) == 1 and not dense_pixels(grad_out) and dense_pixels(grad_out.contiguous(memory_format=torch.channels_last))
+    grad_weight = poisoned_like(weight)
+    conv2d_kernels.weight_grad(input, grad_out, grad_weight, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1,
+                               dot_precision="ieee")
+    _, grads = reference(input, weight, None, grad_out, padding=1)
+    assert_close(grad_weight, grads[1], torch.float32, what="grad_weight of a sliced dy", seed=seed,
                  reduction_length=grad_out[:, 0].numel())
 
 

@@ -49,9 +49,10 @@ def test_opcheck_batch_norm(training, generator):
     weight, bias = make_tensor((5,), generator=generator), make_tensor((5,), generator=generator)
     running_mean = make_tensor((5,), generator=generator)
     running_var = make_tensor((5,), generator=generator).abs() + 0.5
-    _opcheck(OPS.batch_norm_statistics.default, (input, running_mean, running_var, training, 0.1, 1e-5))
-    _opcheck(OPS.batch_norm_statistics.default, (input, None, None, True, 0.1, 1e-5))
-    stats = OPS.batch_norm_statistics(input, running_mean.clone(), running_var.clone(), training, 0.1, 1e-5)
+    _opcheck(OPS.batch_norm_statistics.default, (input, running_mean, running_var, weight, bias, training, 0.1, 1e-5))
+    _opcheck(OPS.batch_norm_statistics.default, (input, None, None, None, None, True, 0.1, 1e-5))
+    stats = OPS.batch_norm_statistics(input, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1,
+                                      1e-5)
     residual = make_tensor((4, 5, 3, 7), generator=generator)
     for kind in (None, "relu"):
         _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), stats, weight.clone().requires_grad_(),

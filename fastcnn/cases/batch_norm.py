@@ -127,6 +127,11 @@ MEMORY_BOUND_KERNELS = ("_partial_stats_kernel", "_backward_sums_kernel",
                         "_apply_kernel", "_backward_apply_kernel")
 
 
+def _statistics(kernel_module, channels):
+    """A statistics buffer as kernels/batch_norm.py's ``statistics`` fills it (kernels/prologue.py's rows)."""
+    return torch.empty((kernel_module("prologue").STATISTICS_ROWS, channels))
+
+
 def static_launches(kernel_module, options):
     """BN+ReLU (C128 28x28) and a ResNet-50 block end, BN + identity → ReLU (C256 56x56, its
     statistics from a convolution's moments), forward and backward in training, as
@@ -135,8 +140,9 @@ def static_launches(kernel_module, options):
         batch_norm = kernel_module("batch_norm")
         c = 128
         x, y, dx = (empty((32, c, 28, 28), dtype, channels_last).view(32, c, -1) for _ in range(3))
-        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
-        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=True, momentum=0.1, eps=1e-5)
+        stats, weight, bias = _statistics(kernel_module, c), torch.ones(c), torch.zeros(c)
+        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), weight, bias, training=True, momentum=0.1,
+                              eps=1e-5)
         batch_norm.apply(x, None, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
         batch_norm.backward(y, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
                             kind="relu", parameter=0.0)
@@ -145,7 +151,8 @@ def static_launches(kernel_module, options):
         batch_norm = kernel_module("batch_norm")
         c = 256  # the end of ResNet-50's first bottleneck: bn3 + the downsample's batch norm, ReLU
         x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
-        stats, residual_stats, weight, bias = torch.empty((2, c)), torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        stats, residual_stats = _statistics(kernel_module, c), _statistics(kernel_module, c)
+        weight, bias = torch.ones(c), torch.zeros(c)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0,
                          residual_norm=(residual_stats, weight, bias))
         partial, residual_partial = (torch.empty((batch_norm.backward_sum_slices(x), 2, c)) for _ in range(2))
@@ -156,10 +163,11 @@ def static_launches(kernel_module, options):
         batch_norm = kernel_module("batch_norm")
         c = 256  # the end of a ResNet-50 bottleneck in stage 1: bn3 + identity, ReLU
         x, r, y, dx, dr = (empty((32, c, 56, 56), dtype, channels_last).view(32, c, -1) for _ in range(5))
-        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        stats, weight, bias = _statistics(kernel_module, c), torch.ones(c), torch.zeros(c)
         # the statistics from the moments conv3's epilogue emitted (kernels/moments.py), as convert runs it
         moments = torch.empty((kernel_module("moments").moment_slots(32 * 56 * 56), 4, c))
-        batch_norm.statistics_from_moments(x, moments, stats, torch.zeros(c), torch.ones(c), momentum=0.1, eps=1e-5)
+        batch_norm.statistics_from_moments(x, moments, stats, torch.zeros(c), torch.ones(c), weight, bias, momentum=0.1,
+                                           eps=1e-5)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind="relu", parameter=0.0)
         # g = relu'·dy from the saved output with its per-channel sums, then batch norm's backward of g
         partial = torch.empty((batch_norm.backward_sum_slices(x), 2, c))
@@ -180,7 +188,7 @@ def compile_variants(kernel_module):
         batch_norm = kernel_module("batch_norm")
         c = 64
         x, r, y, dy, g = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(5))
-        stats, weight, bias = torch.empty((2, c)), torch.ones(c), torch.zeros(c)
+        stats, weight, bias = _statistics(kernel_module, c), torch.ones(c), torch.zeros(c)
         batch_norm.apply(x, r, y, stats, weight, bias, training=True, kind=kind, parameter=0.0)
         from_output = kind == "relu"
         partial = torch.empty((batch_norm.backward_sum_slices(x), 2, c))
@@ -198,8 +206,9 @@ def compile_variants(kernel_module):
         batch_norm = kernel_module("batch_norm")
         c = 64
         x, y, dy, dx = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(4))
-        stats = torch.empty((2, c))
-        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), training=False, momentum=0.1, eps=1e-5)
+        stats = _statistics(kernel_module, c)
+        batch_norm.statistics(x, stats, torch.zeros(c), torch.ones(c), None, None, training=False, momentum=0.1,
+                              eps=1e-5)
         batch_norm.apply(x, None, y, stats, None, None, training=False, kind="relu", parameter=0.0)
         batch_norm.backward(dy, x, None, dx, None, stats, None, None, None, None, training=False, kind="relu",
                             parameter=0.0)
@@ -208,9 +217,9 @@ def compile_variants(kernel_module):
         batch_norm = kernel_module("batch_norm")
         c = 64
         x, y, dy, dx = (empty((4, c, 7, 7), DTYPES["bf16"], True).view(4, c, -1) for _ in range(4))
-        stats = torch.empty((2, c))
+        stats = _statistics(kernel_module, c)
         weight, bias, grad_weight, grad_bias = (torch.empty(c, dtype=DTYPES["bf16"]) for _ in range(4))
-        batch_norm.statistics(x, stats, None, None, training=True, momentum=0.1, eps=1e-5)
+        batch_norm.statistics(x, stats, None, None, weight, bias, training=True, momentum=0.1, eps=1e-5)
         batch_norm.apply(x, None, y, stats, weight, bias, training=True, kind=None, parameter=0.0)
         batch_norm.backward(dy, x, None, dx, None, stats, weight, bias, grad_weight, grad_bias, training=True,
                             kind=None, parameter=0.0)

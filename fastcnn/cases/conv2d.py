@@ -249,9 +249,9 @@ def static_launches(kernel_module, options):
             b = empty((k,), dtype) if bias else None
             geo = dict(stride=(stride, stride), padding=(pad, pad), dilation=(1, 1), groups=groups)
             # A batch norm (batch statistics, affine) and ``activation`` in the input prologue.
-            prologue = None if not activation else conv2d.conv2d_gemm.input_prologue.Prologue(
-                empty((2, c), torch.float32), empty((c,), torch.float32), empty((c,), torch.float32), True,
-                activation, 0.0)
+            prologue_module = conv2d.conv2d_gemm.input_prologue
+            prologue = None if not activation else prologue_module.Prologue(
+                empty((prologue_module.STATISTICS_ROWS, c), torch.float32), activation, 0.0)
             # ``moments``: the output's summaries for the batch norm after it (kernels/moments.py)
             summaries = torch.empty((kernel_module("moments").moment_slots(n * p * q), 4, k)) if moments else None
             if "forward" in passes:
@@ -332,19 +332,22 @@ def compile_variants(kernel_module):
         geometry = dict(stride=(1, 1), padding=(padding, padding), dilation=(1, 1), groups=1, dot_precision=precision)
         conv2d.forward(x, weight, empty((k,), dtype), y, **geometry)
         conv2d.input_grad(y, weight, x, **geometry)
-        conv2d.weight_grad(x, y, empty((k, c, kernel, kernel), dtype, True), **geometry)
-    def prologue_passes(dtype_name, kind, shifted, groups):
+        # with int64 indexing, grad-weight of a dy whose pixels are not one run (a column-sliced view)
+        dy = empty((n, k, size, size + 1), dtype, True)[..., :size] if wide else y
+        conv2d.weight_grad(x, dy, empty((k, c, kernel, kernel), dtype, True), **geometry)
+    def prologue_passes(dtype_name, kind, normalised, groups):
         conv2d = kernel_module("conv2d")
         dtype = DTYPES[dtype_name]
         n, c, k, size = 2, 32, 32, 8
         x = empty((n, c, size, size), dtype, True)
         weight = empty((k, c // groups, 3, 3), dtype, True)
         y = empty((n, k, size, size), dtype, True)
-        prologue = None if shifted is None else conv2d.conv2d_gemm.input_prologue.Prologue(
-            empty((2, c), torch.float32), empty((c,), dtype), None, shifted, kind, 0.1)
+        prologue_module = conv2d.conv2d_gemm.input_prologue
+        prologue = None if not normalised else prologue_module.Prologue(
+            empty((prologue_module.STATISTICS_ROWS, c), torch.float32), kind, 0.1)
         geometry = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=groups,
                         dot_precision="tf32" if dtype_name == "fp32" else "ieee")
-        moments = None if shifted is None else torch.empty((kernel_module("moments").moment_slots(n * size * size),
+        moments = None if not normalised else torch.empty((kernel_module("moments").moment_slots(n * size * size),
                                                              4, k))
         conv2d.forward(x, weight, None, y, prologue=prologue, moments=moments, **geometry)
         conv2d.weight_grad(x, y, empty((k, c // groups, 3, 3), dtype, True), prologue=prologue, **geometry)
@@ -352,15 +355,15 @@ def compile_variants(kernel_module):
             sums = torch.empty((conv2d.conv2d_gemm.input_grad_sum_slots(x.shape, (1, 1)), 2, c))
             conv2d.input_grad(y, weight, empty((n, c, size, size), dtype, True), epilogue=(x, prologue, sums),
                               **geometry)
-    # shifted None: the depthwise kernels without a prologue or moments (the variants' other
+    # not normalised: the depthwise kernels without a prologue or moments (the variants' other
     # launches are GEMMs); the rest with both.
-    prologues = [(f"conv2d prologue {kind if shifted is not None else 'off'} {dtype_name}"
+    prologues = [(f"conv2d prologue {kind if normalised else 'off'} {dtype_name}"
                   f"{' depthwise' if groups > 1 else ''}",
-                  lambda dtype_name=dtype_name, kind=kind, shifted=shifted, groups=groups:
-                  prologue_passes(dtype_name, kind, shifted, groups))
-                 for dtype_name, kind, shifted, groups in (("fp16", None, False, 1), ("fp32", "silu", True, 1),
-                                                           ("bf16", "gelu", True, 1), ("fp16", "hardswish", True, 32),
-                                                           ("bf16", None, None, 32))]
+                  lambda dtype_name=dtype_name, kind=kind, normalised=normalised, groups=groups:
+                  prologue_passes(dtype_name, kind, normalised, groups))
+                 for dtype_name, kind, normalised, groups in (("fp16", None, True, 1), ("fp32", "silu", True, 1),
+                                                              ("bf16", "gelu", True, 1),
+                                                              ("fp16", "hardswish", True, 32), ("bf16", None, False, 32))]
     return [(f"conv2d {'int64 indexing' if wide else 'batch 1 1x1'} {dtype_name}",
              lambda dtype_name=dtype_name, wide=wide: passes(dtype_name, wide))
             for dtype_name in ("bf16", "fp16", "fp32") for wide in (True, False)] + prologues

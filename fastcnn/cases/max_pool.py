@@ -99,8 +99,9 @@ def static_launches(kernel_module, options):
         out = empty((32, 64, 56, 56), dtype, channels_last)
         taps = empty((32, 64, 56, 56), torch.uint8, channels_last)
         geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
-        prologue = kernel_module("prologue").Prologue(torch.empty((2, 64)), torch.ones(64), torch.zeros(64), True,
-                                                      "relu", 0.0) if normalized else None
+        prologue_module = kernel_module("prologue")
+        prologue = prologue_module.Prologue(torch.empty((prologue_module.STATISTICS_ROWS, 64)), "relu",
+                                            0.0) if normalized else None
         max_pool.forward(x, out, taps, None, **geometry, prologue=prologue)
         grad_in = empty((32, 64, 112, 112), dtype, channels_last)
         sums = torch.empty((max_pool.backward_sum_slots(grad_in.shape, grad_in.stride(1)), 2, 64))
@@ -131,8 +132,8 @@ def compile_variants(kernel_module):
         out = empty((2, 8, 5, 5), DTYPES["bf16"], True)
         taps = empty((2, 8, 5, 5), torch.uint8, True)
         geometry = dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1))
-        prologue = kernel_module("prologue").Prologue(torch.empty((2, 8)), torch.ones(8), torch.zeros(8), True,
-                                                      "relu", 0.0)
+        prologue_module = kernel_module("prologue")
+        prologue = prologue_module.Prologue(torch.empty((prologue_module.STATISTICS_ROWS, 8)), "relu", 0.0)
         max_pool.forward(x, out, taps, None, **geometry, prologue=prologue)
         sums = torch.empty((max_pool.backward_sum_slots(grad_in.shape, grad_in.stride(1)), 2, 8))
         max_pool.backward(out, taps, grad_in, **geometry, epilogue=(x, prologue, sums))

@@ -5,8 +5,8 @@ the argument checks (torch's, in torch's order), the byte count, the operators a
 functionals.
 
 Registered as PyTorch operators so that ``torch.compile`` keeps them in its graph:
-``fastcnn::batch_norm_statistics`` computes the per-channel statistics (two floats per channel,
-what torch saves) and updates the running statistics in place (the one mutation, declared in its
+``fastcnn::batch_norm_statistics`` computes the per-channel statistics (mean and 1/std, what
+torch saves, and four coefficients a prologue conv takes: kernels/prologue.py) and updates the running statistics in place (the one mutation, declared in its
 schema), or ``fastcnn::batch_norm_statistics_from_moments`` the same from the moments the
 convolution that wrote the input emitted (``moments=``, ops/conv2d.py), without a pass over it;
 ``fastcnn::batch_norm_apply`` normalises and applies the activation, with an autograd formula
@@ -20,7 +20,7 @@ and b's gradients from them); in eval ``fastcnn::batch_norm_residual_grad`` (g a
 The statistics are not differentiated through: the backward formula accounts for them
 (see kernels/batch_norm.py).
 
-Saved for backward: the input and two floats per channel, from which the activation's
+Saved for backward: the input and six floats per channel (those statistics), from which the activation's
 derivative is recomputed, so no pre-activation tensor is ever kept; with a residual, the output
 too when the activation is relu, sigmoid or tanh (their torch backward takes the result; a ResNet
 block's output is kept by the next block's first convolution anyway), nothing more without an
@@ -123,16 +123,18 @@ def bytes_moved(numel, element_size, backward, residual=False):
 
 # ----------------------------------------------------------------------------- operators and autograd
 def _empty_statistics(input):
-    return torch.empty((2, input.shape[1]), dtype=torch.float32, device=input.device)
+    from ..kernels.prologue import STATISTICS_ROWS
+
+    return torch.empty((STATISTICS_ROWS, input.shape[1]), dtype=torch.float32, device=input.device)
 
 
-def input_prologue(stats, weight, bias, training, kind, parameter):
+def input_prologue(stats, kind, parameter):
     """The ``kernels/prologue.py`` Prologue of act(batch_norm(x)) for a kernel that normalises x as
-    it loads it (conv2d's, max-pool's): ``stats`` from ``batch_statistics``, batch statistics
-    (shifted) when ``training``."""
+    it loads it (conv2d's, max-pool's): ``stats`` from ``batch_statistics`` (whose rows 2 to 5
+    hold the batch norm's weight and bias in the form the kernels take)."""
     from ..kernels.prologue import Prologue
 
-    return Prologue(stats, _vector(weight), _vector(bias), training, kind, parameter)
+    return Prologue(stats, kind, parameter)
 
 
 def _vector(tensor):
@@ -142,38 +144,44 @@ def _vector(tensor):
 
 
 @torch.library.custom_op("fastcnn::batch_norm_statistics", mutates_args=("running_mean", "running_var"))
-def _statistics_op(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
-                   momentum: float, eps: float) -> Tensor:
-    """fp32 [2, C]: (mean, invstd) of the batch (training; the mean that of x - x[0, c, 0]) or the
-    running statistics (eval); in training the running statistics are updated in place."""
+def _statistics_op(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                   weight: Optional[Tensor], bias: Optional[Tensor], training: bool, momentum: float,
+                   eps: float) -> Tensor:
+    """fp32 [STATISTICS_ROWS, C] (kernels/prologue.py): (mean, invstd) of the batch (training; the
+    mean that of x - x[0, c, 0]) or the running statistics (eval), then the input prologue's
+    coefficients from ``weight`` and ``bias``; in training the running statistics are updated in
+    place."""
     stats = _empty_statistics(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm statistics"):
             _backend.record_launch(OP, _kernels().statistics(
-                rows_view(input), stats, running_mean, running_var, training=training, momentum=momentum, eps=eps))
+                rows_view(input), stats, running_mean, running_var, _vector(weight), _vector(bias), training=training,
+                momentum=momentum, eps=eps))
     return stats
 
 
 @_statistics_op.register_fake
-def _(input, running_mean, running_var, training, momentum, eps):
+def _(input, running_mean, running_var, weight, bias, training, momentum, eps):
     return _empty_statistics(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_statistics_from_moments", mutates_args=("running_mean", "running_var"))
 def _moments_statistics_op(input: Tensor, moments: Tensor, running_mean: Optional[Tensor],
-                           running_var: Optional[Tensor], momentum: float, eps: float) -> Tensor:
+                           running_var: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
+                           momentum: float, eps: float) -> Tensor:
     """``fastcnn::batch_norm_statistics`` in training, from the moments the convolution that wrote
     ``input`` emitted (kernels/moments.py) rather than from a pass over ``input``."""
     stats = _empty_statistics(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm statistics (from moments)"):
             _backend.record_launch(OP, _kernels().statistics_from_moments(
-                rows_view(input), moments, stats, running_mean, running_var, momentum=momentum, eps=eps))
+                rows_view(input), moments, stats, running_mean, running_var, _vector(weight), _vector(bias),
+                momentum=momentum, eps=eps))
     return stats
 
 
 @_moments_statistics_op.register_fake
-def _(input, moments, running_mean, running_var, momentum, eps):
+def _(input, moments, running_mean, running_var, weight, bias, momentum, eps):
     return _empty_statistics(input)
 
 
@@ -203,24 +211,27 @@ def check_inside(op, input, running_mean, running_var, weight, bias, training, m
     return kind, parameter
 
 
-def prologue_statistics(op, input, running_mean, running_var, training, momentum, eps, moments):
+def prologue_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps, moments):
     """(input, stats) for a kernel that normalises ``input`` as it loads it: the input itself, or
     one contiguous copy of a strided view whose spatial dims cannot be merged into rows; and
     ``batch_statistics`` of it."""
     if rows_view(input) is None:
         input = input.contiguous()
-    return input, batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    return input, batch_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps,
+                                   moments)
 
 
-def batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments=None):
-    """fp32 [2, C] statistics of ``input`` for batch norm (the batch's in training, from
-    ``moments`` when given, else the running ones), running statistics updated in training."""
+def batch_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps, moments=None):
+    """fp32 [STATISTICS_ROWS, C] statistics of ``input`` for batch norm (the batch's in training,
+    from ``moments`` when given, else the running ones) and the input prologue's coefficients
+    from ``weight`` and ``bias`` (kernels/prologue.py), running statistics updated in training."""
     running, write_back = statistic_vectors((running_mean, running_var))
+    affine = [t.detach() if isinstance(t, torch.Tensor) else t for t in (weight, bias)]
     if moments is not None and training:
         check_moments(op, input, moments)
-        stats = _moments_statistics_op(input.detach(), moments, *running, float(momentum), float(eps))
+        stats = _moments_statistics_op(input.detach(), moments, *running, *affine, float(momentum), float(eps))
     else:
-        stats = _statistics_op(input.detach(), *running, bool(training), float(momentum), float(eps))
+        stats = _statistics_op(input.detach(), *running, *affine, bool(training), float(momentum), float(eps))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
     return stats
@@ -488,18 +499,19 @@ _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_re
 # Per-channel vectors (statistics, partials, parameters) are a few KB; the passes over the input
 # are what cost.
 @launches_of(_statistics_op, "norm")
-def _statistics_launches(stats, input, running_mean, running_var, training, momentum, eps):
+def _statistics_launches(stats, input, running_mean, running_var, weight, bias, training, momentum, eps):
     if not input.numel():
         return []
-    finalize = one_pass("_finalize_kernel", [running_mean, running_var], [stats, running_mean, running_var])
+    finalize = one_pass("_finalize_kernel", [running_mean, running_var, weight, bias],
+                        [stats, running_mean, running_var])
     return ([one_pass("_partial_stats_kernel", [input], [])] if training else []) + [finalize]
 
 
 @launches_of(_moments_statistics_op, "norm")
-def _moments_statistics_launches(stats, input, moments, running_mean, running_var, momentum, eps):
+def _moments_statistics_launches(stats, input, moments, running_mean, running_var, weight, bias, momentum, eps):
     if not input.numel():
         return []
-    return [one_pass("_moments_finalize_kernel", [moments, running_mean, running_var],
+    return [one_pass("_moments_finalize_kernel", [moments, running_mean, running_var, weight, bias],
                      [stats, running_mean, running_var])]
 
 
@@ -572,7 +584,7 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
         return out if kind is None else module_for(kind, parameter)(out)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
-    stats = batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
+    stats = batch_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps, moments)
     if residual is None:
         return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
     if residual.shape != input.shape:
@@ -632,8 +644,9 @@ def batch_norm_add_batch_norm(input, running_mean, running_var, weight, bias, re
         return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                           activation=activation, residual=residual, moments=moments)
     input, residual_input = (t if rows_view(t) is not None else t.contiguous() for t in (input, residual_input))
-    stats = batch_statistics(op, input, running_mean, running_var, training, momentum, eps, moments)
-    residual_stats = batch_statistics(op, residual_input, residual_running_mean, residual_running_var, training,
-                                      residual_momentum, residual_eps, residual_moments)
+    stats = batch_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps, moments)
+    residual_stats = batch_statistics(op, residual_input, residual_running_mean, residual_running_var,
+                                      residual_weight, residual_bias, training, residual_momentum, residual_eps,
+                                      residual_moments)
     return _residual_apply_op(input, stats, weight, bias, residual_input, residual_stats, residual_weight,
                               residual_bias, bool(training), kind, parameter)

@@ -16,7 +16,7 @@ why and what it costs). The depthwise kernels and the bias read every layout as 
 The input prologue (kernels/prologue.py): ``conv2d(..., input_scale=, input_shift=,
 input_activation=)`` and ``batch_norm_conv2d`` (a batch norm, its activation and the convolution
 after it) normalise each input tile as the kernels load it, so act(bn(x)) is never written, read
-back or kept: ``fastcnn::conv2d_normalized`` saves x and two floats per channel, its backward
+back or kept: ``fastcnn::conv2d_normalized`` saves x and six floats per channel, its backward
 recomputes act(bn(x)) inside the weight gradient's loads and runs batch norm's own backward
 (ops/batch_norm.py) on the gradient of act(bn(x)) that grad-input produces.
 
@@ -304,16 +304,18 @@ def _conv2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optional[Te
                           training: bool, kind: Optional[str], parameter: float, weight: Tensor, bias: Optional[Tensor],
                           stride: list[int], padding: list[int], total_padding: list[int], dilation: list[int],
                           groups: int) -> Tensor:
-    """conv2d(act(batch_norm(input)), weight, bias): batch norm from ``stats`` (fp32 [2, C] mean,
-    invstd as ``fastcnn::batch_norm_statistics`` gives them; ``training``: the batch's), its
-    affine ``norm_weight`` and ``norm_bias``, the activation ``kind`` (None for none)."""
+    """conv2d(act(batch_norm(input)), weight, bias): batch norm from ``stats`` (fp32 [STATISTICS_ROWS, C]
+    as ``fastcnn::batch_norm_statistics`` gives them, with the prologue's coefficients of
+    ``norm_weight`` and ``norm_bias``: kernels/prologue.py; ``training``: the batch's), its affine
+    ``norm_weight`` and ``norm_bias`` (for batch norm's backward), the activation ``kind`` (None
+    for none)."""
     out = _empty_output(input, weight, total_padding, stride, dilation)
     if out.numel():
         with torch.profiler.record_function("fastcnn::conv2d forward (normalised input)"):
             _backend.record_launch(OP, _kernels().forward(
                 input, weight, bias, out, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(input),
-                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+                prologue=_batch_norm.input_prologue(stats, kind, parameter)))
     return out
 
 
@@ -337,7 +339,7 @@ def _conv2d_normalized_weight_grad_op(input: Tensor, stats: Tensor, norm_weight:
             _backend.record_launch(OP, _kernels().weight_grad(
                 input, grad_out, result, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(input),
-                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+                prologue=_batch_norm.input_prologue(stats, kind, parameter)))
     return result
 
 
@@ -365,7 +367,7 @@ def _conv2d_normalized_input_grad_op(grad_out: Tensor, weight: Tensor, input: Te
             _backend.record_launch(OP, gemm.input_grad(
                 grad_out, weight, grad, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(weight),
-                epilogue=(input, _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter),
+                epilogue=(input, _batch_norm.input_prologue(stats, kind, parameter),
                           sums)))
     return grad, sums
 
@@ -471,7 +473,7 @@ def _conv2d_normalized_moments_op(input: Tensor, stats: Tensor, norm_weight: Opt
                                   groups: int) -> tuple[Tensor, Tensor]:
     """(conv2d(act(batch_norm(input))), its output's moments)."""
     return _forward_with_moments(input, weight, bias, stride, padding, total_padding, dilation, groups,
-                                 _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter))
+                                 _batch_norm.input_prologue(stats, kind, parameter))
 
 
 @_conv2d_normalized_moments_op.register_fake
@@ -654,11 +656,12 @@ def check_input_affine(op, input, input_scale, input_shift):
     check_parameter_dtypes(op, input, {"input_scale": input_scale, "input_shift": input_shift})
 
 
-def _identity_statistics(input):
-    """fp32 [2, C] (mean 0, invstd 1): batch norm's statistics under which it is the plain affine."""
-    stats = torch.ones((2, input.shape[1]), dtype=torch.float32, device=input.device)
-    stats[0].zero_()
-    return stats
+def _identity_statistics(input, input_scale, input_shift):
+    """Batch norm's statistics (mean 0, invstd 1) under which it is the plain affine, with the
+    prologue's coefficients of ``input_scale`` and ``input_shift`` (kernels/prologue.py)."""
+    from ..kernels.prologue import affine_statistics
+
+    return affine_statistics(input.shape[1], input_scale, input_shift, input.device)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, input_scale=None, input_shift=None,
@@ -698,7 +701,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         return torch.nn.functional.conv2d(transformed.to(input.dtype), weight, bias, stride, padding, dilation,
                                           groups)
     batched = input if input.dim() == 4 else input.unsqueeze(0)
-    out = _conv2d_normalized_op(batched, _identity_statistics(batched), input_scale, input_shift, False, kind,
+    out = _conv2d_normalized_op(batched, _identity_statistics(batched, input_scale, input_shift), input_scale, input_shift, False, kind,
                                 parameter, weight, bias, *_arguments(geometry))
     return out if input.dim() == 4 else out.squeeze(0)
 
@@ -751,7 +754,7 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
     norm in the convolution's prologue: its statistics in one pass over the input (training; in
     eval the running statistics, folded into the prologue's scale and shift), then one
     convolution that normalises and activates each input tile as it loads it. act(bn(x)) is
-    never written nor kept: backward saves the input and two floats per channel, as batch norm
+    never written nor kept: backward saves the input and six floats per channel, as batch norm
     alone does. Batch norm's arguments and checks are ``fastcnn.batch_norm``'s (the running
     statistics updated in place in training), the convolution's ``fastcnn.conv2d``'s; input
     ``(N, C, H, W)``. ``moments``: the input's, from the convolution that computed it
@@ -775,8 +778,8 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
         if emit_moments:
             return conv2d_with_moments(normalized, weight, bias, stride, padding, dilation, groups)
         return conv2d(normalized, weight, bias, stride, padding, dilation, groups)
-    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, training, momentum, eps,
-                                                   moments)
+    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, norm_weight, norm_bias,
+                                                   training, momentum, eps, moments)
     arguments = (input, stats, norm_weight, norm_bias, bool(training), kind, parameter, weight, bias,
                  *_arguments(geometry))
     return _conv2d_normalized_moments_op(*arguments) if emit_moments else _conv2d_normalized_op(*arguments)

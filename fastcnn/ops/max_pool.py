@@ -224,7 +224,7 @@ def _max_pool2d_normalized_op(input: Tensor, stats: Tensor, norm_weight: Optiona
             _backend.record_launch(OP, _kernels().forward(
                 input, out, taps, None, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
                 dilation=tuple(dilation),
-                prologue=_batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter)))
+                prologue=_batch_norm.input_prologue(stats, kind, parameter)))
     return out, taps
 
 
@@ -254,7 +254,7 @@ def _max_pool2d_normalized_backward_op(grad_out: Tensor, taps: Tensor, input: Te
             _backend.record_launch(OP, _kernels().backward(
                 grad_out, taps, grad, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
                 dilation=tuple(dilation),
-                epilogue=(input, _batch_norm.input_prologue(stats, norm_weight, norm_bias, training, kind, parameter),
+                epilogue=(input, _batch_norm.input_prologue(stats, kind, parameter),
                           sums)))
     return grad, sums
 
@@ -344,7 +344,7 @@ def batch_norm_max_pool2d(input, running_mean, running_var, weight=None, bias=No
     the pool's prologue (a ResNet stem's bn → relu → max-pool): its statistics in one pass over
     the input in training (none with ``moments``, the input's from the convolution that computed
     it), then one pool that normalises and activates what it loads. act(bn(x)) is never written
-    nor kept: backward saves the input, two floats per channel and one byte per output, and the
+    nor kept: backward saves the input, six floats per channel and one byte per output, and the
     pool's backward sums what batch norm's backward needs. Batch norm's arguments and checks are
     ``fastcnn.batch_norm``'s (the running statistics updated in place in training), the pool's
     ``fastcnn.max_pool2d``'s (no ``return_indices``); input ``(N, C, H, W)``."""
@@ -357,8 +357,8 @@ def batch_norm_max_pool2d(input, running_mean, running_var, weight=None, bias=No
         normalized = _batch_norm.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                                             activation=activation, moments=moments)
         return max_pool2d(normalized, kernel_size, stride, padding, dilation, ceil_mode)
-    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, training, momentum, eps,
-                                                   moments)
+    input, stats = _batch_norm.prologue_statistics(op, input, running_mean, running_var, weight, bias, training,
+                                                   momentum, eps, moments)
     out, _ = _max_pool2d_normalized_op(input, stats, weight, bias, bool(training), kind, parameter,
                                        list(geometry.kernel_size), list(geometry.stride), list(geometry.padding),
                                        list(geometry.dilation), geometry.ceil_mode)
