@@ -63,6 +63,14 @@ def input_grad(dy, w, dx, **arguments):
     return _path(dx.shape[1], arguments["groups"]).input_grad(dy, w, dx, **arguments)
 
 
+def input_grad_sum_slots(dx, stride, groups):
+    """Rows of the [slots, 2, C] sums buffer ``input_grad``'s epilogue (``epilogue=``) fills for
+    ``dx``: see each path's own ``input_grad_sum_slots``."""
+    if is_direct(dx.shape[1], groups):
+        return conv2d_depthwise.input_grad_sum_slots(dx)
+    return conv2d_gemm.input_grad_sum_slots(dx.shape, stride)
+
+
 def weight_grad(x, dy, dw, **arguments):
     """dw = grad of conv2d w.r.t. its weight, into the preallocated dense ``dw``."""
     return _path(x.shape[1], arguments["groups"]).weight_grad(x, dy, dw, **arguments)

@@ -8,6 +8,12 @@ and dy, writes dw. FLOPs: 2·N·P·Q·K·R·S per pass.
 Launch grids: (cdiv(N·P·Q, BLOCK_P), cdiv(K, BLOCK_C)) forward, (cdiv(N·H·W, BLOCK_P),
 cdiv(C, BLOCK_C)) grad-input (a gather over the windows each input pixel feeds), and
 (cdiv(K, BLOCK_C), R·S, slices) grad-weight, its N·P·Q reduction sliced as the GEMM wgrad's.
+
+With the input prologue (kernels/prologue.py: MobileNet's bn → relu6 → depthwise), the forward
+and grad-weight normalise x as they load it, and grad-input's epilogue does what the GEMM's does:
+it takes the gradient of act(bn(x)) through the activation's derivative (reading x where it
+writes dx) and sums g and g·x̂ per channel for batch norm's backward, so that batch norm's
+backward is its apply alone.
 """
 import triton
 import triton.language as tl
@@ -15,9 +21,9 @@ import triton.language as tl
 from .conv2d_gemm import MAX_SLICES, MIN_PIXELS_PER_SLICE
 from .indexing import (advance_pixels, block_indices, needs_wide_index, pixel_coordinates, pixel_step, tap_input_pixel,
                        widen, window_through_tap)
-from .moments import MOMENT_ROWS, store_tile_moments
+from .moments import MOMENT_ROWS, store_tile_moments, store_tile_sums
 from .prologue import arguments as prologue_arguments
-from .prologue import transform, transform_vectors
+from .prologue import through_activation, transform, transform_vectors
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import channel_blocks
 
@@ -79,6 +85,9 @@ def _depthwise_input_grad_kernel(
         dy_stride_n, dy_stride_k, dy_stride_h, dy_stride_w,
         w_stride_k, w_stride_h, w_stride_w,
         dx_stride_n, dx_stride_c, dx_stride_h, dx_stride_w,
+        x_ptr, x_stride_n, x_stride_c, x_stride_h, x_stride_w, stats_ptr, norm_parameter, stats_stride, sums_ptr,
+        sum_slots,
+        EPILOGUE: tl.constexpr, KIND: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     num_pixels = widen(batch, WIDE_INDEX) * in_height * in_width
     pixels = block_indices(tl.program_id(0), BLOCK_P, WIDE_INDEX)
@@ -101,6 +110,14 @@ def _depthwise_input_grad_kernel(
                      + (out_channels * dy_stride_k)[None, :], mask=ok[:, None] & channel_ok[None, :], other=0.0)
         w = tl.load(w_ptr + out_channels * w_stride_k + r * w_stride_h + s * w_stride_w, mask=channel_ok, other=0.0)
         acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
+    if EPILOGUE:  # the gradient of act(bn(x)): through the activation, and batch norm's sums
+        valid = pixel_ok[:, None] & channel_ok[None, :]
+        x = tl.load(x_ptr + (n * x_stride_n + ih * x_stride_h + iw * x_stride_w)[:, None]
+                    + (channels * x_stride_c)[None, :], mask=valid, other=0.0).to(tl.float32)
+        acc, acc_x_hat = through_activation(acc, x, valid, stats_ptr, stats_stride, channels, channel_ok,
+                                            norm_parameter, KIND)
+        store_tile_sums(acc, acc_x_hat, channel_ok, channels, tl.program_id(0), sums_ptr, 0, sum_slots, in_channels,
+                        BLOCK_P)
     dx_offsets = (n * dx_stride_n + ih * dx_stride_h + iw * dx_stride_w)[:, None] + (channels * dx_stride_c)[None, :]
     tl.store(dx_ptr + dx_offsets, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & channel_ok[None, :])
 
@@ -177,14 +194,28 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision=N
     return 1
 
 
-def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision=None):
-    """dx gathers dy through every tap that reaches each input pixel: one launch."""
+def input_grad_sum_slots(dx):
+    """Rows of the [slots, 2, C] sums buffer the grad-input epilogue fills for ``dx``: per pixel
+    tile, one per MOMENT_ROWS of its pixels (at least one), tiles in launch order."""
+    block_p, _ = _blocks(dx.stride(1))
+    return triton.cdiv(dx.shape[0] * dx.shape[2] * dx.shape[3], block_p) * max(1, block_p // MOMENT_ROWS)
+
+
+def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision=None, epilogue=None):
+    """dx gathers dy through every tap that reaches each input pixel: one launch. With
+    ``epilogue`` = (x, prologue, sums), as the GEMM's (kernels/conv2d_gemm.py ``input_grad``):
+    dx receives g = act'(bn(x))·(that gradient), ``sums`` (fp32 [input_grad_sum_slots, 2, C])
+    the per-channel sums of g and g·x̂."""
     block_p, block_c = _blocks(dx.stride(1))
     grid = (triton.cdiv(dx.shape[0] * dx.shape[2] * dx.shape[3], block_p), triton.cdiv(dx.shape[1], block_c))
+    x, prologue, sums = epilogue if epilogue is not None else (dx, None, dx)
+    normalise, prologue_flags = prologue_arguments(prologue, x)
+    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
     _depthwise_input_grad_kernel[grid](
         dy, w, dx, *_geometry(dx, w, dy, stride, padding, dilation, groups, dx.shape[1]),
-        *dy.stride(), w.stride(0), w.stride(2), w.stride(3), *dx.stride(),
-        WIDE_INDEX=needs_wide_index(dy, w, dx), BLOCK_P=block_p, BLOCK_C=block_c)
+        *dy.stride(), w.stride(0), w.stride(2), w.stride(3), *dx.stride(), x, *x.stride(), *normalise, sums,
+        sums.shape[0] if epilogue is not None else 0, **prologue_flags,
+        WIDE_INDEX=needs_wide_index(dy, w, dx, x), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 
 

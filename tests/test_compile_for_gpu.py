@@ -123,7 +123,9 @@ def test_each_variant_family_compiles(compiled):
         assert seen[(module, kernel, "PROLOGUE")] == {True, False}, kernel
     # grad-weight with dy's pixels one run (dense) and not (a view)
     assert seen[("conv2d_gemm", "_conv2d_weight_grad_kernel", "DENSE_DY")] == {True, False}
-    assert seen[("conv2d_gemm", "_conv2d_input_grad_kernel", "EPILOGUE")] == {True, False}
+    for module, kernel in (("conv2d_gemm", "_conv2d_input_grad_kernel"),
+                           ("conv2d_depthwise", "_depthwise_input_grad_kernel")):
+        assert seen[(module, kernel, "EPILOGUE")] == {True, False}, kernel
     # the moments epilogue (kernels/moments.py) of the forward kernels
     for module, kernel in (("conv2d_gemm", "_conv2d_forward_kernel"), ("conv2d_depthwise", "_depthwise_forward_kernel")):
         assert seen[(module, kernel, "MOMENTS")] == {True, False}, kernel

@@ -745,6 +745,30 @@ def test_batch_norm_conv2d_random_configurations(dtype, training, case, seed, ge
                      reduction_length=input.numel() // input.shape[1])
 
 
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_batch_norm_depthwise_conv2d_sums_batch_norm_backward_in_grad_input(multiplier, seed, generator):
+    """MobileNet's bn → relu6 → depthwise conv: the depthwise grad-input's epilogue takes the
+    gradient of act(bn(x)) through relu6 and sums batch norm's backward terms
+    (kernels/conv2d_depthwise.py), so batch norm's backward is its apply from those sums, with no
+    pass of its own over the gradient; every gradient against float64 torch."""
+    input = make_tensor((3, 6, 9, 7), layout="channels_last", generator=generator)
+    weight = make_tensor((6 * multiplier, 1, 3, 3), generator=generator)
+    norm_weight, norm_bias = make_tensor((6,), generator=generator), make_tensor((6,), generator=generator)
+    running = (make_tensor((6,), generator=generator), make_tensor((6,), generator=generator).abs())
+    arguments = dict(stride=(2, 1), padding=(1, 1), dilation=(1, 1), groups=6)
+    leaves = [t.detach().requires_grad_() for t in (input, norm_weight, norm_bias, weight)]
+    out = fastcnn.batch_norm_conv2d(leaves[0], *[r.clone() for r in running], leaves[1], leaves[2], True, 0.1, 1e-5,
+                                    leaves[3], None, **arguments, activation="relu6")
+    expected, references, _ = _prologue_reference(input, norm_weight, norm_bias, "relu6", 0.0, weight, None, arguments,
+                                                   torch.float32, norm=(*running, True, 0.1, 1e-5))
+    with record_aten_ops() as names:
+        _backward_and_compare(out, expected, leaves, references[:4],
+                              ("grad_input", "grad_norm_weight", "grad_norm_bias", "grad_weight"), dtype=torch.float32,
+                              seed=seed, weight=weight, groups=6, generator=generator)
+    assert "fastcnn::conv2d_normalized_input_grad" in names and "fastcnn::batch_norm_backward_from_sums" in names, names
+    assert "fastcnn::batch_norm_backward" not in names, names
+
+
 def test_batch_norm_conv2d_saves_the_input_not_the_normalized_tensor(seed, generator):
     """What autograd keeps of the fused unit: the input, the statistics and the parameters, and no
     tensor the size of act(bn(x)) (the unfused layers keep bn's input and relu's output)."""

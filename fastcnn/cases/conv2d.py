@@ -257,11 +257,11 @@ def static_launches(kernel_module, options):
             if "forward" in passes:
                 conv2d.forward(x, weight, b, y, dot_precision=precision, prologue=prologue, moments=summaries, **geo)
             if "input_grad" in passes:
-                # with a prologue (a GEMM's), batch norm's backward sums in the epilogue, as convert runs it
+                # with a prologue, batch norm's backward sums in the epilogue, as convert runs it
+                grad_input = empty((n, c, h, w), dtype, cl)
                 epilogue = None if prologue is None else (
-                    x, prologue, torch.empty((conv2d.conv2d_gemm.input_grad_sum_slots(x.shape, (stride, stride)), 2,
-                                              c)))
-                conv2d.input_grad(y, weight, empty((n, c, h, w), dtype, cl), dot_precision=precision,
+                    x, prologue, torch.empty((conv2d.input_grad_sum_slots(grad_input, (stride, stride), groups), 2, c)))
+                conv2d.input_grad(y, weight, grad_input, dot_precision=precision,
                                   **({} if epilogue is None else dict(epilogue=epilogue)), **geo)
             if "weight_grad" in passes:
                 conv2d.weight_grad(x, y, empty((k, c // groups, r, s), dtype, cl), dot_precision=precision,
@@ -307,7 +307,7 @@ def static_launches(kernel_module, options):
                                  activation="relu", moments=True))
         out.append(conv_case("depthwise3x3 N32 C128 28x28 s1 p1 +bn+relu6 prologue +moments", "bf16", "ieee",
                              "channels_last", 32, 128, 128, 28, 28, 3, 3, 1, 1, groups=128,
-                             passes=("forward", "weight_grad"), activation="relu6", moments=True))
+                             passes=prologue_passes, activation="relu6", moments=True))
     return out
 
 
@@ -351,10 +351,10 @@ def compile_variants(kernel_module):
                                                              4, k))
         conv2d.forward(x, weight, None, y, prologue=prologue, moments=moments, **geometry)
         conv2d.weight_grad(x, y, empty((k, c // groups, 3, 3), dtype, True), prologue=prologue, **geometry)
-        if groups == 1 and prologue is not None:  # the GEMM grad-input with batch norm's backward sums
-            sums = torch.empty((conv2d.conv2d_gemm.input_grad_sum_slots(x.shape, (1, 1)), 2, c))
-            conv2d.input_grad(y, weight, empty((n, c, size, size), dtype, True), epilogue=(x, prologue, sums),
-                              **geometry)
+        # grad-input, with batch norm's backward sums when normalised (GEMM and depthwise)
+        grad_input = empty((n, c, size, size), dtype, True)
+        sums = torch.empty((conv2d.input_grad_sum_slots(grad_input, (1, 1), groups), 2, c))
+        conv2d.input_grad(y, weight, grad_input, epilogue=None if prologue is None else (x, prologue, sums), **geometry)
     # not normalised: the depthwise kernels without a prologue or moments (the variants' other
     # launches are GEMMs); the rest with both.
     prologues = [(f"conv2d prologue {kind if normalised else 'off'} {dtype_name}"

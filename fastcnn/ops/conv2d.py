@@ -354,17 +354,15 @@ def _conv2d_normalized_input_grad_op(grad_out: Tensor, weight: Tensor, input: Te
                                      norm_weight: Optional[Tensor], norm_bias: Optional[Tensor], training: bool,
                                      kind: Optional[str], parameter: float, channels_last: bool, stride: list[int],
                                      padding: list[int], dilation: list[int], groups: int) -> tuple[Tensor, Tensor]:
-    """For conv2d(act(batch_norm(input)), weight) (implicit GEMMs): g = act'·(the gradient of
-    act(batch_norm(input))), the grad-input GEMM's result taken through the activation's
-    derivative in its epilogue, and the partial sums of g and g·x̂ (fp32 [slots, 2, C]) for
-    ``fastcnn::batch_norm_backward_from_sums``."""
+    """For conv2d(act(batch_norm(input)), weight): g = act'·(the gradient of act(batch_norm(input))),
+    the grad-input kernel's result taken through the activation's derivative in its epilogue (the
+    implicit GEMM's or the depthwise kernel's), and the partial sums of g and g·x̂ (fp32
+    [slots, 2, C]) for ``fastcnn::batch_norm_backward_from_sums``."""
     grad = _empty_gradient(list(input.shape), weight, channels_last)
-    gemm = _kernels().conv2d_gemm
-    sums = torch.empty((gemm.input_grad_sum_slots(input.shape, stride), 2, input.shape[1]), dtype=torch.float32,
-                       device=input.device)
+    sums = _input_grad_sums(grad, stride, groups)
     if grad.numel():
         with torch.profiler.record_function("fastcnn::conv2d grad_input (and batch norm's sums)"):
-            _backend.record_launch(OP, gemm.input_grad(
+            _backend.record_launch(OP, _kernels().input_grad(
                 grad_out, weight, grad, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
                 groups=groups, dot_precision=dot_precision(weight),
                 epilogue=(input, _batch_norm.input_prologue(stats, kind, parameter),
@@ -375,9 +373,14 @@ def _conv2d_normalized_input_grad_op(grad_out: Tensor, weight: Tensor, input: Te
 @_conv2d_normalized_input_grad_op.register_fake
 def _(grad_out, weight, input, stats, norm_weight, norm_bias, training, kind, parameter, channels_last, stride,
       padding, dilation, groups):
-    slots = _kernels().conv2d_gemm.input_grad_sum_slots(input.shape, stride)
-    return (_empty_gradient(list(input.shape), weight, channels_last),
-            torch.empty((slots, 2, input.shape[1]), dtype=torch.float32, device=input.device))
+    grad = _empty_gradient(list(input.shape), weight, channels_last)
+    return grad, _input_grad_sums(grad, stride, groups)
+
+
+def _input_grad_sums(grad, stride, groups):
+    """The fp32 [slots, 2, C] buffer the grad-input epilogue fills for ``grad`` (kernels/conv2d.py)."""
+    return torch.empty((_kernels().input_grad_sum_slots(grad, stride, groups), 2, grad.shape[1]), dtype=torch.float32,
+                       device=grad.device)
 
 
 def _setup_normalized_context(ctx, inputs, output):
@@ -403,21 +406,13 @@ def _normalized_backward(ctx, grad_out):
     if needs[7]:
         grad_weight = _conv2d_normalized_weight_grad_op(input, stats, norm_weight, norm_bias, *ctx.normalization,
                                                         grad_out, list(weight.shape), ctx.channels_last, *ctx.geometry)
-    if any(norm_needs) and not _kernels().is_direct(input.shape[1], groups):
-        # The GEMM's epilogue takes the gradient of act(bn(x)) through the activation and sums
+    if any(norm_needs):
+        # grad-input's epilogue takes the gradient of act(bn(x)) through the activation and sums
         # what batch norm's backward needs; then only its apply runs (ops/batch_norm.py).
         grad, sums = _conv2d_normalized_input_grad_op(grad_out, weight, input, stats, norm_weight, norm_bias,
                                                       *ctx.normalization, ctx.channels_last, *ctx.geometry)
         grads = _batch_norm._backward_from_sums_op(grad, input, sums, stats, norm_weight, norm_bias,
                                                    ctx.normalization[0], norm_needs)
-        grad_input, grad_norm_weight, grad_norm_bias = (grad if needed else None
-                                                        for grad, needed in zip(grads, norm_needs))
-    elif any(norm_needs):
-        # The gradient of act(bn(x)) (the depthwise kernels), then batch norm's backward through
-        # the activation: the gradients of x, the norm's weight and its bias (ops/batch_norm.py).
-        grad_normalized = _conv2d_input_grad_op(grad_out, weight, list(input.shape), ctx.channels_last, *ctx.geometry)
-        grads = _batch_norm._backward_op(grad_normalized, input, stats, norm_weight, norm_bias, *ctx.normalization,
-                                         norm_needs)
         grad_input, grad_norm_weight, grad_norm_bias = (grad if needed else None
                                                         for grad, needed in zip(grads, norm_needs))
     if ctx.has_bias and needs[8]:
@@ -604,8 +599,9 @@ def _conv2d_normalized_input_grad_launches(outputs, grad_out, weight, input, sta
     grad, sums = outputs
     launches = _conv2d_input_grad_launches(grad, grad_out, weight, list(input.shape), channels_last, stride, padding,
                                            dilation, groups)
-    total = sum(launch.bytes_written for launch in launches if launch.kernel == "_conv2d_input_grad_kernel")
-    return [launch if launch.kernel != "_conv2d_input_grad_kernel" else dataclasses.replace(
+    kernels = ("_conv2d_input_grad_kernel", "_depthwise_input_grad_kernel")
+    total = sum(launch.bytes_written for launch in launches if launch.kernel in kernels)
+    return [launch if launch.kernel not in kernels else dataclasses.replace(
         launch, bytes_read=launch.bytes_read + round(launch.bytes_written / max(total, 1) * tensor_bytes(input)),
         bytes_written=launch.bytes_written + round(launch.bytes_written / max(total, 1) * tensor_bytes(sums)))
         for launch in launches]
