@@ -10,9 +10,9 @@ merged in a fixed order by the finalize kernel, which also updates the running s
 torch does (unbiased variance M/(M-1), momentum) and keeps two floats per channel, the mean (of
 x - K, K = x[0, c, 0], which every pass reads again from x) and invstd = 1/sqrt(var + eps): what
 torch saves. Eval: the running statistics (K = 0). The same launch writes four more rows, the
-coefficients a kernel that normalises x as it loads it takes (kernels/prologue.py). Then y = act((x - mean)·scale + b [+ r]),
-scale = w·invstd, with act any of kernels/activation.py's kinds (or none), elementwise;
-subtracting the mean first keeps fp32 accuracy when |mean| >> std.
+coefficients a kernel that normalises x as it loads it takes (kernels/prologue.py).
+Then y = act((x - mean)·scale + b [+ r]), scale = w·invstd, with act any of
+kernels/activation.py's kinds (or none), elementwise; subtracting the mean first keeps fp32 accuracy when |mean| >> std.
 
 Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (and residual),
 g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or

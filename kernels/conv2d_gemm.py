@@ -198,7 +198,7 @@ def _conv2d_forward_kernel(
         stats_ptr, norm_parameter, stats_stride,
         moments_ptr, moment_slots, moment_channels,
         PROLOGUE: tl.constexpr,
-        KIND: tl.constexpr, MOMENTS: tl.constexpr,
+        KIND: tl.constexpr, MOMENTS: tl.constexpr, ONE_TAP: tl.constexpr,
         HAS_BIAS: tl.constexpr, WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
@@ -240,7 +240,10 @@ def _conv2d_forward_kernel(
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
-        block, s, r = next_tap_step(block, s, r, channel_blocks, kernel_w)
+        if ONE_TAP:  # a 1x1 kernel: r and s stay 0, so the rows' masks and addresses leave the loop
+            block += 1
+        else:
+            block, s, r = next_tap_step(block, s, r, channel_blocks, kernel_w)
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channels * bias_stride, mask=out_ok, other=0.0).to(tl.float32)[None, :]
@@ -266,7 +269,7 @@ def _conv2d_input_grad_kernel(
         stats_ptr, norm_parameter, stats_stride,
         sums_ptr, first_slot, last_slot, num_in_channels,
         EPILOGUE: tl.constexpr,
-        KIND: tl.constexpr,
+        KIND: tl.constexpr, ONE_TAP: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """grad-input for the input pixels of one stride phase: rows phase_row + i*sh, columns
@@ -317,7 +320,10 @@ def _conv2d_input_grad_kernel(
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_k + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
-        block, tap_col, tap_row = next_tap_step(block, tap_col, tap_row, channel_blocks, taps_w)
+        if ONE_TAP:  # one tap reaches the phase (1x1 kernels): the rows' masks and addresses leave the loop
+            block += 1
+        else:
+            block, tap_col, tap_row = next_tap_step(block, tap_col, tap_row, channel_blocks, taps_w)
 
     if EPILOGUE:
         # This is the gradient of act(bn(x)), the input of a convolution with the input prologue:
@@ -400,16 +406,17 @@ def _conv2d_weight_grad_kernel(
         acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
         n, oh, ow = advance_pixels(n, oh, ow, step_n, step_h, step_w, out_height, out_width)
 
-    dw_offsets = (out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :] + (r * dw_stride_h + s * dw_stride_w)
+    dw_offsets = ((out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :]
+                  + (r * dw_stride_h + s * dw_stride_w))
     tl.store(dw_ptr + split * split_stride + dw_offsets, acc.to(dw_ptr.dtype.element_ty),
              mask=out_ok[:, None] & in_ok[None, :])
 
 
 
-_forward_autotuned = triton.autotune(_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k",
-                                                                     "PROLOGUE", "KIND", "MOMENTS"],
-                                     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k", prologue_operand="A")))(
-                                         _conv2d_forward_kernel)
+_forward_autotuned = triton.autotune(
+    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k", "PROLOGUE", "KIND", "MOMENTS"],
+    prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k", prologue_operand="A")))(
+        _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
     _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
                           "taps_w", "EPILOGUE", "KIND"],
@@ -499,6 +506,7 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, 
             y if moments is None else moments, 0 if moments is None else moments.shape[0], y.shape[1])
     _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
             dict(HAS_BIAS=bias is not None, **prologue_flags, MOMENTS=moments is not None,
+                 ONE_TAP=w.shape[2] * w.shape[3] == 1,
                  WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
             dict(BLOCK_M=pixels, BLOCK_N=out_per_group, BLOCK_K=x.shape[1] // groups),
             min_block_m=MOMENT_ROWS if moments is not None else 1)
@@ -561,7 +569,8 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, e
             args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
                     first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w, x, *x.stride(), *normalise,
                     sums, first_slot, first_slot + moment_slots(pixels), dx.shape[1])
-            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args, constexprs,
+            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
+                    dict(constexprs, ONE_TAP=taps_h * taps_w == 1),
                     dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups),
                     min_block_m=MOMENT_ROWS if epilogue is not None else 1)
             first_slot += moment_slots(pixels)

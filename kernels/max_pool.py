@@ -111,8 +111,8 @@ def _max_pool2d_backward_kernel(
         stats_ptr, norm_parameter, stats_stride,
         sums_ptr, sum_slots,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, EPILOGUE: tl.constexpr, KIND: tl.constexpr, SPAN_IMAGES: tl.constexpr,
-        WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        ACCUMULATOR: tl.constexpr, DENSE_IN: tl.constexpr, EPILOGUE: tl.constexpr, KIND: tl.constexpr,
+        SPAN_IMAGES: tl.constexpr, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     image, pixels, pixel_ok, c, channel_ok = image_tile(pixel_blocks, images, plane_pixels, channels, SPAN_IMAGES,
                                                          WIDE_INDEX, BLOCK_P, BLOCK_C)
     ih = pixels // in_width

@@ -116,6 +116,8 @@ def test_each_variant_family_compiles(compiled):
             seen.setdefault((job["module"], job["kernel"], name), set()).add(value)
     for kernel in ("_conv2d_forward_kernel", "_conv2d_input_grad_kernel", "_conv2d_weight_grad_kernel"):
         assert seen[("conv2d_gemm", kernel, "WIDE_INDEX")] == {True, False}, kernel
+    for kernel in ("_conv2d_forward_kernel", "_conv2d_input_grad_kernel"):  # 1x1 kernels: no tap counters
+        assert seen[("conv2d_gemm", kernel, "ONE_TAP")] == {True, False}, kernel
     # the input prologue (kernels/prologue.py) in the kernels that load x, with and without the shift
     for module, kernel in (("conv2d_gemm", "_conv2d_forward_kernel"), ("conv2d_gemm", "_conv2d_weight_grad_kernel"),
                            ("conv2d_depthwise", "_depthwise_forward_kernel"),

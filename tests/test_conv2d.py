@@ -422,7 +422,8 @@ def test_weight_grad_of_a_gradient_whose_pixels_are_not_one_run(seed, generator)
     input = make_tensor((3, 5, 7, 6), layout="channels_last", generator=generator)
     weight = make_tensor((4, 5, 3, 2), generator=generator)
     grad_out = make_tensor((3, 4, 7, 9), layout="channels_last", generator=generator)[..., 1:8]
-    assert grad_out.stride(1) == 1 and not dense_pixels(grad_out) and dense_pixels(grad_out.contiguous(memory_format=torch.channels_last))
+    assert grad_out.stride(1) == 1 and not dense_pixels(grad_out)
+    assert dense_pixels(grad_out.contiguous(memory_format=torch.channels_last))
     grad_weight = poisoned_like(weight)
     conv2d_kernels.weight_grad(input, grad_out, grad_weight, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1,
                                dot_precision="ieee")

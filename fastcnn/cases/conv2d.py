@@ -361,9 +361,9 @@ def compile_variants(kernel_module):
                   f"{' depthwise' if groups > 1 else ''}",
                   lambda dtype_name=dtype_name, kind=kind, normalised=normalised, groups=groups:
                   prologue_passes(dtype_name, kind, normalised, groups))
-                 for dtype_name, kind, normalised, groups in (("fp16", None, True, 1), ("fp32", "silu", True, 1),
-                                                              ("bf16", "gelu", True, 1),
-                                                              ("fp16", "hardswish", True, 32), ("bf16", None, False, 32))]
+                 for dtype_name, kind, normalised, groups in (
+                     ("fp16", None, True, 1), ("fp32", "silu", True, 1), ("bf16", "gelu", True, 1),
+                     ("fp16", "hardswish", True, 32), ("bf16", None, False, 32))]
     return [(f"conv2d {'int64 indexing' if wide else 'batch 1 1x1'} {dtype_name}",
              lambda dtype_name=dtype_name, wide=wide: passes(dtype_name, wide))
             for dtype_name in ("bf16", "fp16", "fp32") for wide in (True, False)] + prologues

@@ -6,9 +6,10 @@ functionals.
 
 Registered as PyTorch operators so that ``torch.compile`` keeps them in its graph:
 ``fastcnn::batch_norm_statistics`` computes the per-channel statistics (mean and 1/std, what
-torch saves, and four coefficients a prologue conv takes: kernels/prologue.py) and updates the running statistics in place (the one mutation, declared in its
-schema), or ``fastcnn::batch_norm_statistics_from_moments`` the same from the moments the
-convolution that wrote the input emitted (``moments=``, ops/conv2d.py), without a pass over it;
+torch saves, and four coefficients a prologue conv takes: kernels/prologue.py) and updates
+the running statistics in place (the one mutation, declared in its schema), or
+``fastcnn::batch_norm_statistics_from_moments`` the same from the moments the convolution that
+wrote the input emitted (``moments=``, ops/conv2d.py), without a pass over it;
 ``fastcnn::batch_norm_apply`` normalises and applies the activation, with an autograd formula
 whose backward is ``fastcnn::batch_norm_backward`` (the gradients of the input, the weight and
 the bias in two passes). With a residual, ``fastcnn::batch_norm_residual_apply`` computes

@@ -697,8 +697,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         return torch.nn.functional.conv2d(transformed.to(input.dtype), weight, bias, stride, padding, dilation,
                                           groups)
     batched = input if input.dim() == 4 else input.unsqueeze(0)
-    out = _conv2d_normalized_op(batched, _identity_statistics(batched, input_scale, input_shift), input_scale, input_shift, False, kind,
-                                parameter, weight, bias, *_arguments(geometry))
+    stats = _identity_statistics(batched, input_scale, input_shift)
+    out = _conv2d_normalized_op(batched, stats, input_scale, input_shift, False, kind, parameter, weight, bias,
+                                *_arguments(geometry))
     return out if input.dim() == 4 else out.squeeze(0)
 
 
