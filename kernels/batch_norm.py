@@ -12,7 +12,8 @@ x - K, K = x[0, c, 0], which every pass reads again from x) and invstd = 1/sqrt(
 torch saves. Eval: the running statistics (K = 0). The same launch writes four more rows, the
 coefficients a kernel that normalises x as it loads it takes (kernels/prologue.py).
 Then y = act((x - mean)·scale + b [+ r]), scale = w·invstd, with act any of
-kernels/activation.py's kinds (or none), elementwise; subtracting the mean first keeps fp32 accuracy when |mean| >> std.
+kernels/activation.py's kinds (or none), elementwise; subtracting the mean first keeps fp32
+accuracy when |mean| >> std.
 
 Backward, with z = (x - mean)·scale + b [+ r] recomputed from the saved input (and residual),
 g = act'(z)·dy (torch's backward formula, so NaN and ±inf take torch's branch; no pre- or

@@ -23,6 +23,7 @@ from .indexing import (advance_pixels, block_indices, needs_wide_index, pixel_co
                        widen, window_through_tap)
 from .moments import MOMENT_ROWS, store_tile_moments, store_tile_sums
 from .prologue import arguments as prologue_arguments
+from .prologue import epilogue_arguments
 from .prologue import through_activation, transform, transform_vectors
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import channel_blocks
@@ -208,13 +209,11 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision=No
     the per-channel sums of g and g·x̂."""
     block_p, block_c = _blocks(dx.stride(1))
     grid = (triton.cdiv(dx.shape[0] * dx.shape[2] * dx.shape[3], block_p), triton.cdiv(dx.shape[1], block_c))
-    x, prologue, sums = epilogue if epilogue is not None else (dx, None, dx)
-    normalise, prologue_flags = prologue_arguments(prologue, x)
-    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
+    epilogue_args, epilogue_flags, x, sums = epilogue_arguments(epilogue, dx)
     _depthwise_input_grad_kernel[grid](
         dy, w, dx, *_geometry(dx, w, dy, stride, padding, dilation, groups, dx.shape[1]),
-        *dy.stride(), w.stride(0), w.stride(2), w.stride(3), *dx.stride(), x, *x.stride(), *normalise, sums,
-        sums.shape[0] if epilogue is not None else 0, **prologue_flags,
+        *dy.stride(), w.stride(0), w.stride(2), w.stride(3), *dx.stride(), *epilogue_args,
+        sums.shape[0] if epilogue is not None else 0, **epilogue_flags,
         WIDE_INDEX=needs_wide_index(dy, w, dx, x), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1
 

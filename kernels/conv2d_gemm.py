@@ -546,11 +546,9 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, e
     dy, w = channels_contiguous(dy), channels_contiguous(w)
     geometry = _geometry(dx, w, dy, stride, padding, dilation, groups)
     in_per_group = dx.shape[1] // groups
-    x, prologue, sums = epilogue if epilogue is not None else (dx, None, dx)
-    normalise, prologue_flags = input_prologue.arguments(prologue, x)
-    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
+    epilogue_args, epilogue_flags, x, sums = input_prologue.epilogue_arguments(epilogue, dx)
     constexprs = dict(WIDE_INDEX=needs_wide_index(dy, w, dx, x), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED,
-                      **prologue_flags)
+                      **epilogue_flags)
     first_slot = 0
     launches = 0
     for phase_row in range(stride[0]):
@@ -567,8 +565,8 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, e
                 return (triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(in_per_group, meta["BLOCK_N"]), groups)
 
             args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
-                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w, x, *x.stride(), *normalise,
-                    sums, first_slot, first_slot + moment_slots(pixels), dx.shape[1])
+                    first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w, *epilogue_args, first_slot,
+                    first_slot + moment_slots(pixels), dx.shape[1])
             _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
                     dict(constexprs, ONE_TAP=taps_h * taps_w == 1),
                     dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups),

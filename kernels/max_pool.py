@@ -220,14 +220,12 @@ def backward(grad_out, taps, grad_in, *, kernel_size, stride, padding, dilation,
     grid, pixel_blocks, span, block_p, block_c = _backward_tiles(grad_in.shape, grad_in.stride(1),
                                                                  epilogue is not None)
     geometry, constexprs = _geometry(kernel_size, stride, padding, dilation)
-    x, prologue, sums = epilogue if epilogue is not None else (grad_in, None, grad_in)
-    normalise, prologue_flags = input_prologue.arguments(prologue, x)
-    prologue_flags = dict(prologue_flags, EPILOGUE=prologue_flags.pop("PROLOGUE"))
+    epilogue_args, epilogue_flags, x, sums = input_prologue.epilogue_arguments(epilogue, grad_in)
     _max_pool2d_backward_kernel[grid](
         grad_out, taps, grad_in, pixel_blocks, grad_in.shape[0], grad_in.shape[1], grad_in.shape[2], grad_in.shape[3],
         grad_out.shape[2], grad_out.shape[3], plane_pixels, *geometry,
-        *grad_out.stride(), *taps.stride(), *grad_in.stride(), x, *x.stride(), *normalise, sums,
-        sums.shape[0] if epilogue is not None else 0, **constexprs, **prologue_flags,
+        *grad_out.stride(), *taps.stride(), *grad_in.stride(), *epilogue_args,
+        sums.shape[0] if epilogue is not None else 0, **constexprs, **epilogue_flags,
         ACCUMULATOR=tl.float64 if grad_in.dtype == torch.float64 else tl.float32, DENSE_IN=dense_planes(grad_in),
         SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(grad_out, taps, grad_in, x), BLOCK_P=block_p, BLOCK_C=block_c)
     return 1

@@ -35,9 +35,12 @@ import triton.language as tl
 
 from .activation import activate, activation_grad
 
-# Rows of the statistics tensor (see above); batch norm's own passes read rows 0 and 1.
+# Rows of the statistics tensor (see above); batch norm's own passes read rows 0 and 1. The
+# kernels read them as constexprs (a plain global does not compile).
 STATISTICS_ROWS = 6
 MEAN, INVSTD, SCALE, SHIFT, CENTRE, FOLDED_SHIFT = range(STATISTICS_ROWS)
+INVSTD_ROW, SCALE_ROW, SHIFT_ROW, CENTRE_ROW, FOLDED_SHIFT_ROW = (
+    tl.constexpr(row) for row in (INVSTD, SCALE, SHIFT, CENTRE, FOLDED_SHIFT))
 
 
 class Prologue(NamedTuple):
@@ -62,6 +65,16 @@ def affine_statistics(channels, scale, shift, device):
     return stats
 
 
+def epilogue_arguments(epilogue, fallback):
+    """The parameters of a grad-input kernel's batch-norm epilogue (kernels/conv2d_gemm.py,
+    conv2d_depthwise.py, max_pool.py), for ``epilogue`` = (x, prologue, sums) or None: (x, its
+    four strides, the prologue's ``arguments`` and sums, in that order; the EPILOGUE and KIND
+    constexprs; x; sums), tensors absent without an epilogue pointing at ``fallback``."""
+    x, prologue, sums = epilogue if epilogue is not None else (fallback, None, fallback)
+    normalise, flags = arguments(prologue, x)
+    return [x, *x.stride(), *normalise, sums], dict(EPILOGUE=flags["PROLOGUE"], KIND=flags["KIND"]), x, sums
+
+
 def arguments(prologue, fallback):
     """(pointer and scalar arguments, constexprs) of the kernels' prologue parameters for
     ``prologue`` (a ``Prologue`` or None); without one the pointer is ``fallback``."""
@@ -84,10 +97,10 @@ def store_coefficients(stats_ptr, c, ok, channels, centre, invstd, weight_ptr, b
         shift = tl.load(bias_ptr + c * bias_stride, mask=ok, other=0.0).to(tl.float32)
     else:
         shift = tl.zeros_like(scale)
-    tl.store(stats_ptr + 2 * channels + c, scale, mask=ok)
-    tl.store(stats_ptr + 3 * channels + c, shift, mask=ok)
-    tl.store(stats_ptr + 4 * channels + c, centre, mask=ok)
-    tl.store(stats_ptr + 5 * channels + c, shift - centre * scale, mask=ok)
+    tl.store(stats_ptr + SCALE_ROW * channels + c, scale, mask=ok)
+    tl.store(stats_ptr + SHIFT_ROW * channels + c, shift, mask=ok)
+    tl.store(stats_ptr + CENTRE_ROW * channels + c, centre, mask=ok)
+    tl.store(stats_ptr + FOLDED_SHIFT_ROW * channels + c, shift - centre * scale, mask=ok)
 
 
 @triton.jit
@@ -99,12 +112,12 @@ def transform_vectors(stats_ptr, stats_stride, channels, channel_ok, x_ptr):
     rounding of x itself to 16 bits already puts on u there (2**-9 or 2**-11 of |x|·|scale|, x
     near the centre). fp32 x keeps the subtraction, which is exact where the centre is far from
     zero and the spread small (mean 3000, std 0.5)."""
-    scale = tl.load(stats_ptr + 2 * stats_stride + channels, mask=channel_ok, other=0.0)
+    scale = tl.load(stats_ptr + SCALE_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
     if x_ptr.dtype.element_ty == tl.float32:
-        shift = tl.load(stats_ptr + 3 * stats_stride + channels, mask=channel_ok, other=0.0)
-        centre = tl.load(stats_ptr + 4 * stats_stride + channels, mask=channel_ok, other=0.0)
+        shift = tl.load(stats_ptr + SHIFT_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
+        centre = tl.load(stats_ptr + CENTRE_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
     else:
-        shift = tl.load(stats_ptr + 5 * stats_stride + channels, mask=channel_ok, other=0.0)
+        shift = tl.load(stats_ptr + FOLDED_SHIFT_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
         centre = tl.zeros_like(scale)
     return centre, scale, shift
 
@@ -136,10 +149,10 @@ def through_activation(grad, x, valid, stats_ptr, stats_stride, channels, channe
     the prologue made): (g, g·x̂) with g = act'(u)·grad at u = bn(x) recomputed from the fp32 tile
     ``x`` of those pixels and channels, zero where not ``valid``: batch norm's backward terms,
     which the kernel sums per channel (kernels/moments.py ``store_tile_sums``)."""
-    invstd = tl.load(stats_ptr + stats_stride + channels, mask=channel_ok, other=0.0)
-    scale = tl.load(stats_ptr + 2 * stats_stride + channels, mask=channel_ok, other=0.0)
-    shift = tl.load(stats_ptr + 3 * stats_stride + channels, mask=channel_ok, other=0.0)
-    centre = tl.load(stats_ptr + 4 * stats_stride + channels, mask=channel_ok, other=0.0)
+    invstd = tl.load(stats_ptr + INVSTD_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
+    scale = tl.load(stats_ptr + SCALE_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
+    shift = tl.load(stats_ptr + SHIFT_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
+    centre = tl.load(stats_ptr + CENTRE_ROW * stats_stride + channels, mask=channel_ok, other=0.0)
     centred = x - centre[None, :]
     g = tl.where(valid, activation_grad(centred * scale[None, :] + shift[None, :], grad, KIND, norm_parameter), 0.0)
     return g, g * (centred * invstd[None, :])
