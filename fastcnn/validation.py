@@ -121,3 +121,16 @@ def check_parameter_dtypes(op, input, tensors):
         if tensor.dtype != input.dtype and not (reduced_precision and tensor.dtype == torch.float32):
             expected = f"{input.dtype} or torch.float32" if reduced_precision else str(input.dtype)
             raise RuntimeError(f"{op}: mixed dtype: expected {name} to have dtype {expected}, but got {tensor.dtype}")
+
+
+def autocast_dtype(device_type, input):
+    """The dtype ``torch.autocast`` would run one of its lower-precision ops (conv2d, linear) in
+    for ``input`` on ``device_type``, or None when autocast does not apply (disabled, a
+    non-floating or float64 input, a device type it does not cover)."""
+    import torch
+
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
+        return None
+    if not input.is_floating_point() or input.dtype == torch.float64:
+        return None
+    return torch.get_autocast_dtype(device_type)

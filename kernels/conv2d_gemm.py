@@ -58,7 +58,7 @@ _GPU_CONFIGS = [  # BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
 ]
 
 
-def _configs():
+def gemm_configs():
     return by_backend(
         interpreter=[triton.Config(dict(_INTERPRETER_CONFIG), num_warps=4, num_stages=1)],
         gpu=[triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=w, num_stages=s)
@@ -138,7 +138,7 @@ def fits(config, element_size, output_channels_contiguous=True, fma=False, prolo
                              and blocks["BLOCK_N"] >= MIN_FMA_BLOCK_N)))
 
 
-def _prune(operand, output_channel_stride=None, prologue_operand=None):
+def prune_configs(operand, output_channel_stride=None, prologue_operand=None):
     """The autotuner's early pruning: only the configs that ``fits`` for the dtype of the kernel
     argument named ``operand``, the output channel stride named ``output_channel_stride``
     (grad-weight's [K x C·R·S] tiles store without spilling in either layout) and, with the
@@ -167,7 +167,7 @@ _GEOMETRY_KEY = ["batch", "in_height", "in_width", "out_height", "out_width", "i
 
 
 @triton.jit
-def _tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
+def tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
     """(row tile, column tile) of program ``pid``, walking GROUP_M row tiles per column tile."""
     tiles_per_group = GROUP_M * num_col_tiles
     first_row = (pid // tiles_per_group) * GROUP_M
@@ -178,7 +178,7 @@ def _tile_coordinates(pid, num_row_tiles, num_col_tiles, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def _multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def multiply_accumulate(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     if UPCAST:  # Triton's interpreter multiplies bf16 blocks wrongly; fp32 is exact for any input
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
@@ -203,7 +203,7 @@ def _conv2d_forward_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     group = tl.program_id(1)
     num_pixels = widen(batch, WIDE_INDEX) * out_height * out_width
-    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+    tile_m, tile_n = tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
                                        tl.cdiv(out_per_group, BLOCK_N), GROUP_M)
     pixels = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
@@ -239,7 +239,7 @@ def _conv2d_forward_kernel(
             a = transform(a, a_ok, centre, scale, shift, KIND, norm_parameter)
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_c + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & out_ok[None, :], other=0.0)
-        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
         if ONE_TAP:  # a 1x1 kernel: r and s stay 0, so the rows' masks and addresses leave the loop
             block += 1
         else:
@@ -279,7 +279,7 @@ def _conv2d_input_grad_kernel(
     and never multiplies the zeros a zero-inserted dy would hold."""
     group = tl.program_id(1)
     num_pixels = widen(batch, WIDE_INDEX) * phase_rows * phase_cols
-    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
+    tile_m, tile_n = tile_coordinates(tl.program_id(0), tl.cdiv(num_pixels, BLOCK_M),
                                        tl.cdiv(in_per_group, BLOCK_N), GROUP_M)
     pixels = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
     pixel_ok = pixels < num_pixels
@@ -319,7 +319,7 @@ def _conv2d_input_grad_kernel(
                     mask=row_ok[:, None] & channel_ok[None, :], other=0.0)
         b = tl.load(w_cols[None, :] + channels[:, None] * w_stride_k + (r * w_stride_h + s * w_stride_w),
                     mask=channel_ok[:, None] & in_ok[None, :], other=0.0)
-        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
         if ONE_TAP:  # one tap reaches the phase (1x1 kernels): the rows' masks and addresses leave the loop
             block += 1
         else:
@@ -362,7 +362,7 @@ def _conv2d_weight_grad_kernel(
     group = tl.program_id(1)
     split = tl.program_id(2)
     channel_tiles = tl.cdiv(in_per_group, BLOCK_N)
-    tile_m, tile_n = _tile_coordinates(tl.program_id(0), tl.cdiv(out_per_group, BLOCK_M),
+    tile_m, tile_n = tile_coordinates(tl.program_id(0), tl.cdiv(out_per_group, BLOCK_M),
                                        kernel_h * kernel_w * channel_tiles, GROUP_M)
     tap = tile_n // channel_tiles
     r = tap // kernel_w
@@ -403,7 +403,7 @@ def _conv2d_weight_grad_kernel(
                     mask=b_ok, other=0.0)
         if PROLOGUE:  # recompute act(bn(x)) rather than keep it from the forward
             b = transform(b, b_ok, centre, scale, shift, KIND, norm_parameter)
-        acc = _multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
         n, oh, ow = advance_pixels(n, oh, ow, step_n, step_h, step_w, out_height, out_width)
 
     dw_offsets = ((out_channels * dw_stride_k)[:, None] + (in_channels * dw_stride_c)[None, :]
@@ -414,16 +414,16 @@ def _conv2d_weight_grad_kernel(
 
 
 _forward_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k", "PROLOGUE", "KIND", "MOMENTS"],
-    prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_k", prologue_operand="A")))(
+    gemm_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "y_stride_k", "PROLOGUE", "KIND", "MOMENTS"],
+    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", "y_stride_k", prologue_operand="A")))(
         _conv2d_forward_kernel)
 _input_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
+    gemm_configs(), key=_GEOMETRY_KEY + ["dy_stride_k", "dy_stride_w", "dx_stride_c", "phase_rows", "phase_cols", "taps_h",
                           "taps_w", "EPILOGUE", "KIND"],
-    prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
+    prune_configs_by=dict(early_config_prune=prune_configs("dy_ptr", "dx_stride_c")))(_conv2d_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    _configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND", "DENSE_DY"],
-    prune_configs_by=dict(early_config_prune=_prune("x_ptr", prologue_operand="B")))(_conv2d_weight_grad_kernel)
+    gemm_configs(), key=_GEOMETRY_KEY + ["x_stride_c", "x_stride_w", "pixels_per_split", "PROLOGUE", "KIND", "DENSE_DY"],
+    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", prologue_operand="B")))(_conv2d_weight_grad_kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,10 +438,10 @@ def fixed_config(autotuned, kernel, args, constexprs):
     autotuner's own pruning, ``fits``), else the first config that does."""
     blocks, num_warps, num_stages = DEFAULT_CONFIG
     default = triton.Config(dict(blocks), num_warps=num_warps, num_stages=num_stages)
-    return autotuned.early_config_prune([default] + _configs(), dict(zip(kernel.arg_names, args)), **constexprs)[0]
+    return autotuned.early_config_prune([default] + gemm_configs(), dict(zip(kernel.arg_names, args)), **constexprs)[0]
 
 
-def _launch(autotuned, kernel, grid, args, constexprs, extents, min_block_m=1):
+def launch(autotuned, kernel, grid, args, constexprs, extents, min_block_m=1):
     """Launch with the autotuner, or with ``fixed_config``. ``extents`` are the GEMM's sizes along
     BLOCK_M, BLOCK_N and BLOCK_K, to which the interpreter shrinks the blocks (tiles.fit_to_extents),
     never below ``min_block_m`` rows unless one tile holds them all (the moments epilogue's
@@ -504,7 +504,7 @@ def forward(x, w, bias, y, *, stride, padding, dilation, groups, dot_precision, 
     args = (x, w, bias if bias is not None else y, y, *geometry, *x.stride(), *w.stride(), *y.stride(),
             bias.stride(0) if bias is not None else 0, *normalise,
             y if moments is None else moments, 0 if moments is None else moments.shape[0], y.shape[1])
-    _launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
+    launch(_forward_autotuned, _conv2d_forward_kernel, grid, args,
             dict(HAS_BIAS=bias is not None, **prologue_flags, MOMENTS=moments is not None,
                  ONE_TAP=w.shape[2] * w.shape[3] == 1,
                  WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
@@ -567,7 +567,7 @@ def input_grad(dy, w, dx, *, stride, padding, dilation, groups, dot_precision, e
             args = (dy, w, dx, *geometry, *dy.stride(), *w.stride(), *dx.stride(), phase_row, phase_col, rows, cols,
                     first_tap_h, first_tap_w, tap_step_h, tap_step_w, taps_h, taps_w, *epilogue_args, first_slot,
                     first_slot + moment_slots(pixels), dx.shape[1])
-            _launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
+            launch(_input_grad_autotuned, _conv2d_input_grad_kernel, grid, args,
                     dict(constexprs, ONE_TAP=taps_h * taps_w == 1),
                     dict(BLOCK_M=pixels, BLOCK_N=in_per_group, BLOCK_K=w.shape[0] // groups),
                     min_block_m=MOMENT_ROWS if epilogue is not None else 1)
@@ -601,7 +601,7 @@ def weight_grad(x, dy, dw, *, stride, padding, dilation, groups, dot_precision, 
     normalise, prologue_flags = input_prologue.arguments(prologue, x)
     args = (x, dy, target, *geometry, *x.stride(), *dy.stride(), *dw.stride(), pixels_per_split, dw.numel(),
             *normalise)
-    _launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
+    launch(_weight_grad_autotuned, _conv2d_weight_grad_kernel, grid, args,
             dict(**prologue_flags, DENSE_DY=dense_pixels(dy),
                  WIDE_INDEX=needs_wide_index(x, dy, dw, extra_span=splits * dw.numel()),
                  DOT_PRECISION=dot_precision,

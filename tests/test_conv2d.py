@@ -518,13 +518,13 @@ def test_tf32_choice_reaches_every_gemm_launch(allowed, monkeypatch, generator):
     kernels = conv2d_gemm
     monkeypatch.setattr(conv2d_op, "uses_tf32", lambda dtype, device: allowed and dtype == torch.float32)
     precisions = []
-    launch = kernels._launch
+    launch = kernels.launch
 
     def recording_launch(autotuned, kernel, grid, args, constexprs, extents, **options):
         precisions.append((kernel.__name__, constexprs["DOT_PRECISION"]))
         return launch(autotuned, kernel, grid, args, constexprs, extents, **options)
 
-    monkeypatch.setattr(kernels, "_launch", recording_launch)
+    monkeypatch.setattr(kernels, "launch", recording_launch)
     input = make_tensor((2, 4, 6, 5), generator=generator).requires_grad_()
     weight = make_tensor((3, 4, 3, 3), generator=generator).requires_grad_()
     fastcnn.conv2d(input, weight, padding=1).sum().backward()

@@ -36,7 +36,8 @@ from .. import _backend, _cost
 from .._cost import Launch, launches_of, one_pass, tensor_bytes
 from .._layout import suggests_channels_last
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES
-from ..validation import check_kernel_dtype, check_parameter_dtypes, check_same_kind, check_torch_implements, int_pair
+from ..validation import (autocast_dtype, check_kernel_dtype, check_parameter_dtypes, check_same_kind,
+                          check_torch_implements, int_pair)
 from . import batch_norm as _batch_norm
 from .activation import module_for, resolve_activation
 
@@ -628,15 +629,6 @@ def _conv2d_normalized_moments_launches(outputs, input, stats, norm_weight, norm
 
 
 # ----------------------------------------------------------------------------- functional
-def _autocast_dtype(device_type, input):
-    """The dtype torch.autocast would run F.conv2d in here, or None when autocast does not apply."""
-    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
-        return None
-    if not input.is_floating_point() or input.dtype == torch.float64:
-        return None
-    return torch.get_autocast_dtype(device_type)
-
-
 def check_input_affine(op, input, input_scale, input_shift):
     """``input_scale`` and ``input_shift``: None or tensors of C elements (the input's channels) on
     its device, of its dtype or fp32 beside fp16/bf16 input, as a batch norm's weight and bias."""
@@ -681,7 +673,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     kind, parameter = resolve_activation(op, input_activation)
     if isinstance(input, torch.Tensor) and input.dim() in (3, 4):
         check_input_affine(op, input, input_scale, input_shift)
-    cast = _autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
+    cast = autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
     if cast is not None:
         with torch.autocast(input.device.type, enabled=False):
             return conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
@@ -710,7 +702,7 @@ def _arguments(geometry):
 
 def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     if isinstance(input, torch.Tensor):
-        cast = _autocast_dtype(input.device.type, input)
+        cast = autocast_dtype(input.device.type, input)
         if cast is not None:
             with torch.autocast(input.device.type, enabled=False):
                 return _conv2d(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
@@ -730,7 +722,7 @@ def conv2d_with_moments(input, weight, bias=None, stride=1, padding=0, dilation=
     from which ``fastcnn.batch_norm(..., moments=)`` takes its training statistics without a pass
     over the output. Input ``(N, C, H, W)``; the moments are None where the kernels do not run
     (PyTorch's path, no Triton)."""
-    cast = _autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
+    cast = autocast_dtype(input.device.type, input) if isinstance(input, torch.Tensor) else None
     if cast is not None:
         with torch.autocast(input.device.type, enabled=False):
             return conv2d_with_moments(*(t.to(cast) if isinstance(t, torch.Tensor) else t
@@ -760,7 +752,7 @@ def batch_norm_conv2d(input, running_mean, running_var, norm_weight, norm_bias, 
     op = "fastcnn.batch_norm_conv2d"
     kind, parameter = _batch_norm.check_inside(op, input, running_mean, running_var, norm_weight, norm_bias, training,
                                                momentum, eps, activation)
-    cast = _autocast_dtype(input.device.type, input)
+    cast = autocast_dtype(input.device.type, input)
     unfused = _backend.backend_for(input.device) == _backend.FALLBACK or (cast is not None and cast != input.dtype)
     if cast is not None and not unfused:  # autocast casts only the convolution's weight and bias here
         weight, bias = (t.to(cast) if isinstance(t, torch.Tensor) else t for t in (weight, bias))

@@ -1,0 +1,310 @@
+"""linear: ``fastcnn.linear`` (functional, as ``torch.nn.functional.linear``, plus a fused
+``activation=``) over the Triton GEMMs of ``kernels/linear.py``.
+
+Everything linear is on the PyTorch side lives here, in this order: its argument checks (torch's
+contract, in torch's order), its cost formula, its operators (``torch.ops.fastcnn.linear`` and
+its two gradient ops, with fake implementations and an autograd formula) and the functional.
+
+The input's leading dimensions are flattened into the GEMM's rows as a view whenever they can be
+(``reshape``): ConvNeXt's ``(N, H, W, C)`` permutation of a channels_last tensor is one, so its
+MLPs read the convolution's output in place. The output is dense, ``(*leading, out_features)``,
+as torch's; so are both gradients.
+
+With ``activation=`` the bias and the activation run in the forward's epilogue. Autograd keeps
+the output (relu, sigmoid, tanh: torch's backward formulas take the result) or the pre-activation
+z that the epilogue also writes (every other kind: the tensor eager keeps between its addmm and
+its activation), and both backward GEMMs compute act'(z)·dy as they load dy: the gradient of z is
+never stored. The bias's gradient is summed in the weight gradient's pass.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend, _cost
+from .._cost import Launch, launches_of, one_pass, tensor_bytes
+from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES, aten_type_name
+from ..validation import autocast_dtype, check_kernel_dtype, check_torch_implements
+from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
+
+__all__ = ["linear"]
+
+OP = "linear"
+# What torch's own addmm computes in (it raises NotImplementedError for bool).
+TORCH_DTYPES = TORCH_FLOAT_DTYPES + TORCH_INTEGER_DTYPES + (torch.complex64, torch.complex128)
+# c10's names of the dtypes, as torch's "expected m1 and m2 to have the same dtype" spells them.
+_C10_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
+              torch.bfloat16: "c10::BFloat16"}
+
+
+def _kernels():
+    """kernels/linear.py, imported on the first launch (see ops/conv2d.py's ``_kernels``)."""
+    from ..kernels import linear
+
+    return linear
+
+
+# ----------------------------------------------------------------------------- checks
+def _c10_name(dtype):
+    return _C10_NAMES.get(dtype, aten_type_name(dtype))
+
+
+def check_linear(op, input, weight, bias):
+    """Validate F.linear's arguments the way torch does (its type, rank, shape, dtype and device
+    checks, in its order); returns the output's shape."""
+    for position, (name, tensor) in enumerate((("input", input), ("weight", weight)), start=1):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{op}: linear(): argument '{name}' (position {position}) must be Tensor, not "
+                            f"{type(tensor).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{op}: linear(): argument 'bias' (position 3) must be Tensor, not {type(bias).__name__}")
+    if input.dim() == 0 or weight.dim() == 0:
+        raise RuntimeError(f"{op}: both arguments to linear need to be at least 1D, but they are {input.dim()}D and "
+                           f"{weight.dim()}D")
+    if weight.dim() > 2:
+        raise RuntimeError(f"{op}: t() expects a tensor with <= 2 dimensions, but self is {weight.dim()}D")
+    if weight.dim() == 1 and input.dim() == 1:
+        raise RuntimeError(f"{op}: mat2 must be a matrix, got 1-D tensor")
+    in_features = input.shape[-1]
+    rows = math.prod(input.shape[:-1])
+    out_features = weight.shape[0] if weight.dim() == 2 else 1
+    if (weight.shape[-1] if weight.dim() == 2 else weight.shape[0]) != in_features:
+        columns = weight.shape[1] if weight.dim() == 2 else weight.shape[0]
+        raise RuntimeError(f"{op}: mat1 and mat2 shapes cannot be multiplied ({rows}x{in_features} and "
+                           f"{columns}x{out_features})")
+    if weight.dtype != input.dtype:
+        raise RuntimeError(f"{op}: expected m1 and m2 to have the same dtype, but got: {_c10_name(input.dtype)} != "
+                           f"{_c10_name(weight.dtype)}")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.device != input.device:
+            raise RuntimeError(f"{op}: Expected all tensors to be on the same device, but found at least two devices, "
+                               f"{input.device} and {tensor.device}! ({name})")
+    out_shape = (*input.shape[:-1], out_features) if weight.dim() == 2 else tuple(input.shape[:-1])
+    if bias is not None:
+        if bias.dtype != input.dtype:
+            raise RuntimeError(f"{op}: self and mat2 must have the same dtype, but got {aten_type_name(bias.dtype)} "
+                               f"and {aten_type_name(input.dtype)}")
+        try:
+            torch.broadcast_shapes(bias.shape, out_shape)
+        except RuntimeError:
+            raise RuntimeError(f"{op}: The expanded size of the tensor ({out_shape[-1] if out_shape else 1}) must "
+                               f"match the existing size ({bias.shape[-1]}) at non-singleton dimension "
+                               f"{len(out_shape) - 1}.  Target sizes: {list(out_shape)}.  Tensor sizes: "
+                               f"{list(bias.shape)}") from None
+    if input.dtype == torch.bool:
+        raise NotImplementedError(f"{op}: \"addmm\" not implemented for 'Bool'")
+    check_torch_implements(op, "addmm", input.dtype, TORCH_DTYPES)
+    check_kernel_dtype(op, input)
+    return out_shape
+
+
+def _bias_vector(bias, out_features):
+    """The bias as a vector of ``out_features`` values the epilogue adds to every row (a view,
+    with stride 0 for a broadcast scalar), or None when it varies along the rows (added by torch
+    after the GEMM)."""
+    if bias.dim() and (math.prod(bias.shape[:-1]) != 1):
+        return None
+    return bias.reshape(-1).expand(out_features)
+
+
+# ----------------------------------------------------------------------------- cost
+def flops(rows, in_features, out_features):
+    """FLOPs of one pass (forward, grad-input or grad-weight: the same GEMM size): 2·M·N·K."""
+    return 2 * rows * in_features * out_features
+
+
+# ----------------------------------------------------------------------------- operators and autograd
+def uses_tf32(dtype, device):
+    """Whether torch's own matmul would run this fp32 GEMM in TF32 on ``device``:
+    ``torch.backends.cuda.matmul.fp32_precision`` where it says, else ``allow_tf32`` (off by
+    default; ``torch.set_float32_matmul_precision("high")`` turns it on)."""
+    if dtype != torch.float32 or torch.device(device).type != "cuda":
+        return False
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def dot_precision(tensor):
+    """The kernels' ``dot_precision`` for operands like ``tensor``: 'tf32' or 'ieee'."""
+    return "tf32" if uses_tf32(tensor.dtype, tensor.device) else "ieee"
+
+
+def stores_preactivation(kind):
+    """Whether the forward writes z for the backward: an activation whose derivative torch takes
+    from its input."""
+    return kind is not None and kind not in DERIVATIVE_FROM_OUTPUT
+
+
+def _empty_outputs(input, weight, kind):
+    out = input.new_empty((input.shape[0], weight.shape[0]))
+    return out, (torch.empty_like(out) if stores_preactivation(kind) else input.new_empty(0))
+
+
+@torch.library.custom_op("fastcnn::linear", mutates_args=())
+def _linear_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], kind: Optional[str],
+               parameter: float) -> tuple[Tensor, Tensor]:
+    """(act(input @ weight^T + bias), the pre-activation when the backward needs it, else an
+    empty tensor) for a 2-d input."""
+    out, preactivation = _empty_outputs(input, weight, kind)
+    if out.numel():
+        with torch.profiler.record_function("fastcnn::linear forward"):
+            _backend.record_launch(OP, _kernels().forward(
+                input, weight, bias, out, preactivation if preactivation.numel() else None, kind=kind,
+                parameter=parameter, dot_precision=dot_precision(input)))
+    return out, preactivation
+
+
+@_linear_op.register_fake
+def _(input, weight, bias, kind, parameter):
+    return _empty_outputs(input, weight, kind)
+
+
+@torch.library.custom_op("fastcnn::linear_input_grad", mutates_args=())
+def _linear_input_grad_op(grad_out: Tensor, saved: Optional[Tensor], weight: Tensor, kind: Optional[str],
+                          parameter: float) -> Tensor:
+    """dx = (act'·dy) @ weight, act' from ``saved`` (z, or the output for DERIVATIVE_FROM_OUTPUT)."""
+    grad_input = grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
+    if grad_input.numel():
+        with torch.profiler.record_function("fastcnn::linear grad_input"):
+            _backend.record_launch(OP, _kernels().input_grad(
+                grad_out, saved, weight, grad_input, kind=kind, parameter=parameter,
+                from_output=kind in DERIVATIVE_FROM_OUTPUT, dot_precision=dot_precision(weight)))
+    return grad_input
+
+
+@_linear_input_grad_op.register_fake
+def _(grad_out, saved, weight, kind, parameter):
+    return grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
+
+
+def _empty_weight_grads(grad_out, input, bias_grad):
+    return (grad_out.new_empty((grad_out.shape[1], input.shape[1])),
+            grad_out.new_empty(grad_out.shape[1] if bias_grad else 0))
+
+
+@torch.library.custom_op("fastcnn::linear_weight_grad", mutates_args=())
+def _linear_weight_grad_op(grad_out: Tensor, saved: Optional[Tensor], input: Tensor, kind: Optional[str],
+                           parameter: float, bias_grad: bool) -> tuple[Tensor, Tensor]:
+    """(dw = (act'·dy)^T @ input, db = its sum over the rows, or an empty tensor without
+    ``bias_grad``), in one pass."""
+    grad_weight, grad_bias = _empty_weight_grads(grad_out, input, bias_grad)
+    if grad_weight.numel() or grad_bias.numel():
+        with torch.profiler.record_function("fastcnn::linear grad_weight"):
+            _backend.record_launch(OP, _kernels().weight_grad(
+                grad_out, saved, input, grad_weight, grad_bias if bias_grad else None, kind=kind,
+                parameter=parameter, from_output=kind in DERIVATIVE_FROM_OUTPUT, dot_precision=dot_precision(input)))
+    return grad_weight, grad_bias
+
+
+@_linear_weight_grad_op.register_fake
+def _(grad_out, saved, input, kind, parameter, bias_grad):
+    return _empty_weight_grads(grad_out, input, bias_grad)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, kind, parameter = inputs
+    out, preactivation = output
+    ctx.mark_non_differentiable(preactivation)
+    saved = None if kind is None else (out if kind in DERIVATIVE_FROM_OUTPUT else preactivation)
+    ctx.save_for_backward(input, weight, saved)
+    ctx.options = (kind, parameter)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out, _grad_preactivation):
+    input, weight, saved = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+        # The bias's gradient rides in the weight gradient's pass (a frozen weight beside a
+        # trainable bias still pays that GEMM, whose result is dropped).
+        bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+        grad_weight, grad_bias = _linear_weight_grad_op(grad_out, saved, input, *ctx.options, bias_grad)
+        grad_weight = grad_weight if ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias if bias_grad else None
+    if ctx.needs_input_grad[0]:
+        grad_input = _linear_input_grad_op(grad_out, saved, weight, *ctx.options)
+    return grad_input, grad_weight, grad_bias, None, None
+
+
+_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- launches (fastcnn.estimate)
+def _gemm_cost(rows, in_features, out_features, operand):
+    return dict(flops=flops(rows, in_features, out_features),
+                math=_cost.math_of(operand.dtype, uses_tf32(operand.dtype, "cuda")))
+
+
+@launches_of(_linear_op, "linear")
+def _linear_launches(outputs, input, weight, bias, kind, parameter):
+    out, preactivation = outputs
+    if not out.numel():
+        return []
+    return [one_pass("_linear_forward_kernel", [input, weight, bias], [out, preactivation],
+                     **_gemm_cost(input.shape[0], input.shape[1], weight.shape[0], input))]
+
+
+@launches_of(_linear_input_grad_op, "linear")
+def _linear_input_grad_launches(grad_input, grad_out, saved, weight, kind, parameter):
+    if not grad_input.numel():
+        return []
+    return [one_pass("_linear_input_grad_kernel", [grad_out, saved, weight], [grad_input],
+                     **_gemm_cost(grad_out.shape[0], weight.shape[1], weight.shape[0], weight))]
+
+
+@launches_of(_linear_weight_grad_op, "linear")
+def _linear_weight_grad_launches(outputs, grad_out, saved, input, kind, parameter, bias_grad):
+    grad_weight, grad_bias = outputs
+    if not (grad_weight.numel() or grad_bias.numel()):
+        return []
+    cost = _gemm_cost(input.shape[0], input.shape[1], grad_out.shape[1], input)
+    _, slices = _kernels().weight_grad_slices(grad_out.shape[1], input.shape[1], input.shape[0], input.device,
+                                              _cost.target_sms())
+    reads = [grad_out, saved, input]
+    if slices == 1:
+        return [one_pass("_linear_weight_grad_kernel", reads, [grad_weight, grad_bias], **cost)]
+    results = [t for t in (grad_weight, grad_bias) if t.numel()] if bias_grad else [grad_weight]
+    partial_bytes = slices * sum(t.numel() for t in results) * 4
+    read = sum(map(tensor_bytes, [t for t in reads if t is not None]))
+    return ([Launch("_linear_weight_grad_kernel", read, partial_bytes, workspace=partial_bytes, **cost)]
+            + [Launch("_sum_slices_kernel", slices * t.numel() * 4, tensor_bytes(t)) for t in results])
+
+
+# ----------------------------------------------------------------------------- functional
+def linear(input, weight, bias=None, *, activation=None):
+    """``torch.nn.functional.linear`` on fastcnn's Triton GEMMs; same arguments, same result:
+    ``input @ weight.T + bias`` over any leading dimensions of ``input`` (``(*, in_features)``),
+    ``weight`` ``(out_features, in_features)``, ``bias`` ``(out_features,)`` (or anything torch
+    broadcasts to the output).
+
+    ``activation``: anything ``fastcnn.batch_norm``'s ``activation=`` takes ("relu", "gelu",
+    ``nn.Hardswish()``, ...), applied in the GEMM's epilogue: ``act(F.linear(input, weight,
+    bias))`` in one launch, its derivative recomputed in backward from what autograd keeps.
+
+    fp32, fp16 and bf16, accumulated in fp32; fp32 uses TF32 exactly when torch's matmul would
+    (``torch.backends.cuda.matmul.allow_tf32``). Under ``torch.autocast`` the operands are cast
+    to the autocast dtype, as F.linear's are."""
+    op = "fastcnn.linear"
+    kind, parameter = resolve_activation(op, activation)
+    if isinstance(input, torch.Tensor):
+        cast = autocast_dtype(input.device.type, input)
+        if cast is not None:
+            with torch.autocast(input.device.type, enabled=False):
+                return linear(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
+                              activation=activation)
+    out_shape = check_linear(op, input, weight, bias)
+    if _backend.backend_for(input.device) == _backend.FALLBACK:
+        _backend.warn_fallback(OP, input.device)
+        out = torch.nn.functional.linear(input, weight, bias)
+        return module_for(kind, parameter)(out) if kind is not None else out
+    matrix = weight if weight.dim() == 2 else weight.unsqueeze(0)
+    rows = input.reshape(-1, input.shape[-1])  # a view whenever the leading dimensions flatten
+    vector = None if bias is None else _bias_vector(bias, matrix.shape[0])
+    if bias is not None and vector is None:  # a bias that varies along the rows: added after the GEMM
+        out = _linear_op(rows, matrix, None, None, 0.0)[0].reshape(out_shape) + bias
+        return module_for(kind, parameter)(out) if kind is not None else out
+    out, _ = _linear_op(rows, matrix, vector, kind, float(parameter))
+    return out.reshape(out_shape)

@@ -1,0 +1,258 @@
+"""linear: y = act(x @ w^T + b), its grad-input, and its grad-weight with grad-bias in the same pass.
+
+Notation: x [M, K] (M: every leading dimension of the input, flattened; a view, not a copy, when
+they flatten), w [N, K], y [M, N]; z = x @ w^T + b the pre-activation, g = act'(z) · dy.
+
+    forward      y[m, n] = act(z[m, n]),  z[m, n] = sum_k x[m, k] · w[n, k] + b[n]
+    grad-input   dx[m, k] = sum_n g[m, n] · w[n, k]
+    grad-weight  dw[n, k] = sum_m g[m, n] · x[m, k],   db[n] = sum_m g[m, n]
+
+g is never stored: both backward GEMMs compute it as they load dy, from what the forward kept:
+y itself for the activations whose torch backward takes the result (relu, sigmoid, tanh), else z,
+which the forward's epilogue writes beside y (the tensor eager keeps between its addmm and its
+activation, so memory is eager's). FLOPs: 2·M·N·K per pass. Least bytes: forward reads x, w, b
+and writes y (and z); grad-input reads dy (and the saved y or z) and w, writes dx; grad-weight
+reads x and dy (and y or z), writes dw and db.
+
+Launch grids (fp32 accumulation; conv2d_gemm's configs, ``fits`` and grouped program order):
+  forward      (cdiv(M, BLOCK_M) · cdiv(N, BLOCK_N),)
+  grad-input   (cdiv(M, BLOCK_M) · cdiv(K, BLOCK_N),)
+  grad-weight  (cdiv(N, BLOCK_M) · cdiv(K, BLOCK_N), slices): the reduction over M is cut into
+               slices (kernels/slicing.py) when N·K alone has too few tiles to fill the GPU (a
+               classifier head: N·K small, M the batch; ConvNeXt's MLPs: M = N·H·W pixels). The
+               programs of the first column block also sum g over their rows into db's partial,
+               so grad-bias costs no pass of its own. Partials are added in a fixed order.
+"""
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+from .activation import activate, activation_grad, activation_grad_from_output
+from .conv2d_gemm import gemm_configs, launch, multiply_accumulate, prune_configs, tile_coordinates
+from .indexing import block_indices, needs_wide_index, widen
+from .slicing import partials, reduction_slices, slice_range, sum_partials
+from .tiles import by_backend
+
+# Shortest slice of the grad-weight's reduction over M worth its own fp32 partial, and the most
+# slices (as conv2d's grad-weight).
+MIN_ROWS_PER_SLICE = by_backend(interpreter=32, gpu=1024)
+MAX_SLICES = 64
+
+_KEY = ["rows", "out_features", "in_features", "KIND", "DOT_PRECISION"]
+
+
+@triton.jit
+def _gradient_of_preactivation(dy, saved, KIND: tl.constexpr, FROM_OUTPUT: tl.constexpr, parameter):
+    """g = act'(z) · dy in fp32, from the saved z, or from y = act(z) when FROM_OUTPUT."""
+    if FROM_OUTPUT:
+        g = activation_grad_from_output(saved.to(tl.float32), dy.to(tl.float32), KIND)
+    else:
+        g = activation_grad(saved.to(tl.float32), dy.to(tl.float32), KIND, parameter)
+    return g
+
+
+@triton.jit
+def _linear_forward_kernel(
+        x_ptr, w_ptr, bias_ptr, y_ptr, z_ptr, rows, out_features, in_features,
+        x_stride_m, x_stride_k, w_stride_n, w_stride_k, y_stride_m, y_stride_n, z_stride_m, z_stride_n, bias_stride,
+        parameter,
+        HAS_BIAS: tl.constexpr, KIND: tl.constexpr, STORE_Z: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    tile_m, tile_n = tile_coordinates(tl.program_id(0), tl.cdiv(rows, BLOCK_M), tl.cdiv(out_features, BLOCK_N),
+                                      GROUP_M)
+    m = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    m_ok = m < rows
+    n = block_indices(tile_n, BLOCK_N, WIDE_INDEX)
+    n_ok = n < out_features
+    k_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+    x_rows = x_ptr + m * x_stride_m  # [BLOCK_M] pointers
+    w_cols = w_ptr + n * w_stride_n  # [BLOCK_N] pointers
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for first in range(0, in_features, BLOCK_K):
+        k = first + k_offsets
+        k_ok = k < in_features
+        a = tl.load(x_rows[:, None] + k[None, :] * x_stride_k, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + k[:, None] * w_stride_k, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n * bias_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    if STORE_Z:  # what the backward takes act'(z) from
+        tl.store(z_ptr + (m * z_stride_m)[:, None] + (n * z_stride_n)[None, :], acc.to(z_ptr.dtype.element_ty),
+                 mask=mask)
+    y = activate(acc, KIND, parameter)
+    tl.store(y_ptr + (m * y_stride_m)[:, None] + (n * y_stride_n)[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _linear_input_grad_kernel(
+        dy_ptr, saved_ptr, w_ptr, dx_ptr, rows, out_features, in_features,
+        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, w_stride_n, w_stride_k, dx_stride_m, dx_stride_k,
+        parameter,
+        KIND: tl.constexpr, ACTIVATED: tl.constexpr, FROM_OUTPUT: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """dx tile [BLOCK_M rows x BLOCK_N input features], reducing over the N output features."""
+    tile_m, tile_k = tile_coordinates(tl.program_id(0), tl.cdiv(rows, BLOCK_M), tl.cdiv(in_features, BLOCK_N),
+                                      GROUP_M)
+    m = block_indices(tile_m, BLOCK_M, WIDE_INDEX)
+    m_ok = m < rows
+    k = block_indices(tile_k, BLOCK_N, WIDE_INDEX)
+    k_ok = k < in_features
+    n_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+    dy_rows = dy_ptr + m * dy_stride_m
+    saved_rows = saved_ptr + m * saved_stride_m
+    w_cols = w_ptr + k * w_stride_k
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for first in range(0, out_features, BLOCK_K):
+        n = first + n_offsets
+        n_ok = n < out_features
+        a_ok = m_ok[:, None] & n_ok[None, :]
+        a = tl.load(dy_rows[:, None] + (n * dy_stride_n)[None, :], mask=a_ok, other=0.0)
+        if ACTIVATED:  # g = act'(z)·dy as the tile is loaded, rounded as eager's stored g would be
+            saved = tl.load(saved_rows[:, None] + (n * saved_stride_n)[None, :], mask=a_ok, other=0.0)
+            a = _gradient_of_preactivation(a, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
+        b = tl.load(w_cols[None, :] + (n * w_stride_n)[:, None], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+    tl.store(dx_ptr + (m * dx_stride_m)[:, None] + (k * dx_stride_k)[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & k_ok[None, :])
+
+
+@triton.jit
+def _linear_weight_grad_kernel(
+        dy_ptr, saved_ptr, x_ptr, dw_ptr, db_ptr, rows, out_features, in_features,
+        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, x_stride_m, x_stride_k, dw_stride_n, dw_stride_k,
+        rows_per_slice, dw_slice_stride, parameter,
+        KIND: tl.constexpr, ACTIVATED: tl.constexpr, FROM_OUTPUT: tl.constexpr, BIAS_GRAD: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """dw tile [BLOCK_M output features x BLOCK_N input features] over one slice of the M rows;
+    with BIAS_GRAD the first column block's programs also sum g over the slice into db's partial."""
+    split = tl.program_id(1)
+    tile_n, tile_k = tile_coordinates(tl.program_id(0), tl.cdiv(out_features, BLOCK_M),
+                                      tl.cdiv(in_features, BLOCK_N), GROUP_M)
+    n = block_indices(tile_n, BLOCK_M, WIDE_INDEX)
+    n_ok = n < out_features
+    k = block_indices(tile_k, BLOCK_N, WIDE_INDEX)
+    k_ok = k < in_features
+    sums_bias = BIAS_GRAD and tile_k == 0
+    start, end = slice_range(split, rows_per_slice, rows, WIDE_INDEX)
+    m_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
+    dy_cols = dy_ptr + n * dy_stride_n  # [BLOCK_M] pointers: the tile is g transposed
+    saved_cols = saved_ptr + n * saved_stride_n
+    x_cols = x_ptr + k * x_stride_k
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    bias_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for first in range(start, end, BLOCK_K):
+        m = first + m_offsets
+        m_ok = m < end
+        a_ok = n_ok[:, None] & m_ok[None, :]
+        a = tl.load(dy_cols[:, None] + (m * dy_stride_m)[None, :], mask=a_ok, other=0.0)
+        if ACTIVATED:
+            saved = tl.load(saved_cols[:, None] + (m * saved_stride_m)[None, :], mask=a_ok, other=0.0)
+            a = _gradient_of_preactivation(a, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
+        if sums_bias:  # db from the same g the GEMM multiplies (eager's sum of its stored g)
+            bias_sums += tl.sum(a.to(tl.float32), axis=1)
+        b = tl.load(x_cols[None, :] + (m * x_stride_m)[:, None], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
+    tl.store(dw_ptr + split * dw_slice_stride + (n * dw_stride_n)[:, None] + (k * dw_stride_k)[None, :],
+             acc.to(dw_ptr.dtype.element_ty), mask=n_ok[:, None] & k_ok[None, :])
+    if sums_bias:
+        tl.store(db_ptr + split * out_features + n, bias_sums.to(db_ptr.dtype.element_ty), mask=n_ok)
+
+
+_forward_autotuned = triton.autotune(
+    gemm_configs(), key=_KEY + ["x_stride_k", "w_stride_k", "y_stride_n", "STORE_Z"],
+    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", "y_stride_n")))(_linear_forward_kernel)
+_input_grad_autotuned = triton.autotune(
+    gemm_configs(), key=_KEY + ["dy_stride_n", "w_stride_k", "dx_stride_k", "ACTIVATED"],
+    prune_configs_by=dict(early_config_prune=prune_configs("dy_ptr", "dx_stride_k")))(_linear_input_grad_kernel)
+_weight_grad_autotuned = triton.autotune(
+    gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "ACTIVATED", "BIAS_GRAD"],
+    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", "dw_stride_k")))(_linear_weight_grad_kernel)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers. They trust their caller (fastcnn/ops/linear.py) to have validated shapes, dtypes and
+# devices; every tensor is 2-d ([M, K], [N, K], [M, N]) with any strides. Each returns the number
+# of kernels it launched.
+
+def _saved_arguments(saved, like):
+    """(tensor, row stride, column stride) of what the backward takes act' from, or ``like``'s
+    place and zero strides without an activation (never read)."""
+    if saved is None:
+        return like, 0, 0
+    return saved, saved.stride(0), saved.stride(1)
+
+
+def forward(x, w, bias, y, z, *, kind, parameter, dot_precision):
+    """y = act(x @ w^T + b) into the preallocated ``y``; z = x @ w^T + b into ``z`` too unless it
+    is None."""
+    rows, in_features = x.shape
+    out_features = w.shape[0]
+
+    def grid(meta):
+        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
+
+    z_target = y if z is None else z
+    args = (x, w, y if bias is None else bias, y, z_target, rows, out_features, in_features, *x.stride(), *w.stride(),
+            *y.stride(), *z_target.stride(), 0 if bias is None else bias.stride(0), float(parameter))
+    launch(_forward_autotuned, _linear_forward_kernel, grid, args,
+           dict(HAS_BIAS=bias is not None, KIND=kind, STORE_Z=z is not None,
+                WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
+           dict(BLOCK_M=rows, BLOCK_N=out_features, BLOCK_K=in_features))
+    return 1
+
+
+def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision):
+    """dx = g @ w into the preallocated ``dx``, g = act'·dy from ``saved`` (z, or y when
+    ``from_output``; None without an activation)."""
+    rows, in_features = dx.shape
+    out_features = w.shape[0]
+
+    def grid(meta):
+        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(in_features, meta["BLOCK_N"]),)
+
+    args = (dy, *_saved_arguments(saved, dy)[:1], w, dx, rows, out_features, in_features, *dy.stride(),
+            *_saved_arguments(saved, dy)[1:], *w.stride(), *dx.stride(), float(parameter))
+    launch(_input_grad_autotuned, _linear_input_grad_kernel, grid, args,
+           dict(KIND=kind, ACTIVATED=saved is not None, FROM_OUTPUT=from_output,
+                WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
+           dict(BLOCK_M=rows, BLOCK_N=in_features, BLOCK_K=out_features))
+    return 1
+
+
+def weight_grad_slices(out_features, in_features, rows, device, sms=None):
+    """(rows per slice, slices) of the weight gradient's reduction over ``rows``."""
+    nominal_tiles = triton.cdiv(out_features, 64) * triton.cdiv(in_features, 64)
+    return reduction_slices(nominal_tiles, rows, device, min_length=MIN_ROWS_PER_SLICE, max_slices=MAX_SLICES, sms=sms)
+
+
+def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_precision):
+    """dw = g^T @ x into the preallocated dense ``dw`` and, unless ``db`` is None, db = the sum of
+    g over the rows into the dense ``db``, in one pass (plus the sums of the slices' partials)."""
+    rows, in_features = x.shape
+    out_features = dw.shape[0]
+    rows_per_slice, slices = weight_grad_slices(out_features, in_features, rows, dw.device)
+    dw_target = partials(dw, slices)
+    db_target = dw_target if db is None else partials(db, slices)
+
+    def grid(meta):
+        # at least one column block: with no input features the first still sums db
+        return (triton.cdiv(out_features, meta["BLOCK_M"]) * max(1, triton.cdiv(in_features, meta["BLOCK_N"])),
+                slices)
+
+    args = (dy, *_saved_arguments(saved, dy)[:1], x, dw_target, db_target, rows, out_features, in_features,
+            *dy.stride(), *_saved_arguments(saved, dy)[1:], *x.stride(), *dw.stride(), rows_per_slice, dw.numel(),
+            float(parameter))
+    launch(_weight_grad_autotuned, _linear_weight_grad_kernel, grid, args,
+           dict(KIND=kind, ACTIVATED=saved is not None, FROM_OUTPUT=from_output, BIAS_GRAD=db is not None,
+                WIDE_INDEX=needs_wide_index(dy, x, dw, extra_span=slices * dw.numel()),
+                DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
+           dict(BLOCK_M=out_features, BLOCK_N=in_features, BLOCK_K=rows_per_slice))
+    launches = 1 + sum_partials(dw_target, dw, slices)
+    if db is not None:
+        launches += sum_partials(db_target, db, slices)
+    return launches
