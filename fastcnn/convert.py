@@ -2,8 +2,9 @@
 
 Two passes over the module tree:
 
-1. Fusion. A norm whose output feeds only an activation takes that activation as its epilogue
-   and the activation disappears: ``BatchNorm2d``, ``GroupNorm``, ``LayerNorm``,
+1. Fusion. A norm (or a ``Linear``: the GEMM's epilogue, ConvNeXt's Linear → GELU, a classifier
+   head's activation) whose output feeds only an activation takes that activation as its
+   epilogue and the activation disappears: ``BatchNorm2d``, ``GroupNorm``, ``LayerNorm``,
    ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d`` fuse any of fastcnn's activations
    (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh; module,
    ``torch``/``F`` function or tensor method), kept on the module as its ``activation``
@@ -73,12 +74,14 @@ from .ops.activation import DERIVATIVE_FROM_OUTPUT, resolve_activation
 from .ops.add import add
 from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.dropout import dropout
+from .ops.linear import linear
 from .ops.max_pool import max_pool2d
 
 logger = logging.getLogger("fastcnn.convert")
 
 REPLACEMENTS = {
     torch.nn.Conv2d: fastcnn_nn.Conv2d,
+    torch.nn.Linear: fastcnn_nn.Linear,
     torch.nn.MaxPool2d: fastcnn_nn.MaxPool2d,
     torch.nn.AvgPool2d: fastcnn_nn.AvgPool2d,
     torch.nn.AdaptiveAvgPool2d: fastcnn_nn.AdaptiveAvgPool2d,
@@ -108,9 +111,9 @@ ACTIVATION_FUNCTIONS = {
 ACTIVATION_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh",
                       "tanh_": "tanh"}
 # Functions a traced forward calls that fastcnn computes, by the same signature: the pools,
-# dropout and the out-of-place activation functions (fastcnn's functional of the same name).
+# dropout, linear and the out-of-place activation functions (fastcnn's functional of the same name).
 FUNCTION_SWAPS = {F.avg_pool2d: avg_pool2d, F.adaptive_avg_pool2d: adaptive_avg_pool2d, F.max_pool2d: max_pool2d,
-                  F.dropout: dropout,
+                  F.dropout: dropout, F.linear: linear,
                   **{function: getattr(fastcnn_activation, kind) for function, (kind, _) in ACTIVATION_FUNCTIONS.items()
                      if function is not torch.relu_}}
 # A residual add: out-of-place (either operand the norm's output) or in place into the norm's output.
@@ -534,6 +537,8 @@ def _fuse_activations(name, module, graph, holders, result):
         elif all(user is not None and (spec is not None or _is_activation_like_node(user, module))
                  for user, spec in zip(sole, specs)):
             result.left.append((_join(name, target), _unsupported(norm, _describe(sole[0]))))
+        elif isinstance(norm, torch.nn.Linear):
+            continue  # a Linear followed by no activation is no fusion missed
         elif all(user.op == "call_module" and len(user.args) == 2 and user.args[1] is node
                  for u, node in zip(users, calls) for user in u):
             adders = sorted({_describe(user) for u in users for user in u})

@@ -11,6 +11,7 @@ from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout, dropout2d, stochastic_depth
 from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
+from .ops.linear import linear
 from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
 
 
@@ -204,6 +205,19 @@ class BatchNorm2dReLU(BatchNorm2dAct):
     """``relu(BatchNorm2d(x) [+ residual])``: ``BatchNorm2dAct`` with activation="relu"."""
 
     activation = ("relu", 0.0)
+
+
+class Linear(_FusedActivation, torch.nn.Linear):
+    """``torch.nn.Linear`` on fastcnn's GEMM kernels (same constructor, parameters and state_dict
+    keys), optionally followed by a fused ``activation`` computed in the GEMM's epilogue
+    (``convert`` sets it for Linear → GELU in ConvNeXt's MLPs and the classifier heads' activations)."""
+
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    def forward(self, input):
+        return linear(input, self.weight, self.bias, activation=self.activation)
 
 
 class GroupNorm(_FusedActivation, torch.nn.GroupNorm):

@@ -226,7 +226,7 @@ def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision)
 
 def weight_grad_slices(out_features, in_features, rows, device, sms=None):
     """(rows per slice, slices) of the weight gradient's reduction over ``rows``."""
-    nominal_tiles = triton.cdiv(out_features, 64) * triton.cdiv(in_features, 64)
+    nominal_tiles = triton.cdiv(out_features, 64) * max(1, triton.cdiv(in_features, 64))  # db's column without K
     return reduction_slices(nominal_tiles, rows, device, min_length=MIN_ROWS_PER_SLICE, max_slices=MAX_SLICES, sms=sms)
 
 

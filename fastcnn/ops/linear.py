@@ -301,7 +301,7 @@ def linear(input, weight, bias=None, *, activation=None):
         out = torch.nn.functional.linear(input, weight, bias)
         return module_for(kind, parameter)(out) if kind is not None else out
     matrix = weight if weight.dim() == 2 else weight.unsqueeze(0)
-    rows = input.reshape(-1, input.shape[-1])  # a view whenever the leading dimensions flatten
+    rows = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])  # a view whenever the leading dims flatten
     vector = None if bias is None else _bias_vector(bias, matrix.shape[0])
     if bias is not None and vector is None:  # a bias that varies along the rows: added after the GEMM
         out = _linear_op(rows, matrix, None, None, 0.0)[0].reshape(out_shape) + bias
