@@ -131,6 +131,17 @@ def test_each_variant_family_compiles(compiled):
     # the moments epilogue (kernels/moments.py) of the forward kernels
     for module, kernel in (("conv2d_gemm", "_conv2d_forward_kernel"), ("conv2d_depthwise", "_depthwise_forward_kernel")):
         assert seen[(module, kernel, "MOMENTS")] == {True, False}, kernel
+    # linear: the activation's derivative from z, from the output and none; z stored or not; with
+    # and without a bias and its gradient; int64 indexing
+    for kernel in ("_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
+        assert seen[("linear", kernel, "FROM_OUTPUT")] == {True, False}, kernel
+        assert seen[("linear", kernel, "ACTIVATED")] == {True, False}, kernel
+    assert seen[("linear", "_linear_forward_kernel", "STORE_Z")] == {True, False}
+    assert seen[("linear", "_linear_forward_kernel", "HAS_BIAS")] == {True, False}
+    assert seen[("linear", "_linear_weight_grad_kernel", "BIAS_GRAD")] == {True, False}
+    assert len(seen[("linear", "_linear_forward_kernel", "KIND")]) == 12  # every kind and None
+    for kernel in ("_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
+        assert seen[("linear", kernel, "WIDE_INDEX")] == {True, False}, kernel
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

@@ -398,13 +398,16 @@ def test_convnext_style_model_runs_its_norms_and_gelu_in_fastcnn(seed, generator
     converted, report = fastcnn.convert(original, report=True)
     assert type(converted.features[0][1]) is fastcnn.nn.LayerNorm2d
     assert type(converted.features[1].block[2]) is fastcnn.nn.LayerNorm
-    assert type(converted.features[1].block[4]) is fastcnn.nn.GELU
+    # the MLP's Linear → GELU: one GEMM with GELU in its epilogue, the GELU's slot an Identity
+    mlp = converted.features[1].block
+    assert type(mlp[3]) is fastcnn.nn.Linear and mlp[3].activation == ("gelu", 0.0)
+    assert type(mlp[4]) is torch.nn.Identity and type(mlp[5]) is fastcnn.nn.Linear and mlp[5].activation is None
     assert "replicas.LayerNorm2d -> fastcnn.nn.LayerNorm2d" in str(report)
     input = make_tensor((2, 3, 12, 12), generator=generator)
     names = _training_step_ops(converted, input)
-    assert not [name for name in names if "layer_norm" in name and not name.startswith("fastcnn::")
-                or "gelu" in name], names
-    assert "fastcnn::layer_norm" in names and "fastcnn::activation" in names
+    assert not [name for name in names if ("layer_norm" in name or "linear" in name) and not name.startswith("fastcnn::")
+                or "gelu" in name or "addmm" in name or "aten::mm" in name], names
+    assert "fastcnn::layer_norm" in names and "fastcnn::linear" in names
     # Outputs, gradients and a 3-step SGD trajectory match the torch model.
     reference = copy.deepcopy(original)
     optimizers = [torch.optim.SGD(model.parameters(), lr=0.1) for model in (converted, reference)]

@@ -34,7 +34,7 @@ def test_every_operator_declares_its_launches():
     assert len(operators) >= 30 and operators == set(_cost.PLANS), operators ^ set(_cost.PLANS)
     families = {family for _, family in _cost.PLANS.values()}
     assert families <= {"convolution", "norm", "activation", "pooling", "residual add", "loss", "dropout",
-                        "optimizer"}, families
+                        "linear", "optimizer"}, families
 
 
 # ----------------------------------------------------------------------------- declared = launched
@@ -166,6 +166,27 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
             "fastcnn::add", "fastcnn::conv2d_bias_grad", "fastcnn::grad_norm", "fastcnn::scale_grads_",
             "fastcnn::clamp_grads_", "fastcnn::adam_step_", "fastcnn::rmsprop_step_", "fastcnn::adagrad_step_",
             "fastcnn::adadelta_step_"} <= seen, seen
+
+
+def test_declared_launches_are_the_kernels_launches_of_linear(seed):
+    """linear with each way of keeping the activation's input (none, the output, z), a frozen
+    weight beside a trainable bias, and enough rows that grad-weight sums partials."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def step(x, rows, weight, bias, second, frozen):
+        y = fastcnn.linear(x, weight, bias, activation="gelu")
+        y = fastcnn.linear(y, second, activation="relu")
+        z = fastcnn.linear(rows, weight, bias)
+        z = fastcnn.linear(z, frozen.detach(), activation="silu")
+        (y.sum() + z.sum()).backward()
+
+    def tensors():
+        make = lambda shape: make_tensor(shape, generator=generator)  # noqa: E731
+        return [make((3, 5, 9)), make((300, 9)).requires_grad_(), make((7, 9)).requires_grad_(),
+                make((7,)).requires_grad_(), make((4, 7)).requires_grad_(), make((6, 7))]
+
+    seen = _compare(step, tensors)
+    assert {"fastcnn::linear", "fastcnn::linear_input_grad", "fastcnn::linear_weight_grad"} <= seen, seen
 
 
 # ----------------------------------------------------------------------------- by hand

@@ -112,8 +112,23 @@ def test_opcheck_cross_entropy(reduction, generator):
     _opcheck(OPS.cross_entropy_backward_.default, (grad, grad_out, denominator, reduction))
 
 
+@pytest.mark.parametrize("kind", [None, "relu", "gelu"])
+def test_opcheck_linear(kind, generator):
+    input = make_tensor((2, 7, 9), generator=generator).permute(1, 0, 2).reshape(14, 9).requires_grad_()
+    weight = make_tensor((5, 9), generator=generator).requires_grad_()
+    bias = make_tensor((5,), generator=generator).requires_grad_()
+    _opcheck(OPS.linear.default, (input, weight, bias, kind, 0.0))
+    _opcheck(OPS.linear.default, (input, weight, None, kind, 0.0))
+    out, preactivation = OPS.linear(input.detach(), weight.detach(), bias.detach(), kind, 0.0)
+    saved = None if kind is None else (out if kind == "relu" else preactivation)
+    grad_out = make_tensor(out.shape, generator=generator)
+    _opcheck(OPS.linear_input_grad.default, (grad_out, saved, weight.detach(), kind, 0.0))
+    for bias_grad in (True, False):
+        _opcheck(OPS.linear_weight_grad.default, (grad_out, saved, input.detach(), kind, 0.0, bias_grad))
+
+
 class _Tiny(torch.nn.Module):
-    """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear: every fastcnn op."""
+    """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear+GELU: every fastcnn op."""
 
     def __init__(self):
         super().__init__()
@@ -122,7 +137,7 @@ class _Tiny(torch.nn.Module):
         self.pool = fastcnn.nn.MaxPool2d(2, ceil_mode=True)
         self.conv2 = fastcnn.nn.Conv2d(6, 4, 3, stride=2, bias=False)
         self.bn2 = fastcnn.nn.BatchNorm2d(4)
-        self.head = torch.nn.Linear(4, 5)
+        self.head = fastcnn.nn.Linear(4, 5, activation="gelu")
 
     def forward(self, x):
         x = self.pool(self.bn1(self.conv1(x)))
