@@ -28,7 +28,8 @@ import triton.language as tl
 
 from . import INTERPRETED
 from .activation import activate, activation_grad, activation_grad_from_output
-from .conv2d_gemm import gemm_configs, launch, multiply_accumulate, prune_configs, tile_coordinates
+from .conv2d_gemm import (MAX_PROLOGUE_ACCUMULATOR_REGISTERS, MAX_SHARED_BYTES, gemm_configs, launch,
+                          multiply_accumulate, prune_configs, shared_bytes, tile_coordinates)
 from .indexing import block_indices, needs_wide_index, widen
 from .slicing import partials, reduction_slices, slice_range, sum_partials
 from .tiles import by_backend
@@ -163,15 +164,52 @@ def _linear_weight_grad_kernel(
         tl.store(db_ptr + split * out_features + n, bias_sums.to(db_ptr.dtype.element_ty), mask=n_ok)
 
 
+# Beyond conv2d_gemm's ``fits``, read from ptxas on sm_90a (scripts/static_gpu_check.py, bench/static/):
+# - the activation in the forward's epilogue, and act'(z) computed on the loaded dy in both
+#   backward GEMMs, spill beside 128 accumulator registers per thread (184 to 1872 B on the 128x256,
+#   256x128 and 4-warp 128x128 tiles): those launches keep 64, as conv2d's prologue does;
+# - without them the backward GEMMs' 256-row tiles still spill (416 B grad-input, 160 B
+#   grad-weight): at 128 registers they keep BLOCK_M <= 128;
+# - grad-weight's dy block is loaded transposed and needs shared memory beside the pipeline's
+#   stages: room for two more of its blocks is kept, which leaves out the fp32 128x128x64
+#   three-stage tile ptxas refuses (228 KB).
+MAX_BACKWARD_BLOCK_M_AT_128_REGISTERS = 128
+
+
+def _prune(operand, output_stride, gemm_pass):
+    """conv2d_gemm's pruning, then linear's own limits above for ``gemm_pass`` ("forward",
+    "input_grad" or "weight_grad"); never none (the smallest config always fits)."""
+    conv_prune = prune_configs(operand, output_stride)
+
+    def prune(configs, named_args, **kwargs):
+        element_size = named_args[operand].element_size()
+        transformed = kwargs.get("ACTIVATED") if gemm_pass != "forward" else kwargs.get("KIND") is not None
+
+        def keeps(config):
+            blocks = config.kwargs
+            per_thread = blocks["BLOCK_M"] * blocks["BLOCK_N"] // (32 * config.num_warps)
+            if transformed and per_thread > MAX_PROLOGUE_ACCUMULATOR_REGISTERS:
+                return False
+            if (gemm_pass != "forward" and blocks["BLOCK_M"] > MAX_BACKWARD_BLOCK_M_AT_128_REGISTERS
+                    and per_thread > MAX_PROLOGUE_ACCUMULATOR_REGISTERS):
+                return False
+            transposed = 2 * blocks["BLOCK_M"] * blocks["BLOCK_K"] * element_size if gemm_pass == "weight_grad" else 0
+            return shared_bytes(config, element_size) + transposed <= MAX_SHARED_BYTES
+        return [config for config in conv_prune(configs, named_args, **kwargs) if keeps(config)] or configs[-1:]
+    return prune
+
+
 _forward_autotuned = triton.autotune(
     gemm_configs(), key=_KEY + ["x_stride_k", "w_stride_k", "y_stride_n", "STORE_Z"],
-    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", "y_stride_n")))(_linear_forward_kernel)
+    prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_n", "forward")))(_linear_forward_kernel)
 _input_grad_autotuned = triton.autotune(
     gemm_configs(), key=_KEY + ["dy_stride_n", "w_stride_k", "dx_stride_k", "ACTIVATED"],
-    prune_configs_by=dict(early_config_prune=prune_configs("dy_ptr", "dx_stride_k")))(_linear_input_grad_kernel)
+    prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_k", "input_grad")))(
+        _linear_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
     gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "ACTIVATED", "BIAS_GRAD"],
-    prune_configs_by=dict(early_config_prune=prune_configs("x_ptr", "dw_stride_k")))(_linear_weight_grad_kernel)
+    prune_configs_by=dict(early_config_prune=_prune("x_ptr", "dw_stride_k", "weight_grad")))(
+        _linear_weight_grad_kernel)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def vectorized(r):
 
 
 def family(kernel):
-    if kernel in ("_conv2d_forward_kernel", "_conv2d_input_grad_kernel", "_conv2d_weight_grad_kernel"):
+    if kernel in ("_conv2d_forward_kernel", "_conv2d_input_grad_kernel", "_conv2d_weight_grad_kernel",
+                  "_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
         return "gemm"
     return "memory"
 
