@@ -229,7 +229,7 @@ def _module_activation(module):
 
 def _is_activation_like(module):
     """A torch activation module (torch.nn.modules.activation), supported or not: for the report."""
-    return type(module).__module__ in ("torch.nn.modules.activation", fastcnn_nn.__name__)
+    return type(module).__module__ == "torch.nn.modules.activation" or isinstance(module, fastcnn_nn.ACTIVATIONS)
 
 
 def _kernel_dtypes(module):
@@ -429,6 +429,7 @@ def _fuse_traced(name, module, holders, result, batch_norm_in_conv):
         changed |= _fuse_into_max_pools(name, module, graph, holders, result)
         changed |= _fuse_into_convolutions(name, module, graph, holders, result)
         changed |= _statistics_from_convolutions(name, module, graph, holders, result)
+    changed |= _fuse_layer_scales(name, module, graph, holders, result)
     changed |= _swap_functions(name, module, graph, result)
     if not changed:
         return
@@ -863,6 +864,74 @@ def _written_alone(tensor, root):
         if returns != "passes" or not node.args or not isinstance(node.args[0], torch.fx.Node):
             return False
         node = node.args[0]
+
+
+MULTIPLIES = (operator.mul, torch.mul)
+LINEARS = (torch.nn.Linear, fastcnn_nn.Linear)
+
+
+def _constant_tensor(node, root):
+    """The tensor a ``get_attr`` node reads (a parameter or buffer of ``root``), else None."""
+    if node.op != "get_attr":
+        return None
+    value = root
+    for part in node.target.split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _last_axis_to(node, root, position):
+    """Whether ``node`` permutes its input's last axis to ``position`` (a torchvision ``Permute``
+    module with ``dims``, or a ``permute`` method call with constant dims)."""
+    if node.op == "call_module":
+        dims = getattr(root.get_submodule(node.target), "dims", None)
+    elif node.op == "call_method" and node.target == "permute":
+        dims = node.args[1:] if len(node.args) > 2 else (node.args[1] if len(node.args) == 2 else None)
+    else:
+        return False
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        return False
+    return len(dims) + position >= 0 and dims[position] in (len(dims) - 1, -1)
+
+
+def _fuse_layer_scales(name, module, graph, holders, result):
+    """scale * permute(linear(x)) (ConvNeXt's layer scale: a (C, 1, 1) parameter times the block's
+    last Linear, permuted back to NCHW) becomes permute(linear(x, output_scale=scale)): the
+    multiply rides in the GEMM's epilogue and its gradient in the weight gradient's pass."""
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in MULTIPLIES or len(node.args) != 2 or node.kwargs:
+            continue
+        scale_node, other = node.args
+        if not isinstance(scale_node, torch.fx.Node) or _constant_tensor(scale_node, module) is None:
+            scale_node, other = other, scale_node
+        scale = _constant_tensor(scale_node, module) if isinstance(scale_node, torch.fx.Node) else None
+        if scale is None or not isinstance(other, torch.fx.Node) or len(other.users) != 1:
+            continue
+        permute, call = None, other
+        if other.op != "call_module" or not isinstance(module.get_submodule(other.target), LINEARS):
+            permute, call = other, other.args[0] if other.args else None
+            if not isinstance(call, torch.fx.Node) or len(call.users) != 1 or call.op != "call_module":
+                continue
+        linear = module.get_submodule(call.target) if call.op == "call_module" else None
+        if type(linear) not in LINEARS or len(call.args) != 1 or call.kwargs:
+            continue
+        features = linear.out_features
+        # the scale's features must lie where the linear's last axis lands
+        expected = (features,) + (1,) * (scale.dim() - 1)
+        if tuple(scale.shape) != expected or (permute is None and scale.dim() != 1) or (
+                permute is not None and not _last_axis_to(permute, module, -scale.dim())):
+            continue
+        if (holders[id(linear)] > 1 or _has_hooks(linear) or not _kernel_dtypes(linear)
+                or scale.dtype == torch.float64):
+            continue
+        call.kwargs = {"output_scale": scale_node}
+        node.replace_all_uses_with(other)
+        graph.erase_node(node)
+        result.fused.append((_join(name, call.target), f"its output times {scale_node.target} (a per-feature "
+                                                       f"scale) in the GEMM's epilogue; that multiply was removed"))
+        changed = True
+    return changed
 
 
 def _swap_functions(name, root, graph, result):

@@ -216,8 +216,10 @@ class Linear(_FusedActivation, torch.nn.Linear):
         super().__init__(*args, **kwargs)
         self._set_activation(activation)
 
-    def forward(self, input):
-        return linear(input, self.weight, self.bias, activation=self.activation)
+    def forward(self, input, output_scale=None):
+        """act(linear(input)), times ``output_scale`` per output feature when given (ConvNeXt's
+        layer scale, which ``convert`` passes here): all in the GEMM's epilogue."""
+        return linear(input, self.weight, self.bias, activation=self.activation, output_scale=output_scale)
 
 
 class GroupNorm(_FusedActivation, torch.nn.GroupNorm):

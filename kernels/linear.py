@@ -1,16 +1,19 @@
-"""linear: y = act(x @ w^T + b), its grad-input, and its grad-weight with grad-bias in the same pass.
+"""linear: y = s · act(x @ w^T + b), its grad-input, and its grad-weight with the bias's and the
+scale's gradients in the same pass.
 
 Notation: x [M, K] (M: every leading dimension of the input, flattened; a view, not a copy, when
-they flatten), w [N, K], y [M, N]; z = x @ w^T + b the pre-activation, g = act'(z) · dy.
+they flatten), w [N, K], y [M, N]; z = x @ w^T + b the pre-activation; s [N] an optional
+per-feature output scale (ConvNeXt's layer scale), 1 without it; g = act'(z) · s · dy.
 
-    forward      y[m, n] = act(z[m, n]),  z[m, n] = sum_k x[m, k] · w[n, k] + b[n]
+    forward      y[m, n] = s[n] · act(z[m, n]),  z[m, n] = sum_k x[m, k] · w[n, k] + b[n]
     grad-input   dx[m, k] = sum_n g[m, n] · w[n, k]
-    grad-weight  dw[n, k] = sum_m g[m, n] · x[m, k],   db[n] = sum_m g[m, n]
+    grad-weight  dw[n, k] = sum_m g[m, n] · x[m, k],   db[n] = sum_m g[m, n],
+                 ds[n] = sum_m dy[m, n] · act(z[m, n])
 
 g is never stored: both backward GEMMs compute it as they load dy, from what the forward kept:
 y itself for the activations whose torch backward takes the result (relu, sigmoid, tanh), else z,
 which the forward's epilogue writes beside y (the tensor eager keeps between its addmm and its
-activation, so memory is eager's). FLOPs: 2·M·N·K per pass. Least bytes: forward reads x, w, b
+activation, or its multiply by the scale, so memory is eager's). FLOPs: 2·M·N·K per pass. Least bytes: forward reads x, w, b
 and writes y (and z); grad-input reads dy (and the saved y or z) and w, writes dx; grad-weight
 reads x and dy (and y or z), writes dw and db.
 
@@ -20,8 +23,9 @@ Launch grids (fp32 accumulation; conv2d_gemm's configs, ``fits`` and grouped pro
   grad-weight  (cdiv(N, BLOCK_M) · cdiv(K, BLOCK_N), slices): the reduction over M is cut into
                slices (kernels/slicing.py) when N·K alone has too few tiles to fill the GPU (a
                classifier head: N·K small, M the batch; ConvNeXt's MLPs: M = N·H·W pixels). The
-               programs of the first column block also sum g over their rows into db's partial,
-               so grad-bias costs no pass of its own. Partials are added in a fixed order.
+               programs of the first column block also sum g over their rows into db's partial
+               (and dy·act(z) into ds's), so grad-bias and grad-scale cost no pass of their own.
+               Partials are added in a fixed order.
 """
 import triton
 import triton.language as tl
@@ -44,20 +48,24 @@ _KEY = ["rows", "out_features", "in_features", "KIND", "DOT_PRECISION"]
 
 @triton.jit
 def _gradient_of_preactivation(dy, saved, KIND: tl.constexpr, FROM_OUTPUT: tl.constexpr, parameter):
-    """g = act'(z) · dy in fp32, from the saved z, or from y = act(z) when FROM_OUTPUT."""
-    if FROM_OUTPUT:
-        g = activation_grad_from_output(saved.to(tl.float32), dy.to(tl.float32), KIND)
+    """g = act'(z) · dy in fp32 (dy already scaled), from the saved z, or from y = act(z) when
+    FROM_OUTPUT; dy itself without an activation."""
+    if KIND is None:
+        g = dy
+    elif FROM_OUTPUT:
+        g = activation_grad_from_output(saved.to(tl.float32), dy, KIND)
     else:
-        g = activation_grad(saved.to(tl.float32), dy.to(tl.float32), KIND, parameter)
+        g = activation_grad(saved.to(tl.float32), dy, KIND, parameter)
     return g
 
 
 @triton.jit
 def _linear_forward_kernel(
-        x_ptr, w_ptr, bias_ptr, y_ptr, z_ptr, rows, out_features, in_features,
+        x_ptr, w_ptr, bias_ptr, scale_ptr, y_ptr, z_ptr, rows, out_features, in_features,
         x_stride_m, x_stride_k, w_stride_n, w_stride_k, y_stride_m, y_stride_n, z_stride_m, z_stride_n, bias_stride,
-        parameter,
-        HAS_BIAS: tl.constexpr, KIND: tl.constexpr, STORE_Z: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        scale_stride, parameter,
+        HAS_BIAS: tl.constexpr, SCALED: tl.constexpr, KIND: tl.constexpr, STORE_Z: tl.constexpr,
+        WIDE_INDEX: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     tile_m, tile_n = tile_coordinates(tl.program_id(0), tl.cdiv(rows, BLOCK_M), tl.cdiv(out_features, BLOCK_N),
@@ -84,15 +92,17 @@ def _linear_forward_kernel(
         tl.store(z_ptr + (m * z_stride_m)[:, None] + (n * z_stride_n)[None, :], acc.to(z_ptr.dtype.element_ty),
                  mask=mask)
     y = activate(acc, KIND, parameter)
+    if SCALED:
+        y = y * tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + (m * y_stride_m)[:, None] + (n * y_stride_n)[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _linear_input_grad_kernel(
-        dy_ptr, saved_ptr, w_ptr, dx_ptr, rows, out_features, in_features,
-        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, w_stride_n, w_stride_k, dx_stride_m, dx_stride_k,
-        parameter,
-        KIND: tl.constexpr, ACTIVATED: tl.constexpr, FROM_OUTPUT: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        dy_ptr, saved_ptr, scale_ptr, w_ptr, dx_ptr, rows, out_features, in_features,
+        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, scale_stride, w_stride_n, w_stride_k, dx_stride_m,
+        dx_stride_k, parameter,
+        KIND: tl.constexpr, SCALED: tl.constexpr, FROM_OUTPUT: tl.constexpr, WIDE_INDEX: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """dx tile [BLOCK_M rows x BLOCK_N input features], reducing over the N output features."""
@@ -112,9 +122,14 @@ def _linear_input_grad_kernel(
         n_ok = n < out_features
         a_ok = m_ok[:, None] & n_ok[None, :]
         a = tl.load(dy_rows[:, None] + (n * dy_stride_n)[None, :], mask=a_ok, other=0.0)
-        if ACTIVATED:  # g = act'(z)·dy as the tile is loaded, rounded as eager's stored g would be
-            saved = tl.load(saved_rows[:, None] + (n * saved_stride_n)[None, :], mask=a_ok, other=0.0)
-            a = _gradient_of_preactivation(a, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
+        if SCALED or KIND is not None:  # g = act'(z)·s·dy as the tile is loaded, rounded as eager's g
+            d = a.to(tl.float32)
+            if SCALED:
+                d = d * tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            saved = d
+            if KIND is not None:
+                saved = tl.load(saved_rows[:, None] + (n * saved_stride_n)[None, :], mask=a_ok, other=0.0)
+            a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
         b = tl.load(w_cols[None, :] + (n * w_stride_n)[:, None], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
     tl.store(dx_ptr + (m * dx_stride_m)[:, None] + (k * dx_stride_k)[None, :], acc.to(dx_ptr.dtype.element_ty),
@@ -123,14 +138,16 @@ def _linear_input_grad_kernel(
 
 @triton.jit
 def _linear_weight_grad_kernel(
-        dy_ptr, saved_ptr, x_ptr, dw_ptr, db_ptr, rows, out_features, in_features,
-        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, x_stride_m, x_stride_k, dw_stride_n, dw_stride_k,
-        rows_per_slice, dw_slice_stride, parameter,
-        KIND: tl.constexpr, ACTIVATED: tl.constexpr, FROM_OUTPUT: tl.constexpr, BIAS_GRAD: tl.constexpr,
+        dy_ptr, saved_ptr, scale_ptr, x_ptr, dw_ptr, db_ptr, ds_ptr, rows, out_features, in_features,
+        dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, scale_stride, x_stride_m, x_stride_k, dw_stride_n,
+        dw_stride_k, rows_per_slice, dw_slice_stride, parameter,
+        KIND: tl.constexpr, SCALED: tl.constexpr, FROM_OUTPUT: tl.constexpr, BIAS_GRAD: tl.constexpr,
+        SCALE_GRAD: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """dw tile [BLOCK_M output features x BLOCK_N input features] over one slice of the M rows;
-    with BIAS_GRAD the first column block's programs also sum g over the slice into db's partial."""
+    the first column block's programs also sum g over the slice into db's partial (BIAS_GRAD) and
+    dy·act(z) into ds's (SCALE_GRAD)."""
     split = tl.program_id(1)
     tile_n, tile_k = tile_coordinates(tl.program_id(0), tl.cdiv(out_features, BLOCK_M),
                                       tl.cdiv(in_features, BLOCK_N), GROUP_M)
@@ -138,7 +155,7 @@ def _linear_weight_grad_kernel(
     n_ok = n < out_features
     k = block_indices(tile_k, BLOCK_N, WIDE_INDEX)
     k_ok = k < in_features
-    sums_bias = BIAS_GRAD and tile_k == 0
+    sums = tile_k == 0  # the first column block's programs take the per-feature sums
     start, end = slice_range(split, rows_per_slice, rows, WIDE_INDEX)
     m_offsets = widen(tl.arange(0, BLOCK_K), WIDE_INDEX)
     dy_cols = dy_ptr + n * dy_stride_n  # [BLOCK_M] pointers: the tile is g transposed
@@ -146,22 +163,38 @@ def _linear_weight_grad_kernel(
     x_cols = x_ptr + k * x_stride_k
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     bias_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    scale_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    if SCALED:  # the program's output features are fixed: their scales are loaded once
+        scale = tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[:, None]
     for first in range(start, end, BLOCK_K):
         m = first + m_offsets
         m_ok = m < end
         a_ok = n_ok[:, None] & m_ok[None, :]
         a = tl.load(dy_cols[:, None] + (m * dy_stride_m)[None, :], mask=a_ok, other=0.0)
-        if ACTIVATED:
-            saved = tl.load(saved_cols[:, None] + (m * saved_stride_m)[None, :], mask=a_ok, other=0.0)
-            a = _gradient_of_preactivation(a, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
-        if sums_bias:  # db from the same g the GEMM multiplies (eager's sum of its stored g)
-            bias_sums += tl.sum(a.to(tl.float32), axis=1)
+        if SCALED or KIND is not None:
+            d = a.to(tl.float32)
+            saved = d
+            if SCALE_GRAD or KIND is not None:
+                saved = tl.load(saved_cols[:, None] + (m * saved_stride_m)[None, :], mask=a_ok, other=0.0)
+            if SCALE_GRAD:  # ds from dy and act(z), before dy is scaled
+                if sums:
+                    scale_sums += tl.sum(d * activate(saved.to(tl.float32), KIND, parameter), axis=1)
+            if SCALED:
+                d = d * scale
+            a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
+        if BIAS_GRAD:  # db from the same g the GEMM multiplies (eager's sum of its stored g)
+            if sums:
+                bias_sums += tl.sum(a.to(tl.float32), axis=1)
         b = tl.load(x_cols[None, :] + (m * x_stride_m)[:, None], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
     tl.store(dw_ptr + split * dw_slice_stride + (n * dw_stride_n)[:, None] + (k * dw_stride_k)[None, :],
              acc.to(dw_ptr.dtype.element_ty), mask=n_ok[:, None] & k_ok[None, :])
-    if sums_bias:
-        tl.store(db_ptr + split * out_features + n, bias_sums.to(db_ptr.dtype.element_ty), mask=n_ok)
+    if BIAS_GRAD:
+        if sums:
+            tl.store(db_ptr + split * out_features + n, bias_sums.to(db_ptr.dtype.element_ty), mask=n_ok)
+    if SCALE_GRAD:
+        if sums:
+            tl.store(ds_ptr + split * out_features + n, scale_sums.to(ds_ptr.dtype.element_ty), mask=n_ok)
 
 
 # Beyond conv2d_gemm's ``fits``, read from ptxas on sm_90a (scripts/static_gpu_check.py, bench/static/):
@@ -183,7 +216,7 @@ def _prune(operand, output_stride, gemm_pass):
 
     def prune(configs, named_args, **kwargs):
         element_size = named_args[operand].element_size()
-        transformed = kwargs.get("ACTIVATED") if gemm_pass != "forward" else kwargs.get("KIND") is not None
+        transformed = kwargs.get("KIND") is not None or bool(kwargs.get("SCALED"))
 
         def keeps(config):
             blocks = config.kwargs
@@ -200,14 +233,14 @@ def _prune(operand, output_stride, gemm_pass):
 
 
 _forward_autotuned = triton.autotune(
-    gemm_configs(), key=_KEY + ["x_stride_k", "w_stride_k", "y_stride_n", "STORE_Z"],
+    gemm_configs(), key=_KEY + ["x_stride_k", "w_stride_k", "y_stride_n", "STORE_Z", "SCALED"],
     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "y_stride_n", "forward")))(_linear_forward_kernel)
 _input_grad_autotuned = triton.autotune(
-    gemm_configs(), key=_KEY + ["dy_stride_n", "w_stride_k", "dx_stride_k", "ACTIVATED"],
+    gemm_configs(), key=_KEY + ["dy_stride_n", "w_stride_k", "dx_stride_k", "SCALED"],
     prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_k", "input_grad")))(
         _linear_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "ACTIVATED", "BIAS_GRAD"],
+    gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "SCALED", "BIAS_GRAD", "SCALE_GRAD"],
     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "dw_stride_k", "weight_grad")))(
         _linear_weight_grad_kernel)
 
@@ -217,17 +250,20 @@ _weight_grad_autotuned = triton.autotune(
 # devices; every tensor is 2-d ([M, K], [N, K], [M, N]) with any strides. Each returns the number
 # of kernels it launched.
 
+def _vector_arguments(vector, like):
+    """(tensor, stride) of an optional per-feature vector, or ``like``'s place and stride 0 (never read)."""
+    return (like, 0) if vector is None else (vector, vector.stride(0))
+
+
 def _saved_arguments(saved, like):
     """(tensor, row stride, column stride) of what the backward takes act' from, or ``like``'s
     place and zero strides without an activation (never read)."""
-    if saved is None:
-        return like, 0, 0
-    return saved, saved.stride(0), saved.stride(1)
+    return (like, 0, 0) if saved is None else (saved, saved.stride(0), saved.stride(1))
 
 
-def forward(x, w, bias, y, z, *, kind, parameter, dot_precision):
-    """y = act(x @ w^T + b) into the preallocated ``y``; z = x @ w^T + b into ``z`` too unless it
-    is None."""
+def forward(x, w, bias, y, z, *, kind, parameter, dot_precision, scale=None):
+    """y = scale · act(x @ w^T + b) into the preallocated ``y``; z = x @ w^T + b into ``z`` too
+    unless it is None."""
     rows, in_features = x.shape
     out_features = w.shape[0]
 
@@ -235,28 +271,31 @@ def forward(x, w, bias, y, z, *, kind, parameter, dot_precision):
         return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
 
     z_target = y if z is None else z
-    args = (x, w, y if bias is None else bias, y, z_target, rows, out_features, in_features, *x.stride(), *w.stride(),
-            *y.stride(), *z_target.stride(), 0 if bias is None else bias.stride(0), float(parameter))
+    (bias_target, bias_stride), (scale_target, scale_stride) = _vector_arguments(bias, y), _vector_arguments(scale, y)
+    args = (x, w, bias_target, scale_target, y, z_target, rows, out_features, in_features, *x.stride(), *w.stride(),
+            *y.stride(), *z_target.stride(), bias_stride, scale_stride, float(parameter))
     launch(_forward_autotuned, _linear_forward_kernel, grid, args,
-           dict(HAS_BIAS=bias is not None, KIND=kind, STORE_Z=z is not None,
+           dict(HAS_BIAS=bias is not None, SCALED=scale is not None, KIND=kind, STORE_Z=z is not None,
                 WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
            dict(BLOCK_M=rows, BLOCK_N=out_features, BLOCK_K=in_features))
     return 1
 
 
-def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision):
-    """dx = g @ w into the preallocated ``dx``, g = act'·dy from ``saved`` (z, or y when
-    ``from_output``; None without an activation)."""
+def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision, scale=None):
+    """dx = g @ w into the preallocated ``dx``, g = act'·scale·dy, act' from ``saved`` (z, or y
+    when ``from_output``; None without an activation)."""
     rows, in_features = dx.shape
     out_features = w.shape[0]
 
     def grid(meta):
         return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(in_features, meta["BLOCK_N"]),)
 
-    args = (dy, *_saved_arguments(saved, dy)[:1], w, dx, rows, out_features, in_features, *dy.stride(),
-            *_saved_arguments(saved, dy)[1:], *w.stride(), *dx.stride(), float(parameter))
+    saved_target, *saved_strides = _saved_arguments(saved, dy)
+    scale_target, scale_stride = _vector_arguments(scale, dy)
+    args = (dy, saved_target, scale_target, w, dx, rows, out_features, in_features, *dy.stride(), *saved_strides,
+            scale_stride, *w.stride(), *dx.stride(), float(parameter))
     launch(_input_grad_autotuned, _linear_input_grad_kernel, grid, args,
-           dict(KIND=kind, ACTIVATED=saved is not None, FROM_OUTPUT=from_output,
+           dict(KIND=kind, SCALED=scale is not None, FROM_OUTPUT=from_output,
                 WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
            dict(BLOCK_M=rows, BLOCK_N=in_features, BLOCK_K=out_features))
     return 1
@@ -268,29 +307,34 @@ def weight_grad_slices(out_features, in_features, rows, device, sms=None):
     return reduction_slices(nominal_tiles, rows, device, min_length=MIN_ROWS_PER_SLICE, max_slices=MAX_SLICES, sms=sms)
 
 
-def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_precision):
-    """dw = g^T @ x into the preallocated dense ``dw`` and, unless ``db`` is None, db = the sum of
-    g over the rows into the dense ``db``, in one pass (plus the sums of the slices' partials)."""
+def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_precision, scale=None, ds=None):
+    """dw = g^T @ x into the preallocated dense ``dw`` and, unless None, db = the sum of g over the
+    rows into the dense ``db`` and ds = the sum of dy·act(z) into ``ds`` (``saved`` then z), in
+    one pass (plus the sums of the slices' partials)."""
     rows, in_features = x.shape
     out_features = dw.shape[0]
     rows_per_slice, slices = weight_grad_slices(out_features, in_features, rows, dw.device)
     dw_target = partials(dw, slices)
     db_target = dw_target if db is None else partials(db, slices)
+    ds_target = dw_target if ds is None else partials(ds, slices)
 
     def grid(meta):
-        # at least one column block: with no input features the first still sums db
+        # at least one column block: with no input features the first still sums db and ds
         return (triton.cdiv(out_features, meta["BLOCK_M"]) * max(1, triton.cdiv(in_features, meta["BLOCK_N"])),
                 slices)
 
-    args = (dy, *_saved_arguments(saved, dy)[:1], x, dw_target, db_target, rows, out_features, in_features,
-            *dy.stride(), *_saved_arguments(saved, dy)[1:], *x.stride(), *dw.stride(), rows_per_slice, dw.numel(),
+    saved_target, *saved_strides = _saved_arguments(saved, dy)
+    scale_target, scale_stride = _vector_arguments(scale, dy)
+    args = (dy, saved_target, scale_target, x, dw_target, db_target, ds_target, rows, out_features, in_features,
+            *dy.stride(), *saved_strides, scale_stride, *x.stride(), *dw.stride(), rows_per_slice, dw.numel(),
             float(parameter))
     launch(_weight_grad_autotuned, _linear_weight_grad_kernel, grid, args,
-           dict(KIND=kind, ACTIVATED=saved is not None, FROM_OUTPUT=from_output, BIAS_GRAD=db is not None,
-                WIDE_INDEX=needs_wide_index(dy, x, dw, extra_span=slices * dw.numel()),
+           dict(KIND=kind, SCALED=scale is not None, FROM_OUTPUT=from_output, BIAS_GRAD=db is not None,
+                SCALE_GRAD=ds is not None, WIDE_INDEX=needs_wide_index(dy, x, dw, extra_span=slices * dw.numel()),
                 DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
            dict(BLOCK_M=out_features, BLOCK_N=in_features, BLOCK_K=rows_per_slice))
     launches = 1 + sum_partials(dw_target, dw, slices)
-    if db is not None:
-        launches += sum_partials(db_target, db, slices)
+    for vector, target in ((db, db_target), (ds, ds_target)):
+        if vector is not None:
+            launches += sum_partials(target, vector, slices)
     return launches

@@ -404,9 +404,12 @@ def test_convnext_style_model_runs_its_norms_and_gelu_in_fastcnn(seed, generator
     assert type(mlp[4]) is torch.nn.Identity and type(mlp[5]) is fastcnn.nn.Linear and mlp[5].activation is None
     assert "replicas.LayerNorm2d -> fastcnn.nn.LayerNorm2d" in str(report)
     input = make_tensor((2, 3, 12, 12), generator=generator)
-    names = _training_step_ops(converted, input)
+    with record_aten_ops() as names:  # a loss of no multiply of its own
+        converted(input).sum().backward()
+    # the layer scale rides in the second Linear's epilogue: no multiply left
+    assert [entry for entry, how in report.fused if "layer_scale" in how] == ["features.1.block.5", "features.3.block.5"]
     assert not [name for name in names if ("layer_norm" in name or "linear" in name) and not name.startswith("fastcnn::")
-                or "gelu" in name or "addmm" in name or "aten::mm" in name], names
+                or "gelu" in name or "addmm" in name or "aten::mm" in name or "aten::mul" in name], names
     assert "fastcnn::layer_norm" in names and "fastcnn::linear" in names
     # Outputs, gradients and a 3-step SGD trajectory match the torch model.
     reference = copy.deepcopy(original)

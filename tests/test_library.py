@@ -113,18 +113,22 @@ def test_opcheck_cross_entropy(reduction, generator):
 
 
 @pytest.mark.parametrize("kind", [None, "relu", "gelu"])
-def test_opcheck_linear(kind, generator):
+@pytest.mark.parametrize("scaled", [False, True])
+def test_opcheck_linear(kind, scaled, generator):
     input = make_tensor((2, 7, 9), generator=generator).permute(1, 0, 2).reshape(14, 9).requires_grad_()
     weight = make_tensor((5, 9), generator=generator).requires_grad_()
     bias = make_tensor((5,), generator=generator).requires_grad_()
-    _opcheck(OPS.linear.default, (input, weight, bias, kind, 0.0))
-    _opcheck(OPS.linear.default, (input, weight, None, kind, 0.0))
-    out, preactivation = OPS.linear(input.detach(), weight.detach(), bias.detach(), kind, 0.0)
-    saved = None if kind is None else (out if kind == "relu" else preactivation)
+    scale = make_tensor((5,), generator=generator).requires_grad_() if scaled else None
+    _opcheck(OPS.linear.default, (input, weight, bias, scale, kind, 0.0))
+    _opcheck(OPS.linear.default, (input, weight, None, scale, kind, 0.0))
+    detached_scale = None if scale is None else scale.detach()
+    out, preactivation = OPS.linear(input.detach(), weight.detach(), bias.detach(), detached_scale, kind, 0.0)
+    saved = preactivation if preactivation.numel() else (out if kind is not None else None)
     grad_out = make_tensor(out.shape, generator=generator)
-    _opcheck(OPS.linear_input_grad.default, (grad_out, saved, weight.detach(), kind, 0.0))
+    _opcheck(OPS.linear_input_grad.default, (grad_out, saved, weight.detach(), detached_scale, kind, 0.0))
     for bias_grad in (True, False):
-        _opcheck(OPS.linear_weight_grad.default, (grad_out, saved, input.detach(), kind, 0.0, bias_grad))
+        _opcheck(OPS.linear_weight_grad.default, (grad_out, saved, input.detach(), detached_scale, kind, 0.0,
+                                                  bias_grad, scaled))
 
 
 class _Tiny(torch.nn.Module):

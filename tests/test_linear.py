@@ -322,3 +322,47 @@ def test_module_is_a_drop_in_and_convert_fuses_its_activation(seed, generator):
 
 def test_bytes_and_flops_hand_counted():
     assert linear_op.flops(8, 3, 5) == 2 * 8 * 3 * 5
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("kind", [None, "gelu", "relu", "tanh"])
+@pytest.mark.parametrize("rows", [7, 300])  # one slice, and slices whose partials are summed
+def test_output_scale_in_the_epilogue_and_its_gradient_in_the_weight_pass(kind, rows, seed, generator):
+    """ConvNeXt's layer scale: s · act(F.linear(x, w, b)), s of shape (C, 1, 1) used per feature;
+    s's gradient (the sum of dy·act(z)) comes from the weight gradient's pass."""
+    input = make_tensor((rows, 13), generator=generator).requires_grad_()
+    weight = make_tensor((6, 13), generator=generator).requires_grad_()
+    bias = make_tensor((6,), generator=generator).requires_grad_()
+    scale = make_tensor((6, 1, 1), generator=generator).requires_grad_()
+    grad = make_tensor((rows, 6), generator=generator)
+    with count_launches() as launched, record_aten_ops() as names:
+        out = fastcnn.linear(input, weight, bias, activation=kind, output_scale=scale)
+        out.backward(grad)
+    assert not [name for name in names if name.startswith("aten::") and "mul" in name], names
+    slices = fastcnn.kernels.linear.weight_grad_slices(6, 13, rows, input.device)[1]
+    assert launched["linear"] == 3 + (3 if slices > 1 else 0), dict(launched)  # + the dw, db and ds sums
+    leaves = [t.detach().double().requires_grad_() for t in (input, weight, bias, scale)]
+    expected = TORCH_ACTIVATIONS[kind](F.linear(*leaves[:3])) * leaves[3].reshape(-1)
+    expected.backward(grad.double())
+    assert_close(out, expected, torch.float32, what="scaled output", seed=seed, reduction_length=13)
+    for name, tensor, reference, length in (("input", input, leaves[0], 6), ("weight", weight, leaves[1], rows),
+                                            ("bias", bias, leaves[2], rows), ("scale", scale, leaves[3], rows)):
+        assert tensor.grad.shape == tensor.shape
+        assert_close(tensor.grad, reference.grad, torch.float32, what=f"grad {name}", seed=seed,
+                     reduction_length=length)
+
+
+def test_an_output_scale_of_another_dtype_is_torchs_promoting_multiply(generator):
+    input = make_tensor((5, 8), torch.bfloat16, generator=generator)
+    weight = make_tensor((3, 8), torch.bfloat16, generator=generator)
+    scale = make_tensor((3,), generator=generator)  # fp32 beside bf16: torch's mul promotes
+    out = fastcnn.linear(input, weight, output_scale=scale)
+    expected = F.linear(input, weight) * scale
+    assert out.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_an_output_scale_of_the_wrong_size_is_refused():
+    with count_launches() as launched, pytest.raises(RuntimeError, match="output_scale should contain 3 elements"):
+        fastcnn.linear(torch.ones(2, 4), torch.ones(3, 4), output_scale=torch.ones(4))
+    assert not launched

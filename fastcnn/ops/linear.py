@@ -132,101 +132,112 @@ def dot_precision(tensor):
     return "tf32" if uses_tf32(tensor.dtype, tensor.device) else "ieee"
 
 
-def stores_preactivation(kind):
+def stores_preactivation(kind, scaled=False):
     """Whether the forward writes z for the backward: an activation whose derivative torch takes
-    from its input."""
-    return kind is not None and kind not in DERIVATIVE_FROM_OUTPUT
+    from its input, or an output scale (whose gradient sums dy·act(z))."""
+    return scaled or (kind is not None and kind not in DERIVATIVE_FROM_OUTPUT)
 
 
-def _empty_outputs(input, weight, kind):
+def from_output(kind, scaled):
+    """Whether the backward takes act' from the output (relu, sigmoid, tanh, unscaled)."""
+    return kind in DERIVATIVE_FROM_OUTPUT and not scaled
+
+
+def _empty_outputs(input, weight, scale, kind):
     out = input.new_empty((input.shape[0], weight.shape[0]))
-    return out, (torch.empty_like(out) if stores_preactivation(kind) else input.new_empty(0))
+    return out, (torch.empty_like(out) if stores_preactivation(kind, scale is not None) else input.new_empty(0))
 
 
 @torch.library.custom_op("fastcnn::linear", mutates_args=())
-def _linear_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], kind: Optional[str],
+def _linear_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Optional[Tensor], kind: Optional[str],
                parameter: float) -> tuple[Tensor, Tensor]:
-    """(act(input @ weight^T + bias), the pre-activation when the backward needs it, else an
-    empty tensor) for a 2-d input."""
-    out, preactivation = _empty_outputs(input, weight, kind)
+    """(scale · act(input @ weight^T + bias), the pre-activation when the backward needs it, else
+    an empty tensor) for a 2-d input."""
+    out, preactivation = _empty_outputs(input, weight, scale, kind)
     if out.numel():
         with torch.profiler.record_function("fastcnn::linear forward"):
             _backend.record_launch(OP, _kernels().forward(
                 input, weight, bias, out, preactivation if preactivation.numel() else None, kind=kind,
-                parameter=parameter, dot_precision=dot_precision(input)))
+                parameter=parameter, dot_precision=dot_precision(input), scale=scale))
     return out, preactivation
 
 
 @_linear_op.register_fake
-def _(input, weight, bias, kind, parameter):
-    return _empty_outputs(input, weight, kind)
+def _(input, weight, bias, scale, kind, parameter):
+    return _empty_outputs(input, weight, scale, kind)
 
 
 @torch.library.custom_op("fastcnn::linear_input_grad", mutates_args=())
-def _linear_input_grad_op(grad_out: Tensor, saved: Optional[Tensor], weight: Tensor, kind: Optional[str],
-                          parameter: float) -> Tensor:
-    """dx = (act'·dy) @ weight, act' from ``saved`` (z, or the output for DERIVATIVE_FROM_OUTPUT)."""
+def _linear_input_grad_op(grad_out: Tensor, saved: Optional[Tensor], weight: Tensor, scale: Optional[Tensor],
+                          kind: Optional[str], parameter: float) -> Tensor:
+    """dx = (act'·scale·dy) @ weight, act' from ``saved`` (z, or the output: ``from_output``)."""
     grad_input = grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
     if grad_input.numel():
         with torch.profiler.record_function("fastcnn::linear grad_input"):
             _backend.record_launch(OP, _kernels().input_grad(
-                grad_out, saved, weight, grad_input, kind=kind, parameter=parameter,
-                from_output=kind in DERIVATIVE_FROM_OUTPUT, dot_precision=dot_precision(weight)))
+                grad_out, saved if kind is not None else None, weight, grad_input, kind=kind, parameter=parameter,
+                from_output=from_output(kind, scale is not None), dot_precision=dot_precision(weight), scale=scale))
     return grad_input
 
 
 @_linear_input_grad_op.register_fake
-def _(grad_out, saved, weight, kind, parameter):
+def _(grad_out, saved, weight, scale, kind, parameter):
     return grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
 
 
-def _empty_weight_grads(grad_out, input, bias_grad):
-    return (grad_out.new_empty((grad_out.shape[1], input.shape[1])),
-            grad_out.new_empty(grad_out.shape[1] if bias_grad else 0))
+def _empty_weight_grads(grad_out, input, bias_grad, scale_grad):
+    features = grad_out.shape[1]
+    return (grad_out.new_empty((features, input.shape[1])), grad_out.new_empty(features if bias_grad else 0),
+            grad_out.new_empty(features if scale_grad else 0))
 
 
 @torch.library.custom_op("fastcnn::linear_weight_grad", mutates_args=())
-def _linear_weight_grad_op(grad_out: Tensor, saved: Optional[Tensor], input: Tensor, kind: Optional[str],
-                           parameter: float, bias_grad: bool) -> tuple[Tensor, Tensor]:
-    """(dw = (act'·dy)^T @ input, db = its sum over the rows, or an empty tensor without
-    ``bias_grad``), in one pass."""
-    grad_weight, grad_bias = _empty_weight_grads(grad_out, input, bias_grad)
-    if grad_weight.numel() or grad_bias.numel():
+def _linear_weight_grad_op(grad_out: Tensor, saved: Optional[Tensor], input: Tensor, scale: Optional[Tensor],
+                           kind: Optional[str], parameter: float, bias_grad: bool,
+                           scale_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(dw = (act'·scale·dy)^T @ input, db = the sum of act'·scale·dy over the rows, ds = the sum
+    of dy·act(z); db and ds empty tensors unless asked for), in one pass."""
+    grad_weight, grad_bias, grad_scale = _empty_weight_grads(grad_out, input, bias_grad, scale_grad)
+    if grad_weight.numel() or grad_bias.numel() or grad_scale.numel():
         with torch.profiler.record_function("fastcnn::linear grad_weight"):
             _backend.record_launch(OP, _kernels().weight_grad(
                 grad_out, saved, input, grad_weight, grad_bias if bias_grad else None, kind=kind,
-                parameter=parameter, from_output=kind in DERIVATIVE_FROM_OUTPUT, dot_precision=dot_precision(input)))
-    return grad_weight, grad_bias
+                parameter=parameter, from_output=from_output(kind, scale is not None),
+                dot_precision=dot_precision(input), scale=scale, ds=grad_scale if scale_grad else None))
+    return grad_weight, grad_bias, grad_scale
 
 
 @_linear_weight_grad_op.register_fake
-def _(grad_out, saved, input, kind, parameter, bias_grad):
-    return _empty_weight_grads(grad_out, input, bias_grad)
+def _(grad_out, saved, input, scale, kind, parameter, bias_grad, scale_grad):
+    return _empty_weight_grads(grad_out, input, bias_grad, scale_grad)
 
 
 def _setup_context(ctx, inputs, output):
-    input, weight, bias, kind, parameter = inputs
+    input, weight, bias, scale, kind, parameter = inputs
     out, preactivation = output
     ctx.mark_non_differentiable(preactivation)
-    saved = None if kind is None else (out if kind in DERIVATIVE_FROM_OUTPUT else preactivation)
-    ctx.save_for_backward(input, weight, saved)
+    saved = preactivation if preactivation.numel() else (out if kind is not None else None)
+    ctx.save_for_backward(input, weight, saved, scale)
     ctx.options = (kind, parameter)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, grad_out, _grad_preactivation):
-    input, weight, saved = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-        # The bias's gradient rides in the weight gradient's pass (a frozen weight beside a
-        # trainable bias still pays that GEMM, whose result is dropped).
-        bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
-        grad_weight, grad_bias = _linear_weight_grad_op(grad_out, saved, input, *ctx.options, bias_grad)
+    input, weight, saved, scale = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = grad_scale = None
+    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+    scale_grad = scale is not None and ctx.needs_input_grad[3]
+    if ctx.needs_input_grad[1] or bias_grad or scale_grad:
+        # The bias's and the scale's gradients ride in the weight gradient's pass (a frozen weight
+        # beside a trainable bias or scale still pays that GEMM, whose result is dropped).
+        grad_weight, grad_bias, grad_scale = _linear_weight_grad_op(grad_out, saved, input, scale, *ctx.options,
+                                                                    bias_grad, scale_grad)
         grad_weight = grad_weight if ctx.needs_input_grad[1] else None
         grad_bias = grad_bias if bias_grad else None
+        grad_scale = grad_scale if scale_grad else None
     if ctx.needs_input_grad[0]:
-        grad_input = _linear_input_grad_op(grad_out, saved, weight, *ctx.options)
-    return grad_input, grad_weight, grad_bias, None, None
+        grad_input = _linear_input_grad_op(grad_out, saved, weight, scale, *ctx.options)
+    return grad_input, grad_weight, grad_bias, grad_scale, None, None
 
 
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -239,42 +250,62 @@ def _gemm_cost(rows, in_features, out_features, operand):
 
 
 @launches_of(_linear_op, "linear")
-def _linear_launches(outputs, input, weight, bias, kind, parameter):
+def _linear_launches(outputs, input, weight, bias, scale, kind, parameter):
     out, preactivation = outputs
     if not out.numel():
         return []
-    return [one_pass("_linear_forward_kernel", [input, weight, bias], [out, preactivation],
+    return [one_pass("_linear_forward_kernel", [input, weight, bias, scale], [out, preactivation],
                      **_gemm_cost(input.shape[0], input.shape[1], weight.shape[0], input))]
 
 
 @launches_of(_linear_input_grad_op, "linear")
-def _linear_input_grad_launches(grad_input, grad_out, saved, weight, kind, parameter):
+def _linear_input_grad_launches(grad_input, grad_out, saved, weight, scale, kind, parameter):
     if not grad_input.numel():
         return []
-    return [one_pass("_linear_input_grad_kernel", [grad_out, saved, weight], [grad_input],
+    return [one_pass("_linear_input_grad_kernel", [grad_out, saved if kind is not None else None, weight, scale],
+                     [grad_input],
                      **_gemm_cost(grad_out.shape[0], weight.shape[1], weight.shape[0], weight))]
 
 
 @launches_of(_linear_weight_grad_op, "linear")
-def _linear_weight_grad_launches(outputs, grad_out, saved, input, kind, parameter, bias_grad):
-    grad_weight, grad_bias = outputs
-    if not (grad_weight.numel() or grad_bias.numel()):
+def _linear_weight_grad_launches(outputs, grad_out, saved, input, scale, kind, parameter, bias_grad, scale_grad):
+    results = [t for t in outputs if t.numel()]
+    if not results:
         return []
     cost = _gemm_cost(input.shape[0], input.shape[1], grad_out.shape[1], input)
     _, slices = _kernels().weight_grad_slices(grad_out.shape[1], input.shape[1], input.shape[0], input.device,
                                               _cost.target_sms())
-    reads = [grad_out, saved, input]
+    reads = [grad_out, saved, input, scale]
     if slices == 1:
-        return [one_pass("_linear_weight_grad_kernel", reads, [grad_weight, grad_bias], **cost)]
-    results = [t for t in (grad_weight, grad_bias) if t.numel()] if bias_grad else [grad_weight]
-    partial_bytes = slices * sum(t.numel() for t in results) * 4
+        return [one_pass("_linear_weight_grad_kernel", reads, results, **cost)]
+    # the weight's partials even when it has no elements (0 bytes), one sum per result with some
+    summed = [outputs[0]] + [t for t in outputs[1:] if t.numel()]
+    partial_bytes = slices * sum(t.numel() for t in summed) * 4
     read = sum(map(tensor_bytes, [t for t in reads if t is not None]))
     return ([Launch("_linear_weight_grad_kernel", read, partial_bytes, workspace=partial_bytes, **cost)]
-            + [Launch("_sum_slices_kernel", slices * t.numel() * 4, tensor_bytes(t)) for t in results])
+            + [Launch("_sum_slices_kernel", slices * t.numel() * 4, tensor_bytes(t)) for t in summed])
 
 
 # ----------------------------------------------------------------------------- functional
-def linear(input, weight, bias=None, *, activation=None):
+def check_output_scale(op, output_scale, out_shape):
+    """``output_scale``: None or a tensor of out_features elements (any shape: ConvNeXt's layer
+    scale is ``(C, 1, 1)``) on the output's device."""
+    if output_scale is None:
+        return
+    if not isinstance(output_scale, torch.Tensor):
+        raise TypeError(f"{op}: argument 'output_scale' must be a Tensor, not {type(output_scale).__name__}")
+    features = out_shape[-1] if out_shape else 1
+    if output_scale.numel() != features:
+        raise RuntimeError(f"{op}: output_scale should contain {features} elements (one per output feature) not "
+                           f"{output_scale.numel()}")
+
+
+def _unfused(out, kind, parameter, output_scale):
+    out = module_for(kind, parameter)(out) if kind is not None else out
+    return out if output_scale is None else out * output_scale.reshape(-1)
+
+
+def linear(input, weight, bias=None, *, activation=None, output_scale=None):
     """``torch.nn.functional.linear`` on fastcnn's Triton GEMMs; same arguments, same result:
     ``input @ weight.T + bias`` over any leading dimensions of ``input`` (``(*, in_features)``),
     ``weight`` ``(out_features, in_features)``, ``bias`` ``(out_features,)`` (or anything torch
@@ -283,10 +314,15 @@ def linear(input, weight, bias=None, *, activation=None):
     ``activation``: anything ``fastcnn.batch_norm``'s ``activation=`` takes ("relu", "gelu",
     ``nn.Hardswish()``, ...), applied in the GEMM's epilogue: ``act(F.linear(input, weight,
     bias))`` in one launch, its derivative recomputed in backward from what autograd keeps.
+    ``output_scale``: out_features values (any shape holding that many, such as ConvNeXt's
+    ``(C, 1, 1)`` layer scale) that multiply the result per feature in the same epilogue,
+    ``act(F.linear(...)) * output_scale.reshape(-1)``, differentiable (its gradient is summed
+    in the weight gradient's pass); one of another dtype than the output is multiplied by torch
+    after the GEMM, so that the result takes torch's promoted dtype.
 
     fp32, fp16 and bf16, accumulated in fp32; fp32 uses TF32 exactly when torch's matmul would
     (``torch.backends.cuda.matmul.allow_tf32``). Under ``torch.autocast`` the operands are cast
-    to the autocast dtype, as F.linear's are."""
+    to the autocast dtype, as F.linear's are (the output scale is not)."""
     op = "fastcnn.linear"
     kind, parameter = resolve_activation(op, activation)
     if isinstance(input, torch.Tensor):
@@ -294,17 +330,19 @@ def linear(input, weight, bias=None, *, activation=None):
         if cast is not None:
             with torch.autocast(input.device.type, enabled=False):
                 return linear(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
-                              activation=activation)
+                              activation=activation, output_scale=output_scale)
     out_shape = check_linear(op, input, weight, bias)
+    check_output_scale(op, output_scale, out_shape)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
-        out = torch.nn.functional.linear(input, weight, bias)
-        return module_for(kind, parameter)(out) if kind is not None else out
+        return _unfused(torch.nn.functional.linear(input, weight, bias), kind, parameter, output_scale)
     matrix = weight if weight.dim() == 2 else weight.unsqueeze(0)
     rows = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])  # a view whenever the leading dims flatten
     vector = None if bias is None else _bias_vector(bias, matrix.shape[0])
-    if bias is not None and vector is None:  # a bias that varies along the rows: added after the GEMM
-        out = _linear_op(rows, matrix, None, None, 0.0)[0].reshape(out_shape) + bias
-        return module_for(kind, parameter)(out) if kind is not None else out
-    out, _ = _linear_op(rows, matrix, vector, kind, float(parameter))
+    if (bias is not None and vector is None) or (output_scale is not None and output_scale.dtype != input.dtype):
+        # a bias that varies along the rows, a scale torch would promote with: after the GEMM, as torch
+        out = _linear_op(rows, matrix, vector, None, None, 0.0)[0].reshape(out_shape)
+        return _unfused(out + bias if vector is None and bias is not None else out, kind, parameter, output_scale)
+    scale = None if output_scale is None else output_scale.reshape(-1)
+    out, _ = _linear_op(rows, matrix, vector, scale, kind, float(parameter))
     return out.reshape(out_shape)
