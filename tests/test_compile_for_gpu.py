@@ -132,13 +132,15 @@ def test_each_variant_family_compiles(compiled):
     for module, kernel in (("conv2d_gemm", "_conv2d_forward_kernel"), ("conv2d_depthwise", "_depthwise_forward_kernel")):
         assert seen[(module, kernel, "MOMENTS")] == {True, False}, kernel
     # linear: the activation's derivative from z, from the output and none; z stored or not; with
-    # and without a bias and its gradient; int64 indexing
+    # and without a bias, an output scale and their gradients; int64 indexing
     for kernel in ("_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
         assert seen[("linear", kernel, "FROM_OUTPUT")] == {True, False}, kernel
-        assert seen[("linear", kernel, "ACTIVATED")] == {True, False}, kernel
+    for kernel in ("_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
+        assert seen[("linear", kernel, "SCALED")] == {True, False}, kernel
     assert seen[("linear", "_linear_forward_kernel", "STORE_Z")] == {True, False}
     assert seen[("linear", "_linear_forward_kernel", "HAS_BIAS")] == {True, False}
     assert seen[("linear", "_linear_weight_grad_kernel", "BIAS_GRAD")] == {True, False}
+    assert seen[("linear", "_linear_weight_grad_kernel", "SCALE_GRAD")] == {True, False}
     assert len(seen[("linear", "_linear_forward_kernel", "KIND")]) == 12  # every kind and None
     for kernel in ("_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
         assert seen[("linear", kernel, "WIDE_INDEX")] == {True, False}, kernel

@@ -24,6 +24,15 @@ def empty(shape, dtype, channels_last=False):
     return torch.empty(shape, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=None)
+def wide_buffer(dtype):
+    """An untouched allocation of 2**31 + 4096 elements of ``dtype``, for views that reach past
+    2**31 elements (int64 indexing) without using the memory. One per dtype, shared by every op's
+    compile variants: the recorded launches keep their tensors, and the static check's forked
+    compile workers inherit each of these 4 to 8 GiB of address space."""
+    return torch.empty(2**31 + 4096, dtype=dtype)
+
+
 def per_layout_and_dtype(options, name, launch):
     """(f"{name} {layout} {dtype}", callable) for each of the options' layouts and, within each,
     dtypes: the callable runs ``launch(dtype, channels_last)``."""

@@ -9,7 +9,7 @@ from ..benchmarking import MEMORY_FORMATS, BenchmarkCase, compiled, geometric_me
 from ..convert import fuse_activation_into
 from ..nn import batch_norm_into_conv2d
 from ..ops.conv2d import _kernels, conv2d_output_size, dot_precision, flops
-from ._static import DTYPES, CHANNELS_LAST, empty
+from ._static import DTYPES, CHANNELS_LAST, empty, wide_buffer
 
 
 class ConvLayer(NamedTuple):
@@ -313,7 +313,7 @@ def static_launches(kernel_module, options):
 
 def compile_variants(kernel_module):
     """The three passes in bf16, fp16 and fp32 (TF32) with int64 indexing (an input whose batch
-    stride puts its last element past 2**31: a view into an untouched 4 GiB allocation), and at
+    stride puts its last element past 2**31: a view into ``_static.wide_buffer``), and at
     batch 1 on a 1x1 layer with unit strides (integers equal to 1 become constants at launch)."""
     def passes(dtype_name, wide):
         conv2d = kernel_module("conv2d")
@@ -321,8 +321,7 @@ def compile_variants(kernel_module):
         precision = "tf32" if dtype_name == "fp32" else "ieee"
         if wide:
             n, c, k, size, kernel = 2, 16, 16, 9, 3
-            buffer = torch.empty(2**31 + c * size * size, dtype=dtype)
-            x = buffer.as_strided((n, c, size, size), (2**31, 1, size * c, c))
+            x = wide_buffer(dtype).as_strided((n, c, size, size), (2**31, 1, size * c, c))
         else:
             n, c, k, size, kernel = 1, 32, 16, 8, 1
             x = empty((n, c, size, size), dtype, True)

@@ -9,7 +9,7 @@ import torch
 from ..benchmarking import BenchmarkCase, compiled, training_step
 from ..ops.activation import DERIVATIVE_FROM_OUTPUT, KINDS, module_for
 from ..ops.linear import flops, linear
-from ._static import DTYPES, empty
+from ._static import DTYPES, empty, wide_buffer
 
 
 class LinearLayer(NamedTuple):
@@ -79,27 +79,31 @@ MEMORY_BOUND_KERNELS = ()
 
 
 def _passes(kernel_module, dtype_name, rows, in_features, out_features, kind, bias=True, precision="ieee",
-            input=None):
-    """Forward (with z when the backward needs it), grad-input and grad-weight (with grad-bias) of
-    one layer, as autograd runs them."""
+            input=None, scaled=False):
+    """Forward (with z when the backward needs it), grad-input and grad-weight (with grad-bias and,
+    ``scaled``, an output scale and its gradient) of one layer, as autograd runs them."""
     linear_kernels = kernel_module("linear")
     dtype = DTYPES[dtype_name]
     x = empty((rows, in_features), dtype) if input is None else input
     w = empty((out_features, in_features), dtype)
     y = empty((rows, out_features), dtype)
-    z = empty((rows, out_features), dtype) if kind is not None and kind not in DERIVATIVE_FROM_OUTPUT else None
+    from_output = kind in DERIVATIVE_FROM_OUTPUT and not scaled
+    z = empty((rows, out_features), dtype) if scaled or (kind is not None and not from_output) else None
     saved = z if z is not None else (y if kind is not None else None)
     b = empty((out_features,), dtype) if bias else None
-    options = dict(kind=kind, parameter=0.01, dot_precision=precision)
+    scale = empty((out_features,), dtype) if scaled else None
+    options = dict(kind=kind, parameter=0.01, dot_precision=precision, scale=scale)
     linear_kernels.forward(x, w, b, y, z, **options)
-    gradient = dict(options, from_output=kind in DERIVATIVE_FROM_OUTPUT)
-    linear_kernels.input_grad(y, saved, w, empty((rows, in_features), dtype), **gradient)
-    linear_kernels.weight_grad(y, saved, x, empty((out_features, in_features), dtype), b, **gradient)
+    gradient = dict(options, from_output=from_output)
+    dx = empty((rows, in_features), dtype) if input is None else input  # a wide input: its gradient wide too
+    linear_kernels.input_grad(y, saved if kind is not None else None, w, dx, **gradient)
+    linear_kernels.weight_grad(y, saved, x, empty((out_features, in_features), dtype), b, **gradient,
+                               ds=empty((out_features,), dtype) if scaled else None)
 
 
 def static_launches(kernel_module, options):
-    """ConvNeXt-T's first MLP Linear (96 → 384, GELU) on a batch of 32 at 56² and ResNet-50's head
-    (2048 → 1000, batch 256), in each dtype (fp32 as TF32, as torch.set_float32_matmul_precision
+    """ConvNeXt-T's MLP Linears (96 → 384 with GELU, 384 → 96 with the layer scale) on a batch of
+    32 at 56² and ResNet-50's head (2048 → 1000, batch 256), in each dtype (fp32 as TF32, as torch.set_float32_matmul_precision
     ("high") runs it)."""
     out = []
     for dtype_name in options.dtypes:
@@ -108,6 +112,9 @@ def static_launches(kernel_module, options):
         out.append((f"linear M100352 K96 N384 +gelu (ConvNeXt-T MLP) {suffix}",
                     lambda dtype_name=dtype_name, precision=precision: _passes(
                         kernel_module, dtype_name, 32 * 56 * 56, 96, 384, "gelu", precision=precision)))
+        out.append((f"linear M100352 K384 N96 +layer scale (ConvNeXt-T MLP) {suffix}",
+                    lambda dtype_name=dtype_name, precision=precision: _passes(
+                        kernel_module, dtype_name, 32 * 56 * 56, 384, 96, None, precision=precision, scaled=True)))
         out.append((f"linear M256 K2048 N1000 (ResNet-50 fc) {suffix}",
                     lambda dtype_name=dtype_name, precision=precision: _passes(
                         kernel_module, dtype_name, 256, 2048, 1000, None, precision=precision)))
@@ -117,15 +124,16 @@ def static_launches(kernel_module, options):
 def compile_variants(kernel_module):
     """Every activation kind (from the output and from z) in bf16, fp16 and fp32 without TF32 (the
     FMA path, torch's default for fp32 matmuls), no bias, and int64 indexing (an input whose rows
-    reach past 2**31 elements: a view into an untouched 4 GiB allocation)."""
+    reach past 2**31 elements: a view into ``_static.wide_buffer``)."""
     def wide():
         rows, features = 3, 16
-        buffer = torch.empty(2**31 + features, dtype=DTYPES["bf16"])
-        x = buffer.as_strided((rows, features), (2**30, 1))
+        x = wide_buffer(DTYPES["bf16"]).as_strided((rows, features), (2**30, 1))
         _passes(kernel_module, "bf16", rows, features, 16, "relu", input=x)
     variants = [(f"linear {kind} bf16", lambda kind=kind: _passes(kernel_module, "bf16", 40, 32, 48, kind))
                 for kind in KINDS]
     variants += [("linear fp16 no bias", lambda: _passes(kernel_module, "fp16", 40, 32, 48, None, bias=False)),
                  ("linear fp32 ieee gelu", lambda: _passes(kernel_module, "fp32", 40, 32, 48, "gelu")),
+                 ("linear relu output scale fp16", lambda: _passes(kernel_module, "fp16", 40, 32, 48, "relu",
+                                                                   scaled=True)),
                  ("linear int64 indexing bf16", wide)]
     return variants
