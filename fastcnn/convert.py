@@ -50,8 +50,11 @@ Two passes over the module tree:
    average pools, the norms, dropout, the activations, the loss) and torchvision's ConvNeXt
    ``LayerNorm2d`` (an ``nn.LayerNorm`` subclass of that name) take the fastcnn subclass as their
    class, and torchvision's ``StochasticDepth`` (a module of that name with ``p`` and ``mode``)
+   and ``SqueezeExcitation`` (that name, its five submodules, a scale activation fastcnn
+   computes: its gate and the scale's activation become one ``fastcnn.squeeze_excitation_gate``)
    fastcnn's.
-   fastcnn's modules subclass torch's (``StochasticDepth`` keeps torchvision's attributes) and add
+   fastcnn's modules subclass torch's (``StochasticDepth`` and ``SqueezeExcitation`` keep
+   torchvision's attributes and submodules) and add
    no state, so parameters and buffers are the same tensors (an optimizer built before an
    in-place conversion keeps working) and ``state_dict`` keys are unchanged.
 
@@ -97,7 +100,7 @@ REPLACEMENTS = {
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
 FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d,
-                                                  fastcnn_nn.StochasticDepth)
+                                                  fastcnn_nn.StochasticDepth, fastcnn_nn.SqueezeExcitation)
 F = torch.nn.functional
 # Activations as functions and tensor methods: their kind, and the positional index and keyword
 # of their parameter (slope, alpha, approximate) when they have one.
@@ -191,12 +194,23 @@ def _is_stochastic_depth(module):
             and getattr(module, "mode", None) in ("row", "batch"))
 
 
+def _is_squeeze_excitation(module):
+    """torchvision's ``SqueezeExcitation`` or a copy (tests/replicas.py's): a module of that name
+    with the five submodules its forward chains, the last an activation fastcnn computes."""
+    parts = ("avgpool", "fc1", "activation", "fc2", "scale_activation")
+    return (type(module).__name__ == "SqueezeExcitation" and not isinstance(module, fastcnn_nn.SqueezeExcitation)
+            and all(isinstance(getattr(module, part, None), torch.nn.Module) for part in parts)
+            and _module_activation(module.scale_activation) is not None)
+
+
 def _replacement(module):
     """The fastcnn class ``module`` becomes, or None."""
     if _is_layer_norm2d(module):
         return fastcnn_nn.LayerNorm2d
     if _is_stochastic_depth(module):
         return fastcnn_nn.StochasticDepth
+    if _is_squeeze_excitation(module):
+        return fastcnn_nn.SqueezeExcitation
     return REPLACEMENTS.get(type(module))
 
 
@@ -991,6 +1005,8 @@ def _replace(model, result):
             result.left.append((name, "float64 tensors in the model: fastcnn's kernels take fp32, fp16 and bf16"))
         elif replacement is not None:
             module.__class__ = replacement
+            if replacement is fastcnn_nn.SqueezeExcitation:
+                module.__dict__.pop("forward", None)  # the gate's forward, not a traced copy of the old one
             origin = "torch.nn" if kind.__module__.startswith("torch.nn") else kind.__module__
             result.replaced.append((name, f"{origin}.{kind.__name__} -> fastcnn.nn.{replacement.__name__}"))
         elif isinstance(module, FASTCNN_MODULES):

@@ -13,6 +13,7 @@ from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
 from .ops.linear import linear
 from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
+from .ops.squeeze_excitation import squeeze_excitation_gate
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -307,6 +308,28 @@ class StochasticDepth(torch.nn.Module):
 
     def __repr__(self):
         return f"{self.__class__.__name__}(p={self.p}, mode={self.mode})"
+
+
+class SqueezeExcitation(torch.nn.Module):
+    """torchvision's ``SqueezeExcitation(input_channels, squeeze_channels, activation=nn.ReLU,
+    scale_activation=nn.Sigmoid)`` (EfficientNet's, MobileNetV3's, RegNetY's): global average
+    pool, 1x1 conv, activation, 1x1 conv, then the gate ``scale_activation(scale) * input`` as
+    one ``fastcnn.squeeze_excitation_gate`` call (the scale's activation fused, the multiply's
+    backward one pass). Same submodules and state_dict; ``convert`` gives torchvision's module
+    this class (torchvision is not imported), whose children become fastcnn's modules too."""
+
+    def __init__(self, input_channels, squeeze_channels, activation=torch.nn.ReLU,
+                 scale_activation=torch.nn.Sigmoid):
+        super().__init__()
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc1 = torch.nn.Conv2d(input_channels, squeeze_channels, 1)
+        self.fc2 = torch.nn.Conv2d(squeeze_channels, input_channels, 1)
+        self.activation = activation()
+        self.scale_activation = scale_activation()
+
+    def forward(self, input):
+        scale = self.fc2(self.activation(self.fc1(self.avgpool(input))))
+        return squeeze_excitation_gate(input, scale, activation=self.scale_activation)
 
 
 def _activation_module(torch_module, kind, call, doc):
