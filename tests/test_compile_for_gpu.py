@@ -144,6 +144,9 @@ def test_each_variant_family_compiles(compiled):
     assert len(seen[("linear", "_linear_forward_kernel", "KIND")]) == 12  # every kind and None
     for kernel in ("_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
         assert seen[("linear", kernel, "WIDE_INDEX")] == {True, False}, kernel
+    # squeeze-excitation's gate: tiles across images on small planes, the backward in one pass or in slices
+    assert seen[("squeeze_excitation", "_gate_forward_kernel", "SPAN_IMAGES")] == {True, False}
+    assert seen[("squeeze_excitation", "_gate_backward_kernel", "FINISH")] == {True, False}
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

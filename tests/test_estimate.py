@@ -34,7 +34,7 @@ def test_every_operator_declares_its_launches():
     assert len(operators) >= 30 and operators == set(_cost.PLANS), operators ^ set(_cost.PLANS)
     families = {family for _, family in _cost.PLANS.values()}
     assert families <= {"convolution", "norm", "activation", "pooling", "residual add", "loss", "dropout",
-                        "linear", "optimizer"}, families
+                        "linear", "elementwise", "optimizer"}, families
 
 
 # ----------------------------------------------------------------------------- declared = launched
@@ -187,6 +187,24 @@ def test_declared_launches_are_the_kernels_launches_of_linear(seed):
 
     seen = _compare(step, tensors)
     assert {"fastcnn::linear", "fastcnn::linear_input_grad", "fastcnn::linear_weight_grad"} <= seen, seen
+
+
+def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_gate(seed):
+    """The gate on large planes (the backward's sums in slices) and on small ones (one pass)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def step(large, small, large_scale, small_scale):
+        y = fastcnn.squeeze_excitation_gate(large, large_scale, activation="sigmoid")
+        z = fastcnn.squeeze_excitation_gate(small, small_scale, activation="hardsigmoid")
+        (y.sum() + z.sum()).backward()
+
+    def tensors():
+        make = lambda shape, layout="contiguous": make_tensor(shape, layout=layout, generator=generator)  # noqa: E731
+        return [make((1, 6, 40, 33), "channels_last").requires_grad_(), make((3, 8, 5, 3)).requires_grad_(),
+                make((1, 6, 1, 1)).requires_grad_(), make((3, 8, 1, 1)).requires_grad_()]
+
+    seen = _compare(step, tensors)
+    assert {"fastcnn::squeeze_excitation_gate", "fastcnn::squeeze_excitation_gate_backward"} <= seen, seen
 
 
 # ----------------------------------------------------------------------------- by hand

@@ -131,6 +131,15 @@ def test_opcheck_linear(kind, scaled, generator):
                                                   bias_grad, scaled))
 
 
+@pytest.mark.parametrize("kind", [None, "sigmoid"])
+def test_opcheck_squeeze_excitation_gate(kind, generator):
+    input = make_tensor((3, 5, 4, 6), layout="channels_last", generator=generator).requires_grad_()
+    gate = make_tensor((3, 5), generator=generator).requires_grad_()
+    _opcheck(OPS.squeeze_excitation_gate.default, (input, gate, kind, 0.0))
+    grad_out = make_tensor((3, 5, 4, 6), generator=generator)
+    _opcheck(OPS.squeeze_excitation_gate_backward.default, (grad_out, input.detach(), gate.detach(), kind, 0.0))
+
+
 class _Tiny(torch.nn.Module):
     """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear+GELU: every fastcnn op."""
 
