@@ -97,6 +97,7 @@ REPLACEMENTS = {
     torch.nn.Dropout: fastcnn_nn.Dropout,
     torch.nn.Dropout2d: fastcnn_nn.Dropout2d,
     torch.nn.CrossEntropyLoss: fastcnn_nn.CrossEntropyLoss,
+    torch.nn.PReLU: fastcnn_nn.PReLU,
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
 FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d,

@@ -13,6 +13,7 @@ from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
 from .ops.linear import linear
 from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
+from .ops.prelu import prelu
 from .ops.squeeze_excitation import squeeze_excitation_gate
 
 
@@ -308,6 +309,14 @@ class StochasticDepth(torch.nn.Module):
 
     def __repr__(self):
         return f"{self.__class__.__name__}(p={self.p}, mode={self.mode})"
+
+
+class PReLU(torch.nn.PReLU):
+    """``torch.nn.PReLU`` (one slope, or ``num_parameters`` = the channels) on fastcnn's kernels;
+    the slope's gradient is summed deterministically."""
+
+    def forward(self, input):
+        return prelu(input, self.weight)
 
 
 class SqueezeExcitation(torch.nn.Module):

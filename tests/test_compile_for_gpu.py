@@ -147,6 +147,7 @@ def test_each_variant_family_compiles(compiled):
     # squeeze-excitation's gate: tiles across images on small planes, the backward in one pass or in slices
     assert seen[("squeeze_excitation", "_gate_forward_kernel", "SPAN_IMAGES")] == {True, False}
     assert seen[("squeeze_excitation", "_gate_backward_kernel", "FINISH")] == {True, False}
+    assert seen[("prelu", "_prelu_forward_kernel", "SPAN_IMAGES")] == {True, False}
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

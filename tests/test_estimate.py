@@ -189,13 +189,15 @@ def test_declared_launches_are_the_kernels_launches_of_linear(seed):
     assert {"fastcnn::linear", "fastcnn::linear_input_grad", "fastcnn::linear_weight_grad"} <= seen, seen
 
 
-def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_gate(seed):
-    """The gate on large planes (the backward's sums in slices) and on small ones (one pass)."""
+def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_gate_and_prelu(seed):
+    """The gate and PReLU on large planes (the backward's sums in slices) and on small ones (one pass)."""
     generator = torch.Generator().manual_seed(seed)
 
     def step(large, small, large_scale, small_scale):
         y = fastcnn.squeeze_excitation_gate(large, large_scale, activation="sigmoid")
         z = fastcnn.squeeze_excitation_gate(small, small_scale, activation="hardsigmoid")
+        y = fastcnn.prelu(y, large_scale.reshape(-1))
+        z = fastcnn.prelu(z, small_scale[:1, :1].reshape(1))
         (y.sum() + z.sum()).backward()
 
     def tensors():
@@ -204,7 +206,8 @@ def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_ga
                 make((1, 6, 1, 1)).requires_grad_(), make((3, 8, 1, 1)).requires_grad_()]
 
     seen = _compare(step, tensors)
-    assert {"fastcnn::squeeze_excitation_gate", "fastcnn::squeeze_excitation_gate_backward"} <= seen, seen
+    assert {"fastcnn::squeeze_excitation_gate", "fastcnn::squeeze_excitation_gate_backward", "fastcnn::prelu",
+            "fastcnn::prelu_backward"} <= seen, seen
 
 
 # ----------------------------------------------------------------------------- by hand

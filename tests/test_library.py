@@ -140,6 +140,14 @@ def test_opcheck_squeeze_excitation_gate(kind, generator):
     _opcheck(OPS.squeeze_excitation_gate_backward.default, (grad_out, input.detach(), gate.detach(), kind, 0.0))
 
 
+def test_opcheck_prelu(generator):
+    input = make_tensor((3, 5, 8), generator=generator).requires_grad_()
+    slope = make_tensor((5,), generator=generator).requires_grad_()
+    _opcheck(OPS.prelu.default, (input, slope))
+    _opcheck(OPS.prelu_backward.default, (make_tensor((3, 5, 8), generator=generator), input.detach(),
+                                          slope.detach()))
+
+
 class _Tiny(torch.nn.Module):
     """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear+GELU: every fastcnn op."""
 
