@@ -149,21 +149,25 @@ def test_opcheck_prelu(generator):
 
 
 class _Tiny(torch.nn.Module):
-    """conv → BN+ReLU → max-pool → conv (channels_last) → BN → linear+GELU: every fastcnn op."""
+    """conv → BN+ReLU → max-pool → squeeze-excitation → conv (channels_last) → BN → PReLU →
+    linear+GELU with a scale: every fastcnn op."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = fastcnn.nn.Conv2d(3, 6, 3, padding=1)
         self.bn1 = fastcnn.nn.BatchNorm2dReLU(6)
         self.pool = fastcnn.nn.MaxPool2d(2, ceil_mode=True)
+        self.se = fastcnn.nn.SqueezeExcitation(6, 2)
         self.conv2 = fastcnn.nn.Conv2d(6, 4, 3, stride=2, bias=False)
         self.bn2 = fastcnn.nn.BatchNorm2d(4)
+        self.prelu = fastcnn.nn.PReLU(4)
         self.head = fastcnn.nn.Linear(4, 5, activation="gelu")
+        self.scale = torch.nn.Parameter(torch.full((5,), 0.5))
 
     def forward(self, x):
-        x = self.pool(self.bn1(self.conv1(x)))
-        x = self.bn2(self.conv2(x.to(memory_format=torch.channels_last)))
-        return self.head(x.mean((2, 3)))
+        x = self.se(self.pool(self.bn1(self.conv1(x))))
+        x = self.prelu(self.bn2(self.conv2(x.to(memory_format=torch.channels_last))))
+        return self.head(x.mean((2, 3)), output_scale=self.scale)
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
