@@ -21,17 +21,7 @@ import triton.language as tl
 
 from . import INTERPRETED
 from .indexing import block_indices, image_tile, needs_wide_index, per_pixel, pixel_tiles, widen
-from .slicing import reduction_slices, slice_range, sum_partials
-from .tiles import by_backend, channel_blocks
-
-MIN_PIXELS_PER_SLICE = by_backend(interpreter=16, gpu=1024)
-MAX_SLICES = 32
-
-
-def _blocks(channel_stride):
-    """(pixel block, channel block): wide channel blocks when channels are contiguous."""
-    return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 4))
-
+from .slicing import plane_blocks, plane_slices, slice_range, sum_partials
 
 @triton.jit
 def _prelu_forward_kernel(
@@ -89,7 +79,8 @@ def _prelu_backward_kernel(
 def forward(x, slope, y):
     """y = prelu(x, slope) into the preallocated ``y``."""
     images, channels, plane_pixels = x.shape
-    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(images, plane_pixels, channels, _blocks(x.stride(1)))
+    grid, pixel_blocks, span, block_p, block_c = pixel_tiles(images, plane_pixels, channels,
+                                                             plane_blocks(x.stride(1)))
     _prelu_forward_kernel[grid](
         x, slope, y, images, plane_pixels, channels, pixel_blocks, *x.stride(), *y.stride(), slope.stride(0),
         SPAN_IMAGES=span, WIDE_INDEX=needs_wide_index(x, y), BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
@@ -97,16 +88,14 @@ def forward(x, slope, y):
 
 
 def backward_slices(images, channels, plane_pixels, channel_stride, device, sms=None):
-    """(pixels per slice, slices) of the backward's walk over each plane."""
-    block_p, block_c = _blocks(channel_stride)
-    return reduction_slices(images * triton.cdiv(channels, block_c), plane_pixels, device,
-                            min_length=MIN_PIXELS_PER_SLICE, max_slices=MAX_SLICES, granule=block_p, sms=sms)
+    """(pixels per slice, slices) of the backward's walk over each plane (slicing.plane_slices)."""
+    return plane_slices(images, channels, plane_pixels, channel_stride, device, sms)
 
 
 def backward(dy, x, slope, dx, dslope):
     """dx into ``dx`` and the slopes' gradient, per channel, into the dense [C] ``dslope``."""
     images, channels, plane_pixels = x.shape
-    block_p, block_c = _blocks(x.stride(1))
+    block_p, block_c = plane_blocks(x.stride(1))
     if INTERPRETED:  # whole small planes in one step
         block_p = min(block_p, max(2, triton.next_power_of_2(plane_pixels)))
     pixels_per_slice, slices = backward_slices(images, channels, plane_pixels, x.stride(1), x.device)

@@ -1,7 +1,8 @@
 """Cutting a long reduction into slices (split-K) when the output alone has too few tiles to
-fill the GPU. Used by conv2d's grad-weight and grad-bias and by batch norm's per-channel
-statistics; each slice writes an fp32 partial that a second kernel merges in a fixed order, so
-results are identical run to run (no atomics).
+fill the GPU. Used by conv2d's and linear's grad-weight, conv2d's grad-bias, batch norm's
+per-channel statistics and the per-channel walks over planes (squeeze-excitation, PReLU); each
+slice writes an fp32 partial that a second kernel merges in a fixed order, so results are
+identical run to run (no atomics).
 
 ``_sum_slices_kernel``: out[i] = sum over s of partial[s, i]; reads slices·numel fp32 values and
 writes numel; grid (cdiv(numel, SUM_BLOCK),).
@@ -11,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .indexing import widen
-from .tiles import by_backend
+from .tiles import by_backend, channel_blocks
 
 SUM_BLOCK = 1024
 
@@ -44,6 +45,27 @@ def reduction_slices(output_tiles, reduction_length, device, *, min_length, max_
         slices = max(1, min(triton.cdiv(occupancy, output_tiles), length // min_length, max_slices))
     per_slice = triton.cdiv(triton.cdiv(length, slices), granule) * granule
     return per_slice, triton.cdiv(length, per_slice)
+
+
+# The per-channel walks over [N, C, S] planes (the squeeze-excitation gate's and PReLU's
+# backward: one program per channel block, image and slice of its plane, summing into a
+# per-channel partial): their tiles, and the shortest slice of a plane worth a partial.
+MIN_PLANE_PIXELS_PER_SLICE = by_backend(interpreter=16, gpu=1024)
+MAX_PLANE_SLICES = 32
+
+
+def plane_blocks(channel_stride):
+    """(pixel block, channel block) of a plane walk: wide channel blocks when channels are
+    contiguous (channels_last), wide pixel blocks otherwise (NCHW)."""
+    return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 4))
+
+
+def plane_slices(images, channels, plane_pixels, channel_stride, device, sms=None):
+    """(pixels per slice, slices) of a plane walk over ``images`` planes of ``plane_pixels``."""
+    block_p, block_c = plane_blocks(channel_stride)
+    return reduction_slices(images * triton.cdiv(channels, block_c), plane_pixels, device,
+                            min_length=MIN_PLANE_PIXELS_PER_SLICE, max_slices=MAX_PLANE_SLICES, granule=block_p,
+                            sms=sms)
 
 
 @triton.jit
