@@ -149,8 +149,9 @@ def _linear_weight_grad_kernel(
     the first column block's programs also sum g over the slice into db's partial (BIAS_GRAD) and
     dy·act(z) into ds's (SCALE_GRAD)."""
     split = tl.program_id(1)
+    # at least one column block (the launch's grid has one when there are no input features: it sums db and ds)
     tile_n, tile_k = tile_coordinates(tl.program_id(0), tl.cdiv(out_features, BLOCK_M),
-                                      tl.cdiv(in_features, BLOCK_N), GROUP_M)
+                                      tl.maximum(tl.cdiv(in_features, BLOCK_N), 1), GROUP_M)
     n = block_indices(tile_n, BLOCK_M, WIDE_INDEX)
     n_ok = n < out_features
     k = block_indices(tile_k, BLOCK_N, WIDE_INDEX)

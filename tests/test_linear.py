@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fastcnn
+from fastcnn.kernels import linear as linear_kernels
 from fastcnn.ops import linear as linear_op
 from fastcnn.testing import (DEVICE, assert_close, assert_raises_like_torch, count_launches, make_tensor,
                              opinfo, poisoned_like, record_aten_ops)
@@ -114,7 +115,7 @@ def test_weight_gradient_reduction_in_slices_with_the_bias_in_the_same_pass(seed
     input = make_tensor((rows, 20), generator=generator).requires_grad_()
     weight = make_tensor((11, 20), generator=generator).requires_grad_()
     bias = make_tensor((11,), generator=generator).requires_grad_()
-    _, slices = fastcnn.kernels.linear.weight_grad_slices(11, 20, rows, input.device)
+    _, slices = linear_kernels.weight_grad_slices(11, 20, rows, input.device)
     assert slices > 1
     grad = make_tensor((rows, 11), generator=generator)
     results = []
@@ -132,7 +133,7 @@ def test_weight_gradient_reduction_in_slices_with_the_bias_in_the_same_pass(seed
 
 def test_launchers_write_every_element(generator):
     """Outputs poisoned with NaN before each launch: every element is written."""
-    kernels = fastcnn.kernels.linear
+    kernels = linear_kernels
     x, w = make_tensor((37, 21), generator=generator), make_tensor((19, 21), generator=generator)
     b, dy = make_tensor((19,), generator=generator), make_tensor((37, 19), generator=generator)
     y, z = poisoned_like(dy), poisoned_like(dy)
@@ -265,7 +266,7 @@ def test_opinfo_samples(seed):
 def test_tf32_follows_torchs_matmul_setting(allowed, monkeypatch, generator):
     """Whatever torch's matmul rule says is what the three GEMMs are launched with (forced here:
     TF32 exists only on CUDA), and the rule reads torch.backends.cuda.matmul, not cuDNN's."""
-    kernels = fastcnn.kernels.linear
+    kernels = linear_kernels
     monkeypatch.setattr(linear_op, "uses_tf32", lambda dtype, device: allowed and dtype == torch.float32)
     precisions = []
     launch = kernels.launch
@@ -339,7 +340,7 @@ def test_output_scale_in_the_epilogue_and_its_gradient_in_the_weight_pass(kind, 
         out = fastcnn.linear(input, weight, bias, activation=kind, output_scale=scale)
         out.backward(grad)
     assert not [name for name in names if name.startswith("aten::") and "mul" in name], names
-    slices = fastcnn.kernels.linear.weight_grad_slices(6, 13, rows, input.device)[1]
+    slices = linear_kernels.weight_grad_slices(6, 13, rows, input.device)[1]
     assert launched["linear"] == 3 + (3 if slices > 1 else 0), dict(launched)  # + the dw, db and ds sums
     leaves = [t.detach().double().requires_grad_() for t in (input, weight, bias, scale)]
     expected = TORCH_ACTIVATIONS[kind](F.linear(*leaves[:3])) * leaves[3].reshape(-1)
