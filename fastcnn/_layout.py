@@ -132,3 +132,54 @@ def dense_copy(tensor):
         return tensor
     return torch.empty_strided(tensor.shape, elementwise_strides(tensor), dtype=tensor.dtype,
                                device=tensor.device).copy_(tensor)
+
+
+class ElementwiseWalk:
+    """How a kernel walks operands broadcast to one shape (``elementwise_walk``): ``numel``
+    elements in flat order, ``sizes`` the (at most four, outermost first) collapsed dims,
+    ``strides`` each operand's strides over them (zeros for an absent operand), ``flat`` when
+    every operand shares one dense layout (the flat index is then every operand's offset, in
+    memory order), and ``out_strides``: the layout of outputs whose offset is the flat index
+    (that shared layout, else contiguous)."""
+
+    def __init__(self, numel, sizes, strides, flat, out_strides):
+        self.numel, self.sizes, self.strides, self.flat, self.out_strides = numel, sizes, strides, flat, out_strides
+
+    def empty(self, shape, dtype, device):
+        """An output whose offsets are the flat indices."""
+        import torch
+
+        return torch.empty_strided(shape, self.out_strides, dtype=dtype, device=device)
+
+
+def contiguous_strides(shape):
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def elementwise_walk(shape, operands, max_dims=4):
+    """The ``ElementwiseWalk`` of ``operands`` (tensors of ``shape``, broadcast views with stride 0
+    included, or None), or None when their strides leave more than ``max_dims`` dims that cannot
+    be merged (the caller then walks contiguous copies)."""
+    present = [o for o in operands if o is not None]
+    numel = math.prod(shape)
+    if all(is_dense(o) and has_strides(o, present[0].stride()) for o in present):
+        strides = tuple((0,) * max_dims for _ in operands)
+        return ElementwiseWalk(numel, (1,) * max_dims, strides, True, present[0].stride())
+    dims = [(size, [o.stride(d) if o is not None else 0 for o in operands]) for d, size in enumerate(shape)
+            if size != 1]
+    merged = []
+    for size, strides in dims:  # outermost first: merge a dim into the one before it where all allow
+        if merged and all(outer == inner * size for outer, inner in zip(merged[-1][1], strides)):
+            merged[-1] = (merged[-1][0] * size, strides)
+        else:
+            merged.append((size, strides))
+    if len(merged) > max_dims:
+        return None
+    merged = [(1, [0] * len(operands))] * (max_dims - len(merged)) + merged
+    sizes = tuple(size for size, _ in merged)
+    strides = tuple(tuple(merged[d][1][i] for d in range(max_dims)) for i in range(len(operands)))
+    return ElementwiseWalk(numel, sizes, strides, False, contiguous_strides(shape))

@@ -13,6 +13,8 @@ from .ops.group_norm import group_norm, instance_norm
 from .ops.layer_norm import layer_norm, layer_norm2d
 from .ops.linear import linear
 from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
+from .ops.nll_loss import nll_loss
+from .ops import pointwise_loss as _pointwise_loss
 from .ops.prelu import prelu
 from .ops.squeeze_excitation import squeeze_excitation_gate
 
@@ -35,6 +37,63 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     def forward(self, input, target):
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class MSELoss(torch.nn.MSELoss):
+    """``torch.nn.MSELoss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(torch.nn.L1Loss):
+    """``torch.nn.L1Loss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.l1_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(torch.nn.SmoothL1Loss):
+    """``torch.nn.SmoothL1Loss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(torch.nn.HuberLoss):
+    """``torch.nn.HuberLoss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class BCELoss(torch.nn.BCELoss):
+    """``torch.nn.BCELoss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    """``torch.nn.BCEWithLogitsLoss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.binary_cross_entropy_with_logits(input, target, self.weight, pos_weight=self.pos_weight,
+                                                                reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.KLDivLoss):
+    """``torch.nn.KLDivLoss`` on fastcnn's pointwise-loss kernels."""
+
+    def forward(self, input, target):
+        return _pointwise_loss.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class NLLLoss(torch.nn.NLLLoss):
+    """``torch.nn.NLLLoss`` on fastcnn's nll_loss kernels."""
+
+    def forward(self, input, target):
+        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):

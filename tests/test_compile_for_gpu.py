@@ -148,6 +148,15 @@ def test_each_variant_family_compiles(compiled):
     assert seen[("squeeze_excitation", "_gate_forward_kernel", "SPAN_IMAGES")] == {True, False}
     assert seen[("squeeze_excitation", "_gate_backward_kernel", "FINISH")] == {True, False}
     assert seen[("prelu", "_prelu_forward_kernel", "SPAN_IMAGES")] == {True, False}
+    # the pointwise losses: every kind, the flat and the strided walk, each reduction's path
+    for kernel in ("_pointwise_loss_forward_kernel", "_pointwise_loss_backward_kernel"):
+        assert len(seen[("pointwise_loss", kernel, "KIND")]) == 8, kernel
+        assert seen[("pointwise_loss", kernel, "FLAT")] == {True, False}, kernel
+        assert seen[("pointwise_loss", kernel, "REDUCE")] == {True, False}, kernel
+        assert seen[("pointwise_loss", kernel, "WEIGHT_TOTAL")] == {True, False}, kernel
+    for kernel in ("_nll_loss_forward_kernel", "_nll_loss_backward_kernel"):
+        assert seen[("nll_loss", kernel, "REDUCE")] == {True, False}, kernel
+        assert seen[("nll_loss", kernel, "HAS_WEIGHT")] == {True, False}, kernel
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

@@ -210,6 +210,28 @@ def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_ga
             "fastcnn::prelu_backward"} <= seen, seen
 
 
+def test_declared_launches_are_the_kernels_launches_of_the_pointwise_losses(seed):
+    """Reduced (many partials), weighted (Σw), 'none' with a broadcast target (the strided walk);
+    nll_loss reduced and not."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def step(x, target, weight, logits, labels):
+        loss = fastcnn.mse_loss(x, target, weight=weight) + fastcnn.huber_loss(x, target, reduction="sum")
+        loss = loss + fastcnn.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum()
+        loss = loss + fastcnn.nll_loss(logits, labels.argmax(1)) + fastcnn.nll_loss(x, x.detach().argmax(1),
+                                                                                   reduction="none").sum()
+        loss.backward()
+
+    def tensors():
+        make = lambda shape: make_tensor(shape, generator=generator)  # noqa: E731
+        return [make((9, 1000)).requires_grad_(), make((9, 1000)).requires_grad_(), make((9, 1000)).abs(),
+                make((4, 7)).requires_grad_(), torch.rand(4, 7, generator=generator)]
+
+    seen = _compare(step, tensors)
+    assert {"fastcnn::pointwise_loss", "fastcnn::pointwise_loss_backward", "fastcnn::nll_loss",
+            "fastcnn::nll_loss_backward"} <= seen, seen
+
+
 # ----------------------------------------------------------------------------- by hand
 def _only(calls, name):
     found = [call for call in calls if call.name == name]

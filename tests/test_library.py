@@ -140,6 +140,32 @@ def test_opcheck_squeeze_excitation_gate(kind, generator):
     _opcheck(OPS.squeeze_excitation_gate_backward.default, (grad_out, input.detach(), gate.detach(), kind, 0.0))
 
 
+def test_opcheck_pointwise_loss(generator):
+    """A reduced loss with a broadcast target and weights (the strided walk), and 'none' (flat)."""
+    input = make_tensor((3, 5, 4), generator=generator).requires_grad_()
+    target = make_tensor((5, 1), generator=generator).expand(3, 5, 4).requires_grad_()
+    weight = make_tensor((3, 5, 4), generator=generator).abs().requires_grad_()
+    _opcheck(OPS.pointwise_loss.default, (input, target, weight, None, "mse", "weight_mean", 1.0, 0.0, torch.float32))
+    logits, labels = make_tensor((4, 6), generator=generator).requires_grad_(), torch.rand(4, 6)
+    _opcheck(OPS.pointwise_loss.default, (logits, labels, None, torch.rand(4, 6), "bce_with_logits", "none", 1.0,
+                                          0.0, torch.float32))
+    loss, denominator = OPS.pointwise_loss(input, target, weight, None, "mse", "weight_mean", 1.0, 0.0, torch.float32)
+    _opcheck(OPS.pointwise_loss_backward.default, (torch.ones(()), input.detach(), target.detach(), weight.detach(),
+                                                   None, loss.detach(), denominator, "mse", "weight_mean", 0.0,
+                                                   [True, True, True]))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_opcheck_nll_loss(reduction, generator):
+    input = make_tensor((3, 6, 4), layout="contiguous", generator=generator).requires_grad_()
+    target = torch.tensor([[0, 5, -100, 2], [1, 1, 3, 4], [5, 0, 0, 2]])
+    weight = make_tensor((6,), generator=generator).abs()
+    _opcheck(OPS.nll_loss.default, (input, target, weight, -100, reduction))
+    loss, denominator = OPS.nll_loss(input.detach(), target, weight, -100, reduction)
+    _opcheck(OPS.nll_loss_backward.default, (torch.ones_like(loss), input.detach(), target, weight, denominator, -100,
+                                             reduction))
+
+
 def test_opcheck_prelu(generator):
     input = make_tensor((3, 5, 8), generator=generator).requires_grad_()
     slope = make_tensor((5,), generator=generator).requires_grad_()

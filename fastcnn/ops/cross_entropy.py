@@ -70,28 +70,39 @@ def check_cross_entropy(input, target, weight, ignore_index, reduction, label_sm
     # torch's log_softmax runs next, and refuses non-floating logits.
     check_torch_implements(op, "log_softmax", input.dtype, TORCH_FLOAT_DTYPES)
     if not probabilities:
-        expected = (input.shape[0],) + tuple(input.shape[2:]) if input.dim() > 1 else ()
-        if input.dim() <= 2 and target.dim() > 1:
-            raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported "
-                               f"(input {list(input.shape)}, target {list(target.shape)})")
-        if input.dim() > 1 and target.dim() >= 1 and target.shape[0] != input.shape[0]:
-            raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
-                             f"({target.shape[0]}).")
-        if tuple(target.shape) != expected:
-            raise RuntimeError(f"{op}: Expected target size {list(expected)}, got {list(target.shape)}")
-        if target.dtype not in (torch.int64, torch.uint8):
-            raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got {aten_type_name(target.dtype)}")
-    if weight is not None:
-        if weight.dim() != 1 or weight.shape[0] != classes:
-            raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes or no "
-                               f"classes but got weight tensor of shape: {list(weight.shape)}")
-        # Class probabilities promote with the weight as with the target (the loss takes the
-        # widest dtype); class indices need the logits' dtype.
-        if not weight.is_floating_point() or (not probabilities and weight.dtype != input.dtype):
-            raise RuntimeError(f"{op}: expected scalar type {aten_type_name(input.dtype)} but found "
-                               f"{aten_type_name(weight.dtype)} (the weight's dtype)")
+        check_class_targets(op, input, target)
+    check_class_weight(op, input, weight, classes, same_dtype=not probabilities)
     check_kernel_dtype(op, input)
     return probabilities
+
+
+def check_class_targets(op, input, target):
+    """Class-index targets as torch's nll_loss_nd checks them (cross_entropy's and nll_loss's):
+    one per row of ``input`` (N, C, d1, ...) or (C,), int64 or uint8."""
+    expected = (input.shape[0],) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+    if input.dim() <= 2 and target.dim() > 1:
+        raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported "
+                           f"(input {list(input.shape)}, target {list(target.shape)})")
+    if input.dim() > 1 and target.dim() >= 1 and target.shape[0] != input.shape[0]:
+        raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                         f"({target.shape[0]}).")
+    if tuple(target.shape) != expected:
+        raise RuntimeError(f"{op}: Expected target size {list(expected)}, got {list(target.shape)}")
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got {aten_type_name(target.dtype)}")
+
+
+def check_class_weight(op, input, weight, classes, *, same_dtype):
+    """A per-class weight as torch checks it: one value per class, floating, and the logits'
+    dtype where ``same_dtype`` (class indices; probabilities promote with it instead)."""
+    if weight is None:
+        return
+    if weight.dim() != 1 or weight.shape[0] != classes:
+        raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes or no "
+                           f"classes but got weight tensor of shape: {list(weight.shape)}")
+    if not weight.is_floating_point() or (same_dtype and weight.dtype != input.dtype):
+        raise RuntimeError(f"{op}: expected scalar type {aten_type_name(input.dtype)} but found "
+                           f"{aten_type_name(weight.dtype)} (the weight's dtype)")
 
 
 def cross_entropy_loss_dtype(input, target, weight, probabilities):
