@@ -79,6 +79,7 @@ from .ops.avg_pool import adaptive_avg_pool2d, avg_pool2d
 from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.max_pool import max_pool2d
+from .ops.softmax import log_softmax, softmax
 
 logger = logging.getLogger("fastcnn.convert")
 
@@ -105,6 +106,8 @@ REPLACEMENTS = {
     torch.nn.BCEWithLogitsLoss: fastcnn_nn.BCEWithLogitsLoss,
     torch.nn.KLDivLoss: fastcnn_nn.KLDivLoss,
     torch.nn.NLLLoss: fastcnn_nn.NLLLoss,
+    torch.nn.Softmax: fastcnn_nn.Softmax,
+    torch.nn.LogSoftmax: fastcnn_nn.LogSoftmax,
     torch.nn.PReLU: fastcnn_nn.PReLU,
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
@@ -125,7 +128,7 @@ ACTIVATION_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "si
 # Functions a traced forward calls that fastcnn computes, by the same signature: the pools,
 # dropout, linear and the out-of-place activation functions (fastcnn's functional of the same name).
 FUNCTION_SWAPS = {F.avg_pool2d: avg_pool2d, F.adaptive_avg_pool2d: adaptive_avg_pool2d, F.max_pool2d: max_pool2d,
-                  F.dropout: dropout, F.linear: linear,
+                  F.dropout: dropout, F.linear: linear, F.softmax: softmax, F.log_softmax: log_softmax,
                   **{function: getattr(fastcnn_activation, kind) for function, (kind, _) in ACTIVATION_FUNCTIONS.items()
                      if function is not torch.relu_}}
 # A residual add: out-of-place (either operand the norm's output) or in place into the norm's output.

@@ -16,6 +16,7 @@ from .ops.max_pool import batch_norm_max_pool2d, max_pool2d
 from .ops.nll_loss import nll_loss
 from .ops import pointwise_loss as _pointwise_loss
 from .ops.prelu import prelu
+from .ops.softmax import log_softmax, softmax
 from .ops.squeeze_excitation import squeeze_excitation_gate
 
 
@@ -94,6 +95,20 @@ class NLLLoss(torch.nn.NLLLoss):
 
     def forward(self, input, target):
         return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+
+
+class Softmax(torch.nn.Softmax):
+    """``torch.nn.Softmax`` on fastcnn's softmax kernels."""
+
+    def forward(self, input):
+        return softmax(input, self.dim, _stacklevel=5)
+
+
+class LogSoftmax(torch.nn.LogSoftmax):
+    """``torch.nn.LogSoftmax`` on fastcnn's softmax kernels."""
+
+    def forward(self, input):
+        return log_softmax(input, self.dim, _stacklevel=5)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):

@@ -191,7 +191,7 @@ def _scale_grad_kernel(grad_ptr, grad_out_ptr, denominator_ptr, num_rows, classe
     tl.store(pointers, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
-def _tile(classes, num_rows, device):
+def row_tile(classes, num_rows, device):
     """(ROWS, BLOCK_C): whole rows in one block up to MAX_BLOCK_C classes, several rows per
     program when rows are short, but compiled no more rows per program than keep about two
     programs on every SM (256 rows of 1000 classes: 256 programs of one row, not 32 of 8)."""
@@ -202,7 +202,7 @@ def _tile(classes, num_rows, device):
     return rows, block_c
 
 
-def _warps(rows, block_c):
+def tile_warps(rows, block_c):
     """One warp per 256 elements of a tile (8 per thread, 128 bits of bf16), 1 to 8 warps."""
     return max(1, min(8, rows * block_c // 256))
 
@@ -213,13 +213,13 @@ def _row_strides(tensor):
     return tuple(tensor.stride(dim) if tensor.shape[dim] > 1 else 0 for dim in (0, 2))
 
 
-def _strides(tensor):
+def strides_ncs(tensor):
     """(n, c, s) strides as the kernels take them (``_row_strides`` for n and s)."""
     stride_n, stride_s = _row_strides(tensor)
     return stride_n, tensor.stride(1), stride_s
 
 
-def _vector(tensor):
+def row_vector(tensor):
     """tensor [N, C, S]'s vector width (indexing.vector_elements) when its classes are contiguous."""
     if tensor.stride(1) != 1:
         return 1
@@ -233,16 +233,16 @@ def forward(x, target, weight, row_loss, row_weight, grad, invalid, *, ignore_in
     ``row_loss``/``row_weight`` [N·S], ``invalid`` int64 [2] zeros (set to (1, value) when a class
     index is out of range). Returns the number of launches."""
     num_rows = x.shape[0] * x.shape[2]
-    rows, block_c = _tile(x.shape[1], num_rows, x.device)
+    rows, block_c = row_tile(x.shape[1], num_rows, x.device)
     t_strides = target.stride() if probabilities else (target.stride(0), 0, target.stride(1))
-    g_strides = _strides(grad) if grad is not None else (0, 0, 0)
-    vector = min(_vector(x), _vector(grad)) if grad is not None else _vector(x)
+    g_strides = strides_ncs(grad) if grad is not None else (0, 0, 0)
+    vector = min(row_vector(x), row_vector(grad)) if grad is not None else row_vector(x)
     _cross_entropy_kernel[(triton.cdiv(num_rows, rows),)](
         x, target, weight if weight is not None else x, row_loss, row_weight, grad if grad is not None else x, invalid,
-        num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *_strides(x), *t_strides, *g_strides,
+        num_rows, x.shape[1], x.shape[2], ignore_index, smoothing, *strides_ncs(x), *t_strides, *g_strides,
         weight.stride(0) if weight is not None else 0,
         PROBABILITIES=probabilities, HAS_WEIGHT=weight is not None, HAS_SMOOTHING=smoothing > 0,
-        NEEDS_GRAD=grad is not None, VECTOR=vector, ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
+        NEEDS_GRAD=grad is not None, VECTOR=vector, ROWS=rows, BLOCK_C=block_c, num_warps=tile_warps(rows, block_c))
     return 1
 
 
@@ -254,13 +254,13 @@ def reduce_rows(row_loss, row_weight, out, denominator, *, mean):
 def scale_grad(grad, grad_out, denominator, *, mean):
     """``grad`` [N, C, S] *= ``grad_out`` (0-d, or [N, S] per row) / ``denominator`` ('mean')."""
     num_rows = grad.shape[0] * grad.shape[2]
-    rows, block_c = _tile(grad.shape[1], num_rows, grad.device)
+    rows, block_c = row_tile(grad.shape[1], num_rows, grad.device)
     per_row = grad_out.dim() > 0
     go_strides = (grad_out.stride(0), grad_out.stride(1)) if per_row else (0, 0)
     _scale_grad_kernel[(triton.cdiv(num_rows, rows), triton.cdiv(grad.shape[1], block_c))](
         grad, grad_out, denominator if denominator is not None else grad, num_rows, grad.shape[1], grad.shape[2],
-        *_strides(grad), *go_strides, PER_ROW=per_row, MEAN=mean, VECTOR=_vector(grad),
-        ROWS=rows, BLOCK_C=block_c, num_warps=_warps(rows, block_c))
+        *strides_ncs(grad), *go_strides, PER_ROW=per_row, MEAN=mean, VECTOR=row_vector(grad),
+        ROWS=rows, BLOCK_C=block_c, num_warps=tile_warps(rows, block_c))
     return 1
 
 

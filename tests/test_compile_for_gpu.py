@@ -157,6 +157,9 @@ def test_each_variant_family_compiles(compiled):
     for kernel in ("_nll_loss_forward_kernel", "_nll_loss_backward_kernel"):
         assert seen[("nll_loss", kernel, "REDUCE")] == {True, False}, kernel
         assert seen[("nll_loss", kernel, "HAS_WEIGHT")] == {True, False}, kernel
+    for kernel in ("_softmax_forward_kernel", "_softmax_backward_kernel"):
+        assert seen[("softmax", kernel, "ONE_BLOCK")] == {True, False}, kernel
+        assert seen[("softmax", kernel, "LOG")] == {True, False}, kernel
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

@@ -166,6 +166,15 @@ def test_opcheck_nll_loss(reduction, generator):
                                              reduction))
 
 
+def test_opcheck_softmax(generator):
+    input = make_tensor((3, 6, 4), layout="contiguous", generator=generator).requires_grad_()
+    for dim, log in ((1, False), (2, True)):
+        _opcheck(OPS.softmax.default, (input, dim, log, torch.float32))
+        output = OPS.softmax(input.detach(), dim, log, torch.float32)
+        _opcheck(OPS.softmax_backward.default, (make_tensor((3, 6, 4), generator=generator), output, dim, log,
+                                                torch.float32))
+
+
 def test_opcheck_prelu(generator):
     input = make_tensor((3, 5, 8), generator=generator).requires_grad_()
     slope = make_tensor((5,), generator=generator).requires_grad_()

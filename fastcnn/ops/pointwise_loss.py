@@ -346,6 +346,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
             "In this case, combine the two layers using torch.nn.functional.binary_cross_entropy_with_logits\n"
             "or torch.nn.BCEWithLogitsLoss.  binary_cross_entropy_with_logits and BCEWithLogits are\n"
             "safe to autocast.")
+    if autocast_runs_in_float32(input, ("cpu",)):  # on the CPU, torch's autocast runs it in fp32
+        with torch.autocast(input.device.type, enabled=False):
+            return binary_cross_entropy(*_widened(input, target, weight), size_average, reduce, reduction)
     reduction = reduction_of(op, size_average, reduce, reduction)
     if target.size() != input.size():
         raise ValueError(f"{op}: Using a target size ({target.size()}) that is different to the input size "
