@@ -104,7 +104,8 @@ def test_multi_tensor_kernels_vectorise_exactly_when_aligned(compiled):
             widths = {int(width) for width in result["ld_global"]} | {int(width) for width in result["st_global"]}
             assert (128 in widths) == aligned, (job["kernel"], job["dtype"], aligned, widths)
     assert {"_adam_step_kernel", "_sgd_step_kernel", "_rmsprop_step_kernel", "_adagrad_step_kernel",
-            "_adadelta_step_kernel", "_partial_norms_kernel", "_scale_kernel"} <= set(variants)
+            "_adadelta_step_kernel", "_partial_norms_kernel", "_scale_kernel", "_penalty_partials_kernel",
+            "_penalty_grad_kernel"} <= set(variants)
     assert all(found == {True, False} for found in variants.values()), variants
 
 

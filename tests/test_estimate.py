@@ -212,7 +212,8 @@ def test_declared_launches_are_the_kernels_launches_of_the_squeeze_excitation_ga
 
 def test_declared_launches_are_the_kernels_launches_of_the_pointwise_losses(seed):
     """Reduced (many partials), weighted (Σw), 'none' with a broadcast target (the strided walk);
-    nll_loss reduced and not; log_softmax, and softmax of a transposed view (a contiguous copy)."""
+    nll_loss reduced and not; log_softmax, and softmax of a transposed view (a contiguous copy);
+    the elastic-net penalty of three tensors."""
     generator = torch.Generator().manual_seed(seed)
 
     def step(x, target, weight, logits, labels):
@@ -221,6 +222,7 @@ def test_declared_launches_are_the_kernels_launches_of_the_pointwise_losses(seed
         loss = loss + fastcnn.nll_loss(fastcnn.log_softmax(logits, 1), labels.argmax(1))
         loss = loss + fastcnn.nll_loss(x, x.detach().argmax(1), reduction="none").sum()
         loss = loss + (fastcnn.softmax(x.t(), 0) * target.t()).sum()
+        loss = loss + fastcnn.penalty([x, target, logits], 1e-3, 1e-2)
         loss.backward()
 
     def tensors():
@@ -230,7 +232,8 @@ def test_declared_launches_are_the_kernels_launches_of_the_pointwise_losses(seed
 
     seen = _compare(step, tensors)
     assert {"fastcnn::pointwise_loss", "fastcnn::pointwise_loss_backward", "fastcnn::nll_loss",
-            "fastcnn::nll_loss_backward", "fastcnn::softmax", "fastcnn::softmax_backward"} <= seen, seen
+            "fastcnn::nll_loss_backward", "fastcnn::softmax", "fastcnn::softmax_backward", "fastcnn::penalty",
+            "fastcnn::penalty_backward"} <= seen, seen
 
 
 # ----------------------------------------------------------------------------- by hand

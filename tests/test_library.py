@@ -175,6 +175,12 @@ def test_opcheck_softmax(generator):
                                                 torch.float32))
 
 
+def test_opcheck_penalty(generator):
+    tensors = [make_tensor((3, 5), generator=generator).requires_grad_(), make_tensor((7,), generator=generator)]
+    _opcheck(OPS.penalty.default, (tensors, 0.1, 0.2))
+    _opcheck(OPS.penalty_backward.default, (torch.ones(()), [t.detach() for t in tensors], 0.1, 0.2))
+
+
 def test_opcheck_prelu(generator):
     input = make_tensor((3, 5, 8), generator=generator).requires_grad_()
     slope = make_tensor((5,), generator=generator).requires_grad_()
