@@ -61,6 +61,8 @@ def static_launches(kernel_module, options):
 
 
 def compile_variants(kernel_module):
-    """Class weights with the 'none' reduction (per-row losses and output gradients)."""
+    """Class weights with the 'none' reduction (per-row losses and output gradients), and the
+    reduced loss without weights."""
     return [("nll_loss weighted none bf16", lambda: _launch(kernel_module, DTYPES["bf16"], (4, 1000, 1, 1), False,
-                                                            reduce=False, weight=True))]
+                                                            reduce=False, weight=True)),
+            ("nll_loss mean fp32", lambda: _launch(kernel_module, DTYPES["fp32"], (4, 10, 3, 3), True))]

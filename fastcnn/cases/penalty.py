@@ -55,7 +55,8 @@ def static_launches(kernel_module, options):
 
 
 def compile_variants(kernel_module):
-    """Parameters one element past a 16-byte boundary: no 128-bit accesses may be assumed."""
-    return [(f"penalty unaligned {dtype_name}", lambda dtype_name=dtype_name: _launch(kernel_module, dtype_name,
-                                                                                       False))
-            for dtype_name in ("fp32", "bf16")]
+    """Parameters aligned and one element past a 16-byte boundary (no 128-bit accesses may then be
+    assumed)."""
+    return [(f"penalty {'aligned' if aligned else 'unaligned'} {dtype_name}",
+             lambda dtype_name=dtype_name, aligned=aligned: _launch(kernel_module, dtype_name, aligned))
+            for dtype_name in ("fp32", "bf16") for aligned in (True, False)]

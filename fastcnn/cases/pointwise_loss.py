@@ -98,7 +98,7 @@ def compile_variants(kernel_module):
     strided walk), and a weight."""
     variants = [(f"{kind} loss none bf16", lambda kind=kind: _launch(kernel_module, kind, DTYPES["bf16"], (8, 40),
                                                                       reduction="none"))
-                for kind in ("l1", "smooth_l1", "huber", "bce", "kl_div")]
+                for kind in ("l1", "smooth_l1", "huber", "bce", "kl_div", "kl_div_log_target")]
     variants.append(("mse loss weighted mean fp32", lambda: _launch(kernel_module, "mse", DTYPES["fp32"], (8, 40),
                                                                     reduction="weight_mean", weight=True)))
     variants.append(("bce_with_logits loss broadcast pos_weight fp16", lambda: _launch(

@@ -58,6 +58,7 @@ def static_launches(kernel_module, options):
 
 
 def compile_variants(kernel_module):
-    """Rows longer than one tile (walked twice), both functions."""
-    return [(f"{'log_' if log else ''}softmax C128000 bf16",
-             lambda log=log: _launch(kernel_module, DTYPES["bf16"], (2, 128000, 1), log)) for log in (False, True)]
+    """Rows longer than one tile (walked twice) and short rows (one tile), both functions."""
+    return [(f"{'log_' if log else ''}softmax C{classes} bf16",
+             lambda log=log, classes=classes: _launch(kernel_module, DTYPES["bf16"], (2, classes, 1), log))
+            for log in (False, True) for classes in (128000, 10)]
