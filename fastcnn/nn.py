@@ -290,12 +290,18 @@ class Linear(_FusedActivation, torch.nn.Linear):
 
     def __init__(self, *args, activation=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._set_activation(activation)
+        if isinstance(activation, torch.nn.PReLU):
+            # A learnable slope: the PReLU stays a submodule (its parameter "prelu.weight" is the
+            # Linear's to train and save), its slopes computed in the GEMM's epilogue.
+            self.prelu = activation
+        else:
+            self._set_activation(activation)
 
     def forward(self, input, output_scale=None):
         """act(linear(input)), times ``output_scale`` per output feature when given (ConvNeXt's
         layer scale, which ``convert`` passes here): all in the GEMM's epilogue."""
-        return linear(input, self.weight, self.bias, activation=self.activation, output_scale=output_scale)
+        activation = self.prelu if "prelu" in self._modules else self.activation
+        return linear(input, self.weight, self.bias, activation=activation, output_scale=output_scale)
 
 
 class GroupNorm(_FusedActivation, torch.nn.GroupNorm):

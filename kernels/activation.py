@@ -4,7 +4,9 @@ pre-activation value z in fp32), and the flat kernels below run them on their ow
 
 The kinds (``fastcnn/ops/activation.py``'s ``KINDS``, the one list): relu, relu6 (hardtanh
 0..6), leaky_relu (slope = ``parameter``), elu (alpha = ``parameter``), silu, gelu (exact, erf),
-gelu_tanh (tanh approximation), hardswish, hardsigmoid, sigmoid, tanh. NaN and ±inf follow torch's formulas, forward and gradient: each
+gelu_tanh (tanh approximation), hardswish, hardsigmoid, sigmoid, tanh; and prelu, whose
+``parameter`` is a tensor of slopes the caller loads per channel (linear's epilogue: one per
+output feature). NaN and ±inf follow torch's formulas, forward and gradient: each
 ``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
 the branch torch's kernel takes.
 
@@ -46,6 +48,8 @@ def activate(z, KIND: tl.constexpr, parameter):
         y = tl.minimum(tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL), 6.0, propagate_nan=tl.PropagateNan.ALL)
     elif KIND == "leaky_relu":
         y = tl.where(z > 0.0, z, z * parameter)
+    elif KIND == "prelu":  # ``parameter``: the slopes, a tensor broadcast against z (one per channel)
+        y = tl.where(z > 0.0, z, z * parameter)
     elif KIND == "elu":
         y = tl.where(z > 0.0, z, parameter * (tl.exp(z) - 1.0))
     elif KIND == "silu":
@@ -78,6 +82,8 @@ def activation_grad(z, g, KIND: tl.constexpr, parameter):
     elif KIND == "relu6":
         dz = tl.where((z <= 0.0) | (z >= 6.0), 0.0, g)
     elif KIND == "leaky_relu":
+        dz = tl.where(z > 0.0, g, g * parameter)
+    elif KIND == "prelu":
         dz = tl.where(z > 0.0, g, g * parameter)
     elif KIND == "elu":
         dz = tl.where(z <= 0.0, g * parameter * tl.exp(z), g)

@@ -61,18 +61,8 @@ def _cross_entropy_kernel(
         keep = row_ok
         target_weight = tl.where(row_ok, 1.0, 0.0)
     else:
-        target = tl.load(t_rows, mask=row_ok, other=0).to(tl.int64)
-        ignored = target == ignore_index
-        in_range = (target >= 0) & (target < classes)
-        invalid = row_ok & ~ignored & ~in_range
-        # Any offending value will do for the message; every writer writes a true flag.
-        tl.store(invalid_ptr + tl.zeros_like(rows), 1, mask=invalid)
-        tl.store(invalid_ptr + 1 + tl.zeros_like(rows), target, mask=invalid)
-        keep = row_ok & ~ignored & in_range
-        if HAS_WEIGHT:
-            target_weight = tl.load(weight_ptr + target * weight_stride, mask=keep, other=0.0).to(tl.float32)
-        else:
-            target_weight = tl.where(keep, 1.0, 0.0)
+        target, keep, target_weight = class_targets(t_rows, weight_ptr, invalid_ptr, row_ok, classes, ignore_index,
+                                                    weight_stride, HAS_WEIGHT)
         target_logit = tl.load(x_ptr + x_rows + target * x_stride_c, mask=keep, other=0.0).to(tl.float32)
 
     # Pass 1: running max and running sum of exp(x - max); the weight totals the gradient needs.
@@ -129,6 +119,37 @@ def _cross_entropy_kernel(
 
     tl.store(row_loss_ptr + rows, tl.where(keep, loss, 0.0).to(row_loss_ptr.dtype.element_ty), mask=row_ok)
     tl.store(row_weight_ptr + rows, target_weight, mask=row_ok)
+
+
+@triton.jit
+def class_targets(target_pointers, weight_ptr, invalid_ptr, row_ok, classes, ignore_index, weight_stride,
+                  HAS_WEIGHT: tl.constexpr):
+    """(class index, whether the row counts, its class weight: 0 where it does not) of each row
+    (cross_entropy's and nll_loss's). An index outside [0, C) that is not ``ignore_index`` sets
+    ``invalid`` to (1, the index): any offending value will do for the message, and every writer
+    writes a true flag."""
+    target = tl.load(target_pointers, mask=row_ok, other=0).to(tl.int64)
+    ignored = target == ignore_index
+    in_range = (target >= 0) & (target < classes)
+    invalid = row_ok & ~ignored & ~in_range
+    tl.store(invalid_ptr + tl.zeros_like(target), 1, mask=invalid)
+    tl.store(invalid_ptr + 1 + tl.zeros_like(target), target, mask=invalid)
+    keep = row_ok & ~ignored & in_range
+    if HAS_WEIGHT:
+        weight = tl.load(weight_ptr + target * weight_stride, mask=keep, other=0.0).to(tl.float32)
+    else:
+        weight = tl.where(keep, 1.0, 0.0)
+    return target, keep, weight
+
+
+@triton.jit
+def program_rows(num_rows, spatial, ROWS: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """This program's ROWS rows of an [N, C, S] tensor (rows = its N·S (n, s) pairs): (rows,
+    which exist, n, s); int64 when offsets may pass 2**31."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    if WIDE_INDEX:
+        rows = rows.to(tl.int64)
+    return rows, rows < num_rows, rows // spatial, rows % spatial
 
 
 @triton.jit

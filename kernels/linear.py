@@ -10,6 +10,10 @@ per-feature output scale (ConvNeXt's layer scale), 1 without it; g = act'(z) · 
     grad-weight  dw[n, k] = sum_m g[m, n] · x[m, k],   db[n] = sum_m g[m, n],
                  ds[n] = sum_m dy[m, n] · act(z[m, n])
 
+act may be PReLU with a learnable slope a[n] per output feature: act(z) = z where z > 0, a[n]·z
+elsewhere; its gradient da[n] = sum_m s[n]·dy[m, n]·z[m, n] where z <= 0 is summed in the
+grad-weight pass beside db and ds (torch's prelu backward, NaN z included).
+
 g is never stored: both backward GEMMs compute it as they load dy, from what the forward kept:
 y itself for the activations whose torch backward takes the result (relu, sigmoid, tanh), else z,
 which the forward's epilogue writes beside y (the tensor eager keeps between its addmm and its
@@ -63,7 +67,7 @@ def _gradient_of_preactivation(dy, saved, KIND: tl.constexpr, FROM_OUTPUT: tl.co
 def _linear_forward_kernel(
         x_ptr, w_ptr, bias_ptr, scale_ptr, y_ptr, z_ptr, rows, out_features, in_features,
         x_stride_m, x_stride_k, w_stride_n, w_stride_k, y_stride_m, y_stride_n, z_stride_m, z_stride_n, bias_stride,
-        scale_stride, parameter,
+        scale_stride, slope_ptr, slope_stride, parameter,
         HAS_BIAS: tl.constexpr, SCALED: tl.constexpr, KIND: tl.constexpr, STORE_Z: tl.constexpr,
         WIDE_INDEX: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -91,6 +95,8 @@ def _linear_forward_kernel(
     if STORE_Z:  # what the backward takes act'(z) from
         tl.store(z_ptr + (m * z_stride_m)[:, None] + (n * z_stride_n)[None, :], acc.to(z_ptr.dtype.element_ty),
                  mask=mask)
+    if KIND == "prelu":  # PReLU's slopes, one per output feature (stride 0: one for all)
+        parameter = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y = activate(acc, KIND, parameter)
     if SCALED:
         y = y * tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -101,7 +107,7 @@ def _linear_forward_kernel(
 def _linear_input_grad_kernel(
         dy_ptr, saved_ptr, scale_ptr, w_ptr, dx_ptr, rows, out_features, in_features,
         dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, scale_stride, w_stride_n, w_stride_k, dx_stride_m,
-        dx_stride_k, parameter,
+        dx_stride_k, slope_ptr, slope_stride, parameter,
         KIND: tl.constexpr, SCALED: tl.constexpr, FROM_OUTPUT: tl.constexpr, WIDE_INDEX: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -129,7 +135,10 @@ def _linear_input_grad_kernel(
             saved = d
             if KIND is not None:
                 saved = tl.load(saved_rows[:, None] + (n * saved_stride_n)[None, :], mask=a_ok, other=0.0)
-            a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
+            alpha = parameter
+            if KIND == "prelu":
+                alpha = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, alpha).to(dy_ptr.dtype.element_ty)
         b = tl.load(w_cols[None, :] + (n * w_stride_n)[:, None], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
     tl.store(dx_ptr + (m * dx_stride_m)[:, None] + (k * dx_stride_k)[None, :], acc.to(dx_ptr.dtype.element_ty),
@@ -140,14 +149,14 @@ def _linear_input_grad_kernel(
 def _linear_weight_grad_kernel(
         dy_ptr, saved_ptr, scale_ptr, x_ptr, dw_ptr, db_ptr, ds_ptr, rows, out_features, in_features,
         dy_stride_m, dy_stride_n, saved_stride_m, saved_stride_n, scale_stride, x_stride_m, x_stride_k, dw_stride_n,
-        dw_stride_k, rows_per_slice, dw_slice_stride, parameter,
+        dw_stride_k, rows_per_slice, dw_slice_stride, slope_ptr, slope_stride, dslope_ptr, parameter,
         KIND: tl.constexpr, SCALED: tl.constexpr, FROM_OUTPUT: tl.constexpr, BIAS_GRAD: tl.constexpr,
-        SCALE_GRAD: tl.constexpr,
+        SCALE_GRAD: tl.constexpr, SLOPE_GRAD: tl.constexpr,
         WIDE_INDEX: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """dw tile [BLOCK_M output features x BLOCK_N input features] over one slice of the M rows;
-    the first column block's programs also sum g over the slice into db's partial (BIAS_GRAD) and
-    dy·act(z) into ds's (SCALE_GRAD)."""
+    the first column block's programs also sum g over the slice into db's partial (BIAS_GRAD),
+    dy·act(z) into ds's (SCALE_GRAD) and PReLU's s·dy·z where z <= 0 into its slopes' (SLOPE_GRAD)."""
     split = tl.program_id(1)
     # at least one column block (the launch's grid has one when there are no input features: it sums db and ds)
     tile_n, tile_k = tile_coordinates(tl.program_id(0), tl.cdiv(out_features, BLOCK_M),
@@ -165,8 +174,11 @@ def _linear_weight_grad_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     bias_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
     scale_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    slope_sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
     if SCALED:  # the program's output features are fixed: their scales are loaded once
         scale = tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+    if KIND == "prelu":  # and so are their PReLU slopes
+        parameter = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[:, None]
     for first in range(start, end, BLOCK_K):
         m = first + m_offsets
         m_ok = m < end
@@ -182,6 +194,10 @@ def _linear_weight_grad_kernel(
                     scale_sums += tl.sum(d * activate(saved.to(tl.float32), KIND, parameter), axis=1)
             if SCALED:
                 d = d * scale
+            if SLOPE_GRAD:  # torch's prelu: the slope's gradient is g·z where z <= 0 (NaN z included)
+                if sums:
+                    z = saved.to(tl.float32)
+                    slope_sums += tl.sum(tl.where(z > 0.0, 0.0, d * z), axis=1)
             a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
         if BIAS_GRAD:  # db from the same g the GEMM multiplies (eager's sum of its stored g)
             if sums:
@@ -196,6 +212,9 @@ def _linear_weight_grad_kernel(
     if SCALE_GRAD:
         if sums:
             tl.store(ds_ptr + split * out_features + n, scale_sums.to(ds_ptr.dtype.element_ty), mask=n_ok)
+    if SLOPE_GRAD:
+        if sums:
+            tl.store(dslope_ptr + split * out_features + n, slope_sums.to(dslope_ptr.dtype.element_ty), mask=n_ok)
 
 
 # Beyond conv2d_gemm's ``fits``, read from ptxas on sm_90a (scripts/static_gpu_check.py, bench/static/):
@@ -241,7 +260,8 @@ _input_grad_autotuned = triton.autotune(
     prune_configs_by=dict(early_config_prune=_prune("dy_ptr", "dx_stride_k", "input_grad")))(
         _linear_input_grad_kernel)
 _weight_grad_autotuned = triton.autotune(
-    gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "SCALED", "BIAS_GRAD", "SCALE_GRAD"],
+    gemm_configs(), key=_KEY + ["dy_stride_n", "x_stride_k", "rows_per_slice", "SCALED", "BIAS_GRAD", "SCALE_GRAD",
+                                "SLOPE_GRAD"],
     prune_configs_by=dict(early_config_prune=_prune("x_ptr", "dw_stride_k", "weight_grad")))(
         _linear_weight_grad_kernel)
 
@@ -262,9 +282,9 @@ def _saved_arguments(saved, like):
     return (like, 0, 0) if saved is None else (saved, saved.stride(0), saved.stride(1))
 
 
-def forward(x, w, bias, y, z, *, kind, parameter, dot_precision, scale=None):
+def forward(x, w, bias, y, z, *, kind, parameter, dot_precision, scale=None, slope=None):
     """y = scale · act(x @ w^T + b) into the preallocated ``y``; z = x @ w^T + b into ``z`` too
-    unless it is None."""
+    unless it is None. ``slope``: PReLU's out_features slopes (kind "prelu")."""
     rows, in_features = x.shape
     out_features = w.shape[0]
 
@@ -274,7 +294,7 @@ def forward(x, w, bias, y, z, *, kind, parameter, dot_precision, scale=None):
     z_target = y if z is None else z
     (bias_target, bias_stride), (scale_target, scale_stride) = _vector_arguments(bias, y), _vector_arguments(scale, y)
     args = (x, w, bias_target, scale_target, y, z_target, rows, out_features, in_features, *x.stride(), *w.stride(),
-            *y.stride(), *z_target.stride(), bias_stride, scale_stride, float(parameter))
+            *y.stride(), *z_target.stride(), bias_stride, scale_stride, *_vector_arguments(slope, y), float(parameter))
     launch(_forward_autotuned, _linear_forward_kernel, grid, args,
            dict(HAS_BIAS=bias is not None, SCALED=scale is not None, KIND=kind, STORE_Z=z is not None,
                 WIDE_INDEX=needs_wide_index(x, w, y), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
@@ -282,7 +302,7 @@ def forward(x, w, bias, y, z, *, kind, parameter, dot_precision, scale=None):
     return 1
 
 
-def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision, scale=None):
+def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision, scale=None, slope=None):
     """dx = g @ w into the preallocated ``dx``, g = act'·scale·dy, act' from ``saved`` (z, or y
     when ``from_output``; None without an activation)."""
     rows, in_features = dx.shape
@@ -294,7 +314,7 @@ def input_grad(dy, saved, w, dx, *, kind, parameter, from_output, dot_precision,
     saved_target, *saved_strides = _saved_arguments(saved, dy)
     scale_target, scale_stride = _vector_arguments(scale, dy)
     args = (dy, saved_target, scale_target, w, dx, rows, out_features, in_features, *dy.stride(), *saved_strides,
-            scale_stride, *w.stride(), *dx.stride(), float(parameter))
+            scale_stride, *w.stride(), *dx.stride(), *_vector_arguments(slope, dy), float(parameter))
     launch(_input_grad_autotuned, _linear_input_grad_kernel, grid, args,
            dict(KIND=kind, SCALED=scale is not None, FROM_OUTPUT=from_output,
                 WIDE_INDEX=needs_wide_index(dy, w, dx), DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
@@ -308,16 +328,19 @@ def weight_grad_slices(out_features, in_features, rows, device, sms=None):
     return reduction_slices(nominal_tiles, rows, device, min_length=MIN_ROWS_PER_SLICE, max_slices=MAX_SLICES, sms=sms)
 
 
-def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_precision, scale=None, ds=None):
+def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_precision, scale=None, ds=None,
+                slope=None, dslope=None):
     """dw = g^T @ x into the preallocated dense ``dw`` and, unless None, db = the sum of g over the
-    rows into the dense ``db`` and ds = the sum of dy·act(z) into ``ds`` (``saved`` then z), in
-    one pass (plus the sums of the slices' partials)."""
+    rows into the dense ``db``, ds = the sum of dy·act(z) into ``ds`` (``saved`` then z) and the
+    PReLU slopes' gradient (the sum of scale·dy·z where z <= 0) into the dense ``dslope``, in one
+    pass (plus the sums of the slices' partials)."""
     rows, in_features = x.shape
     out_features = dw.shape[0]
     rows_per_slice, slices = weight_grad_slices(out_features, in_features, rows, dw.device)
     dw_target = partials(dw, slices)
     db_target = dw_target if db is None else partials(db, slices)
     ds_target = dw_target if ds is None else partials(ds, slices)
+    dslope_target = dw_target if dslope is None else partials(dslope, slices)
 
     def grid(meta):
         # at least one column block: with no input features the first still sums db and ds
@@ -328,14 +351,14 @@ def weight_grad(dy, saved, x, dw, db, *, kind, parameter, from_output, dot_preci
     scale_target, scale_stride = _vector_arguments(scale, dy)
     args = (dy, saved_target, scale_target, x, dw_target, db_target, ds_target, rows, out_features, in_features,
             *dy.stride(), *saved_strides, scale_stride, *x.stride(), *dw.stride(), rows_per_slice, dw.numel(),
-            float(parameter))
+            *_vector_arguments(slope, dy), dslope_target, float(parameter))
     launch(_weight_grad_autotuned, _linear_weight_grad_kernel, grid, args,
            dict(KIND=kind, SCALED=scale is not None, FROM_OUTPUT=from_output, BIAS_GRAD=db is not None,
-                SCALE_GRAD=ds is not None, WIDE_INDEX=needs_wide_index(dy, x, dw, extra_span=slices * dw.numel()),
+                SCALE_GRAD=ds is not None, SLOPE_GRAD=dslope is not None, WIDE_INDEX=needs_wide_index(dy, x, dw, extra_span=slices * dw.numel()),
                 DOT_PRECISION=dot_precision, UPCAST=INTERPRETED),
            dict(BLOCK_M=out_features, BLOCK_N=in_features, BLOCK_K=rows_per_slice))
     launches = 1 + sum_partials(dw_target, dw, slices)
-    for vector, target in ((db, db_target), (ds, ds_target)):
+    for vector, target in ((db, db_target), (ds, ds_target), (dslope, dslope_target)):
         if vector is not None:
             launches += sum_partials(target, vector, slices)
     return launches

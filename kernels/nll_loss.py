@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .cross_entropy import class_targets, program_rows
 from .indexing import needs_wide_index
 from .tiles import by_backend
 
@@ -29,24 +30,9 @@ def _nll_loss_forward_kernel(
         x_ptr, target_ptr, weight_ptr, out_ptr, partial_ptr, invalid_ptr, num_rows, classes, spatial, ignore_index,
         x_stride_n, x_stride_c, x_stride_s, t_stride_n, t_stride_s, weight_stride,
         HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, WIDE_INDEX: tl.constexpr, ROWS: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    if WIDE_INDEX:
-        rows = rows.to(tl.int64)
-    row_ok = rows < num_rows
-    n = rows // spatial
-    s = rows % spatial
-    target = tl.load(target_ptr + n * t_stride_n + s * t_stride_s, mask=row_ok, other=0).to(tl.int64)
-    ignored = target == ignore_index
-    in_range = (target >= 0) & (target < classes)
-    invalid = row_ok & ~ignored & ~in_range
-    # Any offending value will do for the message; every writer writes a true flag.
-    tl.store(invalid_ptr + tl.zeros_like(rows), 1, mask=invalid)
-    tl.store(invalid_ptr + 1 + tl.zeros_like(rows), target, mask=invalid)
-    keep = row_ok & ~ignored & in_range
-    if HAS_WEIGHT:
-        weight = tl.load(weight_ptr + target * weight_stride, mask=keep, other=0.0).to(tl.float32)
-    else:
-        weight = tl.where(keep, 1.0, 0.0)
+    rows, row_ok, n, s = program_rows(num_rows, spatial, ROWS, WIDE_INDEX)
+    target, keep, weight = class_targets(target_ptr + n * t_stride_n + s * t_stride_s, weight_ptr, invalid_ptr, row_ok,
+                                         classes, ignore_index, weight_stride, HAS_WEIGHT)
     logit = tl.load(x_ptr + n * x_stride_n + target * x_stride_c + s * x_stride_s, mask=keep,
                     other=0.0).to(tl.float32)
     loss = tl.where(keep, -weight * logit, 0.0)
@@ -63,14 +49,10 @@ def _nll_loss_backward_kernel(
         t_stride_n, t_stride_s, g_stride_n, g_stride_s, weight_stride, dx_stride_n, dx_stride_c, dx_stride_s,
         HAS_WEIGHT: tl.constexpr, REDUCE: tl.constexpr, WIDE_INDEX: tl.constexpr, ROWS: tl.constexpr,
         BLOCK_C: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows, row_ok, n, s = program_rows(num_rows, spatial, ROWS, WIDE_INDEX)
     columns = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     if WIDE_INDEX:
-        rows = rows.to(tl.int64)
         columns = columns.to(tl.int64)
-    row_ok = rows < num_rows
-    n = rows // spatial
-    s = rows % spatial
     target = tl.load(target_ptr + n * t_stride_n + s * t_stride_s, mask=row_ok, other=0).to(tl.int64)
     keep = row_ok & (target != ignore_index)
     if HAS_WEIGHT:

@@ -142,7 +142,8 @@ def test_each_variant_family_compiles(compiled):
     assert seen[("linear", "_linear_forward_kernel", "HAS_BIAS")] == {True, False}
     assert seen[("linear", "_linear_weight_grad_kernel", "BIAS_GRAD")] == {True, False}
     assert seen[("linear", "_linear_weight_grad_kernel", "SCALE_GRAD")] == {True, False}
-    assert len(seen[("linear", "_linear_forward_kernel", "KIND")]) == 12  # every kind and None
+    assert len(seen[("linear", "_linear_forward_kernel", "KIND")]) == 13  # every kind, PReLU and None
+    assert seen[("linear", "_linear_weight_grad_kernel", "SLOPE_GRAD")] == {True, False}
     for kernel in ("_linear_forward_kernel", "_linear_input_grad_kernel", "_linear_weight_grad_kernel"):
         assert seen[("linear", kernel, "WIDE_INDEX")] == {True, False}, kernel
     # squeeze-excitation's gate: tiles across images on small planes, the backward in one pass or in slices
@@ -161,6 +162,7 @@ def test_each_variant_family_compiles(compiled):
     for kernel in ("_softmax_forward_kernel", "_softmax_backward_kernel"):
         assert seen[("softmax", kernel, "ONE_BLOCK")] == {True, False}, kernel
         assert seen[("softmax", kernel, "LOG")] == {True, False}, kernel
+        assert seen[("softmax", kernel, "PER_IMAGE")] == {True, False}, kernel
     assert seen[("multi_tensor", "_advance_counters_kernel", "MODE")] == {0, 1}
     assert seen[("cross_entropy", "_cross_entropy_kernel", "PROBABILITIES")] == {True, False}
     kinds = seen[("activation", "_forward_kernel", "KIND")] & seen[("activation", "_backward_kernel", "KIND")]

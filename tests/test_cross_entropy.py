@@ -409,8 +409,8 @@ def test_vector_width_is_promised_only_where_every_row_is_aligned():
     assert vector_elements(2, 1000, 1000, 0) == 8 and vector_elements(4, 1000, 1000) == 4
     assert vector_elements(2, 10, 10) == 2 and vector_elements(2, 37) == 1
     logits = torch.empty(256, 1000, dtype=torch.bfloat16)
-    assert kernels._vector(logits.unsqueeze(-1)) == 8
-    assert kernels._vector(logits[:, 1:].unsqueeze(-1)) == 1  # rows of 999 classes
-    assert kernels._vector(logits[:, :992].unsqueeze(-1)) == 8  # 992 classes, rows 1000 apart
-    assert kernels._vector(torch.empty(4, 12, 5, dtype=torch.bfloat16)) == 1  # classes not contiguous
-    assert kernels._vector(torch.empty(4, 5, 12, dtype=torch.bfloat16).transpose(1, 2)) == 4  # 12 % 4
+    assert kernels.row_vector(logits.unsqueeze(-1)) == 8
+    assert kernels.row_vector(logits[:, 1:].unsqueeze(-1)) == 1  # rows of 999 classes
+    assert kernels.row_vector(logits[:, :992].unsqueeze(-1)) == 8  # 992 classes, rows 1000 apart
+    assert kernels.row_vector(torch.empty(4, 12, 5, dtype=torch.bfloat16)) == 1  # classes not contiguous
+    assert kernels.row_vector(torch.empty(4, 5, 12, dtype=torch.bfloat16).transpose(1, 2)) == 4  # 12 % 4

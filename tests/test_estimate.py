@@ -170,20 +170,25 @@ def test_declared_launches_are_the_kernels_launches_on_the_other_ops(seed):
 
 def test_declared_launches_are_the_kernels_launches_of_linear(seed):
     """linear with each way of keeping the activation's input (none, the output, z), a frozen
-    weight beside a trainable bias, and enough rows that grad-weight sums partials."""
+    weight beside a trainable bias, PReLU's learnable slopes, and enough rows that grad-weight
+    sums partials."""
     generator = torch.Generator().manual_seed(seed)
 
-    def step(x, rows, weight, bias, second, frozen):
+    def step(x, rows, weight, bias, second, frozen, third, slopes):
         y = fastcnn.linear(x, weight, bias, activation="gelu")
         y = fastcnn.linear(y, second, activation="relu")
         z = fastcnn.linear(rows, weight, bias)
         z = fastcnn.linear(z, frozen.detach(), activation="silu")
+        prelu = torch.nn.PReLU(5)
+        prelu.weight = torch.nn.Parameter(slopes)
+        z = fastcnn.linear(z, third, activation=prelu)
         (y.sum() + z.sum()).backward()
 
     def tensors():
         make = lambda shape: make_tensor(shape, generator=generator)  # noqa: E731
         return [make((3, 5, 9)), make((300, 9)).requires_grad_(), make((7, 9)).requires_grad_(),
-                make((7,)).requires_grad_(), make((4, 7)).requires_grad_(), make((6, 7))]
+                make((7,)).requires_grad_(), make((4, 7)).requires_grad_(), make((6, 7)),
+                make((5, 6)).requires_grad_(), make((5,)).requires_grad_()]
 
     seen = _compare(step, tensors)
     assert {"fastcnn::linear", "fastcnn::linear_input_grad", "fastcnn::linear_weight_grad"} <= seen, seen

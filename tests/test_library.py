@@ -112,23 +112,27 @@ def test_opcheck_cross_entropy(reduction, generator):
     _opcheck(OPS.cross_entropy_backward_.default, (grad, grad_out, denominator, reduction))
 
 
-@pytest.mark.parametrize("kind", [None, "relu", "gelu"])
+@pytest.mark.parametrize("kind", [None, "relu", "gelu", "prelu"])
 @pytest.mark.parametrize("scaled", [False, True])
 def test_opcheck_linear(kind, scaled, generator):
     input = make_tensor((2, 7, 9), generator=generator).permute(1, 0, 2).reshape(14, 9).requires_grad_()
     weight = make_tensor((5, 9), generator=generator).requires_grad_()
     bias = make_tensor((5,), generator=generator).requires_grad_()
     scale = make_tensor((5,), generator=generator).requires_grad_() if scaled else None
-    _opcheck(OPS.linear.default, (input, weight, bias, scale, kind, 0.0))
-    _opcheck(OPS.linear.default, (input, weight, None, scale, kind, 0.0))
+    slope = make_tensor((5,), generator=generator).requires_grad_() if kind == "prelu" else None
+    _opcheck(OPS.linear.default, (input, weight, bias, scale, kind, 0.0, slope))
+    _opcheck(OPS.linear.default, (input, weight, None, scale, kind, 0.0, slope))
     detached_scale = None if scale is None else scale.detach()
-    out, preactivation = OPS.linear(input.detach(), weight.detach(), bias.detach(), detached_scale, kind, 0.0)
+    detached_slope = None if slope is None else slope.detach()
+    out, preactivation = OPS.linear(input.detach(), weight.detach(), bias.detach(), detached_scale, kind, 0.0,
+                                    detached_slope)
     saved = preactivation if preactivation.numel() else (out if kind is not None else None)
     grad_out = make_tensor(out.shape, generator=generator)
-    _opcheck(OPS.linear_input_grad.default, (grad_out, saved, weight.detach(), detached_scale, kind, 0.0))
+    _opcheck(OPS.linear_input_grad.default, (grad_out, saved, weight.detach(), detached_scale, kind, 0.0,
+                                             detached_slope))
     for bias_grad in (True, False):
         _opcheck(OPS.linear_weight_grad.default, (grad_out, saved, input.detach(), detached_scale, kind, 0.0,
-                                                  bias_grad, scaled))
+                                                  detached_slope, bias_grad, scaled, slope is not None))
 
 
 @pytest.mark.parametrize("kind", [None, "sigmoid"])

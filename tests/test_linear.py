@@ -367,3 +367,57 @@ def test_an_output_scale_of_the_wrong_size_is_refused():
     with count_launches() as launched, pytest.raises(RuntimeError, match="output_scale should contain 3 elements"):
         fastcnn.linear(torch.ones(2, 4), torch.ones(3, 4), output_scale=torch.ones(4))
     assert not launched
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("slopes", [1, 9])
+@pytest.mark.parametrize("rows", [7, 300])  # one slice, and slices whose partials are summed
+def test_prelu_in_the_epilogue_and_its_slopes_gradient_in_the_weight_pass(slopes, rows, seed, generator):
+    """activation=nn.PReLU: its learnable slopes (one, or one per output feature) in the GEMM's
+    epilogue and their gradient, the sum of dy·z where z <= 0, beside db in the weight pass; NaN
+    and ±inf in z take torch's branch."""
+    input = make_tensor((rows, 20), generator=generator).requires_grad_()
+    weight = make_tensor((9, 20), generator=generator).requires_grad_()
+    bias = make_tensor((9,), generator=generator).requires_grad_()
+    prelu = torch.nn.PReLU(slopes).to(DEVICE)
+    with torch.no_grad():
+        prelu.weight.copy_(make_tensor((slopes,), generator=generator))
+    with count_launches() as launched, record_aten_ops() as names:
+        out = fastcnn.linear(input, weight, bias, activation=prelu)
+        grad = make_tensor(out.shape, generator=generator)
+        out.backward(grad)
+    assert launched["linear"] >= 3 and not launched["prelu"], dict(launched)
+    assert not [n for n in names if ("prelu" in n or "mm" in n) and not n.startswith("fastcnn::")], names
+    tensors = (input, weight, bias, prelu.weight)
+    references = [t.detach().double().requires_grad_() for t in tensors]
+    expected = F.prelu(F.linear(*references[:3]), references[3])
+    expected.backward(grad.double())
+    assert_close(out, expected, torch.float32, what="prelu output", seed=seed, reduction_length=20)
+    for name, ours, theirs in zip(("input", "weight", "bias", "slopes"), tensors, references):
+        assert_close(ours.grad, theirs.grad, torch.float32, what=f"prelu grad {name}", seed=seed,
+                     reduction_length=rows * 9 if name == "slopes" else rows)
+
+
+def test_prelu_that_torch_applies_to_another_dim_runs_after_the_gemm(generator):
+    """A 3-d output: torch's prelu takes dim 1 as its channels, so per-feature slopes are not
+    fusable there: fastcnn's prelu runs after the GEMM and raises torch's error on a mismatch."""
+    input = make_tensor((3, 5, 20), generator=generator)
+    weight = make_tensor((5, 20), generator=generator)
+    prelu = torch.nn.PReLU(5).to(DEVICE)
+    with count_launches() as launched:
+        out = fastcnn.linear(input, weight, activation=prelu)
+    assert launched["linear"] == 1 and launched["prelu"] == 1, dict(launched)
+    assert torch.allclose(out, F.prelu(F.linear(input, weight), prelu.weight), atol=1e-5)
+    with pytest.raises(RuntimeError, match="Mismatch of parameter numbers"):
+        fastcnn.linear(input, make_tensor((9, 20), generator=generator), activation=torch.nn.PReLU(9).to(DEVICE))
+
+
+def test_module_with_a_prelu_trains_its_slopes(generator):
+    module = fastcnn.nn.Linear(6, 4, activation=torch.nn.PReLU(4)).to(DEVICE)
+    assert "prelu.weight" in module.state_dict() and any(p is module.prelu.weight for p in module.parameters())
+    out = module(make_tensor((5, 6), generator=generator))
+    out.sum().backward()
+    assert module.prelu.weight.grad is not None and module.prelu.weight.grad.shape == (4,)
+    with pytest.raises(ValueError, match="PReLU is not supported"):
+        fastcnn.batch_norm(make_tensor((2, 3, 4, 4), generator=generator), None, None, training=True,
+                           activation=torch.nn.PReLU(3))

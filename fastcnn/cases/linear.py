@@ -92,13 +92,15 @@ def _passes(kernel_module, dtype_name, rows, in_features, out_features, kind, bi
     saved = z if z is not None else (y if kind is not None else None)
     b = empty((out_features,), dtype) if bias else None
     scale = empty((out_features,), dtype) if scaled else None
-    options = dict(kind=kind, parameter=0.01, dot_precision=precision, scale=scale)
+    slope = empty((out_features,), dtype) if kind == "prelu" else None
+    options = dict(kind=kind, parameter=0.01, dot_precision=precision, scale=scale, slope=slope)
     linear_kernels.forward(x, w, b, y, z, **options)
     gradient = dict(options, from_output=from_output)
     dx = empty((rows, in_features), dtype) if input is None else input  # a wide input: its gradient wide too
     linear_kernels.input_grad(y, saved if kind is not None else None, w, dx, **gradient)
     linear_kernels.weight_grad(y, saved, x, empty((out_features, in_features), dtype), b, **gradient,
-                               ds=empty((out_features,), dtype) if scaled else None)
+                               ds=empty((out_features,), dtype) if scaled else None,
+                               dslope=empty((out_features,), dtype) if slope is not None else None)
 
 
 def static_launches(kernel_module, options):
@@ -123,7 +125,8 @@ def static_launches(kernel_module, options):
 
 
 def compile_variants(kernel_module):
-    """Every activation kind (from the output and from z) in bf16, fp16 and fp32 without TF32 (the
+    """Every activation kind (from the output and from z) and PReLU's learnable slopes in bf16,
+    fp16 and fp32 without TF32 (the
     FMA path, torch's default for fp32 matmuls), no bias, and int64 indexing (an input whose rows
     reach past 2**31 elements: a view into ``_static.wide_buffer``)."""
     def wide():
@@ -136,5 +139,6 @@ def compile_variants(kernel_module):
                  ("linear fp32 ieee gelu", lambda: _passes(kernel_module, "fp32", 40, 32, 48, "gelu")),
                  ("linear relu output scale fp16", lambda: _passes(kernel_module, "fp16", 40, 32, 48, "relu",
                                                                    scaled=True)),
+                 ("linear prelu bf16", lambda: _passes(kernel_module, "bf16", 40, 32, 48, "prelu")),
                  ("linear int64 indexing bf16", wide)]
     return variants

@@ -58,7 +58,11 @@ def static_launches(kernel_module, options):
 
 
 def compile_variants(kernel_module):
-    """Rows longer than one tile (walked twice) and short rows (one tile), both functions."""
-    return [(f"{'log_' if log else ''}softmax C{classes} bf16",
-             lambda log=log, classes=classes: _launch(kernel_module, DTYPES["bf16"], (2, classes, 1), log))
-            for log in (False, True) for classes in (128000, 10)]
+    """Rows longer than one tile (walked twice) and short rows (one tile), both functions; and
+    strided classes over a plane (tiles of one image's positions)."""
+    variants = [(f"{'log_' if log else ''}softmax C{classes} bf16",
+                 lambda log=log, classes=classes: _launch(kernel_module, DTYPES["bf16"], (2, classes, 1), log))
+                for log in (False, True) for classes in (128000, 10)]
+    variants.append(("softmax C21 per image fp16", lambda: _launch(kernel_module, DTYPES["fp16"], (2, 21, 4096),
+                                                                   False)))
+    return variants

@@ -27,6 +27,7 @@ from .._cost import Launch, launches_of, one_pass, tensor_bytes
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES, aten_type_name
 from ..validation import autocast_dtype, check_kernel_dtype, check_torch_implements
 from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
+from .prelu import prelu
 
 __all__ = ["linear"]
 
@@ -150,94 +151,101 @@ def _empty_outputs(input, weight, scale, kind):
 
 @torch.library.custom_op("fastcnn::linear", mutates_args=())
 def _linear_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Optional[Tensor], kind: Optional[str],
-               parameter: float) -> tuple[Tensor, Tensor]:
+               parameter: float, slope: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """(scale · act(input @ weight^T + bias), the pre-activation when the backward needs it, else
-    an empty tensor) for a 2-d input."""
+    an empty tensor) for a 2-d input; ``slope``: PReLU's out_features slopes (kind "prelu")."""
     out, preactivation = _empty_outputs(input, weight, scale, kind)
     if out.numel():
         with torch.profiler.record_function("fastcnn::linear forward"):
             _backend.record_launch(OP, _kernels().forward(
                 input, weight, bias, out, preactivation if preactivation.numel() else None, kind=kind,
-                parameter=parameter, dot_precision=dot_precision(input), scale=scale))
+                parameter=parameter, dot_precision=dot_precision(input), scale=scale, slope=slope))
     return out, preactivation
 
 
 @_linear_op.register_fake
-def _(input, weight, bias, scale, kind, parameter):
+def _(input, weight, bias, scale, kind, parameter, slope):
     return _empty_outputs(input, weight, scale, kind)
 
 
 @torch.library.custom_op("fastcnn::linear_input_grad", mutates_args=())
 def _linear_input_grad_op(grad_out: Tensor, saved: Optional[Tensor], weight: Tensor, scale: Optional[Tensor],
-                          kind: Optional[str], parameter: float) -> Tensor:
+                          kind: Optional[str], parameter: float, slope: Optional[Tensor]) -> Tensor:
     """dx = (act'·scale·dy) @ weight, act' from ``saved`` (z, or the output: ``from_output``)."""
     grad_input = grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
     if grad_input.numel():
         with torch.profiler.record_function("fastcnn::linear grad_input"):
             _backend.record_launch(OP, _kernels().input_grad(
                 grad_out, saved if kind is not None else None, weight, grad_input, kind=kind, parameter=parameter,
-                from_output=from_output(kind, scale is not None), dot_precision=dot_precision(weight), scale=scale))
+                from_output=from_output(kind, scale is not None), dot_precision=dot_precision(weight), scale=scale,
+                slope=slope))
     return grad_input
 
 
 @_linear_input_grad_op.register_fake
-def _(grad_out, saved, weight, scale, kind, parameter):
+def _(grad_out, saved, weight, scale, kind, parameter, slope):
     return grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
 
 
-def _empty_weight_grads(grad_out, input, bias_grad, scale_grad):
+def _empty_weight_grads(grad_out, input, bias_grad, scale_grad, slope_grad):
     features = grad_out.shape[1]
     return (grad_out.new_empty((features, input.shape[1])), grad_out.new_empty(features if bias_grad else 0),
-            grad_out.new_empty(features if scale_grad else 0))
+            grad_out.new_empty(features if scale_grad else 0), grad_out.new_empty(features if slope_grad else 0))
 
 
 @torch.library.custom_op("fastcnn::linear_weight_grad", mutates_args=())
 def _linear_weight_grad_op(grad_out: Tensor, saved: Optional[Tensor], input: Tensor, scale: Optional[Tensor],
-                           kind: Optional[str], parameter: float, bias_grad: bool,
-                           scale_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                           kind: Optional[str], parameter: float, slope: Optional[Tensor], bias_grad: bool,
+                           scale_grad: bool, slope_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dw = (act'·scale·dy)^T @ input, db = the sum of act'·scale·dy over the rows, ds = the sum
-    of dy·act(z); db and ds empty tensors unless asked for), in one pass."""
-    grad_weight, grad_bias, grad_scale = _empty_weight_grads(grad_out, input, bias_grad, scale_grad)
-    if grad_weight.numel() or grad_bias.numel() or grad_scale.numel():
+    of dy·act(z), PReLU's slopes' gradient = the sum of scale·dy·z where z <= 0, one per output
+    feature; db, ds and the slopes' empty tensors unless asked for), in one pass."""
+    grads = _empty_weight_grads(grad_out, input, bias_grad, scale_grad, slope_grad)
+    if any(grad.numel() for grad in grads):
+        grad_weight, grad_bias, grad_scale, grad_slope = grads
         with torch.profiler.record_function("fastcnn::linear grad_weight"):
             _backend.record_launch(OP, _kernels().weight_grad(
                 grad_out, saved, input, grad_weight, grad_bias if bias_grad else None, kind=kind,
                 parameter=parameter, from_output=from_output(kind, scale is not None),
-                dot_precision=dot_precision(input), scale=scale, ds=grad_scale if scale_grad else None))
-    return grad_weight, grad_bias, grad_scale
+                dot_precision=dot_precision(input), scale=scale, ds=grad_scale if scale_grad else None, slope=slope,
+                dslope=grad_slope if slope_grad else None))
+    return grads
 
 
 @_linear_weight_grad_op.register_fake
-def _(grad_out, saved, input, scale, kind, parameter, bias_grad, scale_grad):
-    return _empty_weight_grads(grad_out, input, bias_grad, scale_grad)
+def _(grad_out, saved, input, scale, kind, parameter, slope, bias_grad, scale_grad, slope_grad):
+    return _empty_weight_grads(grad_out, input, bias_grad, scale_grad, slope_grad)
 
 
 def _setup_context(ctx, inputs, output):
-    input, weight, bias, scale, kind, parameter = inputs
+    input, weight, bias, scale, kind, parameter, slope = inputs
     out, preactivation = output
     ctx.mark_non_differentiable(preactivation)
     saved = preactivation if preactivation.numel() else (out if kind is not None else None)
-    ctx.save_for_backward(input, weight, saved, scale)
+    ctx.save_for_backward(input, weight, saved, scale, slope)
     ctx.options = (kind, parameter)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, grad_out, _grad_preactivation):
-    input, weight, saved, scale = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = grad_scale = None
+    input, weight, saved, scale, slope = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = grad_scale = grad_slope = None
     bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
     scale_grad = scale is not None and ctx.needs_input_grad[3]
-    if ctx.needs_input_grad[1] or bias_grad or scale_grad:
-        # The bias's and the scale's gradients ride in the weight gradient's pass (a frozen weight
-        # beside a trainable bias or scale still pays that GEMM, whose result is dropped).
-        grad_weight, grad_bias, grad_scale = _linear_weight_grad_op(grad_out, saved, input, scale, *ctx.options,
-                                                                    bias_grad, scale_grad)
+    slope_grad = slope is not None and ctx.needs_input_grad[6]
+    if ctx.needs_input_grad[1] or bias_grad or scale_grad or slope_grad:
+        # The bias's, the scale's and the slopes' gradients ride in the weight gradient's pass (a
+        # frozen weight beside a trainable bias, scale or slope still pays that GEMM, whose result
+        # is dropped).
+        grad_weight, grad_bias, grad_scale, grad_slope = _linear_weight_grad_op(
+            grad_out, saved, input, scale, *ctx.options, slope, bias_grad, scale_grad, slope_grad)
         grad_weight = grad_weight if ctx.needs_input_grad[1] else None
         grad_bias = grad_bias if bias_grad else None
         grad_scale = grad_scale if scale_grad else None
+        grad_slope = grad_slope if slope_grad else None
     if ctx.needs_input_grad[0]:
-        grad_input = _linear_input_grad_op(grad_out, saved, weight, scale, *ctx.options)
-    return grad_input, grad_weight, grad_bias, grad_scale, None, None
+        grad_input = _linear_input_grad_op(grad_out, saved, weight, scale, *ctx.options, slope)
+    return grad_input, grad_weight, grad_bias, grad_scale, None, None, grad_slope
 
 
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -250,32 +258,33 @@ def _gemm_cost(rows, in_features, out_features, operand):
 
 
 @launches_of(_linear_op, "linear")
-def _linear_launches(outputs, input, weight, bias, scale, kind, parameter):
+def _linear_launches(outputs, input, weight, bias, scale, kind, parameter, slope):
     out, preactivation = outputs
     if not out.numel():
         return []
-    return [one_pass("_linear_forward_kernel", [input, weight, bias, scale], [out, preactivation],
+    return [one_pass("_linear_forward_kernel", [input, weight, bias, scale, slope], [out, preactivation],
                      **_gemm_cost(input.shape[0], input.shape[1], weight.shape[0], input))]
 
 
 @launches_of(_linear_input_grad_op, "linear")
-def _linear_input_grad_launches(grad_input, grad_out, saved, weight, scale, kind, parameter):
+def _linear_input_grad_launches(grad_input, grad_out, saved, weight, scale, kind, parameter, slope):
     if not grad_input.numel():
         return []
-    return [one_pass("_linear_input_grad_kernel", [grad_out, saved if kind is not None else None, weight, scale],
+    return [one_pass("_linear_input_grad_kernel", [grad_out, saved if kind is not None else None, weight, scale, slope],
                      [grad_input],
                      **_gemm_cost(grad_out.shape[0], weight.shape[1], weight.shape[0], weight))]
 
 
 @launches_of(_linear_weight_grad_op, "linear")
-def _linear_weight_grad_launches(outputs, grad_out, saved, input, scale, kind, parameter, bias_grad, scale_grad):
+def _linear_weight_grad_launches(outputs, grad_out, saved, input, scale, kind, parameter, slope, bias_grad, scale_grad,
+                                 slope_grad):
     results = [t for t in outputs if t.numel()]
     if not results:
         return []
     cost = _gemm_cost(input.shape[0], input.shape[1], grad_out.shape[1], input)
     _, slices = _kernels().weight_grad_slices(grad_out.shape[1], input.shape[1], input.shape[0], input.device,
                                               _cost.target_sms())
-    reads = [grad_out, saved, input, scale]
+    reads = [grad_out, saved, input, scale, slope]
     if slices == 1:
         return [one_pass("_linear_weight_grad_kernel", reads, results, **cost)]
     # the weight's partials even when it has no elements (0 bytes), one sum per result with some
@@ -300,9 +309,23 @@ def check_output_scale(op, output_scale, out_shape):
                            f"{output_scale.numel()}")
 
 
-def _unfused(out, kind, parameter, output_scale):
-    out = module_for(kind, parameter)(out) if kind is not None else out
+def _unfused(out, kind, parameter, output_scale, slope=None, fallback=False):
+    """act(out) · output_scale computed after the GEMM (torch's F.prelu for PReLU on the fallback
+    path, fastcnn's prelu otherwise)."""
+    if kind == "prelu":
+        out = torch.nn.functional.prelu(out, slope) if fallback else prelu(out, slope)
+    elif kind is not None:
+        out = module_for(kind, parameter)(out)
     return out if output_scale is None else out * output_scale.reshape(-1)
+
+
+def _fusable_prelu(slope, out_shape, input):
+    """Whether PReLU's slopes fit the epilogue: one slope, or one per output feature of a 2-d
+    output (torch's prelu takes dim 1 as the channel, which is the features only then), in the
+    output's dtype and on its device; otherwise prelu runs after the GEMM with torch's checks."""
+    per_feature = len(out_shape) == 2 and slope.numel() == out_shape[1]
+    return ((slope.numel() == 1 or per_feature) and slope.dim() <= 1 and slope.dtype == input.dtype
+            and slope.device == input.device)
 
 
 def linear(input, weight, bias=None, *, activation=None, output_scale=None):
@@ -313,7 +336,9 @@ def linear(input, weight, bias=None, *, activation=None, output_scale=None):
 
     ``activation``: anything ``fastcnn.batch_norm``'s ``activation=`` takes ("relu", "gelu",
     ``nn.Hardswish()``, ...), applied in the GEMM's epilogue: ``act(F.linear(input, weight,
-    bias))`` in one launch, its derivative recomputed in backward from what autograd keeps.
+    bias))`` in one launch, its derivative recomputed in backward from what autograd keeps. Also
+    an ``nn.PReLU`` module, whose learnable slopes (one, or one per output feature of a 2-d
+    output) ride in the same epilogue, their gradient summed in the weight gradient's pass.
     ``output_scale``: out_features values (any shape holding that many, such as ConvNeXt's
     ``(C, 1, 1)`` layer scale) that multiply the result per feature in the same epilogue,
     ``act(F.linear(...)) * output_scale.reshape(-1)``, differentiable (its gradient is summed
@@ -324,7 +349,11 @@ def linear(input, weight, bias=None, *, activation=None, output_scale=None):
     (``torch.backends.cuda.matmul.allow_tf32``). Under ``torch.autocast`` the operands are cast
     to the autocast dtype, as F.linear's are (the output scale is not)."""
     op = "fastcnn.linear"
-    kind, parameter = resolve_activation(op, activation)
+    slope = None
+    if isinstance(activation, torch.nn.PReLU):  # a learnable slope: a tensor of the epilogue, not a number
+        kind, parameter, slope = "prelu", 0.0, activation.weight
+    else:
+        kind, parameter = resolve_activation(op, activation)
     if isinstance(input, torch.Tensor):
         cast = autocast_dtype(input.device.type, input)
         if cast is not None:
@@ -335,14 +364,19 @@ def linear(input, weight, bias=None, *, activation=None, output_scale=None):
     check_output_scale(op, output_scale, out_shape)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
-        return _unfused(torch.nn.functional.linear(input, weight, bias), kind, parameter, output_scale)
+        return _unfused(torch.nn.functional.linear(input, weight, bias), kind, parameter, output_scale, slope,
+                        fallback=True)
+    if slope is not None and not _fusable_prelu(slope, out_shape, input):
+        return _unfused(linear(input, weight, bias), kind, parameter, output_scale, slope)
     matrix = weight if weight.dim() == 2 else weight.unsqueeze(0)
     rows = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])  # a view whenever the leading dims flatten
     vector = None if bias is None else _bias_vector(bias, matrix.shape[0])
     if (bias is not None and vector is None) or (output_scale is not None and output_scale.dtype != input.dtype):
         # a bias that varies along the rows, a scale torch would promote with: after the GEMM, as torch
-        out = _linear_op(rows, matrix, vector, None, None, 0.0)[0].reshape(out_shape)
-        return _unfused(out + bias if vector is None and bias is not None else out, kind, parameter, output_scale)
+        out = _linear_op(rows, matrix, vector, None, None, 0.0, None)[0].reshape(out_shape)
+        return _unfused(out + bias if vector is None and bias is not None else out, kind, parameter, output_scale,
+                        slope)
     scale = None if output_scale is None else output_scale.reshape(-1)
-    out, _ = _linear_op(rows, matrix, vector, scale, kind, float(parameter))
+    slopes = None if slope is None else slope.reshape(-1).expand(matrix.shape[0])  # stride 0 for one slope
+    out, _ = _linear_op(rows, matrix, vector, scale, kind, float(parameter), slopes)
     return out.reshape(out_shape)
