@@ -75,27 +75,28 @@ def compiled(function):
     return torch.compile(function, dynamic=False)
 
 
-def training_step(function, input, extra=()):
-    """forward + backward of ``function(input, *extra)`` with a ones-like output gradient; returns
-    a callable that runs it and returns ``input.grad``."""
+def training_step(function, input, extra=(), output_grad=torch.ones_like):
+    """forward + backward of ``function(input, *extra)`` with the output gradient
+    ``output_grad(out)`` (made once; ones by default); returns a callable that runs it and returns
+    ``input.grad``."""
     grad = []
 
     def step():
         input.grad = None
         out = function(input, *extra)
         if not grad:
-            grad.append(torch.ones_like(out))
+            grad.append(output_grad(out))
         out.backward(grad[0])
         return input.grad
     return step
 
 
-def training_steps(fastcnn_function, torch_function, input, extra=()):
+def training_steps(fastcnn_function, torch_function, input, extra=(), output_grad=torch.ones_like):
     """{implementation: callable} of a case whose baselines are ``torch_function`` eager and under
-    torch.compile: the forward + backward ``training_step`` of each."""
-    return {"fastcnn": training_step(fastcnn_function, input, extra),
-            "eager": training_step(torch_function, input, extra),
-            "torch_compile": training_step(compiled(torch_function), input, extra)}
+    torch.compile: the forward + backward ``training_step`` of each, with the same output gradient."""
+    return {"fastcnn": training_step(fastcnn_function, input, extra, output_grad),
+            "eager": training_step(torch_function, input, extra, output_grad),
+            "torch_compile": training_step(compiled(torch_function), input, extra, output_grad)}
 
 
 def cuda_time_ms(fn, *, warmup=5, repeats=30, flush_l2=True):

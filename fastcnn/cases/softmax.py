@@ -19,7 +19,9 @@ def _case(suite, name, shape, dim, dtype, layout):
         input = random_input(shape, dtype, layout, device, generator).requires_grad_()
         ours, theirs = (softmax, torch.nn.functional.softmax) if name == "softmax" else (
             log_softmax, torch.nn.functional.log_softmax)
-        return training_steps(lambda x: ours(x, dim), lambda x: theirs(x, dim), input)
+        # Not ones: softmax's gradient of a sum is 0 (every row sums to 1), which checks nothing.
+        grad = random_input(shape, dtype, "nchw", device, generator)
+        return training_steps(lambda x: ours(x, dim), lambda x: theirs(x, dim), input, output_grad=lambda out: grad)
 
     return BenchmarkCase(name, f"{suite}/{'x'.join(map(str, shape))}/dim{dim}", dtype, layout,
                          {"bytes": bytes_moved(torch.Size(shape).numel(), element_size(dtype))}, build)
