@@ -133,6 +133,18 @@ def test_weights(seed, generator):
            "bce_with_logits weights", weight=make_tensor((3, 1), generator=generator).abs(), pos_weight=pos_weight)
 
 
+def test_pos_weight_with_channels_last_operands(seed, generator):
+    """A broadcast pos_weight makes the walk strided while the other operands share a
+    channels_last layout: outputs and gradients must be laid out as that walk writes them."""
+    shape = (2, 5, 3, 4)
+    input = make_tensor(shape, layout="channels_last", generator=generator).requires_grad_()
+    target = torch.sigmoid(make_tensor(shape, layout="channels_last", generator=generator)).requires_grad_()
+    pos_weight = make_tensor((4,), generator=generator).abs()
+    for reduction in ("none", "sum"):
+        _check("binary_cross_entropy_with_logits", input, target, torch.float32, seed, generator,
+               f"channels_last pos_weight {reduction}", reduction=reduction, pos_weight=pos_weight)
+
+
 def test_torchs_clamps_nan_and_edges(generator):
     """BCE's log clamped at -100 (its target gradient is not clamped), BCE with logits at ±inf, KL
     at a zero target, l1's zero gradient for NaN, smooth L1 with beta 0 (l1)."""

@@ -106,10 +106,10 @@ def _walk(input, target, weight, pos_weight):
     return walk, operands
 
 
-def _empty_loss(input, target, weight, pos_weight, reduction, loss_dtype):
-    """(loss, the 0-d fp32 denominator of a reduced loss or an empty tensor)."""
+def _empty_loss(walk, input, reduction, loss_dtype):
+    """(loss, the 0-d fp32 denominator of a reduced loss or an empty tensor); a 'none' loss laid
+    out as ``walk`` writes it."""
     if reduction == "none":
-        walk, _ = _walk(input, target, weight, pos_weight)
         return (walk.empty(input.shape, loss_dtype, input.device),
                 torch.empty(0, dtype=torch.float32, device=input.device))
     return (torch.empty((), dtype=loss_dtype, device=input.device),
@@ -121,11 +121,11 @@ def _loss_op(input: Tensor, target: Tensor, weight: Optional[Tensor], pos_weight
              reduction: str, divisor: float, parameter: float, loss_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(loss, denominator) of operands broadcast to one shape, arguments validated. ``reduction``
     'none', 'sum' or 'mean' (over ``divisor``), or 'weight_mean' (over the sum of ``weight``)."""
-    loss, denominator = _empty_loss(input, target, weight, pos_weight, reduction, loss_dtype)
+    walk, (x, t, w, p) = _walk(input, target, weight, pos_weight)
+    loss, denominator = _empty_loss(walk, input, reduction, loss_dtype)
     if reduction == "none" and not loss.numel():
         return loss, denominator
     kernels = _kernels()
-    walk, (x, t, w, p) = _walk(input, target, weight, pos_weight)
     reduce, weight_total = reduction != "none", reduction == "weight_mean"
     check_range = kind == "bce"
     invalid = kernels.invalid_buffer(input.device) if check_range else None
@@ -149,11 +149,13 @@ def _loss_op(input: Tensor, target: Tensor, weight: Optional[Tensor], pos_weight
 
 @_loss_op.register_fake
 def _(input, target, weight, pos_weight, kind, reduction, divisor, parameter, loss_dtype):
-    return _empty_loss(input, target, weight, pos_weight, reduction, loss_dtype)
+    return _empty_loss(_walk(input, target, weight, pos_weight)[0], input, reduction, loss_dtype)
 
 
-def _empty_gradients(input, target, weight, needs_grad):
-    walk, _ = _walk(input, target, weight, None)
+def _empty_gradients(walk, input, target, weight, needs_grad):
+    """The gradients ``needs_grad`` asks for, laid out as ``walk`` writes them (the walk of every
+    operand, pos_weight's included: it decides whether the walk is flat), empty tensors for the
+    others."""
     return tuple(walk.empty(tensor.shape, tensor.dtype, tensor.device) if needed
                  else torch.empty(0, dtype=tensor.dtype, device=tensor.device)
                  for tensor, needed in zip((input, target, weight if weight is not None else input), needs_grad))
@@ -165,10 +167,10 @@ def _loss_backward_op(grad_out: Tensor, input: Tensor, target: Tensor, weight: O
                       parameter: float, needs_grad: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     """The gradients of the input, the target and the weight that ``needs_grad`` asks for (an
     empty tensor for the others), in one pass."""
-    grads = _empty_gradients(input, target, weight, needs_grad)
+    walk, (x, t, w, p) = _walk(input, target, weight, pos_weight)
+    grads = _empty_gradients(walk, input, target, weight, needs_grad)
     if not input.numel() or not any(needs_grad):
         return grads
-    walk, (x, t, w, p) = _walk(input, target, weight, pos_weight)
     reduce = reduction != "none"
     if not reduce:
         grad_out = with_strides(grad_out, walk.out_strides)
@@ -182,7 +184,7 @@ def _loss_backward_op(grad_out: Tensor, input: Tensor, target: Tensor, weight: O
 
 @_loss_backward_op.register_fake
 def _(grad_out, input, target, weight, pos_weight, loss, denominator, kind, reduction, parameter, needs_grad):
-    return _empty_gradients(input, target, weight, needs_grad)
+    return _empty_gradients(_walk(input, target, weight, pos_weight)[0], input, target, weight, needs_grad)
 
 
 def _setup_context(ctx, inputs, output):
