@@ -19,9 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
-from .indexing import block_indices, image_tile, needs_wide_index, per_pixel, pixel_tiles, widen
-from .slicing import plane_blocks, plane_slices, slice_range, sum_partials
+from .indexing import image_tile, needs_wide_index, per_pixel, pixel_tiles
+from .slicing import (load_plane_pair, plane_bases, plane_blocks, plane_slices, plane_walk_blocks,
+                      plane_walk_program, sum_partials)
 
 @triton.jit
 def _prelu_forward_kernel(
@@ -47,22 +47,15 @@ def _prelu_backward_kernel(
         WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """One (channel block, image, slice of its plane): dx, and the slope's partial sum at row
     (slice · N + image) of the [slices · N, C] partials."""
-    image = widen(tl.program_id(1), WIDE_INDEX)
-    split = tl.program_id(2)
-    c = block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
-    c_ok = c < channels
+    image, split, c, c_ok, start, end, offsets = plane_walk_program(channels, plane_pixels, pixels_per_slice,
+                                                                    WIDE_INDEX, BLOCK_P, BLOCK_C)
     slope = tl.load(slope_ptr + c * slope_stride, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-    dy_base = dy_ptr + image * dy_stride_n + (c * dy_stride_c)[None, :]
-    x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
-    dx_base = dx_ptr + image * dx_stride_n + (c * dx_stride_c)[None, :]
-    start, end = slice_range(split, pixels_per_slice, plane_pixels, WIDE_INDEX)
-    offsets = widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+    dy_base, x_base, dx_base = plane_bases(dy_ptr, x_ptr, dx_ptr, image, c, dy_stride_n, dy_stride_c, x_stride_n,
+                                           x_stride_c, dx_stride_n, dx_stride_c)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(start, end, BLOCK_P):
         pixels = first + offsets
-        mask = (pixels < end)[:, None] & c_ok[None, :]
-        dy = tl.load(dy_base + (pixels * dy_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
-        x = tl.load(x_base + (pixels * x_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
+        dy, x, mask = load_plane_pair(dy_base, x_base, pixels, end, c_ok, dy_stride_p, x_stride_p)
         positive = x > 0.0
         tl.store(dx_base + (pixels * dx_stride_p)[:, None], tl.where(positive, dy, slope * dy).to(
             dx_ptr.dtype.element_ty), mask=mask)
@@ -95,9 +88,7 @@ def backward_slices(images, channels, plane_pixels, channel_stride, device, sms=
 def backward(dy, x, slope, dx, dslope):
     """dx into ``dx`` and the slopes' gradient, per channel, into the dense [C] ``dslope``."""
     images, channels, plane_pixels = x.shape
-    block_p, block_c = plane_blocks(x.stride(1))
-    if INTERPRETED:  # whole small planes in one step
-        block_p = min(block_p, max(2, triton.next_power_of_2(plane_pixels)))
+    block_p, block_c = plane_walk_blocks(x.stride(1), plane_pixels)
     pixels_per_slice, slices = backward_slices(images, channels, plane_pixels, x.stride(1), x.device)
     rows = slices * images
     # one row: the sums are the gradient itself (rounded to its dtype as stored)

@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .indexing import widen
+from . import INTERPRETED
+from .indexing import block_indices, widen
 from .tiles import by_backend, channel_blocks
 
 SUM_BLOCK = 1024
@@ -58,6 +59,44 @@ def plane_blocks(channel_stride):
     """(pixel block, channel block) of a plane walk: wide channel blocks when channels are
     contiguous (channels_last), wide pixel blocks otherwise (NCHW)."""
     return channel_blocks(channel_stride, interpreter=(256, 16), channels_last=(32, 64), nchw=(256, 4))
+
+
+def plane_walk_blocks(channel_stride, plane_pixels):
+    """``plane_blocks`` for a walk over planes of ``plane_pixels``; in the interpreter a small
+    plane is taken whole in one step."""
+    block_p, block_c = plane_blocks(channel_stride)
+    if INTERPRETED:
+        block_p = min(block_p, max(2, triton.next_power_of_2(plane_pixels)))
+    return block_p, block_c
+
+
+@triton.jit
+def plane_walk_program(channels, plane_pixels, pixels_per_slice, WIDE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
+    """(image, slice, its channels, which of them exist, [start, end) of its pixels, a block's
+    pixel offsets) of a plane walk's program: grid (cdiv(C, BLOCK_C), N, slices)."""
+    image = widen(tl.program_id(1), WIDE_INDEX)
+    split = tl.program_id(2)
+    c = block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
+    start, end = slice_range(split, pixels_per_slice, plane_pixels, WIDE_INDEX)
+    return image, split, c, c < channels, start, end, widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+
+
+@triton.jit
+def plane_bases(dy_ptr, x_ptr, dx_ptr, image, c, dy_stride_n, dy_stride_c, x_stride_n, x_stride_c, dx_stride_n,
+                dx_stride_c):
+    """[1 x channels] pointers to the start of this image's planes of dy, x and dx."""
+    return (dy_ptr + image * dy_stride_n + (c * dy_stride_c)[None, :], x_ptr + image * x_stride_n
+            + (c * x_stride_c)[None, :], dx_ptr + image * dx_stride_n + (c * dx_stride_c)[None, :])
+
+
+@triton.jit
+def load_plane_pair(dy_base, x_base, pixels, end, c_ok, dy_stride_p, x_stride_p):
+    """(dy, x, mask) of one [pixels x channels] block of a plane walk, in fp32 (0 outside)."""
+    mask = (pixels < end)[:, None] & c_ok[None, :]
+    dy = tl.load(dy_base + (pixels * dy_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_base + (pixels * x_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
+    return dy, x, mask
 
 
 def plane_slices(images, channels, plane_pixels, channel_stride, device, sms=None):

@@ -20,10 +20,10 @@ writes dx (and ds). Launch grids:
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
 from .activation import activate, activation_grad
-from .indexing import block_indices, image_tile, needs_wide_index, per_pixel, pixel_tiles, widen
-from .slicing import plane_blocks, plane_slices, slice_range
+from .indexing import image_tile, needs_wide_index, per_pixel, pixel_tiles
+from .slicing import (load_plane_pair, plane_bases, plane_blocks, plane_slices, plane_walk_blocks,
+                      plane_walk_program)
 
 GATE_BLOCK = 1024
 
@@ -58,23 +58,16 @@ def _gate_backward_kernel(
         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """One (channel block, image, slice of its pixels): dx = dy · act(s) and the sum of dy · x, as
     ds itself (FINISH: one slice, act' applied here) or as an fp32 partial."""
-    image = widen(tl.program_id(1), WIDE_INDEX)
-    split = tl.program_id(2)
-    c = block_indices(tl.program_id(0), BLOCK_C, WIDE_INDEX)
-    c_ok = c < channels
+    image, split, c, c_ok, start, end, offsets = plane_walk_program(channels, plane_pixels, pixels_per_slice,
+                                                                    WIDE_INDEX, BLOCK_P, BLOCK_C)
     logits = tl.load(gate_ptr + image * gate_stride_n + c * gate_stride_c, mask=c_ok, other=0.0).to(tl.float32)
     gate = activate(logits, KIND, parameter)[None, :]
-    dy_base = dy_ptr + image * dy_stride_n + (c * dy_stride_c)[None, :]
-    x_base = x_ptr + image * x_stride_n + (c * x_stride_c)[None, :]
-    dx_base = dx_ptr + image * dx_stride_n + (c * dx_stride_c)[None, :]
-    start, end = slice_range(split, pixels_per_slice, plane_pixels, WIDE_INDEX)
-    offsets = widen(tl.arange(0, BLOCK_P), WIDE_INDEX)
+    dy_base, x_base, dx_base = plane_bases(dy_ptr, x_ptr, dx_ptr, image, c, dy_stride_n, dy_stride_c, x_stride_n,
+                                           x_stride_c, dx_stride_n, dx_stride_c)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(start, end, BLOCK_P):
         pixels = first + offsets
-        mask = (pixels < end)[:, None] & c_ok[None, :]
-        dy = tl.load(dy_base + (pixels * dy_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
-        x = tl.load(x_base + (pixels * x_stride_p)[:, None], mask=mask, other=0.0).to(tl.float32)
+        dy, x, mask = load_plane_pair(dy_base, x_base, pixels, end, c_ok, dy_stride_p, x_stride_p)
         tl.store(dx_base + (pixels * dx_stride_p)[:, None], (dy * gate).to(dx_ptr.dtype.element_ty), mask=mask)
         acc += dy * x
     total = tl.sum(acc, axis=0)
@@ -128,9 +121,7 @@ def backward(dy, x, gate, dx, ds, *, kind, parameter):
     import torch
 
     images, channels, plane_pixels = x.shape
-    block_p, block_c = plane_blocks(x.stride(1))
-    if INTERPRETED:  # whole small planes in one step
-        block_p = min(block_p, max(2, triton.next_power_of_2(plane_pixels)))
+    block_p, block_c = plane_walk_blocks(x.stride(1), plane_pixels)
     pixels_per_slice, slices = backward_slices(images, channels, plane_pixels, x.stride(1), x.device)
     sums = ds if slices == 1 else torch.empty((slices, images, channels), dtype=torch.float32, device=x.device)
     _gate_backward_kernel[(triton.cdiv(channels, block_c), images, slices)](
