@@ -20,21 +20,26 @@ def statistic_vectors(statistics):
     return vectors, write_back
 
 
-def empty_norm_grads(input, output_mask):
+def empty_norm_grads(input, output_mask, slope=None):
     """(grad_input laid out as ``empty_rows_like``, parameter_grads) of a per-channel norm's
-    backward: parameter_grads is one fp32 [2, C] buffer (row 0 grad_bias, row 1 grad_weight), which
-    the kernels fill in one pass. Either has 0 elements when ``output_mask`` (grad_input,
-    grad_weight, grad_bias) asks for none of it."""
+    backward: parameter_grads is one fp32 [2, C] buffer (row 0 grad_bias, row 1 grad_weight;
+    [3, C] with a fused PReLU's ``slope``, row 2 its slopes' gradient), which the kernels fill in
+    one pass. Either has 0 elements when ``output_mask`` (grad_input, grad_weight, grad_bias[,
+    grad_slope]) asks for none of it."""
     import torch
 
     grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    sums = torch.empty((2, input.shape[1]) if any(output_mask[1:]) else (0,), dtype=torch.float32,
-                       device=input.device)
+    sums = torch.empty((2 if slope is None else 3, input.shape[1]) if any(output_mask[1:]) else (0,),
+                       dtype=torch.float32, device=input.device)
     return grad_input, sums
 
 
-def split_parameter_grads(sums, weight, bias, mask):
+def split_parameter_grads(sums, weight, bias, mask, slope=None):
     """(grad_weight, grad_bias) from ``empty_norm_grads``' fp32 [2, ...] buffer after the backward,
-    in the parameters' dtypes and shapes; None where ``mask`` (input, weight, bias) does not ask."""
-    return (sums[1].to(weight.dtype).view(weight.shape) if mask[1] else None,
-            sums[0].to(bias.dtype).view(bias.shape) if mask[2] else None)
+    in the parameters' dtypes and shapes, and with ``slope`` the slopes' gradient from its third
+    row; None where ``mask`` (input, weight, bias[, slope]) does not ask."""
+    grads = (sums[1].to(weight.dtype).view(weight.shape) if mask[1] else None,
+             sums[0].to(bias.dtype).view(bias.shape) if mask[2] else None)
+    if slope is None:
+        return grads
+    return (*grads, sums[2].to(slope.dtype) if mask[3] else None)

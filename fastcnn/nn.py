@@ -136,15 +136,27 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
 
 
 class _FusedActivation:
-    """The ``activation=`` of a norm module: stored resolved, as the kernel's (kind, parameter) or
-    None, so that it adds no submodule and no state (state_dict keys stay torch's). ``convert``
-    sets it on a module whose class it swapped, to fuse the activation that followed."""
+    """The ``activation=`` of a norm or linear module: stored resolved, as the kernel's (kind,
+    parameter) or None, so that it adds no submodule and no state (state_dict keys stay torch's).
+    ``convert`` sets it on a module whose class it swapped, to fuse the activation that followed.
+    An ``nn.PReLU`` has learnable slopes: it stays a submodule, ``prelu`` (its "prelu.weight" is
+    this module's to train and save), whose slopes the kernels read; ``activation`` then reads
+    ("prelu", 0.0)."""
 
     activation = None
 
     def _set_activation(self, activation):
+        if isinstance(activation, torch.nn.PReLU):
+            self.prelu = activation
+            self.activation = ("prelu", 0.0)
+            return
         kind, parameter = _activation.resolve_activation(f"fastcnn.nn.{type(self).__name__}", activation)
         self.activation = None if kind is None else (kind, parameter)
+
+    @property
+    def fused_activation(self):
+        """What the functionals' ``activation=`` takes: the PReLU module, else (kind, parameter) or None."""
+        return self._modules["prelu"] if "prelu" in self._modules else self.activation
 
     def extra_repr(self):
         fused = "" if self.activation is None else f", activation={self.activation[0]!r}"
@@ -188,23 +200,21 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
                 return batch_norm_add_batch_norm(
                     input, *statistics, self.weight, self.bias, residual, *residual_statistics, residual_norm.weight,
                     residual_norm.bias, batch_statistics, factor, self.eps, residual_factor, residual_norm.eps,
-                    activation=self.activation, moments=moments, residual_moments=residual_moments)
+                    activation=self.fused_activation, moments=moments, residual_moments=residual_moments)
             # one norm in training and one in eval (or an activation): the residual's batch norm alone first
             residual = batch_norm(residual, *residual_statistics, residual_norm.weight, residual_norm.bias,
                                   residual_batch, residual_factor, residual_norm.eps,
-                                  activation=residual_norm.activation, moments=residual_moments)
+                                  activation=residual_norm.fused_activation, moments=residual_moments)
         if residual is not None and not _fits_output(input, residual):
             # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
             # would broadcast the output up or promote its dtype (or raise): as the original ran it.
             out = batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
                              moments=moments) + residual
-            if self.activation is None:
-                return out
-            if out.dtype in KERNEL_DTYPES:
-                return _activation.activation(out, *self.activation)
-            return _activation.module_for(*self.activation)(out)
+            kind, parameter, slope = _activation.resolve_fused_activation(f"fastcnn.nn.{type(self).__name__}",
+                                                                          self.fused_activation)
+            return _activation.apply_activation(out, kind, parameter, slope, fallback=out.dtype not in KERNEL_DTYPES)
         return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
-                          activation=self.activation, residual=residual, moments=moments)
+                          activation=self.fused_activation, residual=residual, moments=moments)
 
     def uses_batch_statistics(self):
         """Whether the next call normalises with the batch's statistics (training, or no running
@@ -220,7 +230,9 @@ def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
     (and its activation) whose output only feeds a convolution. ``moments``: the input's, from the
     convolution that computed it; ``then``: the batch norm the output goes to, for which this
     returns (output, its moments or None) as ``conv2d_for_batch_norm`` does."""
-    if conv.padding_mode != "zeros":  # the padding would be of act(bn(x)) as torch pads it: unfused
+    # The padding would be of act(bn(x)) as torch pads it, a PReLU's slopes would need their
+    # gradient summed in the convolution's backward: unfused.
+    if conv.padding_mode != "zeros" or "prelu" in norm._modules:
         out = conv(norm(input, moments=moments))
         return out if then is None else (out, None)
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
@@ -238,7 +250,8 @@ def batch_norm_into_max_pool2d(input, norm, pool, moments=None):
     where a traced forward runs a batch norm (and its activation) whose output only feeds a
     max-pool, as a ResNet's stem does. ``moments``: the input's, from the convolution that
     computed it."""
-    if pool.return_indices or input.dim() != 4:  # what the fused op does not return or take: unfused
+    # What the fused op does not return or take (a PReLU's learnable slopes): unfused.
+    if pool.return_indices or input.dim() != 4 or "prelu" in norm._modules:
         return pool(norm(input, moments=moments))
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
     return batch_norm_max_pool2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
@@ -290,18 +303,12 @@ class Linear(_FusedActivation, torch.nn.Linear):
 
     def __init__(self, *args, activation=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if isinstance(activation, torch.nn.PReLU):
-            # A learnable slope: the PReLU stays a submodule (its parameter "prelu.weight" is the
-            # Linear's to train and save), its slopes computed in the GEMM's epilogue.
-            self.prelu = activation
-        else:
-            self._set_activation(activation)
+        self._set_activation(activation)  # an nn.PReLU's slopes are read in the GEMM's epilogue
 
     def forward(self, input, output_scale=None):
         """act(linear(input)), times ``output_scale`` per output feature when given (ConvNeXt's
         layer scale, which ``convert`` passes here): all in the GEMM's epilogue."""
-        activation = self.prelu if "prelu" in self._modules else self.activation
-        return linear(input, self.weight, self.bias, activation=activation, output_scale=output_scale)
+        return linear(input, self.weight, self.bias, activation=self.fused_activation, output_scale=output_scale)
 
 
 class GroupNorm(_FusedActivation, torch.nn.GroupNorm):
@@ -313,7 +320,7 @@ class GroupNorm(_FusedActivation, torch.nn.GroupNorm):
         self._set_activation(activation)
 
     def forward(self, input):
-        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation)
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, activation=self.fused_activation)
 
 
 class LayerNorm(_FusedActivation, torch.nn.LayerNorm):
@@ -325,7 +332,8 @@ class LayerNorm(_FusedActivation, torch.nn.LayerNorm):
         self._set_activation(activation)
 
     def forward(self, input):
-        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, activation=self.activation)
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps,
+                          activation=self.fused_activation)
 
 
 class LayerNorm2d(LayerNorm):
@@ -333,7 +341,7 @@ class LayerNorm2d(LayerNorm):
     (N, C, H, W) input) in one kernel, without its two permutes; same state_dict."""
 
     def forward(self, input):
-        return layer_norm2d(input, self.weight, self.bias, self.eps, activation=self.activation)
+        return layer_norm2d(input, self.weight, self.bias, self.eps, activation=self.fused_activation)
 
 
 class _InstanceNorm(_FusedActivation):
@@ -345,7 +353,8 @@ class _InstanceNorm(_FusedActivation):
         # torch's _InstanceNorm._apply_instance_norm, on fastcnn's kernels.
         return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                              self.training or not self.track_running_stats,
-                             self.momentum if self.momentum is not None else 0.0, self.eps, activation=self.activation)
+                             self.momentum if self.momentum is not None else 0.0, self.eps,
+                             activation=self.fused_activation)
 
 
 class InstanceNorm1d(_InstanceNorm, torch.nn.InstanceNorm1d):

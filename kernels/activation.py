@@ -113,6 +113,21 @@ def activation_grad(z, g, KIND: tl.constexpr, parameter):
 
 
 @triton.jit
+def channel_slopes(slope_ptr, c, c_ok, slope_stride):
+    """PReLU's slopes of channels ``c`` in fp32 (``slope_stride`` 0: one slope for every channel),
+    the tensor ``parameter`` that ``activate`` and ``activation_grad`` take for kind "prelu"."""
+    return tl.load(slope_ptr + c * slope_stride, mask=c_ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def prelu_slope_grad(z, g):
+    """One element's term of PReLU's slope gradient at z for an incoming gradient g: g·z where
+    z <= 0, else 0 (torch's _prelu_kernel_backward; a NaN z takes the slope's branch, as torch's
+    ``z > 0`` comparison sends it). Summed per channel by the kernel that fuses the PReLU."""
+    return tl.where(z > 0.0, 0.0, g * z)
+
+
+@triton.jit
 def activation_grad_from_output(y, g, KIND: tl.constexpr):
     """d act(z)/dz · g from y = act(z) for fp32 y and g, as torch's backward formulas take the
     result: threshold_backward(g, y, 0), sigmoid_backward(g, y), tanh_backward(g, y)."""

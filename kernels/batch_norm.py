@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .activation import activate, activation_grad, activation_grad_from_output
+from .activation import activate, activation_grad, activation_grad_from_output, channel_slopes, prelu_slope_grad
 from .moments import MOMENT_FIELDS_CONSTEXPR, chan_merge
 from .prologue import store_coefficients
 from .slicing import reduction_slices
@@ -233,9 +233,10 @@ def _pre_activation(centred, r_ptr, stats_ptr, weight_ptr, bias_ptr, rows, c, ma
 
 @triton.jit
 def _apply_kernel(
-        x_ptr, r_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, r_stats_ptr, r_weight_ptr, r_bias_ptr, parameter,
-        num_rows, channels, spatial, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s,
-        y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride, r_weight_stride, r_bias_stride,
+        x_ptr, r_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, r_stats_ptr, r_weight_ptr, r_bias_ptr, slope_ptr,
+        parameter, num_rows, channels, spatial, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
+        r_stride_s, y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride, r_weight_stride, r_bias_stride,
+        slope_stride,
         KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
         SHIFTED: tl.constexpr, RESIDUAL_NORMALIZED: tl.constexpr, HAS_RESIDUAL_WEIGHT: tl.constexpr,
         HAS_RESIDUAL_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -255,6 +256,8 @@ def _apply_kernel(
                              r_stats_ptr, r_weight_ptr, r_bias_ptr, rows, c, mask, channel_ok, channels, spatial,
                              r_stride_n, r_stride_c, r_stride_s, r_weight_stride, r_bias_stride, False,
                              HAS_RESIDUAL_WEIGHT, HAS_RESIDUAL_BIAS)
+    if KIND == "prelu":  # PReLU's slopes, one per channel (stride 0: one for all)
+        parameter = channel_slopes(slope_ptr, c, channel_ok, slope_stride)[None, :]
     y = activate(z, KIND, parameter)
     tl.store(y_ptr + _row_offsets(rows, spatial, y_stride_n, y_stride_s)[:, None] + (c * y_stride_c)[None, :],
              y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -266,9 +269,10 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, paramete
                  r_stride_c, r_stride_s, weight_stride, bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
                  FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
                  SHIFTED: tl.constexpr):
-    """(g, centred x): dy through the activation's derivative at z (recomputed from x and r
-    exactly as the forward computed it, or taken from the output y that ``r_ptr`` then points
-    at, FROM_OUTPUT) and x's deviation from the mean, both fp32."""
+    """(g, centred x, PReLU's slope term): dy through the activation's derivative at z
+    (recomputed from x and r exactly as the forward computed it, or taken from the output y that
+    ``r_ptr`` then points at, FROM_OUTPUT), x's deviation from the mean, and for kind "prelu"
+    (``parameter`` then the channels' slopes) dy·z where z <= 0, else g again; all fp32."""
     x = tl.load(x_ptr + _row_offsets(rows, spatial, x_stride_n, x_stride_s)[:, None] + (c * x_stride_c)[None, :],
                 mask=mask, other=0.0).to(tl.float32)
     centred = _centred(x, x_ptr, stats_ptr, c, channel_ok, x_stride_c, SHIFTED)
@@ -282,20 +286,23 @@ def _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, paramete
         z = _pre_activation(centred, r_ptr, stats_ptr, weight_ptr, bias_ptr, rows, c, mask, channel_ok, channels,
                             spatial, r_stride_n, r_stride_c, r_stride_s, weight_stride, bias_stride, HAS_RESIDUAL,
                             HAS_WEIGHT, HAS_BIAS)
+        if KIND == "prelu":
+            return activation_grad(z, g, KIND, parameter), centred, prelu_slope_grad(z, g)
         g = activation_grad(z, g, KIND, parameter)
-    return g, centred
+    return g, centred, g
 
 
 @triton.jit
 def _backward_sums_kernel(
         dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, g_ptr, rx_ptr, r_stats_ptr,
-        r_partial_ptr, parameter, num_rows, channels, spatial, rows_per_split, dy_stride_n, dy_stride_c, dy_stride_s,
-        x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, g_stride_n, g_stride_c, g_stride_s,
-        rx_stride_n, rx_stride_c, rx_stride_s, weight_stride, bias_stride, KIND: tl.constexpr,
+        r_partial_ptr, slope_ptr, parameter, num_rows, channels, spatial, rows_per_split, dy_stride_n, dy_stride_c,
+        dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, g_stride_n, g_stride_c,
+        g_stride_s, rx_stride_n, rx_stride_c, rx_stride_s, weight_stride, bias_stride, slope_stride, KIND: tl.constexpr,
         HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
         SHIFTED: tl.constexpr, WRITE_G: tl.constexpr, RESIDUAL_SUMS: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_C: tl.constexpr):
-    """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows; with WRITE_G, g itself
+    """partial[split, 0:2, c] = (sum g, sum g·x̂) over this slice of rows, and for PReLU
+    partial[split, 2, c] = the sum of dy·z where z <= 0 (its slopes' gradient); with WRITE_G, g itself
     too (the residual's gradient, which the apply then reads instead of dy and the output); with
     RESIDUAL_SUMS, r_partial the same sums for the batch norm whose input ``rx`` the residual
     normalised (sum g, sum g·r̂): g is the gradient of both norms' outputs."""
@@ -308,15 +315,21 @@ def _backward_sums_kernel(
     sum_g = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
     sum_gx = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
     sum_gr = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    sum_slope = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    if KIND == "prelu":
+        parameter = channel_slopes(slope_ptr, c, channel_ok, slope_stride)[None, :]
     if RESIDUAL_SUMS:
         r_invstd = tl.load(r_stats_ptr + channels + c, mask=channel_ok, other=0.0)
     for first in range(start, end, BLOCK_R):
         rows = first + tl.arange(0, BLOCK_R)
         mask = (rows < end)[:, None] & channel_ok[None, :]
-        g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask,
-                                  channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
-                                  x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride,
-                                  bias_stride, KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
+        g, centred, slope_term = _masked_grad(
+            dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask, channel_ok, channels,
+            spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n,
+            r_stride_c, r_stride_s, weight_stride, bias_stride, KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS,
+            SHIFTED)
+        if KIND == "prelu":
+            sum_slope += slope_term
         if WRITE_G:
             tl.store(g_ptr + _row_offsets(rows, spatial, g_stride_n, g_stride_s)[:, None] + (c * g_stride_c)[None, :],
                      g.to(g_ptr.dtype.element_ty), mask=mask)
@@ -327,10 +340,15 @@ def _backward_sums_kernel(
                          + (c * rx_stride_c)[None, :], mask=mask, other=0.0).to(tl.float32)
             r_centred = _centred(rx, rx_ptr, r_stats_ptr, c, channel_ok, rx_stride_c, SHIFTED)
             sum_gr += g * (r_centred * r_invstd[None, :])
-    base = partial_ptr + split * 2 * channels + c
+    sums_per_split = 2
+    if KIND == "prelu":
+        sums_per_split = 3
+    base = partial_ptr + split * sums_per_split * channels + c
     total_g = tl.sum(sum_g, axis=0)
     tl.store(base, total_g, mask=channel_ok)
     tl.store(base + channels, tl.sum(sum_gx, axis=0), mask=channel_ok)
+    if KIND == "prelu":
+        tl.store(base + 2 * channels, tl.sum(sum_slope, axis=0), mask=channel_ok)
     if RESIDUAL_SUMS:
         r_base = r_partial_ptr + split * 2 * channels + c
         tl.store(r_base, total_g, mask=channel_ok)
@@ -339,45 +357,58 @@ def _backward_sums_kernel(
 
 @triton.jit
 def _backward_finalize_kernel(
-        partial_ptr, num_splits, sums_ptr, grad_weight_ptr, grad_bias_ptr, channels,
-        HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
-        BLOCK: tl.constexpr):
+        partial_ptr, num_splits, sums_ptr, grad_weight_ptr, grad_bias_ptr, grad_slope_ptr, channels,
+        HAS_GRAD_WEIGHT: tl.constexpr, HAS_GRAD_BIAS: tl.constexpr, SLOPE_SUMS: tl.constexpr,
+        HAS_GRAD_SLOPE: tl.constexpr, BLOCK_SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+    """sums[0:2, c] = (sum g, sum g·x̂) over the partials [splits, 2, C] (SLOPE_SUMS: [splits, 3,
+    C], the third PReLU's slope terms), and the gradients of the weight (sum g·x̂), the bias (sum
+    g) and the slopes."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = c < channels
     sum_g = tl.zeros((BLOCK,), tl.float32)
     sum_gx = tl.zeros((BLOCK,), tl.float32)
+    sum_slope = tl.zeros((BLOCK,), tl.float32)
+    sums_per_split = 2
+    if SLOPE_SUMS:
+        sums_per_split = 3
     # BLOCK_SPLITS partials summed as a tree, the blocks in order: the same bits every run, and few
     # steps for the thousands of partials the grad-input epilogue writes (kernels/moments.py).
     for first in range(0, num_splits, BLOCK_SPLITS):
         splits = first + tl.arange(0, BLOCK_SPLITS).to(tl.int64)
         mask = (splits < num_splits)[:, None] & ok[None, :]
-        base = partial_ptr + (splits * 2 * channels)[:, None] + c[None, :]
+        base = partial_ptr + (splits * sums_per_split * channels)[:, None] + c[None, :]
         sum_g += tl.sum(tl.load(base, mask=mask, other=0.0), axis=0)
         sum_gx += tl.sum(tl.load(base + channels, mask=mask, other=0.0), axis=0)
+        if HAS_GRAD_SLOPE:
+            sum_slope += tl.sum(tl.load(base + 2 * channels, mask=mask, other=0.0), axis=0)
     tl.store(sums_ptr + c, sum_g, mask=ok)
     tl.store(sums_ptr + channels + c, sum_gx, mask=ok)
     if HAS_GRAD_WEIGHT:
         tl.store(grad_weight_ptr + c, sum_gx.to(grad_weight_ptr.dtype.element_ty), mask=ok)
     if HAS_GRAD_BIAS:
         tl.store(grad_bias_ptr + c, sum_g.to(grad_bias_ptr.dtype.element_ty), mask=ok)
+    if HAS_GRAD_SLOPE:
+        tl.store(grad_slope_ptr + c, sum_slope.to(grad_slope_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def _backward_apply_kernel(
-        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, stats_ptr, weight_ptr, bias_ptr, sums_ptr, parameter, num_rows, channels,
-        spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s, r_stride_n, r_stride_c,
-        r_stride_s, dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c, dr_stride_s, weight_stride,
-        bias_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr,
+        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, stats_ptr, weight_ptr, bias_ptr, sums_ptr, slope_ptr, parameter,
+        num_rows, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+        r_stride_n, r_stride_c, r_stride_s, dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c,
+        dr_stride_s, weight_stride, bias_stride, slope_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr, TRAINING: tl.constexpr,
         WRITE_DX: tl.constexpr, WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
     mask = (rows < num_rows)[:, None] & channel_ok[None, :]
-    g, centred = _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask,
-                              channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
-                              x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride, bias_stride,
-                              KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
+    if KIND == "prelu":
+        parameter = channel_slopes(slope_ptr, c, channel_ok, slope_stride)[None, :]
+    g, centred, _ = _masked_grad(dy_ptr, x_ptr, r_ptr, stats_ptr, weight_ptr, bias_ptr, parameter, rows, c, mask,
+                                 channel_ok, channels, spatial, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n,
+                                 x_stride_c, x_stride_s, r_stride_n, r_stride_c, r_stride_s, weight_stride,
+                                 bias_stride, KIND, HAS_RESIDUAL, FROM_OUTPUT, HAS_WEIGHT, HAS_BIAS, SHIFTED)
     if WRITE_DR:  # d(act(bn(x) + r))/dr = g
         tl.store(dr_ptr + _row_offsets(rows, spatial, dr_stride_n, dr_stride_s)[:, None] + (c * dr_stride_c)[None, :],
                  g.to(dr_ptr.dtype.element_ty), mask=mask)
@@ -395,32 +426,43 @@ def _backward_apply_kernel(
                  dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad_bias, *, training):
+def _finalize_sums(partial, channels, grad_weight, grad_bias, grad_slope):
+    """The fp32 [2, C] (sum g, sum g·x̂) of the partials [splits, 2 or 3, C] (the third row PReLU's
+    slope terms), and the weight's, the bias's and the slopes' gradients (each may be None). One
+    launch."""
+    sums = torch.empty((2, channels), dtype=torch.float32, device=partial.device)
+    _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
+        partial, partial.shape[0], sums, *(t if t is not None else sums for t in (grad_weight, grad_bias, grad_slope)),
+        channels, HAS_GRAD_WEIGHT=grad_weight is not None, HAS_GRAD_BIAS=grad_bias is not None,
+        SLOPE_SUMS=partial.shape[1] == 3, HAS_GRAD_SLOPE=grad_slope is not None, BLOCK_SPLITS=FINAL_BLOCK_SPLITS,
+        BLOCK=FINAL_BLOCK)
+    return sums
+
+
+def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad_bias, *, training, grad_slope=None):
     """Batch norm's backward when g (the gradient through the activation) and the partial sums of
     g and g·x̂ (fp32 [slots, 2, C]) came from the grad-input epilogue of the convolution that read
-    act(bn(x)) (kernels/conv2d_gemm.py): the finalize of those sums (the weight's and the bias's
-    gradients) and the apply into ``dx`` (may be None) alone. Returns the number of launches."""
+    act(bn(x)) (kernels/conv2d_gemm.py), or from ``grad_with_sums`` (whose [slots, 3, C] for a
+    PReLU also sum its slopes' gradient, into ``grad_slope``): the finalize of those sums (the
+    weight's, the bias's and the slopes' gradients) and the apply into ``dx`` (may be None)
+    alone. Returns the number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
-    sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
-    _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
-        partial, partial.shape[0], sums, grad_weight if grad_weight is not None else sums,
-        grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
-        HAS_GRAD_BIAS=grad_bias is not None, BLOCK_SPLITS=FINAL_BLOCK_SPLITS, BLOCK=FINAL_BLOCK)
+    sums = _finalize_sums(partial, channels, grad_weight, grad_bias, grad_slope)
     if dx is None:
         return 1
     affine, affine_strides, flags = _affine(weight, bias, stats)
     _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-        g, x, x, dx, x, stats, *affine, sums, 0.0, num_rows, channels, x.shape[2], *g.stride(), *x.stride(),
-        *x.stride(), *dx.stride(), *x.stride(), *affine_strides, KIND=None, HAS_RESIDUAL=False, FROM_OUTPUT=False,
+        g, x, x, dx, x, stats, *affine, sums, sums, 0.0, num_rows, channels, x.shape[2], *g.stride(), *x.stride(),
+        *x.stride(), *dx.stride(), *x.stride(), *affine_strides, 0, KIND=None, HAS_RESIDUAL=False, FROM_OUTPUT=False,
         SHIFTED=training, **flags, TRAINING=training, WRITE_DX=True, WRITE_DR=False, BLOCK_R=block_r,
         BLOCK_C=block_c)
     return 2
 
 
 def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, parameter, output=None,
-                   residual_norm=None):
+                   residual_norm=None, slope=None, training=True):
     """One pass of the backward of act(batch_norm(x) + residual) in training: g = act'(z)·dy into
     ``g`` (the residual's gradient; z recomputed from x and ``residual``, or the derivative taken
     from ``output`` = act(z)) and into ``partial`` (fp32 [backward_sum_slices(x), 2, C]) the
@@ -428,7 +470,10 @@ def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, pa
     (or the residual) and writes g: the pass over g and x for the sums that ``backward`` makes is
     saved. With ``residual_norm`` = (stats, partial) the residual was the input of a second batch
     norm (``apply``'s ``residual_norm``; the derivative then from ``output``): its sums of g and
-    g·r̂ go to that partial in the same pass. Returns the number of launches (1)."""
+    g·r̂ go to that partial in the same pass. For a PReLU (kind "prelu", its slopes ``slope``)
+    ``partial`` is [slices, 3, C], the third row the sums of its slopes' gradient; it takes this
+    pass in eval too (``training`` False: x̂ from the running statistics). Returns the number of
+    launches (1)."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -437,13 +482,14 @@ def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, pa
     r = output if output is not None else residual
     affine, affine_strides, flags = _affine(weight, bias, stats)
     rows_per_split, splits = GRAD_ROWS_PER_SLICE, backward_sum_slices(x)
-    assert partial.shape == (splits, 2, channels), (partial.shape, splits)
+    assert partial.shape == (splits, 3 if kind == "prelu" else 2, channels), (partial.shape, splits)
     rx, r_stats, r_partial = (residual, *residual_norm) if normalized else (x, stats, partial)
+    slope_target, slope_stride = _slope_arguments(slope, stats)
     _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-        dy, x, r, stats, *affine, partial, g, rx, r_stats, r_partial, float(parameter), num_rows, channels, x.shape[2],
-        rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *g.stride(), *rx.stride(), *affine_strides,
-        KIND=kind, HAS_RESIDUAL=output is None, FROM_OUTPUT=output is not None, SHIFTED=True, **flags, WRITE_G=True,
-        RESIDUAL_SUMS=normalized, BLOCK_R=block_r, BLOCK_C=block_c)
+        dy, x, r, stats, *affine, partial, g, rx, r_stats, r_partial, slope_target, float(parameter), num_rows,
+        channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *g.stride(), *rx.stride(),
+        *affine_strides, slope_stride, KIND=kind, HAS_RESIDUAL=output is None, FROM_OUTPUT=output is not None,
+        SHIFTED=training, **flags, WRITE_G=True, RESIDUAL_SUMS=normalized, BLOCK_R=block_r, BLOCK_C=block_c)
     return 1
 
 
@@ -463,6 +509,11 @@ def backward_sum_slices(x):
 def _tiles(channel_stride):
     """(BLOCK_R, BLOCK_C) for a tensor whose channel stride is ``channel_stride``."""
     return channel_blocks(channel_stride, interpreter=(1024, 16), channels_last=(32, 64), nchw=(256, 8))
+
+
+def _slope_arguments(slope, fallback):
+    """(pointer, stride) of PReLU's per-channel slopes (stride 0: one for all), or a placeholder."""
+    return (fallback, 0) if slope is None else (slope, slope.stride(0))
 
 
 def _affine(weight, bias, fallback):
@@ -512,13 +563,13 @@ def statistics_from_moments(x, moments, stats, running_mean, running_var, weight
     return 1
 
 
-def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, residual_norm=None):
+def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, residual_norm=None, slope=None):
     """y = act((x - mean)·w·invstd + b [+ residual]) for x, residual (or None) and y [N, C, S],
     from ``statistics``' ``stats`` (``training``: the batch's) and the affine ``weight`` and
     ``bias`` (1-d or None); ``kind`` one of fastcnn/ops/activation.py's KINDS or None. With
     ``residual_norm`` = (stats, weight, bias) of a second batch norm, the residual is that norm's
     input and bn_r(residual) is added instead (a ResNet downsample's batch norm: its output is
-    never stored). One launch."""
+    never stored). ``slope``: PReLU's C slopes (kind "prelu"; stride 0 for one). One launch."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -526,9 +577,10 @@ def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, res
     affine, affine_strides, flags = _affine(weight, bias, stats)
     r_stats, r_weight, r_bias = residual_norm if residual_norm is not None else (stats, None, None)
     r_affine, r_affine_strides, r_flags = _affine(r_weight, r_bias, r_stats)
+    slope_target, slope_stride = _slope_arguments(slope, stats)
     _apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-        x, r, y, stats, *affine, r_stats, *r_affine, float(parameter), num_rows, channels, x.shape[2], *x.stride(),
-        *r.stride(), *y.stride(), *affine_strides, *r_affine_strides, KIND=kind,
+        x, r, y, stats, *affine, r_stats, *r_affine, slope_target, float(parameter), num_rows, channels, x.shape[2],
+        *x.stride(), *r.stride(), *y.stride(), *affine_strides, *r_affine_strides, slope_stride, KIND=kind,
         HAS_RESIDUAL=residual is not None and residual_norm is None, SHIFTED=training, **flags,
         RESIDUAL_NORMALIZED=residual_norm is not None, HAS_RESIDUAL_WEIGHT=r_flags["HAS_WEIGHT"],
         HAS_RESIDUAL_BIAS=r_flags["HAS_BIAS"], BLOCK_R=block_r, BLOCK_C=block_c)
@@ -536,13 +588,14 @@ def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, res
 
 
 def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bias, *, training, kind, parameter,
-             output=None):
+             output=None, slope=None, grad_slope=None):
     """Gradients of act(batch_norm(x) [+ residual]) into ``dx``, ``dr`` (the residual's),
     ``grad_weight`` and ``grad_bias`` (each may be None), from ``statistics``' ``stats`` and the
     affine ``weight`` and ``bias`` (or None). The activation's derivative is taken at z
     recomputed from x and ``residual``, or from ``output`` = act(z) when it is given (then
-    ``residual`` is None, and a ``dr`` still receives the gradient). Returns the number of
-    launches."""
+    ``residual`` is None, and a ``dr`` still receives the gradient). ``slope``: PReLU's C slopes
+    (kind "prelu"), whose gradient, per channel, goes to ``grad_slope`` (may be None). Returns the
+    number of launches."""
     channels = x.shape[1]
     num_rows = x.shape[0] * x.shape[2]
     block_r, block_c = _tiles(x.stride(1))
@@ -552,25 +605,23 @@ def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bia
     affine, affine_strides, flags = _affine(weight, bias, stats)
     activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None, SHIFTED=training,
                       **flags)
-    if (training and dx is not None) or grad_weight is not None or grad_bias is not None:
+    slope_target, slope_stride = _slope_arguments(slope, stats)
+    if (training and dx is not None) or any(t is not None for t in (grad_weight, grad_bias, grad_slope)):
         rows_per_split, splits = _backward_slices(x, block_c)
-        partial = torch.empty((splits, 2, channels), dtype=torch.float32, device=x.device)
+        partial = torch.empty((splits, 3 if kind == "prelu" else 2, channels), dtype=torch.float32, device=x.device)
         _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, r, stats, *affine, partial, x, x, stats, partial, float(parameter), num_rows, channels, x.shape[2],
-            rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *x.stride(), *affine_strides,
-            **activation, WRITE_G=False, RESIDUAL_SUMS=False, BLOCK_R=block_r, BLOCK_C=block_c)
-        sums = torch.empty((2, channels), dtype=torch.float32, device=x.device)
-        _backward_finalize_kernel[(triton.cdiv(channels, FINAL_BLOCK),)](
-            partial, splits, sums, grad_weight if grad_weight is not None else sums,
-            grad_bias if grad_bias is not None else sums, channels, HAS_GRAD_WEIGHT=grad_weight is not None,
-            HAS_GRAD_BIAS=grad_bias is not None, BLOCK_SPLITS=FINAL_BLOCK_SPLITS, BLOCK=FINAL_BLOCK)
+            dy, x, r, stats, *affine, partial, x, x, stats, partial, slope_target, float(parameter), num_rows,
+            channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *x.stride(),
+            *affine_strides, slope_stride, **activation, WRITE_G=False, RESIDUAL_SUMS=False, BLOCK_R=block_r,
+            BLOCK_C=block_c)
+        sums = _finalize_sums(partial, channels, grad_weight, grad_bias, grad_slope)
         launches += 2
     if dx is not None or dr is not None:
         dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))
         _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-            dy, x, r, dx_or_x, dr_or_x, stats, *affine, sums, float(parameter), num_rows, channels, x.shape[2],
-            *dy.stride(), *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), *affine_strides,
-            **activation, TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None,
+            dy, x, r, dx_or_x, dr_or_x, stats, *affine, sums, slope_target, float(parameter), num_rows, channels,
+            x.shape[2], *dy.stride(), *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), *affine_strides,
+            slope_stride, **activation, TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None,
             BLOCK_R=block_r, BLOCK_C=block_c)
         launches += 1
     return launches

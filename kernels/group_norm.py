@@ -33,7 +33,7 @@ running statistics (cdiv(C, CHANNEL_BLOCK),); the parameter gradients' sum over 
 import triton
 import triton.language as tl
 
-from .activation import activate, activation_grad
+from .activation import activate, activation_grad, channel_slopes, prelu_slope_grad
 from .indexing import needs_wide_index, widen
 from .moments import affine_parameters, chan_merge
 from .slicing import partials, reduction_slices, sum_partials
@@ -70,9 +70,9 @@ def _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels):
 
 @triton.jit
 def _apply_kernel(
-        x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, channels, groups, group_channels, spatial, parameter,
+        x_ptr, y_ptr, stats_ptr, weight_ptr, bias_ptr, slope_ptr, channels, groups, group_channels, spatial, parameter,
         x_stride_n, x_stride_c, x_stride_s, y_stride_n, y_stride_c, y_stride_s, weight_stride, bias_stride,
-        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr,
+        slope_stride, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
     """Grid (pixel blocks, channel blocks, samples)."""
     s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -85,6 +85,8 @@ def _apply_kernel(
     _, shift, mean, rstd = _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels)
     w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if KIND == "prelu":  # PReLU's slopes, one per channel (stride 0: one for all)
+        parameter = channel_slopes(slope_ptr, c, c < channels, slope_stride)[:, None]
     y = activate(((x - shift) - mean) * (rstd * w[:, None]) + b[:, None], KIND, parameter)
     tl.store(y_ptr + out_offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -169,22 +171,28 @@ def _finalize_stats_kernel(
 
 @triton.jit
 def _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b, parameter, KIND: tl.constexpr):
-    """(gz, x̂) of one tile: dy through the activation's derivative at the recomputed x̂·w + b."""
+    """(gz, x̂, PReLU's slope term) of one tile: dy through the activation's derivative at the
+    recomputed z = x̂·w + b, and for kind "prelu" (``parameter`` its slopes) dy·z where z <= 0
+    (else gz again)."""
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + dy_offsets, mask=mask, other=0.0).to(tl.float32)
     x_hat = ((x - shift) - mean) * rstd
-    gz = tl.where(mask, activation_grad(x_hat * w + b, dy, KIND, parameter), 0.0)
-    return gz, x_hat
+    z = x_hat * w + b
+    gz = tl.where(mask, activation_grad(z, dy, KIND, parameter), 0.0)
+    if KIND == "prelu":
+        return gz, x_hat, prelu_slope_grad(z, dy)
+    return gz, x_hat, gz
 
 
 @triton.jit
 def _partial_grad_sums_kernel(
-        dy_ptr, x_ptr, stats_ptr, weight_ptr, bias_ptr, partial_ptr, channels, groups, group_channels, spatial,
-        pixels_per_slice, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-        weight_stride, bias_stride,
+        dy_ptr, x_ptr, stats_ptr, weight_ptr, bias_ptr, slope_ptr, partial_ptr, channels, groups, group_channels,
+        spatial, pixels_per_slice, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c,
+        x_stride_s, weight_stride, bias_stride, slope_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, WIDE_INDEX: tl.constexpr,
         BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """partial[slice, 0:2, n·C + c] = (Σ gz, Σ gz·x̂) over this slice of the pixels."""
+    """partial[slice, 0:2, n·C + c] = (Σ gz, Σ gz·x̂) over this slice of the pixels, and for a
+    PReLU partial[slice, 2, n·C + c] = Σ dy·z where z <= 0 (its slopes' gradient)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     piece = tl.program_id(1)
     batch_index = tl.program_id(2)
@@ -192,6 +200,11 @@ def _partial_grad_sums_kernel(
     w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     sum_gz = tl.zeros((BLOCK_C,), tl.float32)
     sum_gzx = tl.zeros((BLOCK_C,), tl.float32)
+    sum_slope = tl.zeros((BLOCK_C,), tl.float32)
+    sums_per_slice = 2
+    if KIND == "prelu":
+        parameter = channel_slopes(slope_ptr, c, c < channels, slope_stride)[:, None]
+        sums_per_slice = 3
     start = piece * pixels_per_slice
     end = tl.minimum(start + pixels_per_slice, spatial)
     for s0 in range(start, end, BLOCK_S):
@@ -200,39 +213,54 @@ def _partial_grad_sums_kernel(
                                       WIDE_INDEX)
         dy_offsets = _channel_tile(batch_index, c, s, channels, end, dy_stride_n, dy_stride_c, dy_stride_s,
                                    WIDE_INDEX)[0]
-        gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w[:, None], b[:, None],
-                               parameter, KIND)
+        gz, x_hat, slope_term = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w[:, None],
+                                           b[:, None], parameter, KIND)
         sum_gz += tl.sum(gz, axis=1)
         sum_gzx += tl.sum(gz * x_hat, axis=1)
+        if KIND == "prelu":
+            sum_slope += tl.sum(slope_term, axis=1)
     plane = tl.num_programs(2) * channels  # N·C
-    at = partial_ptr + piece * 2 * plane + batch_index * channels + c
+    at = partial_ptr + piece * sums_per_slice * plane + batch_index * channels + c
     tl.store(at, sum_gz, mask=c < channels)
     tl.store(at + plane, sum_gzx, mask=c < channels)
+    if KIND == "prelu":
+        tl.store(at + 2 * plane, sum_slope, mask=c < channels)
 
 
 @triton.jit
 def _finalize_grad_sums_kernel(
         partial_ptr, weight_ptr, row_sums_ptr, channel_sums_ptr, num_rows, groups, group_channels, num_slices,
-        weight_stride, HAS_WEIGHT: tl.constexpr, CHANNEL_SUMS: tl.constexpr, BLOCK: tl.constexpr):
+        weight_stride, HAS_WEIGHT: tl.constexpr, CHANNEL_SUMS: tl.constexpr, SLOPE_SUMS: tl.constexpr,
+        BLOCK: tl.constexpr):
     """Per row, its channels' slices summed in order: row_sums[0:2, r] = (A, B) and, with
-    CHANNEL_SUMS, channel_sums[n, 0:2, c] = (Σ_s gz, Σ_s gz·x̂)."""
+    CHANNEL_SUMS, channel_sums[n, 0:2, c] = (Σ_s gz, Σ_s gz·x̂), and with SLOPE_SUMS (a PReLU's:
+    the partials then [slices, 3, N·C]) channel_sums[n, 2, c] = Σ_s dy·z where z <= 0."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = rows < num_rows
     channels = groups * group_channels
     plane = num_rows * group_channels  # N·C
+    sums_per_slice = 2
+    if SLOPE_SUMS:
+        sums_per_slice = 3
     sum_gh = tl.zeros((BLOCK,), tl.float32)
     sum_ghx = tl.zeros((BLOCK,), tl.float32)
     for cl in range(group_channels):
         flat = rows * group_channels + cl  # n·C + c
         sum_gz = tl.zeros((BLOCK,), tl.float32)
         sum_gzx = tl.zeros((BLOCK,), tl.float32)
+        sum_slope = tl.zeros((BLOCK,), tl.float32)
         for piece in range(num_slices):
-            sum_gz += tl.load(partial_ptr + piece * 2 * plane + flat, mask=ok, other=0.0)
-            sum_gzx += tl.load(partial_ptr + piece * 2 * plane + plane + flat, mask=ok, other=0.0)
+            at = partial_ptr + piece * sums_per_slice * plane + flat
+            sum_gz += tl.load(at, mask=ok, other=0.0)
+            sum_gzx += tl.load(at + plane, mask=ok, other=0.0)
+            if SLOPE_SUMS:
+                sum_slope += tl.load(at + 2 * plane, mask=ok, other=0.0)
         if CHANNEL_SUMS:
-            at = channel_sums_ptr + (rows // groups) * 2 * channels + (rows % groups) * group_channels + cl
+            at = channel_sums_ptr + (rows // groups) * sums_per_slice * channels + (rows % groups) * group_channels + cl
             tl.store(at, sum_gz, mask=ok)
             tl.store(at + channels, sum_gzx, mask=ok)
+            if SLOPE_SUMS:
+                tl.store(at + 2 * channels, sum_slope, mask=ok)
         if HAS_WEIGHT:
             w = tl.load(weight_ptr + ((rows % groups) * group_channels + cl) * weight_stride, mask=ok,
                         other=1.0).to(tl.float32)
@@ -246,9 +274,9 @@ def _finalize_grad_sums_kernel(
 
 @triton.jit
 def _backward_apply_kernel(
-        dy_ptr, x_ptr, dx_ptr, stats_ptr, row_sums_ptr, weight_ptr, bias_ptr, channels, groups, group_channels,
-        spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
-        dx_stride_n, dx_stride_c, dx_stride_s, weight_stride, bias_stride,
+        dy_ptr, x_ptr, dx_ptr, stats_ptr, row_sums_ptr, weight_ptr, bias_ptr, slope_ptr, channels, groups,
+        group_channels, spatial, parameter, dy_stride_n, dy_stride_c, dy_stride_s, x_stride_n, x_stride_c, x_stride_s,
+        dx_stride_n, dx_stride_c, dx_stride_s, weight_stride, bias_stride, slope_stride,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, KIND: tl.constexpr, BATCH_STATISTICS: tl.constexpr,
         WIDE_INDEX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
     """Grid (pixel blocks, channel blocks, samples)."""
@@ -264,8 +292,10 @@ def _backward_apply_kernel(
     rows, shift, mean, rstd = _channel_stats(stats_ptr, batch_index, c, channels, groups, group_channels)
     w, b = affine_parameters(weight_ptr, bias_ptr, c, c < channels, weight_stride, bias_stride, HAS_WEIGHT, HAS_BIAS)
     w = w[:, None]
-    gz, x_hat = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b[:, None], parameter,
-                           KIND)
+    if KIND == "prelu":
+        parameter = channel_slopes(slope_ptr, c, c < channels, slope_stride)[:, None]
+    gz, x_hat, _ = _grad_tile(dy_ptr, x_ptr, offsets, dy_offsets, mask, shift, mean, rstd, w, b[:, None], parameter,
+                              KIND)
     if BATCH_STATISTICS:
         num_rows = tl.num_programs(2) * groups
         length = group_channels * spatial * 1.0
@@ -354,14 +384,15 @@ def _elementwise_grid(x):
     return (triton.cdiv(spatial, block_s), triton.cdiv(channels, block_c), batch), block_c, block_s
 
 
-def apply(x, y, stats, weight, bias, *, groups, kind, parameter):
-    """y = act((x - mean)·rstd·w + b) for x, y [N, C, S] from ``stats``. One launch."""
+def apply(x, y, stats, weight, bias, *, groups, kind, parameter, slope=None):
+    """y = act((x - mean)·rstd·w + b) for x, y [N, C, S] from ``stats``; ``slope``: PReLU's C
+    slopes (kind "prelu"; stride 0 for one). One launch."""
     batch, channels, spatial = x.shape
     grid, block_c, block_s = _elementwise_grid(x)
-    (weight, bias), strides = _per_channel((weight, bias), stats)
+    (weight, bias, slope), strides = _per_channel((weight, bias, slope), stats)
     _apply_kernel[grid](
-        x, y, stats, weight, bias, channels, groups, channels // groups, spatial, float(parameter), *x.stride(),
-        *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
+        x, y, stats, weight, bias, slope, channels, groups, channels // groups, spatial, float(parameter),
+        *x.stride(), *y.stride(), *strides, HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind,
         WIDE_INDEX=needs_wide_index(x, y), BLOCK_C=block_c, BLOCK_S=block_s)
     return 1
 
@@ -376,13 +407,17 @@ def update_running(stats, running_mean, running_var, *, batch, momentum, reducti
     return 1
 
 
-def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_statistics, kind, parameter):
+def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_statistics, kind, parameter,
+             slope=None):
     """Gradients of act(group_norm(x)) into ``dx`` (may be None) and ``parameter_grads`` (fp32
-    [2, C]: grad_bias, grad_weight; may be None). Returns the number of launches."""
+    [2, C]: grad_bias, grad_weight; [3, C] for a PReLU, kind "prelu" with C slopes ``slope``, the
+    third row its slopes'; may be None). Returns the number of launches."""
     batch, channels, spatial = x.shape
     group_channels = channels // groups
     num_rows = batch * groups
-    (weight, bias), strides = _per_channel((weight, bias), stats)
+    sums_per_channel = 3 if kind == "prelu" else 2
+    assert parameter_grads is None or parameter_grads.shape == (sums_per_channel, channels), parameter_grads.shape
+    (weight, bias, slope), strides = _per_channel((weight, bias, slope), stats)
     wide = needs_wide_index(*(t for t in (dy, x, dx) if t is not None))
     flags = dict(HAS_WEIGHT=weight is not stats, HAS_BIAS=bias is not stats, KIND=kind, WIDE_INDEX=wide)
     launches = 0
@@ -390,24 +425,25 @@ def backward(dy, x, dx, stats, weight, bias, parameter_grads, *, groups, batch_s
     if batch_statistics and dx is not None or parameter_grads is not None:
         block_c, block_s = _reduction_blocks(x)
         per_slice, slices = _slices(x, block_c)
-        partial = stats.new_empty((slices, 2, batch * channels))
+        partial = stats.new_empty((slices, sums_per_channel, batch * channels))
         _partial_grad_sums_kernel[(triton.cdiv(channels, block_c), slices, batch)](
-            dy, x, stats, weight, bias, partial, channels, groups, group_channels, spatial, per_slice,
+            dy, x, stats, weight, bias, slope, partial, channels, groups, group_channels, spatial, per_slice,
             float(parameter), *dy.stride(), *x.stride(), *strides, BLOCK_C=block_c, BLOCK_S=block_s, **flags)
         row_sums = stats.new_empty((2, num_rows))
-        # Per-sample channel sums, [N, 2, C], summed over the samples in order by sum_partials.
+        # Per-sample channel sums, [N, 2 or 3, C], summed over the samples in order by sum_partials.
         channel_sums = partials(parameter_grads, batch) if parameter_grads is not None else stats
         _finalize_grad_sums_kernel[(triton.cdiv(num_rows, ROW_BLOCK),)](
             partial, weight, row_sums, channel_sums, num_rows, groups, group_channels, slices, strides[0],
-            HAS_WEIGHT=weight is not stats, CHANNEL_SUMS=parameter_grads is not None, BLOCK=ROW_BLOCK)
+            HAS_WEIGHT=weight is not stats, CHANNEL_SUMS=parameter_grads is not None, SLOPE_SUMS=kind == "prelu",
+            BLOCK=ROW_BLOCK)
         launches += 2
         if parameter_grads is not None:
             launches += sum_partials(channel_sums, parameter_grads, batch)
     if dx is not None:
         grid, block_c, block_s = _elementwise_grid(x)
         _backward_apply_kernel[grid](
-            dy, x, dx, stats, row_sums, weight, bias, channels, groups, group_channels, spatial, float(parameter),
-            *dy.stride(), *x.stride(), *dx.stride(), *strides, BATCH_STATISTICS=batch_statistics, BLOCK_C=block_c,
+            dy, x, dx, stats, row_sums, weight, bias, slope, channels, groups, group_channels, spatial,
+            float(parameter), *dy.stride(), *x.stride(), *dx.stride(), *strides, BATCH_STATISTICS=batch_statistics, BLOCK_C=block_c,
             BLOCK_S=block_s, **flags)
         launches += 1
     return launches

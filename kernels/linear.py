@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
-from .activation import activate, activation_grad, activation_grad_from_output
+from .activation import activate, activation_grad, activation_grad_from_output, channel_slopes, prelu_slope_grad
 from .conv2d_gemm import (MAX_PROLOGUE_ACCUMULATOR_REGISTERS, MAX_SHARED_BYTES, gemm_configs, launch,
                           multiply_accumulate, prune_configs, shared_bytes, tile_coordinates)
 from .indexing import block_indices, needs_wide_index, widen
@@ -96,7 +96,7 @@ def _linear_forward_kernel(
         tl.store(z_ptr + (m * z_stride_m)[:, None] + (n * z_stride_n)[None, :], acc.to(z_ptr.dtype.element_ty),
                  mask=mask)
     if KIND == "prelu":  # PReLU's slopes, one per output feature (stride 0: one for all)
-        parameter = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        parameter = channel_slopes(slope_ptr, n, n_ok, slope_stride)[None, :]
     y = activate(acc, KIND, parameter)
     if SCALED:
         y = y * tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -137,7 +137,7 @@ def _linear_input_grad_kernel(
                 saved = tl.load(saved_rows[:, None] + (n * saved_stride_n)[None, :], mask=a_ok, other=0.0)
             alpha = parameter
             if KIND == "prelu":
-                alpha = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+                alpha = channel_slopes(slope_ptr, n, n_ok, slope_stride)[None, :]
             a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, alpha).to(dy_ptr.dtype.element_ty)
         b = tl.load(w_cols[None, :] + (n * w_stride_n)[:, None], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc = multiply_accumulate(a, b, acc, DOT_PRECISION, UPCAST)
@@ -178,7 +178,7 @@ def _linear_weight_grad_kernel(
     if SCALED:  # the program's output features are fixed: their scales are loaded once
         scale = tl.load(scale_ptr + n * scale_stride, mask=n_ok, other=0.0).to(tl.float32)[:, None]
     if KIND == "prelu":  # and so are their PReLU slopes
-        parameter = tl.load(slope_ptr + n * slope_stride, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+        parameter = channel_slopes(slope_ptr, n, n_ok, slope_stride)[:, None]
     for first in range(start, end, BLOCK_K):
         m = first + m_offsets
         m_ok = m < end
@@ -196,8 +196,7 @@ def _linear_weight_grad_kernel(
                 d = d * scale
             if SLOPE_GRAD:  # torch's prelu: the slope's gradient is g·z where z <= 0 (NaN z included)
                 if sums:
-                    z = saved.to(tl.float32)
-                    slope_sums += tl.sum(tl.where(z > 0.0, 0.0, d * z), axis=1)
+                    slope_sums += tl.sum(prelu_slope_grad(saved.to(tl.float32), d), axis=1)
             a = _gradient_of_preactivation(d, saved, KIND, FROM_OUTPUT, parameter).to(dy_ptr.dtype.element_ty)
         if BIAS_GRAD:  # db from the same g the GEMM multiplies (eager's sum of its stored g)
             if sums:

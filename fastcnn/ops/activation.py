@@ -74,7 +74,8 @@ def resolve_activation(op, activation):
                     return ("gelu_tanh" if activation.approximate == "tanh" else "gelu"), 0.0
                 return kind, float(getattr(activation, attribute)) if attribute else 0.0
         raise ValueError(f"{op}: activation module {type(activation).__name__} is not supported; fastcnn fuses "
-                         f"{', '.join(module.__name__ for module, _, _ in TORCH_MODULES.values())}")
+                         f"{', '.join(module.__name__ for module, _, _ in TORCH_MODULES.values())} here "
+                         f"(and PReLU, whose slopes are learned, into the norms and linear)")
     name, parameter = activation, None
     if isinstance(activation, (tuple, list)) and len(activation) in (1, 2):
         name, parameter = (*activation, None)[:2]
@@ -93,6 +94,37 @@ def resolve_activation(op, activation):
                          + (f"{name} takes no parameter" if attribute is None else f"{name}'s {attribute} must be a "
                             f"number") + f"; {ACTIVATION_FORMS}")
     return name, float(parameter)
+
+
+def resolve_fused_activation(op, activation):
+    """(kind, parameter, slope) for the ``activation=`` of an op whose kernels fuse PReLU (the
+    norms, linear): ``resolve_activation``'s pair and None, or for an ``nn.PReLU`` module
+    ("prelu", 0.0, its weight): the learnable slopes the kernel reads per channel and whose
+    gradient its backward sums."""
+    if isinstance(activation, torch.nn.PReLU):
+        return "prelu", 0.0, activation.weight
+    return (*resolve_activation(op, activation), None)
+
+
+def prelu_channel_slopes(op, slope, output):
+    """PReLU's slopes as the vector of ``output``'s C channels (dim 1) that a fusing kernel reads:
+    after F.prelu's checks against ``output`` (its count, dtype and device, in torch's words), one
+    slope expanded with stride 0 (autograd sums its C gradients back to it)."""
+    from .prelu import check_prelu
+
+    return slope.reshape(-1).expand(check_prelu(op, output, slope))
+
+
+def apply_activation(out, kind, parameter, slope=None, *, fallback=True):
+    """act(out) computed on its own, after an op that did not fuse it: torch's module (or
+    F.prelu) on the fallback path, fastcnn's kernels otherwise."""
+    if kind is None:
+        return out
+    if kind == "prelu":
+        from .prelu import prelu
+
+        return torch.nn.functional.prelu(out, slope) if fallback else prelu(out, slope)
+    return module_for(kind, parameter)(out) if fallback else activation(out, kind, parameter)
 
 
 def module_for(kind, parameter):

@@ -38,7 +38,8 @@ from .._layout import as_rows, empty_rows_like, rows_view
 from .._norms import statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
-from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
+from .activation import (DERIVATIVE_FROM_OUTPUT, apply_activation, prelu_channel_slopes, resolve_activation,
+                         resolve_fused_activation)
 
 __all__ = ["batch_norm", "batch_norm_add_batch_norm", "batch_norm_relu"]
 
@@ -240,115 +241,116 @@ def batch_statistics(op, input, running_mean, running_var, weight, bias, trainin
 
 @torch.library.custom_op("fastcnn::batch_norm_apply", mutates_args=())
 def _apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
-              kind: Optional[str], parameter: float) -> Tensor:
-    """act(batch_norm(input)) from the statistics, the weight and the bias."""
-    return _apply(input, None, stats, weight, bias, training, kind, parameter)
+              kind: Optional[str], parameter: float, slope: Optional[Tensor]) -> Tensor:
+    """act(batch_norm(input)) from the statistics, the weight and the bias; ``slope``: PReLU's C
+    slopes (kind "prelu")."""
+    return _apply(input, None, stats, weight, bias, training, kind, parameter, slope=slope)
 
 
-def _apply(input, residual, stats, weight, bias, training, kind, parameter, residual_norm=None):
+def _apply(input, residual, stats, weight, bias, training, kind, parameter, residual_norm=None, slope=None):
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm forward"):
             _backend.record_launch(OP, _kernels().apply(
                 rows_view(input), None if residual is None else as_rows(residual), rows_view(out), stats,
                 _vector(weight), _vector(bias), training=training, kind=kind, parameter=parameter,
-                residual_norm=None if residual_norm is None else (residual_norm[0], *map(_vector, residual_norm[1:]))))
+                residual_norm=None if residual_norm is None else (residual_norm[0], *map(_vector, residual_norm[1:])),
+                slope=slope))
     return out
 
 
 @_apply_op.register_fake
-def _(input, stats, weight, bias, training, kind, parameter):
+def _(input, stats, weight, bias, training, kind, parameter, slope):
     return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_backward", mutates_args=())
 def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                 training: bool, kind: Optional[str], parameter: float,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_input, grad_weight, grad_bias) of act(batch_norm(input)), the activation's derivative
-    at z recomputed from the input; the last two in the weight's and the bias's dtypes (summed in
-    fp32); each empty when its ``output_mask`` entry is False."""
-    grads = _empty_grads(input, weight, bias, output_mask)
-    wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
+                 training: bool, kind: Optional[str], parameter: float, slope: Optional[Tensor],
+                 output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias, grad_slope) of act(batch_norm(input)), the activation's
+    derivative at z recomputed from the input; the parameters' in their dtypes (summed in fp32),
+    the slopes' (PReLU's, kind "prelu") per channel; each empty when its ``output_mask`` entry
+    (input, weight, bias[, slope]) is False."""
+    grads = _empty_grads(input, weight, bias, slope, output_mask)
+    wanted = [grad if needed else None for grad, needed in zip(grads, _full_mask(output_mask))]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(input), None, None if wanted[0] is None else rows_view(wanted[0]), None,
                 stats, _vector(weight), _vector(bias), wanted[1], wanted[2], training=training, kind=kind,
-                parameter=parameter))
+                parameter=parameter, slope=slope, grad_slope=wanted[3]))
     else:
-        grads[1].zero_()
-        grads[2].zero_()
+        for grad in grads[1:]:
+            grad.zero_()
     return grads
 
 
-def _empty_grads(input, weight, bias, output_mask):
+def _full_mask(output_mask):
+    """(input, weight, bias, slope) from a mask of the first three or all four."""
+    return [*output_mask, False][:4]
+
+
+def _empty_grads(input, weight, bias, slope, output_mask):
     channels = input.shape[1]
+    output_mask = _full_mask(output_mask)
     grad_input = empty_rows_like(input) if output_mask[0] else input.new_empty(0)
-    grad_weight, grad_bias = (
+    grad_weight, grad_bias, grad_slope = (
         torch.empty(channels if needed else 0, dtype=torch.float32 if parameter is None else parameter.dtype,
-                    device=input.device) for parameter, needed in zip((weight, bias), output_mask[1:]))
-    return grad_input, grad_weight, grad_bias
+                    device=input.device) for parameter, needed in zip((weight, bias, slope), output_mask[1:]))
+    return grad_input, grad_weight, grad_bias, grad_slope
 
 
 @_backward_op.register_fake
-def _(grad_out, input, stats, weight, bias, training, kind, parameter, output_mask):
-    return _empty_grads(input, weight, bias, output_mask)
+def _(grad_out, input, stats, weight, bias, training, kind, parameter, slope, output_mask):
+    return _empty_grads(input, weight, bias, slope, output_mask)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_backward_from_sums", mutates_args=())
 def _backward_from_sums_op(grad: Tensor, input: Tensor, partial_sums: Tensor, stats: Tensor, weight: Optional[Tensor],
                            bias: Optional[Tensor], training: bool,
-                           output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+                           output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``fastcnn::batch_norm_backward`` when ``grad`` is already g = act'·dy and ``partial_sums``
     hold the sums of g and g·x̂ (fp32 [slots, 2, C]), as the grad-input epilogue of the
     convolution that read act(batch_norm(input)) writes them (ops/conv2d.py): no pass over
-    ``grad`` and ``input`` for the sums, only the apply."""
-    grads = _empty_grads(input, weight, bias, output_mask)
-    wanted = [grad if needed else None for grad, needed in zip(grads, output_mask)]
+    ``grad`` and ``input`` for the sums, only the apply. [slots, 3, C] sums (a PReLU's, from
+    ``fastcnn::batch_norm_residual_grad_with_sums``) also give its slopes' gradient, per channel
+    in fp32, when ``output_mask`` has a fourth entry asking for it."""
+    grads = _empty_grads(input, weight, bias, None, output_mask)
+    wanted = [grad if needed else None for grad, needed in zip(grads, _full_mask(output_mask))]
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm backward (from sums)"):
             _backend.record_launch(OP, _kernels().backward_from_sums(
                 as_rows(grad), rows_view(input), None if wanted[0] is None else rows_view(wanted[0]), partial_sums,
-                stats, _vector(weight), _vector(bias), wanted[1], wanted[2], training=training))
+                stats, _vector(weight), _vector(bias), wanted[1], wanted[2], training=training,
+                grad_slope=wanted[3]))
     else:
-        grads[1].zero_()
-        grads[2].zero_()
+        for grad in grads[1:]:
+            grad.zero_()
     return grads
 
 
 @_backward_from_sums_op.register_fake
 def _(grad, input, partial_sums, stats, weight, bias, training, output_mask):
-    return _empty_grads(input, weight, bias, output_mask)
-
-
-def _save(ctx, input, stats, weight, bias, training):
-    """What batch norm's backward reads: the input, its two floats per channel (the weight and
-    the bias are the parameters themselves: no memory of their own)."""
-    ctx.save_for_backward(input, stats, weight, bias)
-    ctx.training = training
-
-
-def _normalization_grads(ctx, grad, kind, parameter, needs):
-    """(grad_input, grad_weight, grad_bias) from the gradient ``grad`` of act(batch_norm(input));
-    ``needs``: ctx.needs_input_grad of (input, weight, bias)."""
-    input, stats, weight, bias = ctx.saved_tensors
-    grads = _backward_op(grad, input, stats, weight, bias, ctx.training, kind, parameter, list(needs))
-    return tuple(grad if needed else None for grad, needed in zip(grads, needs))
+    return _empty_grads(input, weight, bias, None, output_mask)
 
 
 def _setup_context(ctx, inputs, output):
-    """Saved: the input and the statistics; the activation's derivative is recomputed from them."""
-    input, stats, weight, bias, training, kind, parameter = inputs
-    _save(ctx, input, stats, weight, bias, training)
-    ctx.activation = (kind, parameter)
+    """Saved: the input and the statistics (the weight, the bias and PReLU's slopes are the
+    parameters themselves: no memory of their own); the activation's derivative is recomputed
+    from them."""
+    input, stats, weight, bias, training, kind, parameter, slope = inputs
+    ctx.save_for_backward(input, stats, weight, bias, slope)
+    ctx.activation = (training, kind, parameter)
 
 
 def _backward(ctx, grad_out):
     needs = ctx.needs_input_grad
-    grad_input, grad_weight, grad_bias = _normalization_grads(ctx, grad_out, *ctx.activation,
-                                                              (needs[0], needs[2], needs[3]))
-    return grad_input, None, grad_weight, grad_bias, None, None, None
+    wanted = [needs[0], needs[2], needs[3], needs[7]]  # input, weight, bias, slopes
+    input, stats, weight, bias, slope = ctx.saved_tensors
+    grads = _backward_op(grad_out, input, stats, weight, bias, *ctx.activation, slope, wanted)
+    grad_input, grad_weight, grad_bias, grad_slope = (grad if needed else None for grad, needed in zip(grads, wanted))
+    return grad_input, None, grad_weight, grad_bias, None, None, None, grad_slope
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
@@ -367,21 +369,21 @@ _apply_op.register_autograd(_backward, setup_context=_setup_context)
 def _residual_apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                        residual: Tensor, residual_stats: Optional[Tensor], residual_weight: Optional[Tensor],
                        residual_bias: Optional[Tensor], training: bool, kind: Optional[str],
-                       parameter: float) -> Tensor:
+                       parameter: float, slope: Optional[Tensor]) -> Tensor:
     """act(batch_norm(input) + residual) (``residual`` shaped as the input); with
     ``residual_stats``, act(batch_norm(input) + batch_norm_r(residual)), the second norm's
     statistics and affine parameters those given (its activation's derivative must be one taken
-    from the output, or there must be no activation)."""
+    from the output, or there must be no activation). ``slope``: PReLU's C slopes (kind "prelu")."""
     normalized = residual_stats is not None
     if normalized and kind is not None and kind not in DERIVATIVE_FROM_OUTPUT:
         raise ValueError(f"fastcnn::batch_norm_residual_apply: a normalised residual takes no activation {kind!r}")
     return _apply(input, residual, stats, weight, bias, training, kind, parameter,
-                  (residual_stats, residual_weight, residual_bias) if normalized else None)
+                  (residual_stats, residual_weight, residual_bias) if normalized else None, slope=slope)
 
 
 @_residual_apply_op.register_fake
 def _(input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias, training, kind,
-      parameter):
+      parameter, slope):
     return empty_rows_like(input)
 
 
@@ -407,23 +409,26 @@ def _(grad_out, input, residual, output, stats, weight, bias, training, kind, pa
     return empty_rows_like(output if output is not None else input)
 
 
-def _empty_partial_sums(input, wanted=True):
+def _empty_partial_sums(input, wanted=True, sums=2):
     slots = _kernels().backward_sum_slices(rows_view(input)) if wanted else 0
-    return torch.empty((slots, 2, input.shape[1]), dtype=torch.float32, device=input.device)
+    return torch.empty((slots, sums, input.shape[1]), dtype=torch.float32, device=input.device)
 
 
 @torch.library.custom_op("fastcnn::batch_norm_residual_grad_with_sums", mutates_args=())
 def _residual_grad_with_sums_op(grad_out: Tensor, input: Tensor, residual: Optional[Tensor],
                                 output: Optional[Tensor], stats: Tensor, weight: Optional[Tensor],
                                 bias: Optional[Tensor], kind: str, parameter: float,
-                                residual_stats: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Training: (g, the partial sums of g and g·x̂, fp32 [slices, 2, C], and with
+                                residual_stats: Optional[Tensor], slope: Optional[Tensor],
+                                training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(g, the partial sums of g and g·x̂, fp32 [slices, 2, C] ([slices, 3, C] for a PReLU, kind
+    "prelu" with slopes ``slope``: the third row its slopes' gradient), and with
     ``residual_stats`` those of g and g·r̂ for the batch norm whose input ``residual`` is, else an
     empty [0, 2, C]) in one pass, g = act'(z)·grad_out for z = batch_norm(input) + residual taken
     from ``output`` = act(z) when it is given, else recomputed from ``input`` and ``residual``;
-    the sums are what ``fastcnn::batch_norm_backward_from_sums`` takes."""
+    the sums are what ``fastcnn::batch_norm_backward_from_sums`` takes. In training; a PReLU's
+    backward takes this pass in eval too (``training`` False: x̂ from the running statistics)."""
     grad = empty_rows_like(input)
-    partial = _empty_partial_sums(input)
+    partial = _empty_partial_sums(input, sums=3 if kind == "prelu" else 2)
     residual_partial = _empty_partial_sums(input, residual_stats is not None)
     if input.numel():
         with torch.profiler.record_function("fastcnn::batch_norm residual backward (with sums)"):
@@ -431,13 +436,15 @@ def _residual_grad_with_sums_op(grad_out: Tensor, input: Tensor, residual: Optio
                 as_rows(grad_out), rows_view(input), None if residual is None else as_rows(residual), rows_view(grad),
                 partial, stats, _vector(weight), _vector(bias), kind=kind, parameter=parameter,
                 output=None if output is None else rows_view(output),
-                residual_norm=None if residual_stats is None else (residual_stats, residual_partial)))
+                residual_norm=None if residual_stats is None else (residual_stats, residual_partial), slope=slope,
+                training=training))
     return grad, partial, residual_partial
 
 
 @_residual_grad_with_sums_op.register_fake
-def _(grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats):
-    return empty_rows_like(input), _empty_partial_sums(input), _empty_partial_sums(input, residual_stats is not None)
+def _(grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats, slope, training):
+    return (empty_rows_like(input), _empty_partial_sums(input, sums=3 if kind == "prelu" else 2),
+            _empty_partial_sums(input, residual_stats is not None))
 
 
 def _setup_residual_context(ctx, inputs, output):
@@ -446,28 +453,30 @@ def _setup_residual_context(ctx, inputs, output):
     a ResNet block's output is kept by the next block's first convolution anyway), nothing more
     without an activation, else the residual; a normalised residual's input and statistics."""
     (input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias, training, kind,
-     parameter) = inputs
+     parameter, slope) = inputs
     ctx.activation = (training, kind, parameter)
     from_output = kind in DERIVATIVE_FROM_OUTPUT
     keep_residual = residual_stats is not None or (kind is not None and not from_output)
     ctx.save_for_backward(input, residual if keep_residual else None, output if from_output else None, stats, weight,
-                          bias, residual_stats, residual_weight, residual_bias)
+                          bias, residual_stats, residual_weight, residual_bias, slope)
 
 
 def _residual_backward(ctx, grad_out):
     training, kind, parameter = ctx.activation
-    input, residual, output, stats, weight, bias, residual_stats, residual_weight, residual_bias = ctx.saved_tensors
+    (input, residual, output, stats, weight, bias, residual_stats, residual_weight, residual_bias,
+     slope) = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    wanted = [needs[0], needs[2], needs[3]]  # input, weight, bias
+    wanted = [needs[0], needs[2], needs[3], needs[11]]  # input, weight, bias, PReLU's slopes
     normalized = residual_stats is not None
     residual_wanted = [needs[4], needs[6], needs[7]] if normalized else [False] * 3
-    if training and kind is not None and (any(wanted) or any(residual_wanted)):
+    # A PReLU (whose slopes' sums ride in the pass that writes g) takes this branch in eval too.
+    if (training and kind is not None and (any(wanted) or any(residual_wanted))) or kind == "prelu":
         # One pass writes g = act'(z)·dy and both norms' sums of g and g·x̂; each norm finishes from its sums.
         grad, partial, residual_partial = _residual_grad_with_sums_op(
-            grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats)
+            grad_out, input, residual, output, stats, weight, bias, kind, parameter, residual_stats, slope, training)
 
         def norm_grads(x, sums, norm_stats, norm_weight, norm_bias, needed):
-            return (_backward_from_sums_op(grad, x, sums, norm_stats, norm_weight, norm_bias, True, needed)
+            return (_backward_from_sums_op(grad, x, sums, norm_stats, norm_weight, norm_bias, training, needed)
                     if any(needed) else None)
         grads = norm_grads(input, partial, stats, weight, bias, wanted)
         residual_grads = norm_grads(residual, residual_partial, residual_stats, residual_weight, residual_bias,
@@ -479,18 +488,18 @@ def _residual_backward(ctx, grad_out):
             bias, training, kind, parameter)
 
         def norm_grads(x, norm_stats, norm_weight, norm_bias, needed):
-            return (_backward_op(grad, x, norm_stats, norm_weight, norm_bias, training, None, 0.0, needed)
+            return (_backward_op(grad, x, norm_stats, norm_weight, norm_bias, training, None, 0.0, None, needed)
                     if any(needed) else None)
         grads = norm_grads(input, stats, weight, bias, wanted)
         residual_grads = norm_grads(residual, residual_stats, residual_weight, residual_bias, residual_wanted)
-    grads = [None] * 3 if grads is None else [value if needed else None for value, needed in zip(grads, wanted)]
+    grads = [None] * 4 if grads is None else [value if needed else None for value, needed in zip(grads, wanted)]
     if normalized:
         residual_grads = [None] * 3 if residual_grads is None else [
             value if needed else None for value, needed in zip(residual_grads, residual_wanted)]
     else:
         residual_grads = [grad if needs[4] else None, None, None]
     return (grads[0], None, grads[1], grads[2], residual_grads[0], None, residual_grads[1], residual_grads[2], None,
-            None, None)
+            None, None, grads[3])
 
 
 _residual_apply_op.register_autograd(_residual_backward, setup_context=_setup_residual_context)
@@ -517,22 +526,22 @@ def _moments_statistics_launches(stats, input, moments, running_mean, running_va
 
 
 @launches_of(_apply_op, "norm")
-def _apply_launches(out, input, stats, weight, bias, training, kind, parameter):
+def _apply_launches(out, input, stats, weight, bias, training, kind, parameter, slope):
     return [one_pass("_apply_kernel", [input], [out])] if input.numel() else []
 
 
 @launches_of(_residual_apply_op, "norm")
 def _residual_apply_launches(out, input, stats, weight, bias, residual, residual_stats, residual_weight, residual_bias,
-                             training, kind, parameter):
+                             training, kind, parameter, slope):
     return [one_pass("_apply_kernel", [input, residual], [out])] if input.numel() else []
 
 
 @launches_of(_backward_op, "norm")
-def _backward_launches(grads, grad_out, input, stats, weight, bias, training, kind, parameter, output_mask):
+def _backward_launches(grads, grad_out, input, stats, weight, bias, training, kind, parameter, slope, output_mask):
     if not input.numel():
         return [one_pass("aten::zero_", [], grads[1:])]
     launches = []
-    if (training and output_mask[0]) or output_mask[1] or output_mask[2]:
+    if (training and output_mask[0]) or any(output_mask[1:]):
         launches += [one_pass("_backward_sums_kernel", [grad_out, input], []),
                      one_pass("_backward_finalize_kernel", [], grads[1:])]
     if output_mask[0]:
@@ -559,7 +568,7 @@ def _residual_grad_launches(grad, grad_out, input, residual, output, stats, weig
 
 @launches_of(_residual_grad_with_sums_op, "norm")
 def _residual_grad_with_sums_launches(outputs, grad_out, input, residual, output, stats, weight, bias, kind,
-                                      parameter, residual_stats):
+                                      parameter, residual_stats, slope, training):
     # dy, x (for x̂) and the output (or the residual, to recompute z), and a normalised residual's
     # input (for r̂); writes g and the partials.
     reads = [grad_out, input, output if output is not None else residual]
@@ -574,23 +583,24 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
     op = f"fastcnn.{op}"
     check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
     check_residual(op, input, residual)
-    kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(op, input.device)
         out = torch.nn.functional.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-        out = out if residual is None else out + residual
-        return out if kind is None else module_for(kind, parameter)(out)
+        return apply_activation(out if residual is None else out + residual, kind, parameter, slope)
     if input.dim() < 2:  # an empty 1-d input, which torch passes through
         out = input.clone() if residual is None else input + residual
-        return out if kind is None else module_for(kind, parameter)(out)
+        return apply_activation(out, kind, parameter, slope)
+    slopes = None if slope is None else prelu_channel_slopes(op, slope, input)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
     stats = batch_statistics(op, input, running_mean, running_var, weight, bias, training, momentum, eps, moments)
     if residual is None:
-        return _apply_op(input, stats, weight, bias, bool(training), kind, parameter)
+        return _apply_op(input, stats, weight, bias, bool(training), kind, parameter, slopes)
     if residual.shape != input.shape:
         residual = residual.expand(input.shape)  # autograd sums its gradient back to the given shape
-    return _residual_apply_op(input, stats, weight, bias, residual, None, None, None, bool(training), kind, parameter)
+    return _residual_apply_op(input, stats, weight, bias, residual, None, None, None, bool(training), kind, parameter,
+                              slopes)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
@@ -599,8 +609,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (the gradients of input, residual, weight and bias together); without ``residual`` and
     ``activation`` it is ``F.batch_norm``. ``activation``: None or anything
     ``fastcnn.ops.activation.resolve_activation`` takes ("relu", "relu6", ("leaky_relu", 0.2),
-    nn.SiLU(), ...). ``residual``: None or a tensor of the input's dtype that broadcasts to its
-    shape (a ResNet block's identity). Input (N, C), (N, C, L) or (N, C, H, W), NCHW or
+    nn.SiLU(), ...), or an ``nn.PReLU`` module, whose learnable slopes (one, or one per channel)
+    are read in the same pass and whose gradient the backward sums per channel, deterministically.
+    ``residual``: None or a tensor of the input's dtype that broadcasts to its shape (a ResNet
+    block's identity). Input (N, C), (N, C, L) or (N, C, H, W), NCHW or
     channels_last; in training the batch statistics are computed in fp32 and the running
     statistics (when given) are updated in the kernel with the unbiased variance, as torch does.
     fp16/bf16 input keeps fp32 parameters and statistics. ``moments``: what the fastcnn
@@ -635,8 +647,8 @@ def batch_norm_add_batch_norm(input, running_mean, running_var, weight, bias, re
     check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
     check_batch_norm(op, residual_input, residual_running_mean, residual_running_var, residual_weight, residual_bias,
                      training, residual_momentum, residual_eps)
-    kind, parameter = resolve_activation(op, activation)
-    fusable = (_backend.backend_for(input.device) != _backend.FALLBACK and input.dim() == 4
+    kind, parameter, slope = resolve_fused_activation(op, activation)
+    fusable = (slope is None and _backend.backend_for(input.device) != _backend.FALLBACK and input.dim() == 4
                and residual_input.shape == input.shape and residual_input.dtype == input.dtype
                and residual_input.device == input.device and (kind is None or kind in DERIVATIVE_FROM_OUTPUT))
     if not fusable:  # as the unfused layers: the residual's batch norm, then batch norm with the residual
@@ -650,4 +662,4 @@ def batch_norm_add_batch_norm(input, running_mean, running_var, weight, bias, re
                                       residual_weight, residual_bias, training, residual_momentum, residual_eps,
                                       residual_moments)
     return _residual_apply_op(input, stats, weight, bias, residual_input, residual_stats, residual_weight,
-                              residual_bias, bool(training), kind, parameter)
+                              residual_bias, bool(training), kind, parameter, None)

@@ -22,7 +22,7 @@ from .._layout import as_rows, empty_rows_like, rows_view
 from .._norms import empty_norm_grads, split_parameter_grads, statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
-from .activation import module_for, resolve_activation
+from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
 
 __all__ = ["group_norm", "instance_norm"]
 
@@ -140,53 +140,58 @@ def _(input, running_mean, running_var, groups, eps, use_running, momentum):
 
 @torch.library.custom_op("fastcnn::group_norm_apply", mutates_args=())
 def _apply_op(input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], groups: int,
-              batch_statistics: bool, kind: Optional[str], parameter: float) -> Tensor:
+              batch_statistics: bool, kind: Optional[str], parameter: float, slope: Optional[Tensor]) -> Tensor:
+    """act(group_norm(input)) from the statistics; ``slope``: PReLU's C slopes (kind "prelu")."""
     out = empty_rows_like(input)
     if input.numel():
         with torch.profiler.record_function("fastcnn::group_norm forward"):
             _backend.record_launch(OP, _kernels().apply(rows_view(input), rows_view(out), stats, weight, bias,
-                                                        groups=groups, kind=kind, parameter=parameter))
+                                                        groups=groups, kind=kind, parameter=parameter, slope=slope))
     return out
 
 
 @_apply_op.register_fake
-def _(input, stats, weight, bias, groups, batch_statistics, kind, parameter):
+def _(input, stats, weight, bias, groups, batch_statistics, kind, parameter, slope):
     return empty_rows_like(input)
 
 
 @torch.library.custom_op("fastcnn::group_norm_backward", mutates_args=())
 def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                 groups: int, batch_statistics: bool, kind: Optional[str], parameter: float,
+                 groups: int, batch_statistics: bool, kind: Optional[str], parameter: float, slope: Optional[Tensor],
                  output_mask: list[bool]) -> tuple[Tensor, Tensor]:
-    """(grad_input, fp32 [2, C] (grad_bias, grad_weight)); each empty when not asked for."""
-    grad_input, sums = empty_norm_grads(input, output_mask)
+    """(grad_input, fp32 [2, C] (grad_bias, grad_weight), or [3, C] with PReLU's slopes' third);
+    each empty when not asked for."""
+    grad_input, sums = empty_norm_grads(input, output_mask, slope)
     if input.numel():
         with torch.profiler.record_function("fastcnn::group_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
                 as_rows(grad_out), rows_view(input), rows_view(grad_input) if output_mask[0] else None, stats,
                 weight, bias, sums if sums.numel() else None, groups=groups, batch_statistics=batch_statistics,
-                kind=kind, parameter=parameter))
+                kind=kind, parameter=parameter, slope=slope))
     else:
         sums.zero_()
     return grad_input, sums
 
 
 @_backward_op.register_fake
-def _(grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter, output_mask):
-    return empty_norm_grads(input, output_mask)
+def _(grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter, slope, output_mask):
+    return empty_norm_grads(input, output_mask, slope)
 
 
 def _setup_context(ctx, inputs, output):
-    input, stats, weight, bias, groups, batch_statistics, kind, parameter = inputs
-    ctx.save_for_backward(input, stats, weight, bias)
+    input, stats, weight, bias, groups, batch_statistics, kind, parameter, slope = inputs
+    ctx.save_for_backward(input, stats, weight, bias, slope)
     ctx.options = (groups, batch_statistics, kind, parameter)
 
 
 def _backward(ctx, grad_out):
-    input, stats, weight, bias = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]]
-    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
-    return (grad_input if mask[0] else None, None, *split_parameter_grads(sums, weight, bias, mask), None, None, None, None)
+    input, stats, weight, bias, slope = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[2], needs[3]] + ([] if slope is None else [needs[8]])
+    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, slope, mask)
+    grad_weight, grad_bias, *grad_slope = split_parameter_grads(sums, weight, bias, mask, slope)
+    return (grad_input if mask[0] else None, None, grad_weight, grad_bias, None, None, None, None,
+            grad_slope[0] if grad_slope else None)
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)
@@ -207,12 +212,12 @@ def _stats_launches(stats, input, running_mean, running_var, groups, eps, use_ru
 
 
 @launches_of(_apply_op, "norm")
-def _apply_launches(out, input, stats, weight, bias, groups, batch_statistics, kind, parameter):
+def _apply_launches(out, input, stats, weight, bias, groups, batch_statistics, kind, parameter, slope):
     return [one_pass("_apply_kernel", [input, stats, weight, bias], [out])] if input.numel() else []
 
 
 @launches_of(_backward_op, "norm")
-def _backward_launches(grads, grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter,
+def _backward_launches(grads, grad_out, input, stats, weight, bias, groups, batch_statistics, kind, parameter, slope,
                        output_mask):
     grad_input, sums = grads
     if not input.numel():
@@ -230,7 +235,8 @@ def _backward_launches(grads, grad_out, input, stats, weight, bias, groups, batc
 
 # ----------------------------------------------------------------------------- functional
 def _normalise(op, input, groups, weight, bias, running_mean, running_var, *, eps, batch_statistics, momentum,
-               kind, parameter):
+               kind, parameter, slope):
+    slopes = None if slope is None else prelu_channel_slopes(op, slope, input)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
     (mean_vector, var_vector), write_back = statistic_vectors((running_mean, running_var))
@@ -238,26 +244,28 @@ def _normalise(op, input, groups, weight, bias, running_mean, running_var, *, ep
                       float(momentum))
     for statistic, vector in write_back:
         statistic.copy_(vector.view(statistic.shape))
-    return _apply_op(input, stats, weight, bias, groups, batch_statistics, kind, parameter)
+    return _apply_op(input, stats, weight, bias, groups, batch_statistics, kind, parameter, slopes)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, activation=None):
     """``F.group_norm`` followed by ``activation`` (None, or anything ``resolve_activation`` takes:
-    "silu", nn.GELU(), ("leaky_relu", 0.2), ...) in one pass forward and backward. Any input
+    "silu", nn.GELU(), ("leaky_relu", 0.2), ..., or an ``nn.PReLU`` module, whose learnable
+    slopes are read per channel and whose gradient the backward sums) in one pass forward and
+    backward. Any input
     rank torch takes, NCHW or channels_last through strides; statistics in fp32 (shifted by each
     row's first value and merged with Chan's formula); fp16/bf16 input keeps fp32 parameters."""
     op = "fastcnn.group_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs group_norm in fp32
         with torch.autocast("cuda", enabled=False):
             return group_norm(input.float(), num_groups, weight, bias, eps, activation=activation)
-    kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)
     check_group_norm(op, input, num_groups, weight, bias)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
         out = torch.nn.functional.group_norm(input, num_groups, weight, bias, eps)
-        return out if kind is None else module_for(kind, parameter)(out)
+        return apply_activation(out, kind, parameter, slope)
     return _normalise(op, input, num_groups, _vector(weight), _vector(bias), None, None, eps=eps,
-                      batch_statistics=True, momentum=0.0, kind=kind, parameter=parameter)
+                      batch_statistics=True, momentum=0.0, kind=kind, parameter=parameter, slope=slope)
 
 
 def _vector(tensor):
@@ -273,12 +281,13 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     the batch average of the per-sample mean and unbiased variance, in the kernel), or by the
     running statistics (``use_input_stats=False``)."""
     op = "fastcnn.instance_norm"
-    kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)
     check_instance_norm(op, input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback("instance_norm", input.device)
         out = torch.nn.functional.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats,
                                                 momentum, eps)
-        return out if kind is None else module_for(kind, parameter)(out)
+        return apply_activation(out, kind, parameter, slope)
     return _normalise(op, input, input.shape[1], _vector(weight), _vector(bias), running_mean, running_var, eps=eps,
-                      batch_statistics=bool(use_input_stats), momentum=momentum, kind=kind, parameter=parameter)
+                      batch_statistics=bool(use_input_stats), momentum=momentum, kind=kind, parameter=parameter,
+                      slope=slope)
