@@ -22,7 +22,8 @@ from .._layout import view_or_none
 from .._norms import split_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
-from .activation import module_for, resolve_activation
+from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
+from .prelu import prelu
 
 __all__ = ["layer_norm", "layer_norm2d"]
 
@@ -118,9 +119,11 @@ def _flat(parameter):
 
 @torch.library.custom_op("fastcnn::layer_norm", mutates_args=())
 def _layer_norm_op(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], normalized_ndim: int,
-                   channels_first: bool, eps: float, kind: Optional[str], parameter: float) -> tuple[Tensor, Tensor]:
+                   channels_first: bool, eps: float, kind: Optional[str], parameter: float,
+                   slope: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """(act(layer_norm(input)), fp32 [2, rows] statistics (mean, rstd)); ``input``'s strides admit an [A, B, L]
-    view (the functional makes sure)."""
+    view (the functional makes sure); ``slope``: PReLU's slopes, one per normalised element (kind
+    "prelu")."""
     out = _output(input, normalized_ndim, channels_first)
     stats = torch.empty((2, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32,
                         device=input.device)
@@ -129,12 +132,12 @@ def _layer_norm_op(input: Tensor, weight: Optional[Tensor], bias: Optional[Tenso
         y, _ = _rows(_moved(out, channels_first), normalized_ndim, split)
         with torch.profiler.record_function("fastcnn::layer_norm forward"):
             _backend.record_launch(OP, _kernels().forward(x, y, stats, _flat(weight), _flat(bias), eps=eps, kind=kind,
-                                                          parameter=parameter))
+                                                          parameter=parameter, slope=slope))
     return out, stats
 
 
 @_layer_norm_op.register_fake
-def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter, slope):
     return (_output(input, normalized_ndim, channels_first),
             input.new_empty((2, _num_rows(_moved(input, channels_first), normalized_ndim)), dtype=torch.float32))
 
@@ -142,10 +145,10 @@ def _(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter
 @torch.library.custom_op("fastcnn::layer_norm_backward", mutates_args=())
 def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                  normalized_ndim: int, channels_first: bool, kind: Optional[str], parameter: float,
-                 output_mask: list[bool]) -> tuple[Tensor, Tensor]:
-    """(grad_input laid out as the input, fp32 [2, L] (grad_bias, grad_weight) flat); each empty
-    when not asked for."""
-    grad_input, sums = _empty_grads(input, normalized_ndim, channels_first, output_mask)
+                 slope: Optional[Tensor], output_mask: list[bool]) -> tuple[Tensor, Tensor]:
+    """(grad_input laid out as the input, fp32 [2, L] (grad_bias, grad_weight) flat, [3, L] with
+    PReLU's slopes' third); each empty when not asked for."""
+    grad_input, sums = _empty_grads(input, normalized_ndim, channels_first, output_mask, slope)
     if input.numel():
         x, split = _rows(_moved(input, channels_first), normalized_ndim)
         dy, _ = _rows(_moved(grad_out, channels_first), normalized_ndim, split)
@@ -155,37 +158,40 @@ def _backward_op(grad_out: Tensor, input: Tensor, stats: Tensor, weight: Optiona
         with torch.profiler.record_function("fastcnn::layer_norm backward"):
             _backend.record_launch(OP, _kernels().backward(
                 dy, x, dx, stats, _flat(weight), _flat(bias), sums if sums.numel() else None, kind=kind,
-                parameter=parameter))
+                parameter=parameter, slope=slope))
     else:
         sums.zero_()
     return grad_input, sums
 
 
-def _empty_grads(input, normalized_ndim, channels_first, output_mask):
+def _empty_grads(input, normalized_ndim, channels_first, output_mask, slope=None):
     length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
     grad_input = torch.empty_like(input) if output_mask[0] else input.new_empty(0)
-    sums = torch.empty((2, length) if any(output_mask[1:]) else (0,), dtype=torch.float32, device=input.device)
+    sums = torch.empty((2 if slope is None else 3, length) if any(output_mask[1:]) else (0,), dtype=torch.float32,
+                       device=input.device)
     return grad_input, sums
 
 
 @_backward_op.register_fake
-def _(grad_out, input, stats, weight, bias, normalized_ndim, channels_first, kind, parameter, output_mask):
-    return _empty_grads(input, normalized_ndim, channels_first, output_mask)
+def _(grad_out, input, stats, weight, bias, normalized_ndim, channels_first, kind, parameter, slope, output_mask):
+    return _empty_grads(input, normalized_ndim, channels_first, output_mask, slope)
 
 
 def _setup_context(ctx, inputs, output):
-    input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter = inputs
-    ctx.save_for_backward(input, output[1], weight, bias)
+    input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter, slope = inputs
+    ctx.save_for_backward(input, output[1], weight, bias, slope)
     ctx.mark_non_differentiable(output[1])
     ctx.options = (normalized_ndim, channels_first, kind, parameter)
 
 
 def _backward(ctx, grad_out, grad_stats):
-    input, stats, weight, bias = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, mask)
-    return (grad_input if mask[0] else None, *split_parameter_grads(sums, weight, bias, mask), None, None, None, None,
-            None)
+    input, stats, weight, bias, slope = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1], needs[2]] + ([] if slope is None else [needs[8]])
+    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, slope, mask)
+    grad_weight, grad_bias, *grad_slope = split_parameter_grads(sums, weight, bias, mask, slope)
+    return (grad_input if mask[0] else None, grad_weight, grad_bias, None, None, None, None, None,
+            grad_slope[0] if grad_slope else None)
 
 
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
@@ -199,7 +205,7 @@ def _passes(x):
 
 
 @launches_of(_layer_norm_op, "norm")
-def _layer_norm_launches(outputs, input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+def _layer_norm_launches(outputs, input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter, slope):
     if not input.numel():
         return []
     x, _ = _rows(_moved(input, channels_first), normalized_ndim)
@@ -209,7 +215,7 @@ def _layer_norm_launches(outputs, input, weight, bias, normalized_ndim, channels
 
 @launches_of(_backward_op, "norm")
 def _backward_launches(grads, grad_out, input, stats, weight, bias, normalized_ndim, channels_first, kind, parameter,
-                       output_mask):
+                       slope, output_mask):
     grad_input, sums = grads
     if not input.numel():
         return [one_pass("aten::zero_", [], [sums])] if sums.numel() else []
@@ -225,29 +231,44 @@ def _backward_launches(grads, grad_out, input, stats, weight, bias, normalized_n
 
 
 # ----------------------------------------------------------------------------- functional
-def _launch(input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter):
+def _launch(op, input, weight, bias, normalized_ndim, channels_first, eps, kind, parameter, slope):
+    """act(layer_norm(input)): PReLU's slopes ride in the kernel when they are one per normalised
+    element, which is where torch's prelu puts its channels (dim 1) only for one slope, for
+    LayerNorm2d (the channels are normalised) and for a 2-d input over its last dim; otherwise
+    fastcnn's prelu runs after the norm (and raises torch's errors)."""
+    slopes = None
+    if slope is not None:
+        length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
+        channels_normalised = channels_first or (input.dim() == 2 and normalized_ndim == 1)
+        if slope.numel() != 1 and not channels_normalised:
+            out = _launch(op, input, weight, bias, normalized_ndim, channels_first, eps, None, 0.0, None)
+            return prelu(out, slope)
+        prelu_channel_slopes(op, slope, input)  # torch's checks
+        slopes = slope.reshape(-1).expand(length)  # one slope (stride 0), or the channels' = the normalised
     if _rows(_moved(input, channels_first), normalized_ndim)[0] is None:  # strides no [A, B, L] view takes
         input = input.contiguous()
-    out, _ = _layer_norm_op(input, weight, bias, normalized_ndim, channels_first, float(eps), kind, float(parameter))
+    out, _ = _layer_norm_op(input, weight, bias, normalized_ndim, channels_first, float(eps), kind, float(parameter),
+                            slopes)
     return out
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, activation=None):
-    """``F.layer_norm`` followed by ``activation`` (see ``resolve_activation``) in one pass forward and
-    backward: each row normalised over the trailing ``normalized_shape`` dims, statistics in fp32
+    """``F.layer_norm`` followed by ``activation`` (see ``resolve_activation``; or an ``nn.PReLU``,
+    whose slopes ride in the kernel when torch's prelu would read them along the normalised
+    dims: one slope, or a 2-d input) in one pass forward and backward: each row normalised over the trailing ``normalized_shape`` dims, statistics in fp32
     (shifted by the row's first value), any strides (a permuted view is read as it lies)."""
     op = "fastcnn.layer_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
         with torch.autocast("cuda", enabled=False):
             return layer_norm(input.float(), normalized_shape, weight, bias, eps, activation=activation)
     normalized_shape = normalized_shape_of(op, normalized_shape)
-    kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)
     check_layer_norm(op, input, normalized_shape, weight, bias)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
         out = torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
-        return out if kind is None else module_for(kind, parameter)(out)
-    return _launch(input, weight, bias, len(normalized_shape), False, eps, kind, parameter)
+        return apply_activation(out, kind, parameter, slope)
+    return _launch(op, input, weight, bias, len(normalized_shape), False, eps, kind, parameter, slope)
 
 
 def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
@@ -264,10 +285,10 @@ def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
     if input.dim() < 2:
         raise RuntimeError(f"{op}: expected input of shape (N, C, ...) with at least 2 dimensions, got "
                            f"{list(input.shape)}")
-    kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)
     check_layer_norm(op, input.movedim(1, -1), (input.shape[1],), weight, bias)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
         out = torch.nn.functional.layer_norm(input.movedim(1, -1), (input.shape[1],), weight, bias, eps).movedim(-1, 1)
-        return out if kind is None else module_for(kind, parameter)(out)
-    return _launch(input, weight, bias, 1, True, eps, kind, parameter)
+        return apply_activation(out, kind, parameter, slope)
+    return _launch(op, input, weight, bias, 1, True, eps, kind, parameter, slope)
