@@ -400,6 +400,10 @@ def _fuse_sequential(name, sequential, holders, owners, traces, result):
 
 
 def _unsupported(norm, activation):
+    if activation == "PReLU":  # fusing would move its learnable slopes, and with them the state_dict keys
+        return (f"not fused: PReLU after {type(norm).__name__} keeps its own module, whose slopes are its "
+                f"parameters (fastcnn's prelu kernel runs it); a model built with fastcnn.nn's norms and "
+                f"activation=nn.PReLU(...) fuses it")
     return (f"not fused: activation kind not supported: {activation} after {type(norm).__name__} (fastcnn fuses "
             f"ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh)")
 

@@ -177,6 +177,14 @@ def test_each_variant_family_compiles(compiled):
     # and with the residual a second batch norm's input (a ResNet downsample's), forward and sums
     assert seen[("batch_norm", "_apply_kernel", "RESIDUAL_NORMALIZED")] == {True, False}
     assert seen[("batch_norm", "_backward_sums_kernel", "RESIDUAL_SUMS")] == {True, False}
+    # PReLU fused into the norms: its slopes in the applies, their gradient a third sum
+    for module, kernels in (("batch_norm", ("_apply_kernel", "_backward_sums_kernel", "_backward_apply_kernel")),
+                            ("group_norm", ("_apply_kernel", "_partial_grad_sums_kernel", "_backward_apply_kernel")),
+                            ("layer_norm", ("_forward_kernel", "_backward_kernel"))):
+        for kernel in kernels:
+            assert "prelu" in seen[(module, kernel, "KIND")], (module, kernel)
+    assert seen[("batch_norm", "_backward_finalize_kernel", "SLOPE_SUMS")] == {True, False}
+    assert True in seen[("group_norm", "_finalize_grad_sums_kernel", "SLOPE_SUMS")]
     # the stem's batch norm in the max-pool's prologue, its backward sums in the pool's backward
     assert seen[("max_pool", "_max_pool2d_forward_kernel", "PROLOGUE")] == {True, False}
     assert seen[("max_pool", "_max_pool2d_backward_kernel", "EPILOGUE")] == {True, False}

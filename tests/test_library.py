@@ -54,35 +54,43 @@ def test_opcheck_batch_norm(training, generator):
     stats = OPS.batch_norm_statistics(input, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1,
                                       1e-5)
     residual = make_tensor((4, 5, 3, 7), generator=generator)
-    for kind in (None, "relu"):
+    slopes = make_tensor((5,), generator=generator)  # PReLU's, fused (kind "prelu")
+    for kind, slope in ((None, None), ("relu", None), ("prelu", slopes), ("prelu", slopes[:1].expand(5))):
         _opcheck(OPS.batch_norm_apply.default, (input.clone().requires_grad_(), stats, weight.clone().requires_grad_(),
-                                                bias.clone().requires_grad_(), training, kind, 0.1))
-    for kind in (None, "relu", "silu", "leaky_relu"):
+                                                bias.clone().requires_grad_(), training, kind, 0.1,
+                                                None if slope is None else slope.clone().requires_grad_()))
+    for kind in (None, "relu", "silu", "leaky_relu", "prelu"):
         _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), stats, weight, bias,
                                                          residual.clone().requires_grad_(), None, None, None,
-                                                         training, kind, 0.1))
+                                                         training, kind, 0.1,
+                                                         slopes.clone().requires_grad_() if kind == "prelu" else None))
     for kind in (None, "relu"):  # the residual a second batch norm's input (a ResNet downsample's)
         _opcheck(OPS.batch_norm_residual_apply.default, (input.clone().requires_grad_(), stats,
                                                          weight.clone().requires_grad_(), bias,
                                                          residual.clone().requires_grad_(), stats,
-                                                         bias.clone().requires_grad_(), weight, training, kind, 0.1))
+                                                         bias.clone().requires_grad_(), weight, training, kind, 0.1,
+                                                         None))
     _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, training, "relu",
-                                               0.0, [True, True, False]))
+                                               0.0, None, [True, True, False]))
     _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, None, None, training, None, 0.0,
-                                               [True, True, True]))
+                                               None, [True, True, True]))
+    _opcheck(OPS.batch_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, training, "prelu",
+                                               0.0, slopes, [True, False, True, True]))
     output = OPS.batch_norm_residual_apply(input, stats, weight, bias, residual, None, None, None, training, "relu",
-                                           0.0)
+                                           0.0, None)
     _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), None, None, output, stats, None, None,
                                                     training, "relu", 0.0))
     _opcheck(OPS.batch_norm_residual_grad.default, (torch.randn_like(input), input, residual, None, stats, weight,
                                                     bias, training, "gelu", 0.0))
+    _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, None, stats,
+                                                              weight, bias, "prelu", 0.0, None, slopes, training))
     if training:
         _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, None, output, stats,
-                                                                  None, None, "relu", 0.0, None))
+                                                                  None, None, "relu", 0.0, None, None, True))
         _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, None,
-                                                                  stats, weight, bias, "gelu", 0.0, None))
+                                                                  stats, weight, bias, "gelu", 0.0, None, None, True))
         _opcheck(OPS.batch_norm_residual_grad_with_sums.default, (torch.randn_like(input), input, residual, output,
-                                                                  stats, weight, bias, "relu", 0.0, stats))
+                                                                  stats, weight, bias, "relu", 0.0, stats, None, True))
 
 
 def test_opcheck_avg_pool(generator):
@@ -341,10 +349,16 @@ def test_opcheck_group_norm(use_running, generator):
     _opcheck(OPS.group_norm_stats.default, (input, running_mean, running_var, groups, 1e-5, use_running, 0.1))
     stats = OPS.group_norm_stats(input, None, None, 3, 1e-5, False, 0.1)
     _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, weight.clone().requires_grad_(),
-                                            bias.clone().requires_grad_(), 3, True, "silu", 0.0))
-    _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, None, None, 3, True, None, 0.0))
+                                            bias.clone().requires_grad_(), 3, True, "silu", 0.0, None))
+    _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, None, None, 3, True, None, 0.0,
+                                            None))
+    slopes = make_tensor((6,), generator=generator)  # PReLU's, fused (kind "prelu")
+    _opcheck(OPS.group_norm_apply.default, (input.clone().requires_grad_(), stats, weight, None, 3, True, "prelu", 0.0,
+                                            slopes.clone().requires_grad_()))
     _opcheck(OPS.group_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, 3, True, "gelu",
-                                               0.0, [True, True, True]))
+                                               0.0, None, [True, True, True]))
+    _opcheck(OPS.group_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, 3, True, "prelu",
+                                               0.0, slopes, [True, True, True, True]))
 
 
 @pytest.mark.parametrize("channels_first", [False, True])
@@ -353,10 +367,15 @@ def test_opcheck_layer_norm(channels_first, generator):
     size = 6 if channels_first else 5
     weight, bias = make_tensor((size,), generator=generator), make_tensor((size,), generator=generator)
     _opcheck(OPS.layer_norm.default, (input.clone().requires_grad_(), weight.clone().requires_grad_(),
-                                      bias.clone().requires_grad_(), 1, channels_first, 1e-5, "gelu_tanh", 0.0))
-    _, stats = OPS.layer_norm(input, weight, bias, 1, channels_first, 1e-5, None, 0.0)
+                                      bias.clone().requires_grad_(), 1, channels_first, 1e-5, "gelu_tanh", 0.0, None))
+    slopes = make_tensor((size,), generator=generator)  # PReLU's, fused (kind "prelu"), one per normalised element
+    _opcheck(OPS.layer_norm.default, (input.clone().requires_grad_(), weight, None, 1, channels_first, 1e-5, "prelu",
+                                      0.0, slopes.clone().requires_grad_()))
+    _, stats = OPS.layer_norm(input, weight, bias, 1, channels_first, 1e-5, None, 0.0, None)
     _opcheck(OPS.layer_norm_backward.default, (torch.randn_like(input), input, stats, weight, None, 1, channels_first,
-                                               None, 0.0, [True, True, False]))
+                                               None, 0.0, None, [True, True, False]))
+    _opcheck(OPS.layer_norm_backward.default, (torch.randn_like(input), input, stats, weight, bias, 1, channels_first,
+                                               "prelu", 0.0, slopes, [True, True, True, True]))
 
 
 def test_opcheck_dropout(generator):

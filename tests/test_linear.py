@@ -418,6 +418,7 @@ def test_module_with_a_prelu_trains_its_slopes(generator):
     out = module(make_tensor((5, 6), generator=generator))
     out.sum().backward()
     assert module.prelu.weight.grad is not None and module.prelu.weight.grad.shape == (4,)
+    # Where learned slopes cannot ride (a convolution's prologue), PReLU is refused by name.
     with pytest.raises(ValueError, match="PReLU is not supported"):
-        fastcnn.batch_norm(make_tensor((2, 3, 4, 4), generator=generator), None, None, training=True,
-                           activation=torch.nn.PReLU(3))
+        fastcnn.batch_norm_conv2d(make_tensor((2, 3, 4, 4), generator=generator), None, None, None, None, True, 0.1,
+                                  1e-5, make_tensor((2, 3, 1, 1), generator=generator), activation=torch.nn.PReLU(3))

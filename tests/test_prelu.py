@@ -160,3 +160,207 @@ def test_bytes_hand_counted():
     from fastcnn.ops import prelu as prelu_op
 
     assert prelu_op.bytes_moved(10, 4, backward=False) == 80
+
+
+# ----------------------------------------------------------------------------- fused into the norms
+# activation=nn.PReLU(...) of each norm: (launch op name, fastcnn call, float64 torch reference
+# without the PReLU, input shape, channels torch's prelu sees). Each call takes (x, w, b,
+# activation) and each reference (x, w, b) in float64; the weight and bias are C values.
+def _instance(use_input_stats):
+    def run(x, w, b, activation):
+        running = (torch.linspace(-0.5, 0.5, x.shape[1], device=x.device), torch.linspace(0.5, 2.0, x.shape[1],
+                                                                                         device=x.device))
+        return fastcnn.instance_norm(x, *running, w, b, use_input_stats, activation=activation)
+
+    def reference(x, w, b):
+        running = (torch.linspace(-0.5, 0.5, x.shape[1], dtype=torch.float64, device=x.device),
+                   torch.linspace(0.5, 2.0, x.shape[1], dtype=torch.float64, device=x.device))
+        return F.instance_norm(x, *running, w, b, use_input_stats)
+    return run, reference
+
+
+def _batch(training, residual=None):
+    def running(x, dtype):
+        return (torch.linspace(-0.5, 0.5, x.shape[1], dtype=dtype, device=x.device),
+                torch.linspace(0.5, 2.0, x.shape[1], dtype=dtype, device=x.device))
+
+    def run(x, w, b, activation):
+        extra = {} if residual is None else dict(residual=residual.to(x.dtype))
+        return fastcnn.batch_norm(x, *running(x, torch.float32), w, b, training, activation=activation, **extra)
+
+    def reference(x, w, b):
+        out = F.batch_norm(x, *running(x, torch.float64), w, b, training)
+        return out if residual is None else out + residual.double()
+    return run, reference
+
+
+_RESIDUAL = make_tensor((3, 6, 5, 7), generator=torch.Generator().manual_seed(5))
+FUSED_NORMS = {
+    "batch_norm training": ("batch_norm", *_batch(True), (3, 6, 5, 7), 6),
+    "batch_norm eval": ("batch_norm", *_batch(False), (3, 6, 5, 7), 6),
+    "batch_norm 2-d": ("batch_norm", *_batch(True), (9, 6), 6),
+    "batch_norm + residual training": ("batch_norm", *_batch(True, _RESIDUAL), (3, 6, 5, 7), 6),
+    "batch_norm + residual eval": ("batch_norm", *_batch(False, _RESIDUAL), (3, 6, 5, 7), 6),
+    "group_norm": ("group_norm", lambda x, w, b, a: fastcnn.group_norm(x, 3, w, b, activation=a),
+                   lambda x, w, b: F.group_norm(x, 3, w, b), (3, 6, 5, 7), 6),
+    "instance_norm training": ("group_norm", *_instance(True), (3, 6, 5, 7), 6),
+    "instance_norm eval": ("group_norm", *_instance(False), (3, 6, 5, 7), 6),
+    "layer_norm 2-d": ("layer_norm", lambda x, w, b, a: fastcnn.layer_norm(x, (6,), w, b, activation=a),
+                       lambda x, w, b: F.layer_norm(x, (6,), w, b), (11, 6), 6),
+    "layer_norm2d": ("layer_norm", lambda x, w, b, a: fastcnn.layer_norm2d(x, w, b, activation=a),
+                     lambda x, w, b: F.layer_norm(x.movedim(1, -1), (6,), w, b, 1e-6).movedim(-1, 1), (3, 6, 5, 7), 6),
+}
+
+
+def _fused_norm_case(name, slopes, layout, generator):
+    op, run, reference, shape, channels = FUSED_NORMS[name]
+    input = make_tensor(shape, layout=layout if len(shape) == 4 else "contiguous", generator=generator)
+    weight, bias = (make_tensor((6,), generator=generator).requires_grad_() for _ in range(2))
+    prelu = torch.nn.PReLU(1 if slopes == "one" else channels).to(DEVICE)
+    with torch.no_grad():
+        prelu.weight.copy_(make_tensor(prelu.weight.shape, generator=generator))
+    return op, run, reference, input.requires_grad_(), weight, bias, prelu
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("slopes", ["one", "per channel"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", sorted(FUSED_NORMS))
+def test_prelu_fused_into_the_norms_matches_float64_torch(name, layout, slopes, seed, generator):
+    """The slopes are read in the norm's apply pass and their gradient, the sum of dy·z where z <= 0
+    per channel, rides in the backward's sums pass: no prelu launch, no ATen prelu."""
+    op, run, reference, input, weight, bias, prelu = _fused_norm_case(name, slopes, layout, generator)
+    with count_launches() as launched, record_aten_ops() as names:
+        out = run(input, weight, bias, prelu)
+        grad = make_tensor(out.shape, generator=generator)
+        out.backward(grad)
+    assert launched[op] >= 2 and not launched["prelu"], dict(launched)
+    assert not [n for n in names if "prelu" in n or "norm" in n and not n.startswith("fastcnn::")], names
+    leaves = [t.detach().double().requires_grad_() for t in (input, weight, bias, prelu.weight)]
+    expected = F.prelu(reference(*leaves[:3]), leaves[3])
+    expected.backward(grad.double())
+    assert_close(out, expected, torch.float32, what=f"{name} output", seed=seed)
+    per_slope = input.numel() // prelu.weight.numel()
+    for what, ours, theirs in zip(("input", "weight", "bias", "slopes"), (input, weight, bias, prelu.weight), leaves):
+        assert_close(ours.grad, theirs.grad, torch.float32, what=f"{name} grad {what}", seed=seed,
+                     reduction_length=per_slope if what == "slopes" else input.numel() // 6)
+
+
+@pytest.mark.parametrize("name", ["batch_norm training", "batch_norm + residual training", "group_norm",
+                                  "layer_norm2d"])
+def test_fused_slopes_gradient_is_deterministic_and_nan_takes_torchs_branch(name, generator):
+    op, run, reference, input, weight, bias, prelu = _fused_norm_case(name, "per channel", "channels_last", generator)
+    grads = []
+    for _ in range(2):
+        prelu.weight.grad = None
+        run(input, weight, bias, prelu).backward(torch.ones(input.shape, device=DEVICE))
+        grads.append(prelu.weight.grad.clone())
+    assert torch.equal(*grads)
+    # A NaN z (from a NaN input, an eval norm's ±inf) takes the slope's branch, as torch's ``z > 0`` sends it.
+    with torch.no_grad():
+        input[1, 2, 0, 0] = float("nan")
+    for tensor in (input, weight, bias, prelu.weight):
+        tensor.grad = None
+    out = run(input, weight, bias, prelu)
+    out.backward(torch.ones_like(out))
+    leaves = [t.detach().double().requires_grad_() for t in (input, weight, bias, prelu.weight)]
+    expected = F.prelu(reference(*leaves[:3]), leaves[3])
+    expected.backward(torch.ones_like(expected))
+    for ours, theirs in ((out, expected), *((t.grad, leaf.grad) for t, leaf in zip((input, prelu.weight),
+                                                                                    (leaves[0], leaves[3])))):
+        assert torch.equal(ours.isnan(), theirs.isnan()), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_prelu_in_half_precision(dtype, seed, generator):
+    """fp16/bf16 input with its slopes in the same dtype (torch's prelu refuses to promote), fp32
+    norm parameters; the slopes' gradient in their dtype."""
+    input = make_tensor((4, 6, 5, 7), dtype, layout="channels_last", generator=generator).requires_grad_()
+    prelu = torch.nn.PReLU(6).to(DEVICE, dtype)
+    norm = fastcnn.nn.BatchNorm2dAct(6, activation=prelu).to(DEVICE)
+    out = norm(input)
+    grad = make_tensor(out.shape, dtype, generator=generator)
+    out.backward(grad)
+    reference = torch.nn.BatchNorm2d(6).to(DEVICE).double()
+    leaves = [t.detach().double().requires_grad_() for t in (input, prelu.weight)]
+    expected = F.prelu(reference(leaves[0]), leaves[1])
+    expected.backward(grad.double())
+    assert out.dtype == dtype and prelu.weight.grad.dtype == dtype
+    assert_close(out, expected, dtype, what="output", seed=seed)
+    assert_close(input.grad, leaves[0].grad, dtype, what="grad input", seed=seed, reduction_length=140)
+    assert_close(prelu.weight.grad, leaves[1].grad, dtype, what="grad slopes", seed=seed, reduction_length=140)
+
+
+@pytest.mark.parametrize("module_type, arguments", [
+    (fastcnn.nn.BatchNorm2dAct, (6,)), (fastcnn.nn.BatchNorm2d, (6,)), (fastcnn.nn.GroupNorm, (3, 6)),
+    (fastcnn.nn.InstanceNorm2d, (6,)), (fastcnn.nn.LayerNorm2d, (6,))])
+def test_norm_modules_keep_the_prelu_as_a_submodule_and_train_its_slopes(module_type, arguments, seed, generator):
+    prelu = torch.nn.PReLU(6).to(DEVICE)
+    module = module_type(*arguments, activation=prelu).to(DEVICE)
+    assert module.prelu is prelu and "prelu.weight" in module.state_dict() and "prelu" in repr(module)
+    assert sum(p is prelu.weight for p in module.parameters()) == 1
+    input = make_tensor((2, 6, 5, 4), generator=generator)
+    with count_launches() as launched:
+        out = module(input)
+        out.sum().backward()
+    assert not launched["prelu"] and prelu.weight.grad is not None and prelu.weight.grad.shape == (6,)
+    plain = (torch.nn.BatchNorm2d(6) if module_type in (fastcnn.nn.BatchNorm2dAct, fastcnn.nn.BatchNorm2d)
+             else torch.nn.GroupNorm(*arguments) if module_type is fastcnn.nn.GroupNorm
+             else torch.nn.InstanceNorm2d(6) if module_type is fastcnn.nn.InstanceNorm2d else None)
+    if plain is not None:  # the reference: torch's norm then torch's prelu, one run in float64
+        plain = plain.to(DEVICE).double()
+        assert_close(out, F.prelu(plain(input.double()), prelu.weight.detach().double()), torch.float32,
+                     what=f"{module_type.__name__} output", seed=seed)
+
+
+def test_prelu_norm_before_a_convolution_or_pool_runs_unfused(seed, generator):
+    """A PReLU's slopes are not read in a convolution's or a max-pool's prologue: those fused
+    entry points run the norm on its own (and the functional that would fuse refuses PReLU)."""
+    norm = fastcnn.nn.BatchNorm2dAct(4, activation=torch.nn.PReLU(4)).to(DEVICE)
+    conv = fastcnn.nn.Conv2d(4, 5, 3).to(DEVICE)
+    pool = fastcnn.nn.MaxPool2d(2)
+    input = make_tensor((2, 4, 7, 6), generator=generator)
+    with count_launches() as launched:
+        out = fastcnn.nn.batch_norm_into_conv2d(input, norm, conv)
+        pooled = fastcnn.nn.batch_norm_into_max_pool2d(input, norm, pool)
+    assert launched["batch_norm"] >= 2 and launched["conv2d"] and launched["max_pool2d"], dict(launched)
+    with torch.no_grad():
+        assert_close(out, conv(norm(input)), torch.float32, what="conv", seed=seed, reduction_length=36)
+        assert_close(pooled, pool(norm(input)), torch.float32, what="pool", seed=seed)
+    with pytest.raises(ValueError, match="PReLU"):
+        fastcnn.batch_norm_conv2d(input, None, None, None, None, True, 0.1, 1e-5, conv.weight,
+                                  activation=torch.nn.PReLU(4))
+    # convert leaves a torch model's BatchNorm2d → PReLU as two modules (the slopes stay the PReLU's
+    # parameters, under its state_dict keys) and says so.
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.PReLU(4), torch.nn.Conv2d(4, 5, 3)).to(DEVICE)
+    converted, report = fastcnn.convert(model, report=True)
+    assert "PReLU after BatchNorm2d keeps its own module" in dict(report.left)["0"], report
+    assert converted.state_dict().keys() == model.state_dict().keys()
+
+
+NORM_PRELU_ERRORS = {
+    "channels": (lambda: torch.nn.PReLU(5), "Mismatch of parameter numbers"),
+    "dtype": (lambda: torch.nn.PReLU(6).double(), "Type promoting not supported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NORM_PRELU_ERRORS))
+@pytest.mark.parametrize("norm", ["batch_norm training", "group_norm", "layer_norm2d"])
+def test_fused_prelu_raises_torchs_errors_before_any_launch(norm, case, generator):
+    _, run, reference, input, weight, bias, _ = _fused_norm_case(norm, "one", "contiguous", generator)
+    make, fragment = NORM_PRELU_ERRORS[case]
+    prelu = make().to(DEVICE)
+    with pytest.raises(RuntimeError) as theirs:  # torch's prelu of the norm's output (shaped and typed as the input)
+        F.prelu(input.detach(), prelu.weight)
+    with count_launches() as launched, pytest.raises(RuntimeError, match=fragment) as ours:
+        run(input, weight, bias, prelu)
+    assert fragment in str(theirs.value) and not sum(launched.values()), (str(ours.value), dict(launched))
+
+
+def test_fused_prelu_on_an_empty_batch(generator):
+    input = torch.empty(0, 6, 3, 4, device=DEVICE, requires_grad=True)
+    prelu = torch.nn.PReLU(6).to(DEVICE)
+    running = (torch.zeros(6, device=DEVICE), torch.ones(6, device=DEVICE))
+    out = fastcnn.batch_norm(input, *running, training=False, activation=prelu)
+    out.sum().backward()
+    assert out.shape == input.shape and torch.equal(prelu.weight.grad, torch.zeros(6, device=DEVICE))

@@ -176,7 +176,31 @@ def static_launches(kernel_module, options):
                                       training=True)
     return (per_layout_and_dtype(options, "batchnorm+relu N32 C128 28x28", bn_relu)
             + per_layout_and_dtype(options, "batchnorm+add+relu N32 C256 56x56", bn_add_relu)
-            + per_layout_and_dtype(options, "batchnorm+add+batchnorm+relu N32 C256 56x56", bn_add_bn_relu))
+            + per_layout_and_dtype(options, "batchnorm+add+batchnorm+relu N32 C256 56x56", bn_add_bn_relu)
+            + per_layout_and_dtype(options, PRELU_SCENARIO, lambda dtype, channels_last: _bn_prelu(
+                kernel_module, dtype, channels_last)))
+
+
+PRELU_SCENARIO = "batchnorm+prelu IResNet N32 C128 28x28"
+
+
+def _bn_prelu(kernel_module, dtype, channels_last):
+    """BN → PReLU(C), as face-recognition ResNets (IResNet) run it, fused: the slopes read in the
+    apply, their gradient summed in the backward's sums pass; and with a residual (its pass that
+    writes g and the sums, the slopes' third, in eval too)."""
+    batch_norm = kernel_module("batch_norm")
+    c = 128
+    x, r, y, dy, dx = (empty((32, c, 28, 28), dtype, channels_last).view(32, c, -1) for _ in range(5))
+    stats, weight, bias = _statistics(kernel_module, c), torch.ones(c), torch.zeros(c)
+    slope, grad_slope = torch.empty(c, dtype=dtype), torch.empty(c, dtype=dtype)  # PReLU's, in the input's dtype
+    batch_norm.apply(x, None, y, stats, weight, bias, training=True, kind="prelu", parameter=0.0, slope=slope)
+    batch_norm.backward(dy, x, None, dx, None, stats, weight, bias, torch.empty(c), torch.empty(c), training=True,
+                        kind="prelu", parameter=0.0, slope=slope, grad_slope=grad_slope)
+    partial = torch.empty((batch_norm.backward_sum_slices(x), 3, c))
+    batch_norm.grad_with_sums(dy, x, r, y, partial, stats, weight, bias, kind="prelu", parameter=0.0, slope=slope,
+                              training=False)
+    batch_norm.backward_from_sums(y, x, dx, partial, stats, weight, bias, torch.empty(c), torch.empty(c),
+                                  training=False, grad_slope=grad_slope)
 
 
 def compile_variants(kernel_module):
@@ -225,4 +249,6 @@ def compile_variants(kernel_module):
                             kind=None, parameter=0.0)
     return [(f"batchnorm+add+{kind} residual grad bf16 channels_last", lambda kind=kind: residual_grad(kind))
             for kind in ("relu", "silu")] + [("batchnorm+relu eval, no affine, bf16 channels_last", evaluation),
-                                             ("batchnorm bf16 parameters channels_last", bf16_parameters)]
+                                             ("batchnorm bf16 parameters channels_last", bf16_parameters),
+                                             (f"{PRELU_SCENARIO} bf16 channels_last",
+                                              lambda: _bn_prelu(kernel_module, DTYPES["bf16"], True))]

@@ -56,4 +56,27 @@ def static_launches(kernel_module, options):
         instance_stats = torch.empty((4, 8 * c), dtype=torch.float32)
         group_norm.update_running(instance_stats, torch.zeros(c), torch.ones(c), batch=8, momentum=0.1,
                                   reduction_length=64 * 64)
-    return per_layout_and_dtype(options, "groupnorm32+silu N8 C320 64x64", group_norm_silu)
+    return (per_layout_and_dtype(options, "groupnorm32+silu N8 C320 64x64", group_norm_silu)
+            + per_layout_and_dtype(options, PRELU_SCENARIO, lambda dtype, channels_last: _group_norm_prelu(
+                kernel_module, dtype, channels_last)))
+
+
+PRELU_SCENARIO = "groupnorm32+prelu N8 C320 64x64"
+
+
+def _group_norm_prelu(kernel_module, dtype, channels_last):
+    """GroupNorm(32) → PReLU(C) fused: the slopes read in the apply and the backward's apply, their
+    gradient a third per-(sample, channel) sum of the sums pass."""
+    group_norm = kernel_module("group_norm")
+    c, groups = 320, 32
+    x, y, dx = (empty((8, c, 64, 64), dtype, channels_last).view(8, c, -1) for _ in range(3))
+    stats = torch.empty((4, 8 * groups), dtype=torch.float32)
+    weight, bias, slope = torch.ones(c), torch.zeros(c), torch.empty(c, dtype=dtype)
+    group_norm.apply(x, y, stats, weight, bias, groups=groups, kind="prelu", parameter=0.0, slope=slope)
+    group_norm.backward(y, x, dx, stats, weight, bias, torch.empty((3, c)), groups=groups, batch_statistics=True,
+                        kind="prelu", parameter=0.0, slope=slope)
+
+
+def compile_variants(kernel_module):
+    """GroupNorm + PReLU in bf16 channels_last (the slopes' sums, which no representative launch has)."""
+    return [(f"{PRELU_SCENARIO} bf16 channels_last", lambda: _group_norm_prelu(kernel_module, torch.bfloat16, True))]

@@ -80,7 +80,25 @@ def static_launches(kernel_module, options):
         weight, bias = torch.ones(c), torch.zeros(c)
         layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind=None, parameter=0.0)
         layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind=None, parameter=0.0)
-    return per_layout_and_dtype(options, "layernorm2d ConvNeXt N64 C96 56x56", layer_norm2d)
+    return (per_layout_and_dtype(options, "layernorm2d ConvNeXt N64 C96 56x56", layer_norm2d)
+            + per_layout_and_dtype(options, PRELU_SCENARIO, lambda dtype, channels_last: _layer_norm2d_prelu(
+                kernel_module, dtype, channels_last)))
+
+
+PRELU_SCENARIO = "layernorm2d+prelu N64 C96 56x56"
+
+
+def _layer_norm2d_prelu(kernel_module, dtype, channels_last):
+    """LayerNorm2d → PReLU(C) fused: one slope per normalised channel, their gradient a third row
+    of each program's partials."""
+    layer_norm = kernel_module("layer_norm")
+    c = 96
+    x, y, dx = (empty((64, c, 56, 56), dtype, channels_last).permute(0, 2, 3, 1).reshape(64, 56 * 56, c)
+                for _ in range(3))
+    stats = torch.empty((2, 64 * 56 * 56), dtype=torch.float32)
+    weight, bias, slope = torch.ones(c), torch.zeros(c), torch.empty(c, dtype=dtype)
+    layer_norm.forward(x, y, stats, weight, bias, eps=1e-6, kind="prelu", parameter=0.0, slope=slope)
+    layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((3, c)), kind="prelu", parameter=0.0, slope=slope)
 
 
 def compile_variants(kernel_module):
@@ -97,4 +115,5 @@ def compile_variants(kernel_module):
         layer_norm.backward(y, x, dx, stats, weight, bias, torch.empty((2, c)), kind="gelu", parameter=0.0)
     return [(f"layer_norm C768 gelu {'channels_last' if channels_last else 'nchw'} {dtype_name}",
              lambda dtype_name=dtype_name, channels_last=channels_last: norm(dtype_name, channels_last))
-            for dtype_name in ("bf16", "fp32") for channels_last in (False, True)]
+            for dtype_name in ("bf16", "fp32") for channels_last in (False, True)] + [
+        (f"{PRELU_SCENARIO} bf16 channels_last", lambda: _layer_norm2d_prelu(kernel_module, DTYPES["bf16"], True))]
