@@ -5,8 +5,9 @@ pre-activation value z in fp32), and the flat kernels below run them on their ow
 The kinds (``fastcnn/ops/activation.py``'s ``KINDS``, the one list): relu, relu6 (hardtanh
 0..6), leaky_relu (slope = ``parameter``), elu (alpha = ``parameter``), silu, gelu (exact, erf),
 gelu_tanh (tanh approximation), hardswish, hardsigmoid, sigmoid, tanh; and prelu, whose
-``parameter`` is a tensor of slopes the caller loads per channel (linear's epilogue: one per
-output feature). NaN and ±inf follow torch's formulas, forward and gradient: each
+``parameter`` is a tensor of slopes the caller loads per channel (``channel_slopes``; linear's
+epilogue: one per output feature; the norms: one per channel), whose gradient the caller sums
+from ``prelu_slope_grad``. NaN and ±inf follow torch's formulas, forward and gradient: each
 ``where`` below is written with torch's comparison (``z <= 0`` or ``z > 0``) so that a NaN takes
 the branch torch's kernel takes.
 

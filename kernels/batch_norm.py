@@ -26,7 +26,10 @@ the sums.
     db = sum g,   dw = sum g·x̂,
     dx = scale · (g - db/M - x̂·dw/M)        (training; batch statistics depend on x)
     dx = scale · g                           (eval)
-Two reductions per channel (same split + fixed-order merge), then one elementwise pass.
+Two reductions per channel (same split + fixed-order merge), then one elementwise pass. A fused
+PReLU (kind "prelu") reads its slopes per channel (``parameter`` is then that vector) and adds a
+third sum to the same pass, Σ dy·z where z <= 0: its slopes' gradient (in eval too, where the
+residual's backward then takes the pass that writes g with its sums).
 
 Bytes: training forward reads x twice (statistics, then normalise), r once, and writes y;
 backward reads x, dy (and r or y) twice and writes dx; with a residual, dy and y (or r) once,
@@ -60,7 +63,11 @@ MAX_SPLITS = 256
 # The rows each program of ``grad_with_sums`` sums: slices of 1024 rows x 64 channels of a
 # ResNet-50 stage-1 block output are ~400 programs at batch 32 (3 a SM), ~3100 at 256, and their
 # partials 1/256 of the gradient's bytes; the interpreter's few keep CI's small tests sliced.
+# Smaller activations (C128 28² at batch 32: 50 programs) take slices halved until the grid has
+# GRAD_MIN_PROGRAMS programs (two per SM of an H100) or a slice is one tile of rows: a count of
+# the shape and the strides alone, as the partials' shape must be (see ``backward_sum_slices``).
 GRAD_ROWS_PER_SLICE = by_backend(interpreter=128, gpu=1024)
+GRAD_MIN_PROGRAMS = by_backend(interpreter=1, gpu=264)
 
 
 @triton.jit
@@ -481,7 +488,7 @@ def grad_with_sums(dy, x, residual, g, partial, stats, weight, bias, *, kind, pa
     assert output is not None or not normalized, "a normalised residual's backward takes act' from the output"
     r = output if output is not None else residual
     affine, affine_strides, flags = _affine(weight, bias, stats)
-    rows_per_split, splits = GRAD_ROWS_PER_SLICE, backward_sum_slices(x)
+    rows_per_split, splits = _grad_slices(x)
     assert partial.shape == (splits, 3 if kind == "prelu" else 2, channels), (partial.shape, splits)
     rx, r_stats, r_partial = (residual, *residual_norm) if normalized else (x, stats, partial)
     slope_target, slope_stride = _slope_arguments(slope, stats)
@@ -499,11 +506,23 @@ def _backward_slices(x, block_c):
                             min_length=MIN_ROWS_PER_SPLIT, max_slices=MAX_SPLITS)
 
 
+def _grad_slices(x):
+    """(rows per slice, slices) of ``grad_with_sums`` over x [N, C, S] (see GRAD_ROWS_PER_SLICE)."""
+    rows = x.shape[0] * x.shape[2]
+    block_r, block_c = _tiles(x.stride(1))
+    channel_blocks = triton.cdiv(x.shape[1], block_c)
+    rows_per_slice = GRAD_ROWS_PER_SLICE
+    while rows_per_slice > block_r and channel_blocks * triton.cdiv(rows, rows_per_slice) < GRAD_MIN_PROGRAMS:
+        rows_per_slice //= 2
+    return rows_per_slice, max(1, triton.cdiv(rows, rows_per_slice))
+
+
 def backward_sum_slices(x):
     """How many partial sums ``grad_with_sums`` writes for x [N, C, S] (its result's first dim):
-    one per GRAD_ROWS_PER_SLICE rows, a count that needs no device (the partials are an output
-    of an operator, whose shape fake tensors and torch.compile must know without a GPU)."""
-    return max(1, triton.cdiv(x.shape[0] * x.shape[2], GRAD_ROWS_PER_SLICE))
+    one per slice of GRAD_ROWS_PER_SLICE rows or fewer, a count of x's shape and strides that
+    needs no device (the partials are an output of an operator, whose shape fake tensors and
+    torch.compile must know without a GPU)."""
+    return _grad_slices(x)[1]
 
 
 def _tiles(channel_stride):

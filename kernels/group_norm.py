@@ -22,6 +22,9 @@ gh = gz·w:
                 order: slicing.sum_partials)
     per row:    A = Σ gh = Σ_c w·Σ_s gz,  B = Σ gh·x̂ = Σ_c w·Σ_s gz·x̂
     dx = rstd·(gh - (A + x̂·B)/L)        (statistics of the batch; rstd·gh with running ones)
+A fused PReLU (kind "prelu") reads its slopes per channel where act is applied and adds a third
+per-(n, c) sum, Σ_s dy·z where z <= 0 (z = x̂·w + b), summed over n like db and dw: its slopes'
+gradient.
 
 Bytes: forward reads x twice and writes y; backward reads x and dy twice and writes dx. Saved:
 x and four floats per row. Launch grids: the [channels x pixels] passes (cdiv(S, BLOCK_S),

@@ -14,6 +14,8 @@ Backward, with gz = act'(x̂·w + b)·dy (recomputed from x) and gh = gz·w:
     dx = rstd·(gh - mean_l(gh) - x̂·mean_l(gh·x̂))      per row
     dw[l] = Σ_rows gz·x̂,  db[l] = Σ_rows gz          per program into partial[p, 0:2, l],
                                                        then summed over p in order (slicing's)
+A fused PReLU reads one slope per column l (a stride-0 vector for one slope) and its gradient is
+a third row of the partials, Σ_rows dy·z where z <= 0.
 The backward grid is persistent (P programs walk the row blocks p, p + P, ...), so the partials
 are P·L floats, not one row of them per row block.
 

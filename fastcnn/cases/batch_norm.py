@@ -3,7 +3,7 @@ and BN + identity → ReLU on its block outputs."""
 import torch
 
 from ..convert import fuse_activation_into
-from ..nn import BatchNorm2dReLU
+from ..nn import BatchNorm2dAct, BatchNorm2dReLU
 from ..benchmarking import ACTIVATION_BATCHES, BenchmarkCase, element_size, random_input, training_steps
 from ..ops.batch_norm import bytes_moved
 from .conv2d import resnet_conv_layers
@@ -25,7 +25,7 @@ def resnet50_block_outputs():
 # Activation shapes (channels, height = width) of a network's batch norms; "resnet50_blocks" are
 # the residual cases.
 SUITES = {"resnet50": resnet50_activation_shapes, "resnet50_blocks": resnet50_block_outputs}
-PROFILE_OPS = ("batch_norm_relu", "batch_norm_add_relu", "batch_norm_add_batch_norm_relu")
+PROFILE_OPS = ("batch_norm_relu", "batch_norm_add_relu", "batch_norm_add_batch_norm_relu", "batch_norm_prelu")
 
 
 def benchmark_shapes():
@@ -41,6 +41,21 @@ def _case(channels, size, batch, dtype, layout):
         return training_steps(BatchNorm2dReLU(channels).to(device), pair, input)
 
     return BenchmarkCase("batch_norm_relu", f"{channels}x{size}/n{batch}", dtype, layout,
+                         {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
+
+
+def _prelu_case(channels, size, batch, dtype, layout):
+    """BN → PReLU(C) (an IResNet's), the slopes fused (``BatchNorm2dAct(activation=nn.PReLU(C))``)
+    against torch's two modules; the slopes in the input's dtype, as torch's prelu wants them."""
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
+        pair = torch.nn.Sequential(torch.nn.BatchNorm2d(channels).to(device),
+                                   torch.nn.PReLU(channels).to(device, dtype))
+        ours = BatchNorm2dAct(channels, activation=torch.nn.PReLU(channels).to(device, dtype)).to(device)
+        return training_steps(ours, pair, input)
+
+    return BenchmarkCase("batch_norm_prelu", f"{channels}x{size}/n{batch}", dtype, layout,
                          {"bytes": bytes_moved(batch * channels * size * size, element_size(dtype), True)}, build)
 
 
@@ -112,12 +127,14 @@ def _residual_norm_case(channels, size, batch, dtype, layout):
 def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The profiler's cases: BN+ReLU forward + backward in training on ResNet-50's activations
     (batch_norm_relu), and BN + identity → ReLU on its block outputs (batch_norm_add_relu), or
-    with the identity a downsample's batch norm (batch_norm_add_batch_norm_relu)."""
+    with the identity a downsample's batch norm (batch_norm_add_batch_norm_relu); BN → PReLU with
+    its learnable slopes fused (batch_norm_prelu) on ResNet-50's activations."""
     residual = op in ("batch_norm_add_relu", "batch_norm_add_batch_norm_relu")
     activations = [(5, 7)] if smoke else resnet50_block_outputs() if residual else benchmark_shapes()
     activations = activations[:3] if quick else activations
     batches = (2,) if smoke else ACTIVATION_BATCHES[:1] if quick else ACTIVATION_BATCHES
-    case = {"batch_norm_add_relu": _residual_case, "batch_norm_add_batch_norm_relu": _residual_norm_case}.get(op, _case)
+    case = {"batch_norm_add_relu": _residual_case, "batch_norm_add_batch_norm_relu": _residual_norm_case,
+            "batch_norm_prelu": _prelu_case}.get(op, _case)
     return [case(channels, size, batch, dtype, layout) for channels, size in activations for batch in batches
             for dtype in dtypes for layout in layouts]
 
