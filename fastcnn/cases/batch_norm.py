@@ -51,8 +51,8 @@ def _prelu_case(channels, size, batch, dtype, layout):
         generator = torch.Generator(device=device).manual_seed(0)
         input = random_input((batch, channels, size, size), dtype, layout, device, generator).requires_grad_()
         pair = torch.nn.Sequential(torch.nn.BatchNorm2d(channels).to(device),
-                                   torch.nn.PReLU(channels).to(device, dtype))
-        ours = BatchNorm2dAct(channels, activation=torch.nn.PReLU(channels).to(device, dtype)).to(device)
+                                   torch.nn.PReLU(channels).to(device, input.dtype))
+        ours = BatchNorm2dAct(channels, activation=torch.nn.PReLU(channels).to(device, input.dtype)).to(device)
         return training_steps(ours, pair, input)
 
     return BenchmarkCase("batch_norm_prelu", f"{channels}x{size}/n{batch}", dtype, layout,
