@@ -8,9 +8,11 @@ Two passes over the module tree:
    ``InstanceNorm1d/2d/3d`` and torchvision's ``LayerNorm2d`` fuse any of fastcnn's activations
    (ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh; module,
    ``torch``/``F`` function or tensor method), kept on the module as its ``activation``
-   (``BatchNorm2d`` becomes ``BatchNorm2dReLU`` or ``BatchNorm2dAct``). An activation fastcnn
-   does not compute is reported as such. Inside an ``nn.Sequential`` a norm followed by an
-   activation is fused by position (the activation's slot becomes ``nn.Identity``); every
+   (``BatchNorm2d`` becomes ``BatchNorm2dReLU`` or ``BatchNorm2dAct``), and PReLU modules, whose
+   slopes the norm reads where they are (the PReLU keeps its place and state_dict keys). An
+   activation fastcnn does not compute is reported as such. Inside an ``nn.Sequential`` a norm
+   followed by an activation is fused by position (the activation's slot becomes ``nn.Identity``,
+   a PReLU's ``fastcnn.nn.FusedPReLU``, which keeps its slopes and passes its input on); every
    Sequential is done first. Then each other module's ``forward`` is traced with ``torch.fx``
    (plain Sequentials inlined, every other child a leaf) to find where each norm's output goes:
    - a ``BatchNorm2d`` whose output only feeds an add with another tensor (the residual),
@@ -112,7 +114,8 @@ REPLACEMENTS = {
     **{activation.__mro__[1]: activation for activation in fastcnn_nn.ACTIVATIONS},
 }
 FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d,
-                                                  fastcnn_nn.StochasticDepth, fastcnn_nn.SqueezeExcitation)
+                                                  fastcnn_nn.StochasticDepth, fastcnn_nn.SqueezeExcitation,
+                                                  fastcnn_nn.FusedPReLU)
 F = torch.nn.functional
 # Activations as functions and tensor methods: their kind, and the positional index and keyword
 # of their parameter (slope, alpha, approximate) when they have one.
@@ -212,7 +215,7 @@ def _is_squeeze_excitation(module):
     parts = ("avgpool", "fc1", "activation", "fc2", "scale_activation")
     return (type(module).__name__ == "SqueezeExcitation" and not isinstance(module, fastcnn_nn.SqueezeExcitation)
             and all(isinstance(getattr(module, part, None), torch.nn.Module) for part in parts)
-            and _module_activation(module.scale_activation) is not None)
+            and _module_activation(module.scale_activation) not in (None, ("prelu", module.scale_activation)))
 
 
 def _replacement(module):
@@ -235,17 +238,24 @@ def _fusable_norm(module):
 
 def fuse_activation_into(norm, kind, parameter):
     """Give ``norm`` its fastcnn class with the activation (kind None: none) as its epilogue (in
-    place: its parameters and buffers stay; the benchmark cases build their fused units this way)."""
+    place: its parameters and buffers stay; the benchmark cases build their fused units this way).
+    Kind "prelu": ``parameter`` is the PReLU module, whose slopes ``norm`` reads where it is."""
     if type(norm) is torch.nn.BatchNorm2d:
         norm.__class__ = (fastcnn_nn.BatchNorm2d if kind is None else fastcnn_nn.BatchNorm2dReLU if kind == "relu"
                           else fastcnn_nn.BatchNorm2dAct)
     else:
         norm.__class__ = _replacement(norm)
-    norm.activation = None if kind is None else (kind, parameter)
+    if kind == "prelu":
+        norm.borrow_prelu(parameter)
+    else:
+        norm.activation = None if kind is None else (kind, parameter)
 
 
 def _module_activation(module):
-    """(kind, parameter) of an activation module fastcnn computes, or None."""
+    """(kind, parameter) of an activation module fastcnn computes, or None; ("prelu", the module)
+    for a PReLU (its slopes are its parameters: the fused norm or Linear reads them where they are)."""
+    if type(module) in (torch.nn.PReLU, fastcnn_nn.PReLU) and module.weight.dim() == 1:
+        return "prelu", module
     try:
         kind, parameter = resolve_activation("convert", module)
     except ValueError:
@@ -392,6 +402,11 @@ def _fuse_sequential(name, sequential, holders, owners, traces, result):
             result.left.append((qualified, f"not fused: {why}"))
         elif spec is None:
             result.left.append((qualified, _unsupported(norm, type(activation).__name__)))
+        elif spec[0] == "prelu":  # the slot keeps the PReLU (its slopes, its state_dict keys), passing through
+            fuse_activation_into(norm, *spec)
+            activation.__class__ = fastcnn_nn.FusedPReLU
+            result.fused.append((qualified, f"followed by PReLU {_join(name, activation_name)} in a Sequential (that "
+                                            f"slot is now fastcnn.nn.FusedPReLU: its slopes, read by the norm)"))
         else:
             fuse_activation_into(norm, *spec)
             setattr(sequential, activation_name, torch.nn.Identity())
@@ -400,10 +415,6 @@ def _fuse_sequential(name, sequential, holders, owners, traces, result):
 
 
 def _unsupported(norm, activation):
-    if activation == "PReLU":  # fusing would move its learnable slopes, and with them the state_dict keys
-        return (f"not fused: PReLU after {type(norm).__name__} keeps its own module, whose slopes are its "
-                f"parameters (fastcnn's prelu kernel runs it); a model built with fastcnn.nn's norms and "
-                f"activation=nn.PReLU(...) fuses it")
     return (f"not fused: activation kind not supported: {activation} after {type(norm).__name__} (fastcnn fuses "
             f"ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh)")
 
@@ -593,13 +604,14 @@ BATCH_NORMS = (torch.nn.BatchNorm2d, fastcnn_nn.BatchNorm2d, fastcnn_nn.BatchNor
 
 
 def _through_identities(node, root):
-    """The one node that consumes ``node``'s value past any ``nn.Identity`` calls (the slots a
-    Sequential's fused activations left), with the Identity nodes passed; (None, []) when the
-    value goes anywhere else or to more than one place."""
+    """The one node that consumes ``node``'s value past any ``nn.Identity`` or ``FusedPReLU``
+    calls (the slots a Sequential's fused activations left), with those nodes passed; (None, [])
+    when the value goes anywhere else or to more than one place."""
     passed = []
     while len(node.users) == 1:
         (user,) = node.users
-        if not (user.op == "call_module" and type(root.get_submodule(user.target)) is torch.nn.Identity
+        if not (user.op == "call_module"
+                and type(root.get_submodule(user.target)) in (torch.nn.Identity, fastcnn_nn.FusedPReLU)
                 and not _has_hooks(root.get_submodule(user.target))):
             return user, passed
         passed.append(user)
@@ -658,7 +670,8 @@ def _fuse_into_max_pools(name, module, graph, holders, result):
             continue
         norm = module.get_submodule(node.target)
         if (type(norm) not in BATCH_NORMS or not _kernel_dtypes(norm) or holders[id(norm)] > 1 or _has_hooks(norm)
-                or "prelu" in norm._modules or len(node.args) != 1 or node.kwargs
+                or (getattr(norm, "activation", None) or ("",))[0] == "prelu" or len(node.args) != 1
+                or node.kwargs
                 or sum(other.op == "call_module" and other.target == node.target for other in graph.nodes) != 1):
             continue
         user, identities = _through_identities(node, module)
@@ -713,7 +726,7 @@ def _fuse_into_convolutions(name, module, graph, holders, result):
             why = f"module '{user.target}' is called with more than its input"
         elif _has_hooks(conv):
             why = f"module '{user.target}' has hooks, which would not see act(bn(x))"
-        elif "prelu" in norm._modules:
+        elif (getattr(norm, "activation", None) or ("",))[0] == "prelu":
             why = "its PReLU's learnable slopes are not read in a convolution's prologue"
         elif conv.padding_mode != "zeros":
             why = f"module '{user.target}' pads with mode {conv.padding_mode!r}, which the prologue does not"
@@ -843,7 +856,8 @@ def _swappable_add(node, root):
 FRESH_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm,
                  torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.modules.instancenorm._InstanceNorm,
                  torch.nn.MaxPool2d, torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d)
-PASSING_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Unflatten, torch.nn.modules.dropout._DropoutNd)
+PASSING_MODULES = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Unflatten, torch.nn.modules.dropout._DropoutNd,
+                   fastcnn_nn.FusedPReLU)
 FRESH_FUNCTIONS = {add, operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                    torch.cat, F.conv2d, F.linear, F.batch_norm, F.layer_norm, F.group_norm, F.avg_pool2d,
                    F.adaptive_avg_pool2d, F.max_pool2d}

@@ -141,7 +141,8 @@ class _FusedActivation:
     ``convert`` sets it on a module whose class it swapped, to fuse the activation that followed.
     An ``nn.PReLU`` has learnable slopes: it stays a submodule, ``prelu`` (its "prelu.weight" is
     this module's to train and save), whose slopes the kernels read; ``activation`` then reads
-    ("prelu", 0.0)."""
+    ("prelu", 0.0). ``convert`` fuses a model's PReLU without moving it (``borrow_prelu``): the
+    PReLU stays where it was, under its own state_dict keys, and this module reads its slopes."""
 
     activation = None
 
@@ -153,10 +154,25 @@ class _FusedActivation:
         kind, parameter = _activation.resolve_activation(f"fastcnn.nn.{type(self).__name__}", activation)
         self.activation = None if kind is None else (kind, parameter)
 
+    def borrow_prelu(self, prelu):
+        """Apply ``prelu``'s slopes as this module's activation without registering it here (a
+        plain attribute, not a submodule: it stays its owner's, with its state_dict keys)."""
+        self.__dict__["_borrowed_prelu"] = prelu
+        self.activation = ("prelu", 0.0)
+
     @property
     def fused_activation(self):
         """What the functionals' ``activation=`` takes: the PReLU module, else (kind, parameter) or None."""
-        return self._modules["prelu"] if "prelu" in self._modules else self.activation
+        if "prelu" in self._modules:
+            return self._modules["prelu"]
+        if self.activation is not None and self.activation[0] == "prelu":
+            return self.__dict__["_borrowed_prelu"]
+        return self.activation
+
+    @property
+    def fuses_slopes(self):
+        """Whether the activation is a PReLU, whose learnable slopes only this module's kernels read."""
+        return self.activation is not None and self.activation[0] == "prelu"
 
     def extra_repr(self):
         fused = "" if self.activation is None else f", activation={self.activation[0]!r}"
@@ -232,7 +248,7 @@ def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
     returns (output, its moments or None) as ``conv2d_for_batch_norm`` does."""
     # The padding would be of act(bn(x)) as torch pads it, a PReLU's slopes would need their
     # gradient summed in the convolution's backward: unfused.
-    if conv.padding_mode != "zeros" or "prelu" in norm._modules:
+    if conv.padding_mode != "zeros" or norm.fuses_slopes:
         out = conv(norm(input, moments=moments))
         return out if then is None else (out, None)
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
@@ -251,7 +267,7 @@ def batch_norm_into_max_pool2d(input, norm, pool, moments=None):
     max-pool, as a ResNet's stem does. ``moments``: the input's, from the convolution that
     computed it."""
     # What the fused op does not return or take (a PReLU's learnable slopes): unfused.
-    if pool.return_indices or input.dim() != 4 or "prelu" in norm._modules:
+    if pool.return_indices or input.dim() != 4 or norm.fuses_slopes:
         return pool(norm(input, moments=moments))
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
     return batch_norm_max_pool2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
@@ -398,6 +414,18 @@ class StochasticDepth(torch.nn.Module):
 
     def __repr__(self):
         return f"{self.__class__.__name__}(p={self.p}, mode={self.mode})"
+
+
+class FusedPReLU(torch.nn.PReLU):
+    """What ``convert`` leaves in a Sequential's slot of an ``nn.PReLU`` it fused into the norm or
+    Linear before it: the same module (its ``weight``, the slopes, under its state_dict key, trained
+    through that module's kernel, which reads them), passing its input through."""
+
+    def forward(self, input):
+        return input
+
+    def extra_repr(self):
+        return super().extra_repr() + ", applied by the module before it"
 
 
 class PReLU(torch.nn.PReLU):

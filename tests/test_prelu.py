@@ -1,6 +1,8 @@
 """fastcnn.prelu and fastcnn.nn.PReLU against float64 torch: one slope or one per channel, every
 layout and rank, NaN as torch, the slope's gradient summed in slices in a fixed order, empty
 input, torch's errors, OpInfo samples and convert's swap."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -330,12 +332,18 @@ def test_prelu_norm_before_a_convolution_or_pool_runs_unfused(seed, generator):
     with pytest.raises(ValueError, match="PReLU"):
         fastcnn.batch_norm_conv2d(input, None, None, None, None, True, 0.1, 1e-5, conv.weight,
                                   activation=torch.nn.PReLU(4))
-    # convert leaves a torch model's BatchNorm2d → PReLU as two modules (the slopes stay the PReLU's
-    # parameters, under its state_dict keys) and says so.
-    model = torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.PReLU(4), torch.nn.Conv2d(4, 5, 3)).to(DEVICE)
-    converted, report = fastcnn.convert(model, report=True)
-    assert "PReLU after BatchNorm2d keeps its own module" in dict(report.left)["0"], report
-    assert converted.state_dict().keys() == model.state_dict().keys()
+    # convert fuses a torch model's BatchNorm2d → PReLU and keeps that pair out of the conv's prologue.
+    class Stem(torch.nn.Module):  # a forward of its own, so that convert traces it past the Sequential
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.PReLU(4), torch.nn.Conv2d(4, 5, 3))
+
+        def forward(self, input):
+            return self.body(input)
+
+    converted, report = fastcnn.convert(Stem().to(DEVICE), report=True)
+    assert "PReLU's learnable slopes are not read in a convolution's prologue" in dict(report.left)["body.0"], report
+    assert converted.body[0].fuses_slopes and type(converted.body[1]) is fastcnn.nn.FusedPReLU
 
 
 NORM_PRELU_ERRORS = {
@@ -364,3 +372,70 @@ def test_fused_prelu_on_an_empty_batch(generator):
     out = fastcnn.batch_norm(input, *running, training=False, activation=prelu)
     out.sum().backward()
     assert out.shape == input.shape and torch.equal(prelu.weight.grad, torch.zeros(6, device=DEVICE))
+
+
+# ----------------------------------------------------------------------------- fused by convert
+class _PReLUBlock(torch.nn.Module):
+    """A face-recognition ResNet's pattern in a forward of its own (convert's traced path): conv →
+    BN → PReLU, conv → BN + identity → PReLU, and an embedding head Linear → PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.prelu1 = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), \
+            torch.nn.PReLU(6)
+        self.conv2, self.bn2, self.prelu2 = torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.BatchNorm2d(6), \
+            torch.nn.PReLU()
+        self.fc, self.head_prelu = torch.nn.Linear(6, 5), torch.nn.PReLU(5)
+
+    def forward(self, input):
+        out = self.prelu1(self.bn1(self.conv1(input)))
+        out = self.prelu2(self.bn2(self.conv2(out)) + out)
+        return self.head_prelu(self.fc(out.mean((2, 3))))
+
+
+def _with_random_slopes(model, generator):
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.PReLU):
+                module.weight.copy_(make_tensor(module.weight.shape, generator=generator))
+    return model.to(DEVICE)
+
+
+@pytest.mark.parametrize("form", ["forward", "sequential"])
+def test_convert_fuses_prelu_keeping_the_module_and_its_state_dict_keys(form, seed, generator):
+    """The PReLU stays where it was (a checkpoint loads either way) and the norm or Linear before
+    it reads its slopes: one training step of the converted model matches the original, the
+    slopes' gradients land on the PReLU's own parameters, and no prelu kernel runs."""
+    model = _with_random_slopes(_PReLUBlock() if form == "forward" else torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3), torch.nn.BatchNorm2d(6), torch.nn.PReLU(6), torch.nn.Conv2d(6, 4, 1),
+        torch.nn.GroupNorm(2, 4), torch.nn.PReLU()), generator)
+    converted, report = fastcnn.convert(model, report=True)
+    assert converted.state_dict().keys() == model.state_dict().keys()
+    converted.load_state_dict(model.state_dict())
+    fused = [name for name, how in report.fused if "PReLU" in how or "prelu" in how]
+    assert len(fused) == (3 if form == "forward" else 2), report
+    input = make_tensor((2, 3, 9, 8), generator=generator)
+    with count_launches() as launched, record_aten_ops() as names:
+        out = converted(input)
+        out.backward(torch.ones_like(out))
+    assert not launched["prelu"] and not [n for n in names if "prelu" in n], (dict(launched), names)
+    reference = copy.deepcopy(model).double()
+    expected = reference(input.double())
+    expected.backward(torch.ones_like(expected))
+    assert_close(out, expected, torch.float32, what=f"{form} output", seed=seed, reduction_length=54)
+    ours, theirs = dict(converted.named_parameters()), dict(reference.named_parameters())
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        if name in ("conv1.bias", "conv2.bias", "0.bias"):  # a bias before a batch norm: a zero gradient
+            assert ours[name].grad.abs().max() < 1e-4 and theirs[name].grad.abs().max() < 1e-12, name
+            continue
+        assert_close(ours[name].grad, theirs[name].grad, torch.float32, what=f"{form} grad {name}", seed=seed,
+                     reduction_length=2 * 9 * 8 * 6)
+    # A copy of the converted model reads its own PReLU's slopes.
+    copied = copy.deepcopy(converted)
+    slopes = [m for m in copied.modules() if isinstance(m, torch.nn.PReLU)]
+    with torch.no_grad():
+        for module in slopes:
+            module.weight.fill_(0.0)
+        assert not torch.equal(copied(input), converted(input).detach())
+        assert torch.equal(converted(input), out.detach())
