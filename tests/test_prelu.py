@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import fastcnn
 from fastcnn.kernels import prelu as prelu_kernels
 from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, count_launches, make_tensor,
-                             opinfo, poisoned_like, record_aten_ops, same_layout)
+                             opinfo, poisoned_like, record_aten_ops, relative_error, same_layout)
 
 
 def _check(input, weight, dtype, seed, generator, what=""):
@@ -439,3 +439,51 @@ def test_convert_fuses_prelu_keeping_the_module_and_its_state_dict_keys(form, se
             module.weight.fill_(0.0)
         assert not torch.equal(copied(input), converted(input).detach())
         assert torch.equal(converted(input), out.detach())
+
+
+# ----------------------------------------------------------------------------- under torch.autocast
+def _autocast_pair(make, input, generator):
+    """(fastcnn's output, torch's output) of ``make(activation)`` under CPU autocast (bf16), with
+    the same PReLU's slopes, and the slopes' gradients of each."""
+    prelu = torch.nn.PReLU(6).to(DEVICE)
+    with torch.no_grad():
+        prelu.weight.copy_(make_tensor((6,), generator=generator))
+    twin = copy.deepcopy(prelu)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        ours = make(prelu, True)
+        theirs = make(twin, False)
+    ours.float().sum().backward()
+    theirs.float().sum().backward()
+    return ours, theirs, prelu.weight.grad, twin.weight.grad
+
+
+@pytest.mark.parametrize("input_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("where", ["prelu", "batch_norm", "group_norm", "layer_norm2d", "linear"])
+def test_autocast_runs_prelu_in_the_autocast_dtype_as_torch(where, input_dtype, seed, generator):
+    """prelu is one of autocast's lower-precision ops: torch casts its input and slopes to the
+    autocast dtype. Fused, the slopes are cast (the norm's output already in that dtype), or prelu
+    runs after the op that would have fused it (its output in another dtype, cast down as torch does)."""
+    shape = (4, 6) if where == "linear" else (2, 6, 5, 4)
+    input = make_tensor(shape, input_dtype, generator=generator)
+    weight = make_tensor((6, 6), generator=generator)
+
+    def make(prelu, ours):
+        if where == "prelu":
+            return (fastcnn.prelu if ours else F.prelu)(input, prelu.weight)
+        if where == "linear":
+            return fastcnn.linear(input, weight, activation=prelu) if ours else prelu(F.linear(input, weight))
+        if where == "batch_norm":
+            return (fastcnn.batch_norm(input, None, None, training=True, activation=prelu) if ours
+                    else prelu(F.batch_norm(input, None, None, training=True)))
+        if where == "group_norm":
+            return fastcnn.group_norm(input, 3, activation=prelu) if ours else prelu(F.group_norm(input, 3))
+        return (fastcnn.layer_norm2d(input, activation=prelu) if ours
+                else prelu(F.layer_norm(input.movedim(1, -1), (6,), eps=1e-6).movedim(-1, 1)))
+
+    with count_launches() as launched:
+        ours, theirs, our_grad, their_grad = _autocast_pair(make, input, generator)
+    assert ours.dtype == theirs.dtype, (ours.dtype, theirs.dtype)
+    assert our_grad.dtype == their_grad.dtype == torch.float32
+    assert relative_error(ours, theirs) < 2e-2 and relative_error(our_grad, their_grad) < 2e-2, seed
+    assert sum(launched.values()) and all(op in ("prelu", "batch_norm", "group_norm", "layer_norm", "linear")
+                                          for op in launched), dict(launched)

@@ -98,11 +98,14 @@ def resolve_activation(op, activation):
 
 def resolve_fused_activation(op, activation):
     """(kind, parameter, slope) for the ``activation=`` of an op whose kernels fuse PReLU (the
-    norms, linear): ``resolve_activation``'s pair and None, or for an ``nn.PReLU`` module
-    ("prelu", 0.0, its weight): the learnable slopes the kernel reads per channel and whose
-    gradient its backward sums."""
+    norms, linear): ``resolve_activation``'s pair and None, or for an ``nn.PReLU`` module (or a
+    ("prelu", weight) pair, F.prelu's weight tensor) ("prelu", 0.0, its weight): the learnable
+    slopes the kernel reads per channel and whose gradient its backward sums."""
     if isinstance(activation, torch.nn.PReLU):
         return "prelu", 0.0, activation.weight
+    if (isinstance(activation, (tuple, list)) and len(activation) == 2 and activation[0] == "prelu"
+            and isinstance(activation[1], torch.Tensor)):
+        return "prelu", 0.0, activation[1]
     return (*resolve_activation(op, activation), None)
 
 

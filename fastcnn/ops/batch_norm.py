@@ -40,6 +40,7 @@ from ..dtypes import TORCH_FLOAT_DTYPES
 from ..validation import check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import (DERIVATIVE_FROM_OUTPUT, apply_activation, prelu_channel_slopes, resolve_activation,
                          resolve_fused_activation)
+from .prelu import autocast_slope, prelu
 
 __all__ = ["batch_norm", "batch_norm_add_batch_norm", "batch_norm_relu"]
 
@@ -578,9 +579,9 @@ def _residual_grad_with_sums_launches(outputs, grad_out, input, residual, output
 
 
 # ----------------------------------------------------------------------------- functional
-def _batch_norm(op, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps,
+def _batch_norm(name, activation, residual, input, running_mean, running_var, weight, bias, training, momentum, eps,
                 moments=None):
-    op = f"fastcnn.{op}"
+    op = f"fastcnn.{name}"
     check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps)
     check_residual(op, input, residual)
     kind, parameter, slope = resolve_fused_activation(op, activation)
@@ -591,6 +592,11 @@ def _batch_norm(op, activation, residual, input, running_mean, running_var, weig
     if input.dim() < 2:  # an empty 1-d input, which torch passes through
         out = input.clone() if residual is None else input + residual
         return apply_activation(out, kind, parameter, slope)
+    if slope is not None:
+        slope, fusable = autocast_slope(slope, input)
+        if not fusable:  # under autocast torch's prelu casts the norm's output down: it runs after the norm
+            return prelu(_batch_norm(name, None, residual, input, running_mean, running_var, weight, bias, training,
+                                     momentum, eps, moments), slope)
     slopes = None if slope is None else prelu_channel_slopes(op, slope, input)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()

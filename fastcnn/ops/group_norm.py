@@ -23,6 +23,7 @@ from .._norms import empty_norm_grads, split_parameter_grads, statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
+from .prelu import autocast_slope, prelu
 
 __all__ = ["group_norm", "instance_norm"]
 
@@ -236,6 +237,12 @@ def _backward_launches(grads, grad_out, input, stats, weight, bias, groups, batc
 # ----------------------------------------------------------------------------- functional
 def _normalise(op, input, groups, weight, bias, running_mean, running_var, *, eps, batch_statistics, momentum,
                kind, parameter, slope):
+    if slope is not None:
+        slope, fusable = autocast_slope(slope, input)
+        if not fusable:  # under autocast torch's prelu casts the norm's output down: it runs after the norm
+            return prelu(_normalise(op, input, groups, weight, bias, running_mean, running_var, eps=eps,
+                                    batch_statistics=batch_statistics, momentum=momentum, kind=None, parameter=0.0,
+                                    slope=None), slope)
     slopes = None if slope is None else prelu_channel_slopes(op, slope, input)
     if rows_view(input) is None:  # a strided view whose spatial dims cannot be merged: one copy
         input = input.contiguous()
@@ -256,6 +263,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, activatio
     row's first value and merged with Chan's formula); fp16/bf16 input keeps fp32 parameters."""
     op = "fastcnn.group_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs group_norm in fp32
+        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
+            return prelu(group_norm(input, num_groups, weight, bias, eps), activation.weight)
         with torch.autocast("cuda", enabled=False):
             return group_norm(input.float(), num_groups, weight, bias, eps, activation=activation)
     kind, parameter, slope = resolve_fused_activation(op, activation)

@@ -23,7 +23,7 @@ from .._norms import split_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
-from .prelu import prelu
+from .prelu import autocast_slope, prelu
 
 __all__ = ["layer_norm", "layer_norm2d"]
 
@@ -238,6 +238,9 @@ def _launch(op, input, weight, bias, normalized_ndim, channels_first, eps, kind,
     fastcnn's prelu runs after the norm (and raises torch's errors)."""
     slopes = None
     if slope is not None:
+        slope, fusable = autocast_slope(slope, input)
+        if not fusable:  # under autocast torch's prelu casts the norm's output down: it runs after the norm
+            return prelu(_launch(op, input, weight, bias, normalized_ndim, channels_first, eps, None, 0.0, None), slope)
         length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
         channels_normalised = channels_first or (input.dim() == 2 and normalized_ndim == 1)
         if slope.numel() != 1 and not channels_normalised:
@@ -259,6 +262,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, act
     (shifted by the row's first value), any strides (a permuted view is read as it lies)."""
     op = "fastcnn.layer_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
+        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
+            return prelu(layer_norm(input, normalized_shape, weight, bias, eps), activation.weight)
         with torch.autocast("cuda", enabled=False):
             return layer_norm(input.float(), normalized_shape, weight, bias, eps, activation=activation)
     normalized_shape = normalized_shape_of(op, normalized_shape)
@@ -278,6 +283,8 @@ def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
     laid out as that expression leaves it (channels last)."""
     op = "fastcnn.layer_norm2d"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
+        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
+            return prelu(layer_norm2d(input, weight, bias, eps), activation.weight)
         with torch.autocast("cuda", enabled=False):
             return layer_norm2d(input.float(), weight, bias, eps, activation=activation)
     if not isinstance(input, torch.Tensor):

@@ -26,8 +26,8 @@ from .. import _backend, _cost
 from .._cost import Launch, launches_of, one_pass, tensor_bytes
 from ..dtypes import TORCH_FLOAT_DTYPES, TORCH_INTEGER_DTYPES, aten_type_name
 from ..validation import autocast_dtype, check_kernel_dtype, check_torch_implements
-from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_activation
-from .prelu import prelu
+from .activation import DERIVATIVE_FROM_OUTPUT, module_for, resolve_fused_activation
+from .prelu import autocast_operand, prelu
 
 __all__ = ["linear"]
 
@@ -349,17 +349,15 @@ def linear(input, weight, bias=None, *, activation=None, output_scale=None):
     (``torch.backends.cuda.matmul.allow_tf32``). Under ``torch.autocast`` the operands are cast
     to the autocast dtype, as F.linear's are (the output scale is not)."""
     op = "fastcnn.linear"
-    slope = None
-    if isinstance(activation, torch.nn.PReLU):  # a learnable slope: a tensor of the epilogue, not a number
-        kind, parameter, slope = "prelu", 0.0, activation.weight
-    else:
-        kind, parameter = resolve_activation(op, activation)
+    kind, parameter, slope = resolve_fused_activation(op, activation)  # PReLU's slopes: a tensor of the epilogue
     if isinstance(input, torch.Tensor):
         cast = autocast_dtype(input.device.type, input)
-        if cast is not None:
+        if cast is not None:  # F.linear and a PReLU after it (torch's prelu) both run in the autocast dtype
             with torch.autocast(input.device.type, enabled=False):
-                return linear(*(t.to(cast) if isinstance(t, torch.Tensor) else t for t in (input, weight, bias)),
-                              activation=activation, output_scale=output_scale)
+                return linear(*(autocast_operand(t, cast) if isinstance(t, torch.Tensor) else t
+                                for t in (input, weight, bias)),
+                              activation=activation if slope is None else ("prelu", autocast_operand(slope, cast)),
+                              output_scale=output_scale)
     out_shape = check_linear(op, input, weight, bias)
     check_output_scale(op, output_scale, out_shape)
     if _backend.backend_for(input.device) == _backend.FALLBACK:

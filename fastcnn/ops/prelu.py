@@ -15,7 +15,7 @@ from .. import _backend, _cost
 from .._cost import Launch, launches_of, one_pass, restride, tensor_bytes
 from .._layout import dense_copy, rows_view, with_strides
 from ..dtypes import TORCH_FLOAT_DTYPES, aten_type_name
-from ..validation import check_kernel_dtype, check_torch_implements
+from ..validation import autocast_dtype, check_kernel_dtype, check_torch_implements
 
 __all__ = ["prelu"]
 
@@ -52,6 +52,24 @@ def check_prelu(op, input, weight):
     check_torch_implements(op, "prelu_cpu", input.dtype, TORCH_FLOAT_DTYPES)
     check_kernel_dtype(op, input)
     return channels
+
+
+def autocast_operand(tensor, cast):
+    """``tensor`` as torch's autocast hands it to a lower-precision op: floating tensors other than
+    float64 cast to ``cast``, the others as they are."""
+    return tensor.to(cast) if tensor.is_floating_point() and tensor.dtype != torch.float64 else tensor
+
+
+def autocast_slope(slope, output):
+    """(``slope`` as torch's autocast hands prelu its weight after an op whose result is typed as
+    ``output``, whether a kernel that fuses the PReLU into that op computes what torch would).
+    Outside autocast (slope, True); inside it, prelu runs in the autocast dtype: when ``output``
+    is already in it, the slopes cast to it and True; else (slope, False), since torch's prelu
+    would cast that output down: the caller runs ``prelu`` after the op, which casts as torch does."""
+    cast = autocast_dtype(output.device.type, output)
+    if cast is None:
+        return slope, True
+    return (autocast_operand(slope, cast), True) if output.dtype == cast else (slope, False)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -138,8 +156,14 @@ def _prelu_backward_launches(outputs, grad_out, input, slope):
 def prelu(input, weight):
     """``torch.nn.functional.prelu``: ``input`` where it is > 0, ``weight[c] * input`` elsewhere,
     ``weight`` one slope or one per channel (dim 1 of ``input``; none below 2 dims). Both are
-    differentiable; the slope's gradient is summed deterministically."""
+    differentiable; the slope's gradient is summed deterministically. Under ``torch.autocast`` both
+    run in the autocast dtype, as F.prelu's do (one of autocast's lower-precision ops)."""
     op = "fastcnn.prelu"
+    if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor):
+        cast = autocast_dtype(input.device.type, input)
+        if cast is not None:
+            with torch.autocast(input.device.type, enabled=False):
+                return prelu(*(autocast_operand(t, cast) for t in (input, weight)))
     channels = check_prelu(op, input, weight)
     if _backend.backend_for(input.device) == _backend.FALLBACK:
         _backend.warn_fallback(OP, input.device)
