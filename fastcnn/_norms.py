@@ -34,6 +34,19 @@ def empty_norm_grads(input, output_mask, slope=None):
     return grad_input, sums
 
 
+def norm_parameter_grads(ctx, grad_out, backward_op, positions):
+    """(grad_input, grad_weight, grad_bias, grad_slope) in an autograd node of a per-channel norm
+    that saved (input, stats, weight, bias, slope) and keeps the options ``backward_op`` takes
+    after them in ``ctx.options``; ``positions``: where (input, weight, bias, slope) are among the
+    forward operator's inputs. None where autograd does not ask."""
+    input, stats, weight, bias, slope = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[position] for position in positions]
+    mask = needs[:3] + ([] if slope is None else needs[3:])
+    grad_input, sums = backward_op(grad_out, input, stats, weight, bias, *ctx.options, slope, mask)
+    grad_weight, grad_bias, *grad_slope = split_parameter_grads(sums, weight, bias, mask, slope)
+    return grad_input if mask[0] else None, grad_weight, grad_bias, grad_slope[0] if grad_slope else None
+
+
 def split_parameter_grads(sums, weight, bias, mask, slope=None):
     """(grad_weight, grad_bias) from ``empty_norm_grads``' fp32 [2, ...] buffer after the backward,
     in the parameters' dtypes and shapes, and with ``slope`` the slopes' gradient from its third

@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import _backend
 from .._cost import launches_of, one_pass
 from .._layout import as_rows, empty_rows_like, rows_view
-from .._norms import empty_norm_grads, split_parameter_grads, statistic_vectors
+from .._norms import empty_norm_grads, norm_parameter_grads, statistic_vectors
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
@@ -186,13 +186,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out):
-    input, stats, weight, bias, slope = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    mask = [needs[0], needs[2], needs[3]] + ([] if slope is None else [needs[8]])
-    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, slope, mask)
-    grad_weight, grad_bias, *grad_slope = split_parameter_grads(sums, weight, bias, mask, slope)
-    return (grad_input if mask[0] else None, None, grad_weight, grad_bias, None, None, None, None,
-            grad_slope[0] if grad_slope else None)
+    grad_input, grad_weight, grad_bias, grad_slope = norm_parameter_grads(ctx, grad_out, _backward_op, (0, 2, 3, 8))
+    return grad_input, None, grad_weight, grad_bias, None, None, None, None, grad_slope
 
 
 _apply_op.register_autograd(_backward, setup_context=_setup_context)

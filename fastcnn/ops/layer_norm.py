@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import _backend, _cost
 from .._cost import launches_of, one_pass
 from .._layout import view_or_none
-from .._norms import split_parameter_grads
+from .._norms import norm_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
 from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
@@ -185,13 +185,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, grad_stats):
-    input, stats, weight, bias, slope = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    mask = [needs[0], needs[1], needs[2]] + ([] if slope is None else [needs[8]])
-    grad_input, sums = _backward_op(grad_out, input, stats, weight, bias, *ctx.options, slope, mask)
-    grad_weight, grad_bias, *grad_slope = split_parameter_grads(sums, weight, bias, mask, slope)
-    return (grad_input if mask[0] else None, grad_weight, grad_bias, None, None, None, None, None,
-            grad_slope[0] if grad_slope else None)
+    grad_input, grad_weight, grad_bias, grad_slope = norm_parameter_grads(ctx, grad_out, _backward_op, (0, 1, 2, 8))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, grad_slope
 
 
 _layer_norm_op.register_autograd(_backward, setup_context=_setup_context)
