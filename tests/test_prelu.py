@@ -487,3 +487,21 @@ def test_autocast_runs_prelu_in_the_autocast_dtype_as_torch(where, input_dtype, 
     assert relative_error(ours, theirs) < 2e-2 and relative_error(our_grad, their_grad) < 2e-2, seed
     assert sum(launched.values()) and all(op in ("prelu", "batch_norm", "group_norm", "layer_norm", "linear")
                                           for op in launched), dict(launched)
+
+
+def test_fused_prelu_norms_compile_without_graph_breaks(seed, generator):
+    """torch.compile(fullgraph=True) of a block of norms whose PReLUs are fused (the slopes an
+    operand of the norms' operators, their gradient an output): eager's values and gradients."""
+    block = torch.nn.Sequential(fastcnn.nn.BatchNorm2dAct(6, activation=torch.nn.PReLU(6)),
+                                fastcnn.nn.GroupNorm(3, 6, activation=torch.nn.PReLU()),
+                                fastcnn.nn.LayerNorm2d(6, activation=torch.nn.PReLU(6))).to(DEVICE)
+    _with_random_slopes(block, generator)
+    twin = copy.deepcopy(block)
+    input = make_tensor((2, 6, 5, 4), layout="channels_last", generator=generator)
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    for model in (block, compiled):
+        model(input).square().sum().backward()
+    assert_close(compiled(input), block(input).detach().double(), torch.float32, what="compiled output", seed=seed)
+    for (name, ours), theirs in zip(block.named_parameters(), twin.parameters()):
+        assert_close(theirs.grad, ours.grad.double(), torch.float32, what=f"compiled grad {name}", seed=seed,
+                     reduction_length=40)
