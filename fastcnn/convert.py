@@ -670,8 +670,7 @@ def _fuse_into_max_pools(name, module, graph, holders, result):
             continue
         norm = module.get_submodule(node.target)
         if (type(norm) not in BATCH_NORMS or not _kernel_dtypes(norm) or holders[id(norm)] > 1 or _has_hooks(norm)
-                or (getattr(norm, "activation", None) or ("",))[0] == "prelu" or len(node.args) != 1
-                or node.kwargs
+                or getattr(norm, "fuses_slopes", False) or len(node.args) != 1 or node.kwargs
                 or sum(other.op == "call_module" and other.target == node.target for other in graph.nodes) != 1):
             continue
         user, identities = _through_identities(node, module)
@@ -726,7 +725,7 @@ def _fuse_into_convolutions(name, module, graph, holders, result):
             why = f"module '{user.target}' is called with more than its input"
         elif _has_hooks(conv):
             why = f"module '{user.target}' has hooks, which would not see act(bn(x))"
-        elif (getattr(norm, "activation", None) or ("",))[0] == "prelu":
+        elif getattr(norm, "fuses_slopes", False):
             why = "its PReLU's learnable slopes are not read in a convolution's prologue"
         elif conv.padding_mode != "zeros":
             why = f"module '{user.target}' pads with mode {conv.padding_mode!r}, which the prologue does not"

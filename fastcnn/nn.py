@@ -165,7 +165,7 @@ class _FusedActivation:
         """What the functionals' ``activation=`` takes: the PReLU module, else (kind, parameter) or None."""
         if "prelu" in self._modules:
             return self._modules["prelu"]
-        if self.activation is not None and self.activation[0] == "prelu":
+        if self.fuses_slopes:
             return self.__dict__["_borrowed_prelu"]
         return self.activation
 

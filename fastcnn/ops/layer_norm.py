@@ -22,8 +22,8 @@ from .._layout import view_or_none
 from .._norms import norm_parameter_grads
 from ..dtypes import TORCH_FLOAT_DTYPES, autocast_runs_in_float32
 from ..validation import check_index_range, check_kernel_dtype, check_parameter_dtypes, check_torch_implements
-from .activation import apply_activation, prelu_channel_slopes, resolve_fused_activation
-from .prelu import autocast_slope, prelu
+from .activation import apply_activation, resolve_fused_activation
+from .prelu import autocast_slope, check_prelu, prelu
 
 __all__ = ["layer_norm", "layer_norm2d"]
 
@@ -233,15 +233,14 @@ def _launch(op, input, weight, bias, normalized_ndim, channels_first, eps, kind,
     fastcnn's prelu runs after the norm (and raises torch's errors)."""
     slopes = None
     if slope is not None:
+        # Unfused under autocast where torch's prelu casts the norm's output down, and where the
+        # slopes do not lie along the normalised dims.
         slope, fusable = autocast_slope(slope, input)
-        if not fusable:  # under autocast torch's prelu casts the norm's output down: it runs after the norm
-            return prelu(_launch(op, input, weight, bias, normalized_ndim, channels_first, eps, None, 0.0, None), slope)
-        length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
         channels_normalised = channels_first or (input.dim() == 2 and normalized_ndim == 1)
-        if slope.numel() != 1 and not channels_normalised:
-            out = _launch(op, input, weight, bias, normalized_ndim, channels_first, eps, None, 0.0, None)
-            return prelu(out, slope)
-        prelu_channel_slopes(op, slope, input)  # torch's checks
+        if not fusable or (slope.numel() != 1 and not channels_normalised):
+            return prelu(_launch(op, input, weight, bias, normalized_ndim, channels_first, eps, None, 0.0, None), slope)
+        check_prelu(op, input, slope)
+        length = math.prod(_moved(input, channels_first).shape[input.dim() - normalized_ndim:])
         slopes = slope.reshape(-1).expand(length)  # one slope (stride 0), or the channels' = the normalised
     if _rows(_moved(input, channels_first), normalized_ndim)[0] is None:  # strides no [A, B, L] view takes
         input = input.contiguous()
