@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 import fastcnn
 from fastcnn.kernels import prelu as prelu_kernels
-from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, count_launches, make_tensor,
-                             opinfo, poisoned_like, record_aten_ops, relative_error, same_layout)
+from fastcnn.testing import (DEVICE, LAYOUTS, assert_close, assert_raises_like_torch, count_launches, gpu_only,
+                             make_tensor, opinfo, poisoned_like, record_aten_ops, relative_error, same_layout)
 
 
 def _check(input, weight, dtype, seed, generator, what=""):
@@ -505,3 +505,25 @@ def test_fused_prelu_norms_compile_without_graph_breaks(seed, generator):
     for (name, ours), theirs in zip(block.named_parameters(), twin.parameters()):
         assert_close(theirs.grad, ours.grad.double(), torch.float32, what=f"compiled grad {name}", seed=seed,
                      reduction_length=40)
+
+
+
+@gpu_only("CUDA's autocast runs group and layer norm in fp32")
+@pytest.mark.parametrize("form", ["module", "pair"])
+@pytest.mark.parametrize("norm", ["group_norm", "layer_norm", "layer_norm2d"])
+def test_norms_cuda_autocast_runs_in_fp32_prelu_after_them_in_the_autocast_dtype(norm, form, seed, generator):
+    """The norms CUDA's autocast runs in fp32: prelu follows in the autocast dtype, as torch's
+    norm → prelu, its slopes given as a module or as ("prelu", weight) alike."""
+    input = make_tensor((2, 6, 5, 4), torch.float16, generator=generator)
+    prelu = torch.nn.PReLU(1).to(DEVICE)
+    activation = prelu if form == "module" else ("prelu", prelu.weight)
+    ours = {"group_norm": lambda: fastcnn.group_norm(input, 3, activation=activation),
+            "layer_norm": lambda: fastcnn.layer_norm(input, (4,), activation=activation),
+            "layer_norm2d": lambda: fastcnn.layer_norm2d(input, activation=activation)}[norm]
+    theirs = {"group_norm": lambda: prelu(F.group_norm(input, 3)),
+              "layer_norm": lambda: prelu(F.layer_norm(input, (4,))),
+              "layer_norm2d": lambda: prelu(F.layer_norm(input.movedim(1, -1), (6,), eps=1e-6).movedim(-1, 1))}[norm]
+    with torch.autocast("cuda", dtype=torch.float16):
+        out, expected = ours(), theirs()
+    assert out.dtype == expected.dtype == torch.float16
+    assert_close(out, expected.double(), torch.float16, what=f"{norm} {form}", seed=seed)

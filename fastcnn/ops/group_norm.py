@@ -258,8 +258,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, activatio
     row's first value and merged with Chan's formula); fp16/bf16 input keeps fp32 parameters."""
     op = "fastcnn.group_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs group_norm in fp32
-        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
-            return prelu(group_norm(input, num_groups, weight, bias, eps), activation.weight)
+        slope = resolve_fused_activation(op, activation)[2]
+        if slope is not None:  # and prelu in the autocast dtype, after it
+            return prelu(group_norm(input, num_groups, weight, bias, eps), slope)
         with torch.autocast("cuda", enabled=False):
             return group_norm(input.float(), num_groups, weight, bias, eps, activation=activation)
     kind, parameter, slope = resolve_fused_activation(op, activation)

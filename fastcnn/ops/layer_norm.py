@@ -256,8 +256,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, act
     (shifted by the row's first value), any strides (a permuted view is read as it lies)."""
     op = "fastcnn.layer_norm"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
-        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
-            return prelu(layer_norm(input, normalized_shape, weight, bias, eps), activation.weight)
+        slope = resolve_fused_activation(op, activation)[2]
+        if slope is not None:  # and prelu in the autocast dtype, after it
+            return prelu(layer_norm(input, normalized_shape, weight, bias, eps), slope)
         with torch.autocast("cuda", enabled=False):
             return layer_norm(input.float(), normalized_shape, weight, bias, eps, activation=activation)
     normalized_shape = normalized_shape_of(op, normalized_shape)
@@ -277,8 +278,9 @@ def layer_norm2d(input, weight=None, bias=None, eps=1e-6, *, activation=None):
     laid out as that expression leaves it (channels last)."""
     op = "fastcnn.layer_norm2d"
     if autocast_runs_in_float32(input, ("cuda",)):  # on CUDA, torch's autocast runs layer_norm in fp32
-        if isinstance(activation, torch.nn.PReLU):  # and prelu in the autocast dtype, after it
-            return prelu(layer_norm2d(input, weight, bias, eps), activation.weight)
+        slope = resolve_fused_activation(op, activation)[2]
+        if slope is not None:  # and prelu in the autocast dtype, after it
+            return prelu(layer_norm2d(input, weight, bias, eps), slope)
         with torch.autocast("cuda", enabled=False):
             return layer_norm2d(input.float(), weight, bias, eps, activation=activation)
     if not isinstance(input, torch.Tensor):
