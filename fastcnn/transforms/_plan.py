@@ -1,0 +1,369 @@
+"""How a chain of transforms becomes launches of ``fastcnn::augment``: ``Plan`` takes the
+transforms in order while they fit the kernel's one pass (the geometry first: pad, crop, one
+resample, a crop of its output, flips; then the colour: ColorJitter, grayscale, noise, the
+integer-to-float step, Normalize, erasing, the output dtype) and says no to one that does not fit,
+which then starts the next launch. Each transform's fields of the per-sample record are noted,
+so that ``return_params`` can name what each drew."""
+import math
+
+import torch
+
+from ..ops import augment as op
+
+# The kernel's record and configuration slots (kernels/augment.py), here as plain ints so that
+# building a plan imports no triton.
+CROP_TOP, CROP_LEFT, CROP_HEIGHT, CROP_WIDTH, OUT_TOP, OUT_LEFT, HFLIP, VFLIP = range(8)
+ANGLE, TRANSLATE_X, TRANSLATE_Y, SCALE, SHEAR_X, SHEAR_Y = range(8, 14)
+BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER, GRAYSCALE = range(14, 20)
+ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = range(20, 24)
+
+PAD_TOP, PAD_LEFT, PADDED_HEIGHT, PADDED_WIDTH = range(4)
+CROP_SCALE_LO, CROP_SCALE_HI, CROP_LOG_RATIO_LO, CROP_LOG_RATIO_HI, RESIZED_HEIGHT, RESIZED_WIDTH = range(4, 10)
+HFLIP_P, VFLIP_P, DEGREES_LO, DEGREES_HI, TRANSLATE_X_MAX, TRANSLATE_Y_MAX = range(10, 16)
+SCALE_LO, SCALE_HI, SHEAR_X_LO, SHEAR_X_HI, SHEAR_Y_LO, SHEAR_Y_HI, CENTER_X, CENTER_Y, ANGLE_SIGN = range(16, 25)
+BRIGHTNESS_LO = 25  # (lo, hi) of brightness, contrast, saturation, hue: 25 .. 32
+GRAYSCALE_P, NOISE_MEAN, NOISE_SIGMA = 33, 34, 35
+ERASE_P, ERASE_SCALE_LO, ERASE_SCALE_HI, ERASE_LOG_RATIO_LO, ERASE_LOG_RATIO_HI = range(36, 41)
+TO_FLOAT_SCALE, FILL_MASKED = 41, 42
+FILL, NORM_MEAN, NORM_STD, ERASE_VALUE = 44, 48, 52, 56
+
+CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
+RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = range(3)
+NEAREST, BILINEAR = range(2)
+BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
+ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = range(3)
+TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = range(3)
+IDENTITY_ORDER = 0 + (1 << 2) + (2 << 4) + (3 << 6)  # brightness, contrast, saturation, hue
+
+# The stages of one launch, in the kernel's order.
+START, PADDED, CROPPED, RESAMPLED, OUT_CROPPED, FLIPPED, JITTERED, GRAYED, NOISED, FLOATED, NORMALIZED, ERASED, CAST = \
+    range(13)
+
+
+class Plan:
+    """One launch being built for a batch of ``channels`` x ``height`` x ``width`` images of
+    ``dtype`` (what the previous launch writes, for the second launch of a chain)."""
+
+    def __init__(self, channels, height, width, dtype):
+        self.channels, self.dtype = channels, dtype
+        self.input_size = (height, width)
+        self.extent = (height, width)          # the image's size at this point of the chain
+        self.stage = START
+        self.options = dict(DRAW=False, CROP=CROP_GIVEN, OUT_CROP=False, FLIPS=False, AFFINE=False,
+                            RESAMPLE=RESAMPLE_NONE, INTERPOLATION=BILINEAR, ANTIALIAS=True, BORDER=0, TAPS_H=2,
+                            TAPS_W=2, INPUT_INTEGER=not dtype.is_floating_point, QUANTISE=False, JITTER=0,
+                            GRAY=False, NOISE=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, NORMALIZE=False,
+                            ERASE=ERASE_NONE, OUTPUT_SCALE=False)
+        self.config = [0.0] * op.CONFIG
+        self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = float(height), float(width)
+        self.config[SCALE_LO] = self.config[SCALE_HI] = 1.0
+        self.config[ANGLE_SIGN] = 1.0
+        self.config[CENTER_X] = self.config[CENTER_Y] = math.nan
+        self.config[TO_FLOAT_SCALE] = 1.0 / 255.0
+        self.config[NORM_STD:NORM_STD + 4] = [1.0] * 4
+        self.record = [0.0] * op.RECORD
+        self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = float(height), float(width)
+        self.record[SCALE] = 1.0
+        self.record[BRIGHTNESS:HUE] = [1.0, 1.0, 1.0]
+        self.record[JITTER_ORDER] = float(IDENTITY_ORDER)
+        self.given = {}                         # record field -> an [N] tensor of given parameters
+        self.fields = []                        # (transform, {name: field}) drawn or given here
+        self.max_crop = (height, width)         # the largest crop a resample may read (its taps)
+        self.out_dtype = dtype
+        self.fill_set = False
+        self.flips = set()
+
+    @property
+    def integer(self):
+        """Whether the image is still integer (uint8) at this point of the chain."""
+        return not self.out_dtype.is_floating_point
+
+    @property
+    def empty(self):
+        return self.stage == START and not self.fields and self.out_dtype == self.dtype
+
+    def note(self, transform, **fields):
+        self.fields.append((transform, fields))
+
+    def set_given(self, field, value):
+        """A per-sample parameter (an [N] tensor) or one for every sample (a number)."""
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            self.given[field] = value
+        else:
+            self.record[field] = float(value)
+
+    def set_fill(self, fill):
+        """The fill of a constant pad or of the affine map (one per launch)."""
+        values = _channel_values(fill, self.channels, "fill")
+        if self.fill_set and values != self.config[FILL:FILL + len(values)]:
+            return False
+        self.config[FILL:FILL + len(values)] = values
+        self.fill_set = True
+        return True
+
+    # ------------------------------------------------------------------ geometry
+    def pad(self, left, top, right, bottom, fill, mode):
+        if self.stage != START:
+            return False
+        height, width = self.extent
+        if mode == "reflect" and (max(top, bottom) >= height or max(left, right) >= width):
+            raise ValueError("fastcnn.transforms: reflect padding must be smaller than the image "
+                             f"({height}x{width}), got (left, top, right, bottom) = {(left, top, right, bottom)}")
+        if mode == "symmetric" and (max(top, bottom) > height or max(left, right) > width):
+            raise ValueError("fastcnn.transforms: symmetric padding must be at most the image size")
+        if mode == "constant" and not self.set_fill(fill):
+            return False
+        self.config[PAD_TOP], self.config[PAD_LEFT] = float(top), float(left)
+        self.extent = (height + top + bottom, width + left + right)
+        self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = map(float, self.extent)
+        self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = map(float, self.extent)
+        self.options["BORDER"] = BORDERS[mode]
+        self.max_crop = self.extent
+        self.stage = PADDED
+        return True
+
+    def crop(self, top, left, height, width):
+        """A crop of the (padded) image at a given or per-sample position; outside the image
+        reads as zeros (torchvision's crop pads). After a crop or a resample: a crop of its output."""
+        if self.stage <= PADDED:
+            self.set_given(CROP_TOP, top + self.config[PAD_TOP] if not isinstance(top, torch.Tensor) else top)
+            self.set_given(CROP_LEFT, left + self.config[PAD_LEFT] if not isinstance(left, torch.Tensor) else left)
+            self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = float(height), float(width)
+            self.max_crop = (height, width)
+            self.stage = CROPPED
+        elif self.stage in (CROPPED, RESAMPLED) and not self.options["OUT_CROP"]:
+            self._resampled_extent()
+            self.set_given(OUT_TOP, top)
+            self.set_given(OUT_LEFT, left)
+            self.stage = OUT_CROPPED
+        else:
+            return False
+        self.extent = (height, width)
+        return True
+
+    def random_crop(self, transform, height, width):
+        """RandomCrop's position, uniform over the (padded) image, or over a resample's output."""
+        if self.stage <= PADDED:
+            self.options.update(DRAW=True, CROP=CROP_RANDOM)
+            self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = float(height), float(width)
+            self.max_crop = (height, width)
+            self.stage = CROPPED
+            self.note(transform, top=CROP_TOP, left=CROP_LEFT)
+        elif self.stage in (CROPPED, RESAMPLED) and not self.options["OUT_CROP"]:
+            self._resampled_extent()
+            self.options.update(DRAW=True, OUT_CROP=True)
+            self.stage = OUT_CROPPED
+            self.note(transform, top=OUT_TOP, left=OUT_LEFT)
+        else:
+            return False
+        self.extent = (height, width)
+        return True
+
+    def _resampled_extent(self):
+        self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, self.extent)
+
+    def random_resized_crop(self, transform, size, scale, ratio, interpolation, antialias):
+        if self.stage > PADDED:
+            return False
+        self.options.update(DRAW=True, CROP=CROP_RESIZED)
+        self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
+        self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+        self.note(transform, top=CROP_TOP, left=CROP_LEFT, height=CROP_HEIGHT, width=CROP_WIDTH)
+        self.max_crop = self.extent
+        self.stage = CROPPED
+        return self._resize(size, interpolation, antialias)
+
+    def resize(self, size, interpolation, antialias):
+        if self.stage > CROPPED:
+            return False
+        self.stage = CROPPED
+        return self._resize(size, interpolation, antialias)
+
+    def _resize(self, size, interpolation, antialias):
+        self.options.update(RESAMPLE=RESAMPLE_RESIZE, INTERPOLATION=interpolation,
+                            ANTIALIAS=bool(antialias) and interpolation == BILINEAR,
+                            QUANTISE=self.integer and interpolation == BILINEAR)
+        self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, size)
+        taps = []
+        for crop, out in zip(self.max_crop, size):
+            support = max(crop / out, 1.0) if self.options["ANTIALIAS"] else 1.0
+            taps.append(math.ceil(2 * support) + 1 if self.options["ANTIALIAS"] else 2)
+        self.options["TAPS_H"], self.options["TAPS_W"] = taps
+        self.extent = tuple(size)
+        self.stage = RESAMPLED
+        return True
+
+    def affine(self, transform, *, angle_sign, degrees, translate, scale, shear, interpolation, fill, center,
+               given=None):
+        """RandomRotation / RandomAffine (``given``: the functional's per-sample parameters)."""
+        if self.stage > CROPPED or not self.set_fill(0 if fill is None else fill):
+            return False
+        self.config[FILL_MASKED] = 0.0 if fill is None else 1.0  # torchvision's functional default: no mask
+        height, width = self.extent
+        self.options.update(RESAMPLE=RESAMPLE_AFFINE, INTERPOLATION=interpolation,
+                            QUANTISE=self.integer and interpolation == BILINEAR)
+        self.config[ANGLE_SIGN] = float(angle_sign)
+        if center is not None:
+            self.config[CENTER_X], self.config[CENTER_Y] = map(float, center)
+        if given is not None:
+            for field, value in given.items():
+                self.set_given(field, value)
+        else:
+            self.options.update(DRAW=True, AFFINE=True)
+            self.config[DEGREES_LO], self.config[DEGREES_HI] = map(float, degrees)
+            if translate is not None:
+                self.config[TRANSLATE_X_MAX] = float(translate[0] * width)
+                self.config[TRANSLATE_Y_MAX] = float(translate[1] * height)
+            if scale is not None:
+                self.config[SCALE_LO], self.config[SCALE_HI] = map(float, scale)
+            if shear is not None:
+                self.config[SHEAR_X_LO], self.config[SHEAR_X_HI] = map(float, shear[:2])
+                if len(shear) == 4:
+                    self.config[SHEAR_Y_LO], self.config[SHEAR_Y_HI] = map(float, shear[2:])
+            if angle_sign < 0:
+                self.note(transform, angle=ANGLE)
+            else:
+                self.note(transform, angle=ANGLE, translate=(TRANSLATE_X, TRANSLATE_Y), scale=SCALE,
+                          shear=(SHEAR_X, SHEAR_Y))
+        self.stage = RESAMPLED
+        return True
+
+    def flip(self, transform, horizontal, p=None, given=None):
+        """A flip of the output (after every other geometric step), one per direction."""
+        field = HFLIP if horizontal else VFLIP
+        if self.stage > FLIPPED or field in self.flips:
+            return False
+        self.flips.add(field)
+        if given is not None:
+            self.set_given(field, given)
+        else:
+            self.options.update(DRAW=True, FLIPS=True)
+            self.config[HFLIP_P if horizontal else VFLIP_P] = float(p)
+            self.note(transform, flip=field)
+        self.stage = FLIPPED
+        return True
+
+    # ------------------------------------------------------------------ colour
+    def jitter(self, transform, ranges, given=None):
+        """ColorJitter: ``ranges`` (lo, hi) or None for brightness, contrast, saturation, hue;
+        ``given``: the functional's per-sample factors and order."""
+        if self.stage > FLIPPED:
+            return False
+        bits = 0
+        for k, value in enumerate(ranges):
+            if value is not None:
+                bits |= 1 << k
+                self.config[BRIGHTNESS_LO + 2 * k:BRIGHTNESS_LO + 2 * k + 2] = map(float, value)
+        self.options["JITTER"] = bits
+        if given is not None:
+            for field, value in given.items():
+                self.set_given(field, value)
+        else:
+            self.options["DRAW"] = True
+            self.config[BRIGHTNESS_LO:BRIGHTNESS_LO + 8] = [
+                float(v) for k, value in enumerate(ranges)
+                for v in (value if value is not None else (1.0 if k < 3 else 0.0,) * 2)]
+            self.note(transform, order=JITTER_ORDER, brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION,
+                      hue=HUE)
+        self.stage = JITTERED
+        return True
+
+    def grayscale(self, transform, p=None, given=None):
+        if self.stage >= GRAYED:
+            return False
+        self.options["GRAY"] = True
+        if given is not None:
+            self.set_given(GRAYSCALE, given)
+        else:
+            self.options["DRAW"] = True
+            self.config[GRAYSCALE_P] = float(p)
+            self.note(transform, grayscale=GRAYSCALE)
+        self.stage = GRAYED
+        return True
+
+    def noise(self, mean, sigma, clip):
+        if self.stage >= NOISED:
+            return False
+        self.options.update(NOISE=True, NOISE_CLIP=bool(clip), DRAW=True)
+        self.config[NOISE_MEAN], self.config[NOISE_SIGMA] = float(mean), float(sigma)
+        self.stage = NOISED
+        return True
+
+    def to_dtype(self, dtype, scale):
+        if self.integer and dtype.is_floating_point:
+            if self.stage >= FLOATED:
+                return False
+            self.options["TO_FLOAT"] = TO_FLOAT_FIRST if self.stage <= FLIPPED else TO_FLOAT_AFTER_COLOUR
+            self.config[TO_FLOAT_SCALE] = 1.0 / 255.0 if scale else 1.0
+            self.stage = FLOATED
+        elif not self.integer and dtype == torch.uint8:
+            if self.stage >= CAST or not scale:
+                return False
+            self.options["OUTPUT_SCALE"] = True
+            self.stage = CAST
+        elif not dtype.is_floating_point and dtype != torch.uint8:
+            raise TypeError(f"fastcnn.transforms.ToDtype: the kernels write uint8 or floating batches, not {dtype}")
+        if dtype == torch.float64:
+            raise TypeError("fastcnn.transforms.ToDtype: float64 output is not supported; use float32")
+        self.out_dtype = dtype
+        return True
+
+    def normalize(self, mean, std):
+        if self.integer:
+            raise TypeError(f"Input tensor should be a float tensor. Got {self.out_dtype}.")
+        if self.stage >= NORMALIZED:
+            return False
+        self.options["NORMALIZE"] = True
+        self.config[NORM_MEAN:NORM_MEAN + 4] = _channel_values(mean, self.channels, "mean")
+        self.config[NORM_STD:NORM_STD + 4] = _channel_values(std, self.channels, "std", default=1.0)
+        self.stage = NORMALIZED
+        return True
+
+    def erase(self, transform, p, scale, ratio, value, given=None):
+        if self.stage >= ERASED:
+            return False
+        if isinstance(value, str):
+            self.options["ERASE"] = ERASE_RANDOM_VALUE
+        else:
+            self.options["ERASE"] = ERASE_VALUE_GIVEN
+            self.config[ERASE_VALUE:ERASE_VALUE + 4] = _channel_values(value, self.channels, "value")
+        if given is not None:
+            for field, tensor in given.items():
+                self.set_given(field, tensor)
+        else:
+            self.options["DRAW"] = True
+            self.config[ERASE_P], self.config[ERASE_SCALE_LO], self.config[ERASE_SCALE_HI] = float(p), *map(float, scale)
+            self.config[ERASE_LOG_RATIO_LO], self.config[ERASE_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+            self.note(transform, top=ERASE_TOP, left=ERASE_LEFT, height=ERASE_HEIGHT, width=ERASE_WIDTH)
+        self.stage = ERASED
+        return True
+
+    # ------------------------------------------------------------------ the launch
+    def pipeline(self, batch_size, device, channels_last):
+        """The ``op.Pipeline`` of this launch (given per-sample parameters stacked as an
+        [N, RECORD] record on ``device``)."""
+        record = self.record
+        if self.given:
+            record = torch.tensor(self.record, dtype=torch.float32, device=device).repeat(batch_size, 1)
+            for field, value in self.given.items():
+                if value.shape[0] != batch_size:
+                    raise ValueError(f"fastcnn.transforms.functional: {value.shape[0]} per-sample parameters for a "
+                                     f"batch of {batch_size}")
+                record[:, field] = value.to(device=device, dtype=torch.float32)
+        options = dict(self.options, CHANNELS_LAST=channels_last)
+        return op.Pipeline(options, list(self.config), record, self.extent, self.out_dtype)
+
+
+def _channel_values(value, channels, name, default=0.0):
+    """A number or one value per channel, as the 4 per-channel slots of the configuration."""
+    if isinstance(value, (int, float)):
+        values = [float(value)] * channels
+    else:
+        values = [float(v) for v in value]
+        if len(values) == 1:
+            values = values * channels
+        if len(values) != channels:
+            raise ValueError(f"fastcnn.transforms: {name} has {len(values)} values for {channels} channels")
+    if channels > 4 and len(set(values)) > 1:
+        raise ValueError(f"fastcnn.transforms: per-channel {name} takes at most 4 channels, got {channels}")
+    return (values + [default] * 4)[:4]

@@ -1,0 +1,669 @@
+"""Batch augmentation: a whole image pipeline, each sample with its own random parameters, in one
+pass that reads the input batch once and writes the training-ready batch once.
+
+For each output pixel of sample n the kernel (1) draws sample n's parameters from Philox at the
+caller's seed (counter n·128 + slot: every program of a sample draws the same numbers, so nothing
+is stored between launches) or reads them from a per-sample record; (2) maps the pixel back to
+the source image: flips and a crop of the output, then a resize (bilinear with torch's
+antialiasing taps, or nearest) or an inverse affine map (rotation, affine: grid_sample's bilinear
+or nearest with torchvision's fill mask), then the crop window of the padded input and the pad's
+border rule (constant, edge, reflect, symmetric); (3) runs the colour maths on the sampled pixel:
+ColorJitter's four ops in the sample's drawn order (brightness, contrast, saturation, hue),
+grayscale, Gaussian noise, the integer-to-float scale, Normalize and Random Erasing; (4) writes
+it in the output's dtype through its strides. While the image is still uint8 in torchvision's
+pipeline (before ToDtype), each step rounds or truncates as torchvision's does.
+
+Contrast blends with the mean grey level of the whole image at that point of the chain: a first
+launch of the same kernel (STATS) writes each tile's sum of grey levels, and the main launch adds
+its sample's sums in a fixed order (deterministic).
+
+Bytes: read the source pixels each output pixel samples (the crop; a resize reads its window
+once from L2 per tap), write N·C·OH·OW output elements; a contrast pass reads the source again.
+Launch grid: (N · cdiv(OH·OW, BLOCK_P),): a program is one sample's BLOCK_P output pixels, every
+channel (BLOCK_C = the channel count's power of two).
+
+MixUp and CutMix (``mix``) blend each sample with the one before it (torch.roll(x, 1, 0)), the
+images and the one-hot labels, in one launch over both.
+"""
+import triton
+import triton.language as tl
+
+from .tiles import by_backend
+
+BLOCK_P = by_backend(interpreter=1024, gpu=256)
+NUM_WARPS = 4
+
+# The per-sample record (float32; integers are exact): what each random transform drew, which
+# `return_params` gives back and fastcnn.transforms.functional passes in.
+RECORD = tl.constexpr(32)
+CROP_TOP, CROP_LEFT, CROP_HEIGHT, CROP_WIDTH = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)  # window of the padded input
+OUT_TOP, OUT_LEFT = tl.constexpr(4), tl.constexpr(5)  # crop after the resample
+HFLIP, VFLIP = tl.constexpr(6), tl.constexpr(7)  # of the output
+ANGLE, TRANSLATE_X, TRANSLATE_Y, SCALE, SHEAR_X, SHEAR_Y = tl.constexpr(8), tl.constexpr(9), tl.constexpr(10), tl.constexpr(11), tl.constexpr(12), tl.constexpr(13)
+BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER = tl.constexpr(14), tl.constexpr(15), tl.constexpr(16), tl.constexpr(17), tl.constexpr(18)  # order: 4 base-4 digits
+GRAYSCALE = tl.constexpr(19)
+ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = tl.constexpr(20), tl.constexpr(21), tl.constexpr(22), tl.constexpr(23)  # height 0: nothing erased
+
+# The static configuration (float32, on the device, cached per pipeline): the distributions the
+# parameters are drawn from and the constants of the colour maths.
+CONFIG = tl.constexpr(64)
+PAD_TOP, PAD_LEFT, PADDED_HEIGHT, PADDED_WIDTH = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+CROP_SCALE_LO, CROP_SCALE_HI, CROP_LOG_RATIO_LO, CROP_LOG_RATIO_HI = tl.constexpr(4), tl.constexpr(5), tl.constexpr(6), tl.constexpr(7)
+RESIZED_HEIGHT, RESIZED_WIDTH = tl.constexpr(8), tl.constexpr(9)
+HFLIP_P, VFLIP_P = tl.constexpr(10), tl.constexpr(11)
+DEGREES_LO, DEGREES_HI, TRANSLATE_X_MAX, TRANSLATE_Y_MAX = tl.constexpr(12), tl.constexpr(13), tl.constexpr(14), tl.constexpr(15)
+SCALE_LO, SCALE_HI, SHEAR_X_LO, SHEAR_X_HI, SHEAR_Y_LO, SHEAR_Y_HI = tl.constexpr(16), tl.constexpr(17), tl.constexpr(18), tl.constexpr(19), tl.constexpr(20), tl.constexpr(21)
+CENTER_X, CENTER_Y, ANGLE_SIGN = tl.constexpr(22), tl.constexpr(23), tl.constexpr(24)  # center: NaN for the middle
+BRIGHTNESS_LO, BRIGHTNESS_HI, CONTRAST_LO, CONTRAST_HI = tl.constexpr(25), tl.constexpr(26), tl.constexpr(27), tl.constexpr(28)
+SATURATION_LO, SATURATION_HI, HUE_LO, HUE_HI = tl.constexpr(29), tl.constexpr(30), tl.constexpr(31), tl.constexpr(32)
+GRAYSCALE_P, NOISE_MEAN, NOISE_SIGMA = tl.constexpr(33), tl.constexpr(34), tl.constexpr(35)
+ERASE_P, ERASE_SCALE_LO, ERASE_SCALE_HI, ERASE_LOG_RATIO_LO, ERASE_LOG_RATIO_HI = tl.constexpr(36), tl.constexpr(37), tl.constexpr(38), tl.constexpr(39), tl.constexpr(40)
+TO_FLOAT_SCALE = tl.constexpr(41)  # 1/255 (ToDtype's scale=True) or 1
+FILL_MASKED = tl.constexpr(42)  # 1: an affine fill blended by the sampled mask; 0: fill=None, zeros outside
+FILL = tl.constexpr(44)  # 4 channels: the pad's or the affine map's fill
+NORM_MEAN = tl.constexpr(48)  # 4 channels
+NORM_STD = tl.constexpr(52)  # 4 channels
+ERASE_VALUE = tl.constexpr(56)  # 4 channels
+
+# Philox counters of one sample: n·SAMPLE_COUNTERS + slot.
+SLOT_CROP_AREA, SLOT_CROP_RATIO, SLOT_CROP_POSITION = tl.constexpr(0), tl.constexpr(16), tl.constexpr(32)  # 10 attempts each; i, j
+SLOT_OUT_POSITION, SLOT_FLIP, SLOT_AFFINE, SLOT_JITTER = tl.constexpr(34), tl.constexpr(36), tl.constexpr(38), tl.constexpr(44)  # 2, 2, 6, 4 + 3 (order)
+SLOT_GRAYSCALE, SLOT_ERASE = tl.constexpr(51), tl.constexpr(52)  # 1; p, area, ratio, i, j (per attempt below)
+SLOT_ERASE_AREA, SLOT_ERASE_RATIO = tl.constexpr(64), tl.constexpr(80)  # 10 attempts each, in a second block
+SAMPLE_COUNTERS = tl.constexpr(128)
+
+# Constexpr choices.
+CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # the crop window: record, RandomCrop, RandomResizedCrop
+RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+NEAREST, BILINEAR = tl.constexpr(0), tl.constexpr(1)
+BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # where uint8 becomes float (÷255)
+
+# Philox keys of the per-element draws (the parameters use the seed itself).
+_NOISE_KEY = tl.constexpr(0x5BD1E995)
+_ERASE_KEY = tl.constexpr(0x27D4EB2F)
+
+
+@triton.jit
+def _get(vector, lanes, index):
+    """vector[index] of a small vector held by every thread (a record or a draw)."""
+    return tl.sum(tl.where(lanes == index, vector, 0.0), axis=0)
+
+
+@triton.jit
+def _put(vector, lanes, index, value):
+    return tl.where(lanes == index, value, vector)
+
+
+@triton.jit
+def _round_half_even(value):
+    """Python's round() and torch's nearbyint: halves go to the even neighbour."""
+    rounded = tl.floor(value + 0.5)
+    tie = (rounded - value) == 0.5
+    odd = (rounded - 2.0 * tl.floor(rounded * 0.5)) != 0.0
+    return tl.where(tie & odd, rounded - 1.0, rounded)
+
+
+@triton.jit
+def _uniform(seed, sample, slot):
+    """One uniform in [0, 1) of sample ``sample``'s counter ``slot``."""
+    return tl.rand(seed, sample * SAMPLE_COUNTERS + slot)
+
+
+@triton.jit
+def _uniforms(seed, sample, slot, lanes):
+    return tl.rand(seed, sample * SAMPLE_COUNTERS + slot + lanes)
+
+
+@triton.jit
+def _random_index(uniform, count):
+    """torch.randint(0, count): floor(u·count), kept below count."""
+    return tl.minimum(tl.floor(uniform * count), count - 1.0)
+
+
+@triton.jit
+def _random_area_box(seed, sample, area_slot, ratio_slot, height, width, scale_lo, scale_hi, log_lo, log_hi,
+                     WIDTH_FIRST: tl.constexpr):
+    """torchvision's ten tries of (area in scale·H·W, log-uniform aspect ratio): the first whose
+    box fits, as (found, box height, box width). RandomResizedCrop sets w = round(√(area·ratio))
+    and keeps 0 < w ≤ W, 0 < h ≤ H (WIDTH_FIRST); RandomErasing sets h = round(√(area·ratio)) and
+    keeps h < H, w < W."""
+    tries = tl.arange(0, 16)
+    area = height * width * (scale_lo + (scale_hi - scale_lo) * _uniforms(seed, sample, area_slot, tries))
+    ratio = tl.exp(log_lo + (log_hi - log_lo) * _uniforms(seed, sample, ratio_slot, tries))
+    long_side = _round_half_even(tl.sqrt(area * ratio))
+    short_side = _round_half_even(tl.sqrt(area / ratio))
+    if WIDTH_FIRST:
+        box_w, box_h = long_side, short_side
+        fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
+    else:
+        box_h, box_w = long_side, short_side
+        fits = (box_h < height) & (box_w < width)
+    first = tl.min(tl.where(fits & (tries < 10), tries, 16), axis=0)
+    return first < 10, _get(box_h, tries, first), _get(box_w, tries, first)
+
+
+@triton.jit
+def _draw(record, lanes, config_ptr, seed, sample, in_height, in_width,
+          CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
+          JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, out_height, out_width):
+    """Sample ``sample``'s random parameters into its record, as each torchvision transform's
+    ``make_params`` draws them (one uniform per Philox counter)."""
+    padded_h = tl.load(config_ptr + PADDED_HEIGHT)
+    padded_w = tl.load(config_ptr + PADDED_WIDTH)
+    if CROP == CROP_RANDOM:  # RandomCrop: a window of the record's size anywhere in the padded image
+        crop_h = _get(record, lanes, CROP_HEIGHT)
+        crop_w = _get(record, lanes, CROP_WIDTH)
+        record = _put(record, lanes, CROP_TOP, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION), padded_h - crop_h + 1))
+        record = _put(record, lanes, CROP_LEFT, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION + 1), padded_w - crop_w + 1))
+    if CROP == CROP_RESIZED:  # RandomResizedCrop: scale and log-ratio tries, else the central crop
+        found, box_h, box_w = _random_area_box(
+            seed, sample, SLOT_CROP_AREA, SLOT_CROP_RATIO, padded_h, padded_w,
+            tl.load(config_ptr + CROP_SCALE_LO), tl.load(config_ptr + CROP_SCALE_HI),
+            tl.load(config_ptr + CROP_LOG_RATIO_LO), tl.load(config_ptr + CROP_LOG_RATIO_HI), True)
+        ratio_lo = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_LO))
+        ratio_hi = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_HI))
+        in_ratio = padded_w / padded_h
+        central_w = tl.where(in_ratio > ratio_hi, _round_half_even(padded_h * ratio_hi), padded_w)
+        central_h = tl.where(in_ratio < ratio_lo, _round_half_even(padded_w / ratio_lo), padded_h)
+        box_h = tl.where(found, box_h, central_h)
+        box_w = tl.where(found, box_w, central_w)
+        top = tl.where(found, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION), padded_h - box_h + 1),
+                       tl.floor((padded_h - box_h) * 0.5))
+        left = tl.where(found, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION + 1), padded_w - box_w + 1),
+                        tl.floor((padded_w - box_w) * 0.5))
+        record = _put(_put(record, lanes, CROP_TOP, top), lanes, CROP_LEFT, left)
+        record = _put(_put(record, lanes, CROP_HEIGHT, box_h), lanes, CROP_WIDTH, box_w)
+    if OUT_CROP:  # RandomCrop after a resample (no padding): a window of the resampled image
+        resized_h = tl.load(config_ptr + RESIZED_HEIGHT)
+        resized_w = tl.load(config_ptr + RESIZED_WIDTH)
+        record = _put(record, lanes, OUT_TOP, _random_index(_uniform(seed, sample, SLOT_OUT_POSITION), resized_h - out_height + 1))
+        record = _put(record, lanes, OUT_LEFT, _random_index(_uniform(seed, sample, SLOT_OUT_POSITION + 1), resized_w - out_width + 1))
+    if FLIPS:  # torch.rand(1) >= p keeps the image: flipped with probability p
+        record = _put(record, lanes, HFLIP, (_uniform(seed, sample, SLOT_FLIP) < tl.load(config_ptr + HFLIP_P)).to(tl.float32))
+        record = _put(record, lanes, VFLIP, (_uniform(seed, sample, SLOT_FLIP + 1) < tl.load(config_ptr + VFLIP_P)).to(tl.float32))
+    if AFFINE:  # RandomRotation / RandomAffine: angle, integer translation, scale, shears
+        angle_lo = tl.load(config_ptr + DEGREES_LO)
+        record = _put(record, lanes, ANGLE, angle_lo + (tl.load(config_ptr + DEGREES_HI) - angle_lo) * _uniform(seed, sample, SLOT_AFFINE))
+        max_dx = tl.load(config_ptr + TRANSLATE_X_MAX)
+        max_dy = tl.load(config_ptr + TRANSLATE_Y_MAX)
+        record = _put(record, lanes, TRANSLATE_X, _round_half_even(-max_dx + 2.0 * max_dx * _uniform(seed, sample, SLOT_AFFINE + 1)))
+        record = _put(record, lanes, TRANSLATE_Y, _round_half_even(-max_dy + 2.0 * max_dy * _uniform(seed, sample, SLOT_AFFINE + 2)))
+        scale_lo = tl.load(config_ptr + SCALE_LO)
+        record = _put(record, lanes, SCALE, scale_lo + (tl.load(config_ptr + SCALE_HI) - scale_lo) * _uniform(seed, sample, SLOT_AFFINE + 3))
+        shear_lo = tl.load(config_ptr + SHEAR_X_LO)
+        record = _put(record, lanes, SHEAR_X, shear_lo + (tl.load(config_ptr + SHEAR_X_HI) - shear_lo) * _uniform(seed, sample, SLOT_AFFINE + 4))
+        shear_lo = tl.load(config_ptr + SHEAR_Y_LO)
+        record = _put(record, lanes, SHEAR_Y, shear_lo + (tl.load(config_ptr + SHEAR_Y_HI) - shear_lo) * _uniform(seed, sample, SLOT_AFFINE + 5))
+    if JITTER:  # four factors, then torch.randperm(4) as three draws of a Fisher-Yates shuffle
+        for k in tl.static_range(4):
+            lo = tl.load(config_ptr + BRIGHTNESS_LO + 2 * k)
+            record = _put(record, lanes, BRIGHTNESS + k, lo + (tl.load(config_ptr + BRIGHTNESS_LO + 2 * k + 1) - lo) * _uniform(seed, sample, SLOT_JITTER + k))
+        positions = tl.arange(0, 4)
+        order = positions
+        for k in tl.static_range(3):
+            swap = k + _random_index(_uniform(seed, sample, SLOT_JITTER + 4 + k), 4.0 - k).to(tl.int32)
+            at_k = tl.sum(tl.where(positions == k, order, 0), axis=0)
+            at_swap = tl.sum(tl.where(positions == swap, order, 0), axis=0)
+            order = tl.where(positions == k, at_swap, tl.where(positions == swap, at_k, order))
+        code = tl.sum(order << (2 * positions), axis=0)
+        record = _put(record, lanes, JITTER_ORDER, code.to(tl.float32))
+    if GRAY:
+        record = _put(record, lanes, GRAYSCALE, (_uniform(seed, sample, SLOT_GRAYSCALE) < tl.load(config_ptr + GRAYSCALE_P)).to(tl.float32))
+    if ERASE != ERASE_NONE:  # RandomErasing: p, then ten tries of area and ratio, else nothing
+        erase = _uniform(seed, sample, SLOT_ERASE) < tl.load(config_ptr + ERASE_P)
+        found, box_h, box_w = _random_area_box(
+            seed, sample, SLOT_ERASE_AREA, SLOT_ERASE_RATIO, out_height * 1.0, out_width * 1.0,
+            tl.load(config_ptr + ERASE_SCALE_LO), tl.load(config_ptr + ERASE_SCALE_HI),
+            tl.load(config_ptr + ERASE_LOG_RATIO_LO), tl.load(config_ptr + ERASE_LOG_RATIO_HI), False)
+        erase = erase & found
+        top = _random_index(_uniform(seed, sample, SLOT_ERASE + 1), out_height - box_h + 1)
+        left = _random_index(_uniform(seed, sample, SLOT_ERASE + 2), out_width - box_w + 1)
+        record = _put(_put(record, lanes, ERASE_TOP, tl.where(erase, top, 0.0)), lanes, ERASE_LEFT, tl.where(erase, left, 0.0))
+        record = _put(_put(record, lanes, ERASE_HEIGHT, tl.where(erase, box_h, 0.0)), lanes, ERASE_WIDTH,
+                      tl.where(erase, box_w, 0.0))
+    return record
+
+
+@triton.jit
+def _border(coordinate, extent, BORDER: tl.constexpr):
+    """An integer coordinate of the padded image as one of the image (its pad's rule) and
+    whether it is inside (always, but for a constant pad)."""
+    if BORDER == BORDER_EDGE:
+        coordinate = tl.minimum(tl.maximum(coordinate, 0), extent - 1)
+    if BORDER == BORDER_REFLECT:  # numpy's reflect: the edge is not repeated (pad < extent)
+        coordinate = tl.where(coordinate < 0, -coordinate, coordinate)
+        coordinate = tl.where(coordinate >= extent, 2 * (extent - 1) - coordinate, coordinate)
+    if BORDER == BORDER_SYMMETRIC:  # the edge is repeated (pad ≤ extent)
+        coordinate = tl.where(coordinate < 0, -coordinate - 1, coordinate)
+        coordinate = tl.where(coordinate >= extent, 2 * extent - 1 - coordinate, coordinate)
+    inside = (coordinate >= 0) & (coordinate < extent)
+    return tl.minimum(tl.maximum(coordinate, 0), extent - 1), inside
+
+
+@triton.jit
+def _source(x_ptr, image_offset, rows, cols, channel_offsets, channel_mask, pixel_mask, in_height, in_width,
+            stride_h, stride_w, fill, BORDER: tl.constexpr):
+    """[pixels, channels] of the padded source at integer (rows, cols) of the padded image
+    (already offset by the pad): the image's pixel under the pad's rule, the fill outside a
+    constant pad. Returned in fp32."""
+    row, row_in = _border(rows, in_height, BORDER)
+    col, col_in = _border(cols, in_width, BORDER)
+    inside = row_in & col_in
+    offsets = image_offset + (row.to(tl.int64) * stride_h + col.to(tl.int64) * stride_w)[:, None] + channel_offsets[None, :]
+    value = tl.load(x_ptr + offsets, mask=pixel_mask[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+    return tl.where(inside[:, None], value, fill[None, :])
+
+
+@triton.jit
+def _antialias_taps(position, scale, extent, ANTIALIAS: tl.constexpr):
+    """torch's interpolate(bilinear, align_corners=False) along one axis: (first tap, its
+    centre, the filter's support, 1/width) for the output positions; antialiasing widens the
+    triangle to the downscale factor (torch's _upsample_bilinear2d_aa)."""
+    center = scale * (position + 0.5)
+    if ANTIALIAS:
+        support = tl.maximum(scale, 1.0)
+        first = tl.maximum((center - support + 0.5).to(tl.int32), 0)
+        last = tl.minimum((center + support + 0.5).to(tl.int32), extent)
+        inverse = 1.0 / support
+    else:
+        source = tl.maximum(center - 0.5, 0.0)
+        first = tl.minimum(source.to(tl.int32), extent - 1)
+        last = tl.minimum(first + 2, extent)
+        inverse = tl.full(center.shape, 1.0, tl.float32)
+    return first, last, center, inverse
+
+
+@triton.jit
+def _tap_weight(tap, first, last, center, inverse, extent, ANTIALIAS: tl.constexpr):
+    if ANTIALIAS:
+        weight = tl.maximum(0.0, 1.0 - tl.abs((tap - center + 0.5) * inverse))
+    else:  # torch clamps the source below at 0 and the upper neighbour at the last pixel
+        source = tl.maximum(center - 0.5, 0.0)
+        lam = source - first.to(tl.float32)
+        upper = tl.minimum(first + 1, extent - 1)
+        weight = tl.where(tap == first, 1.0 - lam, 0.0) + tl.where(tap == upper, lam, 0.0)
+        weight = tl.where(tap == first + 1, tl.where(upper == first, 0.0, weight), weight)
+    return tl.where(tap < last, weight, 0.0)
+
+
+@triton.jit
+def _gray(tile, channels, CHANNELS: tl.constexpr, FLOOR: tl.constexpr):
+    """torchvision's grey level 0.2989 r + 0.587 g + 0.114 b (each add an fma, as ATen's add
+    with alpha), floored for an integer image (the channel itself for one channel)."""
+    if CHANNELS == 3:
+        r = tl.sum(tl.where(channels[None, :] == 0, tile, 0.0), axis=1)
+        g = tl.sum(tl.where(channels[None, :] == 1, tile, 0.0), axis=1)
+        b = tl.sum(tl.where(channels[None, :] == 2, tile, 0.0), axis=1)
+        gray = tl.fma(b, 0.114, tl.fma(g, 0.587, r * 0.2989))
+        if FLOOR:
+            gray = tl.floor(gray)
+    else:
+        gray = tl.sum(tl.where(channels[None, :] == 0, tile, 0.0), axis=1)
+    return gray
+
+
+@triton.jit
+def _blend(tile, other, ratio, bound, INTEGER: tl.constexpr):
+    """torchvision's _blend: ratio·a + (1 - ratio)·b clamped to [0, bound], truncated when integer."""
+    out = tl.minimum(tl.maximum(tl.fma(other, 1.0 - ratio, tile * ratio), 0.0), bound)
+    if INTEGER:
+        out = tl.floor(out)
+    return out
+
+
+@triton.jit
+def _hue(tile, channels, factor, INTEGER: tl.constexpr):
+    """torchvision's adjust_hue on three channels: to float (×1/255 when integer), to HSV, shift
+    the hue mod 1, back to RGB (back to uint8 as ×(255 + 1 - 1e-3), truncated)."""
+    if INTEGER:
+        tile = tile * (1.0 / 255.0)
+    r = tl.sum(tl.where(channels[None, :] == 0, tile, 0.0), axis=1)
+    g = tl.sum(tl.where(channels[None, :] == 1, tile, 0.0), axis=1)
+    b = tl.sum(tl.where(channels[None, :] == 2, tile, 0.0), axis=1)
+    maxc = tl.maximum(tl.maximum(r, g), b)
+    minc = tl.minimum(tl.minimum(r, g), b)
+    equal = maxc == minc
+    spread = maxc - minc
+    s = spread / tl.where(equal, 1.0, maxc)
+    divisor = tl.where(equal, 1.0, spread)
+    rc = (maxc - r) / divisor
+    gc = (maxc - g) / divisor
+    bc = (maxc - b) / divisor
+    h = tl.where(maxc == r, bc - gc, tl.where(maxc == g, rc + 2.0 - bc, gc + 4.0 - rc))
+    h = h * (1.0 / 6.0) + 1.0
+    h = h - tl.floor(h)  # fmod(·, 1) of a positive value
+    h = h + factor
+    h = h - tl.floor(h)  # remainder(·, 1)
+    v = maxc
+    h6 = h * 6.0
+    i = tl.floor(h6)
+    f = h6 - i
+    sector = i.to(tl.int32) % 6
+    q = tl.minimum(tl.maximum((1.0 - s * f) * v, 0.0), 1.0)
+    t = tl.minimum(tl.maximum((s * f + (1.0 - s)) * v, 0.0), 1.0)
+    p = tl.minimum(tl.maximum((1.0 - s) * v, 0.0), 1.0)
+    r = tl.where(sector == 0, v, tl.where(sector == 1, q, tl.where(sector == 2, p, tl.where(sector == 3, p, tl.where(sector == 4, t, v)))))
+    g = tl.where(sector == 0, t, tl.where(sector == 1, v, tl.where(sector == 2, v, tl.where(sector == 3, q, tl.where(sector == 4, p, p)))))
+    b = tl.where(sector == 0, p, tl.where(sector == 1, p, tl.where(sector == 2, t, tl.where(sector == 3, v, tl.where(sector == 4, v, q)))))
+    tile = tl.where(channels[None, :] == 0, r[:, None], tl.where(channels[None, :] == 1, g[:, None], b[:, None]))
+    if INTEGER:
+        tile = tl.floor(tile * (255.0 + 1.0 - 1e-3))
+    return tile
+
+
+@triton.jit
+def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channel_offsets, channel_mask, pixel_mask,
+              in_height, in_width, out_height, out_width, stride_h, stride_w,
+              RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
+              TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The sampled [pixels, channels] (fp32) of output (rows, cols): flips, the crop after the
+    resample, the resample, the crop window, the pad."""
+    channels = tl.arange(0, BLOCK_C)
+    fill = tl.load(config_ptr + FILL + tl.minimum(channels, 3))
+    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - rows, rows)
+    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - cols, cols)
+    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
+    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
+    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
+    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
+    crop_h = _get(record, lanes, CROP_HEIGHT)
+    crop_w = _get(record, lanes, CROP_WIDTH)
+    if RESAMPLE == RESAMPLE_NONE:
+        value = _source(x_ptr, image_offset, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
+                        in_height, in_width, stride_h, stride_w, fill, BORDER)
+    elif RESAMPLE == RESAMPLE_RESIZE:
+        scale_h = crop_h / tl.load(config_ptr + RESIZED_HEIGHT)
+        scale_w = crop_w / tl.load(config_ptr + RESIZED_WIDTH)
+        extent_h = crop_h.to(tl.int32)
+        extent_w = crop_w.to(tl.int32)
+        if INTERPOLATION == NEAREST:  # torch's nearest: floor(dst · scale)
+            src_r = tl.minimum(tl.floor(rows.to(tl.float32) * scale_h).to(tl.int32), extent_h - 1)
+            src_c = tl.minimum(tl.floor(cols.to(tl.float32) * scale_w).to(tl.int32), extent_w - 1)
+            value = _source(x_ptr, image_offset, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
+                            in_height, in_width, stride_h, stride_w, fill, BORDER)
+        else:
+            first_r, last_r, center_r, inverse_r = _antialias_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS)
+            first_c, last_c, center_c, inverse_c = _antialias_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS)
+            total_r = tl.zeros(rows.shape, tl.float32)
+            for k in range(TAPS_H):
+                total_r += _tap_weight(first_r + k, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS)
+            total_c = tl.zeros(cols.shape, tl.float32)
+            for k in range(TAPS_W):
+                total_c += _tap_weight(first_c + k, first_c, last_c, center_c, inverse_c, extent_w, ANTIALIAS)
+            total_r = tl.where(total_r > 0.0, total_r, 1.0)  # pixels past the output: no taps
+            total_c = tl.where(total_c > 0.0, total_c, 1.0)
+            value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
+            for i in range(TAPS_H):
+                weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS) / total_r
+                row = tl.minimum(first_r + i, extent_h - 1)
+                for j in range(TAPS_W):
+                    weight_c = _tap_weight(first_c + j, first_c, last_c, center_c, inverse_c, extent_w, ANTIALIAS) / total_c
+                    col = tl.minimum(first_c + j, extent_w - 1)
+                    tap = _source(x_ptr, image_offset, top + row, left + col, channel_offsets, channel_mask, pixel_mask,
+                                  in_height, in_width, stride_h, stride_w, fill, BORDER)
+                    value += (weight_r * weight_c)[:, None] * tap
+    else:
+        # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
+        # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
+        # M · (x - w/2 + 0.5, y - h/2 + 0.5, 1) + ((w - 1)/2, (h - 1)/2).
+        angle = _get(record, lanes, ANGLE) * tl.load(config_ptr + ANGLE_SIGN) * 0.017453292519943295
+        shear_x = _get(record, lanes, SHEAR_X) * 0.017453292519943295
+        shear_y = _get(record, lanes, SHEAR_Y) * 0.017453292519943295
+        scale = _get(record, lanes, SCALE)
+        a = tl.cos(angle - shear_y) / tl.cos(shear_y)
+        b = -tl.cos(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) - tl.sin(angle)
+        c = tl.sin(angle - shear_y) / tl.cos(shear_y)
+        d = -tl.sin(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) + tl.cos(angle)
+        m0 = d / scale
+        m1 = -b / scale
+        m3 = -c / scale
+        m4 = a / scale
+        center_x = tl.load(config_ptr + CENTER_X)
+        center_y = tl.load(config_ptr + CENTER_Y)
+        cx = tl.where(center_x == center_x, center_x - crop_w * 0.5, 0.0)  # NaN: the image's middle
+        cy = tl.where(center_y == center_y, center_y - crop_h * 0.5, 0.0)
+        tx = _get(record, lanes, TRANSLATE_X)
+        ty = _get(record, lanes, TRANSLATE_Y)
+        m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
+        m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
+        base_x = cols.to(tl.float32) - crop_w * 0.5 + 0.5
+        base_y = rows.to(tl.float32) - crop_h * 0.5 + 0.5
+        src_x = m0 * base_x + m1 * base_y + m2 + (crop_w - 1.0) * 0.5
+        src_y = m3 * base_x + m4 * base_y + m5 + (crop_h - 1.0) * 0.5
+        extent_h = crop_h.to(tl.int32)
+        extent_w = crop_w.to(tl.int32)
+        if INTERPOLATION == NEAREST:
+            near_r = _round_half_even(src_y).to(tl.int32)
+            near_c = _round_half_even(src_x).to(tl.int32)
+            inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
+            value = _source(x_ptr, image_offset, top + near_r, left + near_c, channel_offsets, channel_mask,
+                            pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+            value = tl.where(inside[:, None], value, fill[None, :])
+        else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
+            row0 = tl.floor(src_y)
+            col0 = tl.floor(src_x)
+            frac_r = src_y - row0
+            frac_c = src_x - col0
+            row0 = row0.to(tl.int32)
+            col0 = col0.to(tl.int32)
+            value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
+            mask = tl.zeros(rows.shape, tl.float32)
+            for i in tl.static_range(2):
+                for j in tl.static_range(2):
+                    r = row0 + i
+                    cc = col0 + j
+                    inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
+                    weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
+                    weight = tl.where(inside, weight, 0.0)
+                    tap = _source(x_ptr, image_offset, top + r, left + cc, channel_offsets, channel_mask,
+                                  pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+                    value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
+                    mask += weight
+            if tl.load(config_ptr + FILL_MASKED) != 0.0:
+                value = (value - fill[None, :]) * mask[:, None] + fill[None, :]
+    return value
+
+
+@triton.jit
+def _colour(tile, channels, record, lanes, mean_gray, bound, STOP_AT_CONTRAST: tl.constexpr,
+            JITTER: tl.constexpr, CHANNELS: tl.constexpr, INTEGER: tl.constexpr):
+    """ColorJitter's ops in the sample's order (JITTER: bit k set when op k was asked for:
+    brightness, contrast, saturation, hue). With STOP_AT_CONTRAST, the image the contrast op
+    sees (the statistics pass)."""
+    order = _get(record, lanes, JITTER_ORDER).to(tl.int32)
+    running = order >= 0  # a true scalar: cleared at the contrast op when STOP_AT_CONTRAST
+    for k in tl.static_range(4):
+        op = (order >> (2 * k)) & 3
+        if STOP_AT_CONTRAST:
+            running = running & (op != 1)
+        if ((JITTER & 1) != 0) & running & (op == 0):
+            tile = _blend(tile, 0.0 * tile, _get(record, lanes, BRIGHTNESS), bound, INTEGER)
+        if ((JITTER & 2) != 0) & running & (op == 1):
+            tile = _blend(tile, mean_gray + 0.0 * tile, _get(record, lanes, CONTRAST), bound, INTEGER)
+        if ((JITTER & 4) != 0) & (CHANNELS == 3) & running & (op == 2):
+            gray = _gray(tile, channels, CHANNELS, INTEGER)
+            tile = _blend(tile, gray[:, None] + 0.0 * tile, _get(record, lanes, SATURATION), bound, INTEGER)
+        if ((JITTER & 8) != 0) & (CHANNELS == 3) & running & (op == 3):
+            tile = _hue(tile, channels, _get(record, lanes, HUE), INTEGER)
+    return tile
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _augment_kernel(
+        x_ptr, out_ptr, record_ptr, record_out_ptr, config_ptr, partial_ptr, seed,
+        in_height, in_width, out_height, out_width, tiles, record_stride,
+        x_stride_n, x_stride_c, x_stride_h, x_stride_w, out_stride_n, out_stride_c, out_stride_h, out_stride_w,
+        CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+        DRAW: tl.constexpr, WRITE_RECORD: tl.constexpr, STATS: tl.constexpr,
+        CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
+        RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
+        TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, INPUT_INTEGER: tl.constexpr, QUANTISE: tl.constexpr,
+        JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
+        TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr):
+    program = tl.program_id(0)
+    sample = program // tiles
+    tile_index = program % tiles
+    lanes = tl.arange(0, RECORD)
+    record = tl.load(record_ptr + sample.to(tl.int64) * record_stride + lanes)
+    if DRAW:
+        record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), in_height, in_width, CROP, OUT_CROP, FLIPS,
+                       AFFINE, JITTER, GRAY, ERASE, out_height, out_width)
+    if WRITE_RECORD:
+        if tile_index == 0:
+            tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
+
+    pixels = tile_index * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_mask = pixels < out_height * out_width
+    rows = pixels // out_width
+    cols = pixels % out_width
+    channels = tl.arange(0, BLOCK_C)
+    channel_mask = channels < CHANNELS
+    image_offset = sample.to(tl.int64) * x_stride_n
+    channel_offsets = channels.to(tl.int64) * x_stride_c
+    tile = _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channel_offsets, channel_mask,
+                     pixel_mask, in_height, in_width, out_height, out_width, x_stride_h, x_stride_w, RESAMPLE,
+                     INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
+    integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
+    if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
+        tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)
+    if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_FIRST:
+        tile = tile * tl.load(config_ptr + TO_FLOAT_SCALE)
+    if integer:
+        bound = 255.0
+    else:
+        bound = 1.0
+
+    if STATS:  # the grey level the contrast op sees, summed over this tile
+        tile = _colour(tile, channels, record, lanes, 0.0, bound, True, JITTER, CHANNELS, integer)
+        gray = tl.where(pixel_mask, _gray(tile, channels, CHANNELS, integer), 0.0)
+        tl.store(partial_ptr + program, tl.sum(gray, axis=0))
+    else:
+        mean_gray = 0.0
+        if (JITTER & 2) != 0:
+            sums = tl.zeros((1024,), tl.float32)
+            for start in range(0, tiles, 1024):
+                index = start + tl.arange(0, 1024)
+                sums += tl.load(partial_ptr + sample * tiles + index, mask=index < tiles, other=0.0)
+            mean_gray = tl.sum(sums, axis=0) / (out_height * out_width)
+        if JITTER != 0:
+            tile = _colour(tile, channels, record, lanes, mean_gray, bound, False, JITTER, CHANNELS, integer)
+        if GRAY:
+            gray = _gray(tile, channels, CHANNELS, False)
+            if integer:
+                gray = tl.floor(gray)
+            tile = tl.where(_get(record, lanes, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
+        element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width + pixels[:, None])
+        if NOISE:
+            normal = tl.randn(seed ^ _NOISE_KEY, element)
+            mean = tl.load(config_ptr + NOISE_MEAN)
+            sigma = tl.load(config_ptr + NOISE_SIGMA)
+            if integer:  # uint8: the noise (mean·255 + z·σ·255) truncated to int16, added
+                noise = mean * 255.0 + normal * (sigma * 255.0)
+                tile = tile + tl.where(noise < 0, tl.ceil(noise), tl.floor(noise))
+            else:
+                tile = tile + (mean + normal * sigma)
+            if NOISE_CLIP:
+                tile = tl.minimum(tl.maximum(tile, 0.0), bound)
+        if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_AFTER_COLOUR:
+            tile = tile * tl.load(config_ptr + TO_FLOAT_SCALE)
+        if NORMALIZE:
+            mean = tl.load(config_ptr + NORM_MEAN + tl.minimum(channels, 3))
+            std = tl.load(config_ptr + NORM_STD + tl.minimum(channels, 3))
+            tile = (tile - mean[None, :]) / std[None, :]
+        if ERASE != ERASE_NONE:
+            top = _get(record, lanes, ERASE_TOP).to(tl.int32)
+            left = _get(record, lanes, ERASE_LEFT).to(tl.int32)
+            inside = ((rows >= top) & (rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
+                      & (cols >= left) & (cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
+            if ERASE == ERASE_RANDOM_VALUE:
+                value = tl.randn(seed ^ _ERASE_KEY, element)
+            else:
+                value = tl.load(config_ptr + ERASE_VALUE + tl.minimum(channels, 3))[None, :] + 0.0 * tile
+            if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_NEVER:  # a float written into uint8 truncates
+                value = tl.minimum(tl.maximum(tl.where(value < 0, tl.ceil(value), tl.floor(value)), 0.0), 255.0)
+            tile = tl.where(inside[:, None], value, tile)
+        if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
+            tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
+        out_offsets = (sample.to(tl.int64) * out_stride_n + (rows.to(tl.int64) * out_stride_h + cols.to(tl.int64) * out_stride_w)[:, None]
+                       + channels.to(tl.int64)[None, :] * out_stride_c)
+        tl.store(out_ptr + out_offsets, tile.to(out_ptr.dtype.element_ty), mask=pixel_mask[:, None] & channel_mask[None, :])
+
+
+def augment(x, out, record, record_out, config, seed, options, *, partial=None):
+    """Run the pipeline ``options`` (the kernel's constexprs, a dict) on x [N, C, H, W] into out
+    [N, C, OH, OW] (any strides both): ``record`` [N or 1, RECORD] fp32 (row stride 0 for one
+    record shared by every sample), ``config`` [CONFIG] fp32, ``seed`` a Python int, ``partial``
+    [N · tiles] fp32 when the pipeline has a contrast jitter. One launch, two with contrast."""
+    batch, channels, in_height, in_width = x.shape
+    out_height, out_width = out.shape[2:]
+    tiles = triton.cdiv(out_height * out_width, BLOCK_P)
+    grid = (batch * tiles,)
+    record_out = record if record_out is None else record_out
+    partial = config if partial is None else partial
+    arguments = (x, out, record, record_out, config, partial, seed, in_height, in_width, out_height, out_width, tiles,
+                 record.stride(0), *x.stride(), *out.stride())
+    constants = dict(CHANNELS=channels, BLOCK_C=triton.next_power_of_2(channels), BLOCK_P=BLOCK_P, **options)
+    launches = 0
+    if options["JITTER"] & 2:
+        _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)
+        launches += 1
+    _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
+    return launches + 1
+
+
+def tiles_of(out_height, out_width):
+    return triton.cdiv(out_height * out_width, BLOCK_P)
+
+
+@triton.jit
+def _mix_kernel(x_ptr, out_ptr, labels_ptr, targets_ptr, lam, per_sample, num_classes, samples, image_programs,
+                box_top, box_bottom, box_left, box_right, height, width, CUTMIX: tl.constexpr, BLOCK: tl.constexpr):
+    """out = lam·x + (1 - lam)·roll(x, 1, 0) (MixUp) or x with roll(x, 1, 0) pasted in the box
+    (CutMix), over dense batches walked as [N, per_sample]; the programs past ``image_programs``
+    write the targets: lam·one_hot(y) + (1 - lam)·one_hot(roll(y, 1))."""
+    program = tl.program_id(0)
+    if program < image_programs:
+        offsets = program.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < samples * per_sample
+        sample = offsets // per_sample
+        previous = tl.where(sample == 0, samples - 1, sample - 1)
+        within = offsets - sample * per_sample
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+        rolled = tl.load(x_ptr + previous * per_sample + within, mask=mask, other=0.0)
+        if CUTMIX:
+            pixel = within % (height * width)
+            row = pixel // width
+            col = pixel % width
+            inside = (row >= box_top) & (row < box_bottom) & (col >= box_left) & (col < box_right)
+            y = tl.where(inside, rolled, x)
+        else:  # as torchvision: roll(x)·(1 - lam) + x·lam, in the images' dtype
+            y = rolled.to(tl.float32) * (1.0 - lam) + x.to(tl.float32) * lam
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        offsets = (program - image_programs).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < samples * num_classes
+        sample = offsets // num_classes
+        klass = offsets - sample * num_classes
+        previous = tl.where(sample == 0, samples - 1, sample - 1)
+        own = tl.load(labels_ptr + sample, mask=mask, other=-1)
+        other = tl.load(labels_ptr + previous, mask=mask, other=-1)
+        target = tl.where(other == klass, 1.0 - lam, 0.0) + tl.where(own == klass, lam, 0.0)
+        tl.store(targets_ptr + offsets, target.to(targets_ptr.dtype.element_ty), mask=mask)
+
+
+MIX_BLOCK = by_backend(interpreter=4096, gpu=1024)
+
+
+def mix(x, out, labels, targets, lam, box, *, cutmix):
+    """MixUp/CutMix of dense x [N, C, H, W] into out and of int64 labels [N] into float targets
+    [N, classes]; ``box`` (top, bottom, left, right) for CutMix. One launch."""
+    samples, _, height, width = x.shape
+    per_sample = x.numel() // max(samples, 1)
+    image_programs = triton.cdiv(x.numel(), MIX_BLOCK)
+    label_programs = triton.cdiv(targets.numel(), MIX_BLOCK)
+    _mix_kernel[(image_programs + label_programs,)](
+        x, out, labels, targets, float(lam), per_sample, targets.shape[1], samples, image_programs, *box, height, width,
+        CUTMIX=cutmix, BLOCK=MIX_BLOCK, num_warps=NUM_WARPS)
+    return 1
