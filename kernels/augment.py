@@ -266,7 +266,7 @@ def _antialias_taps(position, scale, extent, ANTIALIAS: tl.constexpr):
         support = tl.maximum(scale, 1.0)
         first = tl.maximum((center - support + 0.5).to(tl.int32), 0)
         last = tl.minimum((center + support + 0.5).to(tl.int32), extent)
-        inverse = 1.0 / support
+        inverse = tl.full(center.shape, 1.0, tl.float32) / support
     else:
         source = tl.maximum(center - 0.5, 0.0)
         first = tl.minimum(source.to(tl.int32), extent - 1)
@@ -384,26 +384,30 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
             value = _source(x_ptr, image_offset, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
                             in_height, in_width, stride_h, stride_w, fill, BORDER)
         else:
+            # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
             first_r, last_r, center_r, inverse_r = _antialias_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS)
             first_c, last_c, center_c, inverse_c = _antialias_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS)
+            col_taps = first_c[:, None] + tl.arange(0, TAPS_W)[None, :]
+            weight_c = _tap_weight(col_taps, first_c[:, None], last_c[:, None], center_c[:, None], inverse_c[:, None],
+                                   extent_w, ANTIALIAS)
+            total_c = tl.sum(weight_c, axis=1)
+            weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
+            col, col_inside = _border(left + tl.minimum(col_taps, extent_w - 1), in_width, BORDER)
+            col_offsets = col.to(tl.int64) * stride_w
             total_r = tl.zeros(rows.shape, tl.float32)
-            for k in range(TAPS_H):
-                total_r += _tap_weight(first_r + k, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS)
-            total_c = tl.zeros(cols.shape, tl.float32)
-            for k in range(TAPS_W):
-                total_c += _tap_weight(first_c + k, first_c, last_c, center_c, inverse_c, extent_w, ANTIALIAS)
-            total_r = tl.where(total_r > 0.0, total_r, 1.0)  # pixels past the output: no taps
-            total_c = tl.where(total_c > 0.0, total_c, 1.0)
+            for i in range(TAPS_H):
+                total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS)
+            total_r = tl.where(total_r > 0.0, total_r, 1.0)
             value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
+            load_mask = pixel_mask[:, None, None] & channel_mask[None, None, :]
             for i in range(TAPS_H):
                 weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS) / total_r
-                row = tl.minimum(first_r + i, extent_h - 1)
-                for j in range(TAPS_W):
-                    weight_c = _tap_weight(first_c + j, first_c, last_c, center_c, inverse_c, extent_w, ANTIALIAS) / total_c
-                    col = tl.minimum(first_c + j, extent_w - 1)
-                    tap = _source(x_ptr, image_offset, top + row, left + col, channel_offsets, channel_mask, pixel_mask,
-                                  in_height, in_width, stride_h, stride_w, fill, BORDER)
-                    value += (weight_r * weight_c)[:, None] * tap
+                row, row_inside = _border(top + tl.minimum(first_r + i, extent_h - 1), in_height, BORDER)
+                offsets = (image_offset + (row.to(tl.int64) * stride_h)[:, None, None] + col_offsets[:, :, None]
+                           + channel_offsets[None, None, :])
+                taps = tl.load(x_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
+                taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
+                value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
     else:
         # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
         # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
@@ -598,13 +602,14 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     [N · tiles] fp32 when the pipeline has a contrast jitter. One launch, two with contrast."""
     batch, channels, in_height, in_width = x.shape
     out_height, out_width = out.shape[2:]
-    tiles = triton.cdiv(out_height * out_width, BLOCK_P)
+    block = pixel_block(out_height, out_width)
+    tiles = triton.cdiv(out_height * out_width, block)
     grid = (batch * tiles,)
     record_out = record if record_out is None else record_out
     partial = config if partial is None else partial
     arguments = (x, out, record, record_out, config, partial, seed, in_height, in_width, out_height, out_width, tiles,
                  record.stride(0), *x.stride(), *out.stride())
-    constants = dict(CHANNELS=channels, BLOCK_C=triton.next_power_of_2(channels), BLOCK_P=BLOCK_P, **options)
+    constants = dict(CHANNELS=channels, BLOCK_C=triton.next_power_of_2(channels), BLOCK_P=block, **options)
     launches = 0
     if options["JITTER"] & 2:
         _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)
@@ -613,8 +618,14 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     return launches + 1
 
 
+def pixel_block(out_height, out_width):
+    """Output pixels per program: BLOCK_P, or the image's pixels (a power of two) when fewer."""
+    return min(BLOCK_P, max(16, triton.next_power_of_2(out_height * out_width)))
+
+
 def tiles_of(out_height, out_width):
-    return triton.cdiv(out_height * out_width, BLOCK_P)
+    """Programs per sample (the contrast statistics' partial sums per sample)."""
+    return triton.cdiv(out_height * out_width, pixel_block(out_height, out_width))
 
 
 @triton.jit

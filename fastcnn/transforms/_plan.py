@@ -188,6 +188,7 @@ class Plan:
         for crop, out in zip(self.max_crop, size):
             support = max(crop / out, 1.0) if self.options["ANTIALIAS"] else 1.0
             taps.append(math.ceil(2 * support) + 1 if self.options["ANTIALIAS"] else 2)
+        taps[1] = 1 << (taps[1] - 1).bit_length()  # the column taps are a tile: a power of two
         self.options["TAPS_H"], self.options["TAPS_W"] = taps
         self.extent = tuple(size)
         self.stage = RESAMPLED
@@ -229,9 +230,11 @@ class Plan:
         return True
 
     def flip(self, transform, horizontal, p=None, given=None):
-        """A flip of the output (after every other geometric step), one per direction."""
+        """A flip of the output (after every other geometric step), one per direction. The colour
+        maths is per pixel (contrast's mean is the whole image's), so a flip may follow it; not
+        erasing, whose box it would move."""
         field = HFLIP if horizontal else VFLIP
-        if self.stage > FLIPPED or field in self.flips:
+        if self.stage >= ERASED or field in self.flips:
             return False
         self.flips.add(field)
         if given is not None:
@@ -240,7 +243,7 @@ class Plan:
             self.options.update(DRAW=True, FLIPS=True)
             self.config[HFLIP_P if horizontal else VFLIP_P] = float(p)
             self.note(transform, flip=field)
-        self.stage = FLIPPED
+        self.stage = max(self.stage, FLIPPED)
         return True
 
     # ------------------------------------------------------------------ colour

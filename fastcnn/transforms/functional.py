@@ -8,7 +8,7 @@ import numbers
 
 import torch
 
-from ._plan import (ANGLE, BRIGHTNESS, CONTRAST, CROP_HEIGHT, CROP_LEFT, CROP_TOP, CROP_WIDTH, ERASE_HEIGHT, ERASE_LEFT,
+from ._plan import (ANGLE, BRIGHTNESS, CONTRAST, CROP_HEIGHT, CROP_WIDTH, ERASE_HEIGHT, ERASE_LEFT,
                     ERASE_TOP, ERASE_WIDTH, HUE, JITTER_ORDER, SATURATION, SCALE, SHEAR_X, SHEAR_Y, TRANSLATE_X,
                     TRANSLATE_Y, Plan)
 from ..ops import augment as op
