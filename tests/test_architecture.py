@@ -107,7 +107,7 @@ def test_the_ops_import_nothing_above_them():
     """docs/architecture.md's layers: an op module imports the shared helpers, other ops and
     (on its first launch) its kernels; never the modules, optimizers, conversion or the
     benchmark catalogue built over it."""
-    above = ("fastcnn.nn", "fastcnn.optim", "fastcnn.convert", "fastcnn.coverage", "fastcnn.cases",
+    above = ("fastcnn.nn", "fastcnn.optim", "fastcnn.transforms", "fastcnn.convert", "fastcnn.coverage", "fastcnn.cases",
              "fastcnn.benchmarking", "fastcnn.reporting", "fastcnn.profile", "fastcnn.demo", "fastcnn.models")
     graph = import_graph()
     for name, edges in graph.items():

@@ -30,34 +30,13 @@ import numbers
 import torch
 
 from . import functional
-from ._plan import BILINEAR, NEAREST, Plan
+from ._plan import Plan, check_padding_mode, interpolation_kind, pad_widths, size_pair
 from ..ops import augment as op
 from ..ops.augment import check_batch
 
 __all__ = ["CenterCrop", "ColorJitter", "Compose", "CutMix", "GaussianNoise", "MixUp", "Normalize", "Pad",
            "RandomAffine", "RandomCrop", "RandomErasing", "RandomGrayscale", "RandomHorizontalFlip",
            "RandomResizedCrop", "RandomRotation", "RandomVerticalFlip", "Resize", "ToDtype", "functional"]
-
-
-def interpolation_kind(interpolation):
-    """torchvision's InterpolationMode (or its value, a string) as the kernel's NEAREST/BILINEAR."""
-    value = getattr(interpolation, "value", interpolation)
-    if value == "nearest":
-        return NEAREST
-    if value == "bilinear":
-        return BILINEAR
-    raise ValueError(f"fastcnn.transforms: interpolation {interpolation} is not supported; use nearest or bilinear")
-
-
-def _size_pair(size, name="size"):
-    if isinstance(size, numbers.Number):
-        return int(size), int(size)
-    size = list(size)
-    if len(size) == 1:
-        return int(size[0]), int(size[0])
-    if len(size) != 2:
-        raise ValueError(f"Please provide only two dimensions (h, w) for {name}.")
-    return int(size[0]), int(size[1])
 
 
 def _range(value, name, center=1.0, bound=(0.0, math.inf)):
@@ -78,45 +57,6 @@ def _range(value, name, center=1.0, bound=(0.0, math.inf)):
     if not bound[0] <= value[0] <= value[1] <= bound[1]:
         raise ValueError(f"{name} values should be between {bound}, but got {value}.")
     return None if value[0] == value[1] == center else tuple(value)
-
-
-def _pad_widths(padding):
-    """torchvision's _parse_pad_padding: (left, right, top, bottom)."""
-    if isinstance(padding, int):
-        return padding, padding, padding, padding
-    if isinstance(padding, (tuple, list)):
-        if len(padding) == 1:
-            return (padding[0],) * 4
-        if len(padding) == 2:
-            return padding[0], padding[0], padding[1], padding[1]
-        if len(padding) == 4:
-            return padding[0], padding[2], padding[1], padding[3]
-        raise ValueError(f"Padding must be an int or a 1, 2, or 4 element tuple or list. Found {len(padding)}")
-    raise TypeError(f"`padding` should be an integer or tuple or list of integers, but got {padding}")
-
-
-def _check_padding_mode(mode):
-    if mode not in ("constant", "edge", "reflect", "symmetric"):
-        raise ValueError("Padding mode should be either constant, edge, reflect or symmetric")
-
-
-def resized_output_size(height, width, size, max_size=None):
-    """torchvision's _compute_resized_output_size: one number matches the shorter edge (the
-    longer one scaled, truncated; capped at ``max_size``), two are (h, w)."""
-    if isinstance(size, numbers.Number) or len(size) == 1:
-        requested = int(size if isinstance(size, numbers.Number) else size[0])
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = requested, int(requested * long / short)
-        if max_size is not None:
-            if max_size <= requested:
-                raise ValueError(f"max_size = {max_size} must be strictly greater than the requested size for the "
-                                 f"smaller edge size = {size}")
-            if new_long > max_size:
-                new_short, new_long = int(max_size * new_short / new_long), max_size
-        return (new_long, new_short) if width <= height else (new_short, new_long)
-    if max_size is not None:
-        raise ValueError("max_size should only be passed if size specifies the length of the smaller edge")
-    return int(size[0]), int(size[1])
 
 
 class Transform(torch.nn.Module):
@@ -211,9 +151,9 @@ def _decode(record, fields):
 class Pad(Transform):
     def __init__(self, padding, fill=0, padding_mode="constant"):
         super().__init__()
-        _check_padding_mode(padding_mode)
+        check_padding_mode(padding_mode)
         self.padding, self.fill, self.padding_mode = padding, fill, padding_mode
-        self._widths = _pad_widths(padding)
+        self._widths = pad_widths(padding)
 
     def add_to(self, plan):
         left, right, top, bottom = self._widths
@@ -223,10 +163,10 @@ class Pad(Transform):
 class RandomCrop(Transform):
     def __init__(self, size, padding=None, pad_if_needed=False, fill=0, padding_mode="constant"):
         super().__init__()
-        _check_padding_mode(padding_mode)
-        self.size = _size_pair(size)
+        check_padding_mode(padding_mode)
+        self.size = size_pair(size)
         self.padding, self.pad_if_needed, self.fill, self.padding_mode = padding, pad_if_needed, fill, padding_mode
-        self._widths = _pad_widths(padding) if padding else (0, 0, 0, 0)
+        self._widths = pad_widths(padding) if padding else (0, 0, 0, 0)
 
     def add_to(self, plan):
         left, right, top, bottom = self._widths
@@ -251,18 +191,10 @@ class RandomCrop(Transform):
 class CenterCrop(Transform):
     def __init__(self, size):
         super().__init__()
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
 
     def add_to(self, plan):
-        height, width = plan.extent
-        crop_h, crop_w = self.size
-        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
-        if crop_h > height or crop_w > width:  # torchvision pads with zeros, then crops the middle
-            top = -((crop_h - height) // 2) if crop_h > height else top
-            left = -((crop_w - width) // 2) if crop_w > width else left
-            if plan.stage != 0:
-                return False
-        return plan.crop(top, left, crop_h, crop_w)
+        return plan.center_crop(*self.size)
 
 
 class Resize(Transform):
@@ -272,10 +204,7 @@ class Resize(Transform):
         self._kind = interpolation_kind(interpolation)
 
     def add_to(self, plan):
-        size = resized_output_size(*plan.extent, self.size, self.max_size)
-        if size == plan.extent:
-            return True  # torchvision returns the image itself
-        return plan.resize(size, self._kind, self.antialias)
+        return plan.resize_to(self.size, self.max_size, self._kind, self.antialias)
 
 
 class RandomResizedCrop(Transform):
@@ -284,7 +213,7 @@ class RandomResizedCrop(Transform):
         super().__init__()
         if scale[0] > scale[1] or ratio[0] > ratio[1]:
             raise ValueError("Scale and ratio should be of kind (min, max)")
-        self.size = _size_pair(size)
+        self.size = size_pair(size)
         self.scale, self.ratio, self.interpolation, self.antialias = scale, ratio, interpolation, antialias
         self._kind = interpolation_kind(interpolation)
 

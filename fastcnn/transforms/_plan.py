@@ -5,6 +5,7 @@ integer-to-float step, Normalize, erasing, the output dtype) and says no to one 
 which then starts the next launch. Each transform's fields of the per-sample record are noted,
 so that ``return_params`` can name what each drew."""
 import math
+import numbers
 
 import torch
 
@@ -121,6 +122,24 @@ class Plan:
         self.max_crop = self.extent
         self.stage = PADDED
         return True
+
+    def center_crop(self, crop_h, crop_w):
+        """torchvision's center_crop: the middle (rounded), or zeros padded around a smaller image."""
+        height, width = self.extent
+        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        if crop_h > height or crop_w > width:
+            top = -((crop_h - height) // 2) if crop_h > height else top
+            left = -((crop_w - width) // 2) if crop_w > width else left
+            if self.stage != START:
+                return False
+        return self.crop(top, left, crop_h, crop_w)
+
+    def resize_to(self, size, max_size, interpolation, antialias):
+        """Resize: ``size`` as torchvision reads it (the shorter edge, or (h, w))."""
+        new_size = resized_output_size(*self.extent, size, max_size)
+        if new_size == self.extent:
+            return True  # torchvision returns the image itself
+        return self.resize(new_size, interpolation, antialias)
 
     def crop(self, top, left, height, width):
         """A crop of the (padded) image at a given or per-sample position; outside the image
@@ -370,3 +389,63 @@ def _channel_values(value, channels, name, default=0.0):
     if channels > 4 and len(set(values)) > 1:
         raise ValueError(f"fastcnn.transforms: per-channel {name} takes at most 4 channels, got {channels}")
     return (values + [default] * 4)[:4]
+
+
+def interpolation_kind(interpolation):
+    """torchvision's InterpolationMode (or its value, a string) as the kernel's NEAREST/BILINEAR."""
+    value = getattr(interpolation, "value", interpolation)
+    if value == "nearest":
+        return NEAREST
+    if value == "bilinear":
+        return BILINEAR
+    raise ValueError(f"fastcnn.transforms: interpolation {interpolation} is not supported; use nearest or bilinear")
+
+
+def size_pair(size, name="size"):
+    if isinstance(size, numbers.Number):
+        return int(size), int(size)
+    size = list(size)
+    if len(size) == 1:
+        return int(size[0]), int(size[0])
+    if len(size) != 2:
+        raise ValueError(f"Please provide only two dimensions (h, w) for {name}.")
+    return int(size[0]), int(size[1])
+
+
+def pad_widths(padding):
+    """torchvision's _parse_pad_padding: (left, right, top, bottom)."""
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if isinstance(padding, (tuple, list)):
+        if len(padding) == 1:
+            return (padding[0],) * 4
+        if len(padding) == 2:
+            return padding[0], padding[0], padding[1], padding[1]
+        if len(padding) == 4:
+            return padding[0], padding[2], padding[1], padding[3]
+        raise ValueError(f"Padding must be an int or a 1, 2, or 4 element tuple or list. Found {len(padding)}")
+    raise TypeError(f"`padding` should be an integer or tuple or list of integers, but got {padding}")
+
+
+def check_padding_mode(mode):
+    if mode not in ("constant", "edge", "reflect", "symmetric"):
+        raise ValueError("Padding mode should be either constant, edge, reflect or symmetric")
+
+
+def resized_output_size(height, width, size, max_size=None):
+    """torchvision's _compute_resized_output_size: one number matches the shorter edge (the
+    longer one scaled, truncated; capped at ``max_size``), two are (h, w)."""
+    if isinstance(size, numbers.Number) or len(size) == 1:
+        requested = int(size if isinstance(size, numbers.Number) else size[0])
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = requested, int(requested * long / short)
+        if max_size is not None:
+            if max_size <= requested:
+                raise ValueError(f"max_size = {max_size} must be strictly greater than the requested size for the "
+                                 f"smaller edge size = {size}")
+            if new_long > max_size:
+                new_short, new_long = int(max_size * new_short / new_long), max_size
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+    if max_size is not None:
+        raise ValueError("max_size should only be passed if size specifies the length of the smaller edge")
+    return int(size[0]), int(size[1])

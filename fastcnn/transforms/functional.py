@@ -10,7 +10,7 @@ import torch
 
 from ._plan import (ANGLE, BRIGHTNESS, CONTRAST, CROP_HEIGHT, CROP_WIDTH, ERASE_HEIGHT, ERASE_LEFT,
                     ERASE_TOP, ERASE_WIDTH, HUE, JITTER_ORDER, SATURATION, SCALE, SHEAR_X, SHEAR_Y, TRANSLATE_X,
-                    TRANSLATE_Y, Plan)
+                    TRANSLATE_Y, Plan, check_padding_mode, interpolation_kind, pad_widths, size_pair)
 from ..ops import augment as op
 from ..ops.augment import check_batch, check_colour_channels
 
@@ -49,34 +49,30 @@ def crop(batch, top, left, height, width):
 
 
 def center_crop(batch, output_size):
-    from . import CenterCrop
-
-    return _run("center_crop", batch, CenterCrop(output_size).add_to)
+    return _run("center_crop", batch, lambda plan: plan.center_crop(*size_pair(output_size)))
 
 
 def resize(batch, size, interpolation="bilinear", max_size=None, antialias=True):
-    from . import Resize
-
-    return _run("resize", batch, Resize(size, interpolation, max_size, antialias).add_to)
+    kind = interpolation_kind(interpolation)
+    return _run("resize", batch, lambda plan: plan.resize_to(size, max_size, kind, antialias))
 
 
 def resized_crop(batch, top, left, height, width, size, interpolation="bilinear", antialias=True):
     """F.resized_crop per sample: the crop (top, left, height, width) of each, resized to ``size``."""
-    from . import _size_pair, interpolation_kind
-
     def build(plan):
         plan.crop(_per_sample(top), _per_sample(left), 1, 1)
         plan.set_given(CROP_HEIGHT, _per_sample(height))
         plan.set_given(CROP_WIDTH, _per_sample(width))
         plan.max_crop = (_largest(_per_sample(height)), _largest(_per_sample(width)))
-        plan.resize(_size_pair(size), interpolation_kind(interpolation), antialias)
+        plan.resize(size_pair(size), interpolation_kind(interpolation), antialias)
     return _run("resized_crop", batch, build)
 
 
 def pad(batch, padding, fill=0, padding_mode="constant"):
-    from . import Pad
-
-    return _run("pad", batch, Pad(padding, fill, padding_mode).add_to)
+    """F.pad: ``padding`` as torchvision reads it (one, two or four widths: left, top, right, bottom)."""
+    check_padding_mode(padding_mode)
+    left, right, top, bottom = pad_widths(padding)
+    return _run("pad", batch, lambda plan: plan.pad(left, top, right, bottom, fill, padding_mode))
 
 
 def horizontal_flip(batch, flip=True):
@@ -94,8 +90,6 @@ def _flags(flags):
 
 def rotate(batch, angle, interpolation="nearest", expand=False, center=None, fill=None):
     """F.rotate per sample (``angle`` in degrees, counter-clockwise), expand=False."""
-    from . import interpolation_kind
-
     if expand:
         raise ValueError("fastcnn.transforms.functional.rotate: expand=True changes the size per sample")
     return _run("rotate", batch, lambda plan: plan.affine(
@@ -105,8 +99,6 @@ def rotate(batch, angle, interpolation="nearest", expand=False, center=None, fil
 
 def affine(batch, angle, translate, scale, shear, interpolation="nearest", fill=None, center=None):
     """F.affine per sample: ``translate`` and ``shear`` pairs ([N, 2] per sample, or two numbers)."""
-    from . import interpolation_kind
-
     translate = _per_sample(translate)
     shear = _per_sample(shear if not isinstance(shear, numbers.Number) else (shear, 0.0))
     given = {ANGLE: _per_sample(angle), SCALE: _per_sample(scale)}

@@ -1,0 +1,193 @@
+"""augment's benchmark cases: a training input pipeline on a batch of uint8 images, fused, beside
+the same pipeline applied sample by sample (each sample its own random parameters) in PyTorch
+eager, under torch.compile, with torchvision.transforms.v2 and with Kornia where installed.
+
+ImageNet: RandomResizedCrop 224, horizontal flip, ColorJitter(0.4, 0.4, 0.4), ToDtype,
+Normalize, bf16 channels_last out (two launches: contrast's mean grey level first). CIFAR: pad-4
+random crop 32, flip, ToDtype, Normalize, bf16 channels_last (one launch).
+"""
+import math
+
+import torch
+import torch.nn.functional as torch_f
+
+from ..benchmarking import BenchmarkCase
+from ..ops.augment import bytes_moved
+from ._static import empty
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# (name, batch, input height, width, output size): decoded batches as a loader hands them over.
+SUITES = {"imagenet": lambda: [("imagenet", 256, 320, 320, 224)], "cifar": lambda: [("cifar", 512, 32, 32, 32)]}
+PROFILE_OPS = ("augment",)
+
+
+def fastcnn_pipeline(name, size):
+    from .. import transforms as T
+
+    if name == "imagenet":
+        chain = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4)]
+    else:
+        chain = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    return T.Compose(chain + [T.ToDtype(torch.bfloat16, scale=True), T.Normalize(MEAN, STD)],
+                     memory_format=torch.channels_last)
+
+
+def _torch_sample(image, name, size):
+    """One sample the way a PyTorch user augments on the device without a batch kernel: the
+    parameters drawn on the host as torchvision draws them, then torch ops."""
+    height, width = image.shape[-2:]
+    if name == "imagenet":
+        area = height * width
+        for _ in range(10):
+            target = area * float(torch.empty(1).uniform_(0.08, 1.0))
+            ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
+            w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < w <= width and 0 < h <= height:
+                break
+        else:
+            h, w = height, width
+        top, left = int(torch.randint(0, height - h + 1, ())), int(torch.randint(0, width - w + 1, ()))
+        x = torch_f.interpolate(image[None, :, top:top + h, left:left + w].float(), size=(size, size),
+                                mode="bilinear", antialias=True, align_corners=False)[0] / 255
+        factors = torch.empty(3).uniform_(0.6, 1.4).tolist()
+        x = (x * factors[0]).clamp(0, 1)
+        gray = (0.2989 * x[0] + 0.587 * x[1] + 0.114 * x[2])
+        x = (factors[1] * x + (1 - factors[1]) * gray.mean()).clamp(0, 1)
+        x = (factors[2] * x + (1 - factors[2]) * gray[None]).clamp(0, 1)
+    else:
+        padded = torch_f.pad(image[None].float(), (4, 4, 4, 4))[0]
+        top, left = int(torch.randint(0, 9, ())), int(torch.randint(0, 9, ()))
+        x = padded[:, top:top + size, left:left + size] / 255
+    if float(torch.rand(())) < 0.5:
+        x = x.flip(-1)
+    mean = torch.tensor(MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(STD, device=x.device)[:, None, None]
+    return ((x - mean) / std).to(torch.bfloat16)
+
+
+def _per_sample(function):
+    def run(batch):
+        return torch.stack([function(image) for image in batch]).contiguous(memory_format=torch.channels_last)
+    return run
+
+
+def _torchvision_pipeline(name, size):
+    try:
+        import torchvision.transforms.v2 as tv
+    except Exception:  # not installed, or built for another torch
+        return None
+    if name == "imagenet":
+        chain = [tv.RandomResizedCrop(size), tv.RandomHorizontalFlip(), tv.ColorJitter(0.4, 0.4, 0.4)]
+    else:
+        chain = [tv.RandomCrop(size, padding=4), tv.RandomHorizontalFlip()]
+    return tv.Compose(chain + [tv.ToDtype(torch.bfloat16, scale=True), tv.Normalize(MEAN, STD)])
+
+
+def _kornia_pipeline(name, size):
+    try:
+        import kornia.augmentation as K
+    except Exception:
+        return None
+    if name == "imagenet":
+        chain = [K.RandomResizedCrop((size, size)), K.RandomHorizontalFlip(), K.ColorJitter(0.4, 0.4, 0.4, p=1.0)]
+    else:
+        chain = [K.RandomCrop((size, size), padding=4), K.RandomHorizontalFlip()]
+    pipeline = K.AugmentationSequential(*chain, K.Normalize(torch.tensor(MEAN), torch.tensor(STD)))
+    return lambda batch: pipeline(batch.float() / 255).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
+def _case(name, batch, height, width, size, smoke):
+    def build(device):
+        generator = torch.Generator(device=device).manual_seed(0)
+        images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device, generator=generator)
+        images = images.contiguous(memory_format=torch.channels_last)  # a decoder's [N, H, W, C]
+        ours = fastcnn_pipeline(name, size)
+        eager = _per_sample(lambda image: _torch_sample(image, name, size))
+        compiled_sample = torch.compile(lambda image: _torch_sample(image, name, size), dynamic=True)
+        callables = {"fastcnn": lambda: ours(images), "eager": lambda: eager(images),
+                     "torch_compile": lambda: _per_sample(compiled_sample)(images)}
+        torchvision = _torchvision_pipeline(name, size)
+        if torchvision is not None and not smoke:
+            callables["torchvision"] = lambda: _per_sample(torchvision)(images)
+        kornia = _kornia_pipeline(name, size)
+        if kornia is not None and not smoke:
+            callables["kornia"] = lambda: kornia(images)
+        return callables
+
+    # The least bytes: the output written once (bf16), the crop read once (RandomResizedCrop's
+    # mean area, (0.08 + 1)/2 of the image; the whole image for the padded crop), twice with the
+    # contrast jitter's statistics pass.
+    in_pixels = height * width * (0.54 if name == "imagenet" else 1.0)
+    work = {"bytes": int(bytes_moved(batch, 3, in_pixels, size * size, 1, 2, contrast=name == "imagenet"))}
+    return BenchmarkCase("augment", f"{name} {height}x{width}->{size}/n{batch}", "bf16", "channels_last", work, build,
+                         smoke_view=_shape)
+
+
+def _shape(out):
+    """What two pipelines with their own random draws share: the batch's shape (and dtype)."""
+    return torch.tensor([*out.shape, out.element_size()], dtype=torch.float64)
+
+
+def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
+    """The ImageNet and CIFAR pipelines (uint8 in, bf16 channels_last out, whatever the dtypes and
+    layouts asked for: a pipeline's input is a loader's)."""
+    if smoke:
+        return [_case("imagenet", 2, 11, 13, 7, True), _case("cifar", 2, 8, 8, 8, True)]
+    suites = [suite for suite in SUITES.values() for suite in suite()]
+    return [_case(*suite, False) for suite in (suites[:1] if quick else suites)]
+
+
+# ----------------------------------------------------------------------------- the static check's launches
+MEMORY_BOUND_KERNELS = ("_augment_kernel",)
+
+
+def _launch(kernel_module, name, batch, height, width, size, pipeline=None, in_dtype=torch.uint8, channels_last=True):
+    """The launches of a pipeline's plans on CPU tensors of the case's shape."""
+    augment = kernel_module("augment")
+    pipeline = pipeline or fastcnn_pipeline(name, size)
+    plans, _ = pipeline.plans(3, height, width, in_dtype)
+    x = empty((batch, 3, height, width), in_dtype, channels_last)
+    for plan, _ in plans:
+        built = plan.pipeline(batch, torch.device("cpu"), channels_last)
+        config, record = built.tensors(torch.device("cpu"))
+        out = empty((batch, 3, *built.size), built.dtype, channels_last)
+        records = torch.empty((batch, record.shape[1]), dtype=torch.float32)
+        partial = torch.empty(batch * augment.tiles_of(*built.size), dtype=torch.float32)
+        options = {key: built.options[key] for key in built.options if key != "CHANNELS_LAST"}
+        augment.augment(x, out, record.expand(batch, -1), records, config, 2**40 + 1,
+                        dict(options, WRITE_RECORD=True), partial=partial)
+        x = out
+
+
+def static_launches(kernel_module, options):
+    """The two pipelines on their suites' shapes (batch 32): uint8 channels_last in, bf16
+    channels_last out."""
+    return [(f"augment {name} {height}x{width}->{size} uint8->bf16 channels_last",
+             lambda name=name, height=height, width=width, size=size: _launch(
+                 kernel_module, name, 32, height, width, size))
+            for name, _, height, width, size in (suite for suites in SUITES.values() for suite in suites())]
+
+
+def compile_variants(kernel_module):
+    """Every stage the pipelines above leave out: rotation and affine (nearest, bilinear), a
+    reflect pad, hue, grayscale, noise, erasing with random values, float input, uint8 output;
+    MixUp and CutMix."""
+    from .. import transforms as T
+
+    def geometry_and_colour():
+        pipeline = T.Compose([T.RandomCrop(28, padding=2, padding_mode="reflect"), T.RandomRotation(10),
+                              T.ColorJitter(0.2, None, 0.3, 0.1), T.RandomGrayscale(), T.GaussianNoise(),
+                              T.RandomErasing(value="random")])
+        _launch(kernel_module, "variant", 4, 32, 32, 28, pipeline, torch.float32, False)
+        affine = T.Compose([T.RandomAffine(10, (0.1, 0.1), (0.9, 1.1), 5, interpolation="bilinear"),
+                            T.ColorJitter(contrast=0.3)])
+        _launch(kernel_module, "variant", 4, 32, 32, 32, affine, torch.uint8, True)
+
+    def mixing():
+        augment = kernel_module("augment")
+        x, out = torch.empty((8, 3, 32, 32)), torch.empty((8, 3, 32, 32))
+        labels, targets = torch.empty(8, dtype=torch.int64), torch.empty((8, 10))
+        augment.mix(x, out, labels, targets, 0.3, (0, 0, 0, 0), cutmix=False)
+        augment.mix(x, out, labels, targets, 0.3, (2, 9, 3, 17), cutmix=True)
+
+    return [("augment variants fp32 nchw", geometry_and_colour), ("augment mixup cutmix fp32", mixing)]
