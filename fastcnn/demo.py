@@ -2,8 +2,10 @@
 the same initialisation and data order: once in plain PyTorch, once converted with
 ``fastcnn.convert`` (fastcnn's conv2d, fused BN+ReLU and max-pool) and stepped with fastcnn's
 cross-entropy and optimizer (``--optimizer``: Adam by default, AdamW, SGD with Nesterov momentum,
-RMSprop, Adagrad or Adadelta, each against torch's own). Prints per-epoch loss and accuracy side by
-side, the final test accuracy,
+RMSprop, Adagrad or Adadelta, each against torch's own). ``--augment`` augments each batch on the
+device with ``fastcnn.transforms`` (a random crop with padding and a small rotation, each image its
+own, one launch per batch), the same augmented batch for both runs. Prints per-epoch loss and
+accuracy side by side, the final test accuracy,
 the largest difference between the two loss curves, and saves a PNG plot of both.
 
 The data are the 1797 8×8 digit images that ship with scikit-learn (no download). On a GPU the
@@ -111,6 +113,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=None, help="default: a rate that suits --optimizer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps")
+    parser.add_argument("--augment", action="store_true",
+                        help="augment each batch with fastcnn.transforms: random crop with 1 pixel of padding and a "
+                             "rotation of up to 10 degrees, each image its own (slow through the interpreter)")
     parser.add_argument("--plot", default="fastcnn_demo.png", help="where to save the PNG plot ('' for none)")
     parser.add_argument("--min-accuracy", type=float, default=0.95,
                         help="exit with status 1 when fastcnn's final test accuracy is below this")
@@ -159,6 +164,15 @@ def main(argv=None):
     assert all(torch.equal(a, b) for a, b in zip(torch_model.state_dict().values(),
                                                  fastcnn_model.state_dict().values()))
 
+    augment = None
+    if args.augment:
+        from fastcnn import transforms as T
+
+        background = float(train_x.min())  # a blank pixel, normalised
+        augment = T.Compose([T.RandomCrop(8, padding=1, fill=background),
+                             T.RandomRotation(10, interpolation="bilinear", fill=background)])
+        print("augmentation: fastcnn.transforms.RandomCrop(8, padding=1) and RandomRotation(10), each image its own "
+              "draw, one launch per batch; both runs train on the same augmented batches")
     order = torch.Generator().manual_seed(args.seed)
     timed = device.type == "cuda"
     header = f"{'epoch':>5} | {'loss':>8} {'':8} | {'train acc':>9} {'':9} | {'test acc':>8} {'':8}"
@@ -173,8 +187,9 @@ def main(argv=None):
         correct = [0, 0]
         first_step = [len(run.step_losses) for run in runs]
         for indices in tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False, file=sys.stderr):
+            images = train_x[indices] if augment is None else augment(train_x[indices])
             for index, run in enumerate(runs):
-                correct[index] += run.step(train_x[indices], train_y[indices])
+                correct[index] += run.step(images, train_y[indices])
         seen = sum(len(indices) for indices in batches)
         for index, run in enumerate(runs):
             run.epoch_rows.append(dict(

@@ -148,17 +148,21 @@ def test_skipped_benchmarks_say_why_once(tmp_path):
     assert result.stdout.count("benchmarks need a CUDA GPU") == 1, result.stdout
 
 
-def test_demo_trains_the_same_with_fastcnn_kernels(tmp_path):
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augment"])
+def test_demo_trains_the_same_with_fastcnn_kernels(augment, tmp_path):
     """The README's demo, shortened to two steps: fastcnn's converted model, cross-entropy and Adam
-    follow torch's losses on the digits data, and the plot is written."""
+    follow torch's losses on the digits data, and the plot is written; with --augment both runs
+    train on the same batches augmented by fastcnn.transforms."""
     environment = {} if torch.cuda.is_available() else {"TRITON_INTERPRET": "1"}
     plot = tmp_path / "demo.png"
+    extra = ", '--augment'" if augment else ""
     result = run_python(f"import sys, fastcnn.demo; sys.exit(fastcnn.demo.main(['--epochs', '1', '--max-steps', '2', "
-                        f"'--min-accuracy', '0', '--plot', {str(plot)!r}]))", tmp_path, **environment)
+                        f"'--min-accuracy', '0', '--plot', {str(plot)!r}{extra}]))", tmp_path, **environment)
     assert result.returncode == 0, result.stderr[-3000:]
     largest = [line for line in result.stdout.splitlines() if line.startswith("largest difference")]
     assert largest and float(largest[0].split()[-1]) < 1e-5, result.stdout
     assert "1437 training and 360 test images" in result.stdout and "2 BatchNorm2d+ReLU fused" in result.stdout
+    assert ("augmentation: fastcnn.transforms.RandomCrop" in result.stdout) == augment
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

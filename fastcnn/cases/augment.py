@@ -160,11 +160,11 @@ def _launch(kernel_module, name, batch, height, width, size, pipeline=None, in_d
 
 
 def static_launches(kernel_module, options):
-    """The two pipelines on their suites' shapes (batch 32): uint8 channels_last in, bf16
+    """The two pipelines on their suites' shapes (batch 64): uint8 channels_last in, bf16
     channels_last out."""
     return [(f"augment {name} {height}x{width}->{size} uint8->bf16 channels_last",
              lambda name=name, height=height, width=width, size=size: _launch(
-                 kernel_module, name, 32, height, width, size))
+                 kernel_module, name, 64, height, width, size))
             for name, _, height, width, size in (suite for suites in SUITES.values() for suite in suites())]
 
 
