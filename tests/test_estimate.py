@@ -34,7 +34,7 @@ def test_every_operator_declares_its_launches():
     assert len(operators) >= 30 and operators == set(_cost.PLANS), operators ^ set(_cost.PLANS)
     families = {family for _, family in _cost.PLANS.values()}
     assert families <= {"convolution", "norm", "activation", "pooling", "residual add", "loss", "dropout",
-                        "linear", "elementwise", "optimizer"}, families
+                        "linear", "elementwise", "optimizer", "augmentation"}, families
 
 
 # ----------------------------------------------------------------------------- declared = launched
@@ -440,3 +440,22 @@ def test_the_readme_shows_the_committed_estimates(tmp_path):
     readme.write_text((root / "README.md").read_text())
     assert reporting.render_readme_estimates(str(readme), str(root / "bench" / "results" / "estimates"))
     assert readme.read_text() == (root / "README.md").read_text()
+
+
+def test_declared_launches_are_the_kernels_launches_of_augmentation(seed):
+    """A fused pipeline with a contrast jitter (its statistics pass first), one without, and MixUp."""
+    from fastcnn import transforms as T
+
+    generator = torch.Generator().manual_seed(seed)
+    with_contrast = T.Compose([T.RandomResizedCrop(5), T.ColorJitter(0.4, 0.4), T.ToDtype(torch.float32, scale=True)])
+    plain = T.Compose([T.RandomCrop(6, padding=1), T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True)])
+    mixup = T.MixUp(num_classes=4)
+
+    def step(images, labels):
+        mixup(with_contrast(images) + plain(images)[..., :5, :5], labels)
+
+    def tensors():
+        return [torch.randint(0, 256, (3, 3, 7, 9), generator=generator, dtype=torch.uint8),
+                torch.randint(0, 4, (3,), generator=generator)]
+
+    assert {"fastcnn::augment", "fastcnn::mix"} <= _compare(step, tensors)

@@ -75,15 +75,20 @@ class Pipeline:
     dtype: torch.dtype
     _device_tensors: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    def tensors(self, device):
-        """(config, record) on ``device``, made once per device (no copy per batch)."""
-        if device not in self._device_tensors:
-            config = torch.tensor(self.config, dtype=torch.float32, device=device)
-            record = self.record
-            if not isinstance(record, torch.Tensor):
-                record = torch.tensor(record, dtype=torch.float32, device=device).reshape(1, RECORD)
+    def tensors(self, device, cache=True):
+        """(config, record) on ``device``, made once per device (no copy per batch); made anew
+        when not ``cache`` (under FakeTensorMode, whose tensors must not outlive it)."""
+        if device in self._device_tensors and cache:
+            return self._device_tensors[device]
+        config = torch.tensor(self.config, dtype=torch.float32, device=device)
+        record = self.record
+        if not isinstance(record, torch.Tensor):
+            record = torch.tensor(record, dtype=torch.float32, device=device).reshape(1, RECORD)
+        elif not cache:
+            record = torch.empty_like(record)  # a fake tensor of the given parameters' shape
+        if cache:
             self._device_tensors[device] = (config, record)
-        return self._device_tensors[device]
+        return config, record
 
 
 OPTION_NAMES = ("DRAW", "CROP", "OUT_CROP", "FLIPS", "AFFINE", "RESAMPLE", "INTERPOLATION", "ANTIALIAS", "BORDER",
@@ -128,7 +133,7 @@ def _(batch, record, config, seed, options, size, dtype, channels_last):
     return _output(batch, size, dtype, channels_last), batch.new_empty((batch.shape[0], RECORD), dtype=torch.float32)
 
 
-@launches_of(_augment_op, "augment")
+@launches_of(_augment_op, "augmentation")
 def _augment_launches(outputs, batch, record, config, seed, options, size, dtype, channels_last):
     """The main pass reads what it samples (at most the input) and writes the output; a
     contrast jitter's statistics pass reads it once more and writes one float per tile."""
@@ -144,12 +149,13 @@ def _augment_launches(outputs, batch, record, config, seed, options, size, dtype
 
 def run(pipeline, batch, generator=None):
     """``pipeline`` on ``batch``: (output, per-sample records [N, RECORD])."""
-    config, record = pipeline.tensors(batch.device)
+    fake = isinstance(batch, torch._subclasses.FakeTensor)  # fastcnn.estimate's dry run
+    config, record = pipeline.tensors(batch.device, cache=not fake)
     if record.shape[0] not in (1, batch.shape[0]):
         raise ValueError(f"fastcnn.transforms: {record.shape[0]} per-sample parameters for a batch of {batch.shape[0]}")
     if record.shape[0] == 1:
         record = record.expand(batch.shape[0], RECORD)
-    seed = draw_seed(generator) if pipeline.options["DRAW"] else 0
+    seed = draw_seed(generator) if pipeline.options["DRAW"] and not fake else 0
     channels_last = pipeline.options.get("CHANNELS_LAST", False)
     options = [int(pipeline.options[name]) for name in OPTION_NAMES]
     if _backend.backend_for(batch.device) == _backend.FALLBACK:
@@ -179,7 +185,7 @@ def _(batch, labels, lam, box, num_classes, cutmix):
     return torch.empty_like(batch, memory_format=torch.contiguous_format), targets
 
 
-@launches_of(_mix_op, "augment")
+@launches_of(_mix_op, "augmentation")
 def _mix_launches(outputs, batch, labels, lam, box, num_classes, cutmix):
     out, targets = outputs
     return [one_pass("_mix_kernel", [batch, labels], [out, targets])] if batch.shape[0] else []

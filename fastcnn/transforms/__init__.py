@@ -381,6 +381,13 @@ class _MixUpCutMix(torch.nn.Module):
         if self.num_classes is None:
             raise ValueError("fastcnn.transforms: num_classes is needed to make one-hot targets")
 
+    def _lam(self, images):
+        """lam ~ Beta(alpha, alpha) from torch's generator, as torchvision draws it; on fake
+        tensors (fastcnn.estimate's dry run, where no value exists) a fixed 0.5."""
+        if isinstance(images, torch._subclasses.FakeTensor):
+            return 0.5
+        return float(self._dist.sample(()))
+
 
 class MixUp(_MixUpCutMix):
     """torchvision.transforms.v2.MixUp: lam ~ Beta(alpha, alpha) (one per batch, from torch's
@@ -389,8 +396,7 @@ class MixUp(_MixUpCutMix):
 
     def forward(self, images, labels):
         self._check(images, labels)
-        lam = float(self._dist.sample(()))
-        return op.mix(images, labels, lam, (0, 0, 0, 0), self.num_classes, cutmix=False)
+        return op.mix(images, labels, self._lam(images), (0, 0, 0, 0), self.num_classes, cutmix=False)
 
 
 class CutMix(_MixUpCutMix):
@@ -399,15 +405,14 @@ class CutMix(_MixUpCutMix):
 
     def forward(self, images, labels):
         self._check(images, labels)
-        lam = float(self._dist.sample(()))
+        lam = self._lam(images)
         height, width = images.shape[-2:]
-        r_x = torch.randint(width, size=(1,))
-        r_y = torch.randint(height, size=(1,))
+        fake = isinstance(images, torch._subclasses.FakeTensor)
+        r_x = torch.randint(width, size=(1,), device="cpu") if not fake else width // 2
+        r_y = torch.randint(height, size=(1,), device="cpu") if not fake else height // 2
         r = 0.5 * math.sqrt(1.0 - lam)
         r_w_half, r_h_half = int(r * width), int(r * height)
-        x1 = int(torch.clamp(r_x - r_w_half, min=0))
-        y1 = int(torch.clamp(r_y - r_h_half, min=0))
-        x2 = int(torch.clamp(r_x + r_w_half, max=width))
-        y2 = int(torch.clamp(r_y + r_h_half, max=height))
+        x1, y1 = max(int(r_x) - r_w_half, 0), max(int(r_y) - r_h_half, 0)
+        x2, y2 = min(int(r_x) + r_w_half, width), min(int(r_y) + r_h_half, height)
         lam_adjusted = float(1.0 - (x2 - x1) * (y2 - y1) / (width * height))
         return op.mix(images, labels, lam_adjusted, (y1, y2, x1, x2), self.num_classes, cutmix=True)
