@@ -243,16 +243,16 @@ def _border(coordinate, extent, BORDER: tl.constexpr):
 
 
 @triton.jit
-def _source(x_ptr, image_offset, rows, cols, channel_offsets, channel_mask, pixel_mask, in_height, in_width,
+def _source(image_ptr, rows, cols, channel_offsets, channel_mask, pixel_mask, in_height, in_width,
             stride_h, stride_w, fill, BORDER: tl.constexpr):
     """[pixels, channels] of the padded source at integer (rows, cols) of the padded image
     (already offset by the pad): the image's pixel under the pad's rule, the fill outside a
-    constant pad. Returned in fp32."""
+    constant pad. Returned in fp32. Offsets within one image are int32 (the op checks)."""
     row, row_in = _border(rows, in_height, BORDER)
     col, col_in = _border(cols, in_width, BORDER)
     inside = row_in & col_in
-    offsets = image_offset + (row.to(tl.int64) * stride_h + col.to(tl.int64) * stride_w)[:, None] + channel_offsets[None, :]
-    value = tl.load(x_ptr + offsets, mask=pixel_mask[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+    offsets = (row * stride_h + col * stride_w)[:, None] + channel_offsets[None, :]
+    value = tl.load(image_ptr + offsets, mask=pixel_mask[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
     return tl.where(inside[:, None], value, fill[None, :])
 
 
@@ -354,7 +354,7 @@ def _hue(tile, channels, factor, INTEGER: tl.constexpr):
 
 
 @triton.jit
-def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channel_offsets, channel_mask, pixel_mask,
+def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
               in_height, in_width, out_height, out_width, stride_h, stride_w,
               RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
               TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -371,7 +371,7 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
     crop_h = _get(record, lanes, CROP_HEIGHT)
     crop_w = _get(record, lanes, CROP_WIDTH)
     if RESAMPLE == RESAMPLE_NONE:
-        value = _source(x_ptr, image_offset, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
+        value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
                         in_height, in_width, stride_h, stride_w, fill, BORDER)
     elif RESAMPLE == RESAMPLE_RESIZE:
         scale_h = crop_h / tl.load(config_ptr + RESIZED_HEIGHT)
@@ -381,7 +381,7 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
         if INTERPOLATION == NEAREST:  # torch's nearest: floor(dst · scale)
             src_r = tl.minimum(tl.floor(rows.to(tl.float32) * scale_h).to(tl.int32), extent_h - 1)
             src_c = tl.minimum(tl.floor(cols.to(tl.float32) * scale_w).to(tl.int32), extent_w - 1)
-            value = _source(x_ptr, image_offset, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
+            value = _source(image_ptr, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
                             in_height, in_width, stride_h, stride_w, fill, BORDER)
         else:
             # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
@@ -393,7 +393,7 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
             total_c = tl.sum(weight_c, axis=1)
             weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
             col, col_inside = _border(left + tl.minimum(col_taps, extent_w - 1), in_width, BORDER)
-            col_offsets = col.to(tl.int64) * stride_w
+            col_offsets = col * stride_w
             total_r = tl.zeros(rows.shape, tl.float32)
             for i in range(TAPS_H):
                 total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS)
@@ -403,9 +403,8 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
             for i in range(TAPS_H):
                 weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS) / total_r
                 row, row_inside = _border(top + tl.minimum(first_r + i, extent_h - 1), in_height, BORDER)
-                offsets = (image_offset + (row.to(tl.int64) * stride_h)[:, None, None] + col_offsets[:, :, None]
-                           + channel_offsets[None, None, :])
-                taps = tl.load(x_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
+                offsets = (row * stride_h)[:, None, None] + col_offsets[:, :, None] + channel_offsets[None, None, :]
+                taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
                 taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
                 value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
     else:
@@ -442,7 +441,7 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
             near_r = _round_half_even(src_y).to(tl.int32)
             near_c = _round_half_even(src_x).to(tl.int32)
             inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
-            value = _source(x_ptr, image_offset, top + near_r, left + near_c, channel_offsets, channel_mask,
+            value = _source(image_ptr, top + near_r, left + near_c, channel_offsets, channel_mask,
                             pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
             value = tl.where(inside[:, None], value, fill[None, :])
         else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
@@ -461,7 +460,7 @@ def _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channe
                     inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
                     weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
                     weight = tl.where(inside, weight, 0.0)
-                    tap = _source(x_ptr, image_offset, top + r, left + cc, channel_offsets, channel_mask,
+                    tap = _source(image_ptr, top + r, left + cc, channel_offsets, channel_mask,
                                   pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
                     value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
                     mask += weight
@@ -524,9 +523,9 @@ def _augment_kernel(
     cols = pixels % out_width
     channels = tl.arange(0, BLOCK_C)
     channel_mask = channels < CHANNELS
-    image_offset = sample.to(tl.int64) * x_stride_n
-    channel_offsets = channels.to(tl.int64) * x_stride_c
-    tile = _geometry(x_ptr, config_ptr, record, lanes, image_offset, rows, cols, channel_offsets, channel_mask,
+    image_ptr = x_ptr + sample.to(tl.int64) * x_stride_n
+    channel_offsets = channels * x_stride_c
+    tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
                      pixel_mask, in_height, in_width, out_height, out_width, x_stride_h, x_stride_w, RESAMPLE,
                      INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
     integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
@@ -590,9 +589,8 @@ def _augment_kernel(
             tile = tl.where(inside[:, None], value, tile)
         if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
             tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
-        out_offsets = (sample.to(tl.int64) * out_stride_n + (rows.to(tl.int64) * out_stride_h + cols.to(tl.int64) * out_stride_w)[:, None]
-                       + channels.to(tl.int64)[None, :] * out_stride_c)
-        tl.store(out_ptr + out_offsets, tile.to(out_ptr.dtype.element_ty), mask=pixel_mask[:, None] & channel_mask[None, :])
+        out_offsets = (rows * out_stride_h + cols * out_stride_w)[:, None] + channels[None, :] * out_stride_c
+        tl.store(out_ptr + sample.to(tl.int64) * out_stride_n + out_offsets, tile.to(out_ptr.dtype.element_ty), mask=pixel_mask[:, None] & channel_mask[None, :])
 
 
 def augment(x, out, record, record_out, config, seed, options, *, partial=None):
@@ -630,10 +628,12 @@ def tiles_of(out_height, out_width):
 
 @triton.jit
 def _mix_kernel(x_ptr, out_ptr, labels_ptr, targets_ptr, lam, per_sample, num_classes, samples, image_programs,
-                box_top, box_bottom, box_left, box_right, height, width, CUTMIX: tl.constexpr, BLOCK: tl.constexpr):
+                box_top, box_bottom, box_left, box_right, channels, height, width, CUTMIX: tl.constexpr,
+                CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
     """out = lam·x + (1 - lam)·roll(x, 1, 0) (MixUp) or x with roll(x, 1, 0) pasted in the box
-    (CutMix), over dense batches walked as [N, per_sample]; the programs past ``image_programs``
-    write the targets: lam·one_hot(y) + (1 - lam)·one_hot(roll(y, 1))."""
+    (CutMix), over dense batches (NCHW or channels_last, out laid out alike) walked in memory
+    order as [N, per_sample]; the programs past ``image_programs`` write the targets:
+    lam·one_hot(y) + (1 - lam)·one_hot(roll(y, 1))."""
     program = tl.program_id(0)
     if program < image_programs:
         offsets = program.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -644,7 +644,10 @@ def _mix_kernel(x_ptr, out_ptr, labels_ptr, targets_ptr, lam, per_sample, num_cl
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
         rolled = tl.load(x_ptr + previous * per_sample + within, mask=mask, other=0.0)
         if CUTMIX:
-            pixel = within % (height * width)
+            if CHANNELS_LAST:
+                pixel = within // channels
+            else:
+                pixel = within % (height * width)
             row = pixel // width
             col = pixel % width
             inside = (row >= box_top) & (row < box_bottom) & (col >= box_left) & (col < box_right)
@@ -667,14 +670,15 @@ def _mix_kernel(x_ptr, out_ptr, labels_ptr, targets_ptr, lam, per_sample, num_cl
 MIX_BLOCK = by_backend(interpreter=4096, gpu=1024)
 
 
-def mix(x, out, labels, targets, lam, box, *, cutmix):
-    """MixUp/CutMix of dense x [N, C, H, W] into out and of int64 labels [N] into float targets
-    [N, classes]; ``box`` (top, bottom, left, right) for CutMix. One launch."""
-    samples, _, height, width = x.shape
+def mix(x, out, labels, targets, lam, box, *, cutmix, channels_last):
+    """MixUp/CutMix of x [N, C, H, W] (dense, NCHW or ``channels_last``; out laid out alike) and
+    of int64 labels [N] into float targets [N, classes]; ``box`` (top, bottom, left, right) for
+    CutMix. One launch."""
+    samples, channels, height, width = x.shape
     per_sample = x.numel() // max(samples, 1)
     image_programs = triton.cdiv(x.numel(), MIX_BLOCK)
     label_programs = triton.cdiv(targets.numel(), MIX_BLOCK)
     _mix_kernel[(image_programs + label_programs,)](
-        x, out, labels, targets, float(lam), per_sample, targets.shape[1], samples, image_programs, *box, height, width,
-        CUTMIX=cutmix, BLOCK=MIX_BLOCK, num_warps=NUM_WARPS)
+        x, out, labels, targets, float(lam), per_sample, targets.shape[1], samples, image_programs, *box, channels,
+        height, width, CUTMIX=cutmix, CHANNELS_LAST=channels_last, BLOCK=MIX_BLOCK, num_warps=NUM_WARPS)
     return 1

@@ -429,8 +429,9 @@ def test_bad_input_is_refused_as_torchvision_refuses_it(generator):
 # ----------------------------------------------------------------------------- MixUp / CutMix
 @pytest.mark.every_triton
 @pytest.mark.parametrize("kind", ["mixup", "cutmix"])
-def test_mixup_and_cutmix_give_soft_targets_cross_entropy_takes(kind, generator):
-    images = _batch(torch.float32, generator, (6, 3, 9, 11))
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_mixup_and_cutmix_give_soft_targets_cross_entropy_takes(kind, memory_format, generator):
+    images = _batch(torch.float32, generator, (6, 3, 9, 11)).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 5, (6,), generator=generator).to(DEVICE)
     transform = T.MixUp(alpha=0.8, num_classes=5) if kind == "mixup" else T.CutMix(alpha=0.8, num_classes=5)
     torch.manual_seed(21)
@@ -451,7 +452,7 @@ def test_mixup_and_cutmix_give_soft_targets_cross_entropy_takes(kind, generator)
         expected[..., y1:y2, x1:x2] = rolled[..., y1:y2, x1:x2]
         lam = 1.0 - (x2 - x1) * (y2 - y1) / 99
     one_hot = torch_f.one_hot(labels, 5).float()
-    assert torch.equal(mixed, expected)
+    assert torch.equal(mixed, expected) and mixed.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(targets, one_hot.roll(1, 0) * (1.0 - lam) + one_hot * lam, rtol=0, atol=1e-7)
     logits = torch.randn(6, 5, generator=generator).to(DEVICE)
     torch.testing.assert_close(fastcnn.cross_entropy(logits, targets), torch_f.cross_entropy(logits, targets))

@@ -138,7 +138,7 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
 
 
 # ----------------------------------------------------------------------------- the static check's launches
-MEMORY_BOUND_KERNELS = ("_augment_kernel",)
+MEMORY_BOUND_KERNELS = ("_augment_kernel", "_mix_kernel")
 
 
 def _launch(kernel_module, name, batch, height, width, size, pipeline=None, in_dtype=torch.uint8, channels_last=True):
@@ -159,13 +159,22 @@ def _launch(kernel_module, name, batch, height, width, size, pipeline=None, in_d
         x = out
 
 
+def _mixup(kernel_module, cutmix):
+    """MixUp/CutMix of the ImageNet pipeline's output (batch 64, bf16 channels_last, 1000 classes)."""
+    x, out = (empty((64, 3, 224, 224), torch.bfloat16, True) for _ in range(2))
+    labels, targets = torch.empty(64, dtype=torch.int64), torch.empty((64, 1000))
+    kernel_module("augment").mix(x, out, labels, targets, 0.3, (40, 150, 60, 170), cutmix=cutmix, channels_last=True)
+
+
 def static_launches(kernel_module, options):
     """The two pipelines on their suites' shapes (batch 64): uint8 channels_last in, bf16
-    channels_last out."""
+    channels_last out; MixUp and CutMix of the ImageNet batch."""
     return [(f"augment {name} {height}x{width}->{size} uint8->bf16 channels_last",
              lambda name=name, height=height, width=width, size=size: _launch(
                  kernel_module, name, 64, height, width, size))
-            for name, _, height, width, size in (suite for suites in SUITES.values() for suite in suites())]
+            for name, _, height, width, size in (suite for suites in SUITES.values() for suite in suites())] + [
+        (f"{'cutmix' if cutmix else 'mixup'} 224x224 bf16 channels_last", lambda cutmix=cutmix: _mixup(kernel_module, cutmix))
+        for cutmix in (False, True)]
 
 
 def compile_variants(kernel_module):
@@ -187,7 +196,7 @@ def compile_variants(kernel_module):
         augment = kernel_module("augment")
         x, out = torch.empty((8, 3, 32, 32)), torch.empty((8, 3, 32, 32))
         labels, targets = torch.empty(8, dtype=torch.int64), torch.empty((8, 10))
-        augment.mix(x, out, labels, targets, 0.3, (0, 0, 0, 0), cutmix=False)
-        augment.mix(x, out, labels, targets, 0.3, (2, 9, 3, 17), cutmix=True)
+        augment.mix(x, out, labels, targets, 0.3, (0, 0, 0, 0), cutmix=False, channels_last=False)
+        augment.mix(x, out, labels, targets, 0.3, (2, 9, 3, 17), cutmix=True, channels_last=False)
 
     return [("augment variants fp32 nchw", geometry_and_colour), ("augment mixup cutmix fp32", mixing)]

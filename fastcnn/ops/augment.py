@@ -47,6 +47,15 @@ def check_batch(op, batch):
         raise TypeError(f"{op}: float64 batches are not supported by the kernels; use float32, float16 or bfloat16")
 
 
+def check_image_span(op, batch, size):
+    """The kernel indexes within one image in int32 (each sample's base in int64): one image of
+    the input (through its strides) and of the output must span fewer than 2**31 elements."""
+    span = sum((extent - 1) * abs(stride) for extent, stride in zip(batch.shape[1:], batch.stride()[1:]))
+    if span >= 2**31 or batch.shape[1] * size[0] * size[1] >= 2**31:
+        raise ValueError(f"{op}: one image spans 2**31 elements or more (input {tuple(batch.shape[1:])}, output "
+                         f"{tuple(size)}); the kernels index within an image in int32")
+
+
 def check_colour_channels(op, channels):
     """torchvision's colour ops take 1 or 3 channels."""
     if channels not in (1, 3):
@@ -151,6 +160,7 @@ def run(pipeline, batch, generator=None):
     """``pipeline`` on ``batch``: (output, per-sample records [N, RECORD])."""
     fake = isinstance(batch, torch._subclasses.FakeTensor)  # fastcnn.estimate's dry run
     config, record = pipeline.tensors(batch.device, cache=not fake)
+    check_image_span("fastcnn.transforms", batch, pipeline.size)
     if record.shape[0] not in (1, batch.shape[0]):
         raise ValueError(f"fastcnn.transforms: {record.shape[0]} per-sample parameters for a batch of {batch.shape[0]}")
     if record.shape[0] == 1:
@@ -166,29 +176,42 @@ def run(pipeline, batch, generator=None):
 
 
 # ----------------------------------------------------------------------------- MixUp / CutMix
+def _mix_layout(batch):
+    """The dense layout the mix kernel walks ``batch`` in: (tensor, channels_last); a batch in
+    neither layout is copied to NCHW."""
+    if batch.is_contiguous():
+        return batch, False
+    if batch.is_contiguous(memory_format=torch.channels_last):
+        return batch, True
+    return batch.contiguous(), False
+
+
 @torch.library.custom_op("fastcnn::mix", mutates_args=())
 def _mix_op(batch: Tensor, labels: Tensor, lam: float, box: List[int], num_classes: int,
             cutmix: bool) -> Tuple[Tensor, Tensor]:
-    """(images, float32 soft targets): each sample mixed with the one before it (torch.roll(·, 1, 0))."""
-    out = torch.empty_like(batch, memory_format=torch.contiguous_format)
+    """(images laid out as the batch, float32 soft targets): each sample mixed with the one before
+    it (torch.roll(·, 1, 0))."""
+    dense, channels_last = _mix_layout(batch)
+    out = torch.empty_like(dense)
     targets = torch.empty((batch.shape[0], num_classes), dtype=torch.float32, device=batch.device)
     if batch.shape[0]:
         with torch.profiler.record_function("fastcnn::mix"):
-            _backend.record_launch(OP, _kernels().mix(batch.contiguous(), out, labels.contiguous(), targets, lam, box,
-                                                      cutmix=cutmix))
+            _backend.record_launch(OP, _kernels().mix(dense, out, labels.contiguous(), targets, lam, box,
+                                                      cutmix=cutmix, channels_last=channels_last))
     return out, targets
 
 
 @_mix_op.register_fake
 def _(batch, labels, lam, box, num_classes, cutmix):
     targets = batch.new_empty((batch.shape[0], num_classes), dtype=torch.float32)
-    return torch.empty_like(batch, memory_format=torch.contiguous_format), targets
+    return torch.empty_like(_mix_layout(batch)[0]), targets
 
 
 @launches_of(_mix_op, "augmentation")
 def _mix_launches(outputs, batch, labels, lam, box, num_classes, cutmix):
     out, targets = outputs
-    return [one_pass("_mix_kernel", [batch, labels], [out, targets])] if batch.shape[0] else []
+    copy = [] if _mix_layout(batch)[0] is batch else [one_pass("aten::copy_ (contiguous)", [batch], [batch])]
+    return copy + [one_pass("_mix_kernel", [batch, labels], [out, targets])] if batch.shape[0] else []
 
 
 def mix(batch, labels, lam, box, num_classes, *, cutmix):
