@@ -419,6 +419,8 @@ def test_bad_input_is_refused_as_torchvision_refuses_it(generator):
         T.RandomRotation(10, expand=True)
     with pytest.raises(TypeError, match="1 or 3"):
         F.adjust_hue(x[:, :2], 0.1)
+    with pytest.raises(TypeError, match="1 or 3"):
+        T.Compose([T.ColorJitter(0.4)])(torch.cat([x, x], 1))
     with pytest.raises(ValueError, match="larger than input image size"):
         T.RandomCrop(40)(x)
     with count_launches() as launched:

@@ -269,6 +269,7 @@ class Plan:
     def jitter(self, transform, ranges, given=None):
         """ColorJitter: ``ranges`` (lo, hi) or None for brightness, contrast, saturation, hue;
         ``given``: the functional's per-sample factors and order."""
+        op.check_colour_channels("fastcnn.transforms.ColorJitter", self.channels)
         if self.stage > FLIPPED:
             return False
         bits = 0
@@ -291,6 +292,7 @@ class Plan:
         return True
 
     def grayscale(self, transform, p=None, given=None):
+        op.check_colour_channels("fastcnn.transforms.RandomGrayscale", self.channels)
         if self.stage >= GRAYED:
             return False
         self.options["GRAY"] = True
