@@ -18,7 +18,7 @@ import torch.nn.functional as torch_f
 
 import fastcnn
 from fastcnn import transforms as T
-from fastcnn.testing import DEVICE, ON_GPU, count_launches, gpu_only, record_aten_ops
+from fastcnn.testing import DEVICE, ON_GPU, count_launches, record_aten_ops
 from fastcnn.transforms import functional as F
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -463,7 +463,6 @@ def test_mixup_and_cutmix_give_soft_targets_cross_entropy_takes(kind, memory_for
 # ----------------------------------------------------------------------------- torchvision itself
 def _torchvision():
     try:
-        import torchvision.transforms.v2 as tv  # noqa: F401
         import torchvision.transforms.v2.functional as tvf
     except Exception:  # not installed, or built for another torch
         pytest.skip("torchvision.transforms.v2 is not importable here")
