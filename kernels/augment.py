@@ -77,6 +77,7 @@ CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = tl.constexpr(0), tl.constexpr(1), tl.con
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 NEAREST, BILINEAR = tl.constexpr(0), tl.constexpr(1)
 BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # where uint8 becomes float (÷255)
 
@@ -230,6 +231,8 @@ def _draw(record, lanes, config_ptr, seed, sample, in_height, in_width,
 def _border(coordinate, extent, BORDER: tl.constexpr):
     """An integer coordinate of the padded image as one of the image (its pad's rule) and
     whether it is inside (always, but for a constant pad)."""
+    if BORDER == BORDER_INSIDE:  # the plan knows every read is inside the image
+        return coordinate, tl.full(coordinate.shape, 1, tl.int1)
     if BORDER == BORDER_EDGE:
         coordinate = tl.minimum(tl.maximum(coordinate, 0), extent - 1)
     if BORDER == BORDER_REFLECT:  # numpy's reflect: the edge is not repeated (pad < extent)
@@ -504,7 +507,8 @@ def _augment_kernel(
         RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
         TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, INPUT_INTEGER: tl.constexpr, QUANTISE: tl.constexpr,
         JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
-        TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr):
+        TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
+        FLAT_STORE: tl.constexpr):
     program = tl.program_id(0)
     sample = program // tiles
     tile_index = program % tiles
@@ -589,8 +593,23 @@ def _augment_kernel(
             tile = tl.where(inside[:, None], value, tile)
         if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
             tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
-        out_offsets = (rows * out_stride_h + cols * out_stride_w)[:, None] + channels[None, :] * out_stride_c
-        tl.store(out_ptr + sample.to(tl.int64) * out_stride_n + out_offsets, tile.to(out_ptr.dtype.element_ty), mask=pixel_mask[:, None] & channel_mask[None, :])
+        out_image = out_ptr + sample.to(tl.int64) * out_stride_n
+        if FLAT_STORE:
+            # A dense channels-last output: the tile's pixels are one run of pixels·C elements,
+            # stored as a flat vector (128-bit stores); three channels in a tile of four drop the
+            # fourth on the way (a gather within the tile).
+            elements = tl.arange(0, BLOCK_P * BLOCK_C)
+            flat = tl.reshape(tile, [BLOCK_P * BLOCK_C])
+            if CHANNELS != BLOCK_C:
+                source = (elements // CHANNELS) * BLOCK_C + elements % CHANNELS
+                flat = tl.gather(flat, tl.minimum(source, BLOCK_P * BLOCK_C - 1), 0)
+            remaining = (out_height * out_width - tile_index * BLOCK_P) * CHANNELS
+            tl.store(out_image + tile_index * (BLOCK_P * CHANNELS) + elements, flat.to(out_ptr.dtype.element_ty),
+                     mask=elements < tl.minimum(remaining, BLOCK_P * CHANNELS))
+        else:
+            out_offsets = (rows * out_stride_h + cols * out_stride_w)[:, None] + channels[None, :] * out_stride_c
+            tl.store(out_image + out_offsets, tile.to(out_ptr.dtype.element_ty),
+                     mask=pixel_mask[:, None] & channel_mask[None, :])
 
 
 def augment(x, out, record, record_out, config, seed, options, *, partial=None):
@@ -607,7 +626,11 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     partial = config if partial is None else partial
     arguments = (x, out, record, record_out, config, partial, seed, in_height, in_width, out_height, out_width, tiles,
                  record.stride(0), *x.stride(), *out.stride())
-    constants = dict(CHANNELS=channels, BLOCK_C=triton.next_power_of_2(channels), BLOCK_P=block, **options)
+    block_c = triton.next_power_of_2(channels)
+    height_stride, width_stride = out.stride(2), out.stride(3)
+    flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
+                  and block_c <= 4)  # dense channels_last, at most four channels
+    constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, **options)
     launches = 0
     if options["JITTER"] & 2:
         _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)

@@ -489,3 +489,17 @@ def test_the_imagenet_pipeline_equals_torchvision_sample_by_sample(dtype, genera
         if p[6]["height"]:
             image = tvf.erase(image, p[6]["top"], p[6]["left"], p[6]["height"], p[6]["width"], torch.tensor(0.0))
         _close(out[n], image, torch.float32, float_bound=1e-5, fraction=0.99)
+
+
+def test_channels_last_output_is_the_same_batch_over_several_tiles(generator):
+    """A dense channels-last output is stored as flat runs of pixels·C (the last tile partial):
+    the same values as the NCHW output of the same draws."""
+    x = _batch(torch.uint8, generator, (2, 3, 40, 37))
+    chain = [T.RandomCrop(35, padding=1, padding_mode="edge"), T.RandomHorizontalFlip(),
+             T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    outputs = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(4)
+        outputs.append(T.Compose(chain, memory_format=memory_format)(x))
+    assert outputs[1].is_contiguous(memory_format=torch.channels_last) and outputs[0].is_contiguous()
+    assert torch.equal(outputs[0], outputs[1])

@@ -32,6 +32,7 @@ CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = range(3)
 NEAREST, BILINEAR = range(2)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
+BORDER_INSIDE = 4
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = range(3)
 TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = range(3)
 IDENTITY_ORDER = 0 + (1 << 2) + (2 << 4) + (3 << 6)  # brightness, contrast, saturation, hue
@@ -363,6 +364,21 @@ class Plan:
         return True
 
     # ------------------------------------------------------------------ the launch
+    def _reads_inside(self):
+        """Whether every source read is inside the image: no pad, and a crop drawn inside it or
+        given inside it for every sample (an affine map's taps outside the crop are masked by the
+        map itself)."""
+        if self.stage == START or self.config[PAD_TOP] or self.config[PAD_LEFT] or CROP_TOP in self.given \
+                or CROP_LEFT in self.given or CROP_HEIGHT in self.given or CROP_WIDTH in self.given:
+            return False
+        if self.options["BORDER"] != BORDERS["constant"] or self.config[PADDED_HEIGHT] != self.input_size[0] \
+                or self.config[PADDED_WIDTH] != self.input_size[1]:
+            return False
+        if self.options["CROP"] != CROP_GIVEN:
+            return True
+        top, left, height, width = (self.record[field] for field in (CROP_TOP, CROP_LEFT, CROP_HEIGHT, CROP_WIDTH))
+        return top >= 0 and left >= 0 and top + height <= self.input_size[0] and left + width <= self.input_size[1]
+
     def pipeline(self, batch_size, device, channels_last):
         """The ``op.Pipeline`` of this launch (given per-sample parameters stacked as an
         [N, RECORD] record on ``device``)."""
@@ -375,6 +391,8 @@ class Plan:
                                      f"batch of {batch_size}")
                 record[:, field] = value.to(device=device, dtype=torch.float32)
         options = dict(self.options, CHANNELS_LAST=channels_last)
+        if self._reads_inside():
+            options["BORDER"] = BORDER_INSIDE
         return op.Pipeline(options, list(self.config), record, self.extent, self.out_dtype)
 
 
