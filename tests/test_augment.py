@@ -6,8 +6,8 @@ by one; MixUp/CutMix. Where torchvision imports, the last tests also compare wit
 
 Bounds (stated in docs/reference.md): crops, pads, flips, nearest sampling, brightness, hue,
 grayscale, normalize, erasing and dtype conversion are exact (a nearest sample may differ where
-its source coordinate is within fp32 rounding of a tie); bilinear resize, rotation and affine are
-within 2e-6 (float) or 1 level (uint8, one rounding apart); contrast and saturation within 1e-6
+its source coordinate is within fp32 rounding of a tie); bilinear resize within 2e-6, rotation and
+affine within 1e-5 (float) or 1 level (uint8, one rounding apart); contrast and saturation within 1e-6
 or 1 level (a floor on either side of an fp32 rounding).
 """
 import math
@@ -22,6 +22,9 @@ from fastcnn.testing import DEVICE, ON_GPU, count_launches, record_aten_ops
 from fastcnn.transforms import functional as F
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+# A bilinear affine sample is its fp32 source coordinate's rounding (a few ulps of a coordinate
+# up to ~30 pixels from the centre, ~1e-6 pixel) times the image's slope (up to 1 per pixel).
+AFFINE_BOUND = 1e-5
 
 
 def _batch(dtype, generator, shape=(3, 3, 19, 23)):
@@ -202,13 +205,13 @@ def test_rotate_and_affine_match_grid_sample(dtype, mode, generator):
     out = F.rotate(x, torch.tensor(angles), interpolation=mode, fill=fill)
     for n in range(3):
         ref = ref_affine(x[n].cpu(), -angles[n], (0, 0), 1.0, (0.0, 0.0), None, fill, mode)
-        _close(out[n], ref, dtype, fraction=0.995 if mode == "nearest" else 1.0)
+        _close(out[n], ref, dtype, float_bound=AFFINE_BOUND, fraction=0.995 if mode == "nearest" else 1.0)
     translate, scale, shear = [[1, -2], [0, 3], [-4, 0]], [0.9, 1.1, 1.3], [[5, 0], [0, 10], [-7, 3]]
     out = F.affine(x, torch.tensor(angles), torch.tensor(translate, dtype=torch.float32), torch.tensor(scale),
                    torch.tensor(shear, dtype=torch.float32), interpolation=mode, center=[5, 7])
     for n in range(3):
         ref = ref_affine(x[n].cpu(), angles[n], translate[n], scale[n], shear[n], [5, 7], None, mode)
-        _close(out[n], ref, dtype, fraction=0.995 if mode == "nearest" else 1.0)
+        _close(out[n], ref, dtype, float_bound=AFFINE_BOUND, fraction=0.995 if mode == "nearest" else 1.0)
 
 
 # ----------------------------------------------------------------------------- colour
