@@ -146,7 +146,7 @@ def _random_area_box(seed, sample, area_slot, ratio_slot, height, width, scale_l
 
 
 @triton.jit
-def _draw(record, lanes, config_ptr, seed, sample, in_height, in_width,
+def _draw(record, lanes, config_ptr, seed, sample,
           CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
           JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, out_height, out_width):
     """Sample ``sample``'s random parameters into its record, as each torchvision transform's
@@ -287,7 +287,6 @@ def _tap_weight(tap, first, last, center, inverse, extent, ANTIALIAS: tl.constex
         lam = source - first.to(tl.float32)
         upper = tl.minimum(first + 1, extent - 1)
         weight = tl.where(tap == first, 1.0 - lam, 0.0) + tl.where(tap == upper, lam, 0.0)
-        weight = tl.where(tap == first + 1, tl.where(upper == first, 0.0, weight), weight)
     return tl.where(tap < last, weight, 0.0)
 
 
@@ -515,7 +514,7 @@ def _augment_kernel(
     lanes = tl.arange(0, RECORD)
     record = tl.load(record_ptr + sample.to(tl.int64) * record_stride + lanes)
     if DRAW:
-        record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), in_height, in_width, CROP, OUT_CROP, FLIPS,
+        record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), CROP, OUT_CROP, FLIPS,
                        AFFINE, JITTER, GRAY, ERASE, out_height, out_width)
     if WRITE_RECORD:
         if tile_index == 0:

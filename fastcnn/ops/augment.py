@@ -56,6 +56,14 @@ def check_image_span(op, batch, size):
                          f"{tuple(size)}); the kernels index within an image in int32")
 
 
+def check_kernels_run(batch):
+    """The transforms have no PyTorch path: where no kernel can run on ``batch``'s device, say so."""
+    if _backend.backend_for(batch.device) == _backend.FALLBACK:
+        raise RuntimeError(f"fastcnn.transforms: the augmentation kernels cannot run on {batch.device.type} tensors "
+                           "here (no CUDA device, and TRITON_INTERPRET=1 was not set before importing fastcnn); "
+                           "use torchvision.transforms.v2 on this device")
+
+
 def check_colour_channels(op, channels):
     """torchvision's colour ops take 1 or 3 channels."""
     if channels not in (1, 3):
@@ -158,6 +166,7 @@ def _augment_launches(outputs, batch, record, config, seed, options, size, dtype
 
 def run(pipeline, batch, generator=None):
     """``pipeline`` on ``batch``: (output, per-sample records [N, RECORD])."""
+    check_kernels_run(batch)
     fake = isinstance(batch, torch._subclasses.FakeTensor)  # fastcnn.estimate's dry run
     config, record = pipeline.tensors(batch.device, cache=not fake)
     check_image_span("fastcnn.transforms", batch, pipeline.size)
@@ -168,10 +177,6 @@ def run(pipeline, batch, generator=None):
     seed = draw_seed(generator) if pipeline.options["DRAW"] and not fake else 0
     channels_last = pipeline.options.get("CHANNELS_LAST", False)
     options = [int(pipeline.options[name]) for name in OPTION_NAMES]
-    if _backend.backend_for(batch.device) == _backend.FALLBACK:
-        raise RuntimeError(f"fastcnn.transforms: the augmentation kernels cannot run on {batch.device.type} tensors "
-                           "here (no CUDA device, and TRITON_INTERPRET=1 was not set before importing fastcnn); "
-                           "use torchvision.transforms.v2 on this device")
     return _augment_op(batch, record, config, seed, options, list(pipeline.size), pipeline.dtype, channels_last)
 
 
@@ -215,7 +220,5 @@ def _mix_launches(outputs, batch, labels, lam, box, num_classes, cutmix):
 
 
 def mix(batch, labels, lam, box, num_classes, *, cutmix):
-    if _backend.backend_for(batch.device) == _backend.FALLBACK:
-        raise RuntimeError(f"fastcnn.transforms: the augmentation kernels cannot run on {batch.device.type} tensors "
-                           "here (no CUDA device, and TRITON_INTERPRET=1 was not set before importing fastcnn)")
+    check_kernels_run(batch)
     return _mix_op(batch, labels, float(lam), [int(v) for v in box], int(num_classes), bool(cutmix))

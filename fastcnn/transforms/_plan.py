@@ -277,7 +277,6 @@ class Plan:
         for k, value in enumerate(ranges):
             if value is not None:
                 bits |= 1 << k
-                self.config[BRIGHTNESS_LO + 2 * k:BRIGHTNESS_LO + 2 * k + 2] = map(float, value)
         self.options["JITTER"] = bits
         if given is not None:
             for field, value in given.items():
