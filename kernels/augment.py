@@ -31,6 +31,7 @@ import triton.language as tl
 from .tiles import by_backend
 
 BLOCK_P = by_backend(interpreter=1024, gpu=256)
+SQUARE = 16  # the windowed resize's output squares (fastcnn/ops/augment.py sizes their windows)
 NUM_WARPS = 4
 
 # The per-sample record (float32; integers are exact): what each random transform drew, which
@@ -291,6 +292,91 @@ def _tap_weight(tap, first, last, center, inverse, extent, ANTIALIAS: tl.constex
 
 
 @triton.jit
+def _tf32_parts(value):
+    """value as hi + lo, each exact in tf32 (sign, 8-bit exponent, 10-bit mantissa: the low 13
+    bits cleared): a tensor-core dot of such operands multiplies exactly and adds in fp32, on the
+    GPU as in the interpreter. hi + lo keeps 22 of fp32's 24 significant bits."""
+    hi = (value.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+    lo = ((value - hi).to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+    return hi, lo
+
+
+@triton.jit
+def _window_weights(positions, valid, scale, extent, WINDOW: tl.constexpr, TAPS: tl.constexpr,
+                    ANTIALIAS: tl.constexpr):
+    """One axis of the resize for a run of output positions: (the first source index of their
+    common window, [positions, WINDOW] normalised tap weights over the window). The host sizes
+    WINDOW to hold every valid position's taps at the largest scale the plan allows. Each
+    position's total adds its TAPS taps in order, as torch does (not a tree over the window,
+    whose shape would change the rounding with the window's size)."""
+    first, last, center, inverse = _antialias_taps(positions.to(tl.float32), scale, extent, ANTIALIAS)
+    start = tl.min(tl.where(valid, first, 2147483647), axis=0)
+    total = tl.zeros(center.shape, tl.float32)
+    for i in range(TAPS):
+        total += _tap_weight(first + i, first, last, center, inverse, extent, ANTIALIAS)
+    taps = start + tl.arange(0, WINDOW)[None, :]
+    weight = _tap_weight(taps, first[:, None], last[:, None], center[:, None], inverse[:, None], extent, ANTIALIAS)
+    return start, weight / tl.where(total > 0.0, total, 1.0)[:, None]
+
+
+@triton.jit
+def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width, out_height,
+                   out_width, stride_c, stride_h, stride_w, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
+                   TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr, TAPS_H: tl.constexpr,
+                   TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The bilinear resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
+    as two matrix products per channel: the square's source window [WINDOW_H, WINDOW_W] (read once,
+    coalesced) times the column weights [WINDOW_W, TILE], then the row weights [TILE, WINDOW_H]
+    times that. Each row of a weight matrix holds one output position's taps (torch's, flips and
+    the crop after the resample applied to the position), zero elsewhere, so the products are the
+    separable filter of _upsample_bilinear2d_aa: columns first, then rows. The products run on the
+    tensor cores in tf32 with every operand split in two exact parts (3xTF32: 22 significant bits)."""
+    channels = tl.arange(0, BLOCK_C)
+    out_rows = tile_row * TILE + tl.arange(0, TILE)
+    out_cols = tile_col * TILE + tl.arange(0, TILE)
+    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - out_rows, out_rows)
+    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - out_cols, out_cols)
+    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
+    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
+    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
+    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
+    crop_h = _get(record, lanes, CROP_HEIGHT)
+    crop_w = _get(record, lanes, CROP_WIDTH)
+    extent_h = crop_h.to(tl.int32)
+    extent_w = crop_w.to(tl.int32)
+    start_r, weight_r = _window_weights(rows, out_rows < out_height, crop_h / tl.load(config_ptr + RESIZED_HEIGHT),
+                                        extent_h, WINDOW_H, TAPS_H, ANTIALIAS)
+    start_c, weight_c = _window_weights(cols, out_cols < out_width, crop_w / tl.load(config_ptr + RESIZED_WIDTH),
+                                        extent_w, WINDOW_W, TAPS_W, ANTIALIAS)
+    # The window's rows and columns of the padded input, under the pad's rule (taps past the
+    # crop's edge weigh nothing: any pixel inside the image will do).
+    src_row, row_inside = _border(top + tl.minimum(start_r + tl.arange(0, WINDOW_H), extent_h - 1), in_height, BORDER)
+    src_col, col_inside = _border(left + tl.minimum(start_c + tl.arange(0, WINDOW_W), extent_w - 1), in_width, BORDER)
+    offsets = (src_row * stride_h)[:, None] + (src_col * stride_w)[None, :]
+    inside = row_inside[:, None] & col_inside[None, :]
+    weight_r_hi, weight_r_lo = _tf32_parts(weight_r)
+    weight_c_hi, weight_c_lo = _tf32_parts(tl.trans(weight_c))
+    tile = tl.zeros((TILE * TILE, BLOCK_C), tl.float32)
+    for c in tl.static_range(CHANNELS):
+        source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32)
+        source = tl.where(inside, source, tl.load(config_ptr + FILL + c))  # CHANNELS <= 4 here
+        if SPLIT_SOURCE:
+            source_hi, source_lo = _tf32_parts(source)
+            across = tl.dot(source_hi, weight_c_hi, input_precision="tf32")
+            across = tl.dot(source_hi, weight_c_lo, across, input_precision="tf32")
+            across = tl.dot(source_lo, weight_c_hi, across, input_precision="tf32")
+        else:  # integers below 2048 are exact in tf32
+            across = tl.dot(source, weight_c_hi, input_precision="tf32")
+            across = tl.dot(source, weight_c_lo, across, input_precision="tf32")
+        across_hi, across_lo = _tf32_parts(across)
+        value = tl.dot(weight_r_hi, across_hi, input_precision="tf32")
+        value = tl.dot(weight_r_hi, across_lo, value, input_precision="tf32")
+        value = tl.dot(weight_r_lo, across_hi, value, input_precision="tf32")
+        tile = tl.where(channels[None, :] == c, tl.reshape(value, [TILE * TILE])[:, None], tile)
+    return tile
+
+
+@triton.jit
 def _gray(tile, channels, CHANNELS: tl.constexpr, FLOOR: tl.constexpr):
     """torchvision's grey level 0.2989 r + 0.587 g + 0.114 b (each add an fma, as ATen's add
     with alpha), floored for an integer image (the channel itself for one channel)."""
@@ -507,7 +593,7 @@ def _augment_kernel(
         TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, INPUT_INTEGER: tl.constexpr, QUANTISE: tl.constexpr,
         JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
         TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
-        FLAT_STORE: tl.constexpr):
+        FLAT_STORE: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr):
     program = tl.program_id(0)
     sample = program // tiles
     tile_index = program % tiles
@@ -520,17 +606,28 @@ def _augment_kernel(
         if tile_index == 0:
             tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
 
-    pixels = tile_index * BLOCK_P + tl.arange(0, BLOCK_P)
-    pixel_mask = pixels < out_height * out_width
-    rows = pixels // out_width
-    cols = pixels % out_width
     channels = tl.arange(0, BLOCK_C)
     channel_mask = channels < CHANNELS
     image_ptr = x_ptr + sample.to(tl.int64) * x_stride_n
-    channel_offsets = channels * x_stride_c
-    tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
-                     pixel_mask, in_height, in_width, out_height, out_width, x_stride_h, x_stride_w, RESAMPLE,
-                     INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
+    if TILE != 0:  # a TILE x TILE square of the output (BLOCK_P = TILE·TILE), for the windowed resize
+        tile_row = tile_index // tl.cdiv(out_width, TILE)
+        tile_col = tile_index % tl.cdiv(out_width, TILE)
+        within = tl.arange(0, BLOCK_P)
+        rows = tile_row * TILE + within // TILE
+        cols = tile_col * TILE + within % TILE
+        pixel_mask = (rows < out_height) & (cols < out_width)
+        tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
+                              out_height, out_width, x_stride_c, x_stride_h, x_stride_w, ANTIALIAS, BORDER, TILE,
+                              WINDOW_H, WINDOW_W, TAPS_H, TAPS_W, (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT),
+                              CHANNELS, BLOCK_C)
+    else:  # a run of BLOCK_P output pixels in row-major order
+        pixels = tile_index * BLOCK_P + tl.arange(0, BLOCK_P)
+        pixel_mask = pixels < out_height * out_width
+        rows = pixels // out_width
+        cols = pixels % out_width
+        tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channels * x_stride_c, channel_mask,
+                         pixel_mask, in_height, in_width, out_height, out_width, x_stride_h, x_stride_w, RESAMPLE,
+                         INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
     integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
         tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)
@@ -544,15 +641,18 @@ def _augment_kernel(
     if STATS:  # the grey level the contrast op sees, summed over this tile
         tile = _colour(tile, channels, record, lanes, 0.0, bound, True, JITTER, CHANNELS, integer)
         gray = tl.where(pixel_mask, _gray(tile, channels, CHANNELS, integer), 0.0)
-        tl.store(partial_ptr + program, tl.sum(gray, axis=0))
+        # In fp64: the sums of a uint8 image's grey levels are exact, a float image's nearly so,
+        # so the mean does not depend on how the image is cut into tiles (the fused pipeline's
+        # squares or a functional's runs).
+        tl.store(partial_ptr + program, tl.sum(gray.to(tl.float64), axis=0))
     else:
         mean_gray = 0.0
         if (JITTER & 2) != 0:
-            sums = tl.zeros((1024,), tl.float32)
+            sums = tl.zeros((1024,), tl.float64)
             for start in range(0, tiles, 1024):
                 index = start + tl.arange(0, 1024)
                 sums += tl.load(partial_ptr + sample * tiles + index, mask=index < tiles, other=0.0)
-            mean_gray = tl.sum(sums, axis=0) / (out_height * out_width)
+            mean_gray = (tl.sum(sums, axis=0) / (out_height * out_width)).to(tl.float32)
         if JITTER != 0:
             tile = _colour(tile, channels, record, lanes, mean_gray, bound, False, JITTER, CHANNELS, integer)
         if GRAY:
@@ -560,7 +660,8 @@ def _augment_kernel(
             if integer:
                 gray = tl.floor(gray)
             tile = tl.where(_get(record, lanes, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
-        element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width + pixels[:, None])
+        element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width
+                   + (rows * out_width + cols)[:, None])
         if NOISE:
             normal = tl.randn(seed ^ _NOISE_KEY, element)
             mean = tl.load(config_ptr + NOISE_MEAN)
@@ -593,7 +694,21 @@ def _augment_kernel(
         if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
             tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
         out_image = out_ptr + sample.to(tl.int64) * out_stride_n
-        if FLAT_STORE:
+        if FLAT_STORE and TILE != 0:
+            # A dense channels-last output: each row of the square is a run of TILE·C elements,
+            # stored as a flat vector (128-bit stores); three channels in a tile of four drop the
+            # fourth on the way (a gather within each row).
+            run = tl.arange(0, TILE * BLOCK_C)
+            flat = tl.reshape(tile, [TILE, TILE * BLOCK_C])
+            if CHANNELS != BLOCK_C:
+                source = tl.minimum((run // CHANNELS) * BLOCK_C + run % CHANNELS, TILE * BLOCK_C - 1)
+                flat = tl.gather(flat, tl.broadcast_to(source[None, :], [TILE, TILE * BLOCK_C]), 1)
+            square_rows = tile_row * TILE + tl.arange(0, TILE)
+            row_run = tl.minimum((out_width - tile_col * TILE) * CHANNELS, TILE * CHANNELS)
+            offsets = square_rows[:, None] * (out_width * CHANNELS) + tile_col * (TILE * CHANNELS) + run[None, :]
+            tl.store(out_image + offsets, flat.to(out_ptr.dtype.element_ty),
+                     mask=(square_rows < out_height)[:, None] & (run < row_run)[None, :])
+        elif FLAT_STORE:
             # A dense channels-last output: the tile's pixels are one run of pixels·C elements,
             # stored as a flat vector (128-bit stores); three channels in a tile of four drop the
             # fourth on the way (a gather within the tile).
@@ -615,11 +730,12 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     """Run the pipeline ``options`` (the kernel's constexprs, a dict) on x [N, C, H, W] into out
     [N, C, OH, OW] (any strides both): ``record`` [N or 1, RECORD] fp32 (row stride 0 for one
     record shared by every sample), ``config`` [CONFIG] fp32, ``seed`` a Python int, ``partial``
-    [N · tiles] fp32 when the pipeline has a contrast jitter. One launch, two with contrast."""
+    [N · tiles] fp64 when the pipeline has a contrast jitter. One launch, two with contrast."""
     batch, channels, in_height, in_width = x.shape
     out_height, out_width = out.shape[2:]
-    block = pixel_block(out_height, out_width)
-    tiles = triton.cdiv(out_height * out_width, block)
+    square = SQUARE if options["WINDOW_H"] else 0
+    block = square * square if square else pixel_block(out_height, out_width)
+    tiles = tiles_of(out_height, out_width, options["WINDOW_H"])
     grid = (batch * tiles,)
     record_out = record if record_out is None else record_out
     partial = config if partial is None else partial
@@ -629,7 +745,7 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     height_stride, width_stride = out.stride(2), out.stride(3)
     flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
                   and block_c <= 4)  # dense channels_last, at most four channels
-    constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, **options)
+    constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, TILE=square, **options)
     launches = 0
     if options["JITTER"] & 2:
         _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)
@@ -643,8 +759,11 @@ def pixel_block(out_height, out_width):
     return min(BLOCK_P, max(16, triton.next_power_of_2(out_height * out_width)))
 
 
-def tiles_of(out_height, out_width):
-    """Programs per sample (the contrast statistics' partial sums per sample)."""
+def tiles_of(out_height, out_width, window):
+    """Programs per sample (the contrast statistics' partial sums per sample): SQUARE x SQUARE
+    squares for the windowed resize (``window`` > 0), runs of pixels otherwise."""
+    if window:
+        return triton.cdiv(out_height, SQUARE) * triton.cdiv(out_width, SQUARE)
     return triton.cdiv(out_height * out_width, pixel_block(out_height, out_width))
 
 

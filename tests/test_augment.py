@@ -19,7 +19,9 @@ import torch.nn.functional as torch_f
 import fastcnn
 from fastcnn import transforms as T
 from fastcnn.testing import DEVICE, ON_GPU, count_launches, record_aten_ops
+from fastcnn.ops.augment import SQUARE, resize_window
 from fastcnn.transforms import functional as F
+from fastcnn.transforms._plan import BILINEAR, Plan
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # A bilinear affine sample is its fp32 source coordinate's rounding (a few ulps of a coordinate
@@ -172,10 +174,49 @@ def test_flips_per_sample(dtype, generator):
     assert torch.equal(F.vertical_flip(x), x.flip(-2))
 
 
+def _resize_windows(height, width, size, antialias=True):
+    """The plan's source windows for a bilinear resize: (0, 0) when it gathers each pixel's taps."""
+    plan = Plan(3, height, width, torch.uint8)
+    plan.resize(size, BILINEAR, antialias)
+    return plan.options["WINDOW_H"], plan.options["WINDOW_W"]
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_resize_windows_hold_every_tap_of_their_squares(antialias):
+    """The windowed resize drops any tap outside its square's window, so the window the host
+    sizes must hold, for every run of SQUARE outputs, the first tap of the first to the last of
+    the last, as the kernel computes them in fp32 (torch's bounds); any crop up to the plan's."""
+    checked = 0
+    for size in (1, 7, 16, 17, 33, 100, 224):
+        for crop in range(1, 400):
+            window = resize_window(crop, size, antialias)
+            if not window:
+                assert crop / size > 3.0  # up to 3x down every window fits
+                continue
+            scale = torch.tensor(crop, dtype=torch.float32) / torch.tensor(size, dtype=torch.float32)
+            center = scale * (torch.arange(size, dtype=torch.float32) + 0.5)
+            if antialias:
+                support = torch.clamp(scale, min=1.0)
+                first = torch.clamp((center - support + 0.5).trunc(), min=0)
+                last = torch.clamp((center + support + 0.5).trunc(), max=crop)
+            else:
+                first = torch.clamp(torch.clamp(center - 0.5, min=0.0).trunc(), max=crop - 1)
+                last = torch.clamp(first + 2, max=crop)
+            run_last = last[torch.clamp(torch.arange(size) + SQUARE - 1, max=size - 1)]
+            assert (run_last - first).max() <= window, (crop, size, window)
+            checked += 1
+    assert checked > 1000
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("size, antialias, mode", [((11, 13), True, "bilinear"), ((11, 13), False, "bilinear"),
-                                                   ((31, 26), True, "bilinear"), ((8, 30), True, "nearest")])
+                                                   ((31, 26), True, "bilinear"), ((4, 3), True, "bilinear"),
+                                                   ((8, 30), True, "nearest")])
 def test_resize_matches_interpolate(dtype, size, antialias, mode, generator):
+    """Bilinear: by windows over output squares (tensor-core products), or, past 3x down, by
+    each pixel's taps; nearest: each pixel's source."""
+    if mode == "bilinear":
+        assert all(_resize_windows(19, 23, size, antialias)) == (size != (4, 3))
     x = _batch(dtype, generator)
     out = F.resize(x, list(size), interpolation=mode, antialias=antialias)
     ref = ref_resize(x.cpu(), size, antialias, mode)
@@ -313,7 +354,7 @@ def test_compose_is_one_pass_equal_to_its_transforms_one_by_one(dtype, generator
     step = torch.where(gray["grayscale"][:, None, None, None], F.rgb_to_grayscale(step), step)
     step = F.normalize(F.to_dtype(step, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
     step = F.erase(step, erase["top"], erase["left"], erase["height"], erase["width"], 0.0)
-    assert torch.equal(out, step)
+    assert torch.equal(out, step), (out - step).abs().max()
     no_contrast = T.Compose([T.RandomResizedCrop(9), T.ColorJitter(0.4, 0.0, 0.4, 0.1), T.RandomHorizontalFlip()])
     with count_launches() as launched:
         no_contrast(x)
@@ -494,12 +535,16 @@ def test_the_imagenet_pipeline_equals_torchvision_sample_by_sample(dtype, genera
         _close(out[n], image, torch.float32, float_bound=1e-5, fraction=0.99)
 
 
-def test_channels_last_output_is_the_same_batch_over_several_tiles(generator):
-    """A dense channels-last output is stored as flat runs of pixels·C (the last tile partial):
-    the same values as the NCHW output of the same draws."""
+@pytest.mark.parametrize("geometry", ["crop", "resized crop"])
+def test_channels_last_output_is_the_same_batch_over_several_tiles(geometry, generator):
+    """A dense channels-last output is stored as flat runs of pixels·C (the last tile partial),
+    or, for a windowed resize, as one run per row of each output square (the last squares
+    partial both ways): the same values as the NCHW output of the same draws."""
     x = _batch(torch.uint8, generator, (2, 3, 40, 37))
-    chain = [T.RandomCrop(35, padding=1, padding_mode="edge"), T.RandomHorizontalFlip(),
-             T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    first = (T.RandomCrop(35, padding=1, padding_mode="edge") if geometry == "crop"
+             else T.RandomResizedCrop((35, 33), scale=(0.5, 1.0)))
+    chain = [first, T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True),
+             T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     outputs = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         torch.manual_seed(4)

@@ -152,7 +152,7 @@ def _launch(kernel_module, name, batch, height, width, size, pipeline=None, in_d
         config, record = built.tensors(torch.device("cpu"))
         out = empty((batch, 3, *built.size), built.dtype, channels_last)
         records = torch.empty((batch, record.shape[1]), dtype=torch.float32)
-        partial = torch.empty(batch * augment.tiles_of(*built.size), dtype=torch.float32)
+        partial = torch.empty(batch * augment.tiles_of(*built.size, built.options["WINDOW_H"]), dtype=torch.float64)
         options = {key: built.options[key] for key in built.options if key != "CHANNELS_LAST"}
         augment.augment(x, out, record.expand(batch, -1), records, config, 2**40 + 1,
                         dict(options, WRITE_RECORD=True), partial=partial)

@@ -11,6 +11,7 @@ taken from torch's default (CPU) generator: ``torch.manual_seed`` repeats a batc
 nothing waits for the device. ``fastcnn::mix`` is MixUp/CutMix.
 """
 import dataclasses
+import math
 from typing import List, Tuple
 
 import torch
@@ -24,6 +25,22 @@ __all__ = []
 OP = "augment"
 RECORD = 32
 CONFIG = 64
+SQUARE = 16  # kernels/augment.py's output squares for the windowed resize
+LARGEST_WINDOW = 64
+
+
+def resize_window(largest_crop, size, antialias):
+    """The source window of one SQUARE-wide run of a bilinear resize's outputs along one axis
+    (a power of two, 16 to 64), or 0 when a run's taps can span more (a large downscale: the
+    kernel then gathers each pixel's taps). A run of SQUARE outputs at scale s = crop / size
+    reads from the first tap of its first output to the last of its last: at most
+    s·(SQUARE - 1) + 2·support + 1 source pixels, support being max(s, 1) antialiased and 1
+    without (one more for the rounding of the taps' bounds)."""
+    scale = largest_crop / size
+    support = max(scale, 1.0) if antialias else 1.0
+    span = math.ceil(scale * (SQUARE - 1) + 2 * support + 2)
+    window = max(16, 1 << (span - 1).bit_length())
+    return window if window <= LARGEST_WINDOW else 0
 
 
 def _kernels():
@@ -110,7 +127,7 @@ class Pipeline:
 
 OPTION_NAMES = ("DRAW", "CROP", "OUT_CROP", "FLIPS", "AFFINE", "RESAMPLE", "INTERPOLATION", "ANTIALIAS", "BORDER",
                 "TAPS_H", "TAPS_W", "INPUT_INTEGER", "QUANTISE", "JITTER", "GRAY", "NOISE", "NOISE_CLIP", "TO_FLOAT",
-                "NORMALIZE", "ERASE", "OUTPUT_SCALE")
+                "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W")
 
 
 def draw_seed(generator=None):
@@ -138,7 +155,8 @@ def _augment_op(batch: Tensor, record: Tensor, config: Tensor, seed: int, option
         constants = dict(zip(OPTION_NAMES, options), WRITE_RECORD=True)
         partial = None
         if constants["JITTER"] & 2:
-            partial = torch.empty(batch.shape[0] * kernels.tiles_of(*size), dtype=torch.float32, device=batch.device)
+            partial = torch.empty(batch.shape[0] * kernels.tiles_of(*size, constants["WINDOW_H"]), dtype=torch.float64,
+                                  device=batch.device)
         with torch.profiler.record_function("fastcnn::augment"):
             _backend.record_launch(OP, kernels.augment(batch, out, record, records, config, seed, constants,
                                                        partial=partial))

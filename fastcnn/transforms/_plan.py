@@ -55,7 +55,7 @@ class Plan:
                             RESAMPLE=RESAMPLE_NONE, INTERPOLATION=BILINEAR, ANTIALIAS=True, BORDER=0, TAPS_H=2,
                             TAPS_W=2, INPUT_INTEGER=not dtype.is_floating_point, QUANTISE=False, JITTER=0,
                             GRAY=False, NOISE=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, NORMALIZE=False,
-                            ERASE=ERASE_NONE, OUTPUT_SCALE=False)
+                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0)
         self.config = [0.0] * op.CONFIG
         self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = float(height), float(width)
         self.config[SCALE_LO] = self.config[SCALE_HI] = 1.0
@@ -210,6 +210,10 @@ class Plan:
             taps.append(math.ceil(2 * support) + 1 if self.options["ANTIALIAS"] else 2)
         taps[1] = 1 << (taps[1] - 1).bit_length()  # the column taps are a tile: a power of two
         self.options["TAPS_H"], self.options["TAPS_W"] = taps
+        if interpolation == BILINEAR and self.channels <= 4:  # the resize of output squares by windows
+            windows = [op.resize_window(crop, out, self.options["ANTIALIAS"]) for crop, out in zip(self.max_crop, size)]
+            if all(windows):
+                self.options["WINDOW_H"], self.options["WINDOW_W"] = windows
         self.extent = tuple(size)
         self.stage = RESAMPLED
         return True
