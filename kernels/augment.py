@@ -746,12 +746,23 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
                   and block_c <= 4)  # dense channels_last, at most four channels
     constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, TILE=square, **options)
-    launches = 0
-    if options["JITTER"] & 2:
+    if not options["JITTER"] & 2:
+        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
+        return 1
+    if not constants["DRAW"]:
         _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)
-        launches += 1
-    _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
-    return launches + 1
+        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
+        return 2
+    # The statistics pass draws each sample's parameters and writes them; the main pass reads
+    # them back rather than drawing them again in every program.
+    if record_out is None or record_out is record:
+        record_out = x.new_empty((batch, RECORD), dtype=config.dtype)
+    arguments = (x, out, record, record_out) + arguments[4:]
+    _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=True), num_warps=NUM_WARPS)
+    arguments = (x, out, record_out) + arguments[3:12] + (RECORD.value,) + arguments[13:]
+    _augment_kernel[grid](*arguments, STATS=False, **dict(constants, DRAW=False, WRITE_RECORD=False),
+                          num_warps=NUM_WARPS)
+    return 2
 
 
 def pixel_block(out_height, out_width):
