@@ -17,10 +17,17 @@ Contrast blends with the mean grey level of the whole image at that point of the
 launch of the same kernel (STATS) writes each tile's sum of grey levels, and the main launch adds
 its sample's sums in a fixed order (deterministic).
 
-Bytes: read the source pixels each output pixel samples (the crop; a resize reads its window
-once from L2 per tap), write N·C·OH·OW output elements; a contrast pass reads the source again.
-Launch grid: (N · cdiv(OH·OW, BLOCK_P),): a program is one sample's BLOCK_P output pixels, every
-channel (BLOCK_C = the channel count's power of two).
+A bilinear resize of at most 3x down (WINDOW_H, WINDOW_W > 0) works on SQUARE x SQUARE squares
+of output pixels instead: the square's source window is read once and filtered as two tensor-core
+products per channel (``_resize_square``); a larger downscale gathers each pixel's taps.
+
+Bytes: read the source pixels each output pixel samples (the crop; a windowed resize reads each
+square's window once, a gathered one each tap from L2), write N·C·OH·OW output elements; a
+contrast pass reads the source again (and writes the drawn records the main pass then reads).
+FLOPs (windowed resize, per square and channel, 3xTF32): 2·(2 or 3)·WINDOW_H·WINDOW_W·SQUARE +
+2·3·SQUARE·WINDOW_H·SQUARE on the tensor cores.
+Launch grid: (N · tiles,): a program is one sample's BLOCK_P output pixels (a row-major run, or
+a square), every channel (BLOCK_C = the channel count's power of two).
 
 MixUp and CutMix (``mix``) blend each sample with the one before it (torch.roll(x, 1, 0)), the
 images and the one-hot labels, in one launch over both.
