@@ -130,13 +130,10 @@ OPTION_NAMES = ("DRAW", "CROP", "OUT_CROP", "FLIPS", "AFFINE", "RESAMPLE", "INTE
                 "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W")
 
 
-@torch.compiler.disable
 def draw_seed(generator=None):
     """A Philox key from torch's CPU generator (the default one unless given): no device work,
     no sync, and ``torch.manual_seed`` repeats it. Above 2**32, so that Triton always passes it
-    as an int64 (one compiled kernel whatever its value). Under torch.compile it runs eagerly
-    (a graph break): traced, the draw would become a constant of the graph, or Inductor's own
-    random numbers instead of torch's generator."""
+    as an int64 (one compiled kernel whatever its value)."""
     return int(torch.randint(2**32, 2**62, (1,), generator=generator).item())
 
 
