@@ -83,7 +83,7 @@ SAMPLE_COUNTERS = tl.constexpr(128)
 # Constexpr choices.
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # the crop window: record, RandomCrop, RandomResizedCrop
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
-NEAREST, BILINEAR = tl.constexpr(0), tl.constexpr(1)
+NEAREST, BILINEAR, BICUBIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -268,16 +268,36 @@ def _source(image_ptr, rows, cols, channel_offsets, channel_mask, pixel_mask, in
 
 
 @triton.jit
-def _antialias_taps(position, scale, extent, ANTIALIAS: tl.constexpr):
-    """torch's interpolate(bilinear, align_corners=False) along one axis: (first tap, its
-    centre, the filter's support, 1/width) for the output positions; antialiasing widens the
-    triangle to the downscale factor (torch's _upsample_bilinear2d_aa)."""
+def _cubic(distance, A: tl.constexpr):
+    """Keys' cubic convolution kernel at |distance| (torch's cubic_convolution1/2): A = -0.5 for
+    the antialiased filter, -0.75 for upsample_bicubic2d."""
+    x = tl.abs(distance)
+    near = ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    far = ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+    return tl.where(x < 1.0, near, tl.where(x < 2.0, far, 0.0))
+
+
+@triton.jit
+def _resize_taps(position, scale, extent, ANTIALIAS: tl.constexpr, INTERPOLATION: tl.constexpr):
+    """torch's interpolate(align_corners=False) along one axis: (first tap, end of the taps,
+    centre, 1/filter scale) for the output positions. Antialiased (torch's _upsample_*_aa), the
+    filter (triangle, or Keys' cubic with A = -0.5) widens to the downscale factor and its taps
+    are cut at the image's edges; without, bilinear reads the two neighbours of a source clamped
+    at 0, and bicubic the four around it, indices clamped when read (the edge repeated)."""
     center = scale * (position + 0.5)
     if ANTIALIAS:
-        support = tl.maximum(scale, 1.0)
+        stretch = tl.maximum(scale, 1.0)
+        if INTERPOLATION == BICUBIC:
+            support = 2.0 * stretch
+        else:
+            support = stretch
         first = tl.maximum((center - support + 0.5).to(tl.int32), 0)
         last = tl.minimum((center + support + 0.5).to(tl.int32), extent)
-        inverse = tl.full(center.shape, 1.0, tl.float32) / support
+        inverse = tl.full(center.shape, 1.0, tl.float32) / stretch
+    elif INTERPOLATION == BICUBIC:
+        first = tl.floor(center - 0.5).to(tl.int32) - 1
+        last = first + 4
+        inverse = tl.full(center.shape, 1.0, tl.float32)
     else:
         source = tl.maximum(center - 0.5, 0.0)
         first = tl.minimum(source.to(tl.int32), extent - 1)
@@ -287,9 +307,15 @@ def _antialias_taps(position, scale, extent, ANTIALIAS: tl.constexpr):
 
 
 @triton.jit
-def _tap_weight(tap, first, last, center, inverse, extent, ANTIALIAS: tl.constexpr):
+def _tap_weight(tap, first, last, center, inverse, extent, ANTIALIAS: tl.constexpr, INTERPOLATION: tl.constexpr):
+    """The filter's weight of source index ``tap`` (before the antialiased filter's normalisation)."""
     if ANTIALIAS:
-        weight = tl.maximum(0.0, 1.0 - tl.abs((tap - center + 0.5) * inverse))
+        if INTERPOLATION == BICUBIC:
+            weight = _cubic((tap - center + 0.5) * inverse, -0.5)
+        else:
+            weight = tl.maximum(0.0, 1.0 - tl.abs((tap - center + 0.5) * inverse))
+    elif INTERPOLATION == BICUBIC:  # distance to the source position, as torch's t + 1, t, 1 - t, 2 - t
+        weight = tl.where(tap >= first, _cubic(tap - (center - 0.5), -0.75), 0.0)
     else:  # torch clamps the source below at 0 and the upper neighbour at the last pixel
         source = tl.maximum(center - 0.5, 0.0)
         lam = source - first.to(tl.float32)
@@ -310,26 +336,30 @@ def _tf32_parts(value):
 
 @triton.jit
 def _window_weights(positions, valid, scale, extent, WINDOW: tl.constexpr, TAPS: tl.constexpr,
-                    ANTIALIAS: tl.constexpr):
+                    ANTIALIAS: tl.constexpr, INTERPOLATION: tl.constexpr):
     """One axis of the resize for a run of output positions: (the first source index of their
     common window, [positions, WINDOW] normalised tap weights over the window). The host sizes
     WINDOW to hold every valid position's taps at the largest scale the plan allows. Each
     position's total adds its TAPS taps in order, as torch does (not a tree over the window,
     whose shape would change the rounding with the window's size)."""
-    first, last, center, inverse = _antialias_taps(positions.to(tl.float32), scale, extent, ANTIALIAS)
+    first, last, center, inverse = _resize_taps(positions.to(tl.float32), scale, extent, ANTIALIAS, INTERPOLATION)
     start = tl.min(tl.where(valid, first, 2147483647), axis=0)
-    total = tl.zeros(center.shape, tl.float32)
-    for i in range(TAPS):
-        total += _tap_weight(first + i, first, last, center, inverse, extent, ANTIALIAS)
     taps = start + tl.arange(0, WINDOW)[None, :]
-    weight = _tap_weight(taps, first[:, None], last[:, None], center[:, None], inverse[:, None], extent, ANTIALIAS)
-    return start, weight / tl.where(total > 0.0, total, 1.0)[:, None]
+    weight = _tap_weight(taps, first[:, None], last[:, None], center[:, None], inverse[:, None], extent, ANTIALIAS,
+                         INTERPOLATION)
+    if ANTIALIAS:
+        total = tl.zeros(center.shape, tl.float32)
+        for i in range(TAPS):
+            total += _tap_weight(first + i, first, last, center, inverse, extent, ANTIALIAS, INTERPOLATION)
+        weight = weight / tl.where(total > 0.0, total, 1.0)[:, None]
+    return start, weight
 
 
 @triton.jit
 def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width, out_height,
                    out_width, stride_c, stride_h, stride_w, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
-                   TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr, TAPS_H: tl.constexpr,
+                   INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
+                   TAPS_H: tl.constexpr,
                    TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
     """The bilinear resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
     as two matrix products per channel: the square's source window [WINDOW_H, WINDOW_W] (read once,
@@ -352,13 +382,15 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     extent_h = crop_h.to(tl.int32)
     extent_w = crop_w.to(tl.int32)
     start_r, weight_r = _window_weights(rows, out_rows < out_height, crop_h / tl.load(config_ptr + RESIZED_HEIGHT),
-                                        extent_h, WINDOW_H, TAPS_H, ANTIALIAS)
+                                        extent_h, WINDOW_H, TAPS_H, ANTIALIAS, INTERPOLATION)
     start_c, weight_c = _window_weights(cols, out_cols < out_width, crop_w / tl.load(config_ptr + RESIZED_WIDTH),
-                                        extent_w, WINDOW_W, TAPS_W, ANTIALIAS)
+                                        extent_w, WINDOW_W, TAPS_W, ANTIALIAS, INTERPOLATION)
     # The window's rows and columns of the padded input, under the pad's rule (taps past the
     # crop's edge weigh nothing: any pixel inside the image will do).
-    src_row, row_inside = _border(top + tl.minimum(start_r + tl.arange(0, WINDOW_H), extent_h - 1), in_height, BORDER)
-    src_col, col_inside = _border(left + tl.minimum(start_c + tl.arange(0, WINDOW_W), extent_w - 1), in_width, BORDER)
+    window_rows = tl.minimum(tl.maximum(start_r + tl.arange(0, WINDOW_H), 0), extent_h - 1)
+    window_cols = tl.minimum(tl.maximum(start_c + tl.arange(0, WINDOW_W), 0), extent_w - 1)
+    src_row, row_inside = _border(top + window_rows, in_height, BORDER)
+    src_col, col_inside = _border(left + window_cols, in_width, BORDER)
     offsets = (src_row * stride_h)[:, None] + (src_col * stride_w)[None, :]
     inside = row_inside[:, None] & col_inside[None, :]
     weight_r_hi, weight_r_lo = _tf32_parts(weight_r)
@@ -480,24 +512,31 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
                             in_height, in_width, stride_h, stride_w, fill, BORDER)
         else:
             # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
-            first_r, last_r, center_r, inverse_r = _antialias_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS)
-            first_c, last_c, center_c, inverse_c = _antialias_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS)
+            first_r, last_r, center_r, inverse_r = _resize_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS,
+                                                                INTERPOLATION)
+            first_c, last_c, center_c, inverse_c = _resize_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS,
+                                                                INTERPOLATION)
             col_taps = first_c[:, None] + tl.arange(0, TAPS_W)[None, :]
             weight_c = _tap_weight(col_taps, first_c[:, None], last_c[:, None], center_c[:, None], inverse_c[:, None],
-                                   extent_w, ANTIALIAS)
-            total_c = tl.sum(weight_c, axis=1)
-            weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
-            col, col_inside = _border(left + tl.minimum(col_taps, extent_w - 1), in_width, BORDER)
+                                   extent_w, ANTIALIAS, INTERPOLATION)
+            total_r = tl.full(rows.shape, 1.0, tl.float32)
+            if ANTIALIAS:  # the filter normalised over its taps inside the image
+                total_c = tl.sum(weight_c, axis=1)
+                weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
+                total_r = tl.zeros(rows.shape, tl.float32)
+                for i in range(TAPS_H):
+                    total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
+                                           INTERPOLATION)
+                total_r = tl.where(total_r > 0.0, total_r, 1.0)
+            col, col_inside = _border(left + tl.minimum(tl.maximum(col_taps, 0), extent_w - 1), in_width, BORDER)
             col_offsets = col * stride_w
-            total_r = tl.zeros(rows.shape, tl.float32)
-            for i in range(TAPS_H):
-                total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS)
-            total_r = tl.where(total_r > 0.0, total_r, 1.0)
             value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
             load_mask = pixel_mask[:, None, None] & channel_mask[None, None, :]
             for i in range(TAPS_H):
-                weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS) / total_r
-                row, row_inside = _border(top + tl.minimum(first_r + i, extent_h - 1), in_height, BORDER)
+                weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
+                                       INTERPOLATION) / total_r
+                row, row_inside = _border(top + tl.minimum(tl.maximum(first_r + i, 0), extent_h - 1), in_height,
+                                          BORDER)
                 offsets = (row * stride_h)[:, None, None] + col_offsets[:, :, None] + channel_offsets[None, None, :]
                 taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
                 taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
@@ -624,7 +663,8 @@ def _augment_kernel(
         cols = tile_col * TILE + within % TILE
         pixel_mask = (rows < out_height) & (cols < out_width)
         tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
-                              out_height, out_width, x_stride_c, x_stride_h, x_stride_w, ANTIALIAS, BORDER, TILE,
+                              out_height, out_width, x_stride_c, x_stride_h, x_stride_w, ANTIALIAS, BORDER,
+                              INTERPOLATION, TILE,
                               WINDOW_H, WINDOW_W, TAPS_H, TAPS_W, (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT),
                               CHANNELS, BLOCK_C)
     else:  # a run of BLOCK_P output pixels in row-major order

@@ -180,7 +180,8 @@ def static_launches(kernel_module, options):
 def compile_variants(kernel_module):
     """Every stage the pipelines above leave out: rotation and affine (nearest, bilinear), a
     reflect pad, hue, grayscale, noise, erasing with random values, float input, uint8 output;
-    MixUp and CutMix."""
+    bicubic resizes by windows (antialiased, float input: 3xTF32 source) and by gathered taps
+    (6x down); MixUp and CutMix."""
     from .. import transforms as T
 
     def geometry_and_colour():
@@ -191,6 +192,10 @@ def compile_variants(kernel_module):
         affine = T.Compose([T.RandomAffine(10, (0.1, 0.1), (0.9, 1.1), 5, interpolation="bilinear"),
                             T.ColorJitter(contrast=0.3)])
         _launch(kernel_module, "variant", 4, 32, 32, 32, affine, torch.uint8, True)
+        bicubic = T.Compose([T.RandomResizedCrop(24, interpolation="bicubic"), T.RandomHorizontalFlip()])
+        _launch(kernel_module, "variant", 4, 40, 40, 24, bicubic, torch.float32, True)
+        gathered = T.Compose([T.Resize(8, interpolation="bicubic", antialias=False)])
+        _launch(kernel_module, "variant", 4, 48, 48, 8, gathered, torch.uint8, False)
 
     def mixing():
         augment = kernel_module("augment")

@@ -29,16 +29,28 @@ SQUARE = 16  # kernels/augment.py's output squares for the windowed resize
 LARGEST_WINDOW = 64
 
 
-def resize_window(largest_crop, size, antialias):
-    """The source window of one SQUARE-wide run of a bilinear resize's outputs along one axis
-    (a power of two, 16 to 64), or 0 when a run's taps can span more (a large downscale: the
-    kernel then gathers each pixel's taps). A run of SQUARE outputs at scale s = crop / size
-    reads from the first tap of its first output to the last of its last: at most
-    s·(SQUARE - 1) + 2·support + 1 source pixels, support being max(s, 1) antialiased and 1
-    without (one more for the rounding of the taps' bounds)."""
+def _support(scale, antialias, bicubic):
+    """Half the width of torch's resize filter at downscale ``scale``: antialiased, 1 (bilinear)
+    or 2 (bicubic) times max(scale, 1); without antialiasing 1 or 2 pixels."""
+    return (2.0 if bicubic else 1.0) * (max(scale, 1.0) if antialias else 1.0)
+
+
+def resize_taps(largest_crop, size, antialias, bicubic):
+    """Taps one output pixel of a resize reads along one axis, at most."""
+    if not antialias:
+        return 4 if bicubic else 2
+    return math.ceil(2 * _support(largest_crop / size, antialias, bicubic)) + 1
+
+
+def resize_window(largest_crop, size, antialias, bicubic=False):
+    """The source window of one SQUARE-wide run of a bilinear or bicubic resize's outputs along
+    one axis (a power of two, 16 to 64), or 0 when a run's taps can span more (a large
+    downscale: the kernel then gathers each pixel's taps). A run of SQUARE outputs at scale
+    s = crop / size reads from the first tap of its first output to the last of its last: at
+    most s·(SQUARE - 1) + 2·support + 1 source pixels (one more for the rounding of the taps'
+    bounds)."""
     scale = largest_crop / size
-    support = max(scale, 1.0) if antialias else 1.0
-    span = math.ceil(scale * (SQUARE - 1) + 2 * support + 2)
+    span = math.ceil(scale * (SQUARE - 1) + 2 * _support(scale, antialias, bicubic) + 2)
     window = max(16, 1 << (span - 1).bit_length())
     return window if window <= LARGEST_WINDOW else 0
 

@@ -255,7 +255,7 @@ class RandomRotation(Transform):
                              "a batch keeps one size")
         self.degrees = _degrees(degrees)
         self.interpolation, self.expand, self.center, self.fill = interpolation, expand, center, fill
-        self._kind = interpolation_kind(interpolation)
+        self._kind = interpolation_kind(interpolation, resize=False)
 
     def add_to(self, plan):
         return plan.affine(self, angle_sign=-1, degrees=self.degrees, translate=None, scale=None, shear=None,
@@ -278,7 +278,7 @@ class RandomAffine(Transform):
                 shear = None
         self.translate, self.scale, self.shear, self.fill, self.center = translate, scale, shear, fill, center
         self.interpolation = interpolation
-        self._kind = interpolation_kind(interpolation)
+        self._kind = interpolation_kind(interpolation, resize=False)
 
     def add_to(self, plan):
         return plan.affine(self, angle_sign=1, degrees=self.degrees, translate=self.translate, scale=self.scale,

@@ -30,7 +30,7 @@ FILL, NORM_MEAN, NORM_STD, ERASE_VALUE = 44, 48, 52, 56
 
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = range(3)
-NEAREST, BILINEAR = range(2)
+NEAREST, BILINEAR, BICUBIC = range(3)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 BORDER_INSIDE = 4
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = range(3)
@@ -200,18 +200,16 @@ class Plan:
         return self._resize(size, interpolation, antialias)
 
     def _resize(self, size, interpolation, antialias):
-        self.options.update(RESAMPLE=RESAMPLE_RESIZE, INTERPOLATION=interpolation,
-                            ANTIALIAS=bool(antialias) and interpolation == BILINEAR,
-                            QUANTISE=self.integer and interpolation == BILINEAR)
+        antialias = bool(antialias) and interpolation != NEAREST
+        self.options.update(RESAMPLE=RESAMPLE_RESIZE, INTERPOLATION=interpolation, ANTIALIAS=antialias,
+                            QUANTISE=self.integer and interpolation != NEAREST)
         self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, size)
-        taps = []
-        for crop, out in zip(self.max_crop, size):
-            support = max(crop / out, 1.0) if self.options["ANTIALIAS"] else 1.0
-            taps.append(math.ceil(2 * support) + 1 if self.options["ANTIALIAS"] else 2)
+        taps = [op.resize_taps(crop, out, antialias, interpolation == BICUBIC) for crop, out in zip(self.max_crop, size)]
         taps[1] = 1 << (taps[1] - 1).bit_length()  # the column taps are a tile: a power of two
         self.options["TAPS_H"], self.options["TAPS_W"] = taps
-        if interpolation == BILINEAR and self.channels <= 4:  # the resize of output squares by windows
-            windows = [op.resize_window(crop, out, self.options["ANTIALIAS"]) for crop, out in zip(self.max_crop, size)]
+        if interpolation != NEAREST and self.channels <= 4:  # the resize of output squares by windows
+            windows = [op.resize_window(crop, out, antialias, interpolation == BICUBIC)
+                       for crop, out in zip(self.max_crop, size)]
             if all(windows):
                 self.options["WINDOW_H"], self.options["WINDOW_W"] = windows
         self.extent = tuple(size)
@@ -414,14 +412,16 @@ def _channel_values(value, channels, name, default=0.0):
     return (values + [default] * 4)[:4]
 
 
-def interpolation_kind(interpolation):
-    """torchvision's InterpolationMode (or its value, a string) as the kernel's NEAREST/BILINEAR."""
+def interpolation_kind(interpolation, resize=True):
+    """torchvision's InterpolationMode (or its value, a string) as the kernel's NEAREST/BILINEAR/BICUBIC
+    (bicubic for a resize, not for the rotation and affine maps)."""
     value = getattr(interpolation, "value", interpolation)
-    if value == "nearest":
-        return NEAREST
-    if value == "bilinear":
-        return BILINEAR
-    raise ValueError(f"fastcnn.transforms: interpolation {interpolation} is not supported; use nearest or bilinear")
+    kinds = {"nearest": NEAREST, "bilinear": BILINEAR, "bicubic": BICUBIC} if resize else \
+        {"nearest": NEAREST, "bilinear": BILINEAR}
+    if value in kinds:
+        return kinds[value]
+    raise ValueError(f"fastcnn.transforms: interpolation {interpolation} is not supported; use "
+                     + ("nearest, bilinear or bicubic" if resize else "nearest or bilinear (rotation and affine)"))
 
 
 def size_pair(size, name="size"):

@@ -94,7 +94,7 @@ def rotate(batch, angle, interpolation="nearest", expand=False, center=None, fil
         raise ValueError("fastcnn.transforms.functional.rotate: expand=True changes the size per sample")
     return _run("rotate", batch, lambda plan: plan.affine(
         None, angle_sign=-1, degrees=None, translate=None, scale=None, shear=None,
-        interpolation=interpolation_kind(interpolation), fill=fill, center=center, given={ANGLE: _per_sample(angle)}))
+        interpolation=interpolation_kind(interpolation, resize=False), fill=fill, center=center, given={ANGLE: _per_sample(angle)}))
 
 
 def affine(batch, angle, translate, scale, shear, interpolation="nearest", fill=None, center=None):
@@ -107,7 +107,7 @@ def affine(batch, angle, translate, scale, shear, interpolation="nearest", fill=
             given[field] = value[..., k] if value.dim() == 2 else float(value[k])
     return _run("affine", batch, lambda plan: plan.affine(
         None, angle_sign=1, degrees=None, translate=None, scale=None, shear=None,
-        interpolation=interpolation_kind(interpolation), fill=fill, center=center, given=given))
+        interpolation=interpolation_kind(interpolation, resize=False), fill=fill, center=center, given=given))
 
 
 # ----------------------------------------------------------------------------- colour
