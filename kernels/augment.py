@@ -51,6 +51,7 @@ ANGLE, TRANSLATE_X, TRANSLATE_Y, SCALE, SHEAR_X, SHEAR_Y = tl.constexpr(8), tl.c
 BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER = tl.constexpr(14), tl.constexpr(15), tl.constexpr(16), tl.constexpr(17), tl.constexpr(18)  # order: 4 base-4 digits
 GRAYSCALE = tl.constexpr(19)
 ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = tl.constexpr(20), tl.constexpr(21), tl.constexpr(22), tl.constexpr(23)  # height 0: nothing erased
+SOURCE_HFLIP, SOURCE_VFLIP = tl.constexpr(24), tl.constexpr(25)  # of the input, before everything else
 
 # The static configuration (float32, on the device, cached per pipeline): the distributions the
 # parameters are drawn from and the constants of the colour maths.
@@ -72,11 +73,13 @@ FILL = tl.constexpr(44)  # 4 channels: the pad's or the affine map's fill
 NORM_MEAN = tl.constexpr(48)  # 4 channels
 NORM_STD = tl.constexpr(52)  # 4 channels
 ERASE_VALUE = tl.constexpr(56)  # 4 channels
+SOURCE_HFLIP_P, SOURCE_VFLIP_P = tl.constexpr(60), tl.constexpr(61)
 
 # Philox counters of one sample: n·SAMPLE_COUNTERS + slot.
 SLOT_CROP_AREA, SLOT_CROP_RATIO, SLOT_CROP_POSITION = tl.constexpr(0), tl.constexpr(16), tl.constexpr(32)  # 10 attempts each; i, j
 SLOT_OUT_POSITION, SLOT_FLIP, SLOT_AFFINE, SLOT_JITTER = tl.constexpr(34), tl.constexpr(36), tl.constexpr(38), tl.constexpr(44)  # 2, 2, 6, 4 + 3 (order)
 SLOT_GRAYSCALE, SLOT_ERASE = tl.constexpr(51), tl.constexpr(52)  # 1; p, area, ratio, i, j (per attempt below)
+SLOT_SOURCE_FLIP = tl.constexpr(56)  # 2
 SLOT_ERASE_AREA, SLOT_ERASE_RATIO = tl.constexpr(64), tl.constexpr(80)  # 10 attempts each, in a second block
 SAMPLE_COUNTERS = tl.constexpr(128)
 
@@ -156,7 +159,8 @@ def _random_area_box(seed, sample, area_slot, ratio_slot, height, width, scale_l
 @triton.jit
 def _draw(record, lanes, config_ptr, seed, sample,
           CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
-          JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, out_height, out_width):
+          JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, SOURCE_FLIPS: tl.constexpr, out_height,
+          out_width):
     """Sample ``sample``'s random parameters into its record, as each torchvision transform's
     ``make_params`` draws them (one uniform per Philox counter)."""
     padded_h = tl.load(config_ptr + PADDED_HEIGHT)
@@ -189,6 +193,11 @@ def _draw(record, lanes, config_ptr, seed, sample,
         resized_w = tl.load(config_ptr + RESIZED_WIDTH)
         record = _put(record, lanes, OUT_TOP, _random_index(_uniform(seed, sample, SLOT_OUT_POSITION), resized_h - out_height + 1))
         record = _put(record, lanes, OUT_LEFT, _random_index(_uniform(seed, sample, SLOT_OUT_POSITION + 1), resized_w - out_width + 1))
+    if SOURCE_FLIPS:  # flips first in the chain, of the input
+        record = _put(record, lanes, SOURCE_HFLIP,
+                      (_uniform(seed, sample, SLOT_SOURCE_FLIP) < tl.load(config_ptr + SOURCE_HFLIP_P)).to(tl.float32))
+        record = _put(record, lanes, SOURCE_VFLIP,
+                      (_uniform(seed, sample, SLOT_SOURCE_FLIP + 1) < tl.load(config_ptr + SOURCE_VFLIP_P)).to(tl.float32))
     if FLIPS:  # torch.rand(1) >= p keeps the image: flipped with probability p
         record = _put(record, lanes, HFLIP, (_uniform(seed, sample, SLOT_FLIP) < tl.load(config_ptr + HFLIP_P)).to(tl.float32))
         record = _put(record, lanes, VFLIP, (_uniform(seed, sample, SLOT_FLIP + 1) < tl.load(config_ptr + VFLIP_P)).to(tl.float32))
@@ -639,7 +648,8 @@ def _augment_kernel(
         TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, INPUT_INTEGER: tl.constexpr, QUANTISE: tl.constexpr,
         JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
         TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
-        FLAT_STORE: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr):
+        FLAT_STORE: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
+        SOURCE_FLIPS: tl.constexpr):
     program = tl.program_id(0)
     sample = program // tiles
     tile_index = program % tiles
@@ -647,7 +657,7 @@ def _augment_kernel(
     record = tl.load(record_ptr + sample.to(tl.int64) * record_stride + lanes)
     if DRAW:
         record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), CROP, OUT_CROP, FLIPS,
-                       AFFINE, JITTER, GRAY, ERASE, out_height, out_width)
+                       AFFINE, JITTER, GRAY, ERASE, SOURCE_FLIPS, out_height, out_width)
     if WRITE_RECORD:
         if tile_index == 0:
             tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
@@ -655,6 +665,15 @@ def _augment_kernel(
     channels = tl.arange(0, BLOCK_C)
     channel_mask = channels < CHANNELS
     image_ptr = x_ptr + sample.to(tl.int64) * x_stride_n
+    stride_h = x_stride_h
+    stride_w = x_stride_w
+    if SOURCE_FLIPS:  # a flip first in the chain: the image read mirrored, from its last column or row
+        source_hflip = _get(record, lanes, SOURCE_HFLIP) != 0.0
+        source_vflip = _get(record, lanes, SOURCE_VFLIP) != 0.0
+        image_ptr += tl.where(source_hflip, (in_width - 1) * x_stride_w, 0)
+        image_ptr += tl.where(source_vflip, (in_height - 1) * x_stride_h, 0)
+        stride_w = tl.where(source_hflip, -x_stride_w, x_stride_w)
+        stride_h = tl.where(source_vflip, -x_stride_h, x_stride_h)
     if TILE != 0:  # a TILE x TILE square of the output (BLOCK_P = TILE·TILE), for the windowed resize
         tile_row = tile_index // tl.cdiv(out_width, TILE)
         tile_col = tile_index % tl.cdiv(out_width, TILE)
@@ -663,7 +682,7 @@ def _augment_kernel(
         cols = tile_col * TILE + within % TILE
         pixel_mask = (rows < out_height) & (cols < out_width)
         tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
-                              out_height, out_width, x_stride_c, x_stride_h, x_stride_w, ANTIALIAS, BORDER,
+                              out_height, out_width, x_stride_c, stride_h, stride_w, ANTIALIAS, BORDER,
                               INTERPOLATION, TILE,
                               WINDOW_H, WINDOW_W, TAPS_H, TAPS_W, (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT),
                               CHANNELS, BLOCK_C)
@@ -673,7 +692,7 @@ def _augment_kernel(
         rows = pixels // out_width
         cols = pixels % out_width
         tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channels * x_stride_c, channel_mask,
-                         pixel_mask, in_height, in_width, out_height, out_width, x_stride_h, x_stride_w, RESAMPLE,
+                         pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, RESAMPLE,
                          INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
     integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8

@@ -373,14 +373,35 @@ def test_compose_is_one_pass_equal_to_its_transforms_one_by_one(dtype, generator
 
 
 def test_compose_splits_where_one_pass_cannot_follow_the_chain(generator):
-    """A flip before a crop, two resamples: each starts a launch; the result is the chain's."""
+    """A second resample, a crop after a flip that is not first: each starts a launch; the
+    result is the chain's."""
     x = _batch(torch.float32, generator)
-    chain = T.Compose([T.RandomHorizontalFlip(1.0), T.CenterCrop(15), T.Resize([11, 12]), T.Resize([7, 8])])
+    chain = T.Compose([T.RandomHorizontalFlip(1.0), T.CenterCrop(15), T.Resize([11, 12]), T.Resize([7, 8]),
+                       T.RandomVerticalFlip(1.0), T.CenterCrop(5)])
     with count_launches() as launched:
         out = chain(x)
     assert launched["augment"] == 3
     expected = F.resize(F.resize(F.center_crop(x.flip(-1), 15), [11, 12]), [7, 8])
-    assert torch.equal(out, expected)
+    assert torch.equal(out, F.center_crop(expected.flip(-2), 5))
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_flips_first_in_the_chain_flip_the_input_in_the_same_launch(dtype, generator):
+    """Random flips before a pad and a resized crop: one launch that reads each flipped sample
+    mirrored, equal to the flips, the pad and the crop applied in turn with the parameters drawn
+    (the crop's relative to the flipped image, as torchvision's)."""
+    x = _batch(dtype, generator, (10, 3, 17, 20))
+    chain = T.Compose([T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.Pad(2, padding_mode="reflect"),
+                       T.RandomResizedCrop((9, 11))])
+    with count_launches() as launched:
+        out, (hflip, vflip, _, crop) = chain(x, return_params=True)
+    assert launched["augment"] == 1
+    assert 0 < int(hflip["flip"].sum()) < 10 or 0 < int(vflip["flip"].sum()) < 10, "some samples flipped, not all"
+    step = F.vertical_flip(F.horizontal_flip(x, hflip["flip"]), vflip["flip"])
+    step = F.resized_crop(F.pad(step, 2, padding_mode="reflect"), crop["top"], crop["left"], crop["height"],
+                          crop["width"], [9, 11])
+    assert torch.equal(out, step)
 
 
 def test_cifar_pipeline_in_every_layout_to_bfloat16_channels_last(generator):

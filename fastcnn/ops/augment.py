@@ -139,7 +139,7 @@ class Pipeline:
 
 OPTION_NAMES = ("DRAW", "CROP", "OUT_CROP", "FLIPS", "AFFINE", "RESAMPLE", "INTERPOLATION", "ANTIALIAS", "BORDER",
                 "TAPS_H", "TAPS_W", "INPUT_INTEGER", "QUANTISE", "JITTER", "GRAY", "NOISE", "NOISE_CLIP", "TO_FLOAT",
-                "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W")
+                "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W", "SOURCE_FLIPS")
 
 
 def draw_seed(generator=None):

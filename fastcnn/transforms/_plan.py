@@ -17,6 +17,7 @@ CROP_TOP, CROP_LEFT, CROP_HEIGHT, CROP_WIDTH, OUT_TOP, OUT_LEFT, HFLIP, VFLIP = 
 ANGLE, TRANSLATE_X, TRANSLATE_Y, SCALE, SHEAR_X, SHEAR_Y = range(8, 14)
 BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER, GRAYSCALE = range(14, 20)
 ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = range(20, 24)
+SOURCE_HFLIP, SOURCE_VFLIP = 24, 25
 
 PAD_TOP, PAD_LEFT, PADDED_HEIGHT, PADDED_WIDTH = range(4)
 CROP_SCALE_LO, CROP_SCALE_HI, CROP_LOG_RATIO_LO, CROP_LOG_RATIO_HI, RESIZED_HEIGHT, RESIZED_WIDTH = range(4, 10)
@@ -27,6 +28,7 @@ GRAYSCALE_P, NOISE_MEAN, NOISE_SIGMA = 33, 34, 35
 ERASE_P, ERASE_SCALE_LO, ERASE_SCALE_HI, ERASE_LOG_RATIO_LO, ERASE_LOG_RATIO_HI = range(36, 41)
 TO_FLOAT_SCALE, FILL_MASKED = 41, 42
 FILL, NORM_MEAN, NORM_STD, ERASE_VALUE = 44, 48, 52, 56
+SOURCE_HFLIP_P, SOURCE_VFLIP_P = 60, 61
 
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = range(3)
@@ -55,7 +57,7 @@ class Plan:
                             RESAMPLE=RESAMPLE_NONE, INTERPOLATION=BILINEAR, ANTIALIAS=True, BORDER=0, TAPS_H=2,
                             TAPS_W=2, INPUT_INTEGER=not dtype.is_floating_point, QUANTISE=False, JITTER=0,
                             GRAY=False, NOISE=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, NORMALIZE=False,
-                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0)
+                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0, SOURCE_FLIPS=False)
         self.config = [0.0] * op.CONFIG
         self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = float(height), float(width)
         self.config[SCALE_LO] = self.config[SCALE_HI] = 1.0
@@ -74,6 +76,7 @@ class Plan:
         self.out_dtype = dtype
         self.fill_set = False
         self.flips = set()
+        self.source_flips = set()
 
     @property
     def integer(self):
@@ -254,7 +257,14 @@ class Plan:
     def flip(self, transform, horizontal, p=None, given=None):
         """A flip of the output (after every other geometric step), one per direction. The colour
         maths is per pixel (contrast's mean is the whole image's), so a flip may follow it; not
-        erasing, whose box it would move."""
+        erasing, whose box it would move. A random flip first in the chain flips the input
+        instead (the kernel reads it mirrored), so that a pad, crop or resample may follow."""
+        if given is None and self.stage == START and horizontal not in self.source_flips:
+            self.source_flips.add(horizontal)
+            self.options.update(DRAW=True, SOURCE_FLIPS=True)
+            self.config[SOURCE_HFLIP_P if horizontal else SOURCE_VFLIP_P] = float(p)
+            self.note(transform, flip=SOURCE_HFLIP if horizontal else SOURCE_VFLIP)
+            return True
         field = HFLIP if horizontal else VFLIP
         if self.stage >= ERASED or field in self.flips:
             return False
