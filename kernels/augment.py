@@ -4,10 +4,11 @@ pass that reads the input batch once and writes the training-ready batch once.
 For each output pixel of sample n the kernel (1) draws sample n's parameters from Philox at the
 caller's seed (counter n·128 + slot: every program of a sample draws the same numbers, so nothing
 is stored between launches) or reads them from a per-sample record; (2) maps the pixel back to
-the source image: flips and a crop of the output, then a resize (bilinear with torch's
+the source image: flips and a crop of the output, then a resize (bilinear or bicubic with torch's
 antialiasing taps, or nearest) or an inverse affine map (rotation, affine: grid_sample's bilinear
-or nearest with torchvision's fill mask), then the crop window of the padded input and the pad's
-border rule (constant, edge, reflect, symmetric); (3) runs the colour maths on the sampled pixel:
+or nearest with torchvision's fill mask) or both (a resize of an affine map's output), then the
+crop window of the padded input, the pad's border rule (constant, edge, reflect, symmetric) and
+flips of the input (first in the chain: the image read mirrored); (3) runs the colour maths on the sampled pixel:
 ColorJitter's four ops in the sample's drawn order (brightness, contrast, saturation, hue),
 grayscale, Gaussian noise, the integer-to-float scale, Normalize and Random Erasing; (4) writes
 it in the output's dtype through its strides. While the image is still uint8 in torchvision's
@@ -17,9 +18,10 @@ Contrast blends with the mean grey level of the whole image at that point of the
 launch of the same kernel (STATS) writes each tile's sum of grey levels, and the main launch adds
 its sample's sums in a fixed order (deterministic).
 
-A bilinear resize of at most 3x down (WINDOW_H, WINDOW_W > 0) works on SQUARE x SQUARE squares
-of output pixels instead: the square's source window is read once and filtered as two tensor-core
-products per channel (``_resize_square``); a larger downscale gathers each pixel's taps.
+A bilinear or bicubic resize of at most 3x down (WINDOW_H, WINDOW_W > 0) works on SQUARE x SQUARE
+squares of output pixels instead: the square's source window is read once (or, after an affine
+map, sampled from the map's output) and filtered as two tensor-core products per channel
+(``_resize_square``); a larger downscale gathers each pixel's taps.
 
 Bytes: read the source pixels each output pixel samples (the crop; a windowed resize reads each
 square's window once, a gathered one each tap from L2), write N·C·OH·OW output elements; a
@@ -52,6 +54,7 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER = tl.constexpr(14), tl.const
 GRAYSCALE = tl.constexpr(19)
 ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = tl.constexpr(20), tl.constexpr(21), tl.constexpr(22), tl.constexpr(23)  # height 0: nothing erased
 SOURCE_HFLIP, SOURCE_VFLIP = tl.constexpr(24), tl.constexpr(25)  # of the input, before everything else
+MID_TOP, MID_LEFT, MID_HEIGHT, MID_WIDTH = tl.constexpr(26), tl.constexpr(27), tl.constexpr(28), tl.constexpr(29)  # the resize's crop of an affine map's output
 
 # The static configuration (float32, on the device, cached per pipeline): the distributions the
 # parameters are drawn from and the constants of the colour maths.
@@ -79,13 +82,15 @@ SOURCE_HFLIP_P, SOURCE_VFLIP_P = tl.constexpr(60), tl.constexpr(61)
 SLOT_CROP_AREA, SLOT_CROP_RATIO, SLOT_CROP_POSITION = tl.constexpr(0), tl.constexpr(16), tl.constexpr(32)  # 10 attempts each; i, j
 SLOT_OUT_POSITION, SLOT_FLIP, SLOT_AFFINE, SLOT_JITTER = tl.constexpr(34), tl.constexpr(36), tl.constexpr(38), tl.constexpr(44)  # 2, 2, 6, 4 + 3 (order)
 SLOT_GRAYSCALE, SLOT_ERASE = tl.constexpr(51), tl.constexpr(52)  # 1; p, area, ratio, i, j (per attempt below)
-SLOT_SOURCE_FLIP = tl.constexpr(56)  # 2
+SLOT_SOURCE_FLIP, SLOT_MID_POSITION = tl.constexpr(56), tl.constexpr(58)  # 2, 2
+SLOT_MID_AREA, SLOT_MID_RATIO = tl.constexpr(96), tl.constexpr(112)  # 10 attempts each (16 drawn)
 SLOT_ERASE_AREA, SLOT_ERASE_RATIO = tl.constexpr(64), tl.constexpr(80)  # 10 attempts each, in a second block
 SAMPLE_COUNTERS = tl.constexpr(128)
 
 # Constexpr choices.
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # the crop window: record, RandomCrop, RandomResizedCrop
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+RESAMPLE_AFFINE_RESIZE = tl.constexpr(3)  # an affine map, then a resize of a crop of its output (by windows)
 NEAREST, BILINEAR, BICUBIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
@@ -157,10 +162,32 @@ def _random_area_box(seed, sample, area_slot, ratio_slot, height, width, scale_l
 
 
 @triton.jit
+def _resized_crop_box(config_ptr, seed, sample, area_slot, ratio_slot, position_slot, height, width):
+    """RandomResizedCrop's box (top, left, height, width) of a height x width image: scale and
+    log-ratio tries, else the central crop."""
+    found, box_h, box_w = _random_area_box(
+        seed, sample, area_slot, ratio_slot, height, width,
+        tl.load(config_ptr + CROP_SCALE_LO), tl.load(config_ptr + CROP_SCALE_HI),
+        tl.load(config_ptr + CROP_LOG_RATIO_LO), tl.load(config_ptr + CROP_LOG_RATIO_HI), True)
+    ratio_lo = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_LO))
+    ratio_hi = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_HI))
+    in_ratio = width / height
+    central_w = tl.where(in_ratio > ratio_hi, _round_half_even(height * ratio_hi), width)
+    central_h = tl.where(in_ratio < ratio_lo, _round_half_even(width / ratio_lo), height)
+    box_h = tl.where(found, box_h, central_h)
+    box_w = tl.where(found, box_w, central_w)
+    top = tl.where(found, _random_index(_uniform(seed, sample, position_slot), height - box_h + 1),
+                   tl.floor((height - box_h) * 0.5))
+    left = tl.where(found, _random_index(_uniform(seed, sample, position_slot + 1), width - box_w + 1),
+                    tl.floor((width - box_w) * 0.5))
+    return top, left, box_h, box_w
+
+
+@triton.jit
 def _draw(record, lanes, config_ptr, seed, sample,
           CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
-          JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, SOURCE_FLIPS: tl.constexpr, out_height,
-          out_width):
+          JITTER: tl.constexpr, GRAY: tl.constexpr, ERASE: tl.constexpr, SOURCE_FLIPS: tl.constexpr,
+          MID_CROP: tl.constexpr, out_height, out_width):
     """Sample ``sample``'s random parameters into its record, as each torchvision transform's
     ``make_params`` draws them (one uniform per Philox counter)."""
     padded_h = tl.load(config_ptr + PADDED_HEIGHT)
@@ -170,24 +197,17 @@ def _draw(record, lanes, config_ptr, seed, sample,
         crop_w = _get(record, lanes, CROP_WIDTH)
         record = _put(record, lanes, CROP_TOP, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION), padded_h - crop_h + 1))
         record = _put(record, lanes, CROP_LEFT, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION + 1), padded_w - crop_w + 1))
-    if CROP == CROP_RESIZED:  # RandomResizedCrop: scale and log-ratio tries, else the central crop
-        found, box_h, box_w = _random_area_box(
-            seed, sample, SLOT_CROP_AREA, SLOT_CROP_RATIO, padded_h, padded_w,
-            tl.load(config_ptr + CROP_SCALE_LO), tl.load(config_ptr + CROP_SCALE_HI),
-            tl.load(config_ptr + CROP_LOG_RATIO_LO), tl.load(config_ptr + CROP_LOG_RATIO_HI), True)
-        ratio_lo = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_LO))
-        ratio_hi = tl.exp(tl.load(config_ptr + CROP_LOG_RATIO_HI))
-        in_ratio = padded_w / padded_h
-        central_w = tl.where(in_ratio > ratio_hi, _round_half_even(padded_h * ratio_hi), padded_w)
-        central_h = tl.where(in_ratio < ratio_lo, _round_half_even(padded_w / ratio_lo), padded_h)
-        box_h = tl.where(found, box_h, central_h)
-        box_w = tl.where(found, box_w, central_w)
-        top = tl.where(found, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION), padded_h - box_h + 1),
-                       tl.floor((padded_h - box_h) * 0.5))
-        left = tl.where(found, _random_index(_uniform(seed, sample, SLOT_CROP_POSITION + 1), padded_w - box_w + 1),
-                        tl.floor((padded_w - box_w) * 0.5))
+    if CROP == CROP_RESIZED:  # RandomResizedCrop of the padded input
+        top, left, box_h, box_w = _resized_crop_box(config_ptr, seed, sample, SLOT_CROP_AREA, SLOT_CROP_RATIO,
+                                                    SLOT_CROP_POSITION, padded_h, padded_w)
         record = _put(_put(record, lanes, CROP_TOP, top), lanes, CROP_LEFT, left)
         record = _put(_put(record, lanes, CROP_HEIGHT, box_h), lanes, CROP_WIDTH, box_w)
+    if MID_CROP:  # RandomResizedCrop of an affine map's output (the size of the crop it maps)
+        top, left, box_h, box_w = _resized_crop_box(config_ptr, seed, sample, SLOT_MID_AREA, SLOT_MID_RATIO,
+                                                    SLOT_MID_POSITION, _get(record, lanes, CROP_HEIGHT),
+                                                    _get(record, lanes, CROP_WIDTH))
+        record = _put(_put(record, lanes, MID_TOP, top), lanes, MID_LEFT, left)
+        record = _put(_put(record, lanes, MID_HEIGHT, box_h), lanes, MID_WIDTH, box_w)
     if OUT_CROP:  # RandomCrop after a resample (no padding): a window of the resampled image
         resized_h = tl.load(config_ptr + RESIZED_HEIGHT)
         resized_w = tl.load(config_ptr + RESIZED_WIDTH)
@@ -369,14 +389,19 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
                    out_width, stride_c, stride_h, stride_w, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
                    INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
                    TAPS_H: tl.constexpr,
-                   TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
+                   TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, AFFINE_FIRST: tl.constexpr,
+                   MID_INTERPOLATION: tl.constexpr, QUANTISE_MID: tl.constexpr, CHANNELS: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
     """The bilinear resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
     as two matrix products per channel: the square's source window [WINDOW_H, WINDOW_W] (read once,
     coalesced) times the column weights [WINDOW_W, TILE], then the row weights [TILE, WINDOW_H]
     times that. Each row of a weight matrix holds one output position's taps (torch's, flips and
     the crop after the resample applied to the position), zero elsewhere, so the products are the
     separable filter of _upsample_bilinear2d_aa: columns first, then rows. The products run on the
-    tensor cores in tf32 with every operand split in two exact parts (3xTF32: 22 significant bits)."""
+    tensor cores in tf32 with every operand split in two exact parts (3xTF32: 22 significant bits).
+    AFFINE_FIRST: the window is of a crop (MID_*) of an affine map's output, each of its pixels
+    sampled from the input as torchvision's rotate/affine would (and rounded where its output is
+    uint8), so the two resamples are the chain's, in one pass."""
     channels = tl.arange(0, BLOCK_C)
     out_rows = tile_row * TILE + tl.arange(0, TILE)
     out_cols = tile_col * TILE + tl.arange(0, TILE)
@@ -388,26 +413,50 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
     crop_h = _get(record, lanes, CROP_HEIGHT)
     crop_w = _get(record, lanes, CROP_WIDTH)
-    extent_h = crop_h.to(tl.int32)
-    extent_w = crop_w.to(tl.int32)
-    start_r, weight_r = _window_weights(rows, out_rows < out_height, crop_h / tl.load(config_ptr + RESIZED_HEIGHT),
+    if AFFINE_FIRST:  # the resize reads a crop of the affine map's output (crop_h x crop_w)
+        mid_h = _get(record, lanes, MID_HEIGHT)
+        mid_w = _get(record, lanes, MID_WIDTH)
+    else:
+        mid_h = crop_h
+        mid_w = crop_w
+    extent_h = mid_h.to(tl.int32)
+    extent_w = mid_w.to(tl.int32)
+    start_r, weight_r = _window_weights(rows, out_rows < out_height, mid_h / tl.load(config_ptr + RESIZED_HEIGHT),
                                         extent_h, WINDOW_H, TAPS_H, ANTIALIAS, INTERPOLATION)
-    start_c, weight_c = _window_weights(cols, out_cols < out_width, crop_w / tl.load(config_ptr + RESIZED_WIDTH),
+    start_c, weight_c = _window_weights(cols, out_cols < out_width, mid_w / tl.load(config_ptr + RESIZED_WIDTH),
                                         extent_w, WINDOW_W, TAPS_W, ANTIALIAS, INTERPOLATION)
     # The window's rows and columns of the padded input, under the pad's rule (taps past the
     # crop's edge weigh nothing: any pixel inside the image will do).
     window_rows = tl.minimum(tl.maximum(start_r + tl.arange(0, WINDOW_H), 0), extent_h - 1)
     window_cols = tl.minimum(tl.maximum(start_c + tl.arange(0, WINDOW_W), 0), extent_w - 1)
-    src_row, row_inside = _border(top + window_rows, in_height, BORDER)
-    src_col, col_inside = _border(left + window_cols, in_width, BORDER)
-    offsets = (src_row * stride_h)[:, None] + (src_col * stride_w)[None, :]
-    inside = row_inside[:, None] & col_inside[None, :]
+    if AFFINE_FIRST:  # the window's pixels of the map's output, as a flat run
+        mid_rows = tl.broadcast_to((window_rows + _get(record, lanes, MID_TOP).to(tl.int32))[:, None],
+                                   [WINDOW_H, WINDOW_W])
+        mid_cols = tl.broadcast_to((window_cols + _get(record, lanes, MID_LEFT).to(tl.int32))[None, :],
+                                   [WINDOW_H, WINDOW_W])
+        mid_rows = tl.reshape(mid_rows, [WINDOW_H * WINDOW_W])
+        mid_cols = tl.reshape(mid_cols, [WINDOW_H * WINDOW_W])
+    else:
+        src_row, row_inside = _border(top + window_rows, in_height, BORDER)
+        src_col, col_inside = _border(left + window_cols, in_width, BORDER)
+        offsets = (src_row * stride_h)[:, None] + (src_col * stride_w)[None, :]
+        inside = row_inside[:, None] & col_inside[None, :]
     weight_r_hi, weight_r_lo = _tf32_parts(weight_r)
     weight_c_hi, weight_c_lo = _tf32_parts(tl.trans(weight_c))
     tile = tl.zeros((TILE * TILE, BLOCK_C), tl.float32)
     for c in tl.static_range(CHANNELS):
-        source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32)
-        source = tl.where(inside, source, tl.load(config_ptr + FILL + c))  # CHANNELS <= 4 here
+        if AFFINE_FIRST:  # one channel at a time: a window of all of them would not fit the registers
+            channel = c + tl.arange(0, 1)
+            source = _affine_sample(image_ptr, config_ptr, record, lanes, mid_rows, mid_cols, channel * stride_c,
+                                    channel < CHANNELS, tl.full([WINDOW_H * WINDOW_W], 1, tl.int1), top, left,
+                                    crop_h, crop_w, tl.load(config_ptr + FILL + channel), in_height, in_width,
+                                    stride_h, stride_w, MID_INTERPOLATION, BORDER, 1)
+            if QUANTISE_MID:  # torchvision rounds the rotated uint8 image back to uint8
+                source = tl.minimum(tl.maximum(_round_half_even(source), 0.0), 255.0)
+            source = tl.reshape(source, [WINDOW_H, WINDOW_W])
+        else:
+            source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32)
+            source = tl.where(inside, source, tl.load(config_ptr + FILL + c))  # CHANNELS <= 4 here
         if SPLIT_SOURCE:
             source_hi, source_lo = _tf32_parts(source)
             across = tl.dot(source_hi, weight_c_hi, input_precision="tf32")
@@ -490,6 +539,74 @@ def _hue(tile, channels, factor, INTEGER: tl.constexpr):
 
 
 @triton.jit
+def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
+                   top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                   INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr):
+    """[pixels, channels] (fp32) of the rotated/affine-mapped image at integer (rows, cols): the
+    inverse map to the crop window (``top``, ``left``, ``crop_h`` x ``crop_w``) of the padded
+    input, sampled nearest or bilinear with torchvision's fill."""
+    # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
+    # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
+    # M · (x - w/2 + 0.5, y - h/2 + 0.5, 1) + ((w - 1)/2, (h - 1)/2).
+    angle = _get(record, lanes, ANGLE) * tl.load(config_ptr + ANGLE_SIGN) * 0.017453292519943295
+    shear_x = _get(record, lanes, SHEAR_X) * 0.017453292519943295
+    shear_y = _get(record, lanes, SHEAR_Y) * 0.017453292519943295
+    scale = _get(record, lanes, SCALE)
+    a = tl.cos(angle - shear_y) / tl.cos(shear_y)
+    b = -tl.cos(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) - tl.sin(angle)
+    c = tl.sin(angle - shear_y) / tl.cos(shear_y)
+    d = -tl.sin(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) + tl.cos(angle)
+    m0 = d / scale
+    m1 = -b / scale
+    m3 = -c / scale
+    m4 = a / scale
+    center_x = tl.load(config_ptr + CENTER_X)
+    center_y = tl.load(config_ptr + CENTER_Y)
+    cx = tl.where(center_x == center_x, center_x - crop_w * 0.5, 0.0)  # NaN: the image's middle
+    cy = tl.where(center_y == center_y, center_y - crop_h * 0.5, 0.0)
+    tx = _get(record, lanes, TRANSLATE_X)
+    ty = _get(record, lanes, TRANSLATE_Y)
+    m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
+    m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
+    base_x = cols.to(tl.float32) - crop_w * 0.5 + 0.5
+    base_y = rows.to(tl.float32) - crop_h * 0.5 + 0.5
+    src_x = m0 * base_x + m1 * base_y + m2 + (crop_w - 1.0) * 0.5
+    src_y = m3 * base_x + m4 * base_y + m5 + (crop_h - 1.0) * 0.5
+    extent_h = crop_h.to(tl.int32)
+    extent_w = crop_w.to(tl.int32)
+    if INTERPOLATION == NEAREST:
+        near_r = _round_half_even(src_y).to(tl.int32)
+        near_c = _round_half_even(src_x).to(tl.int32)
+        inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
+        value = _source(image_ptr, top + near_r, left + near_c, channel_offsets, channel_mask,
+                        pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+        value = tl.where(inside[:, None], value, fill[None, :])
+    else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
+        row0 = tl.floor(src_y)
+        col0 = tl.floor(src_x)
+        frac_r = src_y - row0
+        frac_c = src_x - col0
+        row0 = row0.to(tl.int32)
+        col0 = col0.to(tl.int32)
+        value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
+        mask = tl.zeros(rows.shape, tl.float32)
+        for i in tl.static_range(2):
+            for j in tl.static_range(2):
+                r = row0 + i
+                cc = col0 + j
+                inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
+                weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
+                weight = tl.where(inside, weight, 0.0)
+                tap = _source(image_ptr, top + r, left + cc, channel_offsets, channel_mask,
+                              pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+                value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
+                mask += weight
+        if tl.load(config_ptr + FILL_MASKED) != 0.0:
+            value = (value - fill[None, :]) * mask[:, None] + fill[None, :]
+    return value
+
+
+@triton.jit
 def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
               in_height, in_width, out_height, out_width, stride_h, stride_w,
               RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
@@ -550,65 +667,10 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
                 taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
                 taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
                 value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
-    else:
-        # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
-        # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
-        # M · (x - w/2 + 0.5, y - h/2 + 0.5, 1) + ((w - 1)/2, (h - 1)/2).
-        angle = _get(record, lanes, ANGLE) * tl.load(config_ptr + ANGLE_SIGN) * 0.017453292519943295
-        shear_x = _get(record, lanes, SHEAR_X) * 0.017453292519943295
-        shear_y = _get(record, lanes, SHEAR_Y) * 0.017453292519943295
-        scale = _get(record, lanes, SCALE)
-        a = tl.cos(angle - shear_y) / tl.cos(shear_y)
-        b = -tl.cos(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) - tl.sin(angle)
-        c = tl.sin(angle - shear_y) / tl.cos(shear_y)
-        d = -tl.sin(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) + tl.cos(angle)
-        m0 = d / scale
-        m1 = -b / scale
-        m3 = -c / scale
-        m4 = a / scale
-        center_x = tl.load(config_ptr + CENTER_X)
-        center_y = tl.load(config_ptr + CENTER_Y)
-        cx = tl.where(center_x == center_x, center_x - crop_w * 0.5, 0.0)  # NaN: the image's middle
-        cy = tl.where(center_y == center_y, center_y - crop_h * 0.5, 0.0)
-        tx = _get(record, lanes, TRANSLATE_X)
-        ty = _get(record, lanes, TRANSLATE_Y)
-        m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
-        m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
-        base_x = cols.to(tl.float32) - crop_w * 0.5 + 0.5
-        base_y = rows.to(tl.float32) - crop_h * 0.5 + 0.5
-        src_x = m0 * base_x + m1 * base_y + m2 + (crop_w - 1.0) * 0.5
-        src_y = m3 * base_x + m4 * base_y + m5 + (crop_h - 1.0) * 0.5
-        extent_h = crop_h.to(tl.int32)
-        extent_w = crop_w.to(tl.int32)
-        if INTERPOLATION == NEAREST:
-            near_r = _round_half_even(src_y).to(tl.int32)
-            near_c = _round_half_even(src_x).to(tl.int32)
-            inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
-            value = _source(image_ptr, top + near_r, left + near_c, channel_offsets, channel_mask,
-                            pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
-            value = tl.where(inside[:, None], value, fill[None, :])
-        else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
-            row0 = tl.floor(src_y)
-            col0 = tl.floor(src_x)
-            frac_r = src_y - row0
-            frac_c = src_x - col0
-            row0 = row0.to(tl.int32)
-            col0 = col0.to(tl.int32)
-            value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
-            mask = tl.zeros(rows.shape, tl.float32)
-            for i in tl.static_range(2):
-                for j in tl.static_range(2):
-                    r = row0 + i
-                    cc = col0 + j
-                    inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
-                    weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
-                    weight = tl.where(inside, weight, 0.0)
-                    tap = _source(image_ptr, top + r, left + cc, channel_offsets, channel_mask,
-                                  pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
-                    value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
-                    mask += weight
-            if tl.load(config_ptr + FILL_MASKED) != 0.0:
-                value = (value - fill[None, :]) * mask[:, None] + fill[None, :]
+    else:  # RESAMPLE_AFFINE
+        value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
+                               pixel_mask, top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                               INTERPOLATION, BORDER, BLOCK_C)
     return value
 
 
@@ -649,7 +711,8 @@ def _augment_kernel(
         JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
         TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
         FLAT_STORE: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
-        SOURCE_FLIPS: tl.constexpr):
+        SOURCE_FLIPS: tl.constexpr, MID_CROP: tl.constexpr, MID_INTERPOLATION: tl.constexpr,
+        QUANTISE_MID: tl.constexpr):
     program = tl.program_id(0)
     sample = program // tiles
     tile_index = program % tiles
@@ -657,7 +720,7 @@ def _augment_kernel(
     record = tl.load(record_ptr + sample.to(tl.int64) * record_stride + lanes)
     if DRAW:
         record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), CROP, OUT_CROP, FLIPS,
-                       AFFINE, JITTER, GRAY, ERASE, SOURCE_FLIPS, out_height, out_width)
+                       AFFINE, JITTER, GRAY, ERASE, SOURCE_FLIPS, MID_CROP, out_height, out_width)
     if WRITE_RECORD:
         if tile_index == 0:
             tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
@@ -684,9 +747,12 @@ def _augment_kernel(
         tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
                               out_height, out_width, x_stride_c, stride_h, stride_w, ANTIALIAS, BORDER,
                               INTERPOLATION, TILE,
-                              WINDOW_H, WINDOW_W, TAPS_H, TAPS_W, (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT),
-                              CHANNELS, BLOCK_C)
+                              WINDOW_H, WINDOW_W, TAPS_H, TAPS_W,
+                              (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT) or
+                              (RESAMPLE == RESAMPLE_AFFINE_RESIZE and not QUANTISE_MID),
+                              RESAMPLE == RESAMPLE_AFFINE_RESIZE, MID_INTERPOLATION, QUANTISE_MID, CHANNELS, BLOCK_C)
     else:  # a run of BLOCK_P output pixels in row-major order
+        tl.static_assert(RESAMPLE != RESAMPLE_AFFINE_RESIZE, "an affine map, then a resize: by windows only")
         pixels = tile_index * BLOCK_P + tl.arange(0, BLOCK_P)
         pixel_mask = pixels < out_height * out_width
         rows = pixels // out_width
@@ -812,22 +878,24 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
                   and block_c <= 4)  # dense channels_last, at most four channels
     constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, TILE=square, **options)
+    # A rotation sampled into each resize window: eight warps, for the registers of its four taps.
+    warps = 2 * NUM_WARPS if options["RESAMPLE"] == RESAMPLE_AFFINE_RESIZE.value else NUM_WARPS
     if not options["JITTER"] & 2:
-        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
+        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=warps)
         return 1
     if not constants["DRAW"]:
-        _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=NUM_WARPS)
-        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=NUM_WARPS)
+        _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=False), num_warps=warps)
+        _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=warps)
         return 2
     # The statistics pass draws each sample's parameters and writes them; the main pass reads
     # them back rather than drawing them again in every program.
     if record_out is None or record_out is record:
         record_out = x.new_empty((batch, RECORD), dtype=config.dtype)
     arguments = (x, out, record, record_out) + arguments[4:]
-    _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=True), num_warps=NUM_WARPS)
+    _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=True), num_warps=warps)
     arguments = (x, out, record_out) + arguments[3:12] + (RECORD.value,) + arguments[13:]
     _augment_kernel[grid](*arguments, STATS=False, **dict(constants, DRAW=False, WRITE_RECORD=False),
-                          num_warps=NUM_WARPS)
+                          num_warps=warps)
     return 2
 
 

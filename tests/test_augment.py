@@ -385,6 +385,31 @@ def test_compose_splits_where_one_pass_cannot_follow_the_chain(generator):
     assert torch.equal(out, F.center_crop(expected.flip(-2), 5))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_an_affine_map_then_a_resize_is_one_launch_equal_to_both_in_turn(dtype, mode, generator):
+    """RandomRotation then RandomResizedCrop, RandomAffine then a bicubic Resize: one launch whose
+    resize windows sample the map's output pixel by pixel (rounded where it is uint8), equal to
+    the two functionals applied in turn with the parameters drawn."""
+    x = _batch(dtype, generator, (4, 3, 19, 23))
+    fill = 7 if dtype == torch.uint8 else 0.3
+    chains = [T.Compose([T.RandomRotation(20, interpolation=mode, fill=fill), T.RandomResizedCrop((9, 11))]),
+              T.Compose([T.RandomAffine(15, (0.1, 0.1), (0.9, 1.1), interpolation=mode),
+                         T.Resize((12, 10), interpolation="bicubic")])]
+    for chain in chains:
+        with count_launches() as launched:
+            out, (mapped, resized) = chain(x, return_params=True)
+        assert launched["augment"] == 1
+        if resized:  # RandomResizedCrop's box in the rotated image
+            step = F.rotate(x, mapped["angle"], interpolation=mode, fill=fill)
+            step = F.resized_crop(step, resized["top"], resized["left"], resized["height"], resized["width"], [9, 11])
+        else:
+            step = F.affine(x, mapped["angle"], mapped["translate"], mapped["scale"], mapped["shear"],
+                            interpolation=mode, fill=0)
+            step = F.resize(step, [12, 10], interpolation="bicubic")
+        assert torch.equal(out, step)
+
+
 @pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_flips_first_in_the_chain_flip_the_input_in_the_same_launch(dtype, generator):

@@ -181,7 +181,7 @@ def compile_variants(kernel_module):
     """Every stage the pipelines above leave out: rotation and affine (nearest, bilinear), a
     reflect pad, hue, grayscale, noise, erasing with random values, float input, uint8 output;
     bicubic resizes by windows (antialiased, float input: 3xTF32 source) and by gathered taps
-    (6x down); MixUp and CutMix."""
+    (6x down); a flip first, a rotation and RandomResizedCrop in one pass; MixUp and CutMix."""
     from .. import transforms as T
 
     def geometry_and_colour():
@@ -196,6 +196,9 @@ def compile_variants(kernel_module):
         _launch(kernel_module, "variant", 4, 40, 40, 24, bicubic, torch.float32, True)
         gathered = T.Compose([T.Resize(8, interpolation="bicubic", antialias=False)])
         _launch(kernel_module, "variant", 4, 48, 48, 8, gathered, torch.uint8, False)
+        rotated = T.Compose([T.RandomHorizontalFlip(), T.RandomRotation(15, interpolation="bilinear"),
+                             T.RandomResizedCrop(224), T.ToDtype(torch.bfloat16, scale=True)])
+        _launch(kernel_module, "variant", 4, 320, 320, 224, rotated, torch.uint8, True)
 
     def mixing():
         augment = kernel_module("augment")

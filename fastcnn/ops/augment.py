@@ -139,7 +139,8 @@ class Pipeline:
 
 OPTION_NAMES = ("DRAW", "CROP", "OUT_CROP", "FLIPS", "AFFINE", "RESAMPLE", "INTERPOLATION", "ANTIALIAS", "BORDER",
                 "TAPS_H", "TAPS_W", "INPUT_INTEGER", "QUANTISE", "JITTER", "GRAY", "NOISE", "NOISE_CLIP", "TO_FLOAT",
-                "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W", "SOURCE_FLIPS")
+                "NORMALIZE", "ERASE", "OUTPUT_SCALE", "WINDOW_H", "WINDOW_W", "SOURCE_FLIPS", "MID_CROP",
+                "MID_INTERPOLATION", "QUANTISE_MID")
 
 
 def draw_seed(generator=None):

@@ -18,6 +18,7 @@ ANGLE, TRANSLATE_X, TRANSLATE_Y, SCALE, SHEAR_X, SHEAR_Y = range(8, 14)
 BRIGHTNESS, CONTRAST, SATURATION, HUE, JITTER_ORDER, GRAYSCALE = range(14, 20)
 ERASE_TOP, ERASE_LEFT, ERASE_HEIGHT, ERASE_WIDTH = range(20, 24)
 SOURCE_HFLIP, SOURCE_VFLIP = 24, 25
+MID_TOP, MID_LEFT, MID_HEIGHT, MID_WIDTH = range(26, 30)
 
 PAD_TOP, PAD_LEFT, PADDED_HEIGHT, PADDED_WIDTH = range(4)
 CROP_SCALE_LO, CROP_SCALE_HI, CROP_LOG_RATIO_LO, CROP_LOG_RATIO_HI, RESIZED_HEIGHT, RESIZED_WIDTH = range(4, 10)
@@ -31,7 +32,7 @@ FILL, NORM_MEAN, NORM_STD, ERASE_VALUE = 44, 48, 52, 56
 SOURCE_HFLIP_P, SOURCE_VFLIP_P = 60, 61
 
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
-RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = range(3)
+RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE, RESAMPLE_AFFINE_RESIZE = range(4)
 NEAREST, BILINEAR, BICUBIC = range(3)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 BORDER_INSIDE = 4
@@ -57,7 +58,8 @@ class Plan:
                             RESAMPLE=RESAMPLE_NONE, INTERPOLATION=BILINEAR, ANTIALIAS=True, BORDER=0, TAPS_H=2,
                             TAPS_W=2, INPUT_INTEGER=not dtype.is_floating_point, QUANTISE=False, JITTER=0,
                             GRAY=False, NOISE=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, NORMALIZE=False,
-                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0, SOURCE_FLIPS=False)
+                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0, SOURCE_FLIPS=False,
+                            MID_CROP=False, MID_INTERPOLATION=NEAREST, QUANTISE_MID=False)
         self.config = [0.0] * op.CONFIG
         self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = float(height), float(width)
         self.config[SCALE_LO] = self.config[SCALE_HI] = 1.0
@@ -187,7 +189,7 @@ class Plan:
 
     def random_resized_crop(self, transform, size, scale, ratio, interpolation, antialias):
         if self.stage > PADDED:
-            return False
+            return self._after_affine(transform, size, interpolation, antialias, scale, ratio)
         self.options.update(DRAW=True, CROP=CROP_RESIZED)
         self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
         self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
@@ -198,7 +200,7 @@ class Plan:
 
     def resize(self, size, interpolation, antialias):
         if self.stage > CROPPED:
-            return False
+            return self._after_affine(None, size, interpolation, antialias)
         self.stage = CROPPED
         return self._resize(size, interpolation, antialias)
 
@@ -217,6 +219,35 @@ class Plan:
                 self.options["WINDOW_H"], self.options["WINDOW_W"] = windows
         self.extent = tuple(size)
         self.stage = RESAMPLED
+        return True
+
+    def _after_affine(self, transform, size, interpolation, antialias, scale=None, ratio=None):
+        """A resize (Resize, or RandomResizedCrop with ``scale``) of an affine map's output in
+        the same launch: the resize's source windows are sampled from the map's output pixel by
+        pixel, so both resamples are torchvision's, in one pass. Only by windows (bilinear or
+        bicubic, at most 3x down, at most four channels), and right after the map."""
+        if (self.stage != RESAMPLED or self.options["RESAMPLE"] != RESAMPLE_AFFINE or self.options["OUT_CROP"]
+                or interpolation == NEAREST or self.channels > 4):
+            return False
+        antialias, bicubic = bool(antialias), interpolation == BICUBIC
+        windows = [op.resize_window(extent, out, antialias, bicubic) for extent, out in zip(self.extent, size)]
+        if not all(windows):
+            return False
+        taps = [op.resize_taps(extent, out, antialias, bicubic) for extent, out in zip(self.extent, size)]
+        taps[1] = 1 << (taps[1] - 1).bit_length()
+        self.options.update(RESAMPLE=RESAMPLE_AFFINE_RESIZE, MID_INTERPOLATION=self.options["INTERPOLATION"],
+                            QUANTISE_MID=self.options["QUANTISE"], INTERPOLATION=interpolation, ANTIALIAS=antialias,
+                            QUANTISE=self.integer, WINDOW_H=windows[0], WINDOW_W=windows[1], TAPS_H=taps[0],
+                            TAPS_W=taps[1])
+        self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, size)
+        if scale is not None:  # RandomResizedCrop: its box drawn in the map's output
+            self.options.update(DRAW=True, MID_CROP=True)
+            self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
+            self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+            self.note(transform, top=MID_TOP, left=MID_LEFT, height=MID_HEIGHT, width=MID_WIDTH)
+        else:  # Resize: the whole of it
+            self.record[MID_HEIGHT], self.record[MID_WIDTH] = map(float, self.extent)
+        self.extent = tuple(size)
         return True
 
     def affine(self, transform, *, angle_sign, degrees, translate, scale, shear, interpolation, fill, center,
