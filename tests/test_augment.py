@@ -385,6 +385,7 @@ def test_compose_splits_where_one_pass_cannot_follow_the_chain(generator):
     assert torch.equal(out, F.center_crop(expected.flip(-2), 5))
 
 
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_an_affine_map_then_a_resize_is_one_launch_equal_to_both_in_turn(dtype, mode, generator):
