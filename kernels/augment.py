@@ -385,6 +385,20 @@ def _window_weights(positions, valid, scale, extent, WINDOW: tl.constexpr, TAPS:
 
 
 @triton.jit
+def _resampled_position(record, lanes, config_ptr, rows, cols, out_height, out_width):
+    """Output rows and columns as positions in the resample's output (the output flips undone, the
+    crop after the resample added), with the crop window of the padded input the resample reads
+    (top, left relative to the unpadded image; its height and width)."""
+    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - rows, rows)
+    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - cols, cols)
+    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
+    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
+    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
+    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
+    return rows, cols, top, left, _get(record, lanes, CROP_HEIGHT), _get(record, lanes, CROP_WIDTH)
+
+
+@triton.jit
 def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width, out_height,
                    out_width, stride_c, stride_h, stride_w, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
                    INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
@@ -405,14 +419,8 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     channels = tl.arange(0, BLOCK_C)
     out_rows = tile_row * TILE + tl.arange(0, TILE)
     out_cols = tile_col * TILE + tl.arange(0, TILE)
-    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - out_rows, out_rows)
-    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - out_cols, out_cols)
-    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
-    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
-    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
-    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
-    crop_h = _get(record, lanes, CROP_HEIGHT)
-    crop_w = _get(record, lanes, CROP_WIDTH)
+    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, out_rows, out_cols,
+                                                                out_height, out_width)
     if AFFINE_FIRST:  # the resize reads a crop of the affine map's output (crop_h x crop_w)
         mid_h = _get(record, lanes, MID_HEIGHT)
         mid_w = _get(record, lanes, MID_WIDTH)
@@ -615,14 +623,8 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
     resample, the resample, the crop window, the pad."""
     channels = tl.arange(0, BLOCK_C)
     fill = tl.load(config_ptr + FILL + tl.minimum(channels, 3))
-    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - rows, rows)
-    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - cols, cols)
-    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
-    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
-    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
-    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
-    crop_h = _get(record, lanes, CROP_HEIGHT)
-    crop_w = _get(record, lanes, CROP_WIDTH)
+    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, rows, cols, out_height,
+                                                                out_width)
     if RESAMPLE == RESAMPLE_NONE:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
                         in_height, in_width, stride_h, stride_w, fill, BORDER)
