@@ -956,7 +956,6 @@ def _mix_kernel(x_ptr, out_ptr, labels_ptr, targets_ptr, lam, per_sample, num_cl
 
 
 MIX_BLOCK = by_backend(interpreter=4096, gpu=1024)
-MIX_WARPS = 8  # four elements a thread: with 64-bit offsets, eight spilled (fp32, NCHW)
 
 
 def mix(x, out, labels, targets, lam, box, *, cutmix, channels_last):
@@ -969,5 +968,6 @@ def mix(x, out, labels, targets, lam, box, *, cutmix, channels_last):
     label_programs = triton.cdiv(targets.numel(), MIX_BLOCK)
     _mix_kernel[(image_programs + label_programs,)](
         x, out, labels, targets, float(lam), per_sample, targets.shape[1], samples, image_programs, *box, channels,
-        height, width, CUTMIX=cutmix, CHANNELS_LAST=channels_last, BLOCK=MIX_BLOCK, num_warps=MIX_WARPS)
+        height, width, CUTMIX=cutmix, CHANNELS_LAST=channels_last, BLOCK=MIX_BLOCK,
+        num_warps=max(1, MIX_BLOCK * x.element_size() // (16 * 32)))  # 16 bytes a thread: 128-bit accesses
     return 1
