@@ -406,12 +406,12 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
                    TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, AFFINE_FIRST: tl.constexpr,
                    MID_INTERPOLATION: tl.constexpr, QUANTISE_MID: tl.constexpr, CHANNELS: tl.constexpr,
                    BLOCK_C: tl.constexpr):
-    """The bilinear resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
+    """The bilinear or bicubic resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
     as two matrix products per channel: the square's source window [WINDOW_H, WINDOW_W] (read once,
     coalesced) times the column weights [WINDOW_W, TILE], then the row weights [TILE, WINDOW_H]
     times that. Each row of a weight matrix holds one output position's taps (torch's, flips and
     the crop after the resample applied to the position), zero elsewhere, so the products are the
-    separable filter of _upsample_bilinear2d_aa: columns first, then rows. The products run on the
+    separable filter of _upsample_bilinear2d_aa (or bicubic): columns first, then rows. The products run on the
     tensor cores in tf32 with every operand split in two exact parts (3xTF32: 22 significant bits).
     AFFINE_FIRST: the window is of a crop (MID_*) of an affine map's output, each of its pixels
     sampled from the input as torchvision's rotate/affine would (and rounded where its output is

@@ -178,6 +178,19 @@ def test_flips_per_sample(dtype, generator):
     assert torch.equal(F.vertical_flip(x), x.flip(-2))
 
 
+def test_the_plans_numbers_are_the_kernels():
+    """The record fields, configuration slots, choices and square size that fastcnn/transforms
+    and ops/augment.py mirror as plain ints (no triton import to build a plan) are the kernel's."""
+    from fastcnn.kernels import augment as kernel
+    from fastcnn.ops import augment as ops
+    from fastcnn.transforms import _plan
+    shared = [name for name in dir(_plan) if name.isupper() and hasattr(kernel, name)]
+    assert len(shared) > 60, shared
+    for module, names in ((_plan, shared), (ops, ("RECORD", "CONFIG", "SQUARE"))):
+        for name in names:
+            assert getattr(module, name) == getattr(getattr(kernel, name), "value", getattr(kernel, name)), name
+
+
 def _resize_windows(height, width, size, antialias=True, mode="bilinear"):
     """The plan's source windows for a bilinear or bicubic resize: (0, 0) when it gathers each
     pixel's taps."""

@@ -42,6 +42,16 @@ def resize_taps(largest_crop, size, antialias, bicubic):
     return math.ceil(2 * _support(largest_crop / size, antialias, bicubic)) + 1
 
 
+def resize_shape(largest_crop, size, antialias, bicubic, windowed):
+    """(TAPS_H, TAPS_W, WINDOW_H, WINDOW_W) of a resize of crops up to ``largest_crop`` (h, w)
+    to ``size``: the taps one output pixel reads along each axis (the column taps a power of
+    two, a tile), and the windows of its output squares, (0, 0) unless ``windowed`` and both fit."""
+    taps = [resize_taps(crop, out, antialias, bicubic) for crop, out in zip(largest_crop, size)]
+    windows = [resize_window(crop, out, antialias, bicubic) for crop, out in zip(largest_crop, size)]
+    windows = windows if windowed and all(windows) else [0, 0]
+    return taps[0], 1 << (taps[1] - 1).bit_length(), windows[0], windows[1]
+
+
 def resize_window(largest_crop, size, antialias, bicubic=False):
     """The source window of one SQUARE-wide run of a bilinear or bicubic resize's outputs along
     one axis (a power of two, 16 to 64), or 0 when a run's taps can span more (a large

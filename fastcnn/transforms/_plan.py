@@ -184,6 +184,11 @@ class Plan:
         self.extent = (height, width)
         return True
 
+    def _crop_distribution(self, scale, ratio):
+        """RandomResizedCrop's area scale and log-uniform aspect ratio ranges (one per launch)."""
+        self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
+        self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+
     def _resampled_extent(self):
         self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, self.extent)
 
@@ -191,8 +196,7 @@ class Plan:
         if self.stage > PADDED:
             return self._after_affine(transform, size, interpolation, antialias, scale, ratio)
         self.options.update(DRAW=True, CROP=CROP_RESIZED)
-        self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
-        self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+        self._crop_distribution(scale, ratio)
         self.note(transform, top=CROP_TOP, left=CROP_LEFT, height=CROP_HEIGHT, width=CROP_WIDTH)
         self.max_crop = self.extent
         self.stage = CROPPED
@@ -209,14 +213,9 @@ class Plan:
         self.options.update(RESAMPLE=RESAMPLE_RESIZE, INTERPOLATION=interpolation, ANTIALIAS=antialias,
                             QUANTISE=self.integer and interpolation != NEAREST)
         self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, size)
-        taps = [op.resize_taps(crop, out, antialias, interpolation == BICUBIC) for crop, out in zip(self.max_crop, size)]
-        taps[1] = 1 << (taps[1] - 1).bit_length()  # the column taps are a tile: a power of two
-        self.options["TAPS_H"], self.options["TAPS_W"] = taps
-        if interpolation != NEAREST and self.channels <= 4:  # the resize of output squares by windows
-            windows = [op.resize_window(crop, out, antialias, interpolation == BICUBIC)
-                       for crop, out in zip(self.max_crop, size)]
-            if all(windows):
-                self.options["WINDOW_H"], self.options["WINDOW_W"] = windows
+        shape = op.resize_shape(self.max_crop, size, antialias, interpolation == BICUBIC,
+                                windowed=interpolation != NEAREST and self.channels <= 4)
+        self.options.update(zip(("TAPS_H", "TAPS_W", "WINDOW_H", "WINDOW_W"), shape))
         self.extent = tuple(size)
         self.stage = RESAMPLED
         return True
@@ -229,21 +228,18 @@ class Plan:
         if (self.stage != RESAMPLED or self.options["RESAMPLE"] != RESAMPLE_AFFINE or self.options["OUT_CROP"]
                 or interpolation == NEAREST or self.channels > 4):
             return False
-        antialias, bicubic = bool(antialias), interpolation == BICUBIC
-        windows = [op.resize_window(extent, out, antialias, bicubic) for extent, out in zip(self.extent, size)]
-        if not all(windows):
+        antialias = bool(antialias)
+        shape = op.resize_shape(self.extent, size, antialias, interpolation == BICUBIC, windowed=True)
+        if not shape[2]:
             return False
-        taps = [op.resize_taps(extent, out, antialias, bicubic) for extent, out in zip(self.extent, size)]
-        taps[1] = 1 << (taps[1] - 1).bit_length()
         self.options.update(RESAMPLE=RESAMPLE_AFFINE_RESIZE, MID_INTERPOLATION=self.options["INTERPOLATION"],
                             QUANTISE_MID=self.options["QUANTISE"], INTERPOLATION=interpolation, ANTIALIAS=antialias,
-                            QUANTISE=self.integer, WINDOW_H=windows[0], WINDOW_W=windows[1], TAPS_H=taps[0],
-                            TAPS_W=taps[1])
+                            QUANTISE=self.integer)
+        self.options.update(zip(("TAPS_H", "TAPS_W", "WINDOW_H", "WINDOW_W"), shape))
         self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, size)
         if scale is not None:  # RandomResizedCrop: its box drawn in the map's output
             self.options.update(DRAW=True, MID_CROP=True)
-            self.config[CROP_SCALE_LO], self.config[CROP_SCALE_HI] = map(float, scale)
-            self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
+            self._crop_distribution(scale, ratio)
             self.note(transform, top=MID_TOP, left=MID_LEFT, height=MID_HEIGHT, width=MID_WIDTH)
         else:  # Resize: the whole of it
             self.record[MID_HEIGHT], self.record[MID_WIDTH] = map(float, self.extent)
