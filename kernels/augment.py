@@ -58,7 +58,7 @@ MID_TOP, MID_LEFT, MID_HEIGHT, MID_WIDTH = tl.constexpr(26), tl.constexpr(27), t
 
 # The static configuration (float32, on the device, cached per pipeline): the distributions the
 # parameters are drawn from and the constants of the colour maths.
-CONFIG = tl.constexpr(64)
+CONFIG = tl.constexpr(72)
 PAD_TOP, PAD_LEFT, PADDED_HEIGHT, PADDED_WIDTH = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 CROP_SCALE_LO, CROP_SCALE_HI, CROP_LOG_RATIO_LO, CROP_LOG_RATIO_HI = tl.constexpr(4), tl.constexpr(5), tl.constexpr(6), tl.constexpr(7)
 RESIZED_HEIGHT, RESIZED_WIDTH = tl.constexpr(8), tl.constexpr(9)
@@ -77,6 +77,13 @@ NORM_MEAN = tl.constexpr(48)  # 4 channels
 NORM_STD = tl.constexpr(52)  # 4 channels
 ERASE_VALUE = tl.constexpr(56)  # 4 channels
 SOURCE_HFLIP_P, SOURCE_VFLIP_P = tl.constexpr(60), tl.constexpr(61)
+# Where a flip stands in the chain, per direction (h, v), so that one pass follows it:
+# a flip of the input comes first (0), or after the pad (1: the pad mirrored with it), or after
+# the pad and the crop (2: both mirrored); a flip of the output before the crop of the
+# resample's output mirrors that crop (1); a flip after erasing moves its box (1).
+SOURCE_HFLIP_MIRRORS, SOURCE_VFLIP_MIRRORS = tl.constexpr(62), tl.constexpr(63)
+OUT_HFLIP_MIRRORS, OUT_VFLIP_MIRRORS = tl.constexpr(64), tl.constexpr(65)
+ERASE_HFLIPPED, ERASE_VFLIPPED = tl.constexpr(66), tl.constexpr(67)
 
 # Philox counters of one sample: n·SAMPLE_COUNTERS + slot.
 SLOT_CROP_AREA, SLOT_CROP_RATIO, SLOT_CROP_POSITION = tl.constexpr(0), tl.constexpr(16), tl.constexpr(32)  # 10 attempts each; i, j
@@ -385,17 +392,43 @@ def _window_weights(positions, valid, scale, extent, WINDOW: tl.constexpr, TAPS:
 
 
 @triton.jit
-def _resampled_position(record, lanes, config_ptr, rows, cols, out_height, out_width):
+def _mirrored(offset, flipped, mirrors, extent, length):
+    """A window's ``offset`` in an ``extent`` of which it takes ``length``, as it falls once the
+    image is flipped (where ``flipped`` and ``mirrors``)."""
+    return tl.where(flipped & mirrors, extent - length - offset, offset)
+
+
+@triton.jit
+def _resampled_position(record, lanes, config_ptr, rows, cols, in_height, in_width, out_height, out_width):
     """Output rows and columns as positions in the resample's output (the output flips undone, the
-    crop after the resample added), with the crop window of the padded input the resample reads
-    (top, left relative to the unpadded image; its height and width)."""
-    rows = tl.where(_get(record, lanes, VFLIP) != 0.0, out_height - 1 - rows, rows)
-    cols = tl.where(_get(record, lanes, HFLIP) != 0.0, out_width - 1 - cols, cols)
-    rows = rows + _get(record, lanes, OUT_TOP).to(tl.int32)
-    cols = cols + _get(record, lanes, OUT_LEFT).to(tl.int32)
-    top = _get(record, lanes, CROP_TOP).to(tl.int32) - tl.load(config_ptr + PAD_TOP).to(tl.int32)
-    left = _get(record, lanes, CROP_LEFT).to(tl.int32) - tl.load(config_ptr + PAD_LEFT).to(tl.int32)
-    return rows, cols, top, left, _get(record, lanes, CROP_HEIGHT), _get(record, lanes, CROP_WIDTH)
+    crop after the resample added, mirrored when a flip came before it), with the crop window of
+    the padded input the resample reads (top, left relative to the unpadded image, mirrored with
+    the pad where a flip of the input came after them; its height and width)."""
+    vflip = _get(record, lanes, VFLIP) != 0.0
+    hflip = _get(record, lanes, HFLIP) != 0.0
+    rows = tl.where(vflip, out_height - 1 - rows, rows)
+    cols = tl.where(hflip, out_width - 1 - cols, cols)
+    resized_h = tl.load(config_ptr + RESIZED_HEIGHT)
+    resized_w = tl.load(config_ptr + RESIZED_WIDTH)
+    rows = rows + _mirrored(_get(record, lanes, OUT_TOP), vflip, tl.load(config_ptr + OUT_VFLIP_MIRRORS) != 0.0,
+                            resized_h, out_height * 1.0).to(tl.int32)
+    cols = cols + _mirrored(_get(record, lanes, OUT_LEFT), hflip, tl.load(config_ptr + OUT_HFLIP_MIRRORS) != 0.0,
+                            resized_w, out_width * 1.0).to(tl.int32)
+    crop_h = _get(record, lanes, CROP_HEIGHT)
+    crop_w = _get(record, lanes, CROP_WIDTH)
+    padded_h = tl.load(config_ptr + PADDED_HEIGHT)
+    padded_w = tl.load(config_ptr + PADDED_WIDTH)
+    source_vflip = _get(record, lanes, SOURCE_VFLIP) != 0.0
+    source_hflip = _get(record, lanes, SOURCE_HFLIP) != 0.0
+    v_mirrors = tl.load(config_ptr + SOURCE_VFLIP_MIRRORS)
+    h_mirrors = tl.load(config_ptr + SOURCE_HFLIP_MIRRORS)
+    # A flipped padded image is the flipped image padded the other way round (its bottom and
+    # right pads first).
+    pad_top = _mirrored(tl.load(config_ptr + PAD_TOP), source_vflip, v_mirrors >= 1.0, padded_h, in_height * 1.0)
+    pad_left = _mirrored(tl.load(config_ptr + PAD_LEFT), source_hflip, h_mirrors >= 1.0, padded_w, in_width * 1.0)
+    top = _mirrored(_get(record, lanes, CROP_TOP), source_vflip, v_mirrors >= 2.0, padded_h, crop_h)
+    left = _mirrored(_get(record, lanes, CROP_LEFT), source_hflip, h_mirrors >= 2.0, padded_w, crop_w)
+    return rows, cols, (top - pad_top).to(tl.int32), (left - pad_left).to(tl.int32), crop_h, crop_w
 
 
 @triton.jit
@@ -420,7 +453,7 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     out_rows = tile_row * TILE + tl.arange(0, TILE)
     out_cols = tile_col * TILE + tl.arange(0, TILE)
     rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, out_rows, out_cols,
-                                                                out_height, out_width)
+                                                                in_height, in_width, out_height, out_width)
     if AFFINE_FIRST:  # the resize reads a crop of the affine map's output (crop_h x crop_w)
         mid_h = _get(record, lanes, MID_HEIGHT)
         mid_w = _get(record, lanes, MID_WIDTH)
@@ -623,8 +656,8 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
     resample, the resample, the crop window, the pad."""
     channels = tl.arange(0, BLOCK_C)
     fill = tl.load(config_ptr + FILL + tl.minimum(channels, 3))
-    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, rows, cols, out_height,
-                                                                out_width)
+    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, rows, cols, in_height,
+                                                                in_width, out_height, out_width)
     if RESAMPLE == RESAMPLE_NONE:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
                         in_height, in_width, stride_h, stride_w, fill, BORDER)
@@ -816,8 +849,13 @@ def _augment_kernel(
         if ERASE != ERASE_NONE:
             top = _get(record, lanes, ERASE_TOP).to(tl.int32)
             left = _get(record, lanes, ERASE_LEFT).to(tl.int32)
-            inside = ((rows >= top) & (rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
-                      & (cols >= left) & (cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
+            # The box where the image stood when it was erased (flips after erasing undone).
+            erased_rows = tl.where((_get(record, lanes, VFLIP) != 0.0) & (tl.load(config_ptr + ERASE_VFLIPPED) != 0.0),
+                                   out_height - 1 - rows, rows)
+            erased_cols = tl.where((_get(record, lanes, HFLIP) != 0.0) & (tl.load(config_ptr + ERASE_HFLIPPED) != 0.0),
+                                   out_width - 1 - cols, cols)
+            inside = ((erased_rows >= top) & (erased_rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
+                      & (erased_cols >= left) & (erased_cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
             if ERASE == ERASE_RANDOM_VALUE:
                 value = tl.randn(seed ^ _ERASE_KEY, element)
             else:

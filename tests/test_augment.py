@@ -386,16 +386,50 @@ def test_compose_is_one_pass_equal_to_its_transforms_one_by_one(dtype, generator
 
 
 def test_compose_splits_where_one_pass_cannot_follow_the_chain(generator):
-    """A second resample, a crop after a flip that is not first: each starts a launch; the
-    result is the chain's."""
+    """A second resize starts a second launch; the result is the chain's."""
     x = _batch(torch.float32, generator)
     chain = T.Compose([T.RandomHorizontalFlip(1.0), T.CenterCrop(15), T.Resize([11, 12]), T.Resize([7, 8]),
                        T.RandomVerticalFlip(1.0), T.CenterCrop(5)])
     with count_launches() as launched:
         out = chain(x)
-    assert launched["augment"] == 3
+    assert launched["augment"] == 2
     expected = F.resize(F.resize(F.center_crop(x.flip(-1), 15), [11, 12]), [7, 8])
     assert torch.equal(out, F.center_crop(expected.flip(-2), 5))
+
+
+@pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_flips_anywhere_in_the_geometry_are_one_launch_equal_to_the_chain(dtype, generator):
+    """Flips after a pad, after a crop, before a crop of a resize's output and after erasing:
+    each chain one launch, equal to its functionals in turn with the parameters drawn (a flip
+    before the resample flips the input, with the pad and crop before it mirrored; one after it
+    mirrors the crop and the erased box on either side of it)."""
+    x = _batch(dtype, generator, (12, 3, 17, 20))
+    fill = 9 if dtype == torch.uint8 else 0.25
+    before = T.Compose([T.Pad((1, 2, 4, 0), fill=fill), T.RandomHorizontalFlip(), T.RandomCrop((15, 19)),
+                        T.RandomVerticalFlip(), T.Resize((9, 11))])
+    after = T.Compose([T.RandomResizedCrop((13, 14)), T.RandomHorizontalFlip(), T.RandomCrop((9, 11)),
+                       T.ToDtype(torch.float32, scale=True), T.RandomErasing(1.0, value=0.5),
+                       T.RandomVerticalFlip()])
+    for chain in (before, after):
+        with count_launches() as launched:
+            out, params = chain(x, return_params=True)
+        assert launched["augment"] == 1
+        flips = [p["flip"] for p in params if p and "flip" in p]
+        assert all(0 < int(flags.sum()) < 12 for flags in flips), "some samples flipped, not all"
+        if chain is before:
+            _, hflip, crop, vflip, _ = params
+            step = F.horizontal_flip(F.pad(x, [1, 2, 4, 0], fill=fill), hflip["flip"])
+            step = F.vertical_flip(F.crop(step, crop["top"], crop["left"], 15, 19), vflip["flip"])
+            step = F.resize(step, [9, 11])
+        else:
+            resized, hflip, crop, _, erase, vflip = params
+            step = F.resized_crop(x, resized["top"], resized["left"], resized["height"], resized["width"], [13, 14])
+            step = F.crop(F.horizontal_flip(step, hflip["flip"]), crop["top"], crop["left"], 9, 11)
+            step = F.erase(F.to_dtype(step, torch.float32, scale=True), erase["top"], erase["left"], erase["height"],
+                           erase["width"], 0.5)
+            step = F.vertical_flip(step, vflip["flip"])
+        assert torch.equal(out, step), (out.double() - step.double()).abs().max()
 
 
 @pytest.mark.every_triton

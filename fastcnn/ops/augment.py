@@ -24,7 +24,7 @@ __all__ = []
 
 OP = "augment"
 RECORD = 32
-CONFIG = 64
+CONFIG = 72
 SQUARE = 16  # kernels/augment.py's output squares for the windowed resize
 LARGEST_WINDOW = 64
 

@@ -30,6 +30,8 @@ ERASE_P, ERASE_SCALE_LO, ERASE_SCALE_HI, ERASE_LOG_RATIO_LO, ERASE_LOG_RATIO_HI 
 TO_FLOAT_SCALE, FILL_MASKED = 41, 42
 FILL, NORM_MEAN, NORM_STD, ERASE_VALUE = 44, 48, 52, 56
 SOURCE_HFLIP_P, SOURCE_VFLIP_P = 60, 61
+SOURCE_HFLIP_MIRRORS, SOURCE_VFLIP_MIRRORS, OUT_HFLIP_MIRRORS, OUT_VFLIP_MIRRORS = range(62, 66)
+ERASE_HFLIPPED, ERASE_VFLIPPED = 66, 67
 
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE, RESAMPLE_AFFINE_RESIZE = range(4)
@@ -156,7 +158,7 @@ class Plan:
             self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = float(height), float(width)
             self.max_crop = (height, width)
             self.stage = CROPPED
-        elif self.stage in (CROPPED, RESAMPLED) and not self.options["OUT_CROP"]:
+        elif self.stage in (CROPPED, RESAMPLED, FLIPPED) and not self.options["OUT_CROP"]:
             self._resampled_extent()
             self.set_given(OUT_TOP, top)
             self.set_given(OUT_LEFT, left)
@@ -174,7 +176,7 @@ class Plan:
             self.max_crop = (height, width)
             self.stage = CROPPED
             self.note(transform, top=CROP_TOP, left=CROP_LEFT)
-        elif self.stage in (CROPPED, RESAMPLED) and not self.options["OUT_CROP"]:
+        elif self.stage in (CROPPED, RESAMPLED, FLIPPED) and not self.options["OUT_CROP"]:
             self._resampled_extent()
             self.options.update(DRAW=True, OUT_CROP=True)
             self.stage = OUT_CROPPED
@@ -190,7 +192,11 @@ class Plan:
         self.config[CROP_LOG_RATIO_LO], self.config[CROP_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
 
     def _resampled_extent(self):
+        """The crop of the resample's output starts here: its extent, and the flips of the output
+        before it, which mirror its position."""
         self.config[RESIZED_HEIGHT], self.config[RESIZED_WIDTH] = map(float, self.extent)
+        self.config[OUT_HFLIP_MIRRORS] = float(HFLIP in self.flips)
+        self.config[OUT_VFLIP_MIRRORS] = float(VFLIP in self.flips)
 
     def random_resized_crop(self, transform, size, scale, ratio, interpolation, antialias):
         if self.stage > PADDED:
@@ -282,20 +288,35 @@ class Plan:
         return True
 
     def flip(self, transform, horizontal, p=None, given=None):
-        """A flip of the output (after every other geometric step), one per direction. The colour
-        maths is per pixel (contrast's mean is the whole image's), so a flip may follow it; not
-        erasing, whose box it would move. A random flip first in the chain flips the input
-        instead (the kernel reads it mirrored), so that a pad, crop or resample may follow."""
-        if given is None and self.stage == START and horizontal not in self.source_flips:
+        """A flip, one per direction, wherever it stands in the chain's geometry:
+        - before the resample, it flips the input (the kernel reads it mirrored), with the pad and
+          the crop before it mirrored to match (a flip of a crop is the crop, mirrored, of the
+          flipped image), so that a crop or a resample may follow;
+        - after the resample, it flips the output (after every other geometric step), with a
+          crop of the resample's output after it mirrored to match, and with the box of an
+          erasing before it. The colour maths is per pixel (contrast's mean is the whole
+          image's), so a flip may follow it."""
+        if self.stage <= CROPPED:
+            if horizontal in self.source_flips:
+                return False
             self.source_flips.add(horizontal)
-            self.options.update(DRAW=True, SOURCE_FLIPS=True)
-            self.config[SOURCE_HFLIP_P if horizontal else SOURCE_VFLIP_P] = float(p)
-            self.note(transform, flip=SOURCE_HFLIP if horizontal else SOURCE_VFLIP)
+            field = SOURCE_HFLIP if horizontal else SOURCE_VFLIP
+            self.options["SOURCE_FLIPS"] = True
+            self.config[SOURCE_HFLIP_MIRRORS if horizontal else SOURCE_VFLIP_MIRRORS] = \
+                {START: 0.0, PADDED: 1.0, CROPPED: 2.0}[self.stage]
+            if given is not None:
+                self.set_given(field, given)
+            else:
+                self.options["DRAW"] = True
+                self.config[SOURCE_HFLIP_P if horizontal else SOURCE_VFLIP_P] = float(p)
+                self.note(transform, flip=field)
             return True
         field = HFLIP if horizontal else VFLIP
-        if self.stage >= ERASED or field in self.flips:
+        if field in self.flips:
             return False
         self.flips.add(field)
+        if self.stage >= ERASED:
+            self.config[ERASE_HFLIPPED if horizontal else ERASE_VFLIPPED] = 1.0
         if given is not None:
             self.set_given(field, given)
         else:
