@@ -98,6 +98,7 @@ SAMPLE_COUNTERS = tl.constexpr(128)
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # the crop window: record, RandomCrop, RandomResizedCrop
 RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 RESAMPLE_AFFINE_RESIZE = tl.constexpr(3)  # an affine map, then a resize of a crop of its output (by windows)
+RESAMPLE_RESIZE_AFFINE = tl.constexpr(4)  # a resize, then an affine map of its output (each pixel's taps gathered)
 NEAREST, BILINEAR, BICUBIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
@@ -491,7 +492,8 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
             source = _affine_sample(image_ptr, config_ptr, record, lanes, mid_rows, mid_cols, channel * stride_c,
                                     channel < CHANNELS, tl.full([WINDOW_H * WINDOW_W], 1, tl.int1), top, left,
                                     crop_h, crop_w, tl.load(config_ptr + FILL + channel), in_height, in_width,
-                                    stride_h, stride_w, MID_INTERPOLATION, BORDER, 1)
+                                    stride_h, stride_w, MID_INTERPOLATION, BORDER, 1, False, NEAREST, False, False,
+                                    1, 1)
             if QUANTISE_MID:  # torchvision rounds the rotated uint8 image back to uint8
                 source = tl.minimum(tl.maximum(_round_half_even(source), 0.0), 255.0)
             source = tl.reshape(source, [WINDOW_H, WINDOW_W])
@@ -580,12 +582,45 @@ def _hue(tile, channels, factor, INTEGER: tl.constexpr):
 
 
 @triton.jit
+def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
+             channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w, BORDER: tl.constexpr,
+             BLOCK_C: tl.constexpr, RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr,
+             ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
+    """[pixels, channels] of an affine map's input at integer (rows, cols) (masked outside its
+    extent_h x extent_w): the padded input's crop window, or its resize."""
+    if RESIZED:
+        rows = tl.minimum(tl.maximum(rows, 0), extent_h - 1)
+        cols = tl.minimum(tl.maximum(cols, 0), extent_w - 1)
+        value = _resize_sample(image_ptr, config_ptr, rows, cols, top, left, resize_h, resize_w, channel_offsets,
+                               channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                               RESIZE_INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
+        if QUANTISE_RESIZED:  # torchvision rounds the resized uint8 image back to uint8
+            value = tl.minimum(tl.maximum(_round_half_even(value), 0.0), 255.0)
+    else:
+        value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask, in_height,
+                        in_width, stride_h, stride_w, fill, BORDER)
+    return value
+
+
+@triton.jit
 def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
                    top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
-                   INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr):
+                   INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr,
+                   RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr,
+                   QUANTISE_RESIZED: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
     """[pixels, channels] (fp32) of the rotated/affine-mapped image at integer (rows, cols): the
     inverse map to the crop window (``top``, ``left``, ``crop_h`` x ``crop_w``) of the padded
-    input, sampled nearest or bilinear with torchvision's fill."""
+    input, sampled nearest or bilinear with torchvision's fill. RESIZED: the map's input is the
+    resize of that crop window instead (RESIZED_HEIGHT x RESIZED_WIDTH), each of its taps a
+    pixel of the resize (``_resize_sample``, rounded where torchvision's resized image is uint8),
+    so that the two resamples are the chain's, in one pass."""
+    resize_h = crop_h
+    resize_w = crop_w
+    if RESIZED:  # crop_h, crop_w below: the extent of the map's input
+        resize_h = crop_h
+        resize_w = crop_w
+        crop_h = tl.load(config_ptr + RESIZED_HEIGHT)
+        crop_w = tl.load(config_ptr + RESIZED_WIDTH)
     # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
     # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
     # M · (x - w/2 + 0.5, y - h/2 + 0.5, 1) + ((w - 1)/2, (h - 1)/2).
@@ -619,8 +654,10 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
         near_r = _round_half_even(src_y).to(tl.int32)
         near_c = _round_half_even(src_x).to(tl.int32)
         inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
-        value = _source(image_ptr, top + near_r, left + near_c, channel_offsets, channel_mask,
-                        pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+        value = _map_tap(image_ptr, config_ptr, near_r, near_c, extent_h, extent_w, top, left, resize_h, resize_w,
+                         channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width, stride_h,
+                         stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
+                         TAPS_H, TAPS_W)
         value = tl.where(inside[:, None], value, fill[None, :])
     else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
         row0 = tl.floor(src_y)
@@ -638,8 +675,10 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
                 inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
                 weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
                 weight = tl.where(inside, weight, 0.0)
-                tap = _source(image_ptr, top + r, left + cc, channel_offsets, channel_mask,
-                              pixel_mask & inside, in_height, in_width, stride_h, stride_w, fill, BORDER)
+                tap = _map_tap(image_ptr, config_ptr, r, cc, extent_h, extent_w, top, left, resize_h, resize_w,
+                               channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width,
+                               stride_h, stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
+                               QUANTISE_RESIZED, TAPS_H, TAPS_W)
                 value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
                 mask += weight
         if tl.load(config_ptr + FILL_MASKED) != 0.0:
@@ -648,10 +687,62 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
 
 
 @triton.jit
+def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w, channel_offsets, channel_mask,
+                   pixel_mask, fill, in_height, in_width, stride_h, stride_w, INTERPOLATION: tl.constexpr,
+                   ANTIALIAS: tl.constexpr, BORDER: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    """[pixels, channels] (fp32) of the resize (to RESIZED_HEIGHT x RESIZED_WIDTH) of the crop
+    window (``top``, ``left``, ``crop_h`` x ``crop_w``) of the padded input at integer output
+    (rows, cols): torch's nearest, or each pixel's bilinear or bicubic taps gathered."""
+    scale_h = crop_h / tl.load(config_ptr + RESIZED_HEIGHT)
+    scale_w = crop_w / tl.load(config_ptr + RESIZED_WIDTH)
+    extent_h = crop_h.to(tl.int32)
+    extent_w = crop_w.to(tl.int32)
+    if INTERPOLATION == NEAREST:  # torch's nearest: floor(dst · scale)
+        src_r = tl.minimum(tl.floor(rows.to(tl.float32) * scale_h).to(tl.int32), extent_h - 1)
+        src_c = tl.minimum(tl.floor(cols.to(tl.float32) * scale_w).to(tl.int32), extent_w - 1)
+        value = _source(image_ptr, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
+                        in_height, in_width, stride_h, stride_w, fill, BORDER)
+    else:
+        # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
+        first_r, last_r, center_r, inverse_r = _resize_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS,
+                                                            INTERPOLATION)
+        first_c, last_c, center_c, inverse_c = _resize_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS,
+                                                            INTERPOLATION)
+        col_taps = first_c[:, None] + tl.arange(0, TAPS_W)[None, :]
+        weight_c = _tap_weight(col_taps, first_c[:, None], last_c[:, None], center_c[:, None], inverse_c[:, None],
+                               extent_w, ANTIALIAS, INTERPOLATION)
+        total_r = tl.full(rows.shape, 1.0, tl.float32)
+        if ANTIALIAS:  # the filter normalised over its taps inside the image
+            total_c = tl.sum(weight_c, axis=1)
+            weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
+            total_r = tl.zeros(rows.shape, tl.float32)
+            for i in range(TAPS_H):
+                total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
+                                       INTERPOLATION)
+            total_r = tl.where(total_r > 0.0, total_r, 1.0)
+        col, col_inside = _border(left + tl.minimum(tl.maximum(col_taps, 0), extent_w - 1), in_width, BORDER)
+        col_offsets = col * stride_w
+        value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
+        load_mask = pixel_mask[:, None, None] & channel_mask[None, None, :]
+        for i in range(TAPS_H):
+            weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
+                                   INTERPOLATION) / total_r
+            row, row_inside = _border(top + tl.minimum(tl.maximum(first_r + i, 0), extent_h - 1), in_height,
+                                      BORDER)
+            offsets = (row * stride_h)[:, None, None] + col_offsets[:, :, None] + channel_offsets[None, None, :]
+            taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
+            taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
+            value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
+    return value
+
+
+@triton.jit
 def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
               in_height, in_width, out_height, out_width, stride_h, stride_w,
               RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
-              TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr):
+              TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr,
+              MID_INTERPOLATION: tl.constexpr, QUANTISE_MID: tl.constexpr):
     """The sampled [pixels, channels] (fp32) of output (rows, cols): flips, the crop after the
     resample, the resample, the crop window, the pad."""
     channels = tl.arange(0, BLOCK_C)
@@ -662,50 +753,18 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
                         in_height, in_width, stride_h, stride_w, fill, BORDER)
     elif RESAMPLE == RESAMPLE_RESIZE:
-        scale_h = crop_h / tl.load(config_ptr + RESIZED_HEIGHT)
-        scale_w = crop_w / tl.load(config_ptr + RESIZED_WIDTH)
-        extent_h = crop_h.to(tl.int32)
-        extent_w = crop_w.to(tl.int32)
-        if INTERPOLATION == NEAREST:  # torch's nearest: floor(dst · scale)
-            src_r = tl.minimum(tl.floor(rows.to(tl.float32) * scale_h).to(tl.int32), extent_h - 1)
-            src_c = tl.minimum(tl.floor(cols.to(tl.float32) * scale_w).to(tl.int32), extent_w - 1)
-            value = _source(image_ptr, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
-                            in_height, in_width, stride_h, stride_w, fill, BORDER)
-        else:
-            # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
-            first_r, last_r, center_r, inverse_r = _resize_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS,
-                                                                INTERPOLATION)
-            first_c, last_c, center_c, inverse_c = _resize_taps(cols.to(tl.float32), scale_w, extent_w, ANTIALIAS,
-                                                                INTERPOLATION)
-            col_taps = first_c[:, None] + tl.arange(0, TAPS_W)[None, :]
-            weight_c = _tap_weight(col_taps, first_c[:, None], last_c[:, None], center_c[:, None], inverse_c[:, None],
-                                   extent_w, ANTIALIAS, INTERPOLATION)
-            total_r = tl.full(rows.shape, 1.0, tl.float32)
-            if ANTIALIAS:  # the filter normalised over its taps inside the image
-                total_c = tl.sum(weight_c, axis=1)
-                weight_c = weight_c / tl.where(total_c > 0.0, total_c, 1.0)[:, None]  # pixels past the output: no taps
-                total_r = tl.zeros(rows.shape, tl.float32)
-                for i in range(TAPS_H):
-                    total_r += _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
-                                           INTERPOLATION)
-                total_r = tl.where(total_r > 0.0, total_r, 1.0)
-            col, col_inside = _border(left + tl.minimum(tl.maximum(col_taps, 0), extent_w - 1), in_width, BORDER)
-            col_offsets = col * stride_w
-            value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
-            load_mask = pixel_mask[:, None, None] & channel_mask[None, None, :]
-            for i in range(TAPS_H):
-                weight_r = _tap_weight(first_r + i, first_r, last_r, center_r, inverse_r, extent_h, ANTIALIAS,
-                                       INTERPOLATION) / total_r
-                row, row_inside = _border(top + tl.minimum(tl.maximum(first_r + i, 0), extent_h - 1), in_height,
-                                          BORDER)
-                offsets = (row * stride_h)[:, None, None] + col_offsets[:, :, None] + channel_offsets[None, None, :]
-                taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
-                taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
-                value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
+        value = _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w, channel_offsets,
+                               channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w, INTERPOLATION,
+                               ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
+    elif RESAMPLE == RESAMPLE_RESIZE_AFFINE:  # the map's taps are pixels of the resize's output
+        value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
+                               pixel_mask, top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                               INTERPOLATION, BORDER, BLOCK_C, True, MID_INTERPOLATION, ANTIALIAS, QUANTISE_MID,
+                               TAPS_H, TAPS_W)
     else:  # RESAMPLE_AFFINE
         value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
                                pixel_mask, top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
-                               INTERPOLATION, BORDER, BLOCK_C)
+                               INTERPOLATION, BORDER, BLOCK_C, False, NEAREST, False, False, 1, 1)
     return value
 
 
@@ -794,7 +853,8 @@ def _augment_kernel(
         cols = pixels % out_width
         tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channels * x_stride_c, channel_mask,
                          pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, RESAMPLE,
-                         INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C)
+                         INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C, MID_INTERPOLATION,
+                         QUANTISE_MID)
     integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
         tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)

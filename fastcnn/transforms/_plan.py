@@ -34,7 +34,7 @@ SOURCE_HFLIP_MIRRORS, SOURCE_VFLIP_MIRRORS, OUT_HFLIP_MIRRORS, OUT_VFLIP_MIRRORS
 ERASE_HFLIPPED, ERASE_VFLIPPED = 66, 67
 
 CROP_GIVEN, CROP_RANDOM, CROP_RESIZED = range(3)
-RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE, RESAMPLE_AFFINE_RESIZE = range(4)
+RESAMPLE_NONE, RESAMPLE_RESIZE, RESAMPLE_AFFINE, RESAMPLE_AFFINE_RESIZE, RESAMPLE_RESIZE_AFFINE = range(5)
 NEAREST, BILINEAR, BICUBIC = range(3)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 BORDER_INSIDE = 4
@@ -153,6 +153,10 @@ class Plan:
         """A crop of the (padded) image at a given or per-sample position; outside the image
         reads as zeros (torchvision's crop pads). After a crop or a resample: a crop of its output."""
         if self.stage <= PADDED:
+            outside = any(isinstance(value, torch.Tensor) for value in (top, left)) or top < 0 or left < 0 \
+                or top + height > self.extent[0] or left + width > self.extent[1]
+            if self.stage == START and outside and not self.set_fill(0):  # a later map's fill is not the crop's
+                return False
             self.set_given(CROP_TOP, top + self.config[PAD_TOP] if not isinstance(top, torch.Tensor) else top)
             self.set_given(CROP_LEFT, left + self.config[PAD_LEFT] if not isinstance(left, torch.Tensor) else left)
             self.record[CROP_HEIGHT], self.record[CROP_WIDTH] = float(height), float(width)
@@ -254,13 +258,22 @@ class Plan:
 
     def affine(self, transform, *, angle_sign, degrees, translate, scale, shear, interpolation, fill, center,
                given=None):
-        """RandomRotation / RandomAffine (``given``: the functional's per-sample parameters)."""
-        if self.stage > CROPPED or not self.set_fill(0 if fill is None else fill):
+        """RandomRotation / RandomAffine (``given``: the functional's per-sample parameters). Right
+        after a resize (Resize, RandomResizedCrop), the map's taps are pixels of the resize, each
+        gathered from the input (and rounded where torchvision's is uint8): both resamples are
+        torchvision's, in one pass."""
+        after_resize = (self.stage == RESAMPLED and self.options["RESAMPLE"] == RESAMPLE_RESIZE
+                        and not self.options["OUT_CROP"])
+        if (self.stage > CROPPED and not after_resize) or not self.set_fill(0 if fill is None else fill):
             return False
         self.config[FILL_MASKED] = 0.0 if fill is None else 1.0  # torchvision's functional default: no mask
         height, width = self.extent
-        self.options.update(RESAMPLE=RESAMPLE_AFFINE, INTERPOLATION=interpolation,
-                            QUANTISE=self.integer and interpolation == BILINEAR)
+        if after_resize:  # the resize's taps are gathered per pixel: no windows
+            self.options.update(RESAMPLE=RESAMPLE_RESIZE_AFFINE, MID_INTERPOLATION=self.options["INTERPOLATION"],
+                                QUANTISE_MID=self.options["QUANTISE"], WINDOW_H=0, WINDOW_W=0)
+        else:
+            self.options["RESAMPLE"] = RESAMPLE_AFFINE
+        self.options.update(INTERPOLATION=interpolation, QUANTISE=self.integer and interpolation == BILINEAR)
         self.config[ANGLE_SIGN] = float(angle_sign)
         if center is not None:
             self.config[CENTER_X], self.config[CENTER_Y] = map(float, center)
