@@ -603,6 +603,25 @@ def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, r
 
 
 @triton.jit
+def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h, extent_w, top, left, resize_h,
+                resize_w, channel_offsets, channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                BORDER: tl.constexpr, BLOCK_C: tl.constexpr, RESIZED: tl.constexpr,
+                RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr,
+                TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
+    """Corner (row0 + i, col0 + j) of a bilinear affine sample: its weighted [pixels, channels]
+    (zero outside the map's input) and its weight (grid_sample's, zeros outside)."""
+    r = row0 + i
+    cc = col0 + j
+    inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
+    weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
+    weight = tl.where(inside, weight, 0.0)
+    tap = _map_tap(image_ptr, config_ptr, r, cc, extent_h, extent_w, top, left, resize_h, resize_w,
+                   channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width, stride_h, stride_w,
+                   BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED, TAPS_H, TAPS_W)
+    return weight[:, None] * tl.where(inside[:, None], tap, 0.0), weight
+
+
+@triton.jit
 def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
                    top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
                    INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -668,19 +687,25 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
         col0 = col0.to(tl.int32)
         value = tl.zeros((rows.shape[0], BLOCK_C), tl.float32)
         mask = tl.zeros(rows.shape, tl.float32)
-        for i in tl.static_range(2):
-            for j in tl.static_range(2):
-                r = row0 + i
-                cc = col0 + j
-                inside = (r >= 0) & (r < extent_h) & (cc >= 0) & (cc < extent_w)
-                weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
-                weight = tl.where(inside, weight, 0.0)
-                tap = _map_tap(image_ptr, config_ptr, r, cc, extent_h, extent_w, top, left, resize_h, resize_w,
-                               channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width,
-                               stride_h, stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
-                               QUANTISE_RESIZED, TAPS_H, TAPS_W)
-                value += weight[:, None] * tl.where(inside[:, None], tap, 0.0)
+        if RESIZED:  # a loop, not four copies: each corner's gathered taps hold many registers
+            for corner in range(4):
+                tap, weight = _map_corner(image_ptr, config_ptr, corner // 2, corner % 2, row0, col0, frac_r, frac_c,
+                                          extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
+                                          channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                                          BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
+                                          QUANTISE_RESIZED, TAPS_H, TAPS_W)
+                value += tap
                 mask += weight
+        else:
+            for i in tl.static_range(2):
+                for j in tl.static_range(2):
+                    tap, weight = _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h,
+                                              extent_w, top, left, resize_h, resize_w, channel_offsets, channel_mask,
+                                              pixel_mask, fill, in_height, in_width, stride_h, stride_w, BORDER,
+                                              BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
+                                              TAPS_H, TAPS_W)
+                    value += tap
+                    mask += weight
         if tl.load(config_ptr + FILL_MASKED) != 0.0:
             value = (value - fill[None, :]) * mask[:, None] + fill[None, :]
     return value
@@ -978,8 +1003,10 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
                   and block_c <= 4)  # dense channels_last, at most four channels
     constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, TILE=square, **options)
-    # A rotation sampled into each resize window: eight warps, for the registers of its four taps.
-    warps = 2 * NUM_WARPS if options["RESAMPLE"] == RESAMPLE_AFFINE_RESIZE.value else NUM_WARPS
+    # Two resamples (a rotation sampled into each resize window, or each tap of a rotation a
+    # gathered resize): eight warps, for the registers of the four taps.
+    two_resamples = options["RESAMPLE"] in (RESAMPLE_AFFINE_RESIZE.value, RESAMPLE_RESIZE_AFFINE.value)
+    warps = 2 * NUM_WARPS if two_resamples else NUM_WARPS
     if not options["JITTER"] & 2:
         _augment_kernel[grid](*arguments, STATS=False, **constants, num_warps=warps)
         return 1

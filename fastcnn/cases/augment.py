@@ -181,7 +181,9 @@ def compile_variants(kernel_module):
     """Every stage the pipelines above leave out: rotation and affine (nearest, bilinear), a
     reflect pad, hue, grayscale, noise, erasing with random values, float input, uint8 output;
     bicubic resizes by windows (antialiased, float input: 3xTF32 source) and by gathered taps
-    (6x down); a flip first, a rotation and RandomResizedCrop in one pass; MixUp and CutMix."""
+    (6x down); a flip first, a rotation and RandomResizedCrop in one pass, and RandomResizedCrop
+    then a rotation (the resize's taps gathered per tap of the map) with flips before a crop and
+    after erasing; MixUp and CutMix."""
     from .. import transforms as T
 
     def geometry_and_colour():
@@ -199,6 +201,10 @@ def compile_variants(kernel_module):
         rotated = T.Compose([T.RandomHorizontalFlip(), T.RandomRotation(15, interpolation="bilinear"),
                              T.RandomResizedCrop(224), T.ToDtype(torch.bfloat16, scale=True)])
         _launch(kernel_module, "variant", 4, 320, 320, 224, rotated, torch.uint8, True)
+        resized_first = T.Compose([T.RandomResizedCrop(240), T.RandomRotation(15, interpolation="bilinear"),
+                                   T.RandomHorizontalFlip(), T.CenterCrop(224), T.ToDtype(torch.bfloat16, scale=True),
+                                   T.RandomErasing(), T.RandomVerticalFlip()])
+        _launch(kernel_module, "variant", 4, 320, 320, 224, resized_first, torch.uint8, True)
 
     def mixing():
         augment = kernel_module("augment")
