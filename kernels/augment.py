@@ -104,6 +104,7 @@ BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0)
 BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # where uint8 becomes float (÷255)
+TO_FLOAT_SOURCE = tl.constexpr(3)  # before the geometry (ToDtype first in the chain): each source pixel as it is read
 
 # Philox keys of the per-element draws (the parameters use the seed itself).
 _NOISE_KEY = tl.constexpr(0x5BD1E995)
@@ -292,7 +293,7 @@ def _border(coordinate, extent, BORDER: tl.constexpr):
 
 @triton.jit
 def _source(image_ptr, rows, cols, channel_offsets, channel_mask, pixel_mask, in_height, in_width,
-            stride_h, stride_w, fill, BORDER: tl.constexpr):
+            stride_h, stride_w, fill, source_scale, BORDER: tl.constexpr):
     """[pixels, channels] of the padded source at integer (rows, cols) of the padded image
     (already offset by the pad): the image's pixel under the pad's rule, the fill outside a
     constant pad. Returned in fp32. Offsets within one image are int32 (the op checks)."""
@@ -301,7 +302,7 @@ def _source(image_ptr, rows, cols, channel_offsets, channel_mask, pixel_mask, in
     inside = row_in & col_in
     offsets = (row * stride_h + col * stride_w)[:, None] + channel_offsets[None, :]
     value = tl.load(image_ptr + offsets, mask=pixel_mask[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
-    return tl.where(inside[:, None], value, fill[None, :])
+    return tl.where(inside[:, None], value * source_scale, fill[None, :])
 
 
 @triton.jit
@@ -434,7 +435,7 @@ def _resampled_position(record, lanes, config_ptr, rows, cols, in_height, in_wid
 
 @triton.jit
 def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width, out_height,
-                   out_width, stride_c, stride_h, stride_w, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
+                   out_width, stride_c, stride_h, stride_w, source_scale, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
                    INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
                    TAPS_H: tl.constexpr,
                    TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, AFFINE_FIRST: tl.constexpr,
@@ -491,14 +492,15 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
             channel = c + tl.arange(0, 1)
             source = _affine_sample(image_ptr, config_ptr, record, lanes, mid_rows, mid_cols, channel * stride_c,
                                     channel < CHANNELS, tl.full([WINDOW_H * WINDOW_W], 1, tl.int1), top, left,
-                                    crop_h, crop_w, tl.load(config_ptr + FILL + channel), in_height, in_width,
+                                    crop_h, crop_w, tl.load(config_ptr + FILL + channel), source_scale, in_height,
+                                    in_width,
                                     stride_h, stride_w, MID_INTERPOLATION, BORDER, 1, False, NEAREST, False, False,
                                     1, 1)
             if QUANTISE_MID:  # torchvision rounds the rotated uint8 image back to uint8
                 source = tl.minimum(tl.maximum(_round_half_even(source), 0.0), 255.0)
             source = tl.reshape(source, [WINDOW_H, WINDOW_W])
         else:
-            source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32)
+            source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32) * source_scale
             source = tl.where(inside, source, tl.load(config_ptr + FILL + c))  # CHANNELS <= 4 here
         if SPLIT_SOURCE:
             source_hi, source_lo = _tf32_parts(source)
@@ -583,7 +585,7 @@ def _hue(tile, channels, factor, INTEGER: tl.constexpr):
 
 @triton.jit
 def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
-             channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w, BORDER: tl.constexpr,
+             channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, BORDER: tl.constexpr,
              BLOCK_C: tl.constexpr, RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr,
              ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
     """[pixels, channels] of an affine map's input at integer (rows, cols) (masked outside its
@@ -592,19 +594,19 @@ def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, r
         rows = tl.minimum(tl.maximum(rows, 0), extent_h - 1)
         cols = tl.minimum(tl.maximum(cols, 0), extent_w - 1)
         value = _resize_sample(image_ptr, config_ptr, rows, cols, top, left, resize_h, resize_w, channel_offsets,
-                               channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                               channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                RESIZE_INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
         if QUANTISE_RESIZED:  # torchvision rounds the resized uint8 image back to uint8
             value = tl.minimum(tl.maximum(_round_half_even(value), 0.0), 255.0)
     else:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask, in_height,
-                        in_width, stride_h, stride_w, fill, BORDER)
+                        in_width, stride_h, stride_w, fill, source_scale, BORDER)
     return value
 
 
 @triton.jit
 def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h, extent_w, top, left, resize_h,
-                resize_w, channel_offsets, channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                resize_w, channel_offsets, channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
                 BORDER: tl.constexpr, BLOCK_C: tl.constexpr, RESIZED: tl.constexpr,
                 RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr,
                 TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
@@ -616,14 +618,14 @@ def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_
     weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
     weight = tl.where(inside, weight, 0.0)
     tap = _map_tap(image_ptr, config_ptr, r, cc, extent_h, extent_w, top, left, resize_h, resize_w,
-                   channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width, stride_h, stride_w,
+                   channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height, in_width, stride_h, stride_w,
                    BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED, TAPS_H, TAPS_W)
     return weight[:, None] * tl.where(inside[:, None], tap, 0.0), weight
 
 
 @triton.jit
 def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
-                   top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                   top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                    INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr,
                    RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr,
                    QUANTISE_RESIZED: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
@@ -674,7 +676,7 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
         near_c = _round_half_even(src_x).to(tl.int32)
         inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
         value = _map_tap(image_ptr, config_ptr, near_r, near_c, extent_h, extent_w, top, left, resize_h, resize_w,
-                         channel_offsets, channel_mask, pixel_mask & inside, fill, in_height, in_width, stride_h,
+                         channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height, in_width, stride_h,
                          stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
                          TAPS_H, TAPS_W)
         value = tl.where(inside[:, None], value, fill[None, :])
@@ -691,7 +693,7 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
             for corner in range(4):
                 tap, weight = _map_corner(image_ptr, config_ptr, corner // 2, corner % 2, row0, col0, frac_r, frac_c,
                                           extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
-                                          channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w,
+                                          channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                           BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
                                           QUANTISE_RESIZED, TAPS_H, TAPS_W)
                 value += tap
@@ -701,7 +703,7 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
                 for j in tl.static_range(2):
                     tap, weight = _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h,
                                               extent_w, top, left, resize_h, resize_w, channel_offsets, channel_mask,
-                                              pixel_mask, fill, in_height, in_width, stride_h, stride_w, BORDER,
+                                              pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, BORDER,
                                               BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
                                               TAPS_H, TAPS_W)
                     value += tap
@@ -713,7 +715,7 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
 
 @triton.jit
 def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w, channel_offsets, channel_mask,
-                   pixel_mask, fill, in_height, in_width, stride_h, stride_w, INTERPOLATION: tl.constexpr,
+                   pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, INTERPOLATION: tl.constexpr,
                    ANTIALIAS: tl.constexpr, BORDER: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr,
                    BLOCK_C: tl.constexpr):
     """[pixels, channels] (fp32) of the resize (to RESIZED_HEIGHT x RESIZED_WIDTH) of the crop
@@ -727,7 +729,7 @@ def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w,
         src_r = tl.minimum(tl.floor(rows.to(tl.float32) * scale_h).to(tl.int32), extent_h - 1)
         src_c = tl.minimum(tl.floor(cols.to(tl.float32) * scale_w).to(tl.int32), extent_w - 1)
         value = _source(image_ptr, top + src_r, left + src_c, channel_offsets, channel_mask, pixel_mask,
-                        in_height, in_width, stride_h, stride_w, fill, BORDER)
+                        in_height, in_width, stride_h, stride_w, fill, source_scale, BORDER)
     else:
         # The column taps as a [pixels, TAPS_W] tile (one gather per row tap), the row taps in a loop.
         first_r, last_r, center_r, inverse_r = _resize_taps(rows.to(tl.float32), scale_h, extent_h, ANTIALIAS,
@@ -756,7 +758,7 @@ def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w,
             row, row_inside = _border(top + tl.minimum(tl.maximum(first_r + i, 0), extent_h - 1), in_height,
                                       BORDER)
             offsets = (row * stride_h)[:, None, None] + col_offsets[:, :, None] + channel_offsets[None, None, :]
-            taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32)
+            taps = tl.load(image_ptr + offsets, mask=load_mask, other=0.0).to(tl.float32) * source_scale
             taps = tl.where((row_inside[:, None] & col_inside)[:, :, None], taps, fill[None, None, :])
             value += weight_r[:, None] * tl.sum(weight_c[:, :, None] * taps, axis=1)
     return value
@@ -764,7 +766,7 @@ def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w,
 
 @triton.jit
 def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
-              in_height, in_width, out_height, out_width, stride_h, stride_w,
+              in_height, in_width, out_height, out_width, stride_h, stride_w, source_scale,
               RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
               TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr,
               MID_INTERPOLATION: tl.constexpr, QUANTISE_MID: tl.constexpr):
@@ -776,19 +778,19 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
                                                                 in_width, out_height, out_width)
     if RESAMPLE == RESAMPLE_NONE:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
-                        in_height, in_width, stride_h, stride_w, fill, BORDER)
+                        in_height, in_width, stride_h, stride_w, fill, source_scale, BORDER)
     elif RESAMPLE == RESAMPLE_RESIZE:
         value = _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w, channel_offsets,
-                               channel_mask, pixel_mask, fill, in_height, in_width, stride_h, stride_w, INTERPOLATION,
+                               channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, INTERPOLATION,
                                ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
     elif RESAMPLE == RESAMPLE_RESIZE_AFFINE:  # the map's taps are pixels of the resize's output
         value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
-                               pixel_mask, top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                INTERPOLATION, BORDER, BLOCK_C, True, MID_INTERPOLATION, ANTIALIAS, QUANTISE_MID,
                                TAPS_H, TAPS_W)
     else:  # RESAMPLE_AFFINE
         value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
-                               pixel_mask, top, left, crop_h, crop_w, fill, in_height, in_width, stride_h, stride_w,
+                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                INTERPOLATION, BORDER, BLOCK_C, False, NEAREST, False, False, 1, 1)
     return value
 
@@ -856,6 +858,10 @@ def _augment_kernel(
         image_ptr += tl.where(source_vflip, (in_height - 1) * x_stride_h, 0)
         stride_w = tl.where(source_hflip, -x_stride_w, x_stride_w)
         stride_h = tl.where(source_vflip, -x_stride_h, x_stride_h)
+    if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_SOURCE:  # the image is float from its first read
+        source_scale = tl.load(config_ptr + TO_FLOAT_SCALE)
+    else:
+        source_scale = 1.0
     if TILE != 0:  # a TILE x TILE square of the output (BLOCK_P = TILE·TILE), for the windowed resize
         tile_row = tile_index // tl.cdiv(out_width, TILE)
         tile_col = tile_index % tl.cdiv(out_width, TILE)
@@ -864,10 +870,10 @@ def _augment_kernel(
         cols = tile_col * TILE + within % TILE
         pixel_mask = (rows < out_height) & (cols < out_width)
         tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
-                              out_height, out_width, x_stride_c, stride_h, stride_w, ANTIALIAS, BORDER,
+                              out_height, out_width, x_stride_c, stride_h, stride_w, source_scale, ANTIALIAS, BORDER,
                               INTERPOLATION, TILE,
                               WINDOW_H, WINDOW_W, TAPS_H, TAPS_W,
-                              (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT) or
+                              (not INPUT_INTEGER) or (BORDER == BORDER_CONSTANT) or (TO_FLOAT == TO_FLOAT_SOURCE) or
                               (RESAMPLE == RESAMPLE_AFFINE_RESIZE and not QUANTISE_MID),
                               RESAMPLE == RESAMPLE_AFFINE_RESIZE, MID_INTERPOLATION, QUANTISE_MID, CHANNELS, BLOCK_C)
     else:  # a run of BLOCK_P output pixels in row-major order
@@ -877,10 +883,10 @@ def _augment_kernel(
         rows = pixels // out_width
         cols = pixels % out_width
         tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channels * x_stride_c, channel_mask,
-                         pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, RESAMPLE,
-                         INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C, MID_INTERPOLATION,
-                         QUANTISE_MID)
-    integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST
+                         pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, source_scale,
+                         RESAMPLE, INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C,
+                         MID_INTERPOLATION, QUANTISE_MID)
+    integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST and TO_FLOAT != TO_FLOAT_SOURCE
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
         tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)
     if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_FIRST:

@@ -480,6 +480,31 @@ def test_two_resamples_are_one_launch_equal_to_both_in_turn(dtype, mode, generat
 
 
 @pytest.mark.every_triton
+def test_to_dtype_first_runs_the_geometry_on_the_float_image_in_the_same_launch(generator):
+    """ToDtype first in a uint8 chain (torchvision.transforms.v2's usual order after ToImage):
+    each source pixel is scaled as it is read, so the pad's fill, the resize and the rotation are
+    the float image's, in the same launch as the rest, equal to the functionals in turn."""
+    x = _batch(torch.uint8, generator, (5, 3, 19, 23))
+    chains = [T.Compose([T.ToDtype(torch.float32, scale=True), T.Pad([2, 1, 3, 0], fill=0.25),
+                         T.RandomResizedCrop((9, 11)), T.RandomHorizontalFlip(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
+              T.Compose([T.ToDtype(torch.float32, scale=True), T.RandomRotation(20, "bilinear", fill=0.3),
+                         T.CenterCrop(15)])]
+    for chain in chains:
+        with count_launches() as launched:
+            out, params = chain(x, return_params=True)
+        assert launched["augment"] == 1
+        step = F.to_dtype(x, torch.float32, scale=True)
+        if len(params) == 5:
+            _, _, crop, flip, _ = params
+            step = F.pad(step, [2, 1, 3, 0], fill=0.25)
+            step = F.resized_crop(step, crop["top"], crop["left"], crop["height"], crop["width"], [9, 11])
+            step = F.normalize(F.horizontal_flip(step, flip["flip"]), IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            step = F.center_crop(F.rotate(step, params[1]["angle"], "bilinear", fill=0.3), 15)
+        assert torch.equal(out, step), (out - step).abs().max()
+
+
+@pytest.mark.every_triton
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_flips_first_in_the_chain_flip_the_input_in_the_same_launch(dtype, generator):
     """Random flips before a pad and a resized crop: one launch that reads each flipped sample

@@ -39,7 +39,7 @@ NEAREST, BILINEAR, BICUBIC = range(3)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 BORDER_INSIDE = 4
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = range(3)
-TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = range(3)
+TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR, TO_FLOAT_SOURCE = range(4)
 IDENTITY_ORDER = 0 + (1 << 2) + (2 << 4) + (3 << 6)  # brightness, contrast, saturation, hue
 
 # The stages of one launch, in the kernel's order.
@@ -390,9 +390,12 @@ class Plan:
         if self.integer and dtype.is_floating_point:
             if self.stage >= FLOATED:
                 return False
-            self.options["TO_FLOAT"] = TO_FLOAT_FIRST if self.stage <= FLIPPED else TO_FLOAT_AFTER_COLOUR
             self.config[TO_FLOAT_SCALE] = 1.0 / 255.0 if scale else 1.0
-            self.stage = FLOATED
+            if self.stage == START:  # first in the chain: each source pixel scaled as it is read, so that
+                self.options["TO_FLOAT"] = TO_FLOAT_SOURCE  # the geometry after it runs on the float image
+            else:
+                self.options["TO_FLOAT"] = TO_FLOAT_FIRST if self.stage <= FLIPPED else TO_FLOAT_AFTER_COLOUR
+                self.stage = FLOATED
         elif not self.integer and dtype == torch.uint8:
             if self.stage >= CAST or not scale:
                 return False
