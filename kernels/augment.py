@@ -103,8 +103,12 @@ NEAREST, BILINEAR, BICUBIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 BORDER_CONSTANT, BORDER_EDGE, BORDER_REFLECT, BORDER_SYMMETRIC = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 BORDER_INSIDE = tl.constexpr(4)  # no pad, and every crop inside the image: no border rule to apply
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
-TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # where uint8 becomes float (÷255)
-TO_FLOAT_SOURCE = tl.constexpr(3)  # before the geometry (ToDtype first in the chain): each source pixel as it is read
+TO_FLOAT_NEVER, TO_FLOAT_IN_ORDER, TO_FLOAT_SOURCE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)  # where uint8 becomes float (÷255):
+# never, at its place among the colour steps, or before the geometry (ToDtype first in the chain: each source pixel as it is read)
+# The colour steps, four bits each in COLOUR_ORDER (the first in the lowest bits; 0 ends it).
+COLOUR_JITTER, COLOUR_GRAY, COLOUR_NOISE, COLOUR_TO_FLOAT = tl.constexpr(1), tl.constexpr(2), tl.constexpr(3), tl.constexpr(4)
+COLOUR_NORMALIZE, COLOUR_ERASE = tl.constexpr(5), tl.constexpr(6)
+COLOUR_STEPS = tl.constexpr(6)
 
 # Philox keys of the per-element draws (the parameters use the seed itself).
 _NOISE_KEY = tl.constexpr(0x5BD1E995)
@@ -819,6 +823,61 @@ def _colour(tile, channels, record, lanes, mean_gray, bound, STOP_AT_CONTRAST: t
     return tile
 
 
+@triton.jit
+def _colour_step(tile, STEP: tl.constexpr, INTEGER: tl.constexpr, channels, record, lanes, config_ptr, mean_gray,
+                 seed, element, rows, cols, out_height, out_width, JITTER: tl.constexpr, CHANNELS: tl.constexpr,
+                 ERASE: tl.constexpr, NOISE_CLIP: tl.constexpr):
+    """One step of the colour maths (STEP: COLOUR_JITTER .. COLOUR_ERASE, or none) on the
+    sampled [pixels, channels], on a uint8 image (INTEGER: torchvision's roundings and
+    truncations) or a float one."""
+    if INTEGER:  # the largest value of the image
+        bound = 255.0
+    else:
+        bound = 1.0
+    if STEP == COLOUR_JITTER:
+        tile = _colour(tile, channels, record, lanes, mean_gray, bound, False, JITTER, CHANNELS, INTEGER)
+    if STEP == COLOUR_GRAY:
+        gray = _gray(tile, channels, CHANNELS, False)
+        if INTEGER:
+            gray = tl.floor(gray)
+        tile = tl.where(_get(record, lanes, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
+    if STEP == COLOUR_NOISE:
+        normal = tl.randn(seed ^ _NOISE_KEY, element)
+        mean = tl.load(config_ptr + NOISE_MEAN)
+        sigma = tl.load(config_ptr + NOISE_SIGMA)
+        if INTEGER:  # uint8: the noise (mean·255 + z·σ·255) truncated to int16, added
+            noise = mean * 255.0 + normal * (sigma * 255.0)
+            tile = tile + tl.where(noise < 0, tl.ceil(noise), tl.floor(noise))
+        else:
+            tile = tile + (mean + normal * sigma)
+        if NOISE_CLIP:
+            tile = tl.minimum(tl.maximum(tile, 0.0), bound)
+    if STEP == COLOUR_TO_FLOAT:
+        tile = tile * tl.load(config_ptr + TO_FLOAT_SCALE)
+    if STEP == COLOUR_NORMALIZE:
+        mean = tl.load(config_ptr + NORM_MEAN + tl.minimum(channels, 3))
+        std = tl.load(config_ptr + NORM_STD + tl.minimum(channels, 3))
+        tile = (tile - mean[None, :]) / std[None, :]
+    if STEP == COLOUR_ERASE:
+        top = _get(record, lanes, ERASE_TOP).to(tl.int32)
+        left = _get(record, lanes, ERASE_LEFT).to(tl.int32)
+        # The box where the image stood when it was erased (flips after erasing undone).
+        erased_rows = tl.where((_get(record, lanes, VFLIP) != 0.0) & (tl.load(config_ptr + ERASE_VFLIPPED) != 0.0),
+                               out_height - 1 - rows, rows)
+        erased_cols = tl.where((_get(record, lanes, HFLIP) != 0.0) & (tl.load(config_ptr + ERASE_HFLIPPED) != 0.0),
+                               out_width - 1 - cols, cols)
+        inside = ((erased_rows >= top) & (erased_rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
+                  & (erased_cols >= left) & (erased_cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
+        if ERASE == ERASE_RANDOM_VALUE:
+            value = tl.randn(seed ^ _ERASE_KEY, element)
+        else:
+            value = tl.load(config_ptr + ERASE_VALUE + tl.minimum(channels, 3))[None, :] + 0.0 * tile
+        if INTEGER:  # a float written into uint8 truncates
+            value = tl.minimum(tl.maximum(tl.where(value < 0, tl.ceil(value), tl.floor(value)), 0.0), 255.0)
+        tile = tl.where(inside[:, None], value, tile)
+    return tile
+
+
 @triton.jit(do_not_specialize=["seed"])
 def _augment_kernel(
         x_ptr, out_ptr, record_ptr, record_out_ptr, config_ptr, partial_ptr, seed,
@@ -829,11 +888,11 @@ def _augment_kernel(
         CROP: tl.constexpr, OUT_CROP: tl.constexpr, FLIPS: tl.constexpr, AFFINE: tl.constexpr,
         RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
         TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, INPUT_INTEGER: tl.constexpr, QUANTISE: tl.constexpr,
-        JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE: tl.constexpr, NOISE_CLIP: tl.constexpr,
-        TO_FLOAT: tl.constexpr, NORMALIZE: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
+        JITTER: tl.constexpr, GRAY: tl.constexpr, NOISE_CLIP: tl.constexpr,
+        TO_FLOAT: tl.constexpr, ERASE: tl.constexpr, OUTPUT_SCALE: tl.constexpr,
         FLAT_STORE: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
         SOURCE_FLIPS: tl.constexpr, MID_CROP: tl.constexpr, MID_INTERPOLATION: tl.constexpr,
-        QUANTISE_MID: tl.constexpr):
+        QUANTISE_MID: tl.constexpr, COLOUR_ORDER: tl.constexpr, INTEGER_STEPS: tl.constexpr, JITTER_AT: tl.constexpr):
     program = tl.program_id(0)
     sample = program // tiles
     tile_index = program % tiles
@@ -886,17 +945,22 @@ def _augment_kernel(
                          pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, source_scale,
                          RESAMPLE, INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C,
                          MID_INTERPOLATION, QUANTISE_MID)
-    integer = INPUT_INTEGER and TO_FLOAT != TO_FLOAT_FIRST and TO_FLOAT != TO_FLOAT_SOURCE
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
         tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)
-    if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_FIRST:
-        tile = tile * tl.load(config_ptr + TO_FLOAT_SCALE)
-    if integer:
-        bound = 255.0
-    else:
-        bound = 1.0
+    element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width
+               + (rows * out_width + cols)[:, None])  # the per-element Philox counters (noise, erasing)
 
     if STATS:  # the grey level the contrast op sees, summed over this tile
+        for k in tl.static_range(COLOUR_STEPS):
+            if k < JITTER_AT:
+                tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, record,
+                                    lanes, config_ptr, 0.0, seed, element, rows, cols, out_height, out_width,
+                                    JITTER, CHANNELS, ERASE, NOISE_CLIP)
+        integer = (INTEGER_STEPS >> JITTER_AT) & 1
+        if integer:
+            bound = 255.0
+        else:
+            bound = 1.0
         tile = _colour(tile, channels, record, lanes, 0.0, bound, True, JITTER, CHANNELS, integer)
         gray = tl.where(pixel_mask, _gray(tile, channels, CHANNELS, integer), 0.0)
         # In fp64: the sums of a uint8 image's grey levels are exact, a float image's nearly so,
@@ -911,49 +975,11 @@ def _augment_kernel(
                 index = start + tl.arange(0, 1024)
                 sums += tl.load(partial_ptr + sample * tiles + index, mask=index < tiles, other=0.0)
             mean_gray = (tl.sum(sums, axis=0) / (out_height * out_width)).to(tl.float32)
-        if JITTER != 0:
-            tile = _colour(tile, channels, record, lanes, mean_gray, bound, False, JITTER, CHANNELS, integer)
-        if GRAY:
-            gray = _gray(tile, channels, CHANNELS, False)
-            if integer:
-                gray = tl.floor(gray)
-            tile = tl.where(_get(record, lanes, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
-        element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width
-                   + (rows * out_width + cols)[:, None])
-        if NOISE:
-            normal = tl.randn(seed ^ _NOISE_KEY, element)
-            mean = tl.load(config_ptr + NOISE_MEAN)
-            sigma = tl.load(config_ptr + NOISE_SIGMA)
-            if integer:  # uint8: the noise (mean·255 + z·σ·255) truncated to int16, added
-                noise = mean * 255.0 + normal * (sigma * 255.0)
-                tile = tile + tl.where(noise < 0, tl.ceil(noise), tl.floor(noise))
-            else:
-                tile = tile + (mean + normal * sigma)
-            if NOISE_CLIP:
-                tile = tl.minimum(tl.maximum(tile, 0.0), bound)
-        if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_AFTER_COLOUR:
-            tile = tile * tl.load(config_ptr + TO_FLOAT_SCALE)
-        if NORMALIZE:
-            mean = tl.load(config_ptr + NORM_MEAN + tl.minimum(channels, 3))
-            std = tl.load(config_ptr + NORM_STD + tl.minimum(channels, 3))
-            tile = (tile - mean[None, :]) / std[None, :]
-        if ERASE != ERASE_NONE:
-            top = _get(record, lanes, ERASE_TOP).to(tl.int32)
-            left = _get(record, lanes, ERASE_LEFT).to(tl.int32)
-            # The box where the image stood when it was erased (flips after erasing undone).
-            erased_rows = tl.where((_get(record, lanes, VFLIP) != 0.0) & (tl.load(config_ptr + ERASE_VFLIPPED) != 0.0),
-                                   out_height - 1 - rows, rows)
-            erased_cols = tl.where((_get(record, lanes, HFLIP) != 0.0) & (tl.load(config_ptr + ERASE_HFLIPPED) != 0.0),
-                                   out_width - 1 - cols, cols)
-            inside = ((erased_rows >= top) & (erased_rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
-                      & (erased_cols >= left) & (erased_cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
-            if ERASE == ERASE_RANDOM_VALUE:
-                value = tl.randn(seed ^ _ERASE_KEY, element)
-            else:
-                value = tl.load(config_ptr + ERASE_VALUE + tl.minimum(channels, 3))[None, :] + 0.0 * tile
-            if INPUT_INTEGER and TO_FLOAT == TO_FLOAT_NEVER:  # a float written into uint8 truncates
-                value = tl.minimum(tl.maximum(tl.where(value < 0, tl.ceil(value), tl.floor(value)), 0.0), 255.0)
-            tile = tl.where(inside[:, None], value, tile)
+        # The colour steps in the chain's order, each on a uint8 or a float image as it is there.
+        for k in tl.static_range(COLOUR_STEPS):
+            tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, record,
+                                lanes, config_ptr, mean_gray, seed, element, rows, cols, out_height, out_width,
+                                JITTER, CHANNELS, ERASE, NOISE_CLIP)
         if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
             tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
         out_image = out_ptr + sample.to(tl.int64) * out_stride_n

@@ -480,6 +480,30 @@ def test_two_resamples_are_one_launch_equal_to_both_in_turn(dtype, mode, generat
 
 
 @pytest.mark.every_triton
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_colour_steps_in_any_order_are_one_pass_equal_to_the_chain(dtype, generator):
+    """Grayscale before ColorJitter (whose contrast then sees the grey image, in the statistics
+    pass too), erasing before them (uint8: its value truncated), ToDtype and Normalize after, a
+    flip after it all: one pass (two launches with contrast), equal to the functionals in turn."""
+    x = _batch(dtype, generator, (6, 3, 17, 19))
+    value = 7 if dtype == torch.uint8 else 0.5
+    chain = [T.RandomResizedCrop((9, 11)), T.RandomErasing(1.0, value=value), T.RandomGrayscale(0.5),
+             T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToDtype(torch.float32, scale=True),
+             T.Normalize(IMAGENET_MEAN, IMAGENET_STD), T.RandomHorizontalFlip()]
+    with count_launches() as launched:
+        out, (crop, erase, gray, jitter, _, _, flip) = T.Compose(chain)(x, return_params=True)
+    assert launched["augment"] == 2
+    assert 0 < int(gray["grayscale"].sum()) < 6 or 0 < int(flip["flip"].sum()) < 6, "some samples grey, not all"
+    step = F.resized_crop(x, crop["top"], crop["left"], crop["height"], crop["width"], [9, 11])
+    step = F.erase(step, erase["top"], erase["left"], erase["height"], erase["width"], value)
+    step = torch.where(gray["grayscale"][:, None, None, None], F.rgb_to_grayscale(step), step)
+    step = F.color_jitter(step, jitter["fn_idx"], jitter["brightness"], jitter["contrast"], jitter["saturation"],
+                          jitter["hue"])
+    step = F.normalize(F.to_dtype(step, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+    assert torch.equal(out, F.horizontal_flip(step, flip["flip"]))
+
+
+@pytest.mark.every_triton
 def test_to_dtype_first_runs_the_geometry_on_the_float_image_in_the_same_launch(generator):
     """ToDtype first in a uint8 chain (torchvision.transforms.v2's usual order after ToImage):
     each source pixel is scaled as it is read, so the pad's fill, the resize and the rotation are

@@ -39,12 +39,14 @@ NEAREST, BILINEAR, BICUBIC = range(3)
 BORDERS = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 BORDER_INSIDE = 4
 ERASE_NONE, ERASE_VALUE_GIVEN, ERASE_RANDOM_VALUE = range(3)
-TO_FLOAT_NEVER, TO_FLOAT_FIRST, TO_FLOAT_AFTER_COLOUR, TO_FLOAT_SOURCE = range(4)
+TO_FLOAT_NEVER, TO_FLOAT_IN_ORDER, TO_FLOAT_SOURCE = range(3)
+COLOUR_JITTER, COLOUR_GRAY, COLOUR_NOISE, COLOUR_TO_FLOAT, COLOUR_NORMALIZE, COLOUR_ERASE = range(1, 7)
+COLOUR_STEPS = 6
 IDENTITY_ORDER = 0 + (1 << 2) + (2 << 4) + (3 << 6)  # brightness, contrast, saturation, hue
 
-# The stages of one launch, in the kernel's order.
-START, PADDED, CROPPED, RESAMPLED, OUT_CROPPED, FLIPPED, JITTERED, GRAYED, NOISED, FLOATED, NORMALIZED, ERASED, CAST = \
-    range(13)
+# The geometric stages of one launch, in the kernel's order; the colour steps follow (COLOURED),
+# in the chain's order.
+START, PADDED, CROPPED, RESAMPLED, OUT_CROPPED, FLIPPED, COLOURED = range(7)
 
 
 class Plan:
@@ -59,9 +61,9 @@ class Plan:
         self.options = dict(DRAW=False, CROP=CROP_GIVEN, OUT_CROP=False, FLIPS=False, AFFINE=False,
                             RESAMPLE=RESAMPLE_NONE, INTERPOLATION=BILINEAR, ANTIALIAS=True, BORDER=0, TAPS_H=2,
                             TAPS_W=2, INPUT_INTEGER=not dtype.is_floating_point, QUANTISE=False, JITTER=0,
-                            GRAY=False, NOISE=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, NORMALIZE=False,
-                            ERASE=ERASE_NONE, OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0, SOURCE_FLIPS=False,
-                            MID_CROP=False, MID_INTERPOLATION=NEAREST, QUANTISE_MID=False)
+                            GRAY=False, NOISE_CLIP=False, TO_FLOAT=TO_FLOAT_NEVER, ERASE=ERASE_NONE,
+                            OUTPUT_SCALE=False, WINDOW_H=0, WINDOW_W=0, SOURCE_FLIPS=False, MID_CROP=False,
+                            MID_INTERPOLATION=NEAREST, QUANTISE_MID=False)
         self.config = [0.0] * op.CONFIG
         self.config[PADDED_HEIGHT], self.config[PADDED_WIDTH] = float(height), float(width)
         self.config[SCALE_LO] = self.config[SCALE_HI] = 1.0
@@ -81,6 +83,7 @@ class Plan:
         self.fill_set = False
         self.flips = set()
         self.source_flips = set()
+        self.colour = []                        # the colour steps, in the chain's order
 
     @property
     def integer(self):
@@ -328,7 +331,7 @@ class Plan:
         if field in self.flips:
             return False
         self.flips.add(field)
-        if self.stage >= ERASED:
+        if COLOUR_ERASE in self.colour:
             self.config[ERASE_HFLIPPED if horizontal else ERASE_VFLIPPED] = 1.0
         if given is not None:
             self.set_given(field, given)
@@ -340,11 +343,20 @@ class Plan:
         return True
 
     # ------------------------------------------------------------------ colour
+    def _colour_step(self, step):
+        """Colour steps run per pixel after the geometry, in the chain's order, each once and
+        none after a ToDtype back to uint8: False when ``step`` cannot join them."""
+        if step in self.colour or self.options["OUTPUT_SCALE"]:
+            return False
+        self.colour.append(step)
+        self.stage = max(self.stage, COLOURED)
+        return True
+
     def jitter(self, transform, ranges, given=None):
         """ColorJitter: ``ranges`` (lo, hi) or None for brightness, contrast, saturation, hue;
         ``given``: the functional's per-sample factors and order."""
         op.check_colour_channels("fastcnn.transforms.ColorJitter", self.channels)
-        if self.stage > FLIPPED:
+        if not self._colour_step(COLOUR_JITTER):
             return False
         bits = 0
         for k, value in enumerate(ranges):
@@ -361,12 +373,11 @@ class Plan:
                 for v in (value if value is not None else (1.0 if k < 3 else 0.0,) * 2)]
             self.note(transform, order=JITTER_ORDER, brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION,
                       hue=HUE)
-        self.stage = JITTERED
         return True
 
     def grayscale(self, transform, p=None, given=None):
         op.check_colour_channels("fastcnn.transforms.RandomGrayscale", self.channels)
-        if self.stage >= GRAYED:
+        if not self._colour_step(COLOUR_GRAY):
             return False
         self.options["GRAY"] = True
         if given is not None:
@@ -375,32 +386,29 @@ class Plan:
             self.options["DRAW"] = True
             self.config[GRAYSCALE_P] = float(p)
             self.note(transform, grayscale=GRAYSCALE)
-        self.stage = GRAYED
         return True
 
     def noise(self, mean, sigma, clip):
-        if self.stage >= NOISED:
+        if not self._colour_step(COLOUR_NOISE):
             return False
-        self.options.update(NOISE=True, NOISE_CLIP=bool(clip), DRAW=True)
+        self.options.update(NOISE_CLIP=bool(clip), DRAW=True)
         self.config[NOISE_MEAN], self.config[NOISE_SIGMA] = float(mean), float(sigma)
-        self.stage = NOISED
         return True
 
     def to_dtype(self, dtype, scale):
         if self.integer and dtype.is_floating_point:
-            if self.stage >= FLOATED:
+            if self.stage == START:  # first in the chain: each source pixel scaled as it is read, so
+                self.options["TO_FLOAT"] = TO_FLOAT_SOURCE  # that the geometry after it runs on the float image
+            elif self._colour_step(COLOUR_TO_FLOAT):
+                self.options["TO_FLOAT"] = TO_FLOAT_IN_ORDER
+            else:
                 return False
             self.config[TO_FLOAT_SCALE] = 1.0 / 255.0 if scale else 1.0
-            if self.stage == START:  # first in the chain: each source pixel scaled as it is read, so that
-                self.options["TO_FLOAT"] = TO_FLOAT_SOURCE  # the geometry after it runs on the float image
-            else:
-                self.options["TO_FLOAT"] = TO_FLOAT_FIRST if self.stage <= FLIPPED else TO_FLOAT_AFTER_COLOUR
-                self.stage = FLOATED
         elif not self.integer and dtype == torch.uint8:
-            if self.stage >= CAST or not scale:
+            if self.options["OUTPUT_SCALE"] or not scale:
                 return False
             self.options["OUTPUT_SCALE"] = True
-            self.stage = CAST
+            self.stage = max(self.stage, COLOURED)
         elif not dtype.is_floating_point and dtype != torch.uint8:
             raise TypeError(f"fastcnn.transforms.ToDtype: the kernels write uint8 or floating batches, not {dtype}")
         if dtype == torch.float64:
@@ -411,16 +419,14 @@ class Plan:
     def normalize(self, mean, std):
         if self.integer:
             raise TypeError(f"Input tensor should be a float tensor. Got {self.out_dtype}.")
-        if self.stage >= NORMALIZED:
+        if not self._colour_step(COLOUR_NORMALIZE):
             return False
-        self.options["NORMALIZE"] = True
         self.config[NORM_MEAN:NORM_MEAN + 4] = _channel_values(mean, self.channels, "mean")
         self.config[NORM_STD:NORM_STD + 4] = _channel_values(std, self.channels, "std", default=1.0)
-        self.stage = NORMALIZED
         return True
 
     def erase(self, transform, p, scale, ratio, value, given=None):
-        if self.stage >= ERASED:
+        if not self._colour_step(COLOUR_ERASE):
             return False
         if isinstance(value, str):
             self.options["ERASE"] = ERASE_RANDOM_VALUE
@@ -435,7 +441,6 @@ class Plan:
             self.config[ERASE_P], self.config[ERASE_SCALE_LO], self.config[ERASE_SCALE_HI] = float(p), *map(float, scale)
             self.config[ERASE_LOG_RATIO_LO], self.config[ERASE_LOG_RATIO_HI] = math.log(ratio[0]), math.log(ratio[1])
             self.note(transform, top=ERASE_TOP, left=ERASE_LEFT, height=ERASE_HEIGHT, width=ERASE_WIDTH)
-        self.stage = ERASED
         return True
 
     # ------------------------------------------------------------------ the launch
@@ -454,6 +459,19 @@ class Plan:
         top, left, height, width = (self.record[field] for field in (CROP_TOP, CROP_LEFT, CROP_HEIGHT, CROP_WIDTH))
         return top >= 0 and left >= 0 and top + height <= self.input_size[0] and left + width <= self.input_size[1]
 
+    def _colour_options(self):
+        """The kernel's COLOUR_ORDER (the steps, four bits each, the first lowest), INTEGER_STEPS
+        (bit k: step k sees a uint8 image) and JITTER_AT (ColorJitter's step, for the contrast
+        statistics pass)."""
+        integer_before = self.options["INPUT_INTEGER"] and self.options["TO_FLOAT"] != TO_FLOAT_SOURCE
+        order = integer_steps = 0
+        for k, step in enumerate(self.colour):
+            order |= step << (4 * k)
+            if integer_before and COLOUR_TO_FLOAT not in self.colour[:k]:
+                integer_steps |= 1 << k
+        jitter_at = self.colour.index(COLOUR_JITTER) if COLOUR_JITTER in self.colour else COLOUR_STEPS
+        return dict(COLOUR_ORDER=order, INTEGER_STEPS=integer_steps, JITTER_AT=jitter_at)
+
     def pipeline(self, batch_size, device, channels_last):
         """The ``op.Pipeline`` of this launch (given per-sample parameters stacked as an
         [N, RECORD] record on ``device``)."""
@@ -465,7 +483,7 @@ class Plan:
                     raise ValueError(f"fastcnn.transforms.functional: {value.shape[0]} per-sample parameters for a "
                                      f"batch of {batch_size}")
                 record[:, field] = value.to(device=device, dtype=torch.float32)
-        options = dict(self.options, CHANNELS_LAST=channels_last)
+        options = dict(self.options, CHANNELS_LAST=channels_last, **self._colour_options())
         if self._reads_inside():
             options["BORDER"] = BORDER_INSIDE
         return op.Pipeline(options, list(self.config), record, self.extent, self.out_dtype)
