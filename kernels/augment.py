@@ -122,6 +122,13 @@ def _get(vector, lanes, index):
 
 
 @triton.jit
+def _field(fields, index):
+    """Field ``index`` of a sample's record in memory (a scalar load, the same address in every
+    thread: cheaper than picking a lane of the record vector, a reduction across threads)."""
+    return tl.load(fields + index)
+
+
+@triton.jit
 def _put(vector, lanes, index, value):
     return tl.where(lanes == index, value, vector)
 
@@ -405,40 +412,40 @@ def _mirrored(offset, flipped, mirrors, extent, length):
 
 
 @triton.jit
-def _resampled_position(record, lanes, config_ptr, rows, cols, in_height, in_width, out_height, out_width):
+def _resampled_position(fields, config_ptr, rows, cols, in_height, in_width, out_height, out_width):
     """Output rows and columns as positions in the resample's output (the output flips undone, the
     crop after the resample added, mirrored when a flip came before it), with the crop window of
     the padded input the resample reads (top, left relative to the unpadded image, mirrored with
     the pad where a flip of the input came after them; its height and width)."""
-    vflip = _get(record, lanes, VFLIP) != 0.0
-    hflip = _get(record, lanes, HFLIP) != 0.0
+    vflip = _field(fields, VFLIP) != 0.0
+    hflip = _field(fields, HFLIP) != 0.0
     rows = tl.where(vflip, out_height - 1 - rows, rows)
     cols = tl.where(hflip, out_width - 1 - cols, cols)
     resized_h = tl.load(config_ptr + RESIZED_HEIGHT)
     resized_w = tl.load(config_ptr + RESIZED_WIDTH)
-    rows = rows + _mirrored(_get(record, lanes, OUT_TOP), vflip, tl.load(config_ptr + OUT_VFLIP_MIRRORS) != 0.0,
+    rows = rows + _mirrored(_field(fields, OUT_TOP), vflip, tl.load(config_ptr + OUT_VFLIP_MIRRORS) != 0.0,
                             resized_h, out_height * 1.0).to(tl.int32)
-    cols = cols + _mirrored(_get(record, lanes, OUT_LEFT), hflip, tl.load(config_ptr + OUT_HFLIP_MIRRORS) != 0.0,
+    cols = cols + _mirrored(_field(fields, OUT_LEFT), hflip, tl.load(config_ptr + OUT_HFLIP_MIRRORS) != 0.0,
                             resized_w, out_width * 1.0).to(tl.int32)
-    crop_h = _get(record, lanes, CROP_HEIGHT)
-    crop_w = _get(record, lanes, CROP_WIDTH)
+    crop_h = _field(fields, CROP_HEIGHT)
+    crop_w = _field(fields, CROP_WIDTH)
     padded_h = tl.load(config_ptr + PADDED_HEIGHT)
     padded_w = tl.load(config_ptr + PADDED_WIDTH)
-    source_vflip = _get(record, lanes, SOURCE_VFLIP) != 0.0
-    source_hflip = _get(record, lanes, SOURCE_HFLIP) != 0.0
+    source_vflip = _field(fields, SOURCE_VFLIP) != 0.0
+    source_hflip = _field(fields, SOURCE_HFLIP) != 0.0
     v_mirrors = tl.load(config_ptr + SOURCE_VFLIP_MIRRORS)
     h_mirrors = tl.load(config_ptr + SOURCE_HFLIP_MIRRORS)
     # A flipped padded image is the flipped image padded the other way round (its bottom and
     # right pads first).
     pad_top = _mirrored(tl.load(config_ptr + PAD_TOP), source_vflip, v_mirrors >= 1.0, padded_h, in_height * 1.0)
     pad_left = _mirrored(tl.load(config_ptr + PAD_LEFT), source_hflip, h_mirrors >= 1.0, padded_w, in_width * 1.0)
-    top = _mirrored(_get(record, lanes, CROP_TOP), source_vflip, v_mirrors >= 2.0, padded_h, crop_h)
-    left = _mirrored(_get(record, lanes, CROP_LEFT), source_hflip, h_mirrors >= 2.0, padded_w, crop_w)
+    top = _mirrored(_field(fields, CROP_TOP), source_vflip, v_mirrors >= 2.0, padded_h, crop_h)
+    left = _mirrored(_field(fields, CROP_LEFT), source_hflip, h_mirrors >= 2.0, padded_w, crop_w)
     return rows, cols, (top - pad_top).to(tl.int32), (left - pad_left).to(tl.int32), crop_h, crop_w
 
 
 @triton.jit
-def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width, out_height,
+def _resize_square(image_ptr, config_ptr, fields, tile_row, tile_col, in_height, in_width, out_height,
                    out_width, stride_c, stride_h, stride_w, source_scale, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
                    INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
                    TAPS_H: tl.constexpr,
@@ -458,11 +465,11 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     channels = tl.arange(0, BLOCK_C)
     out_rows = tile_row * TILE + tl.arange(0, TILE)
     out_cols = tile_col * TILE + tl.arange(0, TILE)
-    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, out_rows, out_cols,
+    rows, cols, top, left, crop_h, crop_w = _resampled_position(fields, config_ptr, out_rows, out_cols,
                                                                 in_height, in_width, out_height, out_width)
     if AFFINE_FIRST:  # the resize reads a crop of the affine map's output (crop_h x crop_w)
-        mid_h = _get(record, lanes, MID_HEIGHT)
-        mid_w = _get(record, lanes, MID_WIDTH)
+        mid_h = _field(fields, MID_HEIGHT)
+        mid_w = _field(fields, MID_WIDTH)
     else:
         mid_h = crop_h
         mid_w = crop_w
@@ -477,9 +484,9 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     window_rows = tl.minimum(tl.maximum(start_r + tl.arange(0, WINDOW_H), 0), extent_h - 1)
     window_cols = tl.minimum(tl.maximum(start_c + tl.arange(0, WINDOW_W), 0), extent_w - 1)
     if AFFINE_FIRST:  # the window's pixels of the map's output, as a flat run
-        mid_rows = tl.broadcast_to((window_rows + _get(record, lanes, MID_TOP).to(tl.int32))[:, None],
+        mid_rows = tl.broadcast_to((window_rows + _field(fields, MID_TOP).to(tl.int32))[:, None],
                                    [WINDOW_H, WINDOW_W])
-        mid_cols = tl.broadcast_to((window_cols + _get(record, lanes, MID_LEFT).to(tl.int32))[None, :],
+        mid_cols = tl.broadcast_to((window_cols + _field(fields, MID_LEFT).to(tl.int32))[None, :],
                                    [WINDOW_H, WINDOW_W])
         mid_rows = tl.reshape(mid_rows, [WINDOW_H * WINDOW_W])
         mid_cols = tl.reshape(mid_cols, [WINDOW_H * WINDOW_W])
@@ -494,7 +501,7 @@ def _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_
     for c in tl.static_range(CHANNELS):
         if AFFINE_FIRST:  # one channel at a time: a window of all of them would not fit the registers
             channel = c + tl.arange(0, 1)
-            source = _affine_sample(image_ptr, config_ptr, record, lanes, mid_rows, mid_cols, channel * stride_c,
+            source = _affine_sample(image_ptr, config_ptr, fields, mid_rows, mid_cols, channel * stride_c,
                                     channel < CHANNELS, tl.full([WINDOW_H * WINDOW_W], 1, tl.int1), top, left,
                                     crop_h, crop_w, tl.load(config_ptr + FILL + channel), source_scale, in_height,
                                     in_width,
@@ -628,7 +635,7 @@ def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_
 
 
 @triton.jit
-def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
+def _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask, pixel_mask,
                    top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                    INTERPOLATION: tl.constexpr, BORDER: tl.constexpr, BLOCK_C: tl.constexpr,
                    RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr,
@@ -649,10 +656,10 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
     # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
     # _affine_grid and grid_sample's unnormalisation (align_corners=False): source =
     # M · (x - w/2 + 0.5, y - h/2 + 0.5, 1) + ((w - 1)/2, (h - 1)/2).
-    angle = _get(record, lanes, ANGLE) * tl.load(config_ptr + ANGLE_SIGN) * 0.017453292519943295
-    shear_x = _get(record, lanes, SHEAR_X) * 0.017453292519943295
-    shear_y = _get(record, lanes, SHEAR_Y) * 0.017453292519943295
-    scale = _get(record, lanes, SCALE)
+    angle = _field(fields, ANGLE) * tl.load(config_ptr + ANGLE_SIGN) * 0.017453292519943295
+    shear_x = _field(fields, SHEAR_X) * 0.017453292519943295
+    shear_y = _field(fields, SHEAR_Y) * 0.017453292519943295
+    scale = _field(fields, SCALE)
     a = tl.cos(angle - shear_y) / tl.cos(shear_y)
     b = -tl.cos(angle - shear_y) * (tl.sin(shear_x) / tl.cos(shear_x)) / tl.cos(shear_y) - tl.sin(angle)
     c = tl.sin(angle - shear_y) / tl.cos(shear_y)
@@ -665,8 +672,8 @@ def _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_off
     center_y = tl.load(config_ptr + CENTER_Y)
     cx = tl.where(center_x == center_x, center_x - crop_w * 0.5, 0.0)  # NaN: the image's middle
     cy = tl.where(center_y == center_y, center_y - crop_h * 0.5, 0.0)
-    tx = _get(record, lanes, TRANSLATE_X)
-    ty = _get(record, lanes, TRANSLATE_Y)
+    tx = _field(fields, TRANSLATE_X)
+    ty = _field(fields, TRANSLATE_Y)
     m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
     m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
     base_x = cols.to(tl.float32) - crop_w * 0.5 + 0.5
@@ -769,7 +776,7 @@ def _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w,
 
 
 @triton.jit
-def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask, pixel_mask,
+def _geometry(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask, pixel_mask,
               in_height, in_width, out_height, out_width, stride_h, stride_w, source_scale,
               RESAMPLE: tl.constexpr, INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
               TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -778,7 +785,7 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
     resample, the resample, the crop window, the pad."""
     channels = tl.arange(0, BLOCK_C)
     fill = tl.load(config_ptr + FILL + tl.minimum(channels, 3))
-    rows, cols, top, left, crop_h, crop_w = _resampled_position(record, lanes, config_ptr, rows, cols, in_height,
+    rows, cols, top, left, crop_h, crop_w = _resampled_position(fields, config_ptr, rows, cols, in_height,
                                                                 in_width, out_height, out_width)
     if RESAMPLE == RESAMPLE_NONE:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask,
@@ -788,43 +795,43 @@ def _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets,
                                channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, INTERPOLATION,
                                ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
     elif RESAMPLE == RESAMPLE_RESIZE_AFFINE:  # the map's taps are pixels of the resize's output
-        value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
+        value = _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask,
                                pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                INTERPOLATION, BORDER, BLOCK_C, True, MID_INTERPOLATION, ANTIALIAS, QUANTISE_MID,
                                TAPS_H, TAPS_W)
     else:  # RESAMPLE_AFFINE
-        value = _affine_sample(image_ptr, config_ptr, record, lanes, rows, cols, channel_offsets, channel_mask,
+        value = _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask,
                                pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                INTERPOLATION, BORDER, BLOCK_C, False, NEAREST, False, False, 1, 1)
     return value
 
 
 @triton.jit
-def _colour(tile, channels, record, lanes, mean_gray, bound, STOP_AT_CONTRAST: tl.constexpr,
+def _colour(tile, channels, fields, mean_gray, bound, STOP_AT_CONTRAST: tl.constexpr,
             JITTER: tl.constexpr, CHANNELS: tl.constexpr, INTEGER: tl.constexpr):
     """ColorJitter's ops in the sample's order (JITTER: bit k set when op k was asked for:
     brightness, contrast, saturation, hue). With STOP_AT_CONTRAST, the image the contrast op
     sees (the statistics pass)."""
-    order = _get(record, lanes, JITTER_ORDER).to(tl.int32)
+    order = _field(fields, JITTER_ORDER).to(tl.int32)
     running = order >= 0  # a true scalar: cleared at the contrast op when STOP_AT_CONTRAST
     for k in tl.static_range(4):
         op = (order >> (2 * k)) & 3
         if STOP_AT_CONTRAST:
             running = running & (op != 1)
         if ((JITTER & 1) != 0) & running & (op == 0):
-            tile = _blend(tile, 0.0 * tile, _get(record, lanes, BRIGHTNESS), bound, INTEGER)
+            tile = _blend(tile, 0.0 * tile, _field(fields, BRIGHTNESS), bound, INTEGER)
         if ((JITTER & 2) != 0) & running & (op == 1):
-            tile = _blend(tile, mean_gray + 0.0 * tile, _get(record, lanes, CONTRAST), bound, INTEGER)
+            tile = _blend(tile, mean_gray + 0.0 * tile, _field(fields, CONTRAST), bound, INTEGER)
         if ((JITTER & 4) != 0) & (CHANNELS == 3) & running & (op == 2):
             gray = _gray(tile, channels, CHANNELS, INTEGER)
-            tile = _blend(tile, gray[:, None] + 0.0 * tile, _get(record, lanes, SATURATION), bound, INTEGER)
+            tile = _blend(tile, gray[:, None] + 0.0 * tile, _field(fields, SATURATION), bound, INTEGER)
         if ((JITTER & 8) != 0) & (CHANNELS == 3) & running & (op == 3):
-            tile = _hue(tile, channels, _get(record, lanes, HUE), INTEGER)
+            tile = _hue(tile, channels, _field(fields, HUE), INTEGER)
     return tile
 
 
 @triton.jit
-def _colour_step(tile, STEP: tl.constexpr, INTEGER: tl.constexpr, channels, record, lanes, config_ptr, mean_gray,
+def _colour_step(tile, STEP: tl.constexpr, INTEGER: tl.constexpr, channels, fields, config_ptr, mean_gray,
                  seed, element, rows, cols, out_height, out_width, JITTER: tl.constexpr, CHANNELS: tl.constexpr,
                  ERASE: tl.constexpr, NOISE_CLIP: tl.constexpr):
     """One step of the colour maths (STEP: COLOUR_JITTER .. COLOUR_ERASE, or none) on the
@@ -835,12 +842,12 @@ def _colour_step(tile, STEP: tl.constexpr, INTEGER: tl.constexpr, channels, reco
     else:
         bound = 1.0
     if STEP == COLOUR_JITTER:
-        tile = _colour(tile, channels, record, lanes, mean_gray, bound, False, JITTER, CHANNELS, INTEGER)
+        tile = _colour(tile, channels, fields, mean_gray, bound, False, JITTER, CHANNELS, INTEGER)
     if STEP == COLOUR_GRAY:
         gray = _gray(tile, channels, CHANNELS, False)
         if INTEGER:
             gray = tl.floor(gray)
-        tile = tl.where(_get(record, lanes, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
+        tile = tl.where(_field(fields, GRAYSCALE) != 0.0, gray[:, None] + 0.0 * tile, tile)
     if STEP == COLOUR_NOISE:
         normal = tl.randn(seed ^ _NOISE_KEY, element)
         mean = tl.load(config_ptr + NOISE_MEAN)
@@ -859,15 +866,15 @@ def _colour_step(tile, STEP: tl.constexpr, INTEGER: tl.constexpr, channels, reco
         std = tl.load(config_ptr + NORM_STD + tl.minimum(channels, 3))
         tile = (tile - mean[None, :]) / std[None, :]
     if STEP == COLOUR_ERASE:
-        top = _get(record, lanes, ERASE_TOP).to(tl.int32)
-        left = _get(record, lanes, ERASE_LEFT).to(tl.int32)
+        top = _field(fields, ERASE_TOP).to(tl.int32)
+        left = _field(fields, ERASE_LEFT).to(tl.int32)
         # The box where the image stood when it was erased (flips after erasing undone).
-        erased_rows = tl.where((_get(record, lanes, VFLIP) != 0.0) & (tl.load(config_ptr + ERASE_VFLIPPED) != 0.0),
+        erased_rows = tl.where((_field(fields, VFLIP) != 0.0) & (tl.load(config_ptr + ERASE_VFLIPPED) != 0.0),
                                out_height - 1 - rows, rows)
-        erased_cols = tl.where((_get(record, lanes, HFLIP) != 0.0) & (tl.load(config_ptr + ERASE_HFLIPPED) != 0.0),
+        erased_cols = tl.where((_field(fields, HFLIP) != 0.0) & (tl.load(config_ptr + ERASE_HFLIPPED) != 0.0),
                                out_width - 1 - cols, cols)
-        inside = ((erased_rows >= top) & (erased_rows < top + _get(record, lanes, ERASE_HEIGHT).to(tl.int32))
-                  & (erased_cols >= left) & (erased_cols < left + _get(record, lanes, ERASE_WIDTH).to(tl.int32)))
+        inside = ((erased_rows >= top) & (erased_rows < top + _field(fields, ERASE_HEIGHT).to(tl.int32))
+                  & (erased_cols >= left) & (erased_cols < left + _field(fields, ERASE_WIDTH).to(tl.int32)))
         if ERASE == ERASE_RANDOM_VALUE:
             value = tl.randn(seed ^ _ERASE_KEY, element)
         else:
@@ -898,10 +905,17 @@ def _augment_kernel(
     tile_index = program % tiles
     lanes = tl.arange(0, RECORD)
     record = tl.load(record_ptr + sample.to(tl.int64) * record_stride + lanes)
+    fields = record_ptr + sample.to(tl.int64) * record_stride
     if DRAW:
+        tl.static_assert(WRITE_RECORD, "the drawn record is read back from the records written")
         record = _draw(record, lanes, config_ptr, seed, sample.to(tl.int64), CROP, OUT_CROP, FLIPS,
                        AFFINE, JITTER, GRAY, ERASE, SOURCE_FLIPS, MID_CROP, out_height, out_width)
-    if WRITE_RECORD:
+        # Every program of the sample writes the same numbers; each then reads its fields back
+        # as scalars (the barrier makes its threads' stores visible to one another).
+        tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
+        tl.debug_barrier()
+        fields = record_out_ptr + sample.to(tl.int64) * RECORD
+    elif WRITE_RECORD:
         if tile_index == 0:
             tl.store(record_out_ptr + sample.to(tl.int64) * RECORD + lanes, record)
 
@@ -911,8 +925,8 @@ def _augment_kernel(
     stride_h = x_stride_h
     stride_w = x_stride_w
     if SOURCE_FLIPS:  # a flip first in the chain: the image read mirrored, from its last column or row
-        source_hflip = _get(record, lanes, SOURCE_HFLIP) != 0.0
-        source_vflip = _get(record, lanes, SOURCE_VFLIP) != 0.0
+        source_hflip = _field(fields, SOURCE_HFLIP) != 0.0
+        source_vflip = _field(fields, SOURCE_VFLIP) != 0.0
         image_ptr += tl.where(source_hflip, (in_width - 1) * x_stride_w, 0)
         image_ptr += tl.where(source_vflip, (in_height - 1) * x_stride_h, 0)
         stride_w = tl.where(source_hflip, -x_stride_w, x_stride_w)
@@ -928,7 +942,7 @@ def _augment_kernel(
         rows = tile_row * TILE + within // TILE
         cols = tile_col * TILE + within % TILE
         pixel_mask = (rows < out_height) & (cols < out_width)
-        tile = _resize_square(image_ptr, config_ptr, record, lanes, tile_row, tile_col, in_height, in_width,
+        tile = _resize_square(image_ptr, config_ptr, fields, tile_row, tile_col, in_height, in_width,
                               out_height, out_width, x_stride_c, stride_h, stride_w, source_scale, ANTIALIAS, BORDER,
                               INTERPOLATION, TILE,
                               WINDOW_H, WINDOW_W, TAPS_H, TAPS_W,
@@ -941,7 +955,7 @@ def _augment_kernel(
         pixel_mask = pixels < out_height * out_width
         rows = pixels // out_width
         cols = pixels % out_width
-        tile = _geometry(image_ptr, config_ptr, record, lanes, rows, cols, channels * x_stride_c, channel_mask,
+        tile = _geometry(image_ptr, config_ptr, fields, rows, cols, channels * x_stride_c, channel_mask,
                          pixel_mask, in_height, in_width, out_height, out_width, stride_h, stride_w, source_scale,
                          RESAMPLE, INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C,
                          MID_INTERPOLATION, QUANTISE_MID)
@@ -953,15 +967,15 @@ def _augment_kernel(
     if STATS:  # the grey level the contrast op sees, summed over this tile
         for k in tl.static_range(COLOUR_STEPS):
             if k < JITTER_AT:
-                tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, record,
-                                    lanes, config_ptr, 0.0, seed, element, rows, cols, out_height, out_width,
+                tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, fields,
+                                    config_ptr, 0.0, seed, element, rows, cols, out_height, out_width,
                                     JITTER, CHANNELS, ERASE, NOISE_CLIP)
         integer = (INTEGER_STEPS >> JITTER_AT) & 1
         if integer:
             bound = 255.0
         else:
             bound = 1.0
-        tile = _colour(tile, channels, record, lanes, 0.0, bound, True, JITTER, CHANNELS, integer)
+        tile = _colour(tile, channels, fields, 0.0, bound, True, JITTER, CHANNELS, integer)
         gray = tl.where(pixel_mask, _gray(tile, channels, CHANNELS, integer), 0.0)
         # In fp64: the sums of a uint8 image's grey levels are exact, a float image's nearly so,
         # so the mean does not depend on how the image is cut into tiles (the fused pipeline's
@@ -977,8 +991,8 @@ def _augment_kernel(
             mean_gray = (tl.sum(sums, axis=0) / (out_height * out_width)).to(tl.float32)
         # The colour steps in the chain's order, each on a uint8 or a float image as it is there.
         for k in tl.static_range(COLOUR_STEPS):
-            tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, record,
-                                lanes, config_ptr, mean_gray, seed, element, rows, cols, out_height, out_width,
+            tile = _colour_step(tile, (COLOUR_ORDER >> (4 * k)) & 15, (INTEGER_STEPS >> k) & 1, channels, fields,
+                                config_ptr, mean_gray, seed, element, rows, cols, out_height, out_width,
                                 JITTER, CHANNELS, ERASE, NOISE_CLIP)
         if OUTPUT_SCALE:  # ToDtype(uint8, scale=True) of a float image: ×(255 + 1 - 1e-3), truncated
             tile = tl.minimum(tl.maximum(tl.floor(tile * (255.0 + 1.0 - 1e-3)), 0.0), 255.0)
@@ -1026,7 +1040,8 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     block = square * square if square else pixel_block(out_height, out_width)
     tiles = tiles_of(out_height, out_width, options["WINDOW_H"])
     grid = (batch * tiles,)
-    record_out = record if record_out is None else record_out
+    if record_out is None:  # a drawing pass writes its records (and reads its fields back from them)
+        record_out = x.new_empty((batch, RECORD), dtype=config.dtype) if options["DRAW"] else record
     partial = config if partial is None else partial
     arguments = (x, out, record, record_out, config, partial, seed, in_height, in_width, out_height, out_width, tiles,
                  record.stride(0), *x.stride(), *out.stride())
@@ -1035,6 +1050,7 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
     flat_store = (out.stride(1) == 1 and width_stride == channels and height_stride == out_width * channels
                   and block_c <= 4)  # dense channels_last, at most four channels
     constants = dict(CHANNELS=channels, BLOCK_C=block_c, BLOCK_P=block, FLAT_STORE=flat_store, TILE=square, **options)
+    constants["WRITE_RECORD"] = bool(constants.get("WRITE_RECORD")) or bool(options["DRAW"])
     # Two resamples (a rotation sampled into each resize window, or each tap of a rotation a
     # gathered resize): eight warps, for the registers of the four taps.
     two_resamples = options["RESAMPLE"] in (RESAMPLE_AFFINE_RESIZE.value, RESAMPLE_RESIZE_AFFINE.value)
@@ -1048,9 +1064,6 @@ def augment(x, out, record, record_out, config, seed, options, *, partial=None):
         return 2
     # The statistics pass draws each sample's parameters and writes them; the main pass reads
     # them back rather than drawing them again in every program.
-    if record_out is None or record_out is record:
-        record_out = x.new_empty((batch, RECORD), dtype=config.dtype)
-    arguments = (x, out, record, record_out) + arguments[4:]
     _augment_kernel[grid](*arguments, STATS=True, **dict(constants, WRITE_RECORD=True), num_warps=warps)
     arguments = (x, out, record_out) + arguments[3:12] + (RECORD.value,) + arguments[13:]
     _augment_kernel[grid](*arguments, STATS=False, **dict(constants, DRAW=False, WRITE_RECORD=False),
