@@ -2,21 +2,26 @@
 pass that reads the input batch once and writes the training-ready batch once.
 
 For each output pixel of sample n the kernel (1) draws sample n's parameters from Philox at the
-caller's seed (counter n·128 + slot: every program of a sample draws the same numbers, so nothing
-is stored between launches) or reads them from a per-sample record; (2) maps the pixel back to
-the source image: flips and a crop of the output, then a resize (bilinear or bicubic with torch's
+caller's seed (counter n·128 + slot: every program of a sample draws the same numbers and writes
+them to the sample's record, then reads its fields back as scalars) or reads them from a
+per-sample record; (2) maps the pixel back to the source image: flips and a crop of the output
+(the crop mirrored when a flip came before it), then a resize (bilinear or bicubic with torch's
 antialiasing taps, or nearest) or an inverse affine map (rotation, affine: grid_sample's bilinear
-or nearest with torchvision's fill mask) or both (a resize of an affine map's output), then the
-crop window of the padded input, the pad's border rule (constant, edge, reflect, symmetric) and
-flips of the input (first in the chain: the image read mirrored); (3) runs the colour maths on the sampled pixel:
-ColorJitter's four ops in the sample's drawn order (brightness, contrast, saturation, hue),
-grayscale, Gaussian noise, the integer-to-float scale, Normalize and Random Erasing; (4) writes
-it in the output's dtype through its strides. While the image is still uint8 in torchvision's
-pipeline (before ToDtype), each step rounds or truncates as torchvision's does.
+or nearest with torchvision's fill mask) or both (a resize of an affine map's output, or an affine
+map of a resize's), then the crop window of the padded input, the pad's border rule (constant,
+edge, reflect, symmetric) and flips of the input (a flip before the resample: the image read
+mirrored, with the pad and crop before it mirrored to match); a ToDtype first in the chain
+scales each source pixel as it is read; (3) runs the colour steps on the sampled pixel in the
+chain's order (COLOUR_ORDER): ColorJitter's four ops in the sample's drawn order (brightness,
+contrast, saturation, hue), grayscale, Gaussian noise, the integer-to-float scale, Normalize and
+Random Erasing (its box moved by the flips after it); (4) writes it in the output's dtype through
+its strides. While the image is still uint8 in torchvision's pipeline (before ToDtype), each
+step rounds or truncates as torchvision's does.
 
 Contrast blends with the mean grey level of the whole image at that point of the chain: a first
-launch of the same kernel (STATS) writes each tile's sum of grey levels, and the main launch adds
-its sample's sums in a fixed order (deterministic).
+launch of the same kernel (STATS: the colour steps up to ColorJitter's contrast) writes each
+tile's sum of grey levels, and the main launch adds its sample's sums in a fixed order
+(deterministic).
 
 A bilinear or bicubic resize of at most 3x down (WINDOW_H, WINDOW_W > 0) works on SQUARE x SQUARE
 squares of output pixels instead: the square's source window is read once (or, after an affine

@@ -1,9 +1,10 @@
 """How a chain of transforms becomes launches of ``fastcnn::augment``: ``Plan`` takes the
-transforms in order while they fit the kernel's one pass (the geometry first: pad, crop, one
-resample, a crop of its output, flips; then the colour: ColorJitter, grayscale, noise, the
-integer-to-float step, Normalize, erasing, the output dtype) and says no to one that does not fit,
-which then starts the next launch. Each transform's fields of the per-sample record are noted,
-so that ``return_params`` can name what each drew."""
+transforms in order while they fit the kernel's one pass (the geometry first: a pad, a crop, a
+resample or two (an affine map and a resize, either way round), a crop of its output, flips
+anywhere among them; then the colour steps in the chain's order, each once: ColorJitter,
+grayscale, noise, the integer-to-float step, Normalize, erasing; the output dtype) and says no to
+one that does not fit, which then starts the next launch. Each transform's fields of the
+per-sample record are noted, so that ``return_params`` can name what each drew."""
 import math
 import numbers
 
