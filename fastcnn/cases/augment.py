@@ -4,7 +4,10 @@ eager, under torch.compile, with torchvision.transforms.v2 and with Kornia where
 
 ImageNet: RandomResizedCrop 224, horizontal flip, ColorJitter(0.4, 0.4, 0.4), ToDtype,
 Normalize, bf16 channels_last out (two launches: contrast's mean grey level first). CIFAR: pad-4
-random crop 32, flip, ToDtype, Normalize, bf16 channels_last (one launch).
+random crop 32, flip, ToDtype, Normalize, bf16 channels_last (one launch). Rotated:
+RandomResizedCrop 224, RandomRotation(15), flip, ToDtype, Normalize: one launch whose rotation
+gathers each of its taps from the resize, timed also as two launches (``fastcnn_two_launches``:
+the resize, then the rest), which the fused pass must beat to be worth its extra arithmetic.
 """
 import math
 
@@ -17,26 +20,48 @@ from ._static import empty
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (name, batch, input height, width, output size): decoded batches as a loader hands them over.
-SUITES = {"imagenet": lambda: [("imagenet", 256, 320, 320, 224)], "cifar": lambda: [("cifar", 512, 32, 32, 32)]}
+SUITES = {"imagenet": lambda: [("imagenet", 256, 320, 320, 224)], "cifar": lambda: [("cifar", 512, 32, 32, 32)],
+          "rotated": lambda: [("rotated", 256, 320, 320, 224)]}
+DEGREES = 15.0  # the rotated pipeline's RandomRotation
 PROFILE_OPS = ("augment",)
 
 
-def fastcnn_pipeline(name, size):
+def fastcnn_pipeline(name, size, two_launches=False):
+    """The suite's fastcnn.transforms chain; ``two_launches``: the rotated one's resize as a
+    Compose of its own, then the rest."""
     from .. import transforms as T
 
     if name == "imagenet":
         chain = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4)]
+    elif name == "rotated":
+        chain = [T.RandomResizedCrop(size), T.RandomRotation(DEGREES, interpolation="bilinear"),
+                 T.RandomHorizontalFlip()]
     else:
         chain = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
-    return T.Compose(chain + [T.ToDtype(torch.bfloat16, scale=True), T.Normalize(MEAN, STD)],
-                     memory_format=torch.channels_last)
+    chain += [T.ToDtype(torch.bfloat16, scale=True), T.Normalize(MEAN, STD)]
+    if two_launches:
+        first, rest = T.Compose(chain[:1]), T.Compose(chain[1:], memory_format=torch.channels_last)
+        return lambda batch: rest(first(batch))
+    return T.Compose(chain, memory_format=torch.channels_last)
+
+
+def _rotate(image, degrees):
+    """torchvision's rotate (bilinear, zeros outside) of one [C, H, W] float image by a random
+    angle in [-degrees, degrees]: the inverse rotation as an affine grid."""
+    angle = math.radians(float(torch.empty(1).uniform_(-degrees, degrees)))
+    cos, sin = math.cos(angle), math.sin(angle)
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=image.device)
+    theta[0, 1] *= image.shape[-2] / image.shape[-1]  # the grid's normalised units differ per axis
+    theta[1, 0] *= image.shape[-1] / image.shape[-2]
+    grid = torch_f.affine_grid(theta[None], [1, *image.shape], align_corners=False)
+    return torch_f.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
 def _torch_sample(image, name, size):
     """One sample the way a PyTorch user augments on the device without a batch kernel: the
     parameters drawn on the host as torchvision draws them, then torch ops."""
     height, width = image.shape[-2:]
-    if name == "imagenet":
+    if name in ("imagenet", "rotated"):
         area = height * width
         for _ in range(10):
             target = area * float(torch.empty(1).uniform_(0.08, 1.0))
@@ -49,11 +74,14 @@ def _torch_sample(image, name, size):
         top, left = int(torch.randint(0, height - h + 1, ())), int(torch.randint(0, width - w + 1, ()))
         x = torch_f.interpolate(image[None, :, top:top + h, left:left + w].float(), size=(size, size),
                                 mode="bilinear", antialias=True, align_corners=False)[0] / 255
-        factors = torch.empty(3).uniform_(0.6, 1.4).tolist()
-        x = (x * factors[0]).clamp(0, 1)
-        gray = (0.2989 * x[0] + 0.587 * x[1] + 0.114 * x[2])
-        x = (factors[1] * x + (1 - factors[1]) * gray.mean()).clamp(0, 1)
-        x = (factors[2] * x + (1 - factors[2]) * gray[None]).clamp(0, 1)
+        if name == "rotated":
+            x = _rotate(x, DEGREES)
+        else:
+            factors = torch.empty(3).uniform_(0.6, 1.4).tolist()
+            x = (x * factors[0]).clamp(0, 1)
+            gray = (0.2989 * x[0] + 0.587 * x[1] + 0.114 * x[2])
+            x = (factors[1] * x + (1 - factors[1]) * gray.mean()).clamp(0, 1)
+            x = (factors[2] * x + (1 - factors[2]) * gray[None]).clamp(0, 1)
     else:
         padded = torch_f.pad(image[None].float(), (4, 4, 4, 4))[0]
         top, left = int(torch.randint(0, 9, ())), int(torch.randint(0, 9, ()))
@@ -78,6 +106,9 @@ def _torchvision_pipeline(name, size):
         return None
     if name == "imagenet":
         chain = [tv.RandomResizedCrop(size), tv.RandomHorizontalFlip(), tv.ColorJitter(0.4, 0.4, 0.4)]
+    elif name == "rotated":
+        chain = [tv.RandomResizedCrop(size), tv.RandomRotation(DEGREES, tv.InterpolationMode.BILINEAR),
+                 tv.RandomHorizontalFlip()]
     else:
         chain = [tv.RandomCrop(size, padding=4), tv.RandomHorizontalFlip()]
     return tv.Compose(chain + [tv.ToDtype(torch.bfloat16, scale=True), tv.Normalize(MEAN, STD)])
@@ -90,6 +121,8 @@ def _kornia_pipeline(name, size):
         return None
     if name == "imagenet":
         chain = [K.RandomResizedCrop((size, size)), K.RandomHorizontalFlip(), K.ColorJitter(0.4, 0.4, 0.4, p=1.0)]
+    elif name == "rotated":
+        chain = [K.RandomResizedCrop((size, size)), K.RandomRotation(DEGREES, p=1.0), K.RandomHorizontalFlip()]
     else:
         chain = [K.RandomCrop((size, size), padding=4), K.RandomHorizontalFlip()]
     pipeline = K.AugmentationSequential(*chain, K.Normalize(torch.tensor(MEAN), torch.tensor(STD)))
@@ -106,6 +139,9 @@ def _case(name, batch, height, width, size, smoke):
         compiled_sample = torch.compile(lambda image: _torch_sample(image, name, size), dynamic=True)
         callables = {"fastcnn": lambda: ours(images), "eager": lambda: eager(images),
                      "torch_compile": lambda: _per_sample(compiled_sample)(images)}
+        if name == "rotated":
+            split = fastcnn_pipeline(name, size, two_launches=True)
+            callables["fastcnn_two_launches"] = lambda: split(images)
         torchvision = _torchvision_pipeline(name, size)
         if torchvision is not None and not smoke:
             callables["torchvision"] = lambda: _per_sample(torchvision)(images)
@@ -117,7 +153,7 @@ def _case(name, batch, height, width, size, smoke):
     # The least bytes: the output written once (bf16), the crop read once (RandomResizedCrop's
     # mean area, (0.08 + 1)/2 of the image; the whole image for the padded crop), twice with the
     # contrast jitter's statistics pass.
-    in_pixels = height * width * (0.54 if name == "imagenet" else 1.0)
+    in_pixels = height * width * (0.54 if name != "cifar" else 1.0)
     work = {"bytes": int(bytes_moved(batch, 3, in_pixels, size * size, 1, 2, contrast=name == "imagenet"))}
     return BenchmarkCase("augment", f"{name} {height}x{width}->{size}/n{batch}", "bf16", "channels_last", work, build,
                          smoke_view=_shape)
@@ -132,7 +168,8 @@ def profile_cases(op, dtypes, layouts, *, quick=False, smoke=False):
     """The ImageNet and CIFAR pipelines (uint8 in, bf16 channels_last out, whatever the dtypes and
     layouts asked for: a pipeline's input is a loader's)."""
     if smoke:
-        return [_case("imagenet", 2, 11, 13, 7, True), _case("cifar", 2, 8, 8, 8, True)]
+        return [_case("imagenet", 2, 11, 13, 7, True), _case("cifar", 2, 8, 8, 8, True),
+                _case("rotated", 2, 11, 13, 7, True)]
     suites = [suite for suite in SUITES.values() for suite in suite()]
     return [_case(*suite, False) for suite in (suites[:1] if quick else suites)]
 
