@@ -204,8 +204,8 @@ def _mixup(kernel_module, cutmix):
 
 
 def static_launches(kernel_module, options):
-    """The two pipelines on their suites' shapes (batch 64): uint8 channels_last in, bf16
-    channels_last out; MixUp and CutMix of the ImageNet batch."""
+    """The pipelines on their suites' shapes (batch 64; the rotated one fused): uint8
+    channels_last in, bf16 channels_last out; MixUp and CutMix of the ImageNet batch."""
     return [(f"augment {name} {height}x{width}->{size} uint8->bf16 channels_last",
              lambda name=name, height=height, width=width, size=size: _launch(
                  kernel_module, name, 64, height, width, size))
