@@ -148,6 +148,12 @@ def _round_half_even(value):
 
 
 @triton.jit
+def _round_to_uint8(value):
+    """A resampled value as torchvision's uint8 image holds it: rounded half to even, clamped."""
+    return tl.minimum(tl.maximum(_round_half_even(value), 0.0), 255.0)
+
+
+@triton.jit
 def _uniform(seed, sample, slot):
     """One uniform in [0, 1) of sample ``sample``'s counter ``slot``."""
     return tl.rand(seed, sample * SAMPLE_COUNTERS + slot)
@@ -451,10 +457,9 @@ def _resampled_position(fields, config_ptr, rows, cols, in_height, in_width, out
 
 @triton.jit
 def _resize_square(image_ptr, config_ptr, fields, tile_row, tile_col, in_height, in_width, out_height,
-                   out_width, stride_c, stride_h, stride_w, source_scale, ANTIALIAS: tl.constexpr, BORDER: tl.constexpr,
-                   INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr, WINDOW_W: tl.constexpr,
-                   TAPS_H: tl.constexpr,
-                   TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, AFFINE_FIRST: tl.constexpr,
+                   out_width, stride_c, stride_h, stride_w, source_scale, ANTIALIAS: tl.constexpr,
+                   BORDER: tl.constexpr, INTERPOLATION: tl.constexpr, TILE: tl.constexpr, WINDOW_H: tl.constexpr,
+                   WINDOW_W: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, SPLIT_SOURCE: tl.constexpr, AFFINE_FIRST: tl.constexpr,
                    MID_INTERPOLATION: tl.constexpr, QUANTISE_MID: tl.constexpr, CHANNELS: tl.constexpr,
                    BLOCK_C: tl.constexpr):
     """The bilinear or bicubic resize of a TILE x TILE square of output pixels, [TILE·TILE, channels] (fp32),
@@ -509,11 +514,10 @@ def _resize_square(image_ptr, config_ptr, fields, tile_row, tile_col, in_height,
             source = _affine_sample(image_ptr, config_ptr, fields, mid_rows, mid_cols, channel * stride_c,
                                     channel < CHANNELS, tl.full([WINDOW_H * WINDOW_W], 1, tl.int1), top, left,
                                     crop_h, crop_w, tl.load(config_ptr + FILL + channel), source_scale, in_height,
-                                    in_width,
-                                    stride_h, stride_w, MID_INTERPOLATION, BORDER, 1, False, NEAREST, False, False,
-                                    1, 1)
+                                    in_width, stride_h, stride_w, MID_INTERPOLATION, BORDER, 1, False, NEAREST, False,
+                                    False, 1, 1)
             if QUANTISE_MID:  # torchvision rounds the rotated uint8 image back to uint8
-                source = tl.minimum(tl.maximum(_round_half_even(source), 0.0), 255.0)
+                source = _round_to_uint8(source)
             source = tl.reshape(source, [WINDOW_H, WINDOW_W])
         else:
             source = tl.load(image_ptr + c * stride_c + offsets).to(tl.float32) * source_scale
@@ -601,8 +605,8 @@ def _hue(tile, channels, factor, INTEGER: tl.constexpr):
 
 @triton.jit
 def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
-             channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, BORDER: tl.constexpr,
-             BLOCK_C: tl.constexpr, RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr,
+             channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
+             BORDER: tl.constexpr, BLOCK_C: tl.constexpr, RESIZED: tl.constexpr, RESIZE_INTERPOLATION: tl.constexpr,
              ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
     """[pixels, channels] of an affine map's input at integer (rows, cols) (masked outside its
     extent_h x extent_w): the padded input's crop window, or its resize."""
@@ -613,7 +617,7 @@ def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, r
                                channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
                                RESIZE_INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
         if QUANTISE_RESIZED:  # torchvision rounds the resized uint8 image back to uint8
-            value = tl.minimum(tl.maximum(_round_half_even(value), 0.0), 255.0)
+            value = _round_to_uint8(value)
     else:
         value = _source(image_ptr, top + rows, left + cols, channel_offsets, channel_mask, pixel_mask, in_height,
                         in_width, stride_h, stride_w, fill, source_scale, BORDER)
@@ -622,8 +626,8 @@ def _map_tap(image_ptr, config_ptr, rows, cols, extent_h, extent_w, top, left, r
 
 @triton.jit
 def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h, extent_w, top, left, resize_h,
-                resize_w, channel_offsets, channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
-                BORDER: tl.constexpr, BLOCK_C: tl.constexpr, RESIZED: tl.constexpr,
+                resize_w, channel_offsets, channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h,
+                stride_w, BORDER: tl.constexpr, BLOCK_C: tl.constexpr, RESIZED: tl.constexpr,
                 RESIZE_INTERPOLATION: tl.constexpr, ANTIALIAS: tl.constexpr, QUANTISE_RESIZED: tl.constexpr,
                 TAPS_H: tl.constexpr, TAPS_W: tl.constexpr):
     """Corner (row0 + i, col0 + j) of a bilinear affine sample: its weighted [pixels, channels]
@@ -634,8 +638,9 @@ def _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_
     weight = (frac_r * i + (1.0 - frac_r) * (1 - i)) * (frac_c * j + (1.0 - frac_c) * (1 - j))
     weight = tl.where(inside, weight, 0.0)
     tap = _map_tap(image_ptr, config_ptr, r, cc, extent_h, extent_w, top, left, resize_h, resize_w,
-                   channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height, in_width, stride_h, stride_w,
-                   BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED, TAPS_H, TAPS_W)
+                   channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height, in_width,
+                   stride_h, stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
+                   TAPS_H, TAPS_W)
     return weight[:, None] * tl.where(inside[:, None], tap, 0.0), weight
 
 
@@ -651,11 +656,9 @@ def _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, c
     resize of that crop window instead (RESIZED_HEIGHT x RESIZED_WIDTH), each of its taps a
     pixel of the resize (``_resize_sample``, rounded where torchvision's resized image is uint8),
     so that the two resamples are the chain's, in one pass."""
-    resize_h = crop_h
+    resize_h = crop_h  # the crop the resize reads (RESIZED)
     resize_w = crop_w
     if RESIZED:  # crop_h, crop_w below: the extent of the map's input
-        resize_h = crop_h
-        resize_w = crop_w
         crop_h = tl.load(config_ptr + RESIZED_HEIGHT)
         crop_w = tl.load(config_ptr + RESIZED_WIDTH)
     # torchvision's _get_inverse_affine_matrix (rotate: the angle negated), composed with
@@ -692,9 +695,9 @@ def _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, c
         near_c = _round_half_even(src_x).to(tl.int32)
         inside = (near_r >= 0) & (near_r < extent_h) & (near_c >= 0) & (near_c < extent_w)
         value = _map_tap(image_ptr, config_ptr, near_r, near_c, extent_h, extent_w, top, left, resize_h, resize_w,
-                         channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height, in_width, stride_h,
-                         stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
-                         TAPS_H, TAPS_W)
+                         channel_offsets, channel_mask, pixel_mask & inside, fill, source_scale, in_height,
+                         in_width, stride_h, stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
+                         QUANTISE_RESIZED, TAPS_H, TAPS_W)
         value = tl.where(inside[:, None], value, fill[None, :])
     else:  # grid_sample with zeros outside, then (value - fill)·mask + fill, mask the same sample of ones
         row0 = tl.floor(src_y)
@@ -709,8 +712,8 @@ def _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, c
             for corner in range(4):
                 tap, weight = _map_corner(image_ptr, config_ptr, corner // 2, corner % 2, row0, col0, frac_r, frac_c,
                                           extent_h, extent_w, top, left, resize_h, resize_w, channel_offsets,
-                                          channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
-                                          BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
+                                          channel_mask, pixel_mask, fill, source_scale, in_height, in_width,
+                                          stride_h, stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
                                           QUANTISE_RESIZED, TAPS_H, TAPS_W)
                 value += tap
                 mask += weight
@@ -719,9 +722,9 @@ def _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, c
                 for j in tl.static_range(2):
                     tap, weight = _map_corner(image_ptr, config_ptr, i, j, row0, col0, frac_r, frac_c, extent_h,
                                               extent_w, top, left, resize_h, resize_w, channel_offsets, channel_mask,
-                                              pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, BORDER,
-                                              BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS, QUANTISE_RESIZED,
-                                              TAPS_H, TAPS_W)
+                                              pixel_mask, fill, source_scale, in_height, in_width, stride_h,
+                                              stride_w, BORDER, BLOCK_C, RESIZED, RESIZE_INTERPOLATION, ANTIALIAS,
+                                              QUANTISE_RESIZED, TAPS_H, TAPS_W)
                     value += tap
                     mask += weight
         if tl.load(config_ptr + FILL_MASKED) != 0.0:
@@ -797,17 +800,17 @@ def _geometry(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channe
                         in_height, in_width, stride_h, stride_w, fill, source_scale, BORDER)
     elif RESAMPLE == RESAMPLE_RESIZE:
         value = _resize_sample(image_ptr, config_ptr, rows, cols, top, left, crop_h, crop_w, channel_offsets,
-                               channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w, INTERPOLATION,
-                               ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
+                               channel_mask, pixel_mask, fill, source_scale, in_height, in_width, stride_h, stride_w,
+                               INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, BLOCK_C)
     elif RESAMPLE == RESAMPLE_RESIZE_AFFINE:  # the map's taps are pixels of the resize's output
         value = _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask,
-                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
-                               INTERPOLATION, BORDER, BLOCK_C, True, MID_INTERPOLATION, ANTIALIAS, QUANTISE_MID,
-                               TAPS_H, TAPS_W)
+                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h,
+                               stride_w, INTERPOLATION, BORDER, BLOCK_C, True, MID_INTERPOLATION, ANTIALIAS,
+                               QUANTISE_MID, TAPS_H, TAPS_W)
     else:  # RESAMPLE_AFFINE
         value = _affine_sample(image_ptr, config_ptr, fields, rows, cols, channel_offsets, channel_mask,
-                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h, stride_w,
-                               INTERPOLATION, BORDER, BLOCK_C, False, NEAREST, False, False, 1, 1)
+                               pixel_mask, top, left, crop_h, crop_w, fill, source_scale, in_height, in_width, stride_h,
+                               stride_w, INTERPOLATION, BORDER, BLOCK_C, False, NEAREST, False, False, 1, 1)
     return value
 
 
@@ -965,7 +968,7 @@ def _augment_kernel(
                          RESAMPLE, INTERPOLATION, ANTIALIAS, BORDER, TAPS_H, TAPS_W, CHANNELS, BLOCK_C,
                          MID_INTERPOLATION, QUANTISE_MID)
     if QUANTISE:  # torchvision rounds a resampled uint8 image back to uint8
-        tile = tl.minimum(tl.maximum(_round_half_even(tile), 0.0), 255.0)
+        tile = _round_to_uint8(tile)
     element = ((sample.to(tl.int64) * CHANNELS + channels[None, :]) * out_height * out_width
                + (rows * out_width + cols)[:, None])  # the per-element Philox counters (noise, erasing)
 
