@@ -60,9 +60,12 @@ Two passes over the module tree:
    no state, so parameters and buffers are the same tensors (an optimizer built before an
    in-place conversion keeps working) and ``state_dict`` keys are unchanged.
 
-``nn.SyncBatchNorm`` is left as it is: its statistics are all-reduced across processes, which
-fastcnn's batch norm does not do. Subclasses of the torch modules are left too: their own
-``forward`` may do something the fastcnn module would not.
+``nn.SyncBatchNorm`` becomes ``fastcnn.nn.SyncBatchNorm`` (statistics across processes, one
+all-gather forward and one all-reduce backward), and fuses an activation and a residual add as
+``BatchNorm2d`` does, and takes its statistics from the moments of the convolution before it;
+it keeps its own pass (no convolution's or max-pool's prologue, no other norm's pass), as its
+gradient sums are all-reduced between its backward's passes. Subclasses of the torch modules are
+left: their own ``forward`` may do something the fastcnn module would not.
 """
 import copy
 import logging
@@ -92,6 +95,7 @@ REPLACEMENTS = {
     torch.nn.AvgPool2d: fastcnn_nn.AvgPool2d,
     torch.nn.AdaptiveAvgPool2d: fastcnn_nn.AdaptiveAvgPool2d,
     torch.nn.BatchNorm2d: fastcnn_nn.BatchNorm2d,
+    torch.nn.SyncBatchNorm: fastcnn_nn.SyncBatchNorm,
     torch.nn.GroupNorm: fastcnn_nn.GroupNorm,
     torch.nn.LayerNorm: fastcnn_nn.LayerNorm,
     torch.nn.InstanceNorm1d: fastcnn_nn.InstanceNorm1d,
@@ -116,6 +120,9 @@ REPLACEMENTS = {
 FASTCNN_MODULES = tuple(REPLACEMENTS.values()) + (fastcnn_nn.BatchNorm2dAct, fastcnn_nn.LayerNorm2d,
                                                   fastcnn_nn.StochasticDepth, fastcnn_nn.SqueezeExcitation,
                                                   fastcnn_nn.FusedPReLU)
+# The torch batch norms whose output convert fuses a residual add into, and their statistics a
+# convolution's moments: each becomes its fastcnn class.
+TORCH_BATCH_NORMS = (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)
 F = torch.nn.functional
 # Activations as functions and tensor methods: their kind, and the positional index and keyword
 # of their parameter (slope, alpha, approximate) when they have one.
@@ -535,7 +542,7 @@ def _fuse_residuals(name, module, graph, holders, result):
     changed = False
     for target, calls in _norm_calls(module, graph).items():
         norm = module.get_submodule(target)
-        if type(norm) is not torch.nn.BatchNorm2d or len(calls) != 1 or holders[id(norm)] > 1 or _has_hooks(norm):
+        if type(norm) not in TORCH_BATCH_NORMS or len(calls) != 1 or holders[id(norm)] > 1 or _has_hooks(norm):
             continue
         found = _residual_of(calls[0])
         if found is None:
@@ -600,7 +607,11 @@ def _fuse_activations(name, module, graph, holders, result):
 
 
 CONVOLUTIONS = (torch.nn.Conv2d, fastcnn_nn.Conv2d)
+# Batch norms that run inside a convolution's or a max-pool's kernel, or another's pass.
 BATCH_NORMS = (torch.nn.BatchNorm2d, fastcnn_nn.BatchNorm2d, fastcnn_nn.BatchNorm2dAct, fastcnn_nn.BatchNorm2dReLU)
+# A SyncBatchNorm all-reduces its gradient sums between its backward's passes: it keeps its own
+# pass (with its activation and residual), and takes its statistics from its convolution's moments.
+SYNC_BATCH_NORMS = (torch.nn.SyncBatchNorm, fastcnn_nn.SyncBatchNorm)
 
 
 def _through_identities(node, root):
@@ -770,7 +781,8 @@ def _consuming_norm(node, root):
     argument (a module call, ``batch_norm_into_conv2d`` or ``batch_norm_into_max_pool2d``), else None."""
     if node.op == "call_module":
         norm = root.get_submodule(node.target)
-        if type(norm) in BATCH_NORMS and _kernel_dtypes(norm) and not _has_hooks(norm) and "moments" not in node.kwargs:
+        if (type(norm) in BATCH_NORMS + SYNC_BATCH_NORMS and _kernel_dtypes(norm) and not _has_hooks(norm)
+                and "moments" not in node.kwargs):
             return node.target, norm
     elif node.op == "call_function" and node.target in (fastcnn_nn.batch_norm_into_conv2d,
                                                         fastcnn_nn.batch_norm_into_max_pool2d):
@@ -804,7 +816,7 @@ def _statistics_from_convolutions(name, module, graph, holders, result):
         norm_target, norm = (found.target, module.get_submodule(found.target)) if residual_norm else found
         if holders[id(norm)] > 1:
             continue  # shared with another part of the model: left as it is, as by the other fusions
-        if type(norm) is torch.nn.BatchNorm2d:  # fastcnn's class (which takes the moments) now, not in _replace
+        if type(norm) in TORCH_BATCH_NORMS:  # fastcnn's class (which takes the moments) now, not in _replace
             fuse_activation_into(norm, None, 0.0)
         with graph.inserting_before(node):
             norm_attribute = graph.get_attr(norm_target)
@@ -1048,9 +1060,6 @@ def _replace(model, result):
                 detail = (" + residual" if residual else "") + (f" + {activation[0]}" if activation else "") + (
                     " (run inside the pass of the norm it is the residual of)" if inside else "")
                 result.replaced.append((name, f"torch.nn.{_torch_base(kind)} -> fastcnn.nn.{kind.__name__}{detail}"))
-        elif isinstance(module, torch.nn.SyncBatchNorm):
-            result.left.append((name, "nn.SyncBatchNorm all-reduces its statistics across processes; "
-                                      "fastcnn's batch norm does not, so it stays torch's"))
         elif isinstance(module, tuple(REPLACEMENTS)):
             result.left.append((name, f"{kind.__name__} subclasses torch.nn.{_torch_base(kind)} with code of "
                                       f"its own; left as it is"))

@@ -18,6 +18,7 @@ from .ops import pointwise_loss as _pointwise_loss
 from .ops.prelu import prelu
 from .ops.softmax import log_softmax, softmax
 from .ops.squeeze_excitation import squeeze_excitation_gate
+from .ops.sync_batch_norm import process_group_size, synchronised_batch_norm
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -210,6 +211,8 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
         act(bn(input) + residual_norm(residual)) in one pass (``fastcnn.batch_norm_add_batch_norm``;
         what ``convert`` puts where a ResNet block adds its downsample's batch norm)."""
         statistics, batch_statistics, factor = self._batch_norm_arguments(input)
+        if isinstance(residual_norm, SyncBatchNorm):  # its statistics are all-reduced: its own pass
+            residual, residual_norm = residual_norm(residual, moments=residual_moments), None
         if residual_norm is not None:
             residual_statistics, residual_batch, residual_factor = residual_norm._batch_norm_arguments(residual)
             if residual_batch == batch_statistics and residual_norm.activation is None:
@@ -221,21 +224,27 @@ class BatchNorm2d(_FusedActivation, torch.nn.BatchNorm2d):
             residual = batch_norm(residual, *residual_statistics, residual_norm.weight, residual_norm.bias,
                                   residual_batch, residual_factor, residual_norm.eps,
                                   activation=residual_norm.fused_activation, moments=residual_moments)
-        if residual is not None and not _fits_output(input, residual):
-            # What convert's call bn(x, residual) stands for, act(bn(x) + residual), where the sum
-            # would broadcast the output up or promote its dtype (or raise): as the original ran it.
-            out = batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
-                             moments=moments) + residual
-            kind, parameter, slope = _activation.resolve_fused_activation(f"fastcnn.nn.{type(self).__name__}",
-                                                                          self.fused_activation)
-            return _activation.apply_activation(out, kind, parameter, slope, fallback=out.dtype not in KERNEL_DTYPES)
-        return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
-                          activation=self.fused_activation, residual=residual, moments=moments)
+        return _with_residual(self, input, residual, lambda activation, residual: batch_norm(
+            input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps, activation=activation,
+            residual=residual, moments=moments))
 
     def uses_batch_statistics(self):
         """Whether the next call normalises with the batch's statistics (training, or no running
         statistics), which the moments of a convolution's epilogue can give."""
         return self.training or (self.running_mean is None and self.running_var is None)
+
+
+def _with_residual(norm, input, residual, normalise):
+    """act(norm(input) + residual) for a fastcnn batch norm module ``norm``, its fused activation
+    ``act``: ``normalise(activation, residual)``, the norm's functional on ``input``, with both
+    fused; where the sum would broadcast the output up or promote its dtype (or raise), what
+    convert's call bn(x, residual) stands for, as the original ran it."""
+    if residual is None or _fits_output(input, residual):
+        return normalise(norm.fused_activation, residual)
+    out = normalise(None, None) + residual
+    kind, parameter, slope = _activation.resolve_fused_activation(f"fastcnn.nn.{type(norm).__name__}",
+                                                                  norm.fused_activation)
+    return _activation.apply_activation(out, kind, parameter, slope, fallback=out.dtype not in KERNEL_DTYPES)
 
 
 def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
@@ -247,10 +256,11 @@ def batch_norm_into_conv2d(input, norm, conv, moments=None, then=None):
     convolution that computed it; ``then``: the batch norm the output goes to, for which this
     returns (output, its moments or None) as ``conv2d_for_batch_norm`` does."""
     # The padding would be of act(bn(x)) as torch pads it, a PReLU's slopes would need their
-    # gradient summed in the convolution's backward: unfused.
-    if conv.padding_mode != "zeros" or norm.fuses_slopes:
-        out = conv(norm(input, moments=moments))
-        return out if then is None else (out, None)
+    # gradient summed in the convolution's backward, a SyncBatchNorm's gradient sums all-reduced
+    # between the convolution's two backward passes: unfused.
+    if conv.padding_mode != "zeros" or norm.fuses_slopes or isinstance(norm, SyncBatchNorm):
+        normalised = norm(input, moments=moments)
+        return conv(normalised) if then is None else conv2d_for_batch_norm(normalised, conv, then)
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
     emit = then is not None and then.uses_batch_statistics()
     out = batch_norm_conv2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
@@ -266,8 +276,9 @@ def batch_norm_into_max_pool2d(input, norm, pool, moments=None):
     where a traced forward runs a batch norm (and its activation) whose output only feeds a
     max-pool, as a ResNet's stem does. ``moments``: the input's, from the convolution that
     computed it."""
-    # What the fused op does not return or take (a PReLU's learnable slopes): unfused.
-    if pool.return_indices or input.dim() != 4 or norm.fuses_slopes:
+    # What the fused op does not return or take (a PReLU's learnable slopes, statistics across
+    # processes): unfused.
+    if pool.return_indices or input.dim() != 4 or norm.fuses_slopes or isinstance(norm, SyncBatchNorm):
         return pool(norm(input, moments=moments))
     statistics, batch_statistics, factor = norm._batch_norm_arguments(input)
     return batch_norm_max_pool2d(input, *statistics, norm.weight, norm.bias, batch_statistics, factor, norm.eps,
@@ -310,6 +321,112 @@ class BatchNorm2dReLU(BatchNorm2dAct):
     """``relu(BatchNorm2d(x) [+ residual])``: ``BatchNorm2dAct`` with activation="relu"."""
 
     activation = ("relu", 0.0)
+
+
+class SyncBatchNorm(_FusedActivation, torch.nn.SyncBatchNorm):
+    """``torch.nn.SyncBatchNorm`` on fastcnn's kernels (same constructor with ``process_group``,
+    buffers, state_dict keys), optionally followed by a fused ``activation`` and, in
+    ``forward(input, residual)``, a residual added before it, as ``BatchNorm2d``: in training
+    under torch.distributed the statistics are those of every process's batch
+    (``fastcnn.sync_batch_norm``: one all-gather forward, one all-reduce backward; uneven and
+    empty batches), on CUDA tensors and on CPU tensors (gloo), which torch's refuses. Otherwise
+    batch norm as ``BatchNorm2d`` computes it. ``convert`` gives a model's ``nn.SyncBatchNorm``
+    this class; ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (and this class's) turns
+    fastcnn's batch norms into it, their fused activations kept."""
+
+    def __init__(self, *args, activation=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation)
+
+    _batch_norm_arguments = BatchNorm2d._batch_norm_arguments
+    uses_batch_statistics = BatchNorm2d.uses_batch_statistics
+
+    def forward(self, input, residual=None, moments=None, residual_norm=None, residual_moments=None):
+        """act(sync_bn(input) [+ residual]), as torch's SyncBatchNorm.forward decides whether to
+        synchronise; ``moments``, ``residual_norm``, ``residual_moments`` as ``BatchNorm2d.forward``
+        takes them (the residual's norm runs on its own first)."""
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        statistics, batch_statistics, factor = self._batch_norm_arguments(input)
+        if residual_norm is not None:
+            residual = residual_norm(residual, moments=residual_moments)
+        group, world_size = process_group_size(self.process_group) if self.training else (None, 1)
+        if world_size > 1:
+            def normalise(activation, residual):
+                return synchronised_batch_norm(f"fastcnn.nn.{type(self).__name__}", input, *statistics, self.weight,
+                                               self.bias, factor, self.eps, group, world_size, activation, residual,
+                                               moments)
+        else:
+            def normalise(activation, residual):
+                return batch_norm(input, *statistics, self.weight, self.bias, batch_statistics, factor, self.eps,
+                                  activation=activation, residual=residual, moments=moments)
+        return _with_residual(self, input, residual, normalise)
+
+
+FASTCNN_BATCH_NORMS = (BatchNorm2d, SyncBatchNorm)
+
+
+def _sync_batch_norm_from(module, process_group, cls):
+    """A ``cls`` (torch's SyncBatchNorm or fastcnn's) holding ``module``'s parameters and buffers
+    (the same tensors, as torch's convert_sync_batchnorm does), mode and qconfig, and, for
+    fastcnn's class, the activation a fastcnn norm fused (a PReLU it borrowed stays borrowed)."""
+    sync = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+               process_group)
+    if module.affine:
+        with torch.no_grad():
+            sync.weight, sync.bias = module.weight, module.bias
+    sync.running_mean, sync.running_var = module.running_mean, module.running_var
+    sync.num_batches_tracked = module.num_batches_tracked
+    sync.training = module.training
+    if hasattr(module, "qconfig"):
+        sync.qconfig = module.qconfig
+    if cls is SyncBatchNorm and isinstance(module, _FusedActivation):
+        sync.activation = module.activation
+        if "_borrowed_prelu" in module.__dict__:
+            sync.__dict__["_borrowed_prelu"] = module.__dict__["_borrowed_prelu"]
+    return sync
+
+
+_torch_convert_sync_batchnorm = torch.nn.SyncBatchNorm.convert_sync_batchnorm.__func__
+
+
+def _convert_sync_batchnorm(cls, module, process_group=None):
+    """``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, as importing fastcnn sets it: torch's
+    own for a model without fastcnn's batch norms; otherwise every batch norm layer becomes a
+    SyncBatchNorm as in torch's, fastcnn's (and, called on fastcnn's class, torch's too) becoming
+    ``fastcnn.nn.SyncBatchNorm`` with the activation it fused: torch's class would drop that
+    activation and refuse the residual a converted model's forward passes."""
+    if cls is torch.nn.SyncBatchNorm and not any(isinstance(m, FASTCNN_BATCH_NORMS) for m in module.modules()):
+        return _torch_convert_sync_batchnorm(cls, module, process_group)
+    output = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        ours = cls is not torch.nn.SyncBatchNorm or isinstance(module, FASTCNN_BATCH_NORMS)
+        output = _sync_batch_norm_from(module, process_group, SyncBatchNorm if ours else torch.nn.SyncBatchNorm)
+    for name, child in module.named_children():
+        output.add_module(name, _convert_sync_batchnorm(cls, child, process_group))
+    return output
+
+
+torch.nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(_convert_sync_batchnorm)
+
+
+def _allow_cpu_sync_batch_norm(ddp_class):
+    """DistributedDataParallel refuses a CPU module with SyncBatchNorm layers because torch's
+    cannot run on CPU tensors; fastcnn's can (gloo), so the check is made of torch's layers only."""
+    torch_check = getattr(ddp_class, "_passing_sync_batchnorm_handle", None)
+    if torch_check is None or getattr(torch_check, "fastcnn", False):
+        return
+
+    def check(self, module):
+        if any(isinstance(layer, torch.nn.SyncBatchNorm) and not isinstance(layer, SyncBatchNorm)
+               for layer in module.modules()):
+            torch_check(self, module)
+
+    check.fastcnn = True
+    ddp_class._passing_sync_batchnorm_handle = check
+
+
+_allow_cpu_sync_batch_norm(torch.nn.parallel.DistributedDataParallel)
 
 
 class Linear(_FusedActivation, torch.nn.Linear):

@@ -49,7 +49,7 @@ import triton.language as tl
 
 from .activation import activate, activation_grad, activation_grad_from_output, channel_slopes, prelu_slope_grad
 from .moments import MOMENT_FIELDS_CONSTEXPR, chan_merge
-from .prologue import store_coefficients
+from .prologue import STATISTICS_ROWS, store_coefficients
 from .slicing import reduction_slices
 from .tiles import by_backend, channel_blocks
 
@@ -68,6 +68,10 @@ MAX_SPLITS = 256
 # the shape and the strides alone, as the partials' shape must be (see ``backward_sum_slices``).
 GRAD_ROWS_PER_SLICE = by_backend(interpreter=128, gpu=1024)
 GRAD_MIN_PROGRAMS = by_backend(interpreter=1, gpu=264)
+# A SyncBatchNorm's statistics have one row more than the prologue's: the count of the batch
+# across processes, which its backward averages the gradient sums over (kernels/sync_batch_norm.py).
+COUNT_ROW = STATISTICS_ROWS
+COUNT_ROW_CONSTEXPR = tl.constexpr(COUNT_ROW)
 
 
 @triton.jit
@@ -148,10 +152,13 @@ def _finalize_kernel(
 
 @triton.jit
 def _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr, stats_ptr, channels,
-                            momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING: tl.constexpr):
+                            momentum, eps, running_mean_stride, running_var_stride, UPDATE_RUNNING: tl.constexpr,
+                            local_shift=None):
     """stats[0:2, c] = (mean, invstd) of the batch from its merged (count, mean of x - K, sum of
-    squared deviations), K = ``shift``; the running statistics updated as torch does. Returns
-    the mean of x itself and invstd."""
+    squared deviations), K = ``shift``; the running statistics updated as torch does. The mean
+    stored is that of x - ``local_shift`` when given (the K that this process's passes read from
+    its own x: kernels/sync_batch_norm.py), else of x - K. Returns the mean of x itself and
+    invstd."""
     # Lanes past the last channel have count 0; validation guarantees count >= 2 elsewhere.
     variance = m2 / tl.maximum(count, 1.0)
     if UPDATE_RUNNING:
@@ -164,25 +171,23 @@ def _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, run
         tl.store(running_var_ptr + c * running_var_stride, ((1.0 - momentum) * running_var + momentum * unbiased)
                  .to(running_var_ptr.dtype.element_ty), mask=ok)
     invstd = 1.0 / tl.sqrt(variance + eps)
-    tl.store(stats_ptr + c, mean, mask=ok)
+    if local_shift is None:
+        tl.store(stats_ptr + c, mean, mask=ok)
+    else:  # K and the local K are two values of the channel: their difference is exact when close
+        tl.store(stats_ptr + c, (shift - local_shift) + mean, mask=ok)
     tl.store(stats_ptr + channels + c, invstd, mask=ok)
     return shift + mean, invstd
 
 
 @triton.jit
-def _moments_finalize_kernel(
-        moments_ptr, num_slots, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, weight_ptr, bias_ptr, channels,
-        momentum, eps, x_stride_c, running_mean_stride, running_var_stride, weight_stride, bias_stride,
-        UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_SLOTS: tl.constexpr,
-        BLOCK: tl.constexpr):
-    """stats[0:2, c] = (mean of x - K, invstd) of the batch, K = x[0, c, 0], from the moments a
-    convolution's epilogue wrote as it produced x (kernels/moments.py): each slot's summary is
-    moved from its own first value to K (the difference of two of the channel's values, exact
-    when they are close), BLOCK_SLOTS of them merged as a tree, the blocks in order: the same
-    bits every run. The running statistics are updated as ``_finalize_kernel`` does."""
-    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = c < channels
-    shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
+def merge_moment_slots(moments_ptr, num_slots, c, ok, channels, shift, BLOCK_SLOTS: tl.constexpr,
+                       BLOCK: tl.constexpr):
+    """(count, mean of x - ``shift``, sum of squared deviations) of channels ``c`` merged from
+    ``num_slots`` summaries in kernels/moments.py's layout, [slots, 4, C] of (count, first value,
+    mean of the values less it, M2): each slot's mean moved from its own first value to the
+    shift (the difference of two of the channel's values, exact when they are close), empty
+    slots skipped, BLOCK_SLOTS of them merged as a tree and the blocks in order: the same bits
+    every run."""
     count = tl.zeros((BLOCK,), tl.float32)
     mean = tl.zeros((BLOCK,), tl.float32)
     m2 = tl.zeros((BLOCK,), tl.float32)
@@ -197,6 +202,22 @@ def _moments_finalize_kernel(
         slot_mean = tl.where(slot_count > 0.0, (slot_first - shift[None, :]) + slot_mean, 0.0)
         block_count, block_mean, block_m2 = tl.reduce((slot_count, slot_mean, slot_m2), 0, chan_merge)
         count, mean, m2 = chan_merge(count, mean, m2, block_count, block_mean, block_m2)
+    return count, mean, m2
+
+
+@triton.jit
+def _moments_finalize_kernel(
+        moments_ptr, num_slots, x_ptr, running_mean_ptr, running_var_ptr, stats_ptr, weight_ptr, bias_ptr, channels,
+        momentum, eps, x_stride_c, running_mean_stride, running_var_stride, weight_stride, bias_stride,
+        UPDATE_RUNNING: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_SLOTS: tl.constexpr,
+        BLOCK: tl.constexpr):
+    """stats[0:2, c] = (mean of x - K, invstd) of the batch, K = x[0, c, 0], from the moments a
+    convolution's epilogue wrote as it produced x (kernels/moments.py), merged by
+    ``merge_moment_slots``. The running statistics are updated as ``_finalize_kernel`` does."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = c < channels
+    shift = tl.load(x_ptr + c * x_stride_c, mask=ok, other=0.0).to(tl.float32)
+    count, mean, m2 = merge_moment_slots(moments_ptr, num_slots, c, ok, channels, shift, BLOCK_SLOTS, BLOCK)
     centre, invstd = _store_batch_statistics(count, mean, m2, shift, c, ok, running_mean_ptr, running_var_ptr,
                                              stats_ptr, channels, momentum, eps, running_mean_stride,
                                              running_var_stride, UPDATE_RUNNING)
@@ -405,7 +426,11 @@ def _backward_apply_kernel(
         r_stride_n, r_stride_c, r_stride_s, dx_stride_n, dx_stride_c, dx_stride_s, dr_stride_n, dr_stride_c,
         dr_stride_s, weight_stride, bias_stride, slope_stride, KIND: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FROM_OUTPUT: tl.constexpr,
         HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SHIFTED: tl.constexpr, TRAINING: tl.constexpr,
-        WRITE_DX: tl.constexpr, WRITE_DR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        WRITE_DX: tl.constexpr, WRITE_DR: tl.constexpr, COUNT_IN_STATS: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr):
+    """dx (and dr = g) of act(bn(x) [+ r]) from the sums of g and g·x̂ over the batch, which
+    they are averaged over: x's rows, or (COUNT_IN_STATS) the count in the statistics' row
+    COUNT_ROW, a batch that spans several processes (kernels/sync_batch_norm.py)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = c < channels
@@ -423,8 +448,12 @@ def _backward_apply_kernel(
         scale = _scale(stats_ptr, weight_ptr, c, channel_ok, channels, weight_stride, HAS_WEIGHT)
         if TRAINING:
             invstd = tl.load(stats_ptr + channels + c, mask=channel_ok, other=0.0)
-            mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
-            mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / num_rows
+            if COUNT_IN_STATS:
+                count = tl.load(stats_ptr + COUNT_ROW_CONSTEXPR * channels + c, mask=channel_ok, other=1.0)
+            else:
+                count = num_rows.to(tl.float32)
+            mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / count
+            mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / count
             x_hat = centred * invstd[None, :]
             dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
         else:
@@ -463,8 +492,8 @@ def backward_from_sums(g, x, dx, partial, stats, weight, bias, grad_weight, grad
     _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
         g, x, x, dx, x, stats, *affine, sums, sums, 0.0, num_rows, channels, x.shape[2], *g.stride(), *x.stride(),
         *x.stride(), *dx.stride(), *x.stride(), *affine_strides, 0, KIND=None, HAS_RESIDUAL=False, FROM_OUTPUT=False,
-        SHIFTED=training, **flags, TRAINING=training, WRITE_DX=True, WRITE_DR=False, BLOCK_R=block_r,
-        BLOCK_C=block_c)
+        SHIFTED=training, **flags, TRAINING=training, WRITE_DX=True, WRITE_DR=False, COUNT_IN_STATS=False,
+        BLOCK_R=block_r, BLOCK_C=block_c)
     return 2
 
 
@@ -606,6 +635,53 @@ def apply(x, residual, y, stats, weight, bias, *, training, kind, parameter, res
     return 1
 
 
+def _backward_arguments(dy, x, residual, stats, weight, bias, training, kind, output, slope):
+    """What the backward's passes share: (rows, r, affine pointers, affine strides, the kernels'
+    activation options, PReLU's slopes pointer and stride)."""
+    r = output if output is not None else (x if residual is None else residual)
+    affine, affine_strides, flags = _affine(weight, bias, stats)
+    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None, SHIFTED=training,
+                      **flags)
+    return x.shape[0] * x.shape[2], r, affine, affine_strides, activation, _slope_arguments(slope, stats)
+
+
+def backward_sums(dy, x, residual, stats, weight, bias, grad_weight, grad_bias, *, training, kind, parameter,
+                  output=None, slope=None, grad_slope=None):
+    """The first half of ``backward``: (sums, launches), sums the fp32 [2, C] (sum g, sum g·x̂)
+    over x's rows, and the gradients of the weight, the bias and PReLU's slopes (each may be
+    None) from them. Two launches: the sliced sums, their fixed-order finalize."""
+    channels = x.shape[1]
+    block_r, block_c = _tiles(x.stride(1))
+    num_rows, r, affine, affine_strides, activation, (slope_target, slope_stride) = _backward_arguments(
+        dy, x, residual, stats, weight, bias, training, kind, output, slope)
+    rows_per_split, splits = _backward_slices(x, block_c)
+    partial = torch.empty((splits, 3 if kind == "prelu" else 2, channels), dtype=torch.float32, device=x.device)
+    _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
+        dy, x, r, stats, *affine, partial, x, x, stats, partial, slope_target, float(parameter), num_rows,
+        channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *x.stride(),
+        *affine_strides, slope_stride, **activation, WRITE_G=False, RESIDUAL_SUMS=False, BLOCK_R=block_r,
+        BLOCK_C=block_c)
+    return _finalize_sums(partial, channels, grad_weight, grad_bias, grad_slope), 2
+
+
+def backward_apply(dy, x, residual, dx, dr, stats, weight, bias, sums, *, training, kind, parameter, output=None,
+                   slope=None, count_in_stats=False):
+    """The second half of ``backward``: dx (``training``: from ``sums``, averaged over x's rows,
+    or with ``count_in_stats`` over the count in ``stats``' row COUNT_ROW) and dr = g (each may be
+    None). One launch."""
+    channels = x.shape[1]
+    block_r, block_c = _tiles(x.stride(1))
+    num_rows, r, affine, affine_strides, activation, (slope_target, slope_stride) = _backward_arguments(
+        dy, x, residual, stats, weight, bias, training, kind, output, slope)
+    dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))
+    _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
+        dy, x, r, dx_or_x, dr_or_x, stats, *affine, sums, slope_target, float(parameter), num_rows, channels,
+        x.shape[2], *dy.stride(), *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), *affine_strides,
+        slope_stride, **activation, TRAINING=training and dx is not None, WRITE_DX=dx is not None,
+        WRITE_DR=dr is not None, COUNT_IN_STATS=count_in_stats, BLOCK_R=block_r, BLOCK_C=block_c)
+    return 1
+
+
 def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bias, *, training, kind, parameter,
              output=None, slope=None, grad_slope=None):
     """Gradients of act(batch_norm(x) [+ residual]) into ``dx``, ``dr`` (the residual's),
@@ -614,33 +690,13 @@ def backward(dy, x, residual, dx, dr, stats, weight, bias, grad_weight, grad_bia
     recomputed from x and ``residual``, or from ``output`` = act(z) when it is given (then
     ``residual`` is None, and a ``dr`` still receives the gradient). ``slope``: PReLU's C slopes
     (kind "prelu"), whose gradient, per channel, goes to ``grad_slope`` (may be None). Returns the
-    number of launches."""
-    channels = x.shape[1]
-    num_rows = x.shape[0] * x.shape[2]
-    block_r, block_c = _tiles(x.stride(1))
+    number of launches: ``backward_sums`` where the sums are needed, then ``backward_apply``."""
     launches = 0
     sums = stats
-    r = output if output is not None else (x if residual is None else residual)
-    affine, affine_strides, flags = _affine(weight, bias, stats)
-    activation = dict(KIND=kind, HAS_RESIDUAL=residual is not None, FROM_OUTPUT=output is not None, SHIFTED=training,
-                      **flags)
-    slope_target, slope_stride = _slope_arguments(slope, stats)
+    options = dict(training=training, kind=kind, parameter=parameter, output=output, slope=slope)
     if (training and dx is not None) or any(t is not None for t in (grad_weight, grad_bias, grad_slope)):
-        rows_per_split, splits = _backward_slices(x, block_c)
-        partial = torch.empty((splits, 3 if kind == "prelu" else 2, channels), dtype=torch.float32, device=x.device)
-        _backward_sums_kernel[(triton.cdiv(channels, block_c), splits)](
-            dy, x, r, stats, *affine, partial, x, x, stats, partial, slope_target, float(parameter), num_rows,
-            channels, x.shape[2], rows_per_split, *dy.stride(), *x.stride(), *r.stride(), *x.stride(), *x.stride(),
-            *affine_strides, slope_stride, **activation, WRITE_G=False, RESIDUAL_SUMS=False, BLOCK_R=block_r,
-            BLOCK_C=block_c)
-        sums = _finalize_sums(partial, channels, grad_weight, grad_bias, grad_slope)
-        launches += 2
+        sums, launches = backward_sums(dy, x, residual, stats, weight, bias, grad_weight, grad_bias,
+                                       grad_slope=grad_slope, **options)
     if dx is not None or dr is not None:
-        dx_or_x, dr_or_x = (x if t is None else t for t in (dx, dr))
-        _backward_apply_kernel[(triton.cdiv(num_rows, block_r), triton.cdiv(channels, block_c))](
-            dy, x, r, dx_or_x, dr_or_x, stats, *affine, sums, slope_target, float(parameter), num_rows, channels,
-            x.shape[2], *dy.stride(), *x.stride(), *r.stride(), *dx_or_x.stride(), *dr_or_x.stride(), *affine_strides,
-            slope_stride, **activation, TRAINING=training and dx is not None, WRITE_DX=dx is not None, WRITE_DR=dr is not None,
-            BLOCK_R=block_r, BLOCK_C=block_c)
-        launches += 1
+        launches += backward_apply(dy, x, residual, dx, dr, stats, weight, bias, sums, **options)
     return launches

@@ -55,11 +55,13 @@ def _kernels():
 
 
 # ----------------------------------------------------------------------------- checks
-def check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps):
+def check_batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps, *,
+                     per_process=True):
     """Validate F.batch_norm's arguments as torch does, in its order: the batch size and ``eps``
     (F.batch_norm's own checks), the dtype torch computes in, then the per-channel tensors (C
     elements each, the input's dtype or fp32 for fp16/bf16 input), running statistics required
-    in eval."""
+    in eval. ``per_process`` False: the batch spans processes (SyncBatchNorm), so one value per
+    channel here is no error."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
     if input.dim() < 2 and input.numel():
@@ -69,7 +71,7 @@ def check_batch_norm(op, input, running_mean, running_var, weight, bias, trainin
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{op}: argument '{name}' must be a float, not {type(value).__name__}")
     channels = input.shape[1] if input.dim() > 1 else 0
-    if training and input.numel() // max(channels, 1) == 1:
+    if training and per_process and input.numel() // max(channels, 1) == 1:
         raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {input.size()}")
     if training and eps <= 0.0:
         raise ValueError(f"{op}: batch_norm eps must be positive during training, but got {eps}")
