@@ -8,6 +8,14 @@ own, one launch per batch), the same augmented batch for both runs. Prints per-e
 accuracy side by side, the final test accuracy,
 the largest difference between the two loss curves, and saves a PNG plot of both.
 
+``torchrun --nproc-per-node=2 -m fastcnn.demo --distributed`` trains across processes instead
+(gloo on CPU, NCCL with one GPU per process): the model's batch norms become SyncBatchNorm
+(``nn.SyncBatchNorm.convert_sync_batchnorm``), ``fastcnn.convert`` gives them fastcnn's
+SyncBatchNorm with the ReLU fused, and DistributedDataParallel trains it, each process on its
+share of every batch; process 0 also trains the plain PyTorch model on the whole batch in one
+process, the run the distributed one must match (batch norm over the same global batch), and
+compares the two.
+
 The data are the 1797 8×8 digit images that ship with scikit-learn (no download). On a GPU the
 kernels run compiled and step times are shown; on CPU the demo turns on Triton's interpreter
 (before the kernels are first used), so the same Triton code runs, slowly, and no time is shown.
@@ -65,6 +73,42 @@ class Run:
         return (self.model(images).argmax(1) == labels).float().mean().item()
 
 
+class DistributedRun(Run):
+    """fastcnn's run across processes: the model under DistributedDataParallel, each process
+    stepping on its share of every batch (``torch.tensor_split``: shares differ by one image at
+    most) with the loss summed over its images and divided by the batch's size over the process
+    count, as DDP averages the gradients: the gradient of the whole batch's mean loss. The
+    losses and counts recorded are the whole batch's."""
+
+    def __init__(self, model, optimizer):
+        import fastcnn
+        import torch.distributed as dist
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+        super().__init__(f"fastcnn, {self.world} processes", DistributedDataParallel(model, device_ids=device_ids),
+                         optimizer, None)
+        self.cross_entropy = fastcnn.cross_entropy
+
+    def step(self, images, labels):
+        import torch.distributed as dist
+
+        share = torch.tensor_split(torch.arange(len(labels), device=labels.device), self.world)[self.rank]
+        self.loss_function = lambda logits, target: (self.cross_entropy(logits, target, reduction="sum")
+                                                     * self.world / len(labels))
+        correct = super().step(images[share], labels[share])
+        totals = torch.tensor([self.step_losses[-1] / self.world, correct], dtype=torch.float64, device=images.device)
+        dist.all_reduce(totals)
+        self.step_losses[-1] = totals[0].item()
+        return int(totals[1].item())
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
 def plot(runs, path):
     import matplotlib
 
@@ -82,7 +126,7 @@ def plot(runs, path):
     for axes in (losses, accuracy):
         axes.legend()
         axes.grid(alpha=0.3)
-    figure.suptitle("scikit-learn digits: PyTorch vs fastcnn, same initialisation and data order")
+    figure.suptitle(f"scikit-learn digits: {runs[0].name} vs {runs[1].name}, same initialisation and data order")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -119,9 +163,23 @@ def main(argv=None):
     parser.add_argument("--plot", default="fastcnn_demo.png", help="where to save the PNG plot ('' for none)")
     parser.add_argument("--min-accuracy", type=float, default=0.95,
                         help="exit with status 1 when fastcnn's final test accuracy is below this")
+    parser.add_argument("--distributed", action="store_true",
+                        help="under torchrun: DistributedDataParallel with fastcnn's SyncBatchNorm, each process on its "
+                             "share of every batch, against one process on the whole batch")
     args = parser.parse_args(argv)
+    if args.distributed and args.augment:
+        parser.error("--augment is not offered with --distributed")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.distributed:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        if dist.get_rank() != 0:  # process 0 reports for all
+            sys.stdout, args.plot = open(os.devnull, "w"), ""
     if device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
         # The interpreter evaluates masked-off lanes too (0/0 there is never stored); numpy warns.
@@ -146,23 +204,38 @@ def main(argv=None):
     print(f"data: scikit-learn digits, {len(train_x)} training and {len(test_x)} test images of 8x8, 10 classes")
     torch.manual_seed(args.seed)
     torch_model = SmallCNN().to(device)
-    fastcnn_model, report = fastcnn.convert(torch_model, report=True)
+    norm = "BatchNorm2d"
+    if args.distributed:  # torch's way to SyncBatchNorm first, then fastcnn's modules
+        import copy
+
+        norm = "SyncBatchNorm"
+        fastcnn_model, report = fastcnn.convert(
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(torch_model)), inplace=True, report=True)
+    else:
+        fastcnn_model, report = fastcnn.convert(torch_model, report=True)
     with_relu = list(dict.fromkeys(name for name, detail in report.fused if "statistics from" not in detail))
     in_pool = sum("max-pool's prologue" in detail for _, detail in report.fused)
     from_moments = sum("statistics from" in detail for _, detail in report.fused)
-    print(f"fastcnn.convert: {len(report.replaced)} modules replaced, {len(with_relu)} BatchNorm2d+ReLU fused "
+    print(f"fastcnn.convert: {len(report.replaced)} modules replaced, {len(with_relu)} {norm}+ReLU fused "
           f"({', '.join(with_relu)}), {in_pool} of them in the next max-pool's prologue, {from_moments} taking "
           f"their statistics from their convolution's moments; "
           f"loss: fastcnn.cross_entropy; optimizer: "
           f"fastcnn.optim.{optimizer_name} (lr {lr:g})")
-    runs = [Run("PyTorch", torch_model, getattr(torch.optim, optimizer_name)(torch_model.parameters(), lr=lr,
-                                                                            **optimizer_options),
-                torch.nn.functional.cross_entropy),
-            Run("fastcnn", fastcnn_model, getattr(fastcnn.optim, optimizer_name)(fastcnn_model.parameters(), lr=lr,
-                                                                                **optimizer_options),
-                fastcnn.cross_entropy)]
     assert all(torch.equal(a, b) for a, b in zip(torch_model.state_dict().values(),
                                                  fastcnn_model.state_dict().values()))
+    torch_run = Run("PyTorch", torch_model, getattr(torch.optim, optimizer_name)(torch_model.parameters(), lr=lr,
+                                                                                **optimizer_options),
+                    torch.nn.functional.cross_entropy)
+    fastcnn_optimizer = getattr(fastcnn.optim, optimizer_name)(fastcnn_model.parameters(), lr=lr, **optimizer_options)
+    if args.distributed:
+        fastcnn_run = DistributedRun(fastcnn_model, fastcnn_optimizer)
+        torch_run.name = "PyTorch, 1 process"
+        print(f"distributed: {fastcnn_run.world} processes ({dist.get_backend()}), DistributedDataParallel, each on its "
+              f"share of every batch of {args.batch}; PyTorch trains the plain model on the whole batch in one process "
+              f"(each process repeats it), the run the distributed one must match")
+    else:
+        fastcnn_run = Run("fastcnn", fastcnn_model, fastcnn_optimizer, fastcnn.cross_entropy)
+    runs = [torch_run, fastcnn_run]
 
     augment = None
     if args.augment:
@@ -186,7 +259,8 @@ def main(argv=None):
         batches = [permutation[i:i + args.batch] for i in range(0, len(train_x), args.batch)][:args.max_steps]
         correct = [0, 0]
         first_step = [len(run.step_losses) for run in runs]
-        for indices in tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False, file=sys.stderr):
+        for indices in tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False, file=sys.stderr,
+                            disable=sys.stdout.name == os.devnull):
             images = train_x[indices] if augment is None else augment(train_x[indices])
             for index, run in enumerate(runs):
                 correct[index] += run.step(images, train_y[indices])
@@ -216,6 +290,8 @@ def main(argv=None):
     if args.plot:
         plot(runs, args.plot)
         print(f"plot of both loss curves: {os.path.abspath(args.plot)}")
+    if args.distributed:
+        dist.destroy_process_group()
     if accuracy < args.min_accuracy:
         print(f"fastcnn's test accuracy {accuracy:.2%} is below {args.min_accuracy:.0%}")
         return 1

@@ -231,3 +231,21 @@ def test_converted_then_synchronised_model_computes_as_before():
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(fastcnn.convert(model))
     x = make_tensor((2, 3, 12, 12), device=DEVICE)
     assert relative_error(synced(x), converted(x)) <= tolerance(torch.float32, 100)
+
+
+@needs_gloo
+def test_distributed_demo_matches_one_process(tmp_path):
+    """The README's ``torchrun --nproc-per-node=2 -m fastcnn.demo --distributed``, shortened to two
+    steps: DDP with fastcnn's SyncBatchNorm (ReLU fused, statistics from the convolutions'
+    moments) follows one process training torch's model on the whole batch."""
+    environment = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "fastcnn.demo", "--distributed", "--epochs", "1",
+               "--max-steps", "2", "--min-accuracy", "0", "--plot", str(tmp_path / "demo.png")]
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    largest = [line for line in finished.stdout.splitlines() if line.startswith("largest difference")]
+    assert largest and float(largest[0].split()[-1]) < 1e-5, finished.stdout
+    assert "2 SyncBatchNorm+ReLU fused" in finished.stdout and "2 taking their statistics" in finished.stdout
+    assert "distributed: 2 processes (gloo)" in finished.stdout
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
