@@ -164,8 +164,8 @@ def main(argv=None):
     parser.add_argument("--min-accuracy", type=float, default=0.95,
                         help="exit with status 1 when fastcnn's final test accuracy is below this")
     parser.add_argument("--distributed", action="store_true",
-                        help="under torchrun: DistributedDataParallel with fastcnn's SyncBatchNorm, each process on its "
-                             "share of every batch, against one process on the whole batch")
+                        help="under torchrun: DistributedDataParallel with fastcnn's SyncBatchNorm, each process on "
+                             "its share of every batch, against one process on the whole batch")
     args = parser.parse_args(argv)
     if args.distributed and args.augment:
         parser.error("--augment is not offered with --distributed")
@@ -230,8 +230,8 @@ def main(argv=None):
     if args.distributed:
         fastcnn_run = DistributedRun(fastcnn_model, fastcnn_optimizer)
         torch_run.name = "PyTorch, 1 process"
-        print(f"distributed: {fastcnn_run.world} processes ({dist.get_backend()}), DistributedDataParallel, each on its "
-              f"share of every batch of {args.batch}; PyTorch trains the plain model on the whole batch in one process "
+        print(f"distributed: {fastcnn_run.world} processes ({dist.get_backend()}), DistributedDataParallel, each on "
+              f"its share of every batch of {args.batch}; PyTorch trains the plain model on the whole batch in one process "
               f"(each process repeats it), the run the distributed one must match")
     else:
         fastcnn_run = Run("fastcnn", fastcnn_model, fastcnn_optimizer, fastcnn.cross_entropy)

@@ -148,8 +148,8 @@ def statistics_from_summaries(x, summaries, stats, running_mean, running_var, we
     affine, affine_strides, affine_flags = _affine(weight, bias, stats)
     has_rows = x.shape[0] * x.shape[2] > 0
     _merge_kernel[(triton.cdiv(channels, MERGE_BLOCK),)](
-        summaries, summaries.shape[0], x if has_rows else summaries, *running, stats, *affine, channels, float(momentum), float(eps),
-        x.stride(1), *(tensor.stride(0) for tensor in running), *affine_strides,
+        summaries, summaries.shape[0], x if has_rows else summaries, *running, stats, *affine, channels,
+        float(momentum), float(eps), x.stride(1), *(tensor.stride(0) for tensor in running), *affine_strides,
         HAS_LOCAL_ROWS=has_rows, UPDATE_RUNNING=running_mean is not None, **affine_flags,
         BLOCK_SLOTS=MERGE_BLOCK_SLOTS, BLOCK=MERGE_BLOCK)
     return 1

@@ -70,15 +70,16 @@ def check_case(case, rank, world, generator, results):
     start = sum(sizes[:rank])
     module = fastcnn.nn.SyncBatchNorm(CHANNELS, momentum=momentum, activation=activation)
     with torch.no_grad():
-        module.weight.copy_(make_tensor((CHANNELS,), generator=generator))
-        module.bias.copy_(make_tensor((CHANNELS,), generator=generator))
+        module.weight.copy_(make_tensor((CHANNELS,), device="cpu", generator=generator))
+        module.bias.copy_(make_tensor((CHANNELS,), device="cpu", generator=generator))
     running_mean = torch.zeros(CHANNELS, dtype=torch.float64)
     running_var = torch.ones(CHANNELS, dtype=torch.float64)
     for step in range(steps):
         # Far from zero with a small spread: the shifted statistics must keep their digits.
-        x = make_tensor((total, CHANNELS, HEIGHT, WIDTH), generator=generator) + 3.0
-        dy = make_tensor((total, CHANNELS, HEIGHT, WIDTH), generator=generator)
-        residual = make_tensor((total, CHANNELS, HEIGHT, WIDTH), generator=generator) if with_residual else None
+        x = make_tensor((total, CHANNELS, HEIGHT, WIDTH), device="cpu", generator=generator) + 3.0
+        dy = make_tensor((total, CHANNELS, HEIGHT, WIDTH), device="cpu", generator=generator)
+        residual = (make_tensor((total, CHANNELS, HEIGHT, WIDTH), device="cpu", generator=generator)
+                    if with_residual else None)
         x, dy = x.to(dtype), dy.to(dtype)
         residual = None if residual is None else residual.to(dtype)
         expected = reference(x, dy, module.weight.detach(), module.bias.detach(), residual, activation, sizes)
@@ -93,7 +94,8 @@ def check_case(case, rank, world, generator, results):
         # The elementwise results round to the dtype; the parameters' gradients and the running
         # statistics are fp32 sums over the whole batch's values of a channel.
         elementwise, summed = tolerance(dtype), tolerance(torch.float32, total * HEIGHT * WIDTH)
-        errors = {"out": relative_error(out, expected["y"][mine]), "dx": relative_error(local.grad, expected["dx"][mine]),
+        errors = {"out": relative_error(out, expected["y"][mine]),
+                  "dx": relative_error(local.grad, expected["dx"][mine]),
                   "dw": relative_error(module.weight.grad, expected["dw"][rank]),
                   "db": relative_error(module.bias.grad, expected["db"][rank])}
         if residual is not None:
@@ -152,8 +154,8 @@ def check_collectives(rank, world, generator, results):
     """One forward and backward of a SyncBatchNorm (+ReLU, with a residual): one all-gather and
     one all-reduce; eval: none."""
     module = fastcnn.nn.SyncBatchNorm(CHANNELS, activation="relu")
-    x = make_tensor((2, CHANNELS, 3, 3), generator=generator).requires_grad_()
-    residual = make_tensor((2, CHANNELS, 3, 3), generator=generator).requires_grad_()
+    x = make_tensor((2, CHANNELS, 3, 3), device="cpu", generator=generator).requires_grad_()
+    residual = make_tensor((2, CHANNELS, 3, 3), device="cpu", generator=generator).requires_grad_()
     with CollectiveCounter() as forward, count_launches() as launched:
         out = module(x, residual)
     with CollectiveCounter() as backward:

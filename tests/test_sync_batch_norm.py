@@ -25,7 +25,7 @@ from torch import nn
 import fastcnn
 from fastcnn.dtypes import tolerance
 from fastcnn.ops.sync_batch_norm import synchronised_batch_norm
-from fastcnn.testing import DEVICE, count_launches, fresh_seed, make_tensor, relative_error
+from fastcnn.testing import DEVICE, count_launches, fresh_seed, in_layout, make_tensor, relative_error
 
 WORKER = Path(__file__).with_name("sync_batch_norm_worker.py")
 needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -61,10 +61,12 @@ def test_sync_batch_norm_across_processes(processes, tmp_path):
 
 @pytest.fixture
 def one_process_group():
-    """The default group, this process alone (gloo), for the synchronised path's own tests."""
+    """The default group, this process alone (NCCL for the GPU's tensors, else gloo), for the
+    synchronised path's own tests."""
     if dist.is_initialized():
         pytest.skip("a process group is already initialised here")
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    backend = "nccl" if DEVICE == "cuda" and dist.is_nccl_available() else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield dist.group.WORLD
     finally:
@@ -102,8 +104,7 @@ def test_synchronised_path_in_one_process(one_process_group, shape, layout, acti
     residual = make_tensor(shape, generator=generator).to(dtype) if with_residual else None
     dy = make_tensor(shape, generator=generator).to(dtype)
     weight, bias = (make_tensor((channels,), generator=generator).requires_grad_() for _ in range(2))
-    running_mean, running_var = torch.zeros(channels), torch.ones(channels)
-    from fastcnn.testing import in_layout
+    running_mean, running_var = torch.zeros(channels, device=DEVICE), torch.ones(channels, device=DEVICE)
     x_ours = in_layout(x, layout).requires_grad_()
     r_ours = None if residual is None else residual.clone().requires_grad_()
     with count_launches() as launched:
@@ -139,7 +140,7 @@ def test_statistics_from_a_convolutions_moments(one_process_group):
     conv_out, moments = fastcnn.conv2d_with_moments(x, conv_weight, None, 1, 1, 1, 1)
     results = []
     for given in (moments, None):
-        running_mean, running_var = torch.zeros(6), torch.ones(6)
+        running_mean, running_var = torch.zeros(6, device=DEVICE), torch.ones(6, device=DEVICE)
         with count_launches() as launched:
             results.append((synchronised_batch_norm("op", conv_out, running_mean, running_var, None, None, 0.1, 1e-5,
                                                     one_process_group, 1, "relu", None, given), running_var))
@@ -155,7 +156,7 @@ def test_without_distributed_it_is_batch_norm(training):
     """Without an initialised process group (or in eval) the module is batch norm, as torch's
     SyncBatchNorm is F.batch_norm there."""
     generator = torch.Generator().manual_seed(fresh_seed())
-    ours, theirs = fastcnn.nn.SyncBatchNorm(5, activation="relu"), nn.SyncBatchNorm(5)
+    ours, theirs = fastcnn.nn.SyncBatchNorm(5, activation="relu").to(DEVICE), nn.SyncBatchNorm(5).to(DEVICE)
     theirs.load_state_dict(ours.state_dict())
     ours.train(training)
     theirs.train(training)
@@ -226,7 +227,7 @@ def test_converted_then_synchronised_model_computes_as_before():
     from fastcnn.models import TinyResNet
 
     torch.manual_seed(fresh_seed())
-    model = TinyResNet()
+    model = TinyResNet().to(DEVICE)
     converted = fastcnn.convert(model)
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(fastcnn.convert(model))
     x = make_tensor((2, 3, 12, 12), device=DEVICE)

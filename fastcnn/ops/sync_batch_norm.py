@@ -108,10 +108,11 @@ def _(input, moments):
 
 
 def all_gather_summaries(summary, group, world_size):
-    """Every process's summary, [P, 4, C] in rank order: one collective (gloo's all_gather into
-    the rows of one tensor; NCCL's all_gather_single, all_gather_into_tensor before torch 2.13)."""
+    """Every process's summary, [P, 4, C] in rank order: one collective (all_gather into the rows
+    of one tensor for CPU tensors and gloo, which may lack the single-tensor form; NCCL's
+    all_gather_single, all_gather_into_tensor before torch 2.13)."""
     gathered = summary.new_empty((world_size, *summary.shape))
-    if dist.get_backend(group) == "gloo":
+    if summary.device.type == "cpu" or dist.get_backend(group) == "gloo":
         dist.all_gather(list(gathered.unbind(0)), summary, group=group)
     else:
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
