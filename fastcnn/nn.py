@@ -387,7 +387,9 @@ def _sync_batch_norm_from(module, process_group, cls):
     return sync
 
 
-_torch_convert_sync_batchnorm = torch.nn.SyncBatchNorm.convert_sync_batchnorm.__func__
+# torch's own converter (kept on ours, so that a reload of this module does not wrap ours in ours)
+_torch_convert_sync_batchnorm = getattr(torch.nn.SyncBatchNorm.convert_sync_batchnorm.__func__, "torch_original",
+                                        torch.nn.SyncBatchNorm.convert_sync_batchnorm.__func__)
 
 
 def _convert_sync_batchnorm(cls, module, process_group=None):
@@ -407,6 +409,7 @@ def _convert_sync_batchnorm(cls, module, process_group=None):
     return output
 
 
+_convert_sync_batchnorm.torch_original = _torch_convert_sync_batchnorm
 torch.nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(_convert_sync_batchnorm)
 
 

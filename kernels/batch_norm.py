@@ -450,10 +450,11 @@ def _backward_apply_kernel(
             invstd = tl.load(stats_ptr + channels + c, mask=channel_ok, other=0.0)
             if COUNT_IN_STATS:
                 count = tl.load(stats_ptr + COUNT_ROW_CONSTEXPR * channels + c, mask=channel_ok, other=1.0)
+                mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / count
+                mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / count
             else:
-                count = num_rows.to(tl.float32)
-            mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / count
-            mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / count
+                mean_g = tl.load(sums_ptr + c, mask=channel_ok, other=0.0) / num_rows
+                mean_gx = tl.load(sums_ptr + channels + c, mask=channel_ok, other=0.0) / num_rows
             x_hat = centred * invstd[None, :]
             dx = scale[None, :] * (g - mean_g[None, :] - x_hat * mean_gx[None, :])
         else:

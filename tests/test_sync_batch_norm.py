@@ -37,6 +37,15 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _without_fully_shard():
+    """{"fsdp2"} where this torch has no FSDP2 (before 2.6), else nothing."""
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return {"fsdp2"}
+    return set()
+
+
 @needs_gloo
 @pytest.mark.parametrize("processes", [2, 3])
 def test_sync_batch_norm_across_processes(processes, tmp_path):
@@ -52,10 +61,11 @@ def test_sync_batch_norm_across_processes(processes, tmp_path):
     failures = []
     for rank in range(processes):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert len(results) >= 70, sorted(results)
+        assert len(results) >= 30, sorted(results)
         failures += [f"rank {rank} {check}: {error:.3g} > {bound:.3g}" for check, (error, bound) in results.items()
                      if not error <= bound]
-        assert any(check.startswith("fsdp2/") for check in results) or not hasattr(torch.distributed, "fsdp")
+        models = {check.split("/")[0] for check in results} & {"ddp", "fsdp2", "converted_resnet"}
+        assert models == ({"ddp", "fsdp2"} - _without_fully_shard() if processes == 2 else {"converted_resnet"}), models
     assert not failures, "\n".join(failures)
 
 
@@ -236,13 +246,13 @@ def test_converted_then_synchronised_model_computes_as_before():
 
 @needs_gloo
 def test_distributed_demo_matches_one_process(tmp_path):
-    """The README's ``torchrun --nproc-per-node=2 -m fastcnn.demo --distributed``, shortened to two
-    steps: DDP with fastcnn's SyncBatchNorm (ReLU fused, statistics from the convolutions'
+    """The README's ``torchrun --nproc-per-node=2 -m fastcnn.demo --distributed``, shortened to one
+    step: DDP with fastcnn's SyncBatchNorm (ReLU fused, statistics from the convolutions'
     moments) follows one process training torch's model on the whole batch."""
     environment = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master_addr=127.0.0.1",
                f"--master_port={_free_port()}", "-m", "fastcnn.demo", "--distributed", "--epochs", "1",
-               "--max-steps", "2", "--min-accuracy", "0", "--plot", str(tmp_path / "demo.png")]
+               "--max-steps", "1", "--min-accuracy", "0", "--plot", str(tmp_path / "demo.png")]
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     largest = [line for line in finished.stdout.splitlines() if line.startswith("largest difference")]
