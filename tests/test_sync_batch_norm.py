@@ -72,9 +72,12 @@ def test_sync_batch_norm_across_processes(processes, tmp_path):
 @pytest.fixture
 def one_process_group():
     """The default group, this process alone (NCCL for the GPU's tensors, else gloo), for the
-    synchronised path's own tests."""
+    synchronised path's own tests; one another test of this process left (a benchmark case's,
+    fastcnn/cases/sync_batch_norm.py) serves as well."""
     if dist.is_initialized():
-        pytest.skip("a process group is already initialised here")
+        assert dist.get_world_size() == 1, "a test process holds a group of several processes"
+        yield dist.group.WORLD
+        return
     backend = "nccl" if DEVICE == "cuda" and dist.is_nccl_available() else "gloo"
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
@@ -160,13 +163,39 @@ def test_statistics_from_a_convolutions_moments(one_process_group):
     assert relative_error(var_moments, var_pass) <= tolerance(torch.float32, 10)
 
 
+@needs_gloo
+def test_prelu_fused_into_the_synchronised_path(one_process_group):
+    """A PReLU (one slope per channel) as the fused activation: its slopes read in the apply, their
+    gradient (this process's share) summed in the backward's sums pass; against float64."""
+    generator = torch.Generator().manual_seed(fresh_seed())
+    x = make_tensor((3, 4, 5, 6), generator=generator)
+    dy = make_tensor((3, 4, 5, 6), generator=generator)
+    prelu = nn.PReLU(4).to(DEVICE)
+    with torch.no_grad():
+        prelu.weight.copy_(make_tensor((4,), generator=generator))
+    x_ours = x.clone().requires_grad_()
+    with count_launches() as launched:
+        out = synchronised_batch_norm("op", x_ours, None, None, None, None, 0.1, 1e-5, one_process_group, 1, prelu)
+        out.backward(dy)
+    assert launched["sync_batch_norm"] >= 4, launched
+    x64 = x.double().requires_grad_()
+    slope64 = prelu.weight.detach().double().requires_grad_()
+    expected = nn.functional.prelu(_reference(x64, torch.ones(4, dtype=torch.float64),
+                                              torch.zeros(4, dtype=torch.float64), None, None), slope64)
+    expected.backward(dy.double())
+    assert relative_error(out, expected) <= tolerance(torch.float32)
+    assert relative_error(x_ours.grad, x64.grad) <= tolerance(torch.float32)
+    assert relative_error(prelu.weight.grad, slope64.grad) <= tolerance(torch.float32, x.numel() // 4)
+
+
 @pytest.mark.every_triton
 @pytest.mark.parametrize("training", [True, False])
 def test_without_distributed_it_is_batch_norm(training):
-    """Without an initialised process group (or in eval) the module is batch norm, as torch's
-    SyncBatchNorm is F.batch_norm there."""
+    """Without a process group of several processes (or in eval) the module is batch norm, as
+    torch's SyncBatchNorm is F.batch_norm there (which, with a group of one, refuses CPU tensors:
+    BatchNorm2d is the reference)."""
     generator = torch.Generator().manual_seed(fresh_seed())
-    ours, theirs = fastcnn.nn.SyncBatchNorm(5, activation="relu").to(DEVICE), nn.SyncBatchNorm(5).to(DEVICE)
+    ours, theirs = fastcnn.nn.SyncBatchNorm(5, activation="relu").to(DEVICE), nn.BatchNorm2d(5).to(DEVICE)
     theirs.load_state_dict(ours.state_dict())
     ours.train(training)
     theirs.train(training)
