@@ -21,6 +21,7 @@ import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fastcnn  # noqa: E402
+from fastcnn.cases.sync_batch_norm import collectives_of  # noqa: E402
 from fastcnn.dtypes import tolerance  # noqa: E402
 from fastcnn.testing import count_launches, make_tensor, relative_error  # noqa: E402
 
@@ -128,49 +129,23 @@ def check_case(case, rank, world, generator, results):
     results[f"{name}/eval"] = [relative_error(evaluated, expected_eval), tolerance(dtype)]
 
 
-class CollectiveCounter:
-    """Counts the collectives of torch.distributed called inside the block."""
-
-    NAMES = ("all_gather", "all_gather_into_tensor", "all_gather_single", "all_reduce", "broadcast")
-
-    def __init__(self):
-        self.count = 0
-        self.saved = {}
-
-    def __enter__(self):
-        for name in self.NAMES:
-            if hasattr(dist, name):
-                original = self.saved[name] = getattr(dist, name)
-
-                def counted(*args, __original=original, **kwargs):
-                    self.count += 1
-                    return __original(*args, **kwargs)
-                setattr(dist, name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        for name, original in self.saved.items():
-            setattr(dist, name, original)
-
-
 def check_collectives(rank, world, generator, results):
     """One forward and backward of a SyncBatchNorm (+ReLU, with a residual): one all-gather and
     one all-reduce; eval: none."""
     module = fastcnn.nn.SyncBatchNorm(CHANNELS, activation="relu")
     x = make_tensor((2, CHANNELS, 3, 3), device="cpu", generator=generator).requires_grad_()
     residual = make_tensor((2, CHANNELS, 3, 3), device="cpu", generator=generator).requires_grad_()
-    with CollectiveCounter() as forward, count_launches() as launched:
-        out = module(x, residual)
-    with CollectiveCounter() as backward:
-        out.sum().backward()
+    outputs = []
+    with count_launches() as launched:
+        forward = collectives_of(lambda: outputs.append(module(x, residual)))
+    backward = collectives_of(lambda: outputs[0].sum().backward())
     results["launches/sync_batch_norm_kernels_ran"] = [int(launched["sync_batch_norm"] < 3), 0]
     module.eval()
-    with CollectiveCounter() as evaluation:
-        module(x.detach())
+    evaluation = collectives_of(lambda: module(x.detach()))
     # [|count - expected|, 0]: as every result, an error that must not exceed its bound
-    results["collectives/forward"] = [abs(forward.count - 1), 0]
-    results["collectives/backward"] = [abs(backward.count - 1), 0]
-    results["collectives/eval"] = [evaluation.count, 0]
+    results["collectives/forward"] = [abs(forward - 1), 0]
+    results["collectives/backward"] = [abs(backward - 1), 0]
+    results["collectives/eval"] = [evaluation, 0]
 
 
 class SmallNet(nn.Module):

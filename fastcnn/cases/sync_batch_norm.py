@@ -15,7 +15,7 @@ from ._static import empty, per_layout_and_dtype
 
 SUITES = {"resnet50": resnet50_activation_shapes}
 PROFILE_OPS = ("sync_batch_norm_relu",)
-COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_gather_single", "all_reduce")
+COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_gather_single", "all_reduce", "broadcast")
 
 
 def one_process_group(device):
